@@ -1,0 +1,708 @@
+//! The Merkle tree of every CCF ledger, written here because it *is* the product.
+//!
+//! Shape and hashing follow CCF's `merklecpp` exactly (see `docs/formats.md`):
+//!
+//! * interior node = `SHA-256(left || right)`, with **no** RFC 6962 domain-separation prefixes;
+//!   leaves are inserted as 32-byte digests and are not hashed again;
+//! * the shape is RFC 6962's Merkle Tree Hash: for `n` leaves and `k` the largest power of two
+//!   below `n`, `MTH(D[0:n]) = H(MTH(D[0:k]) || MTH(D[k:n]))`;
+//! * leaf index = seqno, and leaf 0 is 32 zero bytes in a ledger (the caller appends it).
+//!
+//! The tree keeps, for every height `h`, the hashes of the *perfect* subtrees of `2^h` leaves
+//! that are complete, so appends are amortised O(1), and roots and inclusion paths at any size
+//! are O(log n). [`MerkleTree::flush_to`] forgets old leaves while keeping the roots of the
+//! full subtrees on the left edge (CCF's `flush`), [`MerkleTree::retract_to`] drops leaves
+//! after an index (CCF's `retract`, used on rollback), and [`MerkleTree::serialize`] /
+//! [`MerkleTree::deserialize`] give the bytes CCF stores in `public:ccf.internal.tree`.
+
+use std::collections::VecDeque;
+
+use crate::hash::Hash;
+
+/// Perfect-subtree hashes at one height: `nodes[i]` covers leaves
+/// `[(base + i) * 2^h, (base + i + 1) * 2^h)`.
+#[derive(Clone, Debug, Default)]
+struct Level {
+    base: u64,
+    nodes: VecDeque<Hash>,
+}
+
+/// An incremental CCF Merkle tree. See the [module docs](self).
+#[derive(Clone, Debug, Default)]
+pub struct MerkleTree {
+    size: u64,
+    /// Leaves below this index have been flushed (CCF's `num_flushed`).
+    offset: u64,
+    levels: Vec<Level>,
+}
+
+/// One step of an inclusion path, from the leaf upwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathStep {
+    /// The sibling is on the left: `h = H(sibling || h)`.
+    Left(Hash),
+    /// The sibling is on the right: `h = H(h || sibling)`.
+    Right(Hash),
+}
+
+/// An inclusion path (audit path) from a leaf to a root, leaf end first.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Path {
+    /// Steps from the leaf upwards.
+    pub steps: Vec<PathStep>,
+}
+
+/// Why a tree operation could not be done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeError {
+    /// The tree (or the requested size) has no leaves: an empty tree has no root.
+    #[error("an empty Merkle tree has no root")]
+    Empty,
+    /// The index or size lies beyond the leaves the tree has.
+    #[error("index {index} is beyond the tree's {size} leaves")]
+    OutOfRange {
+        /// The index or size asked for.
+        index: u64,
+        /// The tree's size.
+        size: u64,
+    },
+    /// The leaf or size lies in the flushed part of the tree.
+    #[error("leaf {index} has been flushed (tree keeps leaves from {offset})")]
+    Flushed {
+        /// The index or size asked for.
+        index: u64,
+        /// The first index still held.
+        offset: u64,
+    },
+}
+
+/// Why serialized tree bytes could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeDecodeError {
+    /// Fewer than the 16 header bytes.
+    #[error("serialized tree is {0} bytes, shorter than its 16-byte header")]
+    TooShort(usize),
+    /// The length does not match the header's leaf count and flushed-root count.
+    #[error("serialized tree is {actual} bytes, its header implies {expected}")]
+    LengthMismatch {
+        /// Bytes implied by the header.
+        expected: u128,
+        /// Bytes present.
+        actual: usize,
+    },
+    /// The leaf counts overflow 64 bits.
+    #[error("serialized tree leaf counts overflow")]
+    Overflow,
+}
+
+/// Largest power of two strictly less than `n` (`n >= 2`).
+fn split_point(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1u64 << (63 - (n - 1).leading_zeros())
+}
+
+impl MerkleTree {
+    /// An empty tree.
+    pub fn new() -> MerkleTree {
+        MerkleTree::default()
+    }
+
+    /// Number of leaves appended so far, flushed ones included.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Index of the first leaf still held (leaves below it were flushed).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Appends a leaf digest (not hashed again).
+    pub fn append(&mut self, leaf: Hash) {
+        let mut h = 0usize;
+        let mut hash = leaf;
+        let mut j = self.size;
+        loop {
+            if self.levels.len() <= h {
+                self.levels.push(Level {
+                    base: j,
+                    nodes: VecDeque::new(),
+                });
+            }
+            let level = &mut self.levels[h];
+            level.nodes.push_back(hash);
+            if j & 1 == 0 {
+                break;
+            }
+            // j is a right child: its left sibling j-1 is held (flush keeps it, see flush_to).
+            let idx = (j - 1).checked_sub(level.base).map(|i| i as usize);
+            let Some(left) = idx.and_then(|i| level.nodes.get(i)) else {
+                debug_assert!(false, "left sibling missing at height {h}, index {}", j - 1);
+                break;
+            };
+            hash = Hash::node(left, &hash);
+            j >>= 1;
+            h += 1;
+        }
+        self.size += 1;
+    }
+
+    /// The leaf at `index`.
+    pub fn leaf(&self, index: u64) -> Result<Hash, TreeError> {
+        self.check_index(index)?;
+        self.node(0, index).ok_or(TreeError::Flushed {
+            index,
+            offset: self.offset,
+        })
+    }
+
+    fn check_index(&self, index: u64) -> Result<(), TreeError> {
+        if index >= self.size {
+            return Err(TreeError::OutOfRange {
+                index,
+                size: self.size,
+            });
+        }
+        if index < self.offset {
+            return Err(TreeError::Flushed {
+                index,
+                offset: self.offset,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), TreeError> {
+        if size == 0 {
+            return Err(TreeError::Empty);
+        }
+        if size > self.size {
+            return Err(TreeError::OutOfRange {
+                index: size,
+                size: self.size,
+            });
+        }
+        if size < self.offset {
+            return Err(TreeError::Flushed {
+                index: size,
+                offset: self.offset,
+            });
+        }
+        Ok(())
+    }
+
+    /// Perfect node at height `h`, index `j`, if held.
+    fn node(&self, h: u32, j: u64) -> Option<Hash> {
+        let level = self.levels.get(h as usize)?;
+        let i = j.checked_sub(level.base)?;
+        level.nodes.get(usize::try_from(i).ok()?).copied()
+    }
+
+    /// MTH of leaves `[lo, hi)`, where `lo` is a multiple of the largest power of two in
+    /// `hi - lo` (true of every range the RFC 6962 recursion visits).
+    fn range_hash(&self, lo: u64, hi: u64) -> Option<Hash> {
+        let n = hi - lo;
+        let mut start = lo;
+        let mut blocks: Vec<Hash> = Vec::with_capacity(n.count_ones() as usize);
+        for h in (0..64u32).rev() {
+            if n & (1u64 << h) != 0 {
+                blocks.push(self.node(h, start >> h)?);
+                start += 1u64 << h;
+            }
+        }
+        let mut acc = blocks.pop()?;
+        while let Some(left) = blocks.pop() {
+            acc = Hash::node(&left, &acc);
+        }
+        Some(acc)
+    }
+
+    /// The root over all leaves.
+    pub fn root(&self) -> Result<Hash, TreeError> {
+        self.root_at(self.size)
+    }
+
+    /// The root the tree had when it held `size` leaves (`offset <= size <= self.size()`).
+    pub fn root_at(&self, size: u64) -> Result<Hash, TreeError> {
+        self.check_size(size)?;
+        self.range_hash(0, size).ok_or(TreeError::Flushed {
+            index: size,
+            offset: self.offset,
+        })
+    }
+
+    /// The inclusion path of leaf `index` in the tree of the first `size` leaves.
+    pub fn path(&self, index: u64, size: u64) -> Result<Path, TreeError> {
+        self.check_size(size)?;
+        if index >= size {
+            return Err(TreeError::OutOfRange { index, size });
+        }
+        self.check_index(index)?;
+        let flushed = TreeError::Flushed {
+            index,
+            offset: self.offset,
+        };
+        let (mut lo, mut hi) = (0u64, size);
+        let mut steps = Vec::new();
+        while hi - lo > 1 {
+            let k = split_point(hi - lo);
+            if index < lo + k {
+                steps.push(PathStep::Right(self.range_hash(lo + k, hi).ok_or(flushed)?));
+                hi = lo + k;
+            } else {
+                let h = k.trailing_zeros();
+                steps.push(PathStep::Left(self.node(h, lo >> h).ok_or(flushed)?));
+                lo += k;
+            }
+        }
+        steps.reverse();
+        Ok(Path { steps })
+    }
+
+    /// Forgets leaves below `index`, keeping the roots of the full left-edge subtrees so that
+    /// roots and paths at sizes `>= index` stay computable (CCF's `flush_to`).
+    pub fn flush_to(&mut self, index: u64) -> Result<(), TreeError> {
+        if index > self.size {
+            return Err(TreeError::OutOfRange {
+                index,
+                size: self.size,
+            });
+        }
+        if index <= self.offset {
+            return Ok(());
+        }
+        for (h, level) in self.levels.iter_mut().enumerate() {
+            // Keep node (index >> h) - 1 when bit h of index is set: it is a flushed left-edge
+            // root that later parents and roots need.
+            let new_base = (index >> h) & !1;
+            if new_base > level.base {
+                let drop = usize::try_from(new_base - level.base)
+                    .unwrap_or(usize::MAX)
+                    .min(level.nodes.len());
+                level.nodes.drain(..drop);
+                level.base = new_base;
+            }
+        }
+        self.offset = index;
+        Ok(())
+    }
+
+    /// Keeps leaves `0..=index` and drops everything after (CCF's `retract_to`, used when
+    /// consensus rolls back uncommitted entries).
+    pub fn retract_to(&mut self, index: u64) -> Result<(), TreeError> {
+        self.check_index(index).or_else(|e| match e {
+            // Retracting to the last flushed leaf's successor boundary is still fine.
+            TreeError::Flushed { .. } if index + 1 == self.offset => Ok(()),
+            e => Err(e),
+        })?;
+        let new_size = index + 1;
+        for (h, level) in self.levels.iter_mut().enumerate() {
+            let keep = (new_size >> h).saturating_sub(level.base);
+            level
+                .nodes
+                .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+        }
+        self.size = new_size;
+        Ok(())
+    }
+
+    /// CCF's serialized form of leaves `[from, to)`: big-endian `u64 to - from`, `u64 from`,
+    /// the leaves, then one hash per set bit of `from` (lowest bit first), the roots of the
+    /// flushed left-edge subtrees. CCF stores this in every signature transaction with
+    /// `to` = the signature's seqno.
+    pub fn serialize(&self, from: u64, to: u64) -> Result<Vec<u8>, TreeError> {
+        if to > self.size || from > to {
+            return Err(TreeError::OutOfRange {
+                index: to,
+                size: self.size,
+            });
+        }
+        if from < self.offset {
+            return Err(TreeError::Flushed {
+                index: from,
+                offset: self.offset,
+            });
+        }
+        let flushed = TreeError::Flushed {
+            index: from,
+            offset: self.offset,
+        };
+        let n = to - from;
+        let mut out = Vec::with_capacity(16 + 32 * (n as usize + from.count_ones() as usize));
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&from.to_be_bytes());
+        for i in from..to {
+            out.extend_from_slice(&self.node(0, i).ok_or(flushed)?.0);
+        }
+        for h in 0..64u32 {
+            if from & (1u64 << h) != 0 {
+                out.extend_from_slice(&self.node(h, (from >> h) - 1).ok_or(flushed)?.0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads CCF's serialized form (see [`MerkleTree::serialize`]) into a tree whose size is
+    /// `from + leaves` and whose offset is `from`.
+    pub fn deserialize(bytes: &[u8]) -> Result<MerkleTree, TreeDecodeError> {
+        let header: [u8; 16] = bytes
+            .get(..16)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(TreeDecodeError::TooShort(bytes.len()))?;
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&header[..8]);
+        let num_leaves = u64::from_be_bytes(n);
+        n.copy_from_slice(&header[8..]);
+        let num_flushed = u64::from_be_bytes(n);
+        num_flushed
+            .checked_add(num_leaves)
+            .ok_or(TreeDecodeError::Overflow)?;
+        let expected =
+            16u128 + 32 * (u128::from(num_leaves) + u128::from(num_flushed.count_ones()));
+        if expected != bytes.len() as u128 {
+            return Err(TreeDecodeError::LengthMismatch {
+                expected,
+                actual: bytes.len(),
+            });
+        }
+        let hashes: Vec<Hash> = bytes[16..]
+            .chunks_exact(32)
+            .map(|c| {
+                let mut a = [0u8; 32];
+                a.copy_from_slice(c);
+                Hash(a)
+            })
+            .collect();
+        let (leaves, roots) = hashes.split_at(num_leaves as usize);
+        let top = 64 - num_flushed.leading_zeros();
+        let mut levels = Vec::with_capacity(top as usize);
+        let mut roots = roots.iter();
+        for h in 0..top {
+            let j = num_flushed >> h;
+            let mut level = Level {
+                base: j,
+                nodes: VecDeque::new(),
+            };
+            if j & 1 == 1 {
+                level.base = j - 1;
+                if let Some(r) = roots.next() {
+                    level.nodes.push_back(*r);
+                }
+            }
+            levels.push(level);
+        }
+        let mut tree = MerkleTree {
+            size: num_flushed,
+            offset: num_flushed,
+            levels,
+        };
+        for leaf in leaves {
+            tree.append(*leaf);
+        }
+        Ok(tree)
+    }
+}
+
+impl Path {
+    /// Folds the path over `leaf`: the root it proves.
+    pub fn root(&self, leaf: &Hash) -> Hash {
+        self.steps.iter().fold(*leaf, |acc, step| match step {
+            PathStep::Left(s) => Hash::node(s, &acc),
+            PathStep::Right(s) => Hash::node(&acc, s),
+        })
+    }
+
+    /// The directions a path for leaf `index` in a tree of `size` leaves must have, leaf end first
+    /// (`true` = sibling on the left). `None` if `index >= size`.
+    pub fn expected_directions(index: u64, size: u64) -> Option<Vec<bool>> {
+        if index >= size {
+            return None;
+        }
+        let (mut lo, mut hi) = (0u64, size);
+        let mut dirs = Vec::new();
+        while hi - lo > 1 {
+            let k = split_point(hi - lo);
+            if index < lo + k {
+                dirs.push(false);
+                hi = lo + k;
+            } else {
+                dirs.push(true);
+                lo += k;
+            }
+        }
+        dirs.reverse();
+        Some(dirs)
+    }
+
+    /// Verifies that this path proves `leaf` at `index` in the tree of `size` leaves with `root`:
+    /// both the shape (length and directions) and the hashes must match.
+    pub fn verify(
+        &self,
+        leaf: &Hash,
+        index: u64,
+        size: u64,
+        root: &Hash,
+    ) -> Result<(), ProofError> {
+        let dirs = Path::expected_directions(index, size).ok_or(ProofError::IndexOutOfRange)?;
+        if dirs.len() != self.steps.len() {
+            return Err(ProofError::WrongLength {
+                expected: dirs.len(),
+                actual: self.steps.len(),
+            });
+        }
+        for (i, (d, s)) in dirs.iter().zip(&self.steps).enumerate() {
+            if *d != matches!(s, PathStep::Left(_)) {
+                return Err(ProofError::WrongDirection(i));
+            }
+        }
+        if self.root(leaf) != *root {
+            return Err(ProofError::RootMismatch);
+        }
+        Ok(())
+    }
+}
+
+/// Why an inclusion proof failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    /// The index is not below the tree size.
+    #[error("leaf index is not below the tree size")]
+    IndexOutOfRange,
+    /// The path has the wrong number of steps for that index and size.
+    #[error("inclusion path has {actual} steps, expected {expected}")]
+    WrongLength {
+        /// Steps a correct path has.
+        expected: usize,
+        /// Steps given.
+        actual: usize,
+    },
+    /// Step `i` has its sibling on the wrong side for that index.
+    #[error("inclusion path step {0} has its sibling on the wrong side")]
+    WrongDirection(usize),
+    /// The path does not lead to the root.
+    #[error("inclusion path does not lead to the expected root")]
+    RootMismatch,
+}
+
+/// The reference Merkle Tree Hash, written as the RFC 6962 recursion (used by tests and as a
+/// cross-check for [`MerkleTree`]).
+pub fn reference_root(leaves: &[Hash]) -> Option<Hash> {
+    match leaves.len() {
+        0 => None,
+        1 => Some(leaves[0]),
+        n => {
+            let k = split_point(n as u64) as usize;
+            Some(Hash::node(
+                &reference_root(&leaves[..k])?,
+                &reference_root(&leaves[k..])?,
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn leaves(n: u64) -> Vec<Hash> {
+        (0..n).map(|i| Hash::digest(&i.to_le_bytes())).collect()
+    }
+
+    fn tree(ls: &[Hash]) -> MerkleTree {
+        let mut t = MerkleTree::new();
+        for l in ls {
+            t.append(*l);
+        }
+        t
+    }
+
+    #[test]
+    fn empty_tree_has_no_root() {
+        assert_eq!(MerkleTree::new().root(), Err(TreeError::Empty));
+        assert_eq!(reference_root(&[]), None);
+    }
+
+    #[test]
+    fn small_shapes() {
+        let l = leaves(3);
+        let t = tree(&l);
+        assert_eq!(t.root_at(1).unwrap(), l[0]);
+        assert_eq!(t.root_at(2).unwrap(), Hash::node(&l[0], &l[1]));
+        assert_eq!(
+            t.root().unwrap(),
+            Hash::node(&Hash::node(&l[0], &l[1]), &l[2])
+        );
+        // Appendix A of ccf-notes: receipt for seqno 2 in a 3-leaf tree is [left: H(l0||l1)].
+        assert_eq!(
+            t.path(2, 3).unwrap().steps,
+            vec![PathStep::Left(Hash::node(&l[0], &l[1]))]
+        );
+    }
+
+    #[test]
+    fn matches_reference_for_all_sizes_up_to_300() {
+        let l = leaves(300);
+        let t = tree(&l);
+        for n in 1..=300u64 {
+            assert_eq!(
+                t.root_at(n).unwrap(),
+                reference_root(&l[..n as usize]).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn ccf_worked_example_serialization() {
+        // Signature at 18 with num_flushed = 16: leaves 16, 17 and one flushed root (bit 4).
+        let l = leaves(18);
+        let mut t = tree(&l);
+        t.flush_to(16).unwrap();
+        let bytes = t.serialize(16, 18).unwrap();
+        assert_eq!(bytes.len(), 16 + 2 * 32 + 32);
+        assert_eq!(&bytes[..8], &2u64.to_be_bytes());
+        assert_eq!(&bytes[8..16], &16u64.to_be_bytes());
+        let root16 = reference_root(&l[..16]).unwrap();
+        assert_eq!(&bytes[80..], root16.as_bytes());
+        let back = MerkleTree::deserialize(&bytes).unwrap();
+        assert_eq!(
+            back.root().unwrap(),
+            Hash::node(&root16, &Hash::node(&l[16], &l[17]))
+        );
+        assert_eq!(back.root().unwrap(), reference_root(&l).unwrap());
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        let mut t = tree(&leaves(10));
+        assert_eq!(
+            t.path(10, 10),
+            Err(TreeError::OutOfRange {
+                index: 10,
+                size: 10
+            })
+        );
+        assert_eq!(
+            t.root_at(11),
+            Err(TreeError::OutOfRange {
+                index: 11,
+                size: 10
+            })
+        );
+        t.flush_to(5).unwrap();
+        assert_eq!(
+            t.leaf(3),
+            Err(TreeError::Flushed {
+                index: 3,
+                offset: 5
+            })
+        );
+        assert_eq!(
+            t.root_at(4),
+            Err(TreeError::Flushed {
+                index: 4,
+                offset: 5
+            })
+        );
+        assert!(MerkleTree::deserialize(&[0u8; 15]).is_err());
+        let mut bad = t.serialize(5, 10).unwrap();
+        bad.push(0);
+        assert!(matches!(
+            MerkleTree::deserialize(&bad),
+            Err(TreeDecodeError::LengthMismatch { .. })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn inclusion_paths_verify(n in 1u64..700, seed in any::<u64>()) {
+            let l = leaves(n);
+            let t = tree(&l);
+            let i = seed % n;
+            let m = i + 1 + (seed >> 20) % (n - i);
+            let root = t.root_at(m).unwrap();
+            prop_assert_eq!(root, reference_root(&l[..m as usize]).unwrap());
+            let p = t.path(i, m).unwrap();
+            prop_assert!(p.verify(&l[i as usize], i, m, &root).is_ok());
+            // A wrong leaf, a wrong index or a wrong root fails.
+            let wrong = Hash::digest(b"not a leaf");
+            prop_assert_eq!(p.verify(&wrong, i, m, &root), Err(ProofError::RootMismatch));
+            let other_root = Hash::node(&root, &root);
+            prop_assert_eq!(p.verify(&l[i as usize], i, m, &other_root), Err(ProofError::RootMismatch));
+            if m > 1 {
+                let j = (i + 1 + seed % (m - 1)) % m;
+                prop_assert!(j != i);
+                prop_assert!(p.verify(&l[i as usize], j, m, &root).is_err());
+            }
+            // Flipping a bit in any step fails.
+            if !p.steps.is_empty() {
+                let k = (seed as usize) % p.steps.len();
+                let mut q = p.clone();
+                q.steps[k] = match q.steps[k] {
+                    PathStep::Left(mut h) => { h.0[0] ^= 1; PathStep::Left(h) }
+                    PathStep::Right(mut h) => { h.0[0] ^= 1; PathStep::Right(h) }
+                };
+                prop_assert!(q.verify(&l[i as usize], i, m, &root).is_err());
+            }
+        }
+
+        #[test]
+        fn flush_keeps_roots_paths_and_serialization(n in 1u64..400, f in any::<u64>(), g in any::<u64>()) {
+            let l = leaves(n);
+            let full = tree(&l);
+            let mut t = full.clone();
+            let f = f % (n + 1);
+            t.flush_to(f).unwrap();
+            for m in f.max(1)..=n {
+                prop_assert_eq!(t.root_at(m).unwrap(), full.root_at(m).unwrap());
+            }
+            for i in f..n {
+                prop_assert_eq!(t.path(i, n).unwrap(), full.path(i, n).unwrap());
+            }
+            // Serialization from any retained point round-trips to the same root.
+            let from = f + g % (n - f + 1);
+            let bytes = t.serialize(from, n).unwrap();
+            prop_assert_eq!(&bytes, &full.serialize(from, n).unwrap());
+            let back = MerkleTree::deserialize(&bytes).unwrap();
+            prop_assert_eq!(back.size(), n);
+            if n > 0 {
+                prop_assert_eq!(back.root().unwrap(), full.root().unwrap());
+            }
+            // Appending after a flush or a deserialize keeps agreeing with the full tree.
+            let mut t2 = t.clone();
+            let mut back2 = back.clone();
+            let mut full2 = full.clone();
+            for extra in 0..5u64 {
+                let x = Hash::digest(&(1000 + extra).to_le_bytes());
+                t2.append(x); back2.append(x); full2.append(x);
+                prop_assert_eq!(t2.root().unwrap(), full2.root().unwrap());
+                prop_assert_eq!(back2.root().unwrap(), full2.root().unwrap());
+            }
+        }
+
+        #[test]
+        fn retract_then_append_equals_fresh(n in 2u64..300, r in any::<u64>()) {
+            let l = leaves(n);
+            let mut t = tree(&l);
+            let keep = r % n; // keep leaves 0..=keep
+            t.retract_to(keep).unwrap();
+            prop_assert_eq!(t.size(), keep + 1);
+            prop_assert_eq!(t.root().unwrap(), reference_root(&l[..=keep as usize]).unwrap());
+            let x = Hash::digest(b"new");
+            t.append(x);
+            let mut v = l[..=keep as usize].to_vec();
+            v.push(x);
+            prop_assert_eq!(t.root().unwrap(), reference_root(&v).unwrap());
+        }
+
+        #[test]
+        fn deserialize_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = MerkleTree::deserialize(&bytes);
+        }
+    }
+}

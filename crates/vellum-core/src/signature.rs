@@ -1,0 +1,119 @@
+//! Signature transactions: the node's ECDSA signature over the Merkle root, the service's
+//! COSE_Sign1 over the same root, and the serialized tree, in CCF's three tables.
+//!
+//! A signature transaction at seqno `S` signs the root over leaves `0..S` (every earlier
+//! transaction, earlier signatures included); its own leaf is appended afterwards.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::cose::{self, CwtClaims};
+use crate::crypto::{CryptoError, SigningKey};
+use crate::entry::{MapWrites, SINGLETON_KEY};
+use crate::hash::Hash;
+use crate::tables;
+use crate::txid::TxId;
+
+/// The JSON value in `public:ccf.internal.signatures`. Fields are declared in alphabetical
+/// order so that serde emits CCF's sorted-key compact JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRecord {
+    /// PEM of the signing node's service-endorsed certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// Deprecated, always 0.
+    #[serde(default)]
+    pub commit_seqno: u64,
+    /// Deprecated, always 0.
+    #[serde(default)]
+    pub commit_view: u64,
+    /// Deprecated, 64 zeros.
+    #[serde(default)]
+    pub hashed_nonce: Option<String>,
+    /// Signing node id.
+    pub node: String,
+    /// Hex Merkle root signed.
+    pub root: Hash,
+    /// Seqno of the signature transaction.
+    pub seqno: u64,
+    /// Base64 DER ECDSA signature over the root (used as the digest).
+    pub sig: String,
+    /// View of the signature transaction.
+    pub view: u64,
+}
+
+impl SignatureRecord {
+    /// The DER signature bytes.
+    pub fn sig_der(&self) -> Result<Vec<u8>, CryptoError> {
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.sig)
+            .map_err(|_| CryptoError::SignatureEncoding)
+    }
+
+    /// The transaction id the record claims.
+    pub fn txid(&self) -> TxId {
+        TxId::new(self.view, self.seqno)
+    }
+}
+
+/// Who signs, and how the COSE header is filled.
+#[derive(Debug, Clone)]
+pub struct Signer<'a> {
+    /// The node's key.
+    pub node_key: &'a SigningKey,
+    /// The node's service-endorsed certificate (PEM).
+    pub node_cert_pem: &'a str,
+    /// The service key, for the COSE signature (CCF 6+ dual signing). `None`: node signature only.
+    pub service_key: Option<&'a SigningKey>,
+    /// CWT claims for the COSE header.
+    pub cwt: CwtClaims,
+}
+
+/// Builds the three maps of a signature transaction at `txid` over `root`, with `tree` the
+/// serialized tree (see [`crate::merkle::MerkleTree::serialize`]).
+pub fn signature_maps(
+    signer: &Signer<'_>,
+    txid: TxId,
+    root: &Hash,
+    tree: Vec<u8>,
+) -> Result<Vec<MapWrites>, CryptoError> {
+    let sig = signer.node_key.sign_prehash_der(root)?;
+    let record = SignatureRecord {
+        cert: Some(signer.node_cert_pem.to_owned()),
+        commit_seqno: 0,
+        commit_view: 0,
+        hashed_nonce: Some("0".repeat(64)),
+        node: signer.node_key.public_key().id(),
+        root: *root,
+        seqno: txid.seqno,
+        sig: base64::engine::general_purpose::STANDARD.encode(sig),
+        view: txid.view,
+    };
+    let json = serde_json::to_vec(&record).map_err(|_| CryptoError::SignatureEncoding)?;
+    let mut maps = vec![MapWrites::with_writes(
+        tables::SIGNATURES,
+        vec![(SINGLETON_KEY.to_vec(), json)],
+    )];
+    if let Some(sk) = signer.service_key {
+        let c = cose::sign_root(sk, txid, root, &signer.cwt)?;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(c);
+        let v = serde_json::to_vec(&b64).map_err(|_| CryptoError::SignatureEncoding)?;
+        maps.push(MapWrites::with_writes(
+            tables::COSE_SIGNATURES,
+            vec![(SINGLETON_KEY.to_vec(), v)],
+        ));
+    }
+    maps.push(MapWrites::with_writes(
+        tables::TREE,
+        vec![(SINGLETON_KEY.to_vec(), tree)],
+    ));
+    // CCF orders maps by name within a write set.
+    maps.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(maps)
+}
+
+/// Decodes the COSE signature value (a JSON string of base64) into COSE_Sign1 bytes.
+pub fn decode_cose_value(value: &[u8]) -> Option<Vec<u8>> {
+    let s: String = serde_json::from_slice(value).ok()?;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
