@@ -135,6 +135,9 @@ pub enum EntryError {
     /// The read count of a map is non-zero (reads are never recorded).
     #[error("map {0:?} records reads, which ledgers never do")]
     Reads(String),
+    /// A field that ledger entries always write as zero is not zero.
+    #[error("{0} must be 0 in a ledger entry")]
+    Placeholder(&'static str),
     /// A map name is not UTF-8.
     #[error("map name is not UTF-8")]
     MapName,
@@ -405,7 +408,9 @@ pub fn decode_public_domain(buf: &[u8]) -> Result<PublicDomain, EntryError> {
     } else {
         None
     };
-    let _max_conflict_version = r.i64("max conflict version")?;
+    if r.i64("max conflict version")? != 0 {
+        return Err(EntryError::Placeholder("max conflict version"));
+    }
     let maps = decode_maps(&mut r)?;
     Ok(PublicDomain {
         entry_type,
@@ -422,7 +427,9 @@ fn decode_maps(r: &mut Reader<'_>) -> Result<Vec<MapWrites>, EntryError> {
         let name = std::str::from_utf8(r.blob("map name")?)
             .map_err(|_| EntryError::MapName)?
             .to_owned();
-        let _read_version = r.i64("read version")?;
+        if r.i64("read version")? != 0 {
+            return Err(EntryError::Placeholder("map read version"));
+        }
         if r.u64("read count")? != 0 {
             return Err(EntryError::Reads(name));
         }

@@ -29,7 +29,7 @@ use vellum_core::merkle::MerkleTree;
 use vellum_core::signature::{SignatureRecord, decode_cose_value};
 use vellum_core::{Hash, TxId, tables};
 
-use crate::chunk::{Chunk, ChunkError, list_chunks};
+use crate::chunk::{Chunk, ChunkError, ChunkName, list_chunks};
 
 /// What to audit and how.
 #[derive(Debug, Clone, Default)]
@@ -301,7 +301,9 @@ impl Auditor {
 
     /// Checks one entry and adds it to the tree. `file` and `offset` only label failures.
     fn add(&mut self, raw: &RawEntry<'_>, file: usize, offset: u64) -> Result<bool, Fail> {
-        let txid = raw.iv.txid();
+        // Entries are named by their position (the seqno they must have), so a corrupted IV
+        // still names the right transaction.
+        let txid = TxId::new(u64::from(raw.iv.view), self.next_seqno);
         let here = Seen { txid, offset, file };
         let fail = |e: AuditError| (Some(here), e);
         if raw.iv.snapshot {
@@ -627,37 +629,44 @@ impl Auditor {
 pub fn audit_dir(
     dir: &Path,
     opts: &AuditOptions,
-    mut progress: impl FnMut(AuditProgress),
+    progress: impl FnMut(AuditProgress),
 ) -> Result<AuditReport, AuditFailure> {
     let io = |p: &Path, e: std::io::Error| AuditFailure {
         file: Some(p.to_path_buf()),
         txid: None,
         seqno: None,
         offset: None,
-        error: AuditError::Io {
-            path: p.display().to_string(),
-            message: e.to_string(),
-        },
+        error: AuditError::Io { path: p.display().to_string(), message: e.to_string() },
     };
     let chunks = list_chunks(dir, !opts.include_uncommitted).map_err(|e| io(dir, e))?;
     if chunks.is_empty() {
-        return Err(AuditFailure {
-            file: Some(dir.to_path_buf()),
-            txid: None,
-            seqno: None,
-            offset: None,
-            error: AuditError::Empty,
-        });
+        return Err(AuditFailure { file: Some(dir.to_path_buf()), txid: None, seqno: None, offset: None, error: AuditError::Empty });
     }
-    let bytes_total: u64 = chunks
+    let sizes: Vec<u64> = chunks
         .iter()
         .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
-    let files: Vec<PathBuf> = chunks.iter().map(|(_, p)| p.clone()).collect();
+        .collect();
+    let files = chunks.into_iter().map(|(name, path)| {
+        let bytes = std::fs::read(&path).map_err(|e| io(&path, e));
+        (name, path, bytes)
+    });
+    audit_chunks(files, sizes.iter().sum(), opts, progress)
+}
+
+/// Audits chunk files given as `(name, path, bytes)` in seqno order (`path` only labels
+/// failures); `bytes_total` scales progress.
+pub fn audit_chunks(
+    files: impl IntoIterator<Item = (ChunkName, PathBuf, Result<Vec<u8>, AuditFailure>)>,
+    bytes_total: u64,
+    opts: &AuditOptions,
+    mut progress: impl FnMut(AuditProgress),
+) -> Result<AuditReport, AuditFailure> {
     let mut auditor = Auditor::new(opts.clone());
+    let mut paths: Vec<PathBuf> = Vec::new();
     let mut bytes_done = 0u64;
-    for (fi, (name, path)) in chunks.iter().enumerate() {
-        let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    for (fi, (name, path, bytes)) in files.into_iter().enumerate() {
+        let bytes = bytes?;
+        paths.push(path.clone());
         let at_file = |seqno: Option<u64>, offset: Option<u64>, error: AuditError| AuditFailure {
             file: Some(path.clone()),
             txid: None,
@@ -669,16 +678,12 @@ pub fn audit_dir(
             return Err(at_file(
                 Some(auditor.next_seqno),
                 None,
-                AuditError::Gap {
-                    expected: auditor.next_seqno,
-                    found: name.start,
-                },
+                AuditError::Gap { expected: auditor.next_seqno, found: name.start },
             ));
         }
-        let chunk = Chunk::parse(&bytes, Some(name)).map_err(|e| {
+        let chunk = Chunk::parse(&bytes, Some(&name)).map_err(|e| {
             let (seqno, offset) = match &e {
-                ChunkError::Entry { index, offset, .. }
-                | ChunkError::Boundary { index, offset, .. } => {
+                ChunkError::Entry { index, offset, .. } | ChunkError::Boundary { index, offset, .. } => {
                     (Some(name.start + *index as u64), Some(*offset))
                 }
                 _ => (None, None),
@@ -687,15 +692,13 @@ pub fn audit_dir(
         })?;
         let mut last_was_sig = false;
         for ce in &chunk.entries {
-            last_was_sig = auditor
-                .add(&ce.entry, fi, ce.offset)
-                .map_err(|(seen, error)| AuditFailure {
-                    file: seen.map(|s| files[s.file].clone()),
-                    txid: seen.map(|s| s.txid),
-                    seqno: seen.map(|s| s.txid.seqno),
-                    offset: seen.map(|s| s.offset),
-                    error,
-                })?;
+            last_was_sig = auditor.add(&ce.entry, fi, ce.offset).map_err(|(seen, error)| AuditFailure {
+                file: seen.and_then(|s| paths.get(s.file).cloned()),
+                txid: seen.map(|s| s.txid),
+                seqno: seen.map(|s| s.txid.seqno),
+                offset: seen.map(|s| s.offset),
+                error,
+            })?;
             if auditor.report.transactions % 256 == 0 {
                 progress(AuditProgress {
                     bytes_done: bytes_done + ce.offset,
@@ -709,7 +712,7 @@ pub fn audit_dir(
             return Err(AuditFailure {
                 file: Some(path.clone()),
                 txid: last.map(|c| c.entry.iv.txid()),
-                seqno: last.map(|c| c.entry.iv.seqno),
+                seqno: last.map(|_| auditor.next_seqno - 1),
                 offset: last.map(|c| c.offset),
                 error: AuditError::ChunkEnd,
             });
@@ -717,11 +720,10 @@ pub fn audit_dir(
         bytes_done += bytes.len() as u64;
         auditor.report.files += 1;
         auditor.report.bytes += bytes.len() as u64;
-        progress(AuditProgress {
-            bytes_done,
-            bytes_total,
-            transactions: auditor.report.transactions,
-        });
+        progress(AuditProgress { bytes_done, bytes_total, transactions: auditor.report.transactions });
+    }
+    if auditor.report.files == 0 {
+        return Err(AuditFailure { file: None, txid: None, seqno: None, offset: None, error: AuditError::Empty });
     }
     let mut report = auditor.report.clone();
     report.service_cert = auditor.service_cert.clone();

@@ -8,4 +8,4 @@
 pub mod audit;
 pub mod chunk;
 
-pub use audit::{AuditFailure, AuditOptions, AuditReport, audit_dir};
+pub use audit::{AuditFailure, AuditOptions, AuditReport, audit_chunks, audit_dir};
