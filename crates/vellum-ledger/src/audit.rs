@@ -448,6 +448,13 @@ impl Auditor {
                     m.name
                 ))));
             }
+            // Each signature table is a singleton: exactly one write, at the singleton key.
+            if m.writes.len() != 1 || m.writes[0].0 != SINGLETON_KEY || !m.removes.is_empty() {
+                return Err(fail(AuditError::SignatureContents(format!(
+                    "table {} with other than one singleton write",
+                    m.name
+                ))));
+            }
         }
         if !raw.ciphertext.is_empty() {
             return Err(fail(AuditError::SignatureContents("private data".into())));
@@ -636,11 +643,20 @@ pub fn audit_dir(
         txid: None,
         seqno: None,
         offset: None,
-        error: AuditError::Io { path: p.display().to_string(), message: e.to_string() },
+        error: AuditError::Io {
+            path: p.display().to_string(),
+            message: e.to_string(),
+        },
     };
     let chunks = list_chunks(dir, !opts.include_uncommitted).map_err(|e| io(dir, e))?;
     if chunks.is_empty() {
-        return Err(AuditFailure { file: Some(dir.to_path_buf()), txid: None, seqno: None, offset: None, error: AuditError::Empty });
+        return Err(AuditFailure {
+            file: Some(dir.to_path_buf()),
+            txid: None,
+            seqno: None,
+            offset: None,
+            error: AuditError::Empty,
+        });
     }
     let sizes: Vec<u64> = chunks
         .iter()
@@ -678,12 +694,16 @@ pub fn audit_chunks(
             return Err(at_file(
                 Some(auditor.next_seqno),
                 None,
-                AuditError::Gap { expected: auditor.next_seqno, found: name.start },
+                AuditError::Gap {
+                    expected: auditor.next_seqno,
+                    found: name.start,
+                },
             ));
         }
         let chunk = Chunk::parse(&bytes, Some(&name)).map_err(|e| {
             let (seqno, offset) = match &e {
-                ChunkError::Entry { index, offset, .. } | ChunkError::Boundary { index, offset, .. } => {
+                ChunkError::Entry { index, offset, .. }
+                | ChunkError::Boundary { index, offset, .. } => {
                     (Some(name.start + *index as u64), Some(*offset))
                 }
                 _ => (None, None),
@@ -692,13 +712,15 @@ pub fn audit_chunks(
         })?;
         let mut last_was_sig = false;
         for ce in &chunk.entries {
-            last_was_sig = auditor.add(&ce.entry, fi, ce.offset).map_err(|(seen, error)| AuditFailure {
-                file: seen.and_then(|s| paths.get(s.file).cloned()),
-                txid: seen.map(|s| s.txid),
-                seqno: seen.map(|s| s.txid.seqno),
-                offset: seen.map(|s| s.offset),
-                error,
-            })?;
+            last_was_sig = auditor
+                .add(&ce.entry, fi, ce.offset)
+                .map_err(|(seen, error)| AuditFailure {
+                    file: seen.and_then(|s| paths.get(s.file).cloned()),
+                    txid: seen.map(|s| s.txid),
+                    seqno: seen.map(|s| s.txid.seqno),
+                    offset: seen.map(|s| s.offset),
+                    error,
+                })?;
             if auditor.report.transactions % 256 == 0 {
                 progress(AuditProgress {
                     bytes_done: bytes_done + ce.offset,
@@ -720,10 +742,20 @@ pub fn audit_chunks(
         bytes_done += bytes.len() as u64;
         auditor.report.files += 1;
         auditor.report.bytes += bytes.len() as u64;
-        progress(AuditProgress { bytes_done, bytes_total, transactions: auditor.report.transactions });
+        progress(AuditProgress {
+            bytes_done,
+            bytes_total,
+            transactions: auditor.report.transactions,
+        });
     }
     if auditor.report.files == 0 {
-        return Err(AuditFailure { file: None, txid: None, seqno: None, offset: None, error: AuditError::Empty });
+        return Err(AuditFailure {
+            file: None,
+            txid: None,
+            seqno: None,
+            offset: None,
+            error: AuditError::Empty,
+        });
     }
     let mut report = auditor.report.clone();
     report.service_cert = auditor.service_cert.clone();

@@ -72,7 +72,12 @@ fn positions(regions: &[Region], every: bool) -> Vec<usize> {
         // One entry: [i, end). The fixed fields (header, tag, IV, lengths, type, seqno,
         // digests, first map header: 130 bytes), one byte in 9, and 8 more spread over the rest.
         let mut end = i + 1;
-        while end < regions.len() && regions[end] != Region::File && (regions[end] == regions[i] || regions[end] == Region::SecretOnly || regions[i] == Region::SecretOnly) {
+        while end < regions.len()
+            && regions[end] != Region::File
+            && (regions[end] == regions[i]
+                || regions[end] == Region::SecretOnly
+                || regions[i] == Region::SecretOnly)
+        {
             end += 1;
         }
         out.extend((i..(i + 130).min(end)).step_by(9));
@@ -104,8 +109,10 @@ fn flip_all(dir: &Path, opts: &AuditOptions) -> usize {
         let is_last = fi + 1 == files.len();
         let regions = regions(bytes, name, is_last);
         for p in positions(&regions, every) {
-            let mut copy: Vec<(ChunkName, PathBuf, Result<Vec<u8>, _>)> =
-                files.iter().map(|(n, p, b)| (n.clone(), p.clone(), Ok(b.clone()))).collect();
+            let mut copy: Vec<(ChunkName, PathBuf, Result<Vec<u8>, _>)> = files
+                .iter()
+                .map(|(n, p, b)| (n.clone(), p.clone(), Ok(b.clone())))
+                .collect();
             if let Ok(b) = &mut copy[fi].2 {
                 b[p] ^= 0xff;
             }
@@ -114,7 +121,10 @@ fn flip_all(dir: &Path, opts: &AuditOptions) -> usize {
             let where_ = format!("{} byte {p} ({:?})", path.display(), regions[p]);
             match (regions[p], result) {
                 (Region::SecretOnly, r) if opts.ledger_secret.is_none() => {
-                    assert!(r.is_ok(), "{where_}: only the secret can catch this, yet: {r:?}")
+                    assert!(
+                        r.is_ok(),
+                        "{where_}: only the secret can catch this, yet: {r:?}"
+                    )
                 }
                 (Region::SecretOnly, r) => {
                     let e = r.expect_err(&where_);
@@ -137,7 +147,10 @@ fn flip_all(dir: &Path, opts: &AuditOptions) -> usize {
 
 #[test]
 fn flipped_bytes_in_acme_ledger_are_caught_and_named() {
-    let n = flip_all(&testdata("acme_containing_service"), &AuditOptions::default());
+    let n = flip_all(
+        &testdata("acme_containing_service"),
+        &AuditOptions::default(),
+    );
     println!("acme_containing_service: {n} flips, all caught and named");
     assert!(n > 100);
 }

@@ -1,0 +1,149 @@
+//! Service, node and client identities: P-384 keys and X.509 certificates (rcgen).
+//!
+//! Profiles follow `acl-rest-api.md` §6.2 so that Python 3.11 and 3.13+ clients accept them:
+//! the service certificate is a self-signed CA (`basicConstraints` critical CA:TRUE pathlen 0,
+//! `keyUsage` critical keyCertSign/cRLSign/digitalSignature, SKI); node certificates are issued
+//! by the service key (CA:FALSE, SKI, AKI, SANs for every address).
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use vellum_core::crypto::{Certificate, SigningKey};
+
+/// Why an identity could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// Certificate generation failed.
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// The generated key or certificate could not be read back.
+    #[error("key or certificate: {0}")]
+    Crypto(#[from] vellum_core::crypto::CryptoError),
+    /// A subject alternative name is not a valid DNS name.
+    #[error("invalid DNS name {0:?}")]
+    DnsName(String),
+}
+
+/// A key pair with its certificate.
+pub struct Identity {
+    key: KeyPair,
+    /// The signing key (P-384).
+    pub signing_key: SigningKey,
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Parsed certificate.
+    pub cert: Certificate,
+    params: CertificateParams,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("id", &self.cert.id())
+            .finish()
+    }
+}
+
+fn new_key() -> Result<(KeyPair, SigningKey), IdentityError> {
+    let kp = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+    let sk = SigningKey::from_pkcs8_der(&kp.serialize_der())?;
+    Ok((kp, sk))
+}
+
+fn params(cn: &str, now: SystemTime, days: u64) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.not_before = (now - Duration::from_secs(3600)).into();
+    p.not_after = (now + Duration::from_secs(days * 86_400)).into();
+    p
+}
+
+impl Identity {
+    /// The private key, PKCS#8 PEM (a secret: store with 0600 permissions).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// The certificate and key in one PEM (what the Python SDK's certificate credential takes).
+    pub fn combined_pem(&self) -> String {
+        format!("{}{}", self.cert_pem, self.key_pem())
+    }
+
+    /// A self-signed service identity (the trust anchor clients pin).
+    pub fn service(cn: &str, now: SystemTime, days: u64) -> Result<Identity, IdentityError> {
+        let (key, signing_key) = new_key()?;
+        let mut p = params(cn, now, days);
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = p.self_signed(&key)?;
+        let cert_pem = cert.pem();
+        Ok(Identity {
+            cert: Certificate::from_der(cert.der())?,
+            key,
+            signing_key,
+            cert_pem,
+            params: p,
+        })
+    }
+
+    /// A node identity endorsed by this (service) identity, valid for `dns` names and `ips`.
+    pub fn issue_node(
+        &self,
+        cn: &str,
+        dns: &[&str],
+        ips: &[IpAddr],
+        now: SystemTime,
+        days: u64,
+    ) -> Result<Identity, IdentityError> {
+        let (key, signing_key) = new_key()?;
+        let mut p = params(cn, now, days);
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.use_authority_key_identifier_extension = true;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        for d in dns {
+            p.subject_alt_names.push(SanType::DnsName(
+                (*d).try_into()
+                    .map_err(|_| IdentityError::DnsName((*d).to_owned()))?,
+            ));
+        }
+        for ip in ips {
+            p.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = p.signed_by(&key, &issuer)?;
+        let cert_pem = cert.pem();
+        Ok(Identity {
+            cert: Certificate::from_der(cert.der())?,
+            key,
+            signing_key,
+            cert_pem,
+            params: p,
+        })
+    }
+
+    /// A self-signed client identity (a member or a certificate user).
+    pub fn client(cn: &str, now: SystemTime, days: u64) -> Result<Identity, IdentityError> {
+        let (key, signing_key) = new_key()?;
+        let p = params(cn, now, days);
+        let cert = p.self_signed(&key)?;
+        let cert_pem = cert.pem();
+        Ok(Identity {
+            cert: Certificate::from_der(cert.der())?,
+            key,
+            signing_key,
+            cert_pem,
+            params: p,
+        })
+    }
+}

@@ -1,0 +1,61 @@
+//! Interop: a ledger directory and receipts written by Vellum pass Microsoft's own Python tools
+//! (`ccf` 7.0.22: `ccf.ledger` FULL verification and `ccf.receipt`; `azure-confidentialledger`
+//! 1.1.1: `verify_receipt`).
+//!
+//! Needs a Python with those packages: `VELLUM_PYTHON`, or `.venv/bin/python` at the repository
+//! root (`scripts/test.sh` creates it). Without one the test says so and passes, unless
+//! `VELLUM_REQUIRE_INTEROP=1` (set by `scripts/test.sh` and CI), where it fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use vellum_ledger::sample::{SampleOptions, write_sample};
+
+fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("VELLUM_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+#[test]
+fn official_python_tools_accept_vellum_ledgers_and_receipts() {
+    let required = std::env::var("VELLUM_REQUIRE_INTEROP").is_ok_and(|v| v == "1");
+    let Some(py) = python() else {
+        assert!(
+            !required,
+            "VELLUM_REQUIRE_INTEROP=1 but no Python: set VELLUM_PYTHON or run scripts/test.sh"
+        );
+        eprintln!("SKIPPED: no Python with ccf and azure-confidentialledger (run scripts/test.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_sample(
+        dir.path(),
+        &SampleOptions {
+            entries: 12,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(s.receipts.len() >= 12);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/interop/verify_with_official_tools.py");
+    let out = Command::new(&py)
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "official tools rejected Vellum's output:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("interop: ") && stdout.contains(" 0 failed"),
+        "{stdout}"
+    );
+}
