@@ -1,0 +1,231 @@
+//! `vellum`: the Vellum command line.
+//!
+//! This first cut has the offline commands: `audit` (verify a ledger directory written by CCF
+//! or Vellum) and `sample-ledger` (write a small verifiable ledger with receipts). The service
+//! and client commands arrive with the node and the client library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use vellum_core::entry::LedgerSecret;
+use vellum_ledger::sample::{SampleOptions, write_sample};
+use vellum_ledger::{AuditOptions, audit_dir};
+
+/// Vellum: a confidential, verifiable ledger compatible with Azure Confidential Ledger.
+#[derive(Parser, Debug)]
+#[command(name = "vellum", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Verify a ledger directory offline: replay the Merkle tree and check every signature.
+    ///
+    /// Works on ledgers written by Vellum and by Microsoft CCF. Exits 0 when the ledger is
+    /// intact, 1 when it is not (naming the first bad transaction and what is wrong), 2 on
+    /// usage or I/O errors.
+    Audit {
+        /// The ledger directory (holding ledger_*.committed chunk files).
+        dir: PathBuf,
+        /// Print a JSON report instead of text.
+        #[arg(long)]
+        json: bool,
+        /// File with the ledger secret (64 hex characters): also check every GCM tag and
+        /// commit evidence.
+        #[arg(long, value_name = "FILE")]
+        ledger_secret: Option<PathBuf>,
+        /// Also read chunks not yet marked .committed.
+        #[arg(long)]
+        include_uncommitted: bool,
+        /// Never show a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Write a sample ledger with receipts (ledger/, receipts/, service_cert.pem, ledger_secret).
+    SampleLedger {
+        /// Output directory (created; must be empty or absent).
+        out: PathBuf,
+        /// Number of application entries.
+        #[arg(long, default_value_t = 20)]
+        entries: u64,
+        /// A signature after at most this many transactions.
+        #[arg(long, default_value_t = 4)]
+        signature_interval: u64,
+        /// Signatures per ledger chunk.
+        #[arg(long, default_value_t = 3)]
+        signatures_per_chunk: u64,
+    },
+}
+
+/// Exit codes.
+const EXIT_INVALID: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VELLUM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vellum: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn read_secret(path: &PathBuf) -> anyhow::Result<LedgerSecret> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key).with_context(|| {
+        format!(
+            "{}: the ledger secret must be 64 hex characters",
+            path.display()
+        )
+    })?;
+    Ok(LedgerSecret::from_bytes(key))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Audit {
+            dir,
+            json,
+            ledger_secret,
+            include_uncommitted,
+            no_progress,
+        } => {
+            if !dir.is_dir() {
+                anyhow::bail!("{} is not a directory", dir.display());
+            }
+            let opts = AuditOptions {
+                ledger_secret: ledger_secret.as_ref().map(read_secret).transpose()?,
+                include_uncommitted,
+            };
+            let bar = if json || no_progress || !std::io::stderr().is_terminal() {
+                ProgressBar::hidden()
+            } else {
+                let b = ProgressBar::new(0);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} auditing [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b.enable_steady_tick(Duration::from_millis(120));
+                b
+            };
+            let result = audit_dir(&dir, &opts, |p| {
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_done);
+                bar.set_message(format!("{} transactions", p.transactions));
+            });
+            bar.finish_and_clear();
+            match result {
+                Ok(report) => {
+                    if json {
+                        let mut v = serde_json::to_value(&report)?;
+                        v["ok"] = serde_json::Value::Bool(true);
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        println!(
+                            "ok: {} transactions in {} files ({} bytes), {} signatures verified ({} with COSE){}",
+                            report.transactions,
+                            report.files,
+                            report.bytes,
+                            report.signatures,
+                            report.cose_signatures,
+                            if report.secret_checked {
+                                ", GCM tags and commit evidence checked"
+                            } else {
+                                ""
+                            },
+                        );
+                        if let (Some(s), Some(root)) =
+                            (report.last_signature, report.last_signed_root)
+                        {
+                            println!("last signature: {s}, root {root}");
+                        }
+                        if report.unsigned_tail > 0 {
+                            println!(
+                                "warning: {} transactions after the last signature are not covered by any signature",
+                                report.unsigned_tail
+                            );
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(failure) => {
+                    if json {
+                        let mut v = serde_json::to_value(&failure)?;
+                        v["ok"] = serde_json::Value::Bool(false);
+                        v["message"] = serde_json::Value::String(failure.to_string());
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        eprintln!("vellum: audit failed: {failure}");
+                    }
+                    let io = matches!(
+                        failure.error,
+                        vellum_ledger::audit::AuditError::Io { .. }
+                            | vellum_ledger::audit::AuditError::Empty
+                    );
+                    Ok(ExitCode::from(if io { EXIT_ERROR } else { EXIT_INVALID }))
+                }
+            }
+        }
+        Command::SampleLedger {
+            out,
+            entries,
+            signature_interval,
+            signatures_per_chunk,
+        } => {
+            if out.exists()
+                && std::fs::read_dir(&out)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+            {
+                anyhow::bail!("{} exists and is not empty", out.display());
+            }
+            if signature_interval == 0 || signatures_per_chunk == 0 {
+                anyhow::bail!("--signature-interval and --signatures-per-chunk must be at least 1");
+            }
+            let s = write_sample(
+                &out,
+                &SampleOptions {
+                    entries,
+                    signature_interval,
+                    signatures_per_chunk,
+                    now: SystemTime::now(),
+                },
+            )?;
+            println!(
+                "wrote {} transactions ({} signatures) to {}, {} receipts to {}",
+                s.transactions,
+                s.signatures,
+                s.ledger_dir.display(),
+                s.receipts.len(),
+                out.join("receipts").display()
+            );
+            println!(
+                "service certificate: {}",
+                out.join("service_cert.pem").display()
+            );
+            println!("verify with: vellum audit {}", s.ledger_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

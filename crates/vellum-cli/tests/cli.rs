@@ -1,0 +1,145 @@
+//! The `vellum` binary, run as a user would.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn vellum() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vellum"))
+}
+
+fn ccf(service: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/ccf-ledgers")
+        .join(service)
+        .join("ledger")
+}
+
+#[test]
+fn audit_passes_real_ccf_ledgers_with_text_and_json() {
+    for svc in [
+        "acme_containing_service",
+        "cose_flipflop_service",
+        "double_sealed_service",
+        "expired_service",
+    ] {
+        let out = vellum().arg("audit").arg(ccf(svc)).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{svc}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+        let out = vellum()
+            .args(["audit", "--json"])
+            .arg(ccf(svc))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["ok"], true);
+        assert!(v["signatures"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn audit_names_the_bad_transaction_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = ccf("acme_containing_service");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    let f = dir.path().join("ledger_3-13.committed");
+    let mut b = std::fs::read(&f).unwrap();
+    // A byte inside the third entry of the chunk (seqno 5).
+    let pos: Vec<u32> = {
+        let t = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        b[t..]
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let at = pos[2] as usize + 200;
+    b[at] ^= 0xff;
+    std::fs::write(&f, b).unwrap();
+    let out = vellum().arg("audit").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("transaction 2.5"), "{err}");
+    let out = vellum()
+        .args(["audit", "--json"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["txid"], "2.5");
+    assert_eq!(v["seqno"], 5);
+}
+
+#[test]
+fn sample_ledger_then_audit_with_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("sample");
+    let out = vellum()
+        .arg("sample-ledger")
+        .arg(&out_dir)
+        .args(["--entries", "9"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vellum()
+        .arg("audit")
+        .arg(out_dir.join("ledger"))
+        .arg("--ledger-secret")
+        .arg(out_dir.join("ledger_secret"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("GCM tags and commit evidence checked"));
+    // Writing into a non-empty directory is refused with a one-line message.
+    let out = vellum()
+        .arg("sample-ledger")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let out = vellum()
+        .args(["audit", "/nonexistent/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = vellum().arg("audit").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ledger chunk files"));
+    let bad_secret = dir.path().join("s");
+    std::fs::write(&bad_secret, "zz").unwrap();
+    let out = vellum()
+        .arg("audit")
+        .arg(ccf("acme_containing_service"))
+        .arg("--ledger-secret")
+        .arg(&bad_secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex"));
+    let out = vellum().arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit"));
+}
