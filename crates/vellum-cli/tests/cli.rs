@@ -1,5 +1,7 @@
 //! The `vellum` binary, run as a user would.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -64,7 +64,7 @@ fn to_cbor(v: &Value) -> Vec<u8> {
 }
 
 /// Looks up an integer label in a header map.
-pub fn header_int<'a>(map: &'a [(Value, Value)], label: i64) -> Option<&'a Value> {
+pub fn header_int(map: &[(Value, Value)], label: i64) -> Option<&Value> {
     map.iter()
         .find(|(k, _)| matches!(k, Value::Integer(i) if i128::from(*i) == i128::from(label)))
         .map(|(_, v)| v)
@@ -241,10 +241,12 @@ impl Sign1 {
             },
             _ => return Err(CoseError::Header("ccf.v1")),
         };
-        if let Some(p) = &self.payload {
-            if p.as_slice() != root.0.as_slice() {
-                return Err(CoseError::Signature(CryptoError::BadSignature));
-            }
+        if self
+            .payload
+            .as_ref()
+            .is_some_and(|p| p.as_slice() != root.0.as_slice())
+        {
+            return Err(CoseError::Signature(CryptoError::BadSignature));
         }
         service_key
             .verify_cose(&sig_structure(&self.protected, &root.0), &self.signature)

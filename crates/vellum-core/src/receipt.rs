@@ -581,13 +581,11 @@ pub fn verify_cose_receipt(
             commit_evidence: ce.clone(),
             claims_digest: cbor_hash(cl)?,
         };
-        if let Some(exp) = expected_claims {
-            if *exp != leaf.claims_digest {
-                return Err(ReceiptError::ClaimsDigestMismatch {
-                    computed: exp.to_hex(),
-                    receipt: leaf.claims_digest.to_hex(),
-                });
-            }
+        if let Some(exp) = expected_claims.filter(|e| **e != leaf.claims_digest) {
+            return Err(ReceiptError::ClaimsDigestMismatch {
+                computed: exp.to_hex(),
+                receipt: leaf.claims_digest.to_hex(),
+            });
         }
         let Some(Cbor::Array(path)) = cose::header_int(&pm, 2) else {
             return Err(CoseError::Malformed("inclusion proof path").into());

@@ -1,6 +1,8 @@
 //! The five receipt vectors of `acl-rest-api.md` Appendix A (all accepted by the Azure SDK's
 //! `verify_receipt`), and every single-field tampering of them rejected with a typed error.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
+
 use base64::Engine as _;
 use serde_json::Value;
 use vellum_core::Hash;

@@ -194,7 +194,7 @@ impl<'a> Chunk<'a> {
         }
         let data_end = table_at as usize;
         let table = &bytes[data_end..];
-        if table.len() % 4 != 0 {
+        if !table.len().is_multiple_of(4) {
             return Err(ChunkError::TableLength(table.len()));
         }
         let positions: Vec<u64> = table
@@ -303,10 +303,10 @@ pub fn list_chunks(dir: &Path, committed_only: bool) -> std::io::Result<Vec<(Chu
         let e = e?;
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(c) = ChunkName::parse(name) {
-            if !committed_only || c.committed {
-                out.push((c, e.path()));
-            }
+        if let Some(c) = ChunkName::parse(name)
+            && (!committed_only || c.committed)
+        {
+            out.push((c, e.path()));
         }
     }
     out.sort();

@@ -257,9 +257,10 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
             .and_then(|v| serde_json::from_slice(v).ok())
             .unwrap_or_default();
         let sig_b64 = record["sig"].as_str().unwrap_or_default().to_owned();
-        let mut b = EntryBuilder::default();
-        b.maps = maps;
-        w.push(b);
+        w.push(EntryBuilder {
+            maps,
+            ..Default::default()
+        });
         w.signatures.push((txid.seqno, cose, sig_b64));
         // CCF compacts the tree at commit; the next signature serializes from here.
         flushed_to = txid.seqno;

@@ -1,5 +1,7 @@
 //! The auditor against real ledgers written by CCF.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
+
 use std::path::PathBuf;
 
 use vellum_ledger::{AuditOptions, audit_dir};

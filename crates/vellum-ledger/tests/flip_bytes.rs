@@ -10,6 +10,8 @@
 //! flips there must pass without the secret. Ledgers written by Vellum are also checked with
 //! the secret, where every byte counts (see `sample_ledger.rs`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
+
 use std::path::{Path, PathBuf};
 
 use vellum_ledger::chunk::{Chunk, ChunkName, list_chunks};

@@ -6,6 +6,8 @@
 //! root (`scripts/test.sh` creates it). Without one the test says so and passes, unless
 //! `VELLUM_REQUIRE_INTEROP=1` (set by `scripts/test.sh` and CI), where it fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
+
 use std::path::PathBuf;
 use std::process::Command;
 

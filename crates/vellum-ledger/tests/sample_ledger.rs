@@ -2,6 +2,8 @@
 //! both verifiers, and every single flipped byte is caught and named when the ledger secret is
 //! given (without it, only the final signature's GCM tag and commit-evidence digest escape).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
+
 use std::time::SystemTime;
 
 use vellum_core::crypto::Certificate;
