@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Vellum's whole test suite: formatting, lints, unit, property, golden-vector, CLI and
+# interop tests (with Microsoft's ccf and azure-confidentialledger Python packages), plus the
+# heavy byte-flip audit in release mode.
+#
+# Creates a Python venv in .venv (or $VELLUM_VENV) on first run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${VELLUM_VENV:-$PWD/.venv}"
+if ! "$VENV/bin/python" -c "import ccf.ledger, azure.confidentialledger.receipt" 2>/dev/null; then
+  echo "==> setting up Python venv for interop tests in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --ignore-requires-python \
+    -r tests/interop/requirements.txt
+fi
+export VELLUM_PYTHON="$VENV/bin/python"
+export VELLUM_REQUIRE_INTEROP=1
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test (debug)"
+cargo test --workspace --locked
+echo "==> every byte of a Vellum ledger flipped, audited with the ledger secret (release)"
+VELLUM_FLIP_EVERY_BYTE=1 cargo test --release --locked -p vellum-ledger --test sample_ledger
+echo "==> all tests passed"
