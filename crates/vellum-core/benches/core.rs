@@ -34,7 +34,9 @@ fn tree(c: &mut Criterion) {
         t.append(l);
     }
     g.throughput(Throughput::Elements(1));
-    g.bench_function("root of 1M-leaf tree", |b| b.iter(|| black_box(t.root_at(black_box(999_999)).unwrap())));
+    g.bench_function("root of 1M-leaf tree", |b| {
+        b.iter(|| black_box(t.root_at(black_box(999_999)).unwrap()))
+    });
     let mut i = 0u64;
     g.bench_function("inclusion path in 1M-leaf tree", |b| {
         b.iter(|| {
@@ -74,12 +76,14 @@ fn entries(c: &mut Criterion) {
 }
 
 fn receipts(c: &mut Criterion) {
-    let v: serde_json::Value = serde_json::from_str(include_str!("../tests/data/receipt_vector_e.json")).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../tests/data/receipt_vector_e.json")).unwrap();
     let cert = v["service_cert"].as_str().unwrap().to_owned();
     let r = Receipt::from_json(&v["response"]["receipt"]).unwrap();
-    c.bench_function("receipt/verify P-384 receipt (2 ECDSA verifications)", |b| {
-        b.iter(|| r.verify(black_box(&cert), None).unwrap())
-    });
+    c.bench_function(
+        "receipt/verify P-384 receipt (2 ECDSA verifications)",
+        |b| b.iter(|| r.verify(black_box(&cert), None).unwrap()),
+    );
 }
 
 criterion_group!(benches, tree, entries, receipts);
