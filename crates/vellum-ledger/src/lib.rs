@@ -18,5 +18,6 @@ pub mod audit;
 pub mod chunk;
 pub mod identity;
 pub mod sample;
+pub mod store;
 
 pub use audit::{AuditFailure, AuditOptions, AuditReport, audit_chunks, audit_dir};

@@ -1,0 +1,545 @@
+//! The node's ledger files: one writer appending CCF chunk files, with explicit syncs so that
+//! callers can batch many entries per `fdatasync` (group commit), chunk rotation after
+//! signatures, `.committed` renames, truncation of an uncommitted suffix, and recovery.
+//!
+//! Durability contract: an entry is durable once [`LedgerFiles::sync`] has returned `Ok` after
+//! its [`LedgerFiles::append`]. After any I/O error the store is *poisoned*: every later append,
+//! sync, commit or truncation fails with [`StoreError::Poisoned`] (naming the first error), so
+//! nothing is ever acknowledged after a failed write; reads keep working.
+//!
+//! Recovery ([`LedgerFiles::open`]): closed chunks are parsed in full and any damage is
+//! reported as [`StoreError::Corrupt`], never repaired. The open chunk (the last file) is read
+//! entry by entry; a torn tail (an incomplete or unparseable suffix, i.e. bytes that were never
+//! synced) is cut off and reported in [`Recovery`], so the caller can refuse to start if that
+//! suffix reaches into what it knows was committed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use vellum_core::entry::{LedgerSecret, RawEntry};
+
+use crate::chunk::{CHUNK_HEADER_SIZE, Chunk, ChunkName, list_chunks};
+
+/// Default chunk size before a new chunk starts (after the next signature), as CCF.
+pub const DEFAULT_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An I/O error; the store is now poisoned.
+    #[error("ledger I/O error on {path}: {message}")]
+    Io {
+        /// File or directory.
+        path: String,
+        /// OS error.
+        message: String,
+    },
+    /// An earlier I/O error poisoned the store: no more writes are accepted.
+    #[error("ledger store stopped accepting writes after an earlier error: {0}")]
+    Poisoned(String),
+    /// Ledger files are damaged (never repaired automatically).
+    #[error("ledger file {path} is corrupt: {message}")]
+    Corrupt {
+        /// File.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The caller broke the contract (e.g. appended a seqno out of order).
+    #[error("ledger store misuse: {0}")]
+    Usage(String),
+    /// No entry at that seqno.
+    #[error("no ledger entry at seqno {0}")]
+    NotFound(u64),
+}
+
+fn io(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Last seqno present after recovery (0: empty ledger).
+    pub last_seqno: u64,
+    /// Seqno of the first entry dropped from a torn tail, if any.
+    pub dropped_from: Option<u64>,
+    /// Bytes cut off the open chunk.
+    pub dropped_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Loc {
+    file: usize,
+    offset: u64,
+    len: u32,
+}
+
+#[derive(Debug)]
+struct ChunkFile {
+    name: ChunkName,
+    path: PathBuf,
+}
+
+/// The ledger directory of one node. Single writer; not thread-safe by itself (wrap it in the
+/// group-commit writer or a mutex).
+#[derive(Debug)]
+pub struct LedgerFiles {
+    dir: PathBuf,
+    chunk_size: u64,
+    files: Vec<ChunkFile>,
+    /// Location of every entry, index = seqno - 1.
+    locs: Vec<Loc>,
+    /// The open chunk: handle, its positions so far, its size.
+    open: Option<(File, Vec<u32>, u64)>,
+    /// Seqno of the last signature.
+    last_signature: u64,
+    committed: u64,
+    dir_dirty: bool,
+    unsynced: bool,
+    poisoned: Option<String>,
+}
+
+impl LedgerFiles {
+    /// Opens (creating if needed) the ledger directory `dir` and recovers it. With the ledger
+    /// secret, every entry's GCM tag is checked too (any altered byte of its public or private
+    /// domain is then reported, not just framing damage).
+    pub fn open(
+        dir: &Path,
+        chunk_size: u64,
+        secret: Option<&LedgerSecret>,
+    ) -> Result<(LedgerFiles, Recovery), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let mut store = LedgerFiles {
+            dir: dir.to_path_buf(),
+            chunk_size: chunk_size.max(1),
+            files: Vec::new(),
+            locs: Vec::new(),
+            open: None,
+            last_signature: 0,
+            committed: 0,
+            dir_dirty: false,
+            unsynced: false,
+            poisoned: None,
+        };
+        let mut recovery = Recovery::default();
+        let chunks = list_chunks(dir, false).map_err(|e| io(dir, e))?;
+        let n = chunks.len();
+        for (i, (name, path)) in chunks.into_iter().enumerate() {
+            let corrupt = |m: String| StoreError::Corrupt {
+                path: path.display().to_string(),
+                message: m,
+            };
+            let expected = store.locs.len() as u64 + 1;
+            if name.start != expected {
+                return Err(corrupt(format!(
+                    "starts at seqno {}, expected {expected}",
+                    name.start
+                )));
+            }
+            let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+            let header = bytes.get(..8).map(|h| h.iter().any(|b| *b != 0));
+            let closed_on_disk = header == Some(true);
+            if name.end.is_some() || closed_on_disk {
+                // A closed chunk: everything in it was synced before it was closed.
+                let chunk = Chunk::parse(&bytes, name.end.is_some().then_some(&name))
+                    .map_err(|e| corrupt(e.to_string()))?;
+                let fi = store.files.len();
+                for ce in &chunk.entries {
+                    if let Some(secret) = secret {
+                        secret
+                            .open(&ce.entry)
+                            .map_err(|e| corrupt(format!("entry at offset {}: {e}", ce.offset)))?;
+                    }
+                    store.push_loc(fi, ce.offset, ce.entry, &path)?;
+                }
+                let mut name = name;
+                if name.end.is_none() {
+                    // Closed but crashed before the rename: finish it.
+                    name.end = Some(store.locs.len() as u64);
+                    let to = dir.join(name.file_name());
+                    std::fs::rename(&path, &to).map_err(|e| io(&path, e))?;
+                    store.files.push(ChunkFile { name, path: to });
+                    store.dir_dirty = true;
+                } else {
+                    store.files.push(ChunkFile { name, path });
+                }
+                if store.files.last().is_some_and(|f| f.name.committed) {
+                    store.committed = store.locs.len() as u64;
+                }
+                continue;
+            }
+            if i + 1 != n {
+                return Err(corrupt("an open chunk that is not the last file".into()));
+            }
+            // The open chunk: keep the longest prefix of whole entries; cut off a torn tail.
+            let fi = store.files.len();
+            let mut at = CHUNK_HEADER_SIZE;
+            let mut positions = Vec::new();
+            if bytes.len() < CHUNK_HEADER_SIZE {
+                at = 0;
+            }
+            while at >= CHUNK_HEADER_SIZE && at < bytes.len() {
+                match RawEntry::parse(&bytes[at..]) {
+                    Ok((e, _))
+                        if e.iv.seqno == store.locs.len() as u64 + 1
+                            && secret.is_none_or(|s| s.open(&e).is_ok()) =>
+                    {
+                        store.push_loc(fi, at as u64, e, &path)?;
+                        positions.push(at as u32);
+                        at += e.bytes.len();
+                    }
+                    _ => break,
+                }
+            }
+            let keep = at.max(CHUNK_HEADER_SIZE) as u64;
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| io(&path, e))?;
+            if keep != bytes.len() as u64 {
+                recovery.dropped_from = Some(store.locs.len() as u64 + 1);
+                recovery.dropped_bytes = bytes.len() as u64 - keep.min(bytes.len() as u64);
+                if bytes.len() < CHUNK_HEADER_SIZE {
+                    f.write_all(&[0u8; CHUNK_HEADER_SIZE])
+                        .map_err(|e| io(&path, e))?;
+                }
+                f.set_len(keep).map_err(|e| io(&path, e))?;
+                f.sync_data().map_err(|e| io(&path, e))?;
+                tracing::warn!(
+                    file = %path.display(),
+                    dropped_bytes = recovery.dropped_bytes,
+                    from_seqno = ?recovery.dropped_from,
+                    "recovery cut a torn tail off the open ledger chunk"
+                );
+            }
+            f.seek(SeekFrom::End(0)).map_err(|e| io(&path, e))?;
+            store.open = Some((f, positions, keep));
+            store.files.push(ChunkFile { name, path });
+        }
+        recovery.last_seqno = store.locs.len() as u64;
+        store.sync_dir_if_dirty()?;
+        Ok((store, recovery))
+    }
+
+    fn push_loc(
+        &mut self,
+        file: usize,
+        offset: u64,
+        e: RawEntry<'_>,
+        path: &Path,
+    ) -> Result<(), StoreError> {
+        let expected = self.locs.len() as u64 + 1;
+        if e.iv.seqno != expected {
+            return Err(StoreError::Corrupt {
+                path: path.display().to_string(),
+                message: format!(
+                    "entry at offset {offset} has seqno {}, expected {expected}",
+                    e.iv.seqno
+                ),
+            });
+        }
+        if let Ok(pd) = e.public_domain()
+            && vellum_core::tables::is_signature(pd.maps.iter().map(|m| m.name.as_str()))
+        {
+            self.last_signature = expected;
+        }
+        self.locs.push(Loc {
+            file,
+            offset,
+            len: e.bytes.len() as u32,
+        });
+        Ok(())
+    }
+
+    /// Last seqno appended (0 when empty).
+    pub fn last_seqno(&self) -> u64 {
+        self.locs.len() as u64
+    }
+
+    /// Seqno of the last signature transaction appended.
+    pub fn last_signature(&self) -> u64 {
+        self.last_signature
+    }
+
+    /// Highest seqno whose chunk is marked `.committed`.
+    pub fn committed_files_upto(&self) -> u64 {
+        self.committed
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match &self.poisoned {
+            Some(e) => Err(StoreError::Poisoned(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &r
+            && self.poisoned.is_none()
+        {
+            tracing::error!(error = %e, "ledger store poisoned: no further writes will be acknowledged");
+            self.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    /// Appends one encoded entry at `seqno` (must be `last_seqno() + 1`). Not durable until
+    /// [`LedgerFiles::sync`]. `is_signature` marks chunk boundaries: a chunk is closed after a
+    /// signature once it is at least `chunk_size` bytes.
+    pub fn append(
+        &mut self,
+        seqno: u64,
+        bytes: &[u8],
+        is_signature: bool,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        if seqno != self.last_seqno() + 1 {
+            return Err(StoreError::Usage(format!(
+                "append of seqno {seqno} after {}",
+                self.last_seqno()
+            )));
+        }
+        let r = self.append_inner(seqno, bytes, is_signature);
+        self.poison(r)
+    }
+
+    fn append_inner(
+        &mut self,
+        seqno: u64,
+        bytes: &[u8],
+        is_signature: bool,
+    ) -> Result<(), StoreError> {
+        if self.open.is_none() {
+            let name = ChunkName {
+                start: seqno,
+                end: None,
+                committed: false,
+            };
+            let path = self.dir.join(name.file_name());
+            let mut f = OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| io(&path, e))?;
+            f.write_all(&[0u8; CHUNK_HEADER_SIZE])
+                .map_err(|e| io(&path, e))?;
+            self.files.push(ChunkFile { name, path });
+            self.open = Some((f, Vec::new(), CHUNK_HEADER_SIZE as u64));
+            self.dir_dirty = true;
+        }
+        let fi = self.files.len() - 1;
+        let path = self.files[fi].path.clone();
+        let Some((f, positions, size)) = self.open.as_mut() else {
+            return Err(StoreError::Usage("no open chunk".into()));
+        };
+        let offset = *size;
+        let Ok(pos32) = u32::try_from(offset) else {
+            return Err(StoreError::Usage("chunk beyond 4 GiB".into()));
+        };
+        f.write_all(bytes).map_err(|e| io(&path, e))?;
+        positions.push(pos32);
+        *size += bytes.len() as u64;
+        let full = *size >= self.chunk_size;
+        self.locs.push(Loc {
+            file: fi,
+            offset,
+            len: bytes.len() as u32,
+        });
+        self.unsynced = true;
+        if is_signature {
+            self.last_signature = seqno;
+            if full {
+                self.close_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the open chunk: positions table, header, sync, rename to `ledger_A-B`.
+    fn close_chunk(&mut self) -> Result<(), StoreError> {
+        let Some((mut f, positions, size)) = self.open.take() else {
+            return Ok(());
+        };
+        let fi = self.files.len() - 1;
+        let path = self.files[fi].path.clone();
+        let mut table = Vec::with_capacity(positions.len() * 4);
+        for p in &positions {
+            table.extend_from_slice(&p.to_le_bytes());
+        }
+        f.write_all(&table).map_err(|e| io(&path, e))?;
+        f.sync_data().map_err(|e| io(&path, e))?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| io(&path, e))?;
+        f.write_all(&size.to_le_bytes()).map_err(|e| io(&path, e))?;
+        f.sync_data().map_err(|e| io(&path, e))?;
+        let mut name = self.files[fi].name.clone();
+        name.end = Some(self.last_seqno());
+        let to = self.dir.join(name.file_name());
+        std::fs::rename(&path, &to).map_err(|e| io(&path, e))?;
+        self.files[fi] = ChunkFile { name, path: to };
+        self.dir_dirty = true;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn sync_dir_if_dirty(&mut self) -> Result<(), StoreError> {
+        if self.dir_dirty {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(&self.dir, e))?;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Makes every appended entry durable: one `fdatasync` of the open chunk (and of the
+    /// directory if files were created or renamed).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.check()?;
+        let r = self.sync_inner();
+        self.poison(r)
+    }
+
+    fn sync_inner(&mut self) -> Result<(), StoreError> {
+        if self.unsynced {
+            if let (Some((f, _, _)), Some(cf)) = (self.open.as_mut(), self.files.last()) {
+                f.sync_data().map_err(|e| io(&cf.path, e))?;
+            }
+            self.unsynced = false;
+        }
+        self.sync_dir_if_dirty()
+    }
+
+    /// Records that everything up to `seqno` is committed: closed chunks wholly at or below it
+    /// are renamed `.committed`.
+    pub fn commit(&mut self, seqno: u64) -> Result<(), StoreError> {
+        self.check()?;
+        let r = self.commit_inner(seqno);
+        self.poison(r)
+    }
+
+    fn commit_inner(&mut self, seqno: u64) -> Result<(), StoreError> {
+        for cf in &mut self.files {
+            if let (Some(end), false) = (cf.name.end, cf.name.committed)
+                && end <= seqno
+            {
+                let mut name = cf.name.clone();
+                name.committed = true;
+                let to = self.dir.join(name.file_name());
+                std::fs::rename(&cf.path, &to).map_err(|e| io(&cf.path, e))?;
+                cf.name = name;
+                cf.path = to;
+                self.committed = end;
+                self.dir_dirty = true;
+            }
+        }
+        self.sync_dir_if_dirty()
+    }
+
+    /// Drops every entry after `last_kept` (an uncommitted suffix, after a Raft conflict).
+    /// Refuses to drop committed entries.
+    pub fn truncate(&mut self, last_kept: u64) -> Result<(), StoreError> {
+        self.check()?;
+        if last_kept < self.committed {
+            return Err(StoreError::Usage(format!(
+                "truncation to {last_kept} would drop committed entries (committed up to {})",
+                self.committed
+            )));
+        }
+        let r = self.truncate_inner(last_kept);
+        self.poison(r)
+    }
+
+    fn truncate_inner(&mut self, last_kept: u64) -> Result<(), StoreError> {
+        if last_kept >= self.last_seqno() {
+            return Ok(());
+        }
+        let first_dropped = (last_kept + 1) as usize;
+        let keep_file = if last_kept == 0 {
+            None
+        } else {
+            Some(self.locs[last_kept as usize - 1].file)
+        };
+        // The chunk holding the first dropped entry (and every later one) changes.
+        let first_file = self.locs[first_dropped - 1].file;
+        self.open = None;
+        // Remove files entirely after the cut.
+        while self.files.len() > first_file + 1 {
+            if let Some(cf) = self.files.pop() {
+                std::fs::remove_file(&cf.path).map_err(|e| io(&cf.path, e))?;
+            }
+        }
+        let Some(cf) = self.files.pop() else {
+            return Ok(());
+        };
+        if keep_file == Some(first_file) {
+            // Reopen the chunk as open, cut at the end of the last kept entry.
+            let end = {
+                let l = &self.locs[last_kept as usize - 1];
+                l.offset + u64::from(l.len)
+            };
+            let mut name = cf.name.clone();
+            name.end = None;
+            name.committed = false;
+            let to = self.dir.join(name.file_name());
+            if cf.path != to {
+                std::fs::rename(&cf.path, &to).map_err(|e| io(&cf.path, e))?;
+            }
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&to)
+                .map_err(|e| io(&to, e))?;
+            f.set_len(end).map_err(|e| io(&to, e))?;
+            f.seek(SeekFrom::Start(0)).map_err(|e| io(&to, e))?;
+            f.write_all(&[0u8; CHUNK_HEADER_SIZE])
+                .map_err(|e| io(&to, e))?;
+            f.sync_data().map_err(|e| io(&to, e))?;
+            f.seek(SeekFrom::End(0)).map_err(|e| io(&to, e))?;
+            let positions: Vec<u32> = self.locs[..last_kept as usize]
+                .iter()
+                .filter(|l| l.file == first_file)
+                .map(|l| l.offset as u32)
+                .collect();
+            self.files.push(ChunkFile { name, path: to });
+            self.open = Some((f, positions, end));
+        } else {
+            std::fs::remove_file(&cf.path).map_err(|e| io(&cf.path, e))?;
+        }
+        self.locs.truncate(last_kept as usize);
+        self.last_signature = self.last_signature.min(last_kept);
+        self.dir_dirty = true;
+        self.sync_dir_if_dirty()
+    }
+
+    /// The bytes of the entry at `seqno` (works after poisoning).
+    pub fn read(&self, seqno: u64) -> Result<Vec<u8>, StoreError> {
+        let l = seqno
+            .checked_sub(1)
+            .and_then(|i| self.locs.get(i as usize))
+            .ok_or(StoreError::NotFound(seqno))?;
+        let cf = &self.files[l.file];
+        let f = File::open(&cf.path).map_err(|e| io(&cf.path, e))?;
+        let mut buf = vec![0u8; l.len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, l.offset)
+            .map_err(|e| io(&cf.path, e))?;
+        Ok(buf)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether an earlier error stopped writes, and why.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+}

@@ -1,0 +1,233 @@
+//! The node's ledger files: round trips through chunk rotation and restarts, torn tails,
+//! truncation, corruption reporting and I/O faults, on the real filesystem.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
+
+use vellum_core::entry::{EntryBuilder, LedgerSecret, MapWrites, SINGLETON_KEY};
+use vellum_core::{TxId, tables};
+use vellum_ledger::chunk::{Chunk, ChunkName, list_chunks};
+use vellum_ledger::store::{LedgerFiles, StoreError};
+
+fn entry(seqno: u64, sig: bool, size: usize) -> Vec<u8> {
+    let mut b = EntryBuilder::default().map(MapWrites::with_writes(
+        "vellum.entries",
+        vec![(b"c".to_vec(), vec![b'x'; size])],
+    ));
+    if sig {
+        b = b.map(MapWrites::with_writes(
+            tables::SIGNATURES,
+            vec![(SINGLETON_KEY.to_vec(), b"{}".to_vec())],
+        ));
+    }
+    b.encode(TxId::new(2, seqno), &LedgerSecret::from_bytes([1; 32]))
+        .bytes
+}
+
+fn write_n(store: &mut LedgerFiles, from: u64, to: u64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for s in from..=to {
+        let sig = s % 5 == 0;
+        let e = entry(s, sig, (s as usize * 37) % 300);
+        store.append(s, &e, sig).unwrap();
+        out.push(e);
+    }
+    out
+}
+
+#[test]
+fn round_trip_with_chunks_commit_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, rec) = LedgerFiles::open(dir.path(), 2000, None).unwrap();
+    assert_eq!(rec.last_seqno, 0);
+    let written = write_n(&mut store, 1, 103);
+    store.sync().unwrap();
+    store.commit(60).unwrap();
+    drop(store);
+
+    let chunks = list_chunks(dir.path(), false).unwrap();
+    assert!(chunks.len() >= 4, "{chunks:?}");
+    for (i, (name, path)) in chunks.iter().enumerate() {
+        let bytes = std::fs::read(path).unwrap();
+        let c = Chunk::parse(&bytes, Some(name)).unwrap();
+        if let Some(end) = name.end {
+            assert_eq!(end % 5, 0, "closed chunks end on a signature: {name:?}");
+            assert!(c.closed);
+            assert_eq!(name.committed, end <= 60, "{name:?}");
+        } else {
+            assert_eq!(i + 1, chunks.len(), "only the last chunk is open");
+        }
+    }
+
+    let (store, rec) = LedgerFiles::open(dir.path(), 2000, None).unwrap();
+    assert_eq!(rec.last_seqno, 103);
+    assert_eq!(rec.dropped_from, None);
+    assert_eq!(store.last_signature(), 100);
+    for (i, e) in written.iter().enumerate() {
+        assert_eq!(&store.read(i as u64 + 1).unwrap(), e);
+    }
+    assert!(matches!(store.read(104), Err(StoreError::NotFound(104))));
+    assert!(matches!(store.read(0), Err(StoreError::NotFound(0))));
+}
+
+#[test]
+fn append_out_of_order_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = LedgerFiles::open(dir.path(), 2000, None).unwrap();
+    assert!(matches!(
+        store.append(2, &entry(2, false, 1), false),
+        Err(StoreError::Usage(_))
+    ));
+    store.append(1, &entry(1, false, 1), false).unwrap();
+    assert!(store.poisoned().is_none(), "misuse does not poison");
+}
+
+#[test]
+fn torn_tail_is_cut_and_writing_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = LedgerFiles::open(dir.path(), 1 << 20, None).unwrap();
+    let written = write_n(&mut store, 1, 12);
+    store.sync().unwrap();
+    drop(store);
+    // A crash mid-write: half of entry 13 reached the open chunk.
+    let (_, open) = list_chunks(dir.path(), false).unwrap().pop().unwrap();
+    let half = entry(13, false, 200);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&open)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &half[..half.len() / 2]).unwrap();
+    drop(f);
+
+    let (mut store, rec) = LedgerFiles::open(dir.path(), 1 << 20, None).unwrap();
+    assert_eq!(rec.last_seqno, 12);
+    assert_eq!(rec.dropped_from, Some(13));
+    assert_eq!(rec.dropped_bytes, (half.len() / 2) as u64);
+    assert_eq!(store.read(12).unwrap(), written[11]);
+    let e13 = entry(13, false, 5);
+    store.append(13, &e13, false).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let (store, rec) = LedgerFiles::open(dir.path(), 1 << 20, None).unwrap();
+    assert_eq!((rec.last_seqno, rec.dropped_from), (13, None));
+    assert_eq!(store.read(13).unwrap(), e13);
+}
+
+#[test]
+fn truncate_across_chunks_then_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = LedgerFiles::open(dir.path(), 1500, None).unwrap();
+    let written = write_n(&mut store, 1, 60);
+    store.sync().unwrap();
+    store.commit(10).unwrap();
+    assert!(
+        matches!(store.truncate(5), Err(StoreError::Usage(_))),
+        "committed entries stay"
+    );
+    store.truncate(23).unwrap();
+    assert_eq!(store.last_seqno(), 23);
+    let more = write_n(&mut store, 24, 41);
+    store.sync().unwrap();
+    drop(store);
+    let (store, rec) = LedgerFiles::open(dir.path(), 1500, None).unwrap();
+    assert_eq!(rec.last_seqno, 41);
+    for s in 1..=23u64 {
+        assert_eq!(store.read(s).unwrap(), written[s as usize - 1]);
+    }
+    for s in 24..=41u64 {
+        assert_eq!(store.read(s).unwrap(), more[s as usize - 24]);
+    }
+    // Truncating everything uncommitted down to the commit point also works.
+    let (mut store, _) = LedgerFiles::open(dir.path(), 1500, None).unwrap();
+    store.truncate(10).unwrap();
+    drop(store);
+    let (_, rec) = LedgerFiles::open(dir.path(), 1500, None).unwrap();
+    assert_eq!(rec.last_seqno, 10);
+}
+
+#[test]
+fn corruption_in_a_closed_chunk_is_reported_not_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = LedgerSecret::from_bytes([1; 32]);
+    let (mut store, _) = LedgerFiles::open(dir.path(), 1000, Some(&secret)).unwrap();
+    write_n(&mut store, 1, 30);
+    store.sync().unwrap();
+    store.commit(30).unwrap();
+    drop(store);
+    let (name, path) = list_chunks(dir.path(), true).unwrap().remove(0);
+    let mut b = std::fs::read(&path).unwrap();
+    let before = b.clone();
+    // A byte of the GCM tag: framing is intact, only authentication can tell.
+    b[20] ^= 0xff;
+    std::fs::write(&path, &b).unwrap();
+    let err = LedgerFiles::open(dir.path(), 1000, Some(&secret)).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    // Framing damage is reported even without the secret.
+    let mut framing = b.clone();
+    framing[9] ^= 0xff; // inside entry 1's size field
+    std::fs::write(&path, &framing).unwrap();
+    assert!(matches!(
+        LedgerFiles::open(dir.path(), 1000, None),
+        Err(StoreError::Corrupt { .. })
+    ));
+    std::fs::write(&path, &b).unwrap();
+    // Nothing was changed on disk.
+    assert_eq!(std::fs::read(&path).unwrap(), b);
+    assert_ne!(before, b);
+    assert!(
+        ChunkName::parse(path.file_name().unwrap().to_str().unwrap()).is_some_and(|n| n == name)
+    );
+}
+
+/// A real I/O fault: a 64 KiB tmpfs runs out of space. Needs root (mount); skipped otherwise
+/// unless VELLUM_REQUIRE_FAULT_TESTS=1.
+#[test]
+fn io_error_poisons_writes_but_reads_continue() {
+    let base = tempfile::tempdir().unwrap();
+    let mnt = base.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("VELLUM_REQUIRE_FAULT_TESTS").map_or(true, |v| v != "1"),
+            "cannot mount a tmpfs for the fault test"
+        );
+        eprintln!("SKIPPED: cannot mount tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let (mut store, _) = LedgerFiles::open(&mnt, 1 << 20, None).unwrap();
+    let mut seqno = 0u64;
+    let mut durable = Vec::new();
+    let err = loop {
+        seqno += 1;
+        let e = entry(seqno, false, 4000);
+        if let Err(e) = store.append(seqno, &e, false).and_then(|_| store.sync()) {
+            break e;
+        }
+        durable.push(e);
+        assert!(seqno < 1000, "tmpfs never filled up");
+    };
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert!(store.poisoned().is_some());
+    // No further write is accepted, even a small one.
+    let next = store.last_seqno() + 1;
+    assert!(matches!(
+        store.append(next, &entry(next, false, 1), false),
+        Err(StoreError::Poisoned(_))
+    ));
+    assert!(matches!(store.sync(), Err(StoreError::Poisoned(_))));
+    // Every entry acknowledged before the fault is still readable.
+    for (i, e) in durable.iter().enumerate() {
+        assert_eq!(&store.read(i as u64 + 1).unwrap(), e);
+    }
+}
