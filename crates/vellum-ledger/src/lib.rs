@@ -16,6 +16,7 @@
 
 pub mod audit;
 pub mod chunk;
+pub mod group_commit;
 pub mod identity;
 pub mod sample;
 pub mod store;
