@@ -20,7 +20,10 @@ fn entries() -> Vec<Vec<u8>> {
     (1..=N)
         .map(|s| {
             EntryBuilder::default()
-                .map(MapWrites::with_writes("vellum.entries", vec![(b"c".to_vec(), vec![b'x'; 1024])]))
+                .map(MapWrites::with_writes(
+                    "vellum.entries",
+                    vec![(b"c".to_vec(), vec![b'x'; 1024])],
+                ))
                 .encode(TxId::new(2, s), &secret)
                 .bytes
         })
@@ -50,7 +53,10 @@ fn bench(c: &mut Criterion) {
             let (tx, rx) = channel();
             for (i, e) in es.iter().enumerate() {
                 let tx = tx.clone();
-                gc.append(vec![(i as u64 + 1, e.clone(), false)], Box::new(move |r| tx.send(r.is_ok()).unwrap()));
+                gc.append(
+                    vec![(i as u64 + 1, e.clone(), false)],
+                    Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+                );
             }
             for _ in 0..N {
                 assert!(rx.recv().unwrap());

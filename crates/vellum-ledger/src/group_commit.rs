@@ -6,7 +6,7 @@
 //! after an error every later request fails too (the store is poisoned), so a write is never
 //! acknowledged after a failed sync.
 
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -62,7 +62,12 @@ impl GroupCommit {
                 let stats = stats.clone();
                 move || writer(rx, store, stats)
             })?;
-        Ok(GroupCommit { tx, store, stats, thread: Some(thread) })
+        Ok(GroupCommit {
+            tx,
+            store,
+            stats,
+            thread: Some(thread),
+        })
     }
 
     fn send(&self, m: Msg) {
@@ -130,11 +135,8 @@ fn writer(rx: Receiver<Msg>, store: Arc<Mutex<LedgerFiles>>, stats: Arc<Mutex<Gr
         let Ok(first) = rx.recv() else { return };
         let mut batch = vec![first];
         // Take everything already queued: these share one sync.
-        loop {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(m) = rx.try_recv() {
+            batch.push(m);
         }
         let mut waiting: Vec<(Done, Result<(), StoreError>)> = Vec::with_capacity(batch.len());
         let mut appended = 0u64;

@@ -248,19 +248,28 @@ fn group_commit_batches_syncs_and_acknowledges_only_durable_entries() {
         let e = entry(s, sig, 64);
         written.push(e.clone());
         let tx = tx.clone();
-        gc.append(vec![(s, e, sig)], Box::new(move |r| tx.send((s, r)).unwrap()));
+        gc.append(
+            vec![(s, e, sig)],
+            Box::new(move |r| tx.send((s, r)).unwrap()),
+        );
     }
     let mut acked = 0;
     for _ in 0..n {
         let (s, r) = rx.recv().unwrap();
         let durable = r.unwrap();
-        assert!(durable >= s, "entry {s} acknowledged as durable only up to {durable}");
+        assert!(
+            durable >= s,
+            "entry {s} acknowledged as durable only up to {durable}"
+        );
         acked += 1;
     }
     assert_eq!(acked, n);
     let stats = gc.stats();
     assert_eq!(stats.entries, n);
-    assert!(stats.syncs < n / 4, "group commit should share syncs: {stats:?}");
+    assert!(
+        stats.syncs < n / 4,
+        "group commit should share syncs: {stats:?}"
+    );
     // Commit and truncation go through the same queue, in order.
     let (ctx, crx) = channel();
     gc.commit(1000, Box::new(move |r| ctx.send(r).unwrap()));
@@ -273,5 +282,10 @@ fn group_commit_batches_syncs_and_acknowledges_only_durable_entries() {
     gc.stop();
     let (_, rec) = LedgerFiles::open(dir.path(), 1 << 16, None).unwrap();
     assert_eq!(rec.last_seqno, 4990);
-    assert!(list_chunks(dir.path(), true).unwrap().iter().all(|(n, _)| n.end.unwrap() <= 1000));
+    assert!(
+        list_chunks(dir.path(), true)
+            .unwrap()
+            .iter()
+            .all(|(n, _)| n.end.unwrap() <= 1000)
+    );
 }
