@@ -18,6 +18,7 @@ pub mod audit;
 pub mod chunk;
 pub mod group_commit;
 pub mod identity;
+pub mod index;
 pub mod sample;
 pub mod store;
 

@@ -26,8 +26,7 @@ use vellum_core::{Hash, TxId, tables};
 use crate::chunk::{ChunkName, closed_chunk_bytes};
 use crate::identity::{Identity, IdentityError};
 
-/// The private table holding application entries (contents sealed under the ledger secret).
-pub const ENTRIES_TABLE: &str = "vellum.entries";
+pub use crate::index::ENTRIES_TABLE;
 
 /// Vellum's default constitution (JavaScript), as recorded in `public:ccf.gov.constitution`.
 pub const DEFAULT_CONSTITUTION: &str = "export function validate(input) { return { valid: true }; }\n\

@@ -1,0 +1,248 @@
+//! The ledger index (redb): transaction seqno → view and collection, collection → its
+//! transactions, and the latest transaction per collection, so that reads by id, by collection
+//! and over ranges stay cheap at millions of entries.
+//!
+//! The index is derived data: [`Index::rebuild`] recreates it from the ledger files (decrypting
+//! each entry with the ledger secret), so it may lag or be deleted without losing anything.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use vellum_core::entry::{LedgerSecret, RawEntry};
+
+use crate::store::{LedgerFiles, StoreError};
+
+/// The private table holding application entries: key = collection id, value = the entry
+/// record (JSON). Its contents are sealed under the ledger secret.
+pub const ENTRIES_TABLE: &str = "vellum.entries";
+
+const TXS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("txs");
+const BY_COLLECTION: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_collection");
+const LATEST: TableDefinition<&str, u64> = TableDefinition::new("latest");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const LAST: &str = "last_seqno";
+
+/// Why an index operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// The embedded store failed.
+    #[error("index store: {0}")]
+    Store(String),
+    /// Transactions were not applied in order.
+    #[error("index expects seqno {expected}, got {got}")]
+    Order {
+        /// Next seqno the index expects.
+        expected: u64,
+        /// Seqno given.
+        got: u64,
+    },
+    /// Reading the ledger for a rebuild failed.
+    #[error("rebuilding the index: {0}")]
+    Ledger(#[from] StoreError),
+    /// An entry could not be decoded during a rebuild.
+    #[error("rebuilding the index: entry {seqno}: {message}")]
+    Entry {
+        /// Seqno.
+        seqno: u64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn st(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Store(e.to_string())
+}
+
+/// One transaction as the index sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedTx {
+    /// Seqno.
+    pub seqno: u64,
+    /// View.
+    pub view: u64,
+    /// The collection an application entry was written to (`None` for governance and
+    /// signature transactions).
+    pub collection: Option<String>,
+}
+
+impl IndexedTx {
+    /// What the index records for a ledger entry, reading its collection from the sealed
+    /// entries table.
+    pub fn from_entry(raw: &RawEntry<'_>, secret: &LedgerSecret) -> Result<IndexedTx, IndexError> {
+        let seqno = raw.iv.seqno;
+        let maps = secret.open(raw).map_err(|e| IndexError::Entry {
+            seqno,
+            message: e.to_string(),
+        })?;
+        let collection = maps
+            .iter()
+            .find(|m| m.name == ENTRIES_TABLE)
+            .and_then(|m| m.writes.first())
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+        Ok(IndexedTx {
+            seqno,
+            view: u64::from(raw.iv.view),
+            collection,
+        })
+    }
+}
+
+/// The index.
+#[derive(Debug)]
+pub struct Index {
+    db: Database,
+}
+
+impl Index {
+    /// Opens or creates the index file.
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(st)?;
+        }
+        let db = Database::create(path).map_err(st)?;
+        let w = db.begin_write().map_err(st)?;
+        {
+            w.open_table(TXS).map_err(st)?;
+            w.open_table(BY_COLLECTION).map_err(st)?;
+            w.open_table(LATEST).map_err(st)?;
+            w.open_table(META).map_err(st)?;
+        }
+        w.commit().map_err(st)?;
+        Ok(Index { db })
+    }
+
+    /// The last seqno indexed (0 when empty).
+    pub fn last_seqno(&self) -> Result<u64, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        let t = r.open_table(META).map_err(st)?;
+        Ok(t.get(LAST).map_err(st)?.map_or(0, |v| v.value()))
+    }
+
+    /// Adds transactions, contiguous from `last_seqno() + 1`, in one write transaction.
+    pub fn apply(&self, txs: &[IndexedTx]) -> Result<(), IndexError> {
+        if txs.is_empty() {
+            return Ok(());
+        }
+        let w = self.db.begin_write().map_err(st)?;
+        {
+            let mut meta = w.open_table(META).map_err(st)?;
+            let mut next = meta.get(LAST).map_err(st)?.map_or(0, |v| v.value()) + 1;
+            let mut t = w.open_table(TXS).map_err(st)?;
+            let mut bc = w.open_table(BY_COLLECTION).map_err(st)?;
+            let mut latest = w.open_table(LATEST).map_err(st)?;
+            for tx in txs {
+                if tx.seqno != next {
+                    return Err(IndexError::Order {
+                        expected: next,
+                        got: tx.seqno,
+                    });
+                }
+                let c = tx.collection.as_deref().unwrap_or("");
+                t.insert(tx.seqno, (tx.view, c)).map_err(st)?;
+                if let Some(c) = &tx.collection {
+                    bc.insert((c.as_str(), tx.seqno), ()).map_err(st)?;
+                    latest.insert(c.as_str(), tx.seqno).map_err(st)?;
+                }
+                next += 1;
+            }
+            meta.insert(LAST, next - 1).map_err(st)?;
+        }
+        w.commit().map_err(st)?;
+        Ok(())
+    }
+
+    /// View and collection of the transaction at `seqno`.
+    pub fn get(&self, seqno: u64) -> Result<Option<IndexedTx>, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        let t = r.open_table(TXS).map_err(st)?;
+        Ok(t.get(seqno).map_err(st)?.map(|v| {
+            let (view, c) = v.value();
+            IndexedTx {
+                seqno,
+                view,
+                collection: (!c.is_empty()).then(|| c.to_owned()),
+            }
+        }))
+    }
+
+    /// Seqno of the latest entry in `collection`.
+    pub fn latest(&self, collection: &str) -> Result<Option<u64>, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        let t = r.open_table(LATEST).map_err(st)?;
+        Ok(t.get(collection).map_err(st)?.map(|v| v.value()))
+    }
+
+    /// Seqnos of `collection`'s entries in `from..=to`, at most `limit`, ascending.
+    pub fn range(
+        &self,
+        collection: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        let t = r.open_table(BY_COLLECTION).map_err(st)?;
+        let mut out = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
+        for item in t.range((collection, from)..=(collection, to)).map_err(st)? {
+            let (k, _) = item.map_err(st)?;
+            out.push(k.value().1);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every collection with at least one entry, sorted.
+    pub fn collections(&self) -> Result<Vec<String>, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        let t = r.open_table(LATEST).map_err(st)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(st)? {
+            let (k, _) = item.map_err(st)?;
+            out.push(k.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Empties the index and re-indexes `files` up to `upto` (inclusive), `batch` entries per
+    /// write transaction. Returns the number of transactions indexed.
+    pub fn rebuild(
+        &self,
+        files: &LedgerFiles,
+        secret: &LedgerSecret,
+        upto: u64,
+    ) -> Result<u64, IndexError> {
+        let w = self.db.begin_write().map_err(st)?;
+        for name in ["txs", "by_collection", "latest", "meta"] {
+            let _ = w.delete_table(redb::TableDefinition::<(), ()>::new(name));
+        }
+        {
+            w.open_table(TXS).map_err(st)?;
+            w.open_table(BY_COLLECTION).map_err(st)?;
+            w.open_table(LATEST).map_err(st)?;
+            w.open_table(META).map_err(st)?;
+        }
+        w.commit().map_err(st)?;
+        let upto = upto.min(files.last_seqno());
+        let mut batch = Vec::with_capacity(4096);
+        for seqno in 1..=upto {
+            let bytes = files.read(seqno)?;
+            let (raw, _) = RawEntry::parse(&bytes).map_err(|e| IndexError::Entry {
+                seqno,
+                message: e.to_string(),
+            })?;
+            batch.push(IndexedTx::from_entry(&raw, secret)?);
+            if batch.len() == 4096 {
+                self.apply(&batch)?;
+                batch.clear();
+            }
+        }
+        self.apply(&batch)?;
+        Ok(upto)
+    }
+}
