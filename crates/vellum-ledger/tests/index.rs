@@ -12,7 +12,7 @@ const N: u64 = 20_000;
 
 fn collection(s: u64) -> Option<String> {
     // Every 10th transaction is not an application entry (like governance or signatures).
-    (s % 10 != 0).then(|| format!("c{}", s % 7))
+    (!s.is_multiple_of(10)).then(|| format!("c{}", s % 7))
 }
 
 #[test]
