@@ -53,6 +53,7 @@ pub mod hash;
 pub mod merkle;
 pub mod receipt;
 pub mod signature;
+pub mod status;
 pub mod tables;
 pub mod txid;
 
