@@ -58,9 +58,9 @@ enum Command {
         /// A signature after at most this many transactions.
         #[arg(long, default_value_t = 4)]
         signature_interval: u64,
-        /// Signatures per ledger chunk.
-        #[arg(long, default_value_t = 3)]
-        signatures_per_chunk: u64,
+        /// Start a new ledger chunk (after a signature) once a chunk has this many bytes.
+        #[arg(long, default_value_t = 8192)]
+        chunk_size: u64,
     },
 }
 
@@ -191,7 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             entries,
             signature_interval,
-            signatures_per_chunk,
+            chunk_size,
         } => {
             if out.exists()
                 && std::fs::read_dir(&out)
@@ -200,15 +200,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             {
                 anyhow::bail!("{} exists and is not empty", out.display());
             }
-            if signature_interval == 0 || signatures_per_chunk == 0 {
-                anyhow::bail!("--signature-interval and --signatures-per-chunk must be at least 1");
+            if signature_interval == 0 || chunk_size == 0 {
+                anyhow::bail!("--signature-interval and --chunk-size must be at least 1");
             }
             let s = write_sample(
                 &out,
                 &SampleOptions {
                     entries,
                     signature_interval,
-                    signatures_per_chunk,
+                    chunk_size,
                     now: SystemTime::now(),
                 },
             )?;

@@ -16,6 +16,8 @@
 
 pub mod audit;
 pub mod chunk;
+pub mod engine;
+pub mod genesis;
 pub mod group_commit;
 pub mod identity;
 pub mod index;

@@ -13,27 +13,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
-use vellum_core::cose::CwtClaims;
-use vellum_core::entry::{EncodedEntry, EntryBuilder, LedgerSecret, MapWrites, SINGLETON_KEY};
-use vellum_core::merkle::{MerkleTree, PathStep};
-use vellum_core::receipt::{
-    ApplicationClaim, CoseLeaf, LeafComponents, LedgerEntryClaim, ProofElement, Receipt,
-    claims_digest, cose_receipt,
-};
-use vellum_core::signature::{Signer, decode_cose_value, signature_maps};
-use vellum_core::{Hash, TxId, tables};
+use vellum_core::entry::{EntryBuilder, LedgerSecret, MapWrites};
+use vellum_core::receipt::{ApplicationClaim, LedgerEntryClaim, claims_digest};
+use vellum_core::{Hash, TxId};
 
-use crate::chunk::{ChunkName, closed_chunk_bytes};
+use crate::engine::{Engine, EngineError, NodeKeys};
+pub use crate::genesis::DEFAULT_CONSTITUTION;
+use crate::genesis::{Genesis, service_info};
 use crate::identity::{Identity, IdentityError};
 
 pub use crate::index::ENTRIES_TABLE;
-
-/// Vellum's default constitution (JavaScript), as recorded in `public:ccf.gov.constitution`.
-pub const DEFAULT_CONSTITUTION: &str = "export function validate(input) { return { valid: true }; }\n\
-export function resolve(proposal, proposerId, votes) {\n  \
-const yes = votes.filter((v) => v.vote).length;\n  \
-return yes > 0 ? \"Accepted\" : \"Open\";\n}\n\
-export function apply(proposal, proposalId) {}\n";
 
 /// What to write.
 #[derive(Debug, Clone)]
@@ -42,8 +31,8 @@ pub struct SampleOptions {
     pub entries: u64,
     /// A signature after at most this many transactions.
     pub signature_interval: u64,
-    /// Start a new chunk after this many signatures.
-    pub signatures_per_chunk: u64,
+    /// Start a new chunk after a signature once a chunk has this many bytes.
+    pub chunk_size: u64,
     /// Wall-clock time for certificates and COSE `iat`.
     pub now: SystemTime,
 }
@@ -53,7 +42,7 @@ impl Default for SampleOptions {
         SampleOptions {
             entries: 20,
             signature_interval: 4,
-            signatures_per_chunk: 3,
+            chunk_size: 8 * 1024,
             now: SystemTime::now(),
         }
     }
@@ -96,15 +85,9 @@ pub enum SampleError {
     /// Identities.
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    /// Signing.
-    #[error("signing: {0}")]
-    Crypto(#[from] vellum_core::crypto::CryptoError),
-    /// Tree.
-    #[error("tree: {0}")]
-    Tree(#[from] vellum_core::merkle::TreeError),
-    /// COSE.
-    #[error("cose: {0}")]
-    Cose(#[from] vellum_core::cose::CoseError),
+    /// The ledger engine.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// Files.
     #[error("writing {path}: {source}")]
     Io {
@@ -122,36 +105,8 @@ fn write(path: &Path, data: &[u8]) -> Result<(), SampleError> {
     })
 }
 
-fn jbytes(v: serde_json::Value) -> Vec<u8> {
-    v.to_string().into_bytes()
-}
-
-struct Writer {
-    view: u64,
-    secret: LedgerSecret,
-    tree: MerkleTree,
-    entries: Vec<EncodedEntry>,
-    chunk_start: usize,
-    chunks: Vec<(u64, u64, Vec<Vec<u8>>)>,
-    signatures: Vec<(u64, Vec<u8>, String)>, // (seqno, cose bytes, base64 sig)
-}
-
-impl Writer {
-    fn next_txid(&self) -> TxId {
-        TxId::new(self.view, self.entries.len() as u64 + 1)
-    }
-
-    fn push(&mut self, b: EntryBuilder) -> TxId {
-        let txid = self.next_txid();
-        let e = b.encode(txid, &self.secret);
-        self.tree.append(e.leaf);
-        self.entries.push(e);
-        txid
-    }
-}
-
 /// Writes a sample ledger into `out` (`out/ledger/`, `out/service_cert.pem`, `out/receipts/`,
-/// `out/ledger_secret`).
+/// `out/ledger_secret`), through the same [`Engine`] a node uses.
 pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, SampleError> {
     let now = opts.now;
     let service = Identity::service("Vellum Service", now, 365)?;
@@ -172,113 +127,46 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let signer = Signer {
-        node_key: &node.signing_key,
-        node_cert_pem: &node.cert_pem,
-        service_key: Some(&service.signing_key),
-        cwt: CwtClaims {
-            iat,
-            issuer: "vellum.local".into(),
-            subject: "ledger.signature".into(),
-        },
-    };
-
-    let mut w = Writer {
-        view: 2,
+    let keys = NodeKeys {
+        node_key: node.signing_key.clone(),
+        node_cert_pem: node.cert_pem.clone(),
+        service_key: Some(service.signing_key.clone()),
+        service_cert_pem: service.cert_pem.clone(),
         secret: secret.clone(),
-        tree: MerkleTree::new(),
-        entries: Vec::new(),
-        chunk_start: 0,
-        chunks: Vec::new(),
-        signatures: Vec::new(),
+        cose_issuer: "vellum.local".into(),
+        cose_subject: "ledger.signature".into(),
     };
-    w.tree.append(Hash::ZERO);
+    let ledger_dir = out.join("ledger");
+    let (mut engine, _) = Engine::open_dir(&ledger_dir, opts.chunk_size, keys)?;
+    let view = 2;
+    let mut next = 1u64;
+    let mut txid = || {
+        let t = TxId::new(view, next);
+        next += 1;
+        t
+    };
 
-    // Genesis: the service, its first node, the consortium, the constitution and a user.
-    let member_id = member.cert.id();
-    let user_id = user.cert.id();
-    w.push(
-        EntryBuilder::default()
-            .map(MapWrites::with_writes(
-                tables::CONSTITUTION,
-                vec![(SINGLETON_KEY.to_vec(), jbytes(json!(DEFAULT_CONSTITUTION)))],
-            ))
-            .map(MapWrites::with_writes(
-                tables::MEMBERS_CERTS,
-                vec![(member_id.clone().into_bytes(), member.cert_pem.clone().into_bytes())],
-            ))
-            .map(MapWrites::with_writes(
-                tables::MEMBERS_INFO,
-                vec![(member_id.into_bytes(), jbytes(json!({"status": "Accepted"})))],
-            ))
-            .map(MapWrites::with_writes(
-                tables::NODES_ENDORSED_CERTIFICATES,
-                vec![(node_id.clone().into_bytes(), node.cert_pem.clone().into_bytes())],
-            ))
-            .map(MapWrites::with_writes(
-                tables::NODES_INFO,
-                vec![(
-                    node_id.clone().into_bytes(),
-                    jbytes(json!({"status": "Trusted", "code_digest": hex::encode("Insecure hard-coded virtual measurement v1")})),
-                )],
-            ))
-            .map(MapWrites::with_writes(
-                tables::SERVICE_INFO,
-                vec![(SINGLETON_KEY.to_vec(), jbytes(json!({"cert": service.cert_pem, "status": "Opening"})))],
-            ))
-            .map(MapWrites::with_writes(
-                tables::USERS_CERTS,
-                vec![(user_id.clone().into_bytes(), user.cert.to_pem().into_bytes())],
-            ))
-            .map(MapWrites::with_writes(
-                tables::USERS_INFO,
-                vec![(user_id.into_bytes(), jbytes(json!({"user_data": {"role": "Administrator"}})))],
-            )),
-    );
-    let mut since_sig = 1u64;
-    let mut sigs_in_chunk = 0u64;
-    let mut flushed_to = 0u64;
-    let mut sign = |w: &mut Writer, since_sig: &mut u64| -> Result<(), SampleError> {
-        let txid = w.next_txid();
-        let root = w.tree.root_at(txid.seqno)?;
-        let tree_bytes = w.tree.serialize(flushed_to, txid.seqno)?;
-        let maps = signature_maps(&signer, txid, &root, tree_bytes)?;
-        let cose = maps
-            .iter()
-            .find(|m| m.name == tables::COSE_SIGNATURES)
-            .and_then(|m| m.get(&SINGLETON_KEY))
-            .and_then(decode_cose_value)
-            .unwrap_or_default();
-        let record: serde_json::Value = maps
-            .iter()
-            .find(|m| m.name == tables::SIGNATURES)
-            .and_then(|m| m.get(&SINGLETON_KEY))
-            .and_then(|v| serde_json::from_slice(v).ok())
-            .unwrap_or_default();
-        let sig_b64 = record["sig"].as_str().unwrap_or_default().to_owned();
-        w.push(EntryBuilder {
-            maps,
-            ..Default::default()
-        });
-        w.signatures.push((txid.seqno, cose, sig_b64));
-        // CCF compacts the tree at commit; the next signature serializes from here.
-        flushed_to = txid.seqno;
-        *since_sig = 0;
-        Ok(())
-    };
-    sign(&mut w, &mut since_sig)?;
-    sigs_in_chunk += 1;
-    // The service opens.
-    w.push(EntryBuilder::default().map(MapWrites::with_writes(
-        tables::SERVICE_INFO,
-        vec![(
-            SINGLETON_KEY.to_vec(),
-            jbytes(json!({"cert": service.cert_pem, "status": "Open"})),
+    // Genesis, its signature, then the service opens.
+    let genesis = Genesis {
+        service_cert_pem: &service.cert_pem,
+        node: (&node_id, &node.cert_pem),
+        members: vec![(member.cert.id(), member.cert_pem.clone())],
+        users: vec![(
+            user.cert.id(),
+            Some(user.cert.to_pem()),
+            "Administrator".into(),
         )],
-    )));
-    since_sig += 1;
+        constitution: DEFAULT_CONSTITUTION,
+    };
+    engine.append(txid(), &genesis.entry())?;
+    engine.append_signature(txid(), iat)?;
+    engine.append(
+        txid(),
+        &EntryBuilder::default().map(service_info(&service.cert_pem, "Open")),
+    )?;
+    let mut since_sig = 1u64;
 
-    // Application entries.
+    // Application entries, half with ACL application claims.
     let mut app: Vec<(TxId, Option<Vec<ApplicationClaim>>, Hash)> = Vec::new();
     for i in 0..opts.entries {
         let collection = if i % 3 == 0 {
@@ -303,138 +191,68 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
         } else {
             (None, Hash::ZERO)
         };
-        let value = jbytes(json!({"contents": contents, "collectionId": collection}));
-        let txid = w.push(EntryBuilder {
-            flags: 0,
-            claims_digest: digest,
-            maps: vec![MapWrites::with_writes(
-                ENTRIES_TABLE,
-                vec![(collection.into_bytes(), value)],
-            )],
-        });
-        app.push((txid, claims, digest));
+        let value = json!({"contents": contents, "collectionId": collection})
+            .to_string()
+            .into_bytes();
+        let t = txid();
+        engine.append(
+            t,
+            &EntryBuilder {
+                flags: 0,
+                claims_digest: digest,
+                maps: vec![MapWrites::with_writes(
+                    ENTRIES_TABLE,
+                    vec![(collection.into_bytes(), value)],
+                )],
+            },
+        )?;
+        app.push((t, claims, digest));
         since_sig += 1;
         if since_sig >= opts.signature_interval {
-            sign(&mut w, &mut since_sig)?;
-            sigs_in_chunk += 1;
-            if sigs_in_chunk >= opts.signatures_per_chunk {
-                let end = w.entries.len();
-                w.chunks.push((
-                    w.chunk_start as u64 + 1,
-                    end as u64,
-                    w.entries[w.chunk_start..end]
-                        .iter()
-                        .map(|e| e.bytes.clone())
-                        .collect(),
-                ));
-                w.chunk_start = end;
-                sigs_in_chunk = 0;
-            }
+            engine.append_signature(txid(), iat)?;
+            since_sig = 0;
         }
     }
     if since_sig > 0 {
-        sign(&mut w, &mut since_sig)?;
+        engine.append_signature(txid(), iat)?;
     }
-    let end = w.entries.len();
-    if w.chunk_start < end {
-        w.chunks.push((
-            w.chunk_start as u64 + 1,
-            end as u64,
-            w.entries[w.chunk_start..end]
-                .iter()
-                .map(|e| e.bytes.clone())
-                .collect(),
-        ));
-    }
+    let last = engine.last_seqno();
+    engine.sync()?;
+    engine.close_chunk()?;
+    engine.commit(last)?;
 
-    // Files.
-    let ledger_dir = out.join("ledger");
     let receipts_dir = out.join("receipts");
-    for d in [&ledger_dir, &receipts_dir] {
-        std::fs::create_dir_all(d).map_err(|source| SampleError::Io {
-            path: d.clone(),
-            source,
-        })?;
-    }
-    for (start, end, entries) in &w.chunks {
-        let name = ChunkName {
-            start: *start,
-            end: Some(*end),
-            committed: true,
-        };
-        write(
-            &ledger_dir.join(name.file_name()),
-            &closed_chunk_bytes(entries),
-        )?;
-    }
+    std::fs::create_dir_all(&receipts_dir).map_err(|source| SampleError::Io {
+        path: receipts_dir.clone(),
+        source,
+    })?;
     write(&out.join("service_cert.pem"), service.cert_pem.as_bytes())?;
     write(
         &out.join("ledger_secret"),
         hex::encode(secret.as_bytes()).as_bytes(),
     )?;
 
-    // Receipts: the first signature after each entry covers it.
     let mut receipts = Vec::new();
-    for (txid, claims, digest) in &app {
-        let Some((sig_seqno, cose, sig_b64)) =
-            w.signatures.iter().find(|(s, _, _)| *s > txid.seqno)
-        else {
-            continue;
-        };
-        let e = &w.entries[(txid.seqno - 1) as usize];
-        let path = w.tree.path(txid.seqno, *sig_seqno)?;
-        let receipt = Receipt {
-            cert: Some(node.cert_pem.clone()),
-            leaf_components: Some(LeafComponents {
-                claims_digest: digest.to_hex(),
-                commit_evidence: e.commit_evidence.clone(),
-                write_set_digest: e.write_set_digest.to_hex(),
-            }),
-            node_id: Some(node_id.clone()),
-            proof: path
-                .steps
-                .iter()
-                .map(|s| match s {
-                    PathStep::Left(h) => ProofElement {
-                        left: Some(h.to_hex()),
-                        right: None,
-                    },
-                    PathStep::Right(h) => ProofElement {
-                        left: None,
-                        right: Some(h.to_hex()),
-                    },
-                })
-                .collect(),
-            service_endorsements: Some(Vec::new()),
-            signature: Some(sig_b64.clone()),
-            leaf: None,
-        };
+    for (t, claims, digest) in &app {
+        let bundle = engine.receipt(*t, last)?;
         let mut response = json!({
-            "receipt": receipt,
+            "receipt": bundle.receipt,
             "state": "Ready",
-            "transactionId": txid.to_string(),
+            "transactionId": t.to_string(),
         });
         if let Some(c) = claims {
             response["applicationClaims"] = serde_json::to_value(c).unwrap_or_default();
         }
-        let cose = cose_receipt(
-            cose,
-            &CoseLeaf {
-                write_set_digest: e.write_set_digest,
-                commit_evidence: e.commit_evidence.clone(),
-                claims_digest: *digest,
-            },
-            &path,
-        )?;
+        let cose = bundle.cose.unwrap_or_default();
         write(
-            &receipts_dir.join(format!("{txid}.json")),
+            &receipts_dir.join(format!("{t}.json")),
             serde_json::to_string_pretty(&response)
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
-        write(&receipts_dir.join(format!("{txid}.cose")), &cose)?;
+        write(&receipts_dir.join(format!("{t}.cose")), &cose)?;
         receipts.push(SampleReceipt {
-            txid: *txid,
+            txid: *t,
             response,
             cose,
             claims_digest: *digest,
@@ -445,7 +263,14 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
         service_cert_pem: service.cert_pem.clone(),
         ledger_secret: secret,
         receipts,
-        transactions: w.entries.len() as u64,
-        signatures: w.signatures.len() as u64,
+        transactions: last,
+        signatures: (1..=last)
+            .filter(|s| {
+                engine.read(*s).ok().is_some_and(|b| {
+                    b.windows(30)
+                        .any(|w| w == b"public:ccf.internal.signatures")
+                })
+            })
+            .count() as u64,
     })
 }

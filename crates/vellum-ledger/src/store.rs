@@ -363,6 +363,22 @@ impl LedgerFiles {
         Ok(())
     }
 
+    /// Closes the open chunk now (it must end on a signature), e.g. before a shutdown or to
+    /// hand a complete ledger to an auditor. No-op without an open chunk.
+    pub fn close_open_chunk(&mut self) -> Result<(), StoreError> {
+        self.check()?;
+        if self.open.as_ref().is_none_or(|(_, p, _)| p.is_empty()) {
+            return Ok(());
+        }
+        if self.last_signature != self.last_seqno() {
+            return Err(StoreError::Usage(
+                "a chunk can only be closed after a signature".into(),
+            ));
+        }
+        let r = self.close_chunk().and_then(|_| self.sync_dir_if_dirty());
+        self.poison(r)
+    }
+
     /// Closes the open chunk: positions table, header, sync, rename to `ledger_A-B`.
     fn close_chunk(&mut self) -> Result<(), StoreError> {
         let Some((mut f, positions, size)) = self.open.take() else {
@@ -531,6 +547,33 @@ impl LedgerFiles {
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, l.offset)
             .map_err(|e| io(&cf.path, e))?;
         Ok(buf)
+    }
+
+    /// Calls `f(seqno, bytes)` for every entry from `from` on, reading each chunk file once.
+    pub fn scan<E: From<StoreError>>(
+        &self,
+        from: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut loaded: Option<(usize, Vec<u8>)> = None;
+        for seqno in from.max(1)..=self.last_seqno() {
+            let l = &self.locs[seqno as usize - 1];
+            if loaded.as_ref().is_none_or(|(fi, _)| *fi != l.file) {
+                let cf = &self.files[l.file];
+                loaded = Some((
+                    l.file,
+                    std::fs::read(&cf.path).map_err(|e| io(&cf.path, e))?,
+                ));
+            }
+            let Some((_, bytes)) = &loaded else { continue };
+            let (start, end) = (l.offset as usize, l.offset as usize + l.len as usize);
+            let entry = bytes.get(start..end).ok_or_else(|| StoreError::Corrupt {
+                path: self.files[l.file].path.display().to_string(),
+                message: format!("entry {seqno} lies beyond the end of the file"),
+            })?;
+            f(seqno, entry)?;
+        }
+        Ok(())
     }
 
     /// The directory.

@@ -16,7 +16,7 @@ fn small() -> SampleOptions {
     SampleOptions {
         entries: 7,
         signature_interval: 3,
-        signatures_per_chunk: 2,
+        chunk_size: 4096,
         now: SystemTime::now(),
     }
 }

@@ -1,0 +1,441 @@
+//! The ledger engine of one node: the ledger files, the Merkle tree over them, signature
+//! transactions, the replica-side check of received signatures, truncation, and receipts.
+//!
+//! Policy-free: the caller (the node's Raft log store) chooses transaction ids and when to sign.
+//! The invariant it keeps is CCF's: a signature transaction at seqno `S` signs the root over
+//! leaves `0..S` (leaf 0 is zero; leaf `s` is transaction `s`), and every entry's bytes are a
+//! deterministic function of (transaction id, write set, ledger secret), so every node writes
+//! byte-identical ledgers.
+//!
+//! The whole tree stays in memory (64 bytes per transaction) so that receipts for any committed
+//! transaction are served without reading history; the node will flush it (CCF does, at commit)
+//! once receipts can rebuild paths from stored leaves.
+
+use base64::Engine as _;
+use vellum_core::cose::{self, CwtClaims};
+use vellum_core::crypto::{Certificate, CryptoError, SigningKey};
+use vellum_core::entry::{self, EncodedEntry, EntryBuilder, LedgerSecret, RawEntry, SINGLETON_KEY};
+use vellum_core::merkle::{MerkleTree, PathStep, TreeError};
+use vellum_core::receipt::{CoseLeaf, LeafComponents, ProofElement, Receipt, cose_receipt};
+use vellum_core::signature::{SignatureRecord, Signer, decode_cose_value, signature_maps};
+use vellum_core::{Hash, TxId, tables};
+
+use crate::store::{LedgerFiles, Recovery, StoreError};
+
+/// The keys a node signs with.
+#[derive(Debug, Clone)]
+pub struct NodeKeys {
+    /// The node's key.
+    pub node_key: SigningKey,
+    /// The node's certificate, endorsed by the service key (PEM).
+    pub node_cert_pem: String,
+    /// The service key (COSE signatures); `None` to write node signatures only.
+    pub service_key: Option<SigningKey>,
+    /// The service certificate (PEM).
+    pub service_cert_pem: String,
+    /// The ledger secret.
+    pub secret: LedgerSecret,
+    /// CWT issuer and subject of COSE signatures.
+    pub cose_issuer: String,
+    /// CWT subject.
+    pub cose_subject: String,
+}
+
+/// Why an engine operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The ledger files.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Merkle tree (an index or size outside it).
+    #[error("merkle tree: {0}")]
+    Tree(#[from] TreeError),
+    /// Signing or a certificate.
+    #[error("crypto: {0}")]
+    Crypto(#[from] CryptoError),
+    /// An entry in the ledger is malformed.
+    #[error("entry {seqno}: {message}")]
+    Entry {
+        /// Seqno.
+        seqno: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// Appended out of order.
+    #[error("transaction {got} does not follow seqno {last}")]
+    Order {
+        /// Last seqno present.
+        last: u64,
+        /// Txid offered.
+        got: TxId,
+    },
+    /// A received signature transaction does not match this node's own ledger.
+    #[error("signature transaction {txid} rejected: {reason}")]
+    SignatureRejected {
+        /// The signature transaction.
+        txid: TxId,
+        /// What does not match.
+        reason: String,
+    },
+    /// No signature covers the transaction yet (or it is not committed).
+    #[error("no committed signature covers transaction {0} yet")]
+    NotCovered(TxId),
+    /// No such transaction.
+    #[error("no transaction at {0}")]
+    NotFound(TxId),
+}
+
+/// A receipt for one transaction, in both forms.
+#[derive(Debug, Clone)]
+pub struct ReceiptBundle {
+    /// The transaction.
+    pub txid: TxId,
+    /// The signature transaction that covers it.
+    pub signature: TxId,
+    /// The JSON receipt (ACL's inner `receipt` object).
+    pub receipt: Receipt,
+    /// The COSE receipt, when the signature has a COSE signature.
+    pub cose: Option<Vec<u8>>,
+}
+
+/// The engine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Engine {
+    files: LedgerFiles,
+    keys: NodeKeys,
+    tree: MerkleTree,
+    views: Vec<u64>,
+    signatures: Vec<u64>,
+    service_key_public: Option<vellum_core::crypto::PublicKey>,
+}
+
+fn entry_err(seqno: u64, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Entry {
+        seqno,
+        message: e.to_string(),
+    }
+}
+
+fn is_signature(pd: &entry::PublicDomain) -> bool {
+    tables::is_signature(pd.maps.iter().map(|m| m.name.as_str()))
+}
+
+impl Engine {
+    /// Opens the ledger files and rebuilds the tree from them.
+    pub fn open(files: LedgerFiles, keys: NodeKeys) -> Result<Engine, EngineError> {
+        let mut tree = MerkleTree::new();
+        tree.append(Hash::ZERO);
+        let mut views = Vec::with_capacity(files.last_seqno() as usize);
+        let mut signatures = Vec::new();
+        files.scan(1, |seqno, bytes| -> Result<(), EngineError> {
+            let (raw, _) = RawEntry::parse(bytes).map_err(|e| entry_err(seqno, e))?;
+            let pd = raw.public_domain().map_err(|e| entry_err(seqno, e))?;
+            tree.append(entry::leaf_for(&raw.write_set_digest(), &pd));
+            views.push(u64::from(raw.iv.view));
+            if is_signature(&pd) {
+                signatures.push(seqno);
+            }
+            Ok(())
+        })?;
+        let service_key_public = Certificate::from_pem(&keys.service_cert_pem)
+            .and_then(|c| c.public_key())
+            .ok();
+        Ok(Engine {
+            files,
+            keys,
+            tree,
+            views,
+            signatures,
+            service_key_public,
+        })
+    }
+
+    /// Opens a ledger directory (recovering it) and the engine over it.
+    pub fn open_dir(
+        dir: &std::path::Path,
+        chunk_size: u64,
+        keys: NodeKeys,
+    ) -> Result<(Engine, Recovery), EngineError> {
+        let (files, rec) = LedgerFiles::open(dir, chunk_size, Some(&keys.secret))?;
+        Ok((Engine::open(files, keys)?, rec))
+    }
+
+    /// Last seqno present.
+    pub fn last_seqno(&self) -> u64 {
+        self.views.len() as u64
+    }
+
+    /// Last transaction id present.
+    pub fn last_txid(&self) -> Option<TxId> {
+        self.views.last().map(|v| TxId::new(*v, self.last_seqno()))
+    }
+
+    /// View of the transaction at `seqno`.
+    pub fn view_at(&self, seqno: u64) -> Option<u64> {
+        seqno
+            .checked_sub(1)
+            .and_then(|i| self.views.get(i as usize))
+            .copied()
+    }
+
+    /// Seqno of the last signature transaction.
+    pub fn last_signature(&self) -> Option<u64> {
+        self.signatures.last().copied()
+    }
+
+    /// The Merkle root over leaves `0..=last_seqno()`.
+    pub fn root(&self) -> Result<Hash, EngineError> {
+        Ok(self.tree.root()?)
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &NodeKeys {
+        &self.keys
+    }
+
+    fn check_next(&self, txid: TxId) -> Result<(), EngineError> {
+        let last = self.last_seqno();
+        let view_ok = self.views.last().is_none_or(|v| txid.view >= *v);
+        if txid.seqno != last + 1 || !view_ok {
+            return Err(EngineError::Order { last, got: txid });
+        }
+        Ok(())
+    }
+
+    /// Encodes and appends a transaction at `txid` (not durable until [`Engine::sync`]).
+    pub fn append(
+        &mut self,
+        txid: TxId,
+        write_set: &EntryBuilder,
+    ) -> Result<EncodedEntry, EngineError> {
+        self.check_next(txid)?;
+        let e = write_set.encode(txid, &self.keys.secret);
+        let sig = tables::is_signature(write_set.maps.iter().map(|m| m.name.as_str()));
+        self.files.append(txid.seqno, &e.bytes, sig)?;
+        self.tree.append(e.leaf);
+        self.views.push(txid.view);
+        if sig {
+            self.signatures.push(txid.seqno);
+        }
+        Ok(e)
+    }
+
+    /// The write set of a signature transaction at `txid` over the current tree (the primary
+    /// calls this when it appends the signature, so `S` and the tree are known).
+    pub fn signature_write_set(&self, txid: TxId, iat: i64) -> Result<EntryBuilder, EngineError> {
+        self.check_next(txid)?;
+        let root = self.tree.root_at(txid.seqno)?;
+        let from = self.signatures.last().copied().unwrap_or(0);
+        let tree = self.tree.serialize(from, txid.seqno)?;
+        let signer = Signer {
+            node_key: &self.keys.node_key,
+            node_cert_pem: &self.keys.node_cert_pem,
+            service_key: self.keys.service_key.as_ref(),
+            cwt: CwtClaims {
+                iat,
+                issuer: self.keys.cose_issuer.clone(),
+                subject: self.keys.cose_subject.clone(),
+            },
+        };
+        Ok(EntryBuilder {
+            maps: signature_maps(&signer, txid, &root, tree)?,
+            ..Default::default()
+        })
+    }
+
+    /// Appends a signature transaction at `txid`.
+    pub fn append_signature(&mut self, txid: TxId, iat: i64) -> Result<EncodedEntry, EngineError> {
+        let ws = self.signature_write_set(txid, iat)?;
+        self.append(txid, &ws)
+    }
+
+    /// On a replica: checks that a received signature transaction at `txid` matches this
+    /// node's own tree before it is appended: the signed root and the serialized tree are this
+    /// node's, the record names `txid`, the signing certificate is endorsed by the service and
+    /// verifies the signature, and the COSE signature (if any) verifies with the service key.
+    pub fn check_signature(&self, txid: TxId, write_set: &EntryBuilder) -> Result<(), EngineError> {
+        let reject = |reason: &str| EngineError::SignatureRejected {
+            txid,
+            reason: reason.to_owned(),
+        };
+        self.check_next(txid)?;
+        let root = self.tree.root_at(txid.seqno)?;
+        let get = |name: &str| {
+            write_set
+                .maps
+                .iter()
+                .find(|m| m.name == name)
+                .and_then(|m| m.get(&SINGLETON_KEY))
+        };
+        if let Some(m) = write_set.maps.iter().find(|m| {
+            m.name != tables::SIGNATURES
+                && m.name != tables::COSE_SIGNATURES
+                && m.name != tables::TREE
+        }) {
+            return Err(reject(&format!("unexpected table {}", m.name)));
+        }
+        let tree_bytes = get(tables::TREE).ok_or_else(|| reject("no serialized tree"))?;
+        let theirs =
+            MerkleTree::deserialize(tree_bytes).map_err(|e| reject(&format!("tree: {e}")))?;
+        if self
+            .tree
+            .serialize(theirs.offset(), txid.seqno)
+            .ok()
+            .as_deref()
+            != Some(tree_bytes)
+        {
+            return Err(reject("serialized tree differs from this node's tree"));
+        }
+        let record: SignatureRecord = serde_json::from_slice(
+            get(tables::SIGNATURES).ok_or_else(|| reject("no node signature"))?,
+        )
+        .map_err(|e| reject(&format!("signature record: {e}")))?;
+        if record.root != root {
+            return Err(reject(&format!(
+                "signed root {} differs from this node's root {root}",
+                record.root
+            )));
+        }
+        if record.txid() != txid {
+            return Err(reject(&format!("record names {}", record.txid())));
+        }
+        let cert = Certificate::from_pem(
+            record
+                .cert
+                .as_deref()
+                .ok_or_else(|| reject("no node certificate"))?,
+        )?;
+        if let Some(service) = &self.service_key_public {
+            cert.verify_issued_by(service)
+                .map_err(|_| reject("node certificate not endorsed by the service"))?;
+        }
+        let key = cert.public_key()?;
+        if key.id() != record.node {
+            return Err(reject("node id does not match the certificate"));
+        }
+        key.verify_prehash_der(&root.0, &record.sig_der()?)
+            .map_err(|_| reject("node signature does not verify"))?;
+        if let (Some(c), Some(service)) = (get(tables::COSE_SIGNATURES), &self.service_key_public) {
+            let bytes = decode_cose_value(c).ok_or_else(|| reject("COSE value"))?;
+            let named = cose::decode_sign1(&bytes)
+                .and_then(|s| s.verify_ledger_signature(service, &root))
+                .map_err(|e| reject(&format!("COSE: {e}")))?;
+            if named != txid {
+                return Err(reject("COSE signature names another transaction"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended durable (one `fdatasync`).
+    pub fn sync(&mut self) -> Result<(), EngineError> {
+        Ok(self.files.sync()?)
+    }
+
+    /// Closes the open chunk (the ledger must end on a signature).
+    pub fn close_chunk(&mut self) -> Result<(), EngineError> {
+        Ok(self.files.close_open_chunk()?)
+    }
+
+    /// Records the commit point (renames closed chunks `.committed`).
+    pub fn commit(&mut self, seqno: u64) -> Result<(), EngineError> {
+        Ok(self.files.commit(seqno)?)
+    }
+
+    /// Drops every transaction after `last_kept`.
+    pub fn truncate(&mut self, last_kept: u64) -> Result<(), EngineError> {
+        if last_kept >= self.last_seqno() {
+            return Ok(());
+        }
+        self.files.truncate(last_kept)?;
+        self.tree.retract_to(last_kept)?;
+        self.views.truncate(last_kept as usize);
+        self.signatures.retain(|s| *s <= last_kept);
+        Ok(())
+    }
+
+    /// The entry bytes at `seqno`.
+    pub fn read(&self, seqno: u64) -> Result<Vec<u8>, EngineError> {
+        Ok(self.files.read(seqno)?)
+    }
+
+    /// The receipt of `txid`, from the first signature after it, which must be at or below
+    /// `committed` (receipts are only for committed transactions).
+    pub fn receipt(&self, txid: TxId, committed: u64) -> Result<ReceiptBundle, EngineError> {
+        if self.view_at(txid.seqno) != Some(txid.view) {
+            return Err(EngineError::NotFound(txid));
+        }
+        let s = match self.signatures.binary_search(&(txid.seqno + 1)) {
+            Ok(i) | Err(i) => self.signatures.get(i).copied(),
+        }
+        .filter(|s| *s <= committed)
+        .ok_or(EngineError::NotCovered(txid))?;
+        let sig_bytes = self.files.read(s)?;
+        let (sig_raw, _) = RawEntry::parse(&sig_bytes).map_err(|e| entry_err(s, e))?;
+        let sig_pd = sig_raw.public_domain().map_err(|e| entry_err(s, e))?;
+        let record: SignatureRecord = sig_pd
+            .map(tables::SIGNATURES)
+            .and_then(|m| m.get(&SINGLETON_KEY))
+            .and_then(|v| serde_json::from_slice(v).ok())
+            .ok_or_else(|| entry_err(s, "signature record missing"))?;
+        let cose_sig = sig_pd
+            .map(tables::COSE_SIGNATURES)
+            .and_then(|m| m.get(&SINGLETON_KEY))
+            .and_then(decode_cose_value);
+        let bytes = self.files.read(txid.seqno)?;
+        let (raw, _) = RawEntry::parse(&bytes).map_err(|e| entry_err(txid.seqno, e))?;
+        let pd = raw.public_domain().map_err(|e| entry_err(txid.seqno, e))?;
+        let ws = raw.write_set_digest();
+        let claims = pd.claims_digest.unwrap_or(Hash::ZERO);
+        let ce = self.keys.secret.commit_evidence(txid);
+        let path = self.tree.path(txid.seqno, s)?;
+        let receipt = Receipt {
+            cert: record.cert.clone(),
+            leaf_components: Some(LeafComponents {
+                claims_digest: claims.to_hex(),
+                commit_evidence: ce.clone(),
+                write_set_digest: ws.to_hex(),
+            }),
+            node_id: Some(record.node.clone()),
+            proof: path
+                .steps
+                .iter()
+                .map(|st| match st {
+                    PathStep::Left(h) => ProofElement {
+                        left: Some(h.to_hex()),
+                        right: None,
+                    },
+                    PathStep::Right(h) => ProofElement {
+                        left: None,
+                        right: Some(h.to_hex()),
+                    },
+                })
+                .collect(),
+            service_endorsements: Some(Vec::new()),
+            signature: Some(base64::engine::general_purpose::STANDARD.encode(record.sig_der()?)),
+            leaf: None,
+        };
+        let cose = match cose_sig {
+            Some(c) => Some(
+                cose_receipt(
+                    &c,
+                    &CoseLeaf {
+                        write_set_digest: ws,
+                        commit_evidence: ce,
+                        claims_digest: claims,
+                    },
+                    &path,
+                )
+                .map_err(|e| entry_err(s, e))?,
+            ),
+            None => None,
+        };
+        Ok(ReceiptBundle {
+            txid,
+            signature: TxId::new(record.view, s),
+            receipt,
+            cose,
+        })
+    }
+}

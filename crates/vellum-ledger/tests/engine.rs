@@ -1,0 +1,215 @@
+//! The ledger engine as a primary and a replica: byte-identical ledgers from the same write
+//! sets, replicas rejecting signatures that do not match their own tree, truncation, restart,
+//! and receipts only once a covering signature is committed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
+
+use std::time::SystemTime;
+
+use vellum_core::TxId;
+use vellum_core::entry::{EntryBuilder, LedgerSecret, MapWrites};
+use vellum_ledger::engine::{Engine, EngineError, NodeKeys};
+use vellum_ledger::identity::Identity;
+use vellum_ledger::index::ENTRIES_TABLE;
+
+struct Service {
+    service: Identity,
+    secret: LedgerSecret,
+}
+
+impl Service {
+    fn new() -> Service {
+        Service {
+            service: Identity::service("Vellum Service", SystemTime::now(), 30).unwrap(),
+            secret: LedgerSecret::from_bytes([4; 32]),
+        }
+    }
+
+    fn node_keys(&self) -> NodeKeys {
+        let node = self
+            .service
+            .issue_node("Vellum Node", &["localhost"], &[], SystemTime::now(), 30)
+            .unwrap();
+        NodeKeys {
+            node_key: node.signing_key.clone(),
+            node_cert_pem: node.cert_pem.clone(),
+            service_key: Some(self.service.signing_key.clone()),
+            service_cert_pem: self.service.cert_pem.clone(),
+            secret: self.secret.clone(),
+            cose_issuer: "vellum.local".into(),
+            cose_subject: "ledger.signature".into(),
+        }
+    }
+}
+
+fn app(i: u64) -> EntryBuilder {
+    EntryBuilder::default().map(MapWrites::with_writes(
+        ENTRIES_TABLE,
+        vec![(
+            format!("c{}", i % 3).into_bytes(),
+            format!("entry {i}").into_bytes(),
+        )],
+    ))
+}
+
+#[test]
+fn replica_writes_identical_bytes_and_checks_signatures() {
+    let svc = Service::new();
+    let (pdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut primary, _) = Engine::open_dir(pdir.path(), 4096, svc.node_keys()).unwrap();
+    let (mut replica, _) = Engine::open_dir(rdir.path(), 4096, svc.node_keys()).unwrap();
+    for s in 1..=60u64 {
+        let txid = TxId::new(2, s);
+        let ws = if s % 7 == 0 {
+            primary.signature_write_set(txid, 1_700_000_000).unwrap()
+        } else {
+            app(s)
+        };
+        if s % 7 == 0 {
+            replica.check_signature(txid, &ws).unwrap();
+        }
+        let a = primary.append(txid, &ws).unwrap();
+        let b = replica.append(txid, &ws).unwrap();
+        assert_eq!(
+            a.bytes, b.bytes,
+            "seqno {s}: replicas must write identical bytes"
+        );
+    }
+    assert_eq!(primary.root().unwrap(), replica.root().unwrap());
+
+    // A primary whose tree differs (it holds one more transaction) produces a signature the
+    // replica must reject.
+    primary.append(TxId::new(2, 61), &app(61)).unwrap();
+    let bad = primary.signature_write_set(TxId::new(2, 62), 1).unwrap();
+    replica.append(TxId::new(2, 61), &app(999)).unwrap();
+    let err = replica.check_signature(TxId::new(2, 62), &bad).unwrap_err();
+    assert!(
+        matches!(err, EngineError::SignatureRejected { .. }),
+        "{err}"
+    );
+    // A signature by a node of another service, over the right tree, is rejected.
+    let other = Service::new();
+    let odir = tempfile::tempdir().unwrap();
+    let (mut stranger, _) = Engine::open_dir(odir.path(), 4096, other.node_keys()).unwrap();
+    let mut ok = replica_clone_ws(&replica);
+    for (s, ws) in ok.drain(..) {
+        stranger.append(TxId::new(2, s), &ws).unwrap();
+    }
+    let forged = stranger.signature_write_set(TxId::new(2, 62), 1).unwrap();
+    let err = replica
+        .check_signature(TxId::new(2, 62), &forged)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not endorsed by the service"),
+        "{err}"
+    );
+    // Out-of-order appends are refused.
+    assert!(matches!(
+        replica.append(TxId::new(2, 70), &app(70)),
+        Err(EngineError::Order { .. })
+    ));
+    assert!(
+        matches!(
+            replica.append(TxId::new(1, 62), &app(70)),
+            Err(EngineError::Order { .. })
+        ),
+        "views never go back"
+    );
+}
+
+/// The write sets the replica holds, to replay them elsewhere (signature transactions are
+/// re-read as they were written).
+fn replica_clone_ws(e: &Engine) -> Vec<(u64, EntryBuilder)> {
+    use vellum_core::entry::RawEntry;
+    (1..=e.last_seqno())
+        .map(|s| {
+            let bytes = e.read(s).unwrap();
+            let (raw, _) = RawEntry::parse(&bytes).unwrap();
+            let mut maps = raw.public_domain().unwrap().maps;
+            maps.extend(e.keys().secret.open(&raw).unwrap());
+            (
+                s,
+                EntryBuilder {
+                    maps,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn truncate_restart_and_receipts() {
+    let svc = Service::new();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = svc.node_keys();
+    let (mut e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
+    for s in 1..=40u64 {
+        let txid = TxId::new(2, s);
+        if s % 5 == 0 {
+            e.append_signature(txid, 1).unwrap();
+        } else {
+            e.append(txid, &app(s)).unwrap();
+        }
+    }
+    e.sync().unwrap();
+    e.commit(20).unwrap();
+    // Receipts: covered and committed.
+    let r = e.receipt(TxId::new(2, 12), 20).unwrap();
+    assert_eq!(r.signature, TxId::new(2, 15));
+    r.receipt.verify(&svc.service.cert_pem, None).unwrap();
+    let key = svc.service.signing_key.public_key();
+    vellum_core::receipt::verify_cose_receipt(r.cose.as_ref().unwrap(), &key, None).unwrap();
+    // Covered only by an uncommitted signature, or by none, or wrong view: no receipt.
+    assert!(matches!(
+        e.receipt(TxId::new(2, 22), 20),
+        Err(EngineError::NotCovered(_))
+    ));
+    assert!(matches!(
+        e.receipt(TxId::new(3, 12), 40),
+        Err(EngineError::NotFound(_))
+    ));
+    // Roll back an uncommitted suffix (a view change) and continue in view 3.
+    let root_at_27 = {
+        let (mut copy, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
+        copy.truncate(27).unwrap();
+        copy.root().unwrap()
+    };
+    let (mut e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
+    assert_eq!(e.last_seqno(), 27, "the truncation was durable");
+    assert_eq!(e.root().unwrap(), root_at_27);
+    for s in 28..=33u64 {
+        let txid = TxId::new(3, s);
+        if s == 33 {
+            e.append_signature(txid, 2).unwrap();
+        } else {
+            e.append(txid, &app(s + 100)).unwrap();
+        }
+    }
+    e.sync().unwrap();
+    e.commit(33).unwrap();
+    assert_eq!(e.view_at(28), Some(3));
+    let r = e.receipt(TxId::new(3, 30), 33).unwrap();
+    r.receipt.verify(&svc.service.cert_pem, None).unwrap();
+    // Restart: the tree is rebuilt from the files and gives the same receipts.
+    drop(e);
+    let (e2, rec) = Engine::open_dir(dir.path(), 2048, keys).unwrap();
+    assert_eq!(rec.last_seqno, 33);
+    assert_eq!(e2.receipt(TxId::new(3, 30), 33).unwrap().receipt, r.receipt);
+    // The whole ledger audits clean, with the secret.
+    let mut e2 = e2;
+    e2.close_chunk().unwrap();
+    e2.commit(33).unwrap();
+    let opts = vellum_ledger::AuditOptions {
+        ledger_secret: Some(svc.secret.clone()),
+        ..Default::default()
+    };
+    let report = vellum_ledger::audit_dir(dir.path(), &opts, |_| {});
+    // No genesis here, so the auditor cannot know the signing node: it must say exactly that.
+    let err = report.unwrap_err();
+    assert!(
+        matches!(err.error, vellum_ledger::audit::AuditError::UnknownNode(_)),
+        "{err}"
+    );
+    assert_eq!(err.seqno, Some(5));
+}
