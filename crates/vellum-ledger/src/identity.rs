@@ -66,6 +66,21 @@ fn params(cn: &str, now: SystemTime, days: u64) -> CertificateParams {
 }
 
 impl Identity {
+    fn assemble(
+        key: KeyPair,
+        signing_key: SigningKey,
+        params: CertificateParams,
+        cert: &rcgen::Certificate,
+    ) -> Result<Identity, IdentityError> {
+        Ok(Identity {
+            cert: Certificate::from_der(cert.der())?,
+            key,
+            signing_key,
+            cert_pem: cert.pem(),
+            params,
+        })
+    }
+
     /// The private key, PKCS#8 PEM (a secret: store with 0600 permissions).
     pub fn key_pem(&self) -> String {
         self.key.serialize_pem()
@@ -87,14 +102,7 @@ impl Identity {
             KeyUsagePurpose::DigitalSignature,
         ];
         let cert = p.self_signed(&key)?;
-        let cert_pem = cert.pem();
-        Ok(Identity {
-            cert: Certificate::from_der(cert.der())?,
-            key,
-            signing_key,
-            cert_pem,
-            params: p,
-        })
+        Identity::assemble(key, signing_key, p, &cert)
     }
 
     /// A node identity endorsed by this (service) identity, valid for `dns` names and `ips`.
@@ -122,14 +130,7 @@ impl Identity {
         }
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = p.signed_by(&key, &issuer)?;
-        let cert_pem = cert.pem();
-        Ok(Identity {
-            cert: Certificate::from_der(cert.der())?,
-            key,
-            signing_key,
-            cert_pem,
-            params: p,
-        })
+        Identity::assemble(key, signing_key, p, &cert)
     }
 
     /// A self-signed client identity (a member or a certificate user).
@@ -137,13 +138,6 @@ impl Identity {
         let (key, signing_key) = new_key()?;
         let p = params(cn, now, days);
         let cert = p.self_signed(&key)?;
-        let cert_pem = cert.pem();
-        Ok(Identity {
-            cert: Certificate::from_der(cert.der())?,
-            key,
-            signing_key,
-            cert_pem,
-            params: p,
-        })
+        Identity::assemble(key, signing_key, p, &cert)
     }
 }
