@@ -94,7 +94,7 @@ fn child_writer() {
     loop {
         i += 1;
         let t = TxId::new(view, e.last_seqno() + 1);
-        if t.seqno % 8 == 0 {
+        if t.seqno.is_multiple_of(8) {
             e.append_signature(t, 1).unwrap();
         } else {
             let ws = EntryBuilder::default().map(MapWrites::with_writes(
@@ -106,7 +106,7 @@ fn child_writer() {
             ));
             e.append(t, &ws).unwrap();
         }
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             e.sync().unwrap();
             for s in reported + 1..=e.last_seqno() {
                 let h = Hash::digest(&e.read(s).unwrap());
