@@ -21,6 +21,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo doc (warnings are errors)"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
 echo "==> cargo test (debug)"
 cargo test --workspace --locked
 echo "==> heavy (release): every byte of a Vellum ledger flipped; 100,000 entries verified by vellum audit and ccf.ledger FULL"

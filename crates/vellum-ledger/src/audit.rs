@@ -261,9 +261,9 @@ struct Seen {
     file: usize,
 }
 
-/// The replaying state machine. Feed it entries in order with [`Auditor::add`].
+/// The replaying state machine, fed entries in order by [`audit_chunks`].
 #[derive(Debug)]
-pub struct Auditor {
+pub(crate) struct Auditor {
     opts: AuditOptions,
     tree: MerkleTree,
     next_seqno: u64,
@@ -627,11 +627,6 @@ impl Auditor {
             }
         }
         (Some(sig), AuditError::RootMismatch { signed, computed })
-    }
-
-    /// The report so far.
-    pub fn report(&self) -> &AuditReport {
-        &self.report
     }
 }
 
