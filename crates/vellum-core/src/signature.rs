@@ -117,3 +117,77 @@ pub fn decode_cose_value(value: &[u8]) -> Option<Vec<u8>> {
     let s: String = serde_json::from_slice(value).ok()?;
     base64::engine::general_purpose::STANDARD.decode(s).ok()
 }
+
+/// Why the tables of a signature transaction are malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureTablesError {
+    /// A table other than the three signature tables.
+    #[error("table {0}")]
+    UnexpectedTable(String),
+    /// A signature table without exactly one write at the singleton key.
+    #[error("table {0} with other than one singleton write")]
+    NotSingleton(String),
+    /// No serialized tree.
+    #[error("no serialized tree")]
+    MissingTree,
+    /// The node signature record is not valid JSON of the expected shape.
+    #[error("public:ccf.internal.signatures: {0}")]
+    Record(String),
+    /// The COSE value is not a JSON string of base64.
+    #[error("public:ccf.internal.cose_signatures: not a JSON string of base64")]
+    CoseValue,
+    /// Neither a node nor a COSE signature.
+    #[error("no signature")]
+    NoSignature,
+}
+
+/// The three tables of a signature transaction, read and checked for shape: only these tables,
+/// each a singleton write, a tree, and at least one signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureTables<'a> {
+    /// The node signature record, if present.
+    pub record: Option<SignatureRecord>,
+    /// The COSE_Sign1 bytes, if present.
+    pub cose: Option<Vec<u8>>,
+    /// The serialized tree.
+    pub tree: &'a [u8],
+}
+
+impl<'a> SignatureTables<'a> {
+    /// Reads the signature tables from a signature transaction's maps.
+    pub fn from_maps(maps: &'a [MapWrites]) -> Result<SignatureTables<'a>, SignatureTablesError> {
+        let (mut record, mut cose, mut tree) = (None, None, None);
+        for m in maps {
+            let value = match m.writes.as_slice() {
+                [(k, v)] if k.as_slice() == SINGLETON_KEY && m.removes.is_empty() => v.as_slice(),
+                _ if is_signature_table(&m.name) => {
+                    return Err(SignatureTablesError::NotSingleton(m.name.clone()));
+                }
+                _ => return Err(SignatureTablesError::UnexpectedTable(m.name.clone())),
+            };
+            match m.name.as_str() {
+                tables::SIGNATURES => {
+                    record = Some(
+                        serde_json::from_slice::<SignatureRecord>(value)
+                            .map_err(|e| SignatureTablesError::Record(e.to_string()))?,
+                    )
+                }
+                tables::COSE_SIGNATURES => {
+                    cose = Some(decode_cose_value(value).ok_or(SignatureTablesError::CoseValue)?)
+                }
+                tables::TREE => tree = Some(value),
+                other => return Err(SignatureTablesError::UnexpectedTable(other.to_owned())),
+            }
+        }
+        let tree = tree.ok_or(SignatureTablesError::MissingTree)?;
+        if record.is_none() && cose.is_none() {
+            return Err(SignatureTablesError::NoSignature);
+        }
+        Ok(SignatureTables { record, cose, tree })
+    }
+}
+
+fn is_signature_table(name: &str) -> bool {
+    name == tables::SIGNATURES || name == tables::COSE_SIGNATURES || name == tables::TREE
+}

@@ -30,7 +30,7 @@ use vellum_core::cose::{self, CoseError};
 use vellum_core::crypto::{Certificate, CryptoError};
 use vellum_core::entry::{self, EntryError, LedgerSecret, RawEntry, SINGLETON_KEY};
 use vellum_core::merkle::MerkleTree;
-use vellum_core::signature::{SignatureRecord, decode_cose_value};
+use vellum_core::signature::{SignatureTables, SignatureTablesError};
 use vellum_core::{Hash, TxId, tables};
 
 use crate::chunk::{Chunk, ChunkError, ChunkName, list_chunks};
@@ -442,24 +442,16 @@ impl Auditor {
     ) -> Result<(), Fail> {
         let fail = |e: AuditError| (Some(here), e);
         let txid = here.txid;
-        for m in &pd.maps {
-            if m.name != tables::SIGNATURES
-                && m.name != tables::COSE_SIGNATURES
-                && m.name != tables::TREE
-            {
-                return Err(fail(AuditError::SignatureContents(format!(
-                    "table {}",
-                    m.name
-                ))));
-            }
-            // Each signature table is a singleton: exactly one write, at the singleton key.
-            if m.writes.len() != 1 || m.writes[0].0 != SINGLETON_KEY || !m.removes.is_empty() {
-                return Err(fail(AuditError::SignatureContents(format!(
-                    "table {} with other than one singleton write",
-                    m.name
-                ))));
-            }
-        }
+        let sig = SignatureTables::from_maps(&pd.maps).map_err(|e| {
+            fail(match e {
+                SignatureTablesError::MissingTree => AuditError::MissingTree,
+                SignatureTablesError::Record(m) => table_err(tables::SIGNATURES, m),
+                SignatureTablesError::CoseValue => {
+                    table_err(tables::COSE_SIGNATURES, "not a JSON string of base64")
+                }
+                other => AuditError::SignatureContents(other.to_string()),
+            })
+        })?;
         if !raw.ciphertext.is_empty() {
             return Err(fail(AuditError::SignatureContents("private data".into())));
         }
@@ -473,38 +465,9 @@ impl Auditor {
             .root()
             .map_err(|_| fail(AuditError::TreeMismatch))?;
         let size = self.tree.size();
-
-        let tree_bytes = pd
-            .map(tables::TREE)
-            .and_then(|m| m.get(&SINGLETON_KEY))
-            .ok_or_else(|| fail(AuditError::MissingTree))?;
+        let tree_bytes = sig.tree;
         let recorded_tree = MerkleTree::deserialize(tree_bytes).ok();
-
-        let record = match pd
-            .map(tables::SIGNATURES)
-            .and_then(|m| m.get(&SINGLETON_KEY))
-        {
-            Some(v) => Some(
-                serde_json::from_slice::<SignatureRecord>(v)
-                    .map_err(|e| fail(table_err(tables::SIGNATURES, e.to_string())))?,
-            ),
-            None => None,
-        };
-        let cose_bytes = match pd
-            .map(tables::COSE_SIGNATURES)
-            .and_then(|m| m.get(&SINGLETON_KEY))
-        {
-            Some(v) => Some(decode_cose_value(v).ok_or_else(|| {
-                fail(table_err(
-                    tables::COSE_SIGNATURES,
-                    "not a JSON string of base64",
-                ))
-            })?),
-            None => None,
-        };
-        if record.is_none() && cose_bytes.is_none() {
-            return Err(fail(AuditError::SignatureContents("no signature".into())));
-        }
+        let (record, cose_bytes) = (sig.record, sig.cose);
 
         // The signed root must be ours; if not, find which transaction's leaf differs.
         let signed_root = record

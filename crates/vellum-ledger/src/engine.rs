@@ -14,10 +14,10 @@
 use base64::Engine as _;
 use vellum_core::cose::{self, CwtClaims};
 use vellum_core::crypto::{Certificate, CryptoError, SigningKey};
-use vellum_core::entry::{self, EncodedEntry, EntryBuilder, LedgerSecret, RawEntry, SINGLETON_KEY};
+use vellum_core::entry::{self, EncodedEntry, EntryBuilder, LedgerSecret, RawEntry};
 use vellum_core::merkle::{MerkleTree, PathStep, TreeError};
 use vellum_core::receipt::{CoseLeaf, LeafComponents, ProofElement, Receipt, cose_receipt};
-use vellum_core::signature::{SignatureRecord, Signer, decode_cose_value, signature_maps};
+use vellum_core::signature::{SignatureTables, Signer, signature_maps};
 use vellum_core::{Hash, TxId, tables};
 
 use crate::store::{LedgerFiles, Recovery, StoreError};
@@ -39,6 +39,26 @@ pub struct NodeKeys {
     pub cose_issuer: String,
     /// CWT subject.
     pub cose_subject: String,
+}
+
+impl NodeKeys {
+    /// The keys of `node`, endorsed by `service`, signing COSE with the service key and the
+    /// default CWT claims (`vellum.local` / `ledger.signature`).
+    pub fn new(
+        service: &crate::identity::Identity,
+        node: &crate::identity::Identity,
+        secret: LedgerSecret,
+    ) -> NodeKeys {
+        NodeKeys {
+            node_key: node.signing_key.clone(),
+            node_cert_pem: node.cert_pem.clone(),
+            service_key: Some(service.signing_key.clone()),
+            service_cert_pem: service.cert_pem.clone(),
+            secret,
+            cose_issuer: "vellum.local".into(),
+            cose_subject: "ledger.signature".into(),
+        }
+    }
 }
 
 /// Why an engine operation failed.
@@ -184,6 +204,11 @@ impl Engine {
         self.signatures.last().copied()
     }
 
+    /// Seqnos of every signature transaction, ascending.
+    pub fn signatures(&self) -> &[u64] {
+        &self.signatures
+    }
+
     /// The Merkle root over leaves `0..=last_seqno()`.
     pub fn root(&self) -> Result<Hash, EngineError> {
         Ok(self.tree.root()?)
@@ -261,36 +286,20 @@ impl Engine {
         };
         self.check_next(txid)?;
         let root = self.tree.root_at(txid.seqno)?;
-        let get = |name: &str| {
-            write_set
-                .maps
-                .iter()
-                .find(|m| m.name == name)
-                .and_then(|m| m.get(&SINGLETON_KEY))
-        };
-        if let Some(m) = write_set.maps.iter().find(|m| {
-            m.name != tables::SIGNATURES
-                && m.name != tables::COSE_SIGNATURES
-                && m.name != tables::TREE
-        }) {
-            return Err(reject(&format!("unexpected table {}", m.name)));
-        }
-        let tree_bytes = get(tables::TREE).ok_or_else(|| reject("no serialized tree"))?;
+        let sig =
+            SignatureTables::from_maps(&write_set.maps).map_err(|e| reject(&e.to_string()))?;
         let theirs =
-            MerkleTree::deserialize(tree_bytes).map_err(|e| reject(&format!("tree: {e}")))?;
+            MerkleTree::deserialize(sig.tree).map_err(|e| reject(&format!("tree: {e}")))?;
         if self
             .tree
             .serialize(theirs.offset(), txid.seqno)
             .ok()
             .as_deref()
-            != Some(tree_bytes)
+            != Some(sig.tree)
         {
             return Err(reject("serialized tree differs from this node's tree"));
         }
-        let record: SignatureRecord = serde_json::from_slice(
-            get(tables::SIGNATURES).ok_or_else(|| reject("no node signature"))?,
-        )
-        .map_err(|e| reject(&format!("signature record: {e}")))?;
+        let record = sig.record.ok_or_else(|| reject("no node signature"))?;
         if record.root != root {
             return Err(reject(&format!(
                 "signed root {} differs from this node's root {root}",
@@ -316,9 +325,8 @@ impl Engine {
         }
         key.verify_prehash_der(&root.0, &record.sig_der()?)
             .map_err(|_| reject("node signature does not verify"))?;
-        if let (Some(c), Some(service)) = (get(tables::COSE_SIGNATURES), &self.service_key_public) {
-            let bytes = decode_cose_value(c).ok_or_else(|| reject("COSE value"))?;
-            let named = cose::decode_sign1(&bytes)
+        if let (Some(bytes), Some(service)) = (&sig.cose, &self.service_key_public) {
+            let named = cose::decode_sign1(bytes)
                 .and_then(|s| s.verify_ledger_signature(service, &root))
                 .map_err(|e| reject(&format!("COSE: {e}")))?;
             if named != txid {
@@ -374,15 +382,11 @@ impl Engine {
         let sig_bytes = self.files.read(s)?;
         let (sig_raw, _) = RawEntry::parse(&sig_bytes).map_err(|e| entry_err(s, e))?;
         let sig_pd = sig_raw.public_domain().map_err(|e| entry_err(s, e))?;
-        let record: SignatureRecord = sig_pd
-            .map(tables::SIGNATURES)
-            .and_then(|m| m.get(&SINGLETON_KEY))
-            .and_then(|v| serde_json::from_slice(v).ok())
+        let sig = SignatureTables::from_maps(&sig_pd.maps).map_err(|e| entry_err(s, e))?;
+        let record = sig
+            .record
             .ok_or_else(|| entry_err(s, "signature record missing"))?;
-        let cose_sig = sig_pd
-            .map(tables::COSE_SIGNATURES)
-            .and_then(|m| m.get(&SINGLETON_KEY))
-            .and_then(decode_cose_value);
+        let cose_sig = sig.cose;
         let bytes = self.files.read(txid.seqno)?;
         let (raw, _) = RawEntry::parse(&bytes).map_err(|e| entry_err(txid.seqno, e))?;
         let pd = raw.public_domain().map_err(|e| entry_err(txid.seqno, e))?;

@@ -127,15 +127,7 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let keys = NodeKeys {
-        node_key: node.signing_key.clone(),
-        node_cert_pem: node.cert_pem.clone(),
-        service_key: Some(service.signing_key.clone()),
-        service_cert_pem: service.cert_pem.clone(),
-        secret: secret.clone(),
-        cose_issuer: "vellum.local".into(),
-        cose_subject: "ledger.signature".into(),
-    };
+    let keys = NodeKeys::new(&service, &node, secret.clone());
     let ledger_dir = out.join("ledger");
     let (mut engine, _) = Engine::open_dir(&ledger_dir, opts.chunk_size, keys)?;
     let view = 2;
@@ -264,13 +256,6 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
         ledger_secret: secret,
         receipts,
         transactions: last,
-        signatures: (1..=last)
-            .filter(|s| {
-                engine.read(*s).ok().is_some_and(|b| {
-                    b.windows(30)
-                        .any(|w| w == b"public:ccf.internal.signatures")
-                })
-            })
-            .count() as u64,
+        signatures: engine.signatures().len() as u64,
     })
 }

@@ -336,7 +336,7 @@ impl LedgerFiles {
             self.dir_dirty = true;
         }
         let fi = self.files.len() - 1;
-        let path = self.files[fi].path.clone();
+        let path = &self.files[fi].path;
         let Some((f, positions, size)) = self.open.as_mut() else {
             return Err(StoreError::Usage("no open chunk".into()));
         };
@@ -344,7 +344,7 @@ impl LedgerFiles {
         let Ok(pos32) = u32::try_from(offset) else {
             return Err(StoreError::Usage("chunk beyond 4 GiB".into()));
         };
-        f.write_all(bytes).map_err(|e| io(&path, e))?;
+        f.write_all(bytes).map_err(|e| io(path, e))?;
         positions.push(pos32);
         *size += bytes.len() as u64;
         let full = *size >= self.chunk_size;

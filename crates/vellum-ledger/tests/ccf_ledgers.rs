@@ -2,16 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
 
-use std::path::PathBuf;
+mod common;
 
 use vellum_ledger::{AuditOptions, audit_dir};
 
-fn testdata(service: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/ccf-ledgers")
-        .join(service)
-        .join("ledger")
-}
+use common::ccf_ledger as testdata;
 
 const SERVICES: [(&str, u64, u64); 4] = [
     // (service, committed transactions, committed signatures)

@@ -30,15 +30,7 @@ impl Service {
             .service
             .issue_node("Vellum Node", &["localhost"], &[], SystemTime::now(), 30)
             .unwrap();
-        NodeKeys {
-            node_key: node.signing_key.clone(),
-            node_cert_pem: node.cert_pem.clone(),
-            service_key: Some(self.service.signing_key.clone()),
-            service_cert_pem: self.service.cert_pem.clone(),
-            secret: self.secret.clone(),
-            cose_issuer: "vellum.local".into(),
-            cose_subject: "ledger.signature".into(),
-        }
+        NodeKeys::new(&self.service, &node, self.secret.clone())
     }
 }
 

@@ -12,17 +12,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use vellum_ledger::chunk::{Chunk, ChunkName, list_chunks};
 use vellum_ledger::{AuditOptions, audit_chunks};
 
-fn testdata(service: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/ccf-ledgers")
-        .join(service)
-        .join("ledger")
-}
+use common::ccf_ledger as testdata;
 
 /// What one byte of a file is.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
 
+mod common;
+
 use std::path::PathBuf;
 
 use vellum_core::crypto::{Certificate, node_id_of};
@@ -10,8 +12,7 @@ use vellum_core::tables;
 use vellum_ledger::chunk::{Chunk, ChunkName};
 
 fn acme() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/ccf-ledgers/acme_containing_service")
+    common::repo().join("testdata/ccf-ledgers/acme_containing_service")
 }
 
 #[test]

@@ -6,7 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 use std::time::{Instant, SystemTime};
 
@@ -25,13 +26,7 @@ fn contents(i: u64) -> String {
     format!("entry number {i} of the scale test")
 }
 
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VELLUM_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    venv.exists().then_some(venv)
-}
+use common::{interop_required, python};
 
 #[test]
 fn many_entries_verify_and_read_back() {
@@ -47,15 +42,7 @@ fn many_entries_verify_and_read_back() {
         .issue_node("Vellum Node", &["localhost"], &[], now, 30)
         .unwrap();
     let secret = LedgerSecret::from_bytes([9; 32]);
-    let keys = NodeKeys {
-        node_key: node.signing_key.clone(),
-        node_cert_pem: node.cert_pem.clone(),
-        service_key: Some(service.signing_key.clone()),
-        service_cert_pem: service.cert_pem.clone(),
-        secret: secret.clone(),
-        cose_issuer: "vellum.local".into(),
-        cose_subject: "ledger.signature".into(),
-    };
+    let keys = NodeKeys::new(&service, &node, secret.clone());
     let ledger_dir = dir.path().join("ledger");
     let started = Instant::now();
     let (mut e, _) = Engine::open_dir(&ledger_dir, DEFAULT_CHUNK_SIZE, keys).unwrap();
@@ -135,11 +122,10 @@ fn many_entries_verify_and_read_back() {
     assert_eq!(report.transactions, last);
     assert_eq!(report.unsigned_tail, 0);
     let audit_time = t0.elapsed();
-    let required = std::env::var("VELLUM_REQUIRE_INTEROP").is_ok_and(|v| v == "1");
+    let required = interop_required();
     match python() {
         Some(py) => {
-            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../tests/interop/verify_ledger_full.py");
+            let script = common::repo().join("tests/interop/verify_ledger_full.py");
             let out = Command::new(py)
                 .arg(script)
                 .arg(&ledger_dir)

@@ -8,22 +8,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
 use vellum_ledger::sample::{SampleOptions, write_sample};
 
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("VELLUM_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    venv.exists().then_some(venv)
-}
+use common::{interop_required, python};
 
 #[test]
 fn official_python_tools_accept_vellum_ledgers_and_receipts() {
-    let required = std::env::var("VELLUM_REQUIRE_INTEROP").is_ok_and(|v| v == "1");
+    let required = interop_required();
     let Some(py) = python() else {
         assert!(
             !required,
@@ -42,8 +37,7 @@ fn official_python_tools_accept_vellum_ledgers_and_receipts() {
     )
     .unwrap();
     assert!(s.receipts.len() >= 12);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/interop/verify_with_official_tools.py");
+    let script = common::repo().join("tests/interop/verify_with_official_tools.py");
     let out = Command::new(&py)
         .arg(&script)
         .arg(dir.path())
