@@ -197,7 +197,7 @@ impl Iv {
 }
 
 /// The writes and removes one transaction made to one map (table).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MapWrites {
     /// Map name; names starting `public:` are stored in plaintext.
     pub name: String,
@@ -578,7 +578,7 @@ pub fn leaf_for(write_set_digest: &Hash, pd: &PublicDomain) -> Hash {
 }
 
 /// What to write in one transaction.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntryBuilder {
     /// Entry flags.
     pub flags: u8,
@@ -606,6 +606,20 @@ pub struct EncodedEntry {
 }
 
 impl EntryBuilder {
+    /// The write set of an encoded entry, read back: flags, claims digest, the public maps
+    /// and the private maps (decrypted with `secret`, which also checks the GCM tag).
+    /// Encoding the result at the entry's transaction id gives the entry's bytes again.
+    pub fn decode(raw: &RawEntry<'_>, secret: &LedgerSecret) -> Result<EntryBuilder, EntryError> {
+        let pd = raw.public_domain()?;
+        let mut maps = pd.maps;
+        maps.extend(secret.open(raw)?);
+        Ok(EntryBuilder {
+            flags: raw.flags,
+            claims_digest: pd.claims_digest.unwrap_or(Hash::ZERO),
+            maps,
+        })
+    }
+
     /// Adds a map.
     pub fn map(mut self, m: MapWrites) -> Self {
         self.maps.push(m);
@@ -673,6 +687,26 @@ mod tests {
 
     fn secret() -> LedgerSecret {
         LedgerSecret::from_bytes([7u8; 32])
+    }
+
+    #[test]
+    fn decode_reencodes_to_the_same_bytes() {
+        let b = EntryBuilder {
+            flags: 0,
+            claims_digest: Hash::digest(b"claims"),
+            maps: vec![
+                MapWrites::with_writes("vellum.entries", vec![(b"c".to_vec(), b"x".to_vec())]),
+                MapWrites::with_writes("public:a", vec![(b"k".to_vec(), b"v".to_vec())]),
+                MapWrites::with_writes("public:b", vec![]),
+            ],
+        };
+        let t = TxId::new(3, 9);
+        let e = b.encode(t, &secret());
+        let (raw, _) = RawEntry::parse(&e.bytes).unwrap();
+        let d = EntryBuilder::decode(&raw, &secret()).unwrap();
+        assert_eq!(d.encode(t, &secret()).bytes, e.bytes);
+        assert_eq!(d.claims_digest, b.claims_digest);
+        assert!(EntryBuilder::decode(&raw, &LedgerSecret::from_bytes([8u8; 32])).is_err());
     }
 
     #[test]

@@ -341,6 +341,34 @@ impl Engine {
         Ok(self.files.sync()?)
     }
 
+    /// Starts a sync that runs outside the engine's lock; see [`LedgerFiles::begin_sync`].
+    pub fn begin_sync(&mut self) -> Result<Option<std::fs::File>, EngineError> {
+        Ok(self.files.begin_sync()?)
+    }
+
+    /// Reports a failed sync begun with [`Engine::begin_sync`] (poisons the store).
+    pub fn sync_failed(&mut self, error: StoreError) {
+        self.files.sync_failed(error);
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.files.poisoned()
+    }
+
+    /// Seqno up to which the ledger files are committed.
+    pub fn committed(&self) -> u64 {
+        self.files.committed_files_upto()
+    }
+
+    /// The write set of the transaction at `seqno`, decrypted.
+    pub fn write_set(&self, seqno: u64) -> Result<(TxId, EntryBuilder), EngineError> {
+        let bytes = self.files.read(seqno)?;
+        let (raw, _) = RawEntry::parse(&bytes).map_err(|e| entry_err(seqno, e))?;
+        let ws = EntryBuilder::decode(&raw, &self.keys.secret).map_err(|e| entry_err(seqno, e))?;
+        Ok((raw.iv.txid(), ws))
+    }
+
     /// Closes the open chunk (the ledger must end on a signature).
     pub fn close_chunk(&mut self) -> Result<(), EngineError> {
         Ok(self.files.close_open_chunk()?)

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use vellum_core::entry::{LedgerSecret, RawEntry};
 
 use crate::store::{LedgerFiles, StoreError};
@@ -20,6 +20,7 @@ const TXS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("txs");
 const BY_COLLECTION: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_collection");
 const LATEST: TableDefinition<&str, u64> = TableDefinition::new("latest");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const LAST: &str = "last_seqno";
 
 /// Why an index operation failed.
@@ -107,6 +108,7 @@ impl Index {
             w.open_table(BY_COLLECTION).map_err(st)?;
             w.open_table(LATEST).map_err(st)?;
             w.open_table(META).map_err(st)?;
+            w.open_table(BLOBS).map_err(st)?;
         }
         w.commit().map_err(st)?;
         Ok(Index { db })
@@ -119,12 +121,34 @@ impl Index {
         Ok(t.get(LAST).map_err(st)?.map_or(0, |v| v.value()))
     }
 
-    /// Adds transactions, contiguous from `last_seqno() + 1`, in one write transaction.
+    /// Adds transactions, contiguous from `last_seqno() + 1`, in one durable write transaction.
     pub fn apply(&self, txs: &[IndexedTx]) -> Result<(), IndexError> {
         if txs.is_empty() {
             return Ok(());
         }
-        let w = self.db.begin_write().map_err(st)?;
+        self.apply_with(txs, &[], true)
+    }
+
+    /// Adds transactions (contiguous from `last_seqno() + 1`) and sets named blobs, in one write
+    /// transaction. With `durable == false` the commit is not synced: a crash may roll the
+    /// index back to its last durable commit (never to a torn state), which is fine for derived
+    /// data whose owner re-applies from [`Index::last_seqno`].
+    pub fn apply_with(
+        &self,
+        txs: &[IndexedTx],
+        blobs: &[(&str, &[u8])],
+        durable: bool,
+    ) -> Result<(), IndexError> {
+        let mut w = self.db.begin_write().map_err(st)?;
+        if !durable {
+            w.set_durability(Durability::None).map_err(st)?;
+        }
+        {
+            let mut b = w.open_table(BLOBS).map_err(st)?;
+            for (k, v) in blobs {
+                b.insert(*k, *v).map_err(st)?;
+            }
+        }
         {
             let mut meta = w.open_table(META).map_err(st)?;
             let mut next = meta.get(LAST).map_err(st)?.map_or(0, |v| v.value()) + 1;
@@ -150,6 +174,13 @@ impl Index {
         }
         w.commit().map_err(st)?;
         Ok(())
+    }
+
+    /// A blob set by [`Index::apply_with`].
+    pub fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        let t = r.open_table(BLOBS).map_err(st)?;
+        Ok(t.get(key).map_err(st)?.map(|v| v.value().to_vec()))
     }
 
     /// View and collection of the transaction at `seqno`.
@@ -209,6 +240,23 @@ impl Index {
         Ok(out)
     }
 
+    /// Empties the index (its owner re-applies from seqno 1).
+    pub fn rebuild_empty(&self) -> Result<(), IndexError> {
+        let w = self.db.begin_write().map_err(st)?;
+        for name in ["txs", "by_collection", "latest", "meta", "blobs"] {
+            let _ = w.delete_table(redb::TableDefinition::<(), ()>::new(name));
+        }
+        {
+            w.open_table(TXS).map_err(st)?;
+            w.open_table(BY_COLLECTION).map_err(st)?;
+            w.open_table(LATEST).map_err(st)?;
+            w.open_table(META).map_err(st)?;
+            w.open_table(BLOBS).map_err(st)?;
+        }
+        w.commit().map_err(st)?;
+        Ok(())
+    }
+
     /// Empties the index and re-indexes `files` up to `upto` (inclusive), `batch` entries per
     /// write transaction. Returns the number of transactions indexed.
     pub fn rebuild(
@@ -218,7 +266,7 @@ impl Index {
         upto: u64,
     ) -> Result<u64, IndexError> {
         let w = self.db.begin_write().map_err(st)?;
-        for name in ["txs", "by_collection", "latest", "meta"] {
+        for name in ["txs", "by_collection", "latest", "meta", "blobs"] {
             let _ = w.delete_table(redb::TableDefinition::<(), ()>::new(name));
         }
         {
@@ -226,6 +274,7 @@ impl Index {
             w.open_table(BY_COLLECTION).map_err(st)?;
             w.open_table(LATEST).map_err(st)?;
             w.open_table(META).map_err(st)?;
+            w.open_table(BLOBS).map_err(st)?;
         }
         w.commit().map_err(st)?;
         let upto = upto.min(files.last_seqno());

@@ -433,6 +433,36 @@ impl LedgerFiles {
         self.sync_dir_if_dirty()
     }
 
+    /// Starts a sync that runs without holding the store: syncs the directory if files were
+    /// created or renamed, and returns a handle to the open chunk when entries were appended
+    /// since the last sync. `fdatasync` on that handle makes every entry appended before this
+    /// call durable (a chunk closed in the meantime was synced when it was closed). If that
+    /// sync fails, the caller must report it with [`LedgerFiles::sync_failed`].
+    pub fn begin_sync(&mut self) -> Result<Option<File>, StoreError> {
+        self.check()?;
+        let r = self.begin_sync_inner();
+        self.poison(r)
+    }
+
+    fn begin_sync_inner(&mut self) -> Result<Option<File>, StoreError> {
+        self.sync_dir_if_dirty()?;
+        if !self.unsynced {
+            return Ok(None);
+        }
+        let handle = match (self.open.as_ref(), self.files.last()) {
+            (Some((f, _, _)), Some(cf)) => Some(f.try_clone().map_err(|e| io(&cf.path, e))?),
+            _ => None,
+        };
+        self.unsynced = false;
+        Ok(handle)
+    }
+
+    /// Records that a sync started with [`LedgerFiles::begin_sync`] failed: the store is
+    /// poisoned (no write after it can become durable, so none may be acknowledged).
+    pub fn sync_failed(&mut self, error: StoreError) {
+        let _ = self.poison::<()>(Err(error));
+    }
+
     /// Records that everything up to `seqno` is committed: closed chunks wholly at or below it
     /// are renamed `.committed`.
     pub fn commit(&mut self, seqno: u64) -> Result<(), StoreError> {
@@ -442,7 +472,14 @@ impl LedgerFiles {
     }
 
     fn commit_inner(&mut self, seqno: u64) -> Result<(), StoreError> {
-        for cf in &mut self.files {
+        // Chunks are committed in order, so only those after the last committed one can change
+        // (this keeps commit O(new chunks) rather than O(all chunks)).
+        let first = self
+            .files
+            .iter()
+            .rposition(|cf| cf.name.committed)
+            .map_or(0, |i| i + 1);
+        for cf in &mut self.files[first..] {
             if let (Some(end), false) = (cf.name.end, cf.name.committed)
                 && end <= seqno
             {

@@ -1,0 +1,202 @@
+//! The node's data directory: keys, certificates, the ledger secret, the ledger, the index and
+//! Raft's vote.
+//!
+//! ```text
+//! DATA/
+//!   service_cert.pem        the service certificate (trust anchor clients pin)
+//!   service_key.pem   0600  the service key (endorses nodes, signs COSE roots)
+//!   node_cert.pem           this node's certificate, endorsed by the service key
+//!   node_key.pem      0600  this node's key (signs Merkle roots)
+//!   ledger_secret     0600  the ledger secret (hex): seals entries, derives commit evidence
+//!   genesis.json            the genesis write set, until the ledger holds it
+//!   node.json               this node's Raft id; written last: its presence marks a
+//!                           complete provisioning
+//!   ledger/                 CCF ledger chunks
+//!   index.redb              the entry index (derived; rebuilt from the ledger if lost)
+//!   raft/vote.json          Raft's vote
+//! ```
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use vellum_core::crypto::{Certificate, SigningKey, node_id_of};
+use vellum_core::entry::{EntryBuilder, LedgerSecret};
+use vellum_ledger::engine::NodeKeys;
+use vellum_ledger::genesis::{DEFAULT_CONSTITUTION, Genesis};
+use vellum_ledger::identity::Identity;
+
+use crate::NodeError;
+use crate::files::{read, write_durably};
+
+/// Who and what a new service starts with.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// Service certificate common name.
+    pub service_name: String,
+    /// DNS names of this node (its certificate's SANs; `localhost` is always added).
+    pub dns_names: Vec<String>,
+    /// IP addresses of this node (SANs; 127.0.0.1 is always added).
+    pub ips: Vec<IpAddr>,
+    /// Consortium members: (member id, certificate PEM).
+    pub members: Vec<(String, String)>,
+    /// Users: (user id, certificate PEM or `None` for token users, role).
+    pub users: Vec<(String, Option<String>, String)>,
+    /// The constitution (JavaScript).
+    pub constitution: String,
+    /// Certificate validity, days.
+    pub validity_days: u64,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Bootstrap {
+            service_name: "Vellum Service".into(),
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            members: Vec::new(),
+            users: Vec::new(),
+            constitution: DEFAULT_CONSTITUTION.into(),
+            validity_days: 3650,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct NodeFile {
+    raft_id: u64,
+    node_id: String,
+}
+
+/// A provisioned data directory.
+#[derive(Debug)]
+pub struct DataDir {
+    /// Its path.
+    pub root: PathBuf,
+    /// The keys the node signs with.
+    pub keys: NodeKeys,
+    /// This node's Raft id (the first 8 bytes of its CCF node id).
+    pub raft_id: u64,
+    /// This node's CCF node id (hex SHA-256 of its public key).
+    pub node_id: String,
+    /// The genesis write set, while the ledger does not hold it yet.
+    pub genesis: Option<EntryBuilder>,
+}
+
+fn err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::DataDir(e.to_string())
+}
+
+fn read_string(p: &Path) -> Result<String, NodeError> {
+    String::from_utf8(read(p).map_err(err)?).map_err(|_| err(format!("{} is not UTF-8", p.display())))
+}
+
+impl DataDir {
+    /// Paths of the pieces.
+    pub fn ledger_dir(&self) -> PathBuf {
+        self.root.join("ledger")
+    }
+
+    /// The index file.
+    pub fn index_path(&self) -> PathBuf {
+        self.root.join("index.redb")
+    }
+
+    /// Raft's vote file.
+    pub fn vote_path(&self) -> PathBuf {
+        self.root.join("raft").join("vote.json")
+    }
+
+    /// Opens `root`, provisioning a new service there first if it holds none.
+    pub fn open_or_create(root: &Path, bootstrap: &Bootstrap) -> Result<DataDir, NodeError> {
+        std::fs::create_dir_all(root.join("raft")).map_err(err)?;
+        if !root.join("node.json").exists() {
+            provision(root, bootstrap)?;
+        }
+        let node: NodeFile = serde_json::from_slice(&read(&root.join("node.json")).map_err(err)?)
+            .map_err(err)?;
+        let secret_hex = read_string(&root.join("ledger_secret"))?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(secret_hex.trim(), &mut key)
+            .map_err(|_| err("ledger_secret is not 64 hex characters"))?;
+        let service_key = SigningKey::from_pkcs8_pem(&read_string(&root.join("service_key.pem"))?)
+            .map_err(err)?;
+        let node_key =
+            SigningKey::from_pkcs8_pem(&read_string(&root.join("node_key.pem"))?).map_err(err)?;
+        let keys = NodeKeys {
+            node_key,
+            node_cert_pem: read_string(&root.join("node_cert.pem"))?,
+            service_key: Some(service_key),
+            service_cert_pem: read_string(&root.join("service_cert.pem"))?,
+            secret: LedgerSecret::from_bytes(key),
+            cose_issuer: "vellum.local".into(),
+            cose_subject: "ledger.signature".into(),
+        };
+        let genesis_path = root.join("genesis.json");
+        let genesis = if genesis_path.exists() {
+            Some(serde_json::from_slice(&read(&genesis_path).map_err(err)?).map_err(err)?)
+        } else {
+            None
+        };
+        Ok(DataDir {
+            root: root.to_path_buf(),
+            keys,
+            raft_id: node.raft_id,
+            node_id: node.node_id,
+            genesis,
+        })
+    }
+
+    /// Forgets the genesis file once the ledger holds genesis.
+    pub fn genesis_written(&mut self) -> Result<(), NodeError> {
+        self.genesis = None;
+        let p = self.root.join("genesis.json");
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
+    let now = SystemTime::now();
+    let service = Identity::service(&b.service_name, now, b.validity_days).map_err(err)?;
+    let mut dns: Vec<&str> = vec!["localhost"];
+    dns.extend(b.dns_names.iter().map(String::as_str));
+    let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
+    ips.extend(b.ips.iter().filter(|ip| !ip.is_loopback() || ip.is_ipv6()));
+    let node = service
+        .issue_node("Vellum Node", &dns, &ips, now, b.validity_days)
+        .map_err(err)?;
+    let node_cert = Certificate::from_pem(&node.cert_pem).map_err(err)?;
+    let node_id = node_id_of(&node_cert);
+    let raft_id = u64::from_str_radix(node_id.get(..16).unwrap_or("1"), 16).map_err(err)?;
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let genesis = Genesis {
+        service_cert_pem: &service.cert_pem,
+        node: (&node_id, &node.cert_pem),
+        members: b.members.clone(),
+        users: b.users.clone(),
+        constitution: &b.constitution,
+    }
+    .entry();
+    write_durably(&root.join("service_key.pem"), service.key_pem().as_bytes(), true).map_err(err)?;
+    write_durably(&root.join("service_cert.pem"), service.cert_pem.as_bytes(), false).map_err(err)?;
+    write_durably(&root.join("node_key.pem"), node.key_pem().as_bytes(), true).map_err(err)?;
+    write_durably(&root.join("node_cert.pem"), node.cert_pem.as_bytes(), false).map_err(err)?;
+    write_durably(&root.join("ledger_secret"), hex::encode(secret).as_bytes(), true).map_err(err)?;
+    write_durably(
+        &root.join("genesis.json"),
+        &serde_json::to_vec(&genesis).map_err(err)?,
+        false,
+    )
+    .map_err(err)?;
+    let nf = NodeFile { raft_id, node_id };
+    write_durably(&root.join("node.json"), &serde_json::to_vec_pretty(&nf).map_err(err)?, false)
+        .map_err(err)?;
+    tracing::info!(dir = %root.display(), node_id = %nf.node_id, "provisioned a new service");
+    Ok(())
+}

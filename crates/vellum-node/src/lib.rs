@@ -1,0 +1,75 @@
+//! A Vellum ledger node: the ledger files are the Raft log.
+//!
+//! - [`raft`] holds everything that names openraft: the type configuration, the log store over
+//!   the ledger engine (signature transactions filled in by the primary at append and checked
+//!   by replicas), group commit, the state machine over the entry index, the peer transport.
+//! - [`node::LedgerNode`] starts a node from its [data directory](datadir) and serves writes,
+//!   status, entries, ranges and receipts.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vellum_node::NodeError> {
+//! use std::time::Duration;
+//! use vellum_node::node::{LedgerNode, NodeConfig};
+//!
+//! let node = LedgerNode::start(NodeConfig::new("./vellum-data")).await?;
+//! let txid = node.append("my-collection", "hello").await?;
+//! let status = node.wait_committed(txid, Duration::from_secs(5)).await?;
+//! let receipt = node.receipt(txid)?;
+//! println!("{txid} {status:?} signed at {}", receipt.signature);
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod datadir;
+pub mod files;
+pub mod node;
+pub mod raft;
+
+use std::sync::{Mutex, MutexGuard};
+
+use vellum_ledger::engine::EngineError;
+use vellum_ledger::index::IndexError;
+
+pub use node::{LedgerEntry, LedgerNode, NodeConfig};
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The data directory could not be provisioned or read.
+    #[error("data directory: {0}")]
+    DataDir(String),
+    /// The ledger.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The index.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Raft could not start or failed.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// This node is not the primary.
+    #[error("this node is not the primary (primary: {0:?})")]
+    NotPrimary(Option<u64>),
+    /// The node no longer accepts writes (an I/O error stopped it, or it shut down).
+    #[error("the node does not accept writes: {0}")]
+    Stopped(String),
+}
+
+impl NodeError {
+    fn from_write(e: openraft::error::ClientWriteError<raft::types::TypeConfig>) -> NodeError {
+        match e {
+            openraft::error::ClientWriteError::ForwardToLeader(f) => {
+                NodeError::NotPrimary(f.leader_id)
+            }
+            other => NodeError::Raft(other.to_string()),
+        }
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: no code holding these locks leaves shared state
+/// half-updated on panic in a way later code relies on (the ledger store poisons itself on
+/// I/O errors instead).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,280 @@
+//! The Raft log is the ledger: openraft's log storage over the [`Engine`].
+//!
+//! - **Append.** Each entry becomes a ledger transaction at `txid_of(log_id)`. Blank and
+//!   membership entries are recorded in [`RAFT_TABLE`]; the first membership entry (index 0)
+//!   of a new service also carries the genesis write set. A [`Tx::Sign`] placeholder becomes a
+//!   signature over the tree as it stands (this is where the seqno and the tree are known).
+//!   An entry received from a primary ([`Payload::Ledger`]) is appended as is; a signature is
+//!   first checked against this node's own tree ([`Engine::check_signature`]) and refused if
+//!   it differs, which stops this node's Raft rather than accept a ledger it cannot verify.
+//! - **Durability.** Entries are written under the engine lock and made durable by the
+//!   [flusher](super::flusher) (group commit); openraft is told an append is flushed only after
+//!   its `fdatasync`.
+//! - **Read back.** Replication and the state machine read entries through the log reader,
+//!   which returns what the ledger holds ([`Payload::Ledger`]): never the primary's
+//!   placeholder. Entries not yet applied are served from a small cache of exactly what was
+//!   written; older ones are decoded from the files.
+//! - **Truncate** drops a conflicting uncommitted suffix from files, tree and cache. **Purge**
+//!   never deletes: the ledger keeps its whole history.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use vellum_core::entry::EntryBuilder;
+use vellum_ledger::engine::Engine;
+
+use super::flusher::Flusher;
+use super::types::{
+    Entry, LogId, Payload, RAFT_TABLE, Stored, Tx, TxKind, TypeConfig, Vote, blank_write_set,
+    membership_write_set, txid_of,
+};
+use crate::lock;
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// State shared by the log store, the state machine, the signer and the node's read API.
+pub(crate) struct Shared {
+    pub(crate) engine: Arc<Mutex<Engine>>,
+    /// Entries appended and not yet applied, by log index (exactly what the ledger holds).
+    cache: Mutex<BTreeMap<u64, Entry>>,
+    vote: Mutex<Option<Vote>>,
+    vote_path: PathBuf,
+    pub(crate) flusher: Flusher,
+    /// The genesis write set, written with the initial membership of a new service.
+    genesis: Mutex<Option<EntryBuilder>>,
+    /// A signature has been proposed and not yet appended.
+    pub(crate) sign_pending: AtomicBool,
+    /// Wakes the signer when `signature_interval` transactions are unsigned.
+    pub(crate) sign_now: tokio::sync::Notify,
+    pub(crate) signature_interval: u64,
+    /// Seqno of the last signature appended (mirror of the engine's, readable without its lock).
+    pub(crate) last_signature: AtomicU64,
+    /// Last seqno appended.
+    pub(crate) last_seqno: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        engine: Engine,
+        vote_path: PathBuf,
+        genesis: Option<EntryBuilder>,
+        signature_interval: u64,
+    ) -> io::Result<Shared> {
+        let vote = match std::fs::read(&vote_path) {
+            Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+                other(format!("{}: {e}", vote_path.display()))
+            })?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let last_signature = engine.last_signature().unwrap_or(0);
+        let last_seqno = engine.last_seqno();
+        let engine = Arc::new(Mutex::new(engine));
+        Ok(Shared {
+            flusher: Flusher::start(engine.clone())?,
+            engine,
+            cache: Mutex::new(BTreeMap::new()),
+            vote: Mutex::new(vote),
+            vote_path,
+            genesis: Mutex::new(genesis),
+            sign_pending: AtomicBool::new(false),
+            sign_now: tokio::sync::Notify::new(),
+            signature_interval: signature_interval.max(1),
+            last_signature: AtomicU64::new(last_signature),
+            last_seqno: AtomicU64::new(last_seqno),
+        })
+    }
+
+    /// Drops cached entries up to log index `index` (they are applied).
+    pub(crate) fn applied(&self, index: u64) {
+        let mut c = lock(&self.cache);
+        *c = c.split_off(&(index + 1));
+    }
+
+    /// The stored form of the entry at log index `index`.
+    pub(crate) fn stored(&self, index: u64) -> io::Result<Entry> {
+        if let Some(e) = lock(&self.cache).get(&index) {
+            return Ok(e.clone());
+        }
+        let (txid, ws) = lock(&self.engine).write_set(index + 1).map_err(other)?;
+        let stored = Stored::from_write_set(ws).map_err(other)?;
+        let log_id = super::types::log_id_of(txid)
+            .ok_or_else(|| other(format!("transaction {txid} has no log id")))?;
+        Ok(Entry {
+            log_id,
+            payload: Payload::Ledger(Arc::new(stored)),
+        })
+    }
+
+    fn read_range(&self, range: impl RangeBounds<u64>) -> io::Result<Vec<Entry>> {
+        let last = self.last_seqno.load(Ordering::Acquire);
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        // Log indexes present: 0..last.
+        let end = match range.end_bound() {
+            Bound::Included(e) => (e + 1).min(last),
+            Bound::Excluded(e) => (*e).min(last),
+            Bound::Unbounded => last,
+        };
+        (start..end).map(|i| self.stored(i)).collect()
+    }
+}
+
+/// openraft's log storage and log reader over the ledger.
+#[derive(Clone)]
+pub struct LogStore {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LogStore {
+    fn append_one(&self, engine: &mut Engine, entry: Entry) -> io::Result<Entry> {
+        let txid = txid_of(&entry.log_id);
+        let index = entry.log_id.index;
+        let (ws, kind, membership, ticket) = match entry.payload {
+            Payload::Blank => (blank_write_set(), TxKind::Blank, None, None),
+            Payload::Membership(m) => {
+                let genesis = if index == 0 {
+                    lock(&self.shared.genesis).take()
+                } else {
+                    None
+                };
+                let ws = membership_write_set(genesis.as_ref(), &m);
+                (ws, TxKind::Membership, Some(m), None)
+            }
+            Payload::Normal(Tx::Write { ws, ticket }) => {
+                if ws.maps.iter().any(|m| m.name == RAFT_TABLE) {
+                    return Err(other(format!("{RAFT_TABLE} is written by Raft only")));
+                }
+                let ws = Arc::try_unwrap(ws).unwrap_or_else(|a| (*a).clone());
+                let kind = Stored::from_write_set(ws).map_err(other)?;
+                (kind.ws, kind.kind, None, ticket)
+            }
+            Payload::Normal(Tx::Sign) => {
+                let iat = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let ws = engine.signature_write_set(txid, iat).map_err(other)?;
+                (ws, TxKind::Signature, None, None)
+            }
+            Payload::Ledger(s) => {
+                if s.kind == TxKind::Signature {
+                    engine.check_signature(txid, &s.ws).map_err(|e| {
+                        tracing::error!(%txid, error = %e, "refusing a signature transaction from the primary");
+                        other(e)
+                    })?;
+                }
+                let s = Arc::try_unwrap(s).unwrap_or_else(|a| (*a).clone());
+                (s.ws, s.kind, s.membership, None)
+            }
+        };
+        engine.append(txid, &ws).map_err(other)?;
+        let seqno = txid.seqno;
+        self.shared.last_seqno.store(seqno, Ordering::Release);
+        if kind == TxKind::Signature {
+            self.shared.last_signature.store(seqno, Ordering::Release);
+            self.shared.sign_pending.store(false, Ordering::Release);
+        } else if seqno - self.shared.last_signature.load(Ordering::Acquire)
+            >= self.shared.signature_interval
+        {
+            self.shared.sign_now.notify_one();
+        }
+        if let Some(t) = ticket {
+            t.assigned(txid);
+        }
+        Ok(Entry {
+            log_id: entry.log_id,
+            payload: Payload::Ledger(Arc::new(Stored {
+                ws,
+                kind,
+                membership,
+            })),
+        })
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.shared.read_range(range)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(*lock(&self.shared.vote))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last = lock(&self.shared.engine).last_txid();
+        let last_log_id = last.and_then(super::types::log_id_of);
+        Ok(LogState {
+            last_purged_log_id: None,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let bytes = serde_json::to_vec(vote).map_err(other)?;
+        crate::files::write_durably(&self.shared.vote_path, &bytes, false)?;
+        *lock(&self.shared.vote) = Some(*vote);
+        Ok(())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        {
+            let mut engine = lock(&self.shared.engine);
+            for entry in entries {
+                let index = entry.log_id.index;
+                let stored = self.append_one(&mut engine, entry)?;
+                lock(&self.shared.cache).insert(index, stored);
+            }
+        }
+        self.shared.flusher.flush(callback);
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let keep = last_log_id.map_or(0, |l| l.index + 1);
+        let mut engine = lock(&self.shared.engine);
+        tracing::warn!(last_kept_seqno = keep, "dropping a conflicting uncommitted suffix");
+        engine.truncate(keep).map_err(other)?;
+        self.shared.last_seqno.store(keep, Ordering::Release);
+        self.shared
+            .last_signature
+            .store(engine.last_signature().unwrap_or(0), Ordering::Release);
+        // Cache keys are log indexes (seqno - 1): keep indexes below `keep`.
+        lock(&self.shared.cache).split_off(&keep);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // The ledger is the record: nothing is ever deleted from it.
+        tracing::debug!(%log_id, "purge ignored: the ledger keeps its whole history");
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! The state machine: applies Raft-committed transactions to the entry index and advances the
+//! ledger's commit point.
+//!
+//! A transaction is **Committed** (CCF §8) once a signature transaction covering it is
+//! Raft-committed; so the commit point is the last applied signature. Applying a signature
+//! also renames the closed chunks below it `.committed`.
+//!
+//! The index is the state machine's persistent state: it records the last applied seqno and the
+//! membership. Its commits are not synced (it is derived data); a durable commit is made at
+//! most once a second and at shutdown, and after a crash openraft re-applies from the index's
+//! last durable seqno.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::type_config::alias::SnapshotOf;
+use openraft::{OptionalSend, SnapshotMeta};
+use vellum_ledger::index::{ENTRIES_TABLE, Index, IndexedTx};
+
+use super::log_store::Shared;
+use super::types::{
+    Applied, LogId, Payload, StoredMembership, TxKind, TypeConfig, log_id_of, txid_of,
+};
+use crate::lock;
+
+const MEMBERSHIP_KEY: &str = "raft.membership";
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Commit state published to readers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitState {
+    /// Seqno of the last committed signature: every transaction up to it is Committed.
+    pub committed: u64,
+    /// Last seqno applied (Raft-committed).
+    pub applied: u64,
+}
+
+/// openraft's state machine over the index.
+pub struct StateMachine {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) index: Arc<Index>,
+    pub(crate) commit: tokio::sync::watch::Sender<CommitState>,
+    membership: StoredMembership,
+    last_durable: Instant,
+}
+
+impl StateMachine {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        index: Arc<Index>,
+        commit: tokio::sync::watch::Sender<CommitState>,
+    ) -> io::Result<StateMachine> {
+        let membership = match index.blob(MEMBERSHIP_KEY).map_err(other)? {
+            Some(b) => serde_json::from_slice(&b).map_err(other)?,
+            None => StoredMembership::default(),
+        };
+        Ok(StateMachine {
+            shared,
+            index,
+            commit,
+            membership,
+            last_durable: Instant::now(),
+        })
+    }
+
+    fn last_applied(&self) -> io::Result<Option<LogId>> {
+        let last = self.index.last_seqno().map_err(other)?;
+        if last == 0 {
+            return Ok(None);
+        }
+        let view = lock(&self.shared.engine)
+            .view_at(last)
+            .ok_or_else(|| other(format!("index is ahead of the ledger at seqno {last}")))?;
+        Ok(log_id_of(vellum_core::TxId::new(view, last)))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = io::Cursor<Vec<u8>>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.last_applied()?, self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut txs = Vec::new();
+        let mut responders = Vec::new();
+        let mut membership_changed = false;
+        let mut last_sig = None;
+        let mut last_index = None;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let txid = txid_of(&entry.log_id);
+            let stored = match &entry.payload {
+                Payload::Ledger(s) => s.clone(),
+                // The log reader only returns stored transactions; read it back if not.
+                _ => match self.shared.stored(entry.log_id.index)?.payload {
+                    Payload::Ledger(s) => s,
+                    _ => return Err(other("log reader returned an unstored entry")),
+                },
+            };
+            if let Some(m) = &stored.membership {
+                self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                membership_changed = true;
+            }
+            if stored.kind == TxKind::Signature {
+                last_sig = Some(txid.seqno);
+            }
+            let collection = stored
+                .ws
+                .maps
+                .iter()
+                .find(|m| m.name == ENTRIES_TABLE)
+                .and_then(|m| m.writes.first())
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+            txs.push(IndexedTx {
+                seqno: txid.seqno,
+                view: txid.view,
+                collection,
+            });
+            last_index = Some(entry.log_id.index);
+            if let Some(r) = responder {
+                responders.push((r, txid));
+            }
+        }
+        let membership_json;
+        let mut blobs: Vec<(&str, &[u8])> = Vec::new();
+        if membership_changed {
+            membership_json = serde_json::to_vec(&self.membership).map_err(other)?;
+            blobs.push((MEMBERSHIP_KEY, &membership_json));
+        }
+        let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
+        self.index
+            .apply_with(&txs, &blobs, durable)
+            .map_err(other)?;
+        if durable {
+            self.last_durable = Instant::now();
+        }
+        if let Some(sig) = last_sig {
+            lock(&self.shared.engine).commit(sig).map_err(other)?;
+        }
+        if let Some(i) = last_index {
+            self.shared.applied(i);
+            self.commit.send_modify(|c| {
+                c.applied = i + 1;
+                if let Some(s) = last_sig {
+                    c.committed = s;
+                }
+            });
+        }
+        for (r, txid) in responders {
+            r.send(Applied { txid });
+        }
+        let _ = self.shared.last_seqno.load(Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            last_applied: self.last_applied().ok().flatten(),
+            membership: self.membership.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta<
+            openraft::type_config::alias::CommittedLeaderIdOf<TypeConfig>,
+            super::types::NodeId,
+            super::types::Node,
+        >,
+        _snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        // Vellum never purges its log, so a follower catches up from the ledger itself.
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "snapshot installation is not supported: followers catch up from the ledger",
+        ))
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, io::Cursor<Vec<u8>>>>, io::Error> {
+        Ok(None)
+    }
+}
+
+/// Builds a metadata-only snapshot (the ledger itself is never compacted).
+pub struct SnapshotBuilder {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = io::Cursor<Vec<u8>>;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<SnapshotOf<TypeConfig, io::Cursor<Vec<u8>>>, io::Error> {
+        Ok(openraft::Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: self.last_applied,
+                last_membership: self.membership.clone(),
+            },
+            snapshot: io::Cursor::new(Vec::new()),
+        })
+    }
+}
