@@ -90,7 +90,8 @@ fn err(e: impl std::fmt::Display) -> NodeError {
 }
 
 fn read_string(p: &Path) -> Result<String, NodeError> {
-    String::from_utf8(read(p).map_err(err)?).map_err(|_| err(format!("{} is not UTF-8", p.display())))
+    String::from_utf8(read(p).map_err(err)?)
+        .map_err(|_| err(format!("{} is not UTF-8", p.display())))
 }
 
 impl DataDir {
@@ -115,8 +116,8 @@ impl DataDir {
         if !root.join("node.json").exists() {
             provision(root, bootstrap)?;
         }
-        let node: NodeFile = serde_json::from_slice(&read(&root.join("node.json")).map_err(err)?)
-            .map_err(err)?;
+        let node: NodeFile =
+            serde_json::from_slice(&read(&root.join("node.json")).map_err(err)?).map_err(err)?;
         let secret_hex = read_string(&root.join("ledger_secret"))?;
         let mut key = [0u8; 32];
         hex::decode_to_slice(secret_hex.trim(), &mut key)
@@ -183,11 +184,26 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
         constitution: &b.constitution,
     }
     .entry();
-    write_durably(&root.join("service_key.pem"), service.key_pem().as_bytes(), true).map_err(err)?;
-    write_durably(&root.join("service_cert.pem"), service.cert_pem.as_bytes(), false).map_err(err)?;
+    write_durably(
+        &root.join("service_key.pem"),
+        service.key_pem().as_bytes(),
+        true,
+    )
+    .map_err(err)?;
+    write_durably(
+        &root.join("service_cert.pem"),
+        service.cert_pem.as_bytes(),
+        false,
+    )
+    .map_err(err)?;
     write_durably(&root.join("node_key.pem"), node.key_pem().as_bytes(), true).map_err(err)?;
     write_durably(&root.join("node_cert.pem"), node.cert_pem.as_bytes(), false).map_err(err)?;
-    write_durably(&root.join("ledger_secret"), hex::encode(secret).as_bytes(), true).map_err(err)?;
+    write_durably(
+        &root.join("ledger_secret"),
+        hex::encode(secret).as_bytes(),
+        true,
+    )
+    .map_err(err)?;
     write_durably(
         &root.join("genesis.json"),
         &serde_json::to_vec(&genesis).map_err(err)?,
@@ -195,8 +211,12 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
     )
     .map_err(err)?;
     let nf = NodeFile { raft_id, node_id };
-    write_durably(&root.join("node.json"), &serde_json::to_vec_pretty(&nf).map_err(err)?, false)
-        .map_err(err)?;
+    write_durably(
+        &root.join("node.json"),
+        &serde_json::to_vec_pretty(&nf).map_err(err)?,
+        false,
+    )
+    .map_err(err)?;
     tracing::info!(dir = %root.display(), node_id = %nf.node_id, "provisioned a new service");
     Ok(())
 }

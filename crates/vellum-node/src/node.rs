@@ -120,8 +120,8 @@ fn entry_of(txid: TxId, ws: &EntryBuilder) -> Option<LedgerEntry> {
 
 impl LedgerNode {
     /// Starts a node: provisions the data directory on first start, recovers the ledger, starts
-    /// Raft (initialising a single-node service on first start) and waits until a primary is
-    /// known.
+    /// Raft (initialising a single-node service on first start) and waits until its state
+    /// machine has recovered.
     pub async fn start(cfg: NodeConfig) -> Result<LedgerNode, NodeError> {
         let mut data = DataDir::open_or_create(&cfg.data_dir, &cfg.bootstrap)?;
         let (engine, recovery) =
@@ -138,7 +138,10 @@ impl LedgerNode {
         if indexed > engine.last_seqno()
             || (indexed > 0 && index.get(indexed)?.map(|t| t.view) != engine.view_at(indexed))
         {
-            tracing::warn!(indexed, "index does not match the ledger; rebuilding it from Raft");
+            tracing::warn!(
+                indexed,
+                "index does not match the ledger; rebuilding it from Raft"
+            );
             index.rebuild_empty()?;
         }
         let indexed = index.last_seqno()?;
@@ -178,25 +181,25 @@ impl LedgerNode {
         let store = LogStore {
             shared: shared.clone(),
         };
-        let raft = Raft::new(
-            data.raft_id,
-            Arc::new(config),
-            NoPeersFactory,
-            store,
-            sm,
-        )
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
-        if fresh && !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
+        let raft = Raft::new(data.raft_id, Arc::new(config), NoPeersFactory, store, sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if fresh
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?
+        {
             let members = BTreeMap::from([(data.raft_id, Node::new(cfg.advertise.clone()))]);
             raft.initialize(members)
                 .await
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
         }
-        raft.wait(Some(Duration::from_secs(30)))
-            .metrics(|m| m.current_leader.is_some(), "a primary is known")
+        // Serve only once the state machine holds at least what it held before a restart (the
+        // index is not synced on every apply; Raft re-applies what it lost).
+        raft.wait_for_recovery(Some(Duration::from_secs(30)))
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+            .map_err(|e| NodeError::Raft(format!("recovering the state machine: {e}")))?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let signer = tokio::spawn(signer(
             raft.clone(),
@@ -218,10 +221,8 @@ impl LedgerNode {
         };
         if fresh {
             // Genesis went in with the initial membership (status Opening); open the service.
-            let ws = EntryBuilder::default().map(service_info(
-                &node.data.keys.service_cert_pem,
-                "Open",
-            ));
+            let ws =
+                EntryBuilder::default().map(service_info(&node.data.keys.service_cert_pem, "Open"));
             let t = node.write(ws).await?;
             node.wait_committed(t, Duration::from_secs(30)).await?;
             node.data.genesis_written()?;
@@ -313,7 +314,11 @@ impl LedgerNode {
     }
 
     /// Waits until `txid` is Committed or Invalid (or the timeout passes); returns the status.
-    pub async fn wait_committed(&self, txid: TxId, timeout: Duration) -> Result<TxStatus, NodeError> {
+    pub async fn wait_committed(
+        &self,
+        txid: TxId,
+        timeout: Duration,
+    ) -> Result<TxStatus, NodeError> {
         let mut rx = self.commit.clone();
         let wait = async {
             loop {

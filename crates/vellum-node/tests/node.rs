@@ -28,7 +28,9 @@ async fn write_commit_read_receipt_restart() {
     }
     let last = written.last().unwrap().0;
     assert_eq!(
-        node.wait_committed(last, Duration::from_secs(10)).await.unwrap(),
+        node.wait_committed(last, Duration::from_secs(10))
+            .await
+            .unwrap(),
         TxStatus::Committed
     );
     // Transaction ids are consecutive in one view.
@@ -62,9 +64,14 @@ async fn write_commit_read_receipt_restart() {
         assert_eq!((&e.collection, &e.contents), (c, contents));
     }
     let t = node.append("c0", "after restart").await.unwrap();
-    assert!(t.view >= last.view && t.seqno > last.seqno, "{t} after {last}");
+    assert!(
+        t.view >= last.view && t.seqno > last.seqno,
+        "{t} after {last}"
+    );
     assert_eq!(
-        node.wait_committed(t, Duration::from_secs(10)).await.unwrap(),
+        node.wait_committed(t, Duration::from_secs(10))
+            .await
+            .unwrap(),
         TxStatus::Committed
     );
     node.shutdown().await.unwrap();

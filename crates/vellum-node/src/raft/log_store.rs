@@ -71,9 +71,10 @@ impl Shared {
         signature_interval: u64,
     ) -> io::Result<Shared> {
         let vote = match std::fs::read(&vote_path) {
-            Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
-                other(format!("{}: {e}", vote_path.display()))
-            })?),
+            Ok(b) => Some(
+                serde_json::from_slice(&b)
+                    .map_err(|e| other(format!("{}: {e}", vote_path.display())))?,
+            ),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
@@ -241,7 +242,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -261,7 +266,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let keep = last_log_id.map_or(0, |l| l.index + 1);
         let mut engine = lock(&self.shared.engine);
-        tracing::warn!(last_kept_seqno = keep, "dropping a conflicting uncommitted suffix");
+        tracing::warn!(
+            last_kept_seqno = keep,
+            "dropping a conflicting uncommitted suffix"
+        );
         engine.truncate(keep).map_err(other)?;
         self.shared.last_seqno.store(keep, Ordering::Release);
         self.shared

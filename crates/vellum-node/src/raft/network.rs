@@ -5,7 +5,9 @@ use std::future::Future;
 
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 
 use super::types::{Node, NodeId, TypeConfig, Vote};
@@ -22,7 +24,10 @@ pub struct NoPeers {
 
 impl NoPeers {
     fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::from_string(format!("node {} is not reachable: this node has no peer transport", self.target))
+        Unreachable::from_string(format!(
+            "node {} is not reachable: this node has no peer transport",
+            self.target
+        ))
     }
 }
 

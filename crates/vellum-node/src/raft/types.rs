@@ -35,10 +35,8 @@ impl openraft::RaftTypeConfig for TypeConfig {
     type LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>;
     type Vote = openraft::impls::Vote<Self::LeaderId>;
     type Payload = Payload;
-    type Entry = openraft::Entry<
-        <Self::LeaderId as openraft::vote::RaftLeaderId>::Committed,
-        Self::Payload,
-    >;
+    type Entry =
+        openraft::Entry<<Self::LeaderId as openraft::vote::RaftLeaderId>::Committed, Self::Payload>;
     type Responder<T>
         = QuietResponder<T>
     where
@@ -242,7 +240,10 @@ pub fn blank_write_set() -> EntryBuilder {
 }
 
 /// The write set that records a membership, after `prefix` (genesis, for the first one).
-pub fn membership_write_set(prefix: Option<&EntryBuilder>, membership: &Membership) -> EntryBuilder {
+pub fn membership_write_set(
+    prefix: Option<&EntryBuilder>,
+    membership: &Membership,
+) -> EntryBuilder {
     let mut ws = prefix.cloned().unwrap_or_default();
     ws.maps.push(raft_map(&RaftRecord {
         kind: "membership".into(),

@@ -42,7 +42,10 @@ pub fn audit(ledger: &Path, secret: &vellum_core::entry::LedgerSecret) -> u64 {
 /// `ccf` is available (required under scripts/test.sh). Returns the transaction count.
 pub fn ccf_full(ledger: &Path) -> Option<u64> {
     let Some(py) = python() else {
-        assert!(!interop_required(), "VELLUM_REQUIRE_INTEROP=1 but no Python found");
+        assert!(
+            !interop_required(),
+            "VELLUM_REQUIRE_INTEROP=1 but no Python found"
+        );
         eprintln!("skipping ccf.ledger FULL verification: no Python with ccf");
         return None;
     };
@@ -57,7 +60,5 @@ pub fn ccf_full(ledger: &Path) -> Option<u64> {
         "ccf.ledger FULL failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stdout
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
+    stdout.split_whitespace().find_map(|w| w.parse().ok())
 }
