@@ -415,14 +415,44 @@ impl LedgerNode {
         self.raft.metrics().borrow_watched().current_leader == Some(self.raft_id)
     }
 
-    /// Stops the node: the signer, Raft, then makes the index durable.
+    /// Stops the node gracefully. A primary first signs what is unsigned and waits (up to five
+    /// seconds) until that signature commits; then the signer and Raft stop, a ledger that ends
+    /// on a committed signature gets its open chunk closed and marked committed (so offline
+    /// auditors see every transaction), and the index is made durable.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        if self.is_primary() && self.write_error().is_none() {
+            let target = self.shared.last_seqno.load(Ordering::Acquire);
+            if target > self.shared.last_signature.load(Ordering::Acquire) {
+                self.shared.sign_pending.store(true, Ordering::Release);
+                let _ = self
+                    .raft
+                    .client_write_ff(Tx::Sign, None::<crate::raft::types::QuietResponder<_>>)
+                    .await;
+            }
+            let mut rx = self.commit.clone();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                rx.wait_for(|c| c.committed > target || (c.committed == target && target > 0)),
+            )
+            .await;
+        }
         let _ = self.stop.send(true);
         let _ = self.signer.await;
         self.raft
             .shutdown()
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let committed = self.commit.borrow().committed;
+        {
+            let mut engine = lock(&self.shared.engine);
+            if engine.poisoned().is_none()
+                && engine.last_signature() == Some(engine.last_seqno())
+                && committed == engine.last_seqno()
+            {
+                engine.close_chunk()?;
+                engine.commit(committed)?;
+            }
+        }
         self.index.apply_with(&[], &[], true)?;
         Ok(())
     }
