@@ -260,7 +260,7 @@ impl LedgerNode {
             .map_err(|e| NodeError::Stopped(e.to_string()))?;
         tokio::select! {
             biased;
-            t = &mut assigned => t.map_err(|_| NodeError::Stopped("the write was not accepted".into())),
+            t = &mut assigned => t.map_err(|_| NodeError::Stopped(self.stop_reason())),
             r = &mut done => match r {
                 Ok(Ok(applied)) => Ok(applied.data.txid),
                 Ok(Err(e)) => Err(NodeError::from_write(e)),

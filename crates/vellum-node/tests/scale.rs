@@ -50,12 +50,17 @@ async fn hundred_thousand_entries_verify_and_read_back() {
     let mut written: BTreeMap<TxId, (String, String)> = BTreeMap::new();
     for t in tasks {
         for (t, c, contents) in t.await.unwrap() {
-            assert!(written.insert(t, (c, contents)).is_none(), "{t} assigned twice");
+            assert!(
+                written.insert(t, (c, contents)).is_none(),
+                "{t} assigned twice"
+            );
         }
     }
     let last = *written.keys().next_back().unwrap();
     assert_eq!(
-        node.wait_committed(last, Duration::from_secs(60)).await.unwrap(),
+        node.wait_committed(last, Duration::from_secs(60))
+            .await
+            .unwrap(),
         TxStatus::Committed
     );
     let elapsed = start.elapsed();
