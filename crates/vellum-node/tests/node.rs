@@ -75,9 +75,58 @@ async fn write_commit_read_receipt_restart() {
         TxStatus::Committed
     );
     node.shutdown().await.unwrap();
+    at_rest_checks(dir.path(), &ledger, &written);
     let n = common::audit(&ledger, &secret);
     assert!(n > 50, "audited {n}");
     if let Some(n) = common::ccf_full(&ledger) {
         assert!(n > 50);
+    }
+}
+
+/// Entries are confidential at rest, secrets are private files, and seqno 1 is genesis.
+fn at_rest_checks(
+    data: &std::path::Path,
+    ledger: &std::path::Path,
+    written: &[(vellum_core::TxId, String, String)],
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut all = Vec::new();
+    for (_, path) in vellum_ledger::chunk::list_chunks(ledger, false).unwrap() {
+        all.extend(std::fs::read(path).unwrap());
+    }
+    for (_, _, contents) in written {
+        assert!(
+            !all.windows(contents.len())
+                .any(|w| w == contents.as_bytes()),
+            "{contents:?} is in the ledger files in plaintext"
+        );
+    }
+    for f in ["ledger_secret", "service_key.pem", "node_key.pem"] {
+        let mode = std::fs::metadata(data.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let (name, path) = vellum_ledger::chunk::list_chunks(ledger, false)
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let chunk = vellum_ledger::chunk::Chunk::parse(&bytes, Some(&name)).unwrap();
+    let first = &chunk.entries[0].entry;
+    assert_eq!(first.iv.seqno, 1);
+    let pd = first.public_domain().unwrap();
+    let names: Vec<&str> = pd.maps.iter().map(|m| m.name.as_str()).collect();
+    use vellum_core::tables::*;
+    for t in [
+        SERVICE_INFO,
+        NODES_INFO,
+        NODES_ENDORSED_CERTIFICATES,
+        CONSTITUTION,
+        "public:vellum.raft",
+    ] {
+        assert!(names.contains(&t), "genesis lacks {t}: {names:?}");
     }
 }

@@ -286,3 +286,161 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::raft::types::log_id_of;
+    use std::time::SystemTime;
+    use vellum_core::TxId;
+    use vellum_core::entry::{LedgerSecret, MapWrites};
+    use vellum_core::status::{StatusView, TxStatus, tx_status};
+    use vellum_ledger::engine::NodeKeys;
+    use vellum_ledger::identity::Identity;
+
+    fn keys() -> NodeKeys {
+        let now = SystemTime::now();
+        let service = Identity::service("s", now, 1).unwrap();
+        let node = service
+            .issue_node("n", &["localhost"], &[], now, 1)
+            .unwrap();
+        NodeKeys::new(&service, &node, LedgerSecret::from_bytes([1; 32]))
+    }
+
+    fn store(dir: &std::path::Path, keys: NodeKeys) -> LogStore {
+        let (engine, _) = Engine::open_dir(&dir.join("ledger"), 1 << 20, keys).unwrap();
+        LogStore {
+            shared: Arc::new(Shared::new(engine, dir.join("vote.json"), None, 1000).unwrap()),
+        }
+    }
+
+    fn write(txid: TxId, v: &str) -> Entry {
+        let ws = EntryBuilder::default().map(MapWrites::with_writes(
+            "vellum.entries",
+            vec![(b"c".to_vec(), v.as_bytes().to_vec())],
+        ));
+        Entry {
+            log_id: log_id_of(txid).unwrap(),
+            payload: Payload::Normal(Tx::Write {
+                ws: Arc::new(ws),
+                ticket: None,
+            }),
+        }
+    }
+
+    fn sign(txid: TxId) -> Entry {
+        Entry {
+            log_id: log_id_of(txid).unwrap(),
+            payload: Payload::Normal(Tx::Sign),
+        }
+    }
+
+    async fn append(s: &mut LogStore, entries: Vec<Entry>) -> io::Result<()> {
+        s.append(entries, IOFlushed::noop()).await
+    }
+
+    /// What a primary's log reader returns for `range` (what replication sends).
+    async fn replicate(s: &mut LogStore, range: std::ops::Range<u64>) -> Vec<Entry> {
+        s.try_get_log_entries(range).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn replica_accepts_the_primarys_ledger_byte_for_byte() {
+        let k = keys();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut primary = store(a.path(), k.clone());
+        let mut replica = store(b.path(), k);
+        let entries = vec![
+            write(TxId::new(2, 1), "one"),
+            write(TxId::new(2, 2), "two"),
+            sign(TxId::new(2, 3)),
+        ];
+        append(&mut primary, entries).await.unwrap();
+        let sent = replicate(&mut primary, 0..3).await;
+        assert!(sent.iter().all(|e| matches!(e.payload, Payload::Ledger(_))));
+        append(&mut replica, sent).await.unwrap();
+        for seqno in 1..=3 {
+            assert_eq!(
+                lock(&primary.shared.engine).read(seqno).unwrap(),
+                lock(&replica.shared.engine).read(seqno).unwrap()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn replica_refuses_a_signature_over_another_tree() {
+        let k = keys();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut primary = store(a.path(), k.clone());
+        let mut replica = store(b.path(), k);
+        append(
+            &mut primary,
+            vec![write(TxId::new(2, 1), "one"), sign(TxId::new(2, 2))],
+        )
+        .await
+        .unwrap();
+        // The replica holds a different transaction 2.1, then receives the primary's signature.
+        append(&mut replica, vec![write(TxId::new(2, 1), "forged")])
+            .await
+            .unwrap();
+        let sig = replicate(&mut primary, 1..2).await;
+        let err = append(&mut replica, sig).await.unwrap_err();
+        assert!(err.to_string().contains("rejected"), "{err}");
+        assert_eq!(lock(&replica.shared.engine).last_seqno(), 1);
+    }
+
+    struct View<'a>(&'a Engine, u64);
+    impl StatusView for View<'_> {
+        fn committed_seqno(&self) -> u64 {
+            self.1
+        }
+        fn view_at(&self, seqno: u64) -> Option<u64> {
+            self.0.view_at(seqno)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_suffix_becomes_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), keys());
+        append(
+            &mut s,
+            vec![
+                write(TxId::new(2, 1), "a"),
+                sign(TxId::new(2, 2)),
+                write(TxId::new(2, 3), "lost"),
+                write(TxId::new(2, 4), "lost too"),
+            ],
+        )
+        .await
+        .unwrap();
+        {
+            let e = lock(&s.shared.engine);
+            assert_eq!(tx_status(&View(&e, 2), TxId::new(2, 3)), TxStatus::Pending);
+        }
+        // A new primary in view 3 did not have 2.3 and 2.4: Raft truncates them.
+        s.truncate_after(log_id_of(TxId::new(2, 2))).await.unwrap();
+        append(
+            &mut s,
+            vec![write(TxId::new(3, 3), "new"), sign(TxId::new(3, 4))],
+        )
+        .await
+        .unwrap();
+        let e = lock(&s.shared.engine);
+        // Before the new suffix commits, the old ids are unknown to this node...
+        assert_eq!(tx_status(&View(&e, 2), TxId::new(2, 3)), TxStatus::Unknown);
+        // ...once it commits, they are Invalid and the new ones Committed.
+        assert_eq!(tx_status(&View(&e, 4), TxId::new(2, 3)), TxStatus::Invalid);
+        assert_eq!(tx_status(&View(&e, 4), TxId::new(2, 4)), TxStatus::Invalid);
+        assert_eq!(
+            tx_status(&View(&e, 4), TxId::new(3, 3)),
+            TxStatus::Committed
+        );
+        assert_eq!(
+            tx_status(&View(&e, 4), TxId::new(2, 1)),
+            TxStatus::Committed
+        );
+    }
+}
