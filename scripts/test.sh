@@ -25,7 +25,8 @@ echo "==> cargo doc (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
 echo "==> cargo test (debug)"
 cargo test --workspace --locked
-echo "==> heavy (release): every byte of a Vellum ledger flipped; 100,000 entries verified by vellum audit and ccf.ledger FULL"
+echo "==> heavy (release): every byte of a Vellum ledger flipped; 100,000 entries (engine and full node) verified by vellum audit and ccf.ledger FULL"
 VELLUM_FLIP_EVERY_BYTE=1 VELLUM_HEAVY=1 cargo test --release --locked -p vellum-ledger \
   --test sample_ledger --test ledger_scale
+VELLUM_HEAVY=1 cargo test --release --locked -p vellum-node --test scale
 echo "==> all tests passed"
