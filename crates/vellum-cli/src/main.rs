@@ -16,6 +16,8 @@ use vellum_core::entry::LedgerSecret;
 use vellum_ledger::sample::{SampleOptions, write_sample};
 use vellum_ledger::{AuditOptions, audit_dir};
 
+mod serve;
+
 /// Vellum: a confidential, verifiable ledger compatible with Azure Confidential Ledger.
 #[derive(Parser, Debug)]
 #[command(name = "vellum", version, about, long_about = None, propagate_version = true)]
@@ -26,6 +28,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a ledger node with the Azure Confidential Ledger HTTPS API.
+    ///
+    /// With no flags: a single node on https://127.0.0.1:8443 with data in ./vellum-data. The
+    /// first start creates the service identity, the node certificate, the ledger secret, an
+    /// operator member and a bootstrap Administrator (admin.pem); later starts reuse them.
+    /// Stops cleanly on Ctrl-C or SIGTERM.
+    ///
+    /// Example: vellum serve --data-dir /var/lib/vellum --listen 127.0.0.1:8443
+    Serve(serve::ServeArgs),
     /// Verify a ledger directory offline: replay the Merkle tree and check every signature.
     ///
     /// Works on ledgers written by Vellum and by Microsoft CCF. Exits 0 when the ledger is
@@ -69,14 +80,19 @@ const EXIT_INVALID: u8 = 1;
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs what it does; offline commands only warnings.
+    let default = match cli.command {
+        Command::Serve(_) => "info,openraft=warn",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VELLUM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -101,6 +117,10 @@ fn read_secret(path: &PathBuf) -> anyhow::Result<LedgerSecret> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => {
+            serve::serve(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit {
             dir,
             json,

@@ -30,6 +30,7 @@ use vellum_ledger::identity::Identity;
 
 use crate::NodeError;
 use crate::files::{read, write_durably};
+use crate::users::{Role, set_role};
 
 /// Who and what a new service starts with.
 #[derive(Debug, Clone)]
@@ -42,12 +43,16 @@ pub struct Bootstrap {
     pub ips: Vec<IpAddr>,
     /// Consortium members: (member id, certificate PEM).
     pub members: Vec<(String, String)>,
-    /// Users: (user id, certificate PEM or `None` for token users, role).
-    pub users: Vec<(String, Option<String>, String)>,
+    /// The first users.
+    pub users: Vec<BootstrapUser>,
     /// The constitution (JavaScript).
     pub constitution: String,
     /// Certificate validity, days.
     pub validity_days: u64,
+    /// Create an operator member (`member0_cert.pem`, `member0_key.pem`) and a bootstrap
+    /// Administrator certificate user (`admin.pem`: certificate and key in one PEM, as the
+    /// Python SDK's certificate credential takes it).
+    pub operator_and_admin: bool,
 }
 
 impl Default for Bootstrap {
@@ -60,8 +65,20 @@ impl Default for Bootstrap {
             users: Vec::new(),
             constitution: DEFAULT_CONSTITUTION.into(),
             validity_days: 3650,
+            operator_and_admin: false,
         }
     }
+}
+
+/// A user the service starts with.
+#[derive(Debug, Clone)]
+pub struct BootstrapUser {
+    /// ACL user id: a certificate's fingerprint (`5F:23:…`) or a token user's object id.
+    pub user_id: String,
+    /// The certificate (PEM) of a certificate user.
+    pub cert_pem: Option<String>,
+    /// Its role.
+    pub role: Role,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -163,6 +180,36 @@ impl DataDir {
 
 fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
     let now = SystemTime::now();
+    let mut b = b.clone();
+    if b.operator_and_admin {
+        let member = Identity::client("Vellum Operator", now, b.validity_days).map_err(err)?;
+        write_durably(
+            &root.join("member0_key.pem"),
+            member.key_pem().as_bytes(),
+            true,
+        )
+        .map_err(err)?;
+        write_durably(
+            &root.join("member0_cert.pem"),
+            member.cert_pem.as_bytes(),
+            false,
+        )
+        .map_err(err)?;
+        b.members.push((member.cert.id(), member.cert_pem.clone()));
+        let admin = Identity::client("Vellum Administrator", now, b.validity_days).map_err(err)?;
+        write_durably(
+            &root.join("admin.pem"),
+            admin.combined_pem().as_bytes(),
+            true,
+        )
+        .map_err(err)?;
+        b.users.push(BootstrapUser {
+            user_id: admin.cert.acl_fingerprint(),
+            cert_pem: Some(admin.cert_pem.clone()),
+            role: Role::Administrator,
+        });
+    }
+    let b = &b;
     let service = Identity::service(&b.service_name, now, b.validity_days).map_err(err)?;
     let mut dns: Vec<&str> = vec!["localhost"];
     dns.extend(b.dns_names.iter().map(String::as_str));
@@ -176,14 +223,34 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
     let raft_id = u64::from_str_radix(node_id.get(..16).unwrap_or("1"), 16).map_err(err)?;
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
-    let genesis = Genesis {
+    // CCF's users tables are keyed by CCF user id (hex SHA-256 of the certificate); Vellum's
+    // own table by ACL user id.
+    let mut ccf_users = Vec::new();
+    for u in &b.users {
+        let id = match &u.cert_pem {
+            Some(pem) => Certificate::from_pem(pem).map_err(err)?.id(),
+            None => u.user_id.clone(),
+        };
+        ccf_users.push((id, u.cert_pem.clone(), u.role.to_string()));
+    }
+    let mut genesis = Genesis {
         service_cert_pem: &service.cert_pem,
         node: (&node_id, &node.cert_pem),
         members: b.members.clone(),
-        users: b.users.clone(),
+        users: ccf_users,
         constitution: &b.constitution,
     }
     .entry();
+    let mut users_map =
+        vellum_core::entry::MapWrites::with_writes(crate::users::USERS_TABLE, vec![]);
+    for u in &b.users {
+        for m in set_role(&u.user_id, u.role).maps {
+            users_map.writes.extend(m.writes);
+        }
+    }
+    if !users_map.writes.is_empty() {
+        genesis.maps.push(users_map);
+    }
     write_durably(
         &root.join("service_key.pem"),
         service.key_pem().as_bytes(),

@@ -24,8 +24,10 @@ pub mod datadir;
 pub mod files;
 pub mod node;
 pub mod raft;
+pub mod server;
+pub mod users;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use vellum_ledger::engine::EngineError;
 use vellum_ledger::index::IndexError;
@@ -72,4 +74,12 @@ impl NodeError {
 /// I/O errors instead).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn read_lock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
 }

@@ -67,6 +67,17 @@ pub struct LedgerEntry {
     pub contents: String,
 }
 
+/// The governance the service started with.
+#[derive(Debug, Clone, Default)]
+pub struct Governance {
+    /// Members: (member id, certificate PEM).
+    pub members: Vec<(String, String)>,
+    /// Nodes: (node id, endorsed certificate PEM).
+    pub nodes: Vec<(String, String)>,
+    /// The constitution (JavaScript).
+    pub constitution: String,
+}
+
 /// A running node.
 pub struct LedgerNode {
     raft: Raft,
@@ -270,6 +281,63 @@ impl LedgerNode {
                 },
             },
         }
+    }
+
+    /// Records a write set and waits until it is applied (Raft-committed and visible to reads
+    /// on this node); used for user changes, which must take effect before the call returns.
+    pub async fn write_applied(&self, ws: EntryBuilder) -> Result<TxId, NodeError> {
+        if let Some(why) = lock(&self.shared.engine).poisoned() {
+            return Err(NodeError::Stopped(why.to_owned()));
+        }
+        let (responder, done) = crate::raft::types::QuietResponder::new_pair();
+        self.raft
+            .client_write_ff(
+                Tx::Write {
+                    ws: Arc::new(ws),
+                    ticket: None,
+                },
+                Some(responder),
+            )
+            .await
+            .map_err(|e| NodeError::Stopped(e.to_string()))?;
+        match done.await {
+            Ok(Ok(applied)) => Ok(applied.data.txid),
+            Ok(Err(e)) => Err(NodeError::from_write(e)),
+            Err(_) => Err(NodeError::Stopped(self.stop_reason())),
+        }
+    }
+
+    /// Users and roles, as of the last applied transaction.
+    pub fn users(&self) -> crate::users::Users {
+        crate::read_lock(&self.shared.users).clone()
+    }
+
+    /// The role of `user_id`, if it is a user.
+    pub fn role_of(&self, user_id: &str) -> Option<crate::users::Role> {
+        crate::read_lock(&self.shared.users).get(user_id).copied()
+    }
+
+    /// The governance the service started with (genesis, seqno 1): members, constitution,
+    /// nodes.
+    pub fn governance(&self) -> Result<Governance, NodeError> {
+        let (_, ws) = lock(&self.shared.engine).write_set(1)?;
+        let map = |name: &str| ws.maps.iter().find(|m| m.name == name);
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        let members = map(vellum_core::tables::MEMBERS_CERTS)
+            .map(|m| m.writes.iter().map(|(k, v)| (text(k), text(v))).collect())
+            .unwrap_or_default();
+        let nodes = map(vellum_core::tables::NODES_ENDORSED_CERTIFICATES)
+            .map(|m| m.writes.iter().map(|(k, v)| (text(k), text(v))).collect())
+            .unwrap_or_default();
+        let constitution = map(vellum_core::tables::CONSTITUTION)
+            .and_then(|m| m.writes.first())
+            .and_then(|(_, v)| serde_json::from_slice::<String>(v).ok())
+            .unwrap_or_default();
+        Ok(Governance {
+            members,
+            nodes,
+            constitution,
+        })
     }
 
     fn stop_reason(&self) -> String {

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) last_signature: AtomicU64,
     /// Last seqno appended.
     pub(crate) last_seqno: AtomicU64,
+    /// Users and their roles, as of the last applied transaction.
+    pub(crate) users: std::sync::RwLock<crate::users::Users>,
 }
 
 impl Shared {
@@ -93,6 +95,7 @@ impl Shared {
             signature_interval: signature_interval.max(1),
             last_signature: AtomicU64::new(last_signature),
             last_seqno: AtomicU64::new(last_seqno),
+            users: Default::default(),
         })
     }
 

@@ -28,6 +28,7 @@ use super::types::{
 use crate::lock;
 
 const MEMBERSHIP_KEY: &str = "raft.membership";
+const USERS_KEY: &str = "vellum.users";
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -62,6 +63,9 @@ impl StateMachine {
             Some(b) => serde_json::from_slice(&b).map_err(other)?,
             None => StoredMembership::default(),
         };
+        if let Some(b) = index.blob(USERS_KEY).map_err(other)? {
+            *crate::write_lock(&shared.users) = serde_json::from_slice(&b).map_err(other)?;
+        }
         Ok(StateMachine {
             shared,
             index,
@@ -98,6 +102,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut txs = Vec::new();
         let mut responders = Vec::new();
         let mut membership_changed = false;
+        let mut users_changed = false;
         let mut last_sig = None;
         let mut last_index = None;
         while let Some(item) = entries.next().await {
@@ -118,6 +123,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if stored.kind == TxKind::Signature {
                 last_sig = Some(txid.seqno);
             }
+            if let Some(m) = stored
+                .ws
+                .maps
+                .iter()
+                .find(|m| m.name == crate::users::USERS_TABLE)
+            {
+                crate::users::apply(&mut crate::write_lock(&self.shared.users), m);
+                users_changed = true;
+            }
             let collection = stored
                 .ws
                 .maps
@@ -136,10 +150,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         let membership_json;
+        let users_json;
         let mut blobs: Vec<(&str, &[u8])> = Vec::new();
         if membership_changed {
             membership_json = serde_json::to_vec(&self.membership).map_err(other)?;
             blobs.push((MEMBERSHIP_KEY, &membership_json));
+        }
+        if users_changed {
+            users_json =
+                serde_json::to_vec(&*crate::read_lock(&self.shared.users)).map_err(other)?;
+            blobs.push((USERS_KEY, &users_json));
         }
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
         self.index

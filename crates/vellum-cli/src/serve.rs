@@ -1,0 +1,239 @@
+//! `vellum serve`: a ledger node with the ACL-compatible HTTPS API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use vellum_node::datadir::Bootstrap;
+use vellum_node::server::{ApiConfig, Issuer, Limits, Server, TokenValidator};
+use vellum_node::{LedgerNode, NodeConfig};
+
+/// Options of `vellum serve` (flags override the config file, which overrides defaults).
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeArgs {
+    /// Data directory (created and provisioned on first start).
+    #[arg(long, env = "VELLUM_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// A TOML file with any of these options (kebab-case keys, e.g. `ledger-id = "prod"`).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The ledger id served at /ledgerIdentity/{id}.
+    #[arg(long)]
+    pub ledger_id: Option<String>,
+    /// Extra DNS name for the node certificate (first start only; localhost and 127.0.0.1 are
+    /// always included). Repeatable.
+    #[arg(long = "dns-name", value_name = "NAME")]
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// A signature transaction after at most this many transactions.
+    #[arg(long, value_name = "N")]
+    pub signature_interval: Option<u64>,
+    /// ...or this many milliseconds after the first unsigned one.
+    #[arg(long, value_name = "MS")]
+    pub signature_delay_ms: Option<u64>,
+    /// Largest entry contents in bytes (ACL: 8192).
+    #[arg(long, value_name = "BYTES")]
+    pub max_entry_bytes: Option<usize>,
+    /// Most collections (ACL: 5000).
+    #[arg(long, value_name = "N")]
+    pub max_collections: Option<usize>,
+    /// Longest collection id in bytes (ACL: 256).
+    #[arg(long, value_name = "BYTES")]
+    pub max_collection_id_bytes: Option<usize>,
+    /// Entries per page of a range query (ACL: 1000).
+    #[arg(long, value_name = "N")]
+    pub page_size: Option<usize>,
+    /// Trust bearer tokens from this OpenID issuer (its `iss`); needs --jwks-file.
+    #[arg(long, value_name = "ISSUER", requires = "jwks_file")]
+    pub jwt_issuer: Option<String>,
+    /// The issuer's signing keys (a JWKS JSON file).
+    #[arg(long, value_name = "FILE", requires = "jwt_issuer")]
+    pub jwks_file: Option<PathBuf>,
+    /// Accepted token audience (default: ACL's, https://confidential-ledger.azure.com).
+    /// Repeatable.
+    #[arg(long = "jwt-audience", value_name = "AUD")]
+    #[serde(default)]
+    pub jwt_audiences: Vec<String>,
+}
+
+impl ServeArgs {
+    fn merge(mut self) -> anyhow::Result<ServeArgs> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let file: ServeArgs =
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        macro_rules! or_file {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+        }
+        or_file!(
+            data_dir,
+            listen,
+            ledger_id,
+            signature_interval,
+            signature_delay_ms,
+            max_entry_bytes,
+            max_collections,
+            max_collection_id_bytes,
+            page_size,
+            jwt_issuer,
+            jwks_file
+        );
+        if self.dns_names.is_empty() {
+            self.dns_names = file.dns_names;
+        }
+        if self.jwt_audiences.is_empty() {
+            self.jwt_audiences = file.jwt_audiences;
+        }
+        Ok(self)
+    }
+}
+
+fn read(p: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let args = args.merge()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./vellum-data"));
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+    let ledger_id = args.ledger_id.clone().unwrap_or_else(|| "vellum".into());
+    let mut cfg = NodeConfig::new(&data_dir);
+    cfg.advertise = listen.to_string();
+    if let Some(n) = args.signature_interval {
+        anyhow::ensure!(n > 0, "--signature-interval must be at least 1");
+        cfg.signature_interval = n;
+    }
+    if let Some(ms) = args.signature_delay_ms {
+        cfg.signature_delay = Duration::from_millis(ms.max(1));
+    }
+    cfg.bootstrap = Bootstrap {
+        dns_names: args.dns_names.clone(),
+        ips: if listen.ip().is_unspecified() {
+            Vec::new()
+        } else {
+            vec![listen.ip()]
+        },
+        operator_and_admin: true,
+        ..Bootstrap::default()
+    };
+    let mut limits = Limits::default();
+    if let Some(v) = args.max_entry_bytes {
+        limits.max_contents = v;
+        limits.max_body = limits.max_body.max(v * 6 + 1024);
+    }
+    if let Some(v) = args.max_collections {
+        limits.max_collections = v;
+    }
+    if let Some(v) = args.max_collection_id_bytes {
+        limits.max_collection_id = v;
+    }
+    if let Some(v) = args.page_size {
+        anyhow::ensure!(v > 0, "--page-size must be at least 1");
+        limits.page_size = v;
+    }
+    let mut issuers = Vec::new();
+    if let (Some(iss), Some(jwks)) = (&args.jwt_issuer, &args.jwks_file) {
+        issuers.push(
+            Issuer::from_jwks_file(iss, args.jwt_audiences.clone(), jwks)
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    let node = Arc::new(
+        LedgerNode::start(cfg)
+            .await
+            .with_context(|| format!("starting the node in {}", data_dir.display()))?,
+    );
+    let chain = format!(
+        "{}{}",
+        read(&data_dir.join("node_cert.pem"))?,
+        read(&data_dir.join("service_cert.pem"))?
+    );
+    let key = read(&data_dir.join("node_key.pem"))?;
+    let server = Server::bind(
+        node.clone(),
+        ApiConfig {
+            ledger_id: ledger_id.clone(),
+            limits,
+            tokens: TokenValidator::new(issuers),
+        },
+        listen,
+        &chain,
+        &key,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let addr = server.local_addr()?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    println!(
+        "Vellum ledger {ledger_id:?} serving at https://{host}:{}",
+        addr.port()
+    );
+    println!(
+        "  service certificate (trust anchor): {}",
+        data_dir.join("service_cert.pem").display()
+    );
+    let admin = data_dir.join("admin.pem");
+    if admin.exists() {
+        println!("  administrator credential:           {}", admin.display());
+    }
+    println!(
+        "  data directory:                     {}",
+        data_dir.display()
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    server.run(shutdown_signal()).await;
+    let node = Arc::try_unwrap(node)
+        .map_err(|_| anyhow::anyhow!("requests still hold the node at shutdown"))?;
+    node.shutdown().await.context("shutting the node down")?;
+    println!("stopped; the ledger is sealed");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

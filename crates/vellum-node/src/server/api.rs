@@ -1,0 +1,901 @@
+//! The ACL data-plane routes (`acl-rest-api.md` §3, api-version 2022-05-13, with the
+//! `0.1-preview` names) and the identity route. Handlers only parse, authorize and shape JSON;
+//! the node does the work.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+use vellum_core::TxId;
+use vellum_core::status::TxStatus;
+
+use super::auth::TokenValidator;
+use crate::LedgerNode;
+use crate::users::{self, Role};
+
+/// The collection of writes that name none (ACL's default).
+pub const DEFAULT_COLLECTION: &str = "subledger:0";
+/// The header that carries transaction ids.
+pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
+
+/// Limits on what a request may write (defaults: ACL's).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest entry contents, bytes.
+    pub max_contents: usize,
+    /// Longest collection id, bytes.
+    pub max_collection_id: usize,
+    /// Most collections.
+    pub max_collections: usize,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+    /// Entries per page of a range query.
+    pub page_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_contents: 8 * 1024,
+            max_collection_id: 256,
+            max_collections: 5000,
+            max_body: 64 * 1024,
+            page_size: 1000,
+        }
+    }
+}
+
+/// What the API serves.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The ledger id (`/ledgerIdentity/{ledgerId}`).
+    pub ledger_id: String,
+    /// Limits.
+    pub limits: Limits,
+    /// Bearer-token issuers.
+    pub tokens: TokenValidator,
+}
+
+pub(crate) struct AppState {
+    pub(crate) node: Arc<LedgerNode>,
+    pub(crate) cfg: ApiConfig,
+    collections: std::sync::Mutex<BTreeSet<String>>,
+    requests: AtomicU64,
+    host_data: String,
+}
+
+/// The client certificate of the connection, as its ACL fingerprint.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCertificate(pub Option<String>);
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+enum Caller {
+    Anonymous,
+    Invalid(String),
+    User(String),
+}
+
+/// A CCF-style error response.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(code = self.code, message = %self.message, "request failed");
+        } else {
+            tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused");
+        }
+        (
+            self.status,
+            axum::Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Query parameters, decoded strictly (a `%` must start a valid escape; values must be UTF-8),
+/// repeated names tolerated (the first wins; the JS client repeats `api-version`).
+struct Query {
+    params: Vec<(String, String)>,
+}
+
+fn check_escapes(raw: &str) -> Result<(), ApiError> {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let ok =
+                b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err(ApiError::bad(
+                    "InvalidQueryParameterValue",
+                    "malformed percent-encoding in the query string",
+                ));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Result<Query, ApiError> {
+        let raw = raw.unwrap_or("");
+        check_escapes(raw)?;
+        let mut params = Vec::new();
+        for pair in raw.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let dec = |s: &str| -> Result<String, ApiError> {
+                let bytes: Vec<u8> = form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned().into_bytes())
+                    .unwrap_or_default();
+                // form_urlencoded decodes invalid UTF-8 lossily; refuse it instead.
+                let strict = percent_decode(s.replace('+', " ").as_bytes());
+                if String::from_utf8(strict).is_err() {
+                    return Err(ApiError::bad(
+                        "InvalidQueryParameterValue",
+                        "query string is not UTF-8",
+                    ));
+                }
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            };
+            params.push((dec(k)?, dec(v)?));
+        }
+        Ok(Query { params })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn legacy(&self) -> bool {
+        self.get("api-version") == Some("0.1-preview")
+    }
+
+    fn api_version(&self) -> &str {
+        self.get("api-version").unwrap_or("2022-05-13")
+    }
+
+    /// The collection named by `collectionId` (or `subLedgerId`), checked against the limits.
+    fn collection(&self, limits: &Limits) -> Result<String, ApiError> {
+        let c = self
+            .get("collectionId")
+            .or_else(|| self.get("subLedgerId"))
+            .unwrap_or(DEFAULT_COLLECTION);
+        if c.is_empty() {
+            return Err(ApiError::bad(
+                "InvalidCollectionId",
+                "collection id is empty",
+            ));
+        }
+        if c.len() > limits.max_collection_id {
+            return Err(ApiError::bad(
+                "InvalidCollectionId",
+                format!(
+                    "collection id is {} bytes; the limit is {}",
+                    c.len(),
+                    limits.max_collection_id
+                ),
+            ));
+        }
+        Ok(c.to_owned())
+    }
+
+    fn txid(&self, name: &str) -> Result<Option<TxId>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<TxId>().map_err(|e| {
+                    ApiError::bad(
+                        "InvalidQueryParameterValue",
+                        format!("{name} {v:?} is not a transaction id: {e}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+fn percent_decode(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len() + 0
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+fn parse_txid(raw: &str) -> Result<TxId, ApiError> {
+    raw.parse::<TxId>().map_err(|e| {
+        ApiError::bad(
+            "InvalidTransactionId",
+            format!("{raw:?} is not a transaction id: {e}"),
+        )
+    })
+}
+
+fn ok_json(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+impl AppState {
+    pub(crate) fn new(node: Arc<LedgerNode>, cfg: ApiConfig) -> Result<AppState, String> {
+        let collections = node
+            .collections()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        let host_data = std::env::current_exe()
+            .and_then(std::fs::read)
+            .map(|b| hex::encode(Sha256::digest(&b)))
+            .unwrap_or_else(|_| hex::encode([0u8; 32]));
+        Ok(AppState {
+            node,
+            cfg,
+            collections: std::sync::Mutex::new(collections),
+            requests: AtomicU64::new(0),
+            host_data,
+        })
+    }
+
+    fn require(
+        &self,
+        caller: &Caller,
+        need: Role,
+        method: &Method,
+        uri: &Uri,
+    ) -> Result<String, ApiError> {
+        match caller {
+            Caller::Anonymous => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationInfo",
+                "no client certificate or bearer token was presented",
+            )),
+            Caller::Invalid(why) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationInfo",
+                why.clone(),
+            )),
+            Caller::User(id) => match self.node.role_of(id) {
+                Some(r) if r >= need => Ok(id.clone()),
+                _ => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "NotAllowed",
+                    format!("Not allowed to call {method} {}", uri.path()),
+                )),
+            },
+        }
+    }
+}
+
+type St = State<Arc<AppState>>;
+
+/// Identifies the caller, runs the handler inside a request span, and stamps every response
+/// with the node's latest transaction id.
+async fn context(State(st): St, mut req: Request, next: Next) -> Response {
+    let id = st.requests.fetch_add(1, Ordering::Relaxed);
+    let caller = match req.headers().get(header::AUTHORIZATION) {
+        Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
+            Some(token) if !st.cfg.tokens.is_empty() => {
+                match st.cfg.tokens.validate(token.trim()) {
+                    Ok(oid) => Caller::User(oid),
+                    Err(e) => Caller::Invalid(e),
+                }
+            }
+            Some(_) => Caller::Invalid("bearer tokens are not enabled on this ledger".into()),
+            None => Caller::Invalid("malformed Authorization header".into()),
+        },
+        None => match req.extensions().get::<PeerCertificate>() {
+            Some(PeerCertificate(Some(fp))) => Caller::User(fp.clone()),
+            _ => Caller::Anonymous,
+        },
+    };
+    req.extensions_mut().insert(caller);
+    let span = tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path());
+    let mut resp = next.run(req).instrument(span).await;
+    if !resp.headers().contains_key(TXID_HEADER)
+        && let Some(t) = st.node.last_txid()
+        && let Ok(v) = HeaderValue::from_str(&t.to_string())
+    {
+        resp.headers_mut().insert(TXID_HEADER, v);
+    }
+    resp
+}
+
+/// The API router.
+pub(crate) fn router(st: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/app/transactions", get(list_entries).post(post_entry))
+        .route("/app/transactions/current", get(current_entry))
+        .route("/app/transactions/{id}", get(get_entry))
+        .route("/app/transactions/{id}/status", get(get_status))
+        .route("/app/transactions/{id}/receipt", get(get_receipt))
+        .route("/app/collections", get(list_collections))
+        .route("/app/subLedgerIds", get(list_collections))
+        .route("/app/users", get(list_users))
+        .route(
+            "/app/users/{id}",
+            get(get_user).patch(patch_user).delete(delete_user),
+        )
+        .route("/app/governance/members", get(members))
+        .route("/app/governance/constitution", get(constitution))
+        .route("/app/enclaveQuotes", get(enclave_quotes))
+        .route("/ledgerIdentity/{id}", get(identity))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(st.clone(), context))
+        .with_state(st)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        format!("no such resource: {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UnsupportedHttpVerb",
+        format!("{method} is not supported on {}", uri.path()),
+    )
+}
+
+fn caller(req_ext: &axum::http::Extensions) -> Caller {
+    req_ext
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous)
+}
+
+/// Path segment, percent-decoded by axum; its rejection becomes a CCF error.
+fn path_param(
+    p: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
+    p.map(|Path(s)| s).map_err(|e| {
+        ApiError::bad(
+            "InvalidResourceName",
+            format!("malformed path segment: {e}"),
+        )
+    })
+}
+
+struct Ctx {
+    caller: Caller,
+    method: Method,
+    uri: Uri,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Ctx, ApiError> {
+        Ok(Ctx {
+            caller: caller(&parts.extensions),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+        })
+    }
+}
+
+async fn post_entry(
+    State(st): St,
+    ctx: Ctx,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    st.require(&ctx.caller, Role::Contributor, &ctx.method, &ctx.uri)?;
+    let q = Query::parse(raw.as_deref())?;
+    let collection = q.collection(&st.cfg.limits)?;
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "InvalidInput",
+            format!("request body: {}", e.body_text()),
+        )
+    })?;
+    if body.len() > st.cfg.limits.max_body {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!(
+                "request body is {} bytes; the limit is {}",
+                body.len(),
+                st.cfg.limits.max_body
+            ),
+        ));
+    }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE)
+        && !ct
+            .to_str()
+            .is_ok_and(|c| c.trim().starts_with("application/json"))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedContentType",
+            "entries must be sent as application/json",
+        ));
+    }
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad("InvalidInput", format!("request body is not JSON: {e}")))?;
+    let contents = match v.get("contents") {
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "InvalidInput",
+                "\"contents\" must be a string",
+            ));
+        }
+        None => return Err(ApiError::bad("InvalidInput", "missing \"contents\"")),
+    };
+    if contents.len() > st.cfg.limits.max_contents {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "EntryTooLarge",
+            format!(
+                "entry contents are {} bytes; the limit is {}",
+                contents.len(),
+                st.cfg.limits.max_contents
+            ),
+        ));
+    }
+    {
+        let mut known = crate::lock(&st.collections);
+        if !known.contains(&collection) {
+            if known.len() >= st.cfg.limits.max_collections {
+                return Err(ApiError::bad(
+                    "TooManyCollections",
+                    format!(
+                        "the ledger already has {} collections, the limit",
+                        known.len()
+                    ),
+                ));
+            }
+            known.insert(collection.clone());
+        }
+    }
+    let txid = st
+        .node
+        .append(&collection, contents)
+        .await
+        .map_err(|e| match e {
+            crate::NodeError::NotPrimary(_) | crate::NodeError::Stopped(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("nothing was written: {e}"),
+            ),
+            other => ApiError::internal(other),
+        })?;
+    let key = if q.legacy() {
+        "subLedgerId"
+    } else {
+        "collectionId"
+    };
+    let mut resp = ok_json(json!({ key: collection }));
+    if let Ok(v) = HeaderValue::from_str(&txid.to_string()) {
+        resp.headers_mut().insert(TXID_HEADER, v);
+    }
+    Ok(resp)
+}
+
+/// Waits briefly for a Pending transaction, so that pollers rarely see `Loading`.
+async fn settle(st: &AppState, txid: TxId) -> TxStatus {
+    match st.node.status(txid) {
+        TxStatus::Pending => st
+            .node
+            .wait_committed(txid, Duration::from_secs(1))
+            .await
+            .unwrap_or(TxStatus::Pending),
+        s => s,
+    }
+}
+
+fn unknown_txid(txid: TxId) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "InvalidTransactionId",
+        format!("transaction {txid} is not known to this ledger and will never be committed"),
+    )
+}
+
+fn entry_json(e: &crate::LedgerEntry, legacy: bool) -> Value {
+    let key = if legacy {
+        "subLedgerId"
+    } else {
+        "collectionId"
+    };
+    json!({"contents": e.contents, key: e.collection, "transactionId": e.txid.to_string()})
+}
+
+async fn get_entry(
+    State(st): St,
+    ctx: Ctx,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
+    let txid = parse_txid(&path_param(id)?)?;
+    let q = Query::parse(raw.as_deref())?;
+    let collection = q.collection(&st.cfg.limits)?;
+    match settle(&st, txid).await {
+        TxStatus::Committed => {}
+        TxStatus::Pending => return Ok(ok_json(json!({"state": "Loading"}))),
+        _ => return Err(unknown_txid(txid)),
+    }
+    match st.node.entry(txid).map_err(ApiError::internal)? {
+        Some(e) if e.collection == collection => Ok(ok_json(
+            json!({"entry": entry_json(&e, q.legacy()), "state": "Ready"}),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "TransactionNotFound",
+            format!("transaction {txid} holds no entry in collection {collection:?}"),
+        )),
+    }
+}
+
+async fn get_status(
+    State(st): St,
+    ctx: Ctx,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult {
+    st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
+    let txid = parse_txid(&path_param(id)?)?;
+    let state = match st.node.status(txid) {
+        TxStatus::Committed => "Committed",
+        TxStatus::Pending => "Pending",
+        _ => return Err(unknown_txid(txid)),
+    };
+    Ok(ok_json(
+        json!({"state": state, "transactionId": txid.to_string()}),
+    ))
+}
+
+async fn get_receipt(
+    State(st): St,
+    ctx: Ctx,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult {
+    st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
+    let txid = parse_txid(&path_param(id)?)?;
+    match settle(&st, txid).await {
+        TxStatus::Committed => {}
+        TxStatus::Pending => {
+            return Ok(ok_json(
+                json!({"receipt": null, "state": "Loading", "transactionId": ""}),
+            ));
+        }
+        _ => return Err(unknown_txid(txid)),
+    }
+    let bundle = match st.node.receipt(txid) {
+        Ok(b) => b,
+        // Committed but its covering signature is not yet applied here: not ready.
+        Err(crate::NodeError::Engine(vellum_ledger::engine::EngineError::NotCovered(_))) => {
+            return Ok(ok_json(
+                json!({"receipt": null, "state": "Loading", "transactionId": ""}),
+            ));
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let receipt = serde_json::to_value(&bundle.receipt).map_err(ApiError::internal)?;
+    Ok(ok_json(
+        json!({"receipt": receipt, "state": "Ready", "transactionId": txid.to_string()}),
+    ))
+}
+
+async fn current_entry(State(st): St, ctx: Ctx, RawQuery(raw): RawQuery) -> ApiResult {
+    st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
+    let q = Query::parse(raw.as_deref())?;
+    let collection = q.collection(&st.cfg.limits)?;
+    let Some(mut e) = st.node.latest(&collection).map_err(ApiError::internal)? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("collection {collection:?} has no entries"),
+        ));
+    };
+    // ACL reports the version the value was read at.
+    if let Some(t) = st.node.last_txid()
+        && t.seqno >= e.txid.seqno
+    {
+        e.txid = t;
+    }
+    Ok(ok_json(entry_json(&e, q.legacy())))
+}
+
+async fn list_entries(State(st): St, ctx: Ctx, RawQuery(raw): RawQuery) -> ApiResult {
+    st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
+    let q = Query::parse(raw.as_deref())?;
+    let collection = q.collection(&st.cfg.limits)?;
+    let from = q.txid("fromTransactionId")?.map_or(1, |t| t.seqno);
+    let committed = st.node.committed_seqno();
+    let to = q
+        .txid("toTransactionId")?
+        .map_or(committed, |t| t.seqno.min(committed));
+    let page = st.cfg.limits.page_size.max(1);
+    let mut entries = st
+        .node
+        .range(&collection, from, to, page + 1)
+        .map_err(ApiError::internal)?;
+    let next = (entries.len() > page).then(|| entries.remove(page));
+    let legacy = q.legacy();
+    let mut body = json!({
+        "state": "Ready",
+        "entries": entries.iter().map(|e| entry_json(e, legacy)).collect::<Vec<_>>(),
+    });
+    if let Some(n) = next {
+        let mut link = form_urlencoded::Serializer::new(String::new());
+        link.append_pair("api-version", q.api_version());
+        link.append_pair(
+            if legacy {
+                "subLedgerId"
+            } else {
+                "collectionId"
+            },
+            &collection,
+        );
+        link.append_pair("fromTransactionId", &n.txid.to_string());
+        if let Some(t) = q.get("toTransactionId") {
+            link.append_pair("toTransactionId", t);
+        }
+        let key = if legacy { "@nextLink" } else { "nextLink" };
+        body[key] = Value::String(format!("/app/transactions?{}", link.finish()));
+    }
+    Ok(ok_json(body))
+}
+
+async fn list_collections(State(st): St, ctx: Ctx, RawQuery(raw): RawQuery) -> ApiResult {
+    st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
+    let q = Query::parse(raw.as_deref())?;
+    let all = st.node.collections().map_err(ApiError::internal)?;
+    if q.legacy() || ctx.uri.path() == "/app/subLedgerIds" {
+        return Ok(ok_json(json!({ "subLedgerIds": all })));
+    }
+    Ok(ok_json(json!({
+        "collections": all.iter().map(|c| json!({"collectionId": c})).collect::<Vec<_>>()
+    })))
+}
+
+fn user_json(id: &str, role: Role) -> Value {
+    json!({"assignedRole": role.to_string(), "userId": id})
+}
+
+async fn list_users(State(st): St, ctx: Ctx) -> ApiResult {
+    st.require(&ctx.caller, Role::Administrator, &ctx.method, &ctx.uri)?;
+    let users: Vec<Value> = st
+        .node
+        .users()
+        .iter()
+        .map(|(id, r)| user_json(id, *r))
+        .collect();
+    Ok(ok_json(json!({ "ledgerUsers": users })))
+}
+
+fn unknown_user(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        format!("no user {id:?}"),
+    )
+}
+
+async fn get_user(
+    State(st): St,
+    ctx: Ctx,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult {
+    st.require(&ctx.caller, Role::Administrator, &ctx.method, &ctx.uri)?;
+    let id = path_param(id)?;
+    let role = st.node.role_of(&id).ok_or_else(|| unknown_user(&id))?;
+    Ok(ok_json(user_json(&id, role)))
+}
+
+fn valid_user_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_control()) {
+        return Err(ApiError::bad(
+            "InvalidResourceName",
+            format!("invalid user id {id:?}"),
+        ));
+    }
+    Ok(())
+}
+
+async fn patch_user(
+    State(st): St,
+    ctx: Ctx,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    st.require(&ctx.caller, Role::Administrator, &ctx.method, &ctx.uri)?;
+    let id = path_param(id)?;
+    valid_user_id(&id)?;
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "InvalidInput",
+            format!("request body: {}", e.body_text()),
+        )
+    })?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad("InvalidInput", format!("request body is not JSON: {e}")))?;
+    let role = match v.get("assignedRole") {
+        Some(Value::String(r)) => r
+            .parse::<Role>()
+            .map_err(|e| ApiError::bad("InvalidInput", e))?,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "InvalidInput",
+                "\"assignedRole\" must be a string",
+            ));
+        }
+        // Merge patch without a role: keep the current one.
+        None => st
+            .node
+            .role_of(&id)
+            .ok_or_else(|| ApiError::bad("InvalidInput", "missing \"assignedRole\""))?,
+    };
+    st.node
+        .write_applied(users::set_role(&id, role))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                e.to_string(),
+            )
+        })?;
+    Ok(ok_json(user_json(&id, role)))
+}
+
+async fn delete_user(
+    State(st): St,
+    ctx: Ctx,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult {
+    st.require(&ctx.caller, Role::Administrator, &ctx.method, &ctx.uri)?;
+    let id = path_param(id)?;
+    if st.node.role_of(&id).is_none() {
+        return Err(unknown_user(&id));
+    }
+    st.node
+        .write_applied(users::remove(&id))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                e.to_string(),
+            )
+        })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn members(State(st): St, ctx: Ctx) -> ApiResult {
+    st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
+    let g = st.node.governance().map_err(ApiError::internal)?;
+    Ok(ok_json(json!({
+        "members": g.members.iter().map(|(id, cert)| json!({"certificate": cert, "id": id})).collect::<Vec<_>>()
+    })))
+}
+
+async fn constitution(State(st): St, ctx: Ctx) -> ApiResult {
+    st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
+    let g = st.node.governance().map_err(ApiError::internal)?;
+    Ok(ok_json(json!({
+        "digest": hex::encode(Sha256::digest(g.constitution.as_bytes())),
+        "script": g.constitution,
+    })))
+}
+
+/// CCF's virtual attestation (there is no TEE here, and the format says so): the quote is the
+/// JSON `{host_data, measurement, report_data}` with report data = SHA-256 of the node's key.
+async fn enclave_quotes(State(st): St, ctx: Ctx) -> ApiResult {
+    st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
+    let g = st.node.governance().map_err(ApiError::internal)?;
+    let measurement = vellum_ledger::genesis::VIRTUAL_MEASUREMENT;
+    let mut quotes = serde_json::Map::new();
+    for (id, _) in &g.nodes {
+        let report = hex::decode(id).unwrap_or_default();
+        let quote = json!({
+            "host_data": st.host_data,
+            "measurement": measurement,
+            "report_data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, report),
+        });
+        quotes.insert(
+            id.clone(),
+            json!({
+                "nodeId": id,
+                "mrenclave": hex::encode(measurement),
+                "quoteVersion": "Insecure_Virtual",
+                "raw": hex::encode(quote.to_string()),
+            }),
+        );
+    }
+    Ok(ok_json(
+        json!({"currentNodeId": st.node.node_id(), "enclaveQuotes": quotes}),
+    ))
+}
+
+async fn identity(
+    State(st): St,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult {
+    let id = path_param(id)?;
+    if id != st.cfg.ledger_id {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "LedgerNotFound",
+            format!("this service is ledger {:?}, not {id:?}", st.cfg.ledger_id),
+        ));
+    }
+    Ok(ok_json(json!({
+        "ledgerId": id,
+        "ledgerTlsCertificate": st.node.service_cert_pem(),
+    })))
+}

@@ -1,0 +1,136 @@
+//! The HTTPS API: a tokio-rustls accept loop in front of an axum router.
+//!
+//! The loop (rather than `axum::serve`) exists to read each connection's client certificate
+//! and hand its ACL fingerprint to the router as a request extension; axum's own server has no
+//! access to TLS state. HTTP/1.1 only, which every ACL client speaks.
+
+pub mod api;
+pub mod auth;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use vellum_core::crypto::acl_fingerprint;
+
+pub use api::{ApiConfig, DEFAULT_COLLECTION, Limits, PeerCertificate, TXID_HEADER};
+pub use auth::{Issuer, TokenValidator};
+
+use crate::LedgerNode;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound, not yet running, API server.
+pub struct Server {
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    router: axum::Router,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) for `node`, presenting `node_chain_pem` (node
+    /// certificate, then service certificate) with `node_key_pem`.
+    pub async fn bind(
+        node: Arc<LedgerNode>,
+        cfg: ApiConfig,
+        addr: SocketAddr,
+        node_chain_pem: &str,
+        node_key_pem: &str,
+    ) -> Result<Server, String> {
+        let tls = TlsAcceptor::from(tls::server_config(node_chain_pem, node_key_pem)?);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let state = Arc::new(api::AppState::new(node, cfg)?);
+        Ok(Server {
+            listener,
+            tls,
+            router: api::router(state),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
+    /// finish (up to 30 seconds).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let tls = self.tls.clone();
+                    let router = self.router.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let fingerprint = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| acl_fingerprint(c.as_ref()));
+                        let peer_cert = PeerCertificate(fingerprint);
+                        let svc = tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(peer_cert.clone());
+                            router.clone().oneshot(req.map(axum::body::Body::new))
+                        });
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        tracing::info!("stopped accepting connections; finishing in-flight requests");
+        if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not finish within 30 s");
+        }
+    }
+}
