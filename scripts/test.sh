@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${VELLUM_VENV:-$PWD/.venv}"
-if ! "$VENV/bin/python" -c "import ccf.ledger, azure.confidentialledger.receipt" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import ccf.ledger, azure.confidentialledger.receipt, aiohttp" 2>/dev/null; then
   echo "==> setting up Python venv for interop tests in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --ignore-requires-python \

@@ -36,7 +36,7 @@ enum Command {
     /// Stops cleanly on Ctrl-C or SIGTERM.
     ///
     /// Example: vellum serve --data-dir /var/lib/vellum --listen 127.0.0.1:8443
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Verify a ledger directory offline: replay the Merkle tree and check every signature.
     ///
     /// Works on ledgers written by Vellum and by Microsoft CCF. Exits 0 when the ledger is
@@ -118,7 +118,7 @@ fn read_secret(path: &PathBuf) -> anyhow::Result<LedgerSecret> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            serve::serve(args)?;
+            serve::serve(*args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

@@ -170,19 +170,9 @@ impl Query {
         for pair in raw.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let dec = |s: &str| -> Result<String, ApiError> {
-                let bytes: Vec<u8> = form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned().into_bytes())
-                    .unwrap_or_default();
-                // form_urlencoded decodes invalid UTF-8 lossily; refuse it instead.
-                let strict = percent_decode(s.replace('+', " ").as_bytes());
-                if String::from_utf8(strict).is_err() {
-                    return Err(ApiError::bad(
-                        "InvalidQueryParameterValue",
-                        "query string is not UTF-8",
-                    ));
-                }
-                Ok(String::from_utf8_lossy(&bytes).into_owned())
+                String::from_utf8(percent_decode(s.replace('+', " ").as_bytes())).map_err(|_| {
+                    ApiError::bad("InvalidQueryParameterValue", "query string is not UTF-8")
+                })
             };
             params.push((dec(k)?, dec(v)?));
         }
@@ -248,7 +238,7 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && i + 2 < b.len() + 0
+            && i + 2 < b.len()
             && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
         {
             out.push(h * 16 + l);

@@ -1,0 +1,512 @@
+//! The ACL-compatible HTTPS API of a real node on a loopback port: the official Python SDK's
+//! suite, bad input, authentication and authorization.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::TestServer;
+use serde_json::{Value, json};
+use vellum_ledger::identity::Identity;
+
+const V: &str = "api-version=2022-05-13";
+
+fn new_client_identity(cn: &str) -> (String, String) {
+    let id = Identity::client(cn, SystemTime::now(), 30).unwrap();
+    (id.combined_pem(), id.cert.acl_fingerprint())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_suite_then_the_ledger_verifies() {
+    let Some(py) = common::python() else {
+        assert!(
+            !common::interop_required(),
+            "VELLUM_REQUIRE_INTEROP=1 but no Python found"
+        );
+        eprintln!("skipping: no Python with azure-confidentialledger");
+        return;
+    };
+    let srv = TestServer::start(4).await;
+    let (reader_pem, reader_id) = new_client_identity("Reader");
+    let reader_path = srv.path("reader.pem");
+    std::fs::write(&reader_path, reader_pem).unwrap();
+    let oid = "aad-user-3f1c9a";
+    let mut cmd = std::process::Command::new(py);
+    cmd.arg(common::repo().join("tests/interop/sdk_suite.py"))
+        .env("VELLUM_ENDPOINT", &srv.endpoint)
+        .env("VELLUM_SERVICE_CERT", srv.path("service_cert.pem"))
+        .env("VELLUM_ADMIN_PEM", srv.path("admin.pem"))
+        .env("VELLUM_READER_PEM", &reader_path)
+        .env("VELLUM_READER_ID", &reader_id)
+        .env("VELLUM_TOKEN", srv.token(oid))
+        .env("VELLUM_TOKEN_OID", oid)
+        .env("VELLUM_LEDGER_ID", &srv.ledger_id)
+        .env("VELLUM_PAGE_SIZE", srv.page_size.to_string());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("ALL PASSED"),
+        "the SDK suite failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passes = stdout.lines().filter(|l| l.starts_with("PASS")).count();
+    assert!(passes > 80, "only {passes} checks ran");
+    let ledger = srv.node.ledger_dir();
+    let secret = srv.node.ledger_secret().clone();
+    let _dir = srv.stop().await;
+    let n = common::audit(&ledger, &secret);
+    assert!(n > 50, "audited {n}");
+    common::ccf_full(&ledger);
+}
+
+async fn body(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    assert!(
+        r.headers().contains_key("x-ms-ccf-transaction-id"),
+        "no transaction id header on a {status}"
+    );
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn assert_ccf_error(status: u16, v: &Value, want: u16, what: &str) {
+    assert_eq!(status, want, "{what}: {v}");
+    let code = v["error"]["code"].as_str().unwrap_or("");
+    let msg = v["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        !code.is_empty() && !msg.is_empty(),
+        "{what}: not a CCF error body: {v}"
+    );
+}
+
+/// What the default collection and the ledger hold (to show nothing was written).
+async fn snapshot(srv: &TestServer, c: &reqwest::Client) -> (usize, usize, u64) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let e = c
+        .get(format!("{}/app/transactions?{V}", srv.endpoint))
+        .send()
+        .await
+        .unwrap();
+    let (_, v) = body(e).await;
+    let cols = c
+        .get(format!("{}/app/collections?{V}", srv.endpoint))
+        .send()
+        .await
+        .unwrap();
+    let (_, cv) = body(cols).await;
+    (
+        v["entries"].as_array().unwrap().len(),
+        cv["collections"].as_array().unwrap().len(),
+        srv.node.last_txid().unwrap().seqno,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_ccf_4xx_and_writes_nothing() {
+    let srv = TestServer::start(100).await;
+    let c = srv.client(Some(&srv.admin_pem()));
+    let e = &srv.endpoint;
+    let r = c
+        .post(format!("{e}/app/transactions?{V}"))
+        .json(&json!({"contents": "seed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = snapshot(&srv, &c).await;
+
+    let post = |q: &str, ct: Option<&str>, b: Vec<u8>| {
+        let mut r = c.post(format!("{e}/app/transactions?{V}{q}")).body(b);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r
+    };
+    let json_ct = Some("application/json");
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
+        (
+            "malformed JSON",
+            post("", json_ct, b"{\"contents\": ".to_vec()),
+            400,
+        ),
+        ("not an object", post("", json_ct, b"[1,2]".to_vec()), 400),
+        ("missing contents", post("", json_ct, b"{}".to_vec()), 400),
+        (
+            "numeric contents",
+            post("", json_ct, b"{\"contents\": 5}".to_vec()),
+            400,
+        ),
+        (
+            "null contents",
+            post("", json_ct, b"{\"contents\": null}".to_vec()),
+            400,
+        ),
+        ("empty body", post("", json_ct, Vec::new()), 400),
+        ("not UTF-8", post("", json_ct, vec![0xff, 0xfe, 0x22]), 400),
+        (
+            "wrong content type",
+            post("", Some("text/plain"), b"{\"contents\":\"x\"}".to_vec()),
+            415,
+        ),
+        (
+            "contents over 8 KiB",
+            post(
+                "",
+                json_ct,
+                json!({"contents": "x".repeat(8193)})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            413,
+        ),
+        (
+            "body over the limit",
+            post("", json_ct, vec![b' '; 200_000]),
+            413,
+        ),
+        (
+            "collection id over 256 bytes",
+            post(
+                &format!("&collectionId={}", "c".repeat(257)),
+                json_ct,
+                b"{\"contents\":\"x\"}".to_vec(),
+            ),
+            400,
+        ),
+        (
+            "empty collection id",
+            post("&collectionId=", json_ct, b"{\"contents\":\"x\"}".to_vec()),
+            400,
+        ),
+        (
+            "broken percent-encoding",
+            post(
+                "&collectionId=%zz",
+                json_ct,
+                b"{\"contents\":\"x\"}".to_vec(),
+            ),
+            400,
+        ),
+        (
+            "truncated percent-encoding",
+            post(
+                "&collectionId=ab%2",
+                json_ct,
+                b"{\"contents\":\"x\"}".to_vec(),
+            ),
+            400,
+        ),
+        (
+            "percent-encoded invalid UTF-8",
+            post(
+                "&collectionId=%ff%fe",
+                json_ct,
+                b"{\"contents\":\"x\"}".to_vec(),
+            ),
+            400,
+        ),
+        (
+            "wrong method on the write route",
+            c.put(format!("{e}/app/transactions?{V}")).body("{}"),
+            405,
+        ),
+        (
+            "DELETE an entry",
+            c.delete(format!("{e}/app/transactions/2.1?{V}")),
+            405,
+        ),
+        ("unknown route", c.get(format!("{e}/app/nothing?{V}")), 404),
+    ];
+    for (what, req, want) in cases {
+        let (status, v) = body(req.send().await.unwrap()).await;
+        assert_ccf_error(status, &v, want, what);
+    }
+    // Transaction ids that are not ids, on every route that takes one.
+    let forty = "1".repeat(40);
+    for bad in [
+        "abc",
+        "1.",
+        ".1",
+        "-1.2",
+        "1.2.3",
+        "1.-2",
+        "%zz",
+        "2.%31x",
+        forty.as_str(),
+        &format!("1.{forty}"),
+        "0.5",
+        "1.0",
+        " 2.1",
+    ] {
+        for suffix in ["", "/status", "/receipt"] {
+            let (status, v) = body(
+                c.get(format!("{e}/app/transactions/{bad}{suffix}?{V}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert!(
+                status == 400 || status == 404,
+                "{bad}{suffix}: status {status}: {v}"
+            );
+            assert_ccf_error(status, &v, status, &format!("txid {bad:?}{suffix}"));
+        }
+        let (status, v) = body(
+            c.get(format!("{e}/app/transactions?{V}&fromTransactionId={bad}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_ccf_error(status, &v, 400, &format!("range from {bad:?}"));
+    }
+    // Well-formed but unknown ids: 404 InvalidTransactionId, without Retry-After.
+    for unknown in ["10000.100000", "1.99999999"] {
+        let r = c
+            .get(format!("{e}/app/transactions/{unknown}/status?{V}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().get("retry-after").is_none());
+        let (status, v) = body(r).await;
+        assert_ccf_error(status, &v, 404, unknown);
+        assert_eq!(v["error"]["code"], "InvalidTransactionId");
+    }
+    // Unknown collections read as empty / not found.
+    let (status, v) = body(
+        c.get(format!(
+            "{e}/app/transactions?{V}&collectionId=never-written"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!((status, v["entries"].as_array().unwrap().len()), (200, 0));
+    assert!(v.get("nextLink").is_none());
+    let (status, v) = body(
+        c.get(format!(
+            "{e}/app/transactions/current?{V}&collectionId=never-written"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_ccf_error(status, &v, 404, "current of an unknown collection");
+    // Bad user management input.
+    let (status, v) = body(
+        c.patch(format!("{e}/app/users/someone?{V}"))
+            .header("content-type", "application/merge-patch+json")
+            .body("{\"assignedRole\": \"Owner\"}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ccf_error(status, &v, 400, "unknown role");
+    let (status, v) = body(
+        c.delete(format!("{e}/app/users/nobody?{V}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ccf_error(status, &v, 404, "delete an unknown user");
+
+    assert_eq!(
+        snapshot(&srv, &c).await,
+        before,
+        "a refused request wrote something"
+    );
+    // Any api-version, repeated too, is accepted.
+    for q in [
+        "api-version=2024-12-09-preview",
+        "api-version=2022-05-13&api-version=2022-05-13",
+        "",
+    ] {
+        let r = c
+            .get(format!("{e}/app/collections?{q}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{q}");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_and_roles() {
+    let srv = TestServer::start(100).await;
+    let e = srv.endpoint.clone();
+    let admin = srv.client(Some(&srv.admin_pem()));
+    // No credential: 401.
+    let (status, v) = body(
+        srv.client(None)
+            .get(format!("{e}/app/collections?{V}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ccf_error(status, &v, 401, "anonymous");
+    // An unknown certificate: 403.
+    let (stranger, _) = new_client_identity("Stranger");
+    let (status, v) = body(
+        srv.client(Some(&stranger))
+            .get(format!("{e}/app/collections?{V}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ccf_error(status, &v, 403, "unknown certificate");
+    assert_eq!(v["error"]["code"], "NotAllowed");
+    assert_eq!(
+        v["error"]["message"],
+        "Not allowed to call GET /app/collections"
+    );
+    // A Reader reads but cannot write.
+    let (reader, reader_id) = new_client_identity("Reader");
+    let r = admin
+        .patch(format!("{e}/app/users/{reader_id}?{V}"))
+        .header("content-type", "application/merge-patch+json")
+        .body("{\"assignedRole\":\"Reader\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rc = srv.client(Some(&reader));
+    assert_eq!(
+        rc.get(format!("{e}/app/collections?{V}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (status, v) = body(
+        rc.post(format!("{e}/app/transactions?{V}"))
+            .json(&json!({"contents": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ccf_error(status, &v, 403, "reader write");
+    assert_eq!(
+        v["error"]["message"],
+        "Not allowed to call POST /app/transactions"
+    );
+    // Percent-encoded user ids (the JS client's form) name the same user.
+    let enc = reader_id.replace(':', "%3A");
+    let (status, v) = body(
+        admin
+            .get(format!("{e}/app/users/{enc}?{V}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, v["assignedRole"].as_str()), (200, Some("Reader")));
+    // Tokens: valid for a user, refused when forged, expired or for another audience.
+    let oid = "0".repeat(36);
+    admin
+        .patch(format!("{e}/app/users/{oid}?{V}"))
+        .header("content-type", "application/merge-patch+json")
+        .body("{\"assignedRole\":\"Contributor\"}")
+        .send()
+        .await
+        .unwrap();
+    let anon = srv.client(None);
+    let r = anon
+        .post(format!("{e}/app/transactions?{V}"))
+        .bearer_auth(srv.token(&oid))
+        .json(&json!({"contents": "from a token user"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-ms-ccf-transaction-id"));
+    let mut forged = srv.token(&oid);
+    forged.pop();
+    forged.push('A');
+    let (status, v) = body(
+        anon.get(format!("{e}/app/collections?{V}"))
+            .bearer_auth(&forged)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ccf_error(status, &v, 401, "forged token");
+    let (status, v) = body(
+        anon.get(format!("{e}/app/collections?{V}"))
+            .bearer_auth("not.a.token")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ccf_error(status, &v, 401, "garbage token");
+    // A token for a user who is not in the ledger: 403.
+    let (status, v) = body(
+        anon.get(format!("{e}/app/collections?{V}"))
+            .bearer_auth(srv.token("someone-else"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ccf_error(status, &v, 403, "token of a non-user");
+    // Users are listed, and the list is an audit trail in the ledger.
+    let (_, v) = body(
+        admin
+            .get(format!("{e}/app/users?{V}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let ids: Vec<&str> = v["ledgerUsers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["userId"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&reader_id.as_str()) && ids.contains(&oid.as_str()),
+        "{v}"
+    );
+    // The identity endpoint needs no credential.
+    let (status, v) = body(
+        anon.get(format!("{e}/ledgerIdentity/{}", srv.ledger_id))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v["ledgerTlsCertificate"].as_str(),
+        Some(srv.service_cert().as_str())
+    );
+    let (status, v) = body(
+        anon.get(format!("{e}/ledgerIdentity/other"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_ccf_error(status, &v, 404, "other ledger id");
+    srv.stop().await;
+}
