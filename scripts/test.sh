@@ -14,6 +14,11 @@ if ! "$VENV/bin/python" -c "import ccf.ledger, azure.confidentialledger.receipt,
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --ignore-requires-python \
     -r tests/interop/requirements.txt
 fi
+JS="tests/interop/js"
+if [ ! -d "$JS/node_modules/@azure-rest/confidential-ledger" ]; then
+  echo "==> installing the JS client for interop tests in $JS"
+  (cd "$JS" && npm ci --no-audit --no-fund --ignore-scripts)
+fi
 export VELLUM_PYTHON="$VENV/bin/python"
 export VELLUM_REQUIRE_INTEROP=1
 

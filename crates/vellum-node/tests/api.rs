@@ -510,3 +510,48 @@ async fn authentication_and_roles() {
     assert_ccf_error(status, &v, 404, "other ledger id");
     srv.stop().await;
 }
+
+/// Microsoft's JS client (`@azure-rest/confidential-ledger` 1.0.0, installed in
+/// `tests/interop/js` by scripts/test.sh) runs the core flow; the receipt it fetched verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_client_core_flow() {
+    let js = common::repo().join("tests/interop/js");
+    if !js
+        .join("node_modules/@azure-rest/confidential-ledger")
+        .exists()
+    {
+        assert!(
+            !common::interop_required(),
+            "VELLUM_REQUIRE_INTEROP=1 but tests/interop/js has no node_modules (npm ci)"
+        );
+        eprintln!("skipping: run `npm ci` in tests/interop/js");
+        return;
+    }
+    let srv = TestServer::start(3).await;
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(js.join("core_flow.mjs"))
+        .current_dir(&js)
+        .env("VELLUM_ENDPOINT", &srv.endpoint)
+        .env("VELLUM_SERVICE_CERT", srv.path("service_cert.pem"))
+        .env("NODE_EXTRA_CA_CERTS", srv.path("service_cert.pem"))
+        .env("VELLUM_ADMIN_PEM", srv.path("admin.pem"))
+        .env("VELLUM_LEDGER_ID", &srv.ledger_id)
+        .env("VELLUM_PAGE_SIZE", srv.page_size.to_string());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ALL PASSED"),
+        "the JS flow failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RECEIPT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .expect("the flow printed its receipt");
+    let r = vellum_core::receipt::Receipt::from_json(&receipt["receipt"]).unwrap();
+    r.verify(&srv.service_cert(), None).unwrap();
+    srv.stop().await;
+}
