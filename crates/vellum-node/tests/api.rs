@@ -555,3 +555,179 @@ async fn js_client_core_flow() {
     r.verify(&srv.service_cert(), None).unwrap();
     srv.stop().await;
 }
+
+/// A small random-input fuzzer over the request parsers (paths, query strings, percent
+/// escapes, transaction ids, JSON bodies, methods): every answer is a 2xx or a 4xx with a
+/// CCF error body, never a 5xx, a panic or a hang; the node keeps serving and its ledger
+/// verifies afterwards. `VELLUM_FUZZ_REQUESTS` sets the count (default 1,500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzzed_requests_get_2xx_or_ccf_4xx() {
+    let n: usize = std::env::var("VELLUM_FUZZ_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
+    let srv = TestServer::start(5).await;
+    let c = srv.client(Some(&srv.admin_pem()));
+    let e = srv.endpoint.clone();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move |n: usize| -> usize {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let atoms = [
+        "2.1",
+        "2.5",
+        "1.",
+        ".1",
+        "-1.2",
+        "1.2.3",
+        "abc",
+        "%",
+        "%2",
+        "%zz",
+        "%ff",
+        "%00",
+        "%2F",
+        "%3A",
+        "+",
+        " ",
+        "\u{e9}",
+        "0",
+        "18446744073709551615.1",
+        "1.18446744073709551616",
+        "current",
+        "status",
+        "receipt",
+        "..",
+        "subledger:0",
+        "",
+        "&",
+        "=",
+        "\u{1f600}",
+    ];
+    let paths = [
+        "/app/transactions",
+        "/app/transactions/{}",
+        "/app/transactions/{}/status",
+        "/app/transactions/{}/receipt",
+        "/app/transactions/current",
+        "/app/collections",
+        "/app/users",
+        "/app/users/{}",
+        "/app/governance/members",
+        "/app/governance/constitution",
+        "/app/enclaveQuotes",
+        "/ledgerIdentity/{}",
+        "/{}",
+        "/app/{}/{}",
+    ];
+    let keys = [
+        "api-version",
+        "collectionId",
+        "subLedgerId",
+        "fromTransactionId",
+        "toTransactionId",
+        "x",
+        "",
+    ];
+    let methods = [
+        reqwest::Method::GET,
+        reqwest::Method::POST,
+        reqwest::Method::PATCH,
+        reqwest::Method::DELETE,
+        reqwest::Method::PUT,
+        reqwest::Method::OPTIONS,
+    ];
+    let mut stats = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..n {
+        let mut path = paths[rnd(paths.len())].to_owned();
+        while path.contains("{}") {
+            let mut seg = String::new();
+            for _ in 0..rnd(3) + 1 {
+                seg.push_str(atoms[rnd(atoms.len())]);
+            }
+            path = path.replacen("{}", &seg, 1);
+        }
+        let mut query = String::new();
+        for i in 0..rnd(4) {
+            if i > 0 {
+                query.push('&');
+            }
+            query.push_str(keys[rnd(keys.len())]);
+            query.push('=');
+            query.push_str(atoms[rnd(atoms.len())]);
+        }
+        let payload: Vec<u8> = match rnd(6) {
+            0 => Vec::new(),
+            1 => json!({"contents": atoms[rnd(atoms.len())]})
+                .to_string()
+                .into_bytes(),
+            2 => json!({"contents": rnd(100)}).to_string().into_bytes(),
+            3 => {
+                let role = ["Reader", "Owner", "Contributor"][rnd(3)];
+                json!({ "assignedRole": role }).to_string().into_bytes()
+            }
+            4 => (0..rnd(64)).map(|_| rnd(256) as u8).collect(),
+            _ => format!("{{\"contents\": \"{}\"", "y".repeat(rnd(10_000))).into_bytes(),
+        };
+        let url = format!("{e}{path}?{query}");
+        let Ok(url) = reqwest::Url::parse(&url) else {
+            continue;
+        };
+        let method = methods[rnd(methods.len())].clone();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            c.request(method.clone(), url.clone())
+                .header("content-type", "application/json")
+                .body(payload)
+                .send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{method} {url} hung"))
+        .unwrap();
+        let status = r.status().as_u16();
+        *stats.entry(status).or_default() += 1;
+        let (status, v) = body(r).await;
+        assert!(status < 500, "{method} {url}: {status} {v}");
+        if status >= 400 {
+            assert_ccf_error(status, &v, status, &format!("{method} {url}"));
+        }
+    }
+    println!("fuzzed {n} requests: {stats:?}");
+    assert!(stats.keys().any(|s| *s >= 400) && stats.contains_key(&200));
+    let ledger = srv.node.ledger_dir();
+    let secret = srv.node.ledger_secret().clone();
+    let _dir = srv.stop().await;
+    common::audit(&ledger, &secret);
+}
+
+/// The collection limit refuses a new collection (and writes nothing) while existing ones
+/// still take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_limit() {
+    let srv = TestServer::start_with(vellum_node::server::Limits {
+        max_collections: 3,
+        ..Default::default()
+    })
+    .await;
+    let c = srv.client(Some(&srv.admin_pem()));
+    let e = &srv.endpoint;
+    let post = |coll: &str| {
+        c.post(format!("{e}/app/transactions?{V}&collectionId={coll}"))
+            .json(&json!({"contents": "x"}))
+            .send()
+    };
+    for coll in ["a", "b", "c", "a"] {
+        assert_eq!(post(coll).await.unwrap().status(), 200, "{coll}");
+    }
+    let before = srv.node.last_txid();
+    let (status, v) = body(post("d").await.unwrap()).await;
+    assert_ccf_error(status, &v, 400, "a fourth collection");
+    assert_eq!(v["error"]["code"], "TooManyCollections");
+    assert_eq!(post("b").await.unwrap().status(), 200);
+    assert!(srv.node.collections().unwrap().len() == 3);
+    assert!(srv.node.last_txid() > before);
+    srv.stop().await;
+}

@@ -82,7 +82,17 @@ impl TestServer {
     /// Starts a node (with an operator and admin.pem) and its API; bearer tokens from
     /// [`ISSUER`] signed by a fresh P-256 key are trusted.
     pub async fn start(page_size: usize) -> TestServer {
-        use vellum_node::server::{ApiConfig, Issuer, Limits, Server, TokenValidator};
+        TestServer::start_with(vellum_node::server::Limits {
+            page_size,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// As [`TestServer::start`], with these limits.
+    pub async fn start_with(limits: vellum_node::server::Limits) -> TestServer {
+        use vellum_node::server::{ApiConfig, Issuer, Server, TokenValidator};
+        let page_size = limits.page_size;
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = vellum_node::NodeConfig::new(dir.path());
         cfg.bootstrap.operator_and_admin = true;
@@ -94,10 +104,6 @@ impl TestServer {
         let issuer = Issuer::from_jwks_file(ISSUER, vec![], &jwks_path).unwrap();
         let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
         let chain = format!("{}{}", read("node_cert.pem"), read("service_cert.pem"));
-        let limits = Limits {
-            page_size,
-            ..Limits::default()
-        };
         let server = Server::bind(
             node.clone(),
             ApiConfig {
