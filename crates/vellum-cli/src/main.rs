@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server logs what it does; offline commands only warnings.
     let default = match cli.command {
-        Command::Serve(_) => "info,openraft=warn",
+        Command::Serve(_) => "info,openraft=error",
         _ => "warn",
     };
     tracing_subscriber::fmt()
