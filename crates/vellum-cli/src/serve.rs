@@ -51,13 +51,22 @@ pub struct ServeArgs {
     /// Entries per page of a range query (ACL: 1000).
     #[arg(long, value_name = "N")]
     pub page_size: Option<usize>,
-    /// Trust bearer tokens from this OpenID issuer (its `iss`); needs --jwks-file.
-    #[arg(long, value_name = "ISSUER", requires = "jwks_file")]
+    /// Trust bearer tokens from this OpenID issuer (its `iss`); needs --jwks-file or
+    /// --jwks-url.
+    #[arg(long, value_name = "ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// The issuer's signing keys (a JWKS JSON file).
-    #[arg(long, value_name = "FILE", requires = "jwt_issuer")]
+    /// The issuer's signing keys, from a JWKS JSON file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "jwt_issuer",
+        conflicts_with = "jwks_url"
+    )]
     pub jwks_file: Option<PathBuf>,
-    /// Accepted token audience (default: ACL's, https://confidential-ledger.azure.com).
+    /// The issuer's signing keys, from a JWKS URL (fetched at start, refreshed hourly).
+    #[arg(long, value_name = "URL", requires = "jwt_issuer")]
+    pub jwks_url: Option<String>,
+    /// Accepted token audience (default: ACL's, `https://confidential-ledger.azure.com`).
     /// Repeatable.
     #[arg(long = "jwt-audience", value_name = "AUD")]
     #[serde(default)]
@@ -87,7 +96,8 @@ impl ServeArgs {
             max_collection_id_bytes,
             page_size,
             jwt_issuer,
-            jwks_file
+            jwks_file,
+            jwks_url
         );
         if self.dns_names.is_empty() {
             self.dns_names = file.dns_names;
@@ -157,12 +167,22 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits.page_size = v;
     }
     let mut issuers = Vec::new();
-    if let (Some(iss), Some(jwks)) = (&args.jwt_issuer, &args.jwks_file) {
-        issuers.push(
-            Issuer::from_jwks_file(iss, args.jwt_audiences.clone(), jwks)
+    if let Some(iss) = &args.jwt_issuer {
+        let aud = args.jwt_audiences.clone();
+        issuers.push(match (&args.jwks_file, &args.jwks_url) {
+            (Some(f), _) => Issuer::from_jwks_file(iss, aud, f).map_err(anyhow::Error::msg)?,
+            (None, Some(u)) => Issuer::from_jwks_url(iss, aud, u)
+                .await
                 .map_err(anyhow::Error::msg)?,
-        );
+            (None, None) => anyhow::bail!("--jwt-issuer needs --jwks-file or --jwks-url"),
+        });
     }
+    let tokens = TokenValidator::new(issuers);
+    tokio::spawn(
+        tokens
+            .clone()
+            .refresh_periodically(Duration::from_secs(3600)),
+    );
     let node = Arc::new(
         LedgerNode::start(cfg)
             .await
@@ -179,7 +199,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ApiConfig {
             ledger_id: ledger_id.clone(),
             limits,
-            tokens: TokenValidator::new(issuers),
+            tokens,
         },
         listen,
         &chain,

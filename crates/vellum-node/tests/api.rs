@@ -731,3 +731,26 @@ async fn collection_limit() {
     assert!(srv.node.last_txid() > before);
     srv.stop().await;
 }
+
+/// Token keys fetched from a JWKS URL (a real HTTP server on loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_from_a_url() {
+    use vellum_node::server::{Issuer, TokenValidator};
+    let srv = TestServer::start(10).await;
+    let jwks = std::fs::read_to_string(srv.path("jwks.json")).unwrap();
+    let app = axum::Router::new().route("/keys", axum::routing::get(move || async move { jwks }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/keys", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let issuer = Issuer::from_jwks_url(common::ISSUER, vec![], &url)
+        .await
+        .unwrap();
+    let v = TokenValidator::new(vec![issuer]);
+    assert_eq!(v.validate(&srv.token("oid-1")).unwrap(), "oid-1");
+    assert!(
+        Issuer::from_jwks_url(common::ISSUER, vec![], "http://127.0.0.1:1/none")
+            .await
+            .is_err()
+    );
+    srv.stop().await;
+}

@@ -3,6 +3,8 @@
 //! OpenID issuer). Roles come from the ledger's users table.
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
@@ -18,8 +20,35 @@ pub struct Issuer {
     pub issuer: String,
     /// Accepted `aud` values.
     pub audiences: Vec<String>,
-    /// The issuer's signing keys.
-    pub keys: JwkSet,
+    /// The issuer's signing keys (refreshed in place when they come from a URL).
+    pub keys: Arc<RwLock<JwkSet>>,
+    /// Where the keys come from, when it is a URL.
+    pub jwks_url: Option<String>,
+}
+
+fn audiences_or_default(audiences: Vec<String>) -> Vec<String> {
+    if audiences.is_empty() {
+        vec![DEFAULT_AUDIENCE.to_owned()]
+    } else {
+        audiences
+    }
+}
+
+async fn fetch_jwks(url: &str) -> Result<JwkSet, String> {
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("fetching {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("fetching {url}: HTTP {}", resp.status()));
+    }
+    resp.json::<JwkSet>()
+        .await
+        .map_err(|e| format!("{url} is not a JWKS: {e}"))
 }
 
 impl Issuer {
@@ -34,12 +63,25 @@ impl Issuer {
             serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", jwks.display()))?;
         Ok(Issuer {
             issuer: issuer.to_owned(),
-            audiences: if audiences.is_empty() {
-                vec![DEFAULT_AUDIENCE.to_owned()]
-            } else {
-                audiences
-            },
-            keys,
+            audiences: audiences_or_default(audiences),
+            keys: Arc::new(RwLock::new(keys)),
+            jwks_url: None,
+        })
+    }
+
+    /// An issuer whose keys are fetched from a JWKS URL now and refreshed hourly by
+    /// [`TokenValidator::refresh_periodically`] (the last good set is kept on errors).
+    pub async fn from_jwks_url(
+        issuer: &str,
+        audiences: Vec<String>,
+        url: &str,
+    ) -> Result<Issuer, String> {
+        let keys = fetch_jwks(url).await?;
+        Ok(Issuer {
+            issuer: issuer.to_owned(),
+            audiences: audiences_or_default(audiences),
+            keys: Arc::new(RwLock::new(keys)),
+            jwks_url: Some(url.to_owned()),
         })
     }
 }
@@ -62,6 +104,23 @@ impl TokenValidator {
         TokenValidator { issuers }
     }
 
+    /// Refreshes URL-sourced keys every `every`, forever (spawn it).
+    pub async fn refresh_periodically(self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            for i in &self.issuers {
+                if let Some(url) = &i.jwks_url {
+                    match fetch_jwks(url).await {
+                        Ok(k) => *crate::write_lock(&i.keys) = k,
+                        Err(e) => {
+                            tracing::warn!(issuer = %i.issuer, error = %e, "keeping the last good JWKS")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether any issuer is configured.
     pub fn is_empty(&self) -> bool {
         self.issuers.is_empty()
@@ -79,12 +138,15 @@ impl TokenValidator {
             .iter()
             .find(|i| i.issuer == unverified.iss)
             .ok_or_else(|| format!("token issuer {:?} is not trusted", unverified.iss))?;
-        let jwk = match &header.kid {
-            Some(kid) => issuer.keys.find(kid),
-            None => issuer.keys.keys.first(),
+        let jwk = {
+            let keys = crate::read_lock(&issuer.keys);
+            match &header.kid {
+                Some(kid) => keys.find(kid).cloned(),
+                None => keys.keys.first().cloned(),
+            }
         }
         .ok_or("token signed with an unknown key")?;
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("issuer key: {e}"))?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("issuer key: {e}"))?;
         let mut v = Validation::new(header.alg);
         v.set_audience(&issuer.audiences);
         v.set_issuer(&[&issuer.issuer]);
