@@ -25,6 +25,7 @@ import time
 import requests
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.rest import HttpRequest
 from azure.confidentialledger import (
     ConfidentialLedgerCertificateCredential,
     ConfidentialLedgerClient,
@@ -271,6 +272,12 @@ async def async_users(credential, tag):
         check(f"{tag}: async delete_user", True)
 
 
+def raw_flow(c):
+    r = c.send_request(HttpRequest("GET", "/app/collections?api-version=2022-05-13"))
+    check("send_request", r.status_code == 200 and "collections" in r.json() and r.headers["x-ms-ccf-transaction-id"])
+    check("credential certificate_path", ConfidentialLedgerCertificateCredential(ADMIN).certificate_path == ADMIN)
+
+
 def main():
     admin = cert_client()
     # The token user becomes a Contributor (made by the certificate Administrator).
@@ -286,6 +293,10 @@ def main():
     service_flow(token, "sync/token")
     rbac_flow(admin)
     identity_flow()
+    raw_flow(admin)
+    with cert_client() as closing:
+        list(closing.list_collections())
+    check("context manager and close()", True)
     asyncio.run(async_flow(ConfidentialLedgerCertificateCredential(ADMIN), "async/cert"))
     asyncio.run(async_flow(AsyncStaticToken(), "async/token"))
     asyncio.run(async_users(ConfidentialLedgerCertificateCredential(ADMIN), "async/cert"))

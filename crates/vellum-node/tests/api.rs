@@ -754,3 +754,75 @@ async fn jwks_from_a_url() {
     );
     srv.stop().await;
 }
+
+/// api-version `0.1-preview` names: `subLedgerId`, `/app/subLedgerIds`, `@nextLink`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_names() {
+    let srv = TestServer::start(2).await;
+    let c = srv.client(Some(&srv.admin_pem()));
+    let e = &srv.endpoint;
+    let p = "api-version=0.1-preview";
+    let mut last = String::new();
+    for i in 0..3 {
+        let r = c
+            .post(format!("{e}/app/transactions?{p}&subLedgerId=old%20style"))
+            .json(&json!({"contents": format!("v{i}")}))
+            .send()
+            .await
+            .unwrap();
+        last = r.headers()["x-ms-ccf-transaction-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v, json!({"subLedgerId": "old style"}));
+    }
+    let t: vellum_core::TxId = last.parse().unwrap();
+    srv.node
+        .wait_committed(t, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let v: Value = c
+        .get(format!("{e}/app/subLedgerIds?{p}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"subLedgerIds": ["old style"]}));
+    let v: Value = c
+        .get(format!("{e}/app/transactions?{p}&subLedgerId=old+style"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["entries"][0]["subLedgerId"], "old style");
+    assert_eq!(v["entries"].as_array().unwrap().len(), 2);
+    let next = v["@nextLink"].as_str().expect("@nextLink");
+    assert!(v.get("nextLink").is_none());
+    let v: Value = c
+        .get(format!("{e}{next}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["entries"][0]["contents"], "v2");
+    assert!(v.get("@nextLink").is_none());
+    let v: Value = c
+        .get(format!(
+            "{e}/app/transactions/{last}?{p}&subLedgerId=old%20style"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["entry"]["subLedgerId"], "old style");
+    srv.stop().await;
+}
