@@ -33,6 +33,11 @@ pub struct ServeArgs {
     #[arg(long = "dns-name", value_name = "NAME")]
     #[serde(default)]
     pub dns_names: Vec<String>,
+    /// Extra IP address for the node certificate (first start only; the listen address is
+    /// included unless it is 0.0.0.0). Repeatable.
+    #[arg(long = "ip", value_name = "IP")]
+    #[serde(default)]
+    pub ips: Vec<std::net::IpAddr>,
     /// A signature transaction after at most this many transactions.
     #[arg(long, value_name = "N")]
     pub signature_interval: Option<u64>,
@@ -102,6 +107,9 @@ impl ServeArgs {
         if self.dns_names.is_empty() {
             self.dns_names = file.dns_names;
         }
+        if self.ips.is_empty() {
+            self.ips = file.ips;
+        }
         if self.jwt_audiences.is_empty() {
             self.jwt_audiences = file.jwt_audiences;
         }
@@ -143,10 +151,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     cfg.bootstrap = Bootstrap {
         dns_names: args.dns_names.clone(),
-        ips: if listen.ip().is_unspecified() {
-            Vec::new()
-        } else {
-            vec![listen.ip()]
+        ips: {
+            let mut ips = args.ips.clone();
+            if !listen.ip().is_unspecified() {
+                ips.push(listen.ip());
+            }
+            ips
         },
         operator_and_admin: true,
         ..Bootstrap::default()

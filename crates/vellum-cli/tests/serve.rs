@@ -153,3 +153,39 @@ async fn serve_write_sigterm_audit_restart() {
     assert_eq!(v["entries"].as_array().unwrap().len(), ok);
     assert!(sigterm(&mut child).success());
 }
+
+#[test]
+fn config_file_sets_options_and_rejects_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vellum.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data-dir = {:?}\nlisten = \"127.0.0.1:0\"\nledger-id = \"from-file\"\npage-size = 10\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("\"from-file\""), "{first}");
+    assert!(sigterm(&mut child).success());
+    assert!(dir.path().join("data/service_cert.pem").exists());
+
+    std::fs::write(&cfg, "ledger-idd = \"typo\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ledger-idd"), "{err}");
+}
