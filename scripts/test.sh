@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Vellum's whole test suite: formatting, lints, unit, property, golden-vector, CLI and
 # interop tests (with Microsoft's ccf and azure-confidentialledger Python packages), plus the
-# heavy byte-flip audit in release mode.
+# heavy byte-flip audit and the 100,000-entry tests (in the optimised test profile).
 #
 # Creates a Python venv in .venv (or $VELLUM_VENV) on first run.
 set -euo pipefail
@@ -30,8 +30,10 @@ echo "==> cargo doc (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
 echo "==> cargo test (debug)"
 cargo test --workspace --locked
-echo "==> heavy (release): every byte of a Vellum ledger flipped; 100,000 entries (engine and full node) verified by vellum audit and ccf.ledger FULL"
-VELLUM_FLIP_EVERY_BYTE=1 VELLUM_HEAVY=1 cargo test --release --locked -p vellum-ledger \
+echo "==> heavy: every byte of a Vellum ledger flipped; 100,000 entries (engine and full node) verified by vellum audit and ccf.ledger FULL"
+# The test profile optimises the ledger, node and crypto crates (see Cargo.toml), so these run
+# without a second, release-mode build of everything.
+VELLUM_FLIP_EVERY_BYTE=1 VELLUM_HEAVY=1 cargo test --locked -p vellum-ledger \
   --test sample_ledger --test ledger_scale
-VELLUM_HEAVY=1 cargo test --release --locked -p vellum-node --test scale
+VELLUM_HEAVY=1 cargo test --locked -p vellum-node --test scale
 echo "==> all tests passed"

@@ -25,6 +25,8 @@ pub mod files;
 pub mod node;
 pub mod raft;
 pub mod server;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod users;
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};

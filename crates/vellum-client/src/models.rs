@@ -1,0 +1,267 @@
+//! What the client sends and receives, named after the seed's Python models.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vellum_core::receipt::{ApplicationClaim, Receipt};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A user's role in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LedgerUserRole {
+    /// Read only.
+    Reader,
+    /// Read and write entries.
+    Contributor,
+    /// Read, write, and manage users.
+    Administrator,
+    /// A role this client does not know (sent by a newer service).
+    UnknownValue(String),
+}
+
+impl LedgerUserRole {
+    /// The wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LedgerUserRole::Reader => "Reader",
+            LedgerUserRole::Contributor => "Contributor",
+            LedgerUserRole::Administrator => "Administrator",
+            LedgerUserRole::UnknownValue(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for LedgerUserRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LedgerUserRole {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> std::result::Result<LedgerUserRole, Self::Err> {
+        Ok(match s {
+            "Reader" => LedgerUserRole::Reader,
+            "Contributor" => LedgerUserRole::Contributor,
+            "Administrator" => LedgerUserRole::Administrator,
+            other => LedgerUserRole::UnknownValue(other.to_owned()),
+        })
+    }
+}
+
+/// Whether a transaction is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionState {
+    /// Replicated to a majority and covered by a committed signature.
+    Committed,
+    /// Accepted, not yet committed.
+    Pending,
+    /// A state this client does not know.
+    UnknownValue(String),
+}
+
+impl From<&str> for TransactionState {
+    fn from(s: &str) -> TransactionState {
+        match s {
+            "Committed" => TransactionState::Committed,
+            "Pending" => TransactionState::Pending,
+            other => TransactionState::UnknownValue(other.to_owned()),
+        }
+    }
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AppendResult {
+    /// The new transaction's id (`VIEW.SEQNO`).
+    pub transaction_id: String,
+    /// The sub-ledger (collection) the entry went to.
+    pub sub_ledger_id: String,
+}
+
+/// A ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LedgerEntry {
+    /// The transaction id: the write's for a read at an id or over a range; the version the
+    /// value was read at for a read of the latest entry.
+    pub transaction_id: String,
+    /// The sub-ledger (collection).
+    pub sub_ledger_id: String,
+    /// The contents.
+    pub contents: String,
+}
+
+/// A transaction's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransactionStatus {
+    /// The transaction id.
+    pub transaction_id: String,
+    /// Its state.
+    pub state: TransactionState,
+}
+
+/// A transaction receipt: the Merkle proof and signature that a transaction is in the ledger.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TransactionReceipt {
+    /// The transaction id.
+    pub transaction_id: String,
+    /// The receipt as the service sent it (the inner `receipt` object).
+    pub contents: serde_json::Value,
+    /// Application claims, when the write recorded some.
+    pub application_claims: Option<Vec<ApplicationClaim>>,
+}
+
+impl TransactionReceipt {
+    /// Verifies the receipt offline against the service certificate (PEM), exactly as the
+    /// Azure SDK's `verify_receipt` does: node certificate endorsed by the service, leaf from
+    /// its components (and claims digest from the application claims, when present), Merkle
+    /// path to the signed root, node signature.
+    pub fn verify(&self, service_certificate_pem: &str) -> Result<()> {
+        let r = Receipt::from_json(&self.contents)
+            .map_err(|e| Error::with_source(ErrorKind::Verification, "receipt is malformed", e))?;
+        r.verify(service_certificate_pem, self.application_claims.as_deref())
+            .map_err(|e| Error::with_source(ErrorKind::Verification, "receipt does not verify", e))
+    }
+}
+
+/// A ledger user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LedgerUser {
+    /// The user id: an Entra object id or a certificate fingerprint.
+    pub id: String,
+    /// The role.
+    pub role: LedgerUserRole,
+}
+
+/// A consortium member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsortiumMember {
+    /// The member's certificate (PEM).
+    pub certificate: String,
+    /// The member id (hex SHA-256 of the certificate).
+    pub id: String,
+}
+
+/// The consortium.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Consortium {
+    /// Its members.
+    pub members: Vec<ConsortiumMember>,
+}
+
+/// The constitution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Constitution {
+    /// The JavaScript source.
+    pub contents: String,
+    /// The digest the service reports (hex SHA-256 of the source).
+    pub digest: String,
+}
+
+impl Constitution {
+    /// Checks that the digest is the SHA-256 of the contents.
+    pub fn verify_digest(&self) -> Result<()> {
+        let actual = hex::encode(Sha256::digest(self.contents.as_bytes()));
+        if actual != self.digest.to_ascii_lowercase() {
+            return Err(Error::new(
+                ErrorKind::Verification,
+                format!(
+                    "constitution digest {} is not the SHA-256 of its contents ({actual})",
+                    self.digest
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One node's enclave quote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnclaveQuote {
+    /// The node id.
+    pub node_id: String,
+    /// The enclave measurement (for Vellum: CCF's virtual measurement, hex).
+    pub mrenclave: String,
+    /// The raw quote (hex).
+    pub raw_quote: String,
+    /// The quote format (`OE_SGX_v1`, or `Insecure_Virtual` on Vellum: there is no TEE).
+    pub version: String,
+}
+
+/// The enclave quotes of every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LedgerEnclaves {
+    /// The node that answered.
+    pub source_node: String,
+    /// Quotes by node id.
+    pub quotes: BTreeMap<String, EnclaveQuote>,
+}
+
+/// A ledger's identity, from the identity service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LedgerIdentity {
+    /// The ledger id.
+    pub ledger_id: String,
+    /// The service certificate (PEM): the ledger's TLS trust anchor and receipt root of trust.
+    pub ledger_tls_certificate: String,
+}
+
+// Wire forms.
+
+#[derive(Deserialize)]
+pub(crate) struct WireEntry {
+    pub(crate) contents: String,
+    #[serde(rename = "collectionId", alias = "subLedgerId", default)]
+    pub(crate) collection_id: String,
+    #[serde(rename = "transactionId", default)]
+    pub(crate) transaction_id: String,
+}
+
+impl From<WireEntry> for LedgerEntry {
+    fn from(w: WireEntry) -> LedgerEntry {
+        LedgerEntry {
+            transaction_id: w.transaction_id,
+            sub_ledger_id: w.collection_id,
+            contents: w.contents,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct WireRole<'a> {
+    #[serde(rename = "assignedRole")]
+    pub(crate) assigned_role: &'a str,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireUser {
+    #[serde(rename = "assignedRole")]
+    pub(crate) assigned_role: String,
+    #[serde(rename = "userId")]
+    pub(crate) user_id: String,
+}
+
+impl From<WireUser> for LedgerUser {
+    fn from(w: WireUser) -> LedgerUser {
+        LedgerUser {
+            id: w.user_id,
+            role: w.assigned_role.parse().unwrap_or(LedgerUserRole::Reader),
+        }
+    }
+}

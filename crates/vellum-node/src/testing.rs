@@ -1,0 +1,150 @@
+//! Test support (feature `test-util`): a real node with the HTTPS API on a random loopback
+//! port, in a temporary directory, with a trusted token issuer. Used by this crate's tests and
+//! by the client library's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+/// A node with the HTTPS API on a random loopback port, in a temporary directory.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub node: std::sync::Arc<crate::LedgerNode>,
+    pub addr: std::net::SocketAddr,
+    pub endpoint: String,
+    pub ledger_id: String,
+    pub page_size: usize,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+    pub token_key_der: Vec<u8>,
+}
+
+/// The trusted token issuer.
+pub const ISSUER: &str = "https://login.vellum.test/tenant/v2.0";
+
+impl TestServer {
+    /// Starts a node (with an operator and admin.pem) and its API; bearer tokens from
+    /// [`ISSUER`] signed by a fresh P-256 key are trusted.
+    pub async fn start(page_size: usize) -> TestServer {
+        TestServer::start_with(crate::server::Limits {
+            page_size,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// As [`TestServer::start`], with these limits.
+    pub async fn start_with(limits: crate::server::Limits) -> TestServer {
+        use crate::server::{ApiConfig, Issuer, Server, TokenValidator};
+        let page_size = limits.page_size;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::NodeConfig::new(dir.path());
+        cfg.bootstrap.operator_and_admin = true;
+        let node = std::sync::Arc::new(crate::LedgerNode::start(cfg).await.unwrap());
+        // A token issuer: P-256 key, JWKS file.
+        let (key_pem, jwks) = es256_key();
+        let jwks_path = dir.path().join("jwks.json");
+        std::fs::write(&jwks_path, jwks).unwrap();
+        let issuer = Issuer::from_jwks_file(ISSUER, vec![], &jwks_path).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+        let chain = format!("{}{}", read("node_cert.pem"), read("service_cert.pem"));
+        let server = Server::bind(
+            node.clone(),
+            ApiConfig {
+                ledger_id: "vellum-test".into(),
+                limits,
+                tokens: TokenValidator::new(vec![issuer]),
+            },
+            "127.0.0.1:0".parse().unwrap(),
+            &chain,
+            &read("node_key.pem"),
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            endpoint: format!("https://127.0.0.1:{}", addr.port()),
+            addr,
+            node,
+            dir,
+            ledger_id: "vellum-test".into(),
+            page_size,
+            stop: Some(stop),
+            task: Some(task),
+            token_key_der: key_pem,
+        }
+    }
+
+    pub fn path(&self, f: &str) -> std::path::PathBuf {
+        self.dir.path().join(f)
+    }
+
+    pub fn service_cert(&self) -> String {
+        std::fs::read_to_string(self.path("service_cert.pem")).unwrap()
+    }
+
+    /// An HTTPS client trusting only the service certificate, optionally with a client
+    /// certificate (cert + key PEM).
+    pub fn client(&self, identity_pem: Option<&str>) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.service_cert().as_bytes()).unwrap();
+        let mut b = reqwest::Client::builder().tls_certs_only([ca]);
+        if let Some(pem) = identity_pem {
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    }
+
+    pub fn admin_pem(&self) -> String {
+        std::fs::read_to_string(self.path("admin.pem")).unwrap()
+    }
+
+    /// A bearer token for `oid` from the trusted issuer (ACL's audience).
+    pub fn token(&self, oid: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({
+            "iss": ISSUER, "aud": "https://confidential-ledger.azure.com", "oid": oid,
+            "iat": now, "nbf": now - 60, "exp": now + 3600,
+        });
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some("k1".into());
+        jsonwebtoken::encode(
+            &h,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(&self.token_key_der),
+        )
+        .unwrap()
+    }
+
+    /// Stops the API and the node; returns the data directory (deleted when dropped).
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+        let node = std::sync::Arc::try_unwrap(self.node).expect("node still shared");
+        node.shutdown().await.unwrap();
+        self.dir
+    }
+}
+
+/// A fresh ES256 key: (PKCS#8 DER, JWKS JSON with kid `k1`).
+pub fn es256_key() -> (Vec<u8>, String) {
+    use base64::Engine as _;
+    use p256::pkcs8::EncodePrivateKey;
+    let sk = p256::SecretKey::random(&mut rand_core::OsRng);
+    let pem = sk.to_pkcs8_der().unwrap().as_bytes().to_vec();
+    let pt = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&sk.public_key(), false);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+        "x": b64(pt.x().unwrap()), "y": b64(pt.y().unwrap()),
+    }]});
+    (pem, jwks.to_string())
+}
