@@ -26,6 +26,10 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> the client library depends on no node, ledger-storage or raft crate"
+if cargo tree --locked -p vellum-client --prefix none | grep -E "^(vellum-node|vellum-ledger|openraft|redb) "; then
+  echo "vellum-client must not depend on the crates above"; exit 1
+fi
 echo "==> cargo doc (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
 echo "==> cargo test (debug)"

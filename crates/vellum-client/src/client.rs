@@ -190,6 +190,20 @@ fn tx_path(txid: &str) -> Result<String> {
     Ok(format!("/app/transactions/{txid}"))
 }
 
+/// Percent-encodes a path segment: unreserved characters and `:` (fingerprints, sent raw as
+/// the Python SDK does) stay; everything else, space included, becomes `%XX`.
+pub(crate) fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn data_err(what: &str) -> impl Fn(serde_json::Error) -> Error + '_ {
     move |e| Error::with_source(ErrorKind::DataConversion, format!("reading {what}"), e)
 }
@@ -654,11 +668,7 @@ impl ConfidentialLedgerClient {
         if user_id.is_empty() {
             return Err(Error::new(ErrorKind::InvalidArgument, "empty user id"));
         }
-        // Colons stay readable (the Python SDK sends fingerprints raw); the rest is escaped.
-        let enc: String = form_urlencoded::byte_serialize(user_id.as_bytes())
-            .collect::<String>()
-            .replace("%3A", ":");
-        Ok(format!("/app/users/{enc}"))
+        Ok(format!("/app/users/{}", path_segment(user_id)))
     }
 
     /// Creates a user or changes its role (Administrator only).
@@ -778,5 +788,30 @@ impl ConfidentialLedgerClient {
             source_node: v["currentNodeId"].as_str().unwrap_or_default().to_owned(),
             quotes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_escaped_for_paths_not_forms() {
+        assert_eq!(path_segment("some AAD id"), "some%20AAD%20id");
+        assert_eq!(path_segment("5F:23:AB"), "5F:23:AB");
+        assert_eq!(path_segment("a/b?c#d+e%"), "a%2Fb%3Fc%23d%2Be%25");
+        assert_eq!(path_segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn transaction_ids_are_checked_before_sending() {
+        assert!(tx_path("2.15").is_ok());
+        for bad in ["", "abc", "1.", ".1", "1.2.3", "2.15/../x"] {
+            assert_eq!(
+                tx_path(bad).unwrap_err().kind(),
+                &ErrorKind::InvalidArgument,
+                "{bad}"
+            );
+        }
     }
 }

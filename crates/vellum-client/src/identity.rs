@@ -60,7 +60,7 @@ impl ConfidentialLedgerIdentityServiceClient {
         if ledger_id.is_empty() {
             return Err(Error::new(ErrorKind::InvalidArgument, "empty ledger id"));
         }
-        let seg: String = form_urlencoded::byte_serialize(ledger_id.as_bytes()).collect();
+        let seg = crate::client::path_segment(ledger_id);
         let mut url = self
             .endpoint
             .join(&format!("/ledgerIdentity/{seg}"))
