@@ -16,12 +16,26 @@ use vellum_core::entry::LedgerSecret;
 use vellum_ledger::sample::{SampleOptions, write_sample};
 use vellum_ledger::{AuditOptions, audit_dir};
 
+mod ledger;
 mod serve;
 
 /// Vellum: a confidential, verifiable ledger compatible with Azure Confidential Ledger.
 #[derive(Parser, Debug)]
-#[command(name = "vellum", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "vellum",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Connection: --endpoint, --cert (or --token) and --ca, else VELLUM_ENDPOINT, \
+VELLUM_CERT (VELLUM_TOKEN) and VELLUM_CA, else --profile NAME from $VELLUM_PROFILES \
+(default ~/.config/vellum/profiles.toml).\n\
+Exit codes: 0 ok, 1 verification failed, 2 usage or local error, 3 connection, \
+4 authentication or authorization, 5 not found, 6 other service error, 7 timeout."
+)]
 struct Cli {
+    #[command(flatten)]
+    conn: ledger::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +51,30 @@ enum Command {
     ///
     /// Example: vellum serve --data-dir /var/lib/vellum --listen 127.0.0.1:8443
     Serve(Box<serve::ServeArgs>),
+    #[command(flatten)]
+    Ledger(ledger::LedgerCommand),
+    /// Create a client certificate and key for a new certificate user; prints its user id
+    /// (the fingerprint an Administrator registers with `vellum users set ID ROLE`).
+    ///
+    /// Example: vellum keygen --out alice.pem --name Alice
+    Keygen {
+        /// Where to write the certificate and key (one PEM, mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Common name of the certificate.
+        #[arg(long, default_value = "Vellum User")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+    /// Print shell completions.
+    ///
+    /// Example: vellum completions bash > /etc/bash_completion.d/vellum
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Verify a ledger directory offline: replay the Merkle tree and check every signature.
     ///
     /// Works on ledgers written by Vellum and by Microsoft CCF. Exits 0 when the ledger is
@@ -97,7 +135,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vellum: {e:#}");
-            ExitCode::from(EXIT_ERROR)
+            match e.downcast_ref::<vellum_client::Error>() {
+                Some(ce) => ExitCode::from(ledger::exit_code(ce)),
+                None => ExitCode::from(EXIT_ERROR),
+            }
         }
     }
 }
@@ -117,6 +158,31 @@ fn read_secret(path: &PathBuf) -> anyhow::Result<LedgerSecret> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Ledger(cmd) => ledger::run(&cli.conn, cmd),
+        Command::Keygen { out, name, days } => {
+            if out.exists() {
+                anyhow::bail!("{} exists; not overwriting a key", out.display());
+            }
+            let id = vellum_ledger::identity::Identity::client(&name, SystemTime::now(), days)?;
+            vellum_node::files::write_durably(&out, id.combined_pem().as_bytes(), true)
+                .with_context(|| format!("writing {}", out.display()))?;
+            let user_id = id.cert.acl_fingerprint();
+            if cli.conn.json {
+                println!("{}", serde_json::json!({"userId": user_id, "file": out}));
+            } else {
+                println!("{user_id}");
+                eprintln!(
+                    "wrote the certificate and key to {}; register it with: vellum users set {user_id} Reader",
+                    out.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "vellum", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => {
             serve::serve(*args)?;
             Ok(ExitCode::SUCCESS)

@@ -8,7 +8,10 @@ use std::path::Path;
 /// Replaces `path` with `bytes` atomically and durably: write a temporary file, `fsync` it,
 /// rename it over `path`, `fsync` the directory. `private` files are created with mode 0600.
 pub fn write_durably(path: &Path, bytes: &[u8], private: bool) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other(format!("{} has no file name", path.display())))?;

@@ -1,0 +1,717 @@
+//! The commands that talk to a ledger, all through `vellum-client` (no HTTP code here).
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+use serde_json::json;
+use vellum_client::models::TransactionReceipt;
+use vellum_client::{
+    AppendToLedgerOptions, ConfidentialLedgerCertificateCredential, ConfidentialLedgerClient,
+    ErrorKind, GetLedgerEntriesOptions, GetLedgerEntryOptions, LedgerCertificate, LedgerCredential,
+    LedgerUserRole, PollOptions, TokenCredential, WaitUntilDurableOptions,
+};
+
+/// Exit codes of the ledger commands (documented in `vellum --help`).
+pub mod exit {
+    /// A receipt or ledger failed verification.
+    pub const VERIFY: u8 = 1;
+    /// Usage, configuration or local file errors.
+    pub const USAGE: u8 = 2;
+    /// The ledger could not be reached (connection, TLS).
+    pub const CONNECTION: u8 = 3;
+    /// Authentication (401) or authorization (403) failed.
+    pub const AUTH: u8 = 4;
+    /// The transaction, entry or user does not exist.
+    pub const NOT_FOUND: u8 = 5;
+    /// Any other error answered by the service.
+    pub const SERVICE: u8 = 6;
+    /// A wait ran out of time.
+    pub const TIMEOUT: u8 = 7;
+}
+
+/// Maps a client error to the CLI's exit code.
+pub fn exit_code(e: &vellum_client::Error) -> u8 {
+    match e.kind() {
+        ErrorKind::NotFound => exit::NOT_FOUND,
+        ErrorKind::Authentication | ErrorKind::Authorization => exit::AUTH,
+        ErrorKind::Connection => exit::CONNECTION,
+        ErrorKind::Verification => exit::VERIFY,
+        ErrorKind::Timeout => exit::TIMEOUT,
+        ErrorKind::Credential | ErrorKind::InvalidArgument => exit::USAGE,
+        _ => exit::SERVICE,
+    }
+}
+
+/// Where the ledger is and who we are: flags, then environment variables, then a profile.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Connection {
+    /// Ledger endpoint, e.g. https://127.0.0.1:8443.
+    #[arg(long, env = "VELLUM_ENDPOINT", global = true)]
+    pub endpoint: Option<String>,
+    /// Client certificate and key (one PEM), e.g. vellum-data/admin.pem.
+    #[arg(long, env = "VELLUM_CERT", global = true, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// Bearer token (instead of a client certificate).
+    #[arg(long, env = "VELLUM_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// The ledger's certificate (trust anchor), e.g. vellum-data/service_cert.pem.
+    #[arg(long, env = "VELLUM_CA", global = true, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// A profile from the profile file ($VELLUM_PROFILES, default
+    /// ~/.config/vellum/profiles.toml) supplying whatever flags and variables do not.
+    #[arg(long, env = "VELLUM_PROFILE", global = true)]
+    pub profile: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    endpoint: Option<String>,
+    cert: Option<PathBuf>,
+    token: Option<String>,
+    ca: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+struct StaticToken(String);
+
+#[async_trait::async_trait]
+impl TokenCredential for StaticToken {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        Ok(azure_core::credentials::AccessToken::new(
+            self.0.clone(),
+            time::OffsetDateTime::now_utc() + time::Duration::minutes(30),
+        ))
+    }
+}
+
+impl Connection {
+    fn resolved(&self) -> anyhow::Result<Connection> {
+        let Some(name) = &self.profile else {
+            return Ok(self.clone());
+        };
+        let path = std::env::var_os("VELLUM_PROFILES")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".config/vellum/profiles.toml"))
+            })
+            .context("no profile file: set VELLUM_PROFILES or HOME")?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the profile file {}", path.display()))?;
+        let mut all: std::collections::BTreeMap<String, Profile> =
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let p = all
+            .remove(name)
+            .with_context(|| format!("no profile [{name}] in {}", path.display()))?;
+        Ok(Connection {
+            endpoint: self.endpoint.clone().or(p.endpoint),
+            cert: self.cert.clone().or(p.cert),
+            token: self.token.clone().or(p.token),
+            ca: self.ca.clone().or(p.ca),
+            ..self.clone()
+        })
+    }
+
+    /// A client from the resolved settings.
+    pub fn client(&self) -> anyhow::Result<ConfidentialLedgerClient> {
+        let c = self.resolved()?;
+        let endpoint = c
+            .endpoint
+            .context("no ledger endpoint: pass --endpoint or set VELLUM_ENDPOINT")?;
+        let ca = c.ca.context(
+            "no ledger certificate: pass --ca or set VELLUM_CA (e.g. vellum-data/service_cert.pem)",
+        )?;
+        let credential: LedgerCredential = match (c.cert, c.token) {
+            (Some(cert), _) => ConfidentialLedgerCertificateCredential::new(cert)?.into(),
+            (None, Some(token)) => {
+                let t: Arc<dyn TokenCredential> = Arc::new(StaticToken(token));
+                t.into()
+            }
+            (None, None) => anyhow::bail!(
+                "no credential: pass --cert (client certificate and key PEM) or --token"
+            ),
+        };
+        Ok(ConfidentialLedgerClient::new(
+            &endpoint,
+            credential,
+            LedgerCertificate::Path(ca),
+            None,
+        )?)
+    }
+}
+
+/// The ledger subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// Append an entry (from an argument, a file, or standard input).
+    ///
+    /// With --file, every line of the file is appended as its own entry (a progress bar
+    /// shows on a terminal).
+    ///
+    /// Example: vellum append "hello" --sub-ledger audit-log --wait
+    Append {
+        /// The entry contents; read from standard input when absent (and no --file).
+        contents: Option<String>,
+        /// Append each line of this file as an entry ("-" for standard input).
+        #[arg(long, value_name = "FILE", conflicts_with = "contents")]
+        file: Option<PathBuf>,
+        /// The sub-ledger (collection); the service default when absent.
+        #[arg(long)]
+        sub_ledger: Option<String>,
+        /// Wait until committed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Get an entry: at a transaction id, or the latest of a sub-ledger.
+    ///
+    /// Example: vellum get 2.15 ; vellum get --sub-ledger audit-log
+    Get {
+        /// Transaction id; the latest entry when absent.
+        transaction_id: Option<String>,
+        /// The sub-ledger.
+        #[arg(long)]
+        sub_ledger: Option<String>,
+    },
+    /// List the entries of a sub-ledger over a range of transaction ids, page by page.
+    ///
+    /// Example: vellum list --from 2.1 --to 2.500 --sub-ledger audit-log
+    List {
+        /// First transaction id (inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last transaction id (inclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// The sub-ledger.
+        #[arg(long)]
+        sub_ledger: Option<String>,
+    },
+    /// The status of a transaction (Pending or Committed).
+    ///
+    /// Example: vellum status 2.15
+    Status {
+        /// Transaction id.
+        transaction_id: String,
+    },
+    /// Wait until a transaction is committed (exit 7 on timeout).
+    ///
+    /// Example: vellum wait 2.15 --timeout 30
+    Wait {
+        /// Transaction id.
+        transaction_id: String,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Fetch a receipt, optionally save and verify it; or verify a saved receipt offline.
+    ///
+    /// Examples: vellum receipt 2.15 --verify --save r.json ;
+    /// vellum receipt --file r.json --ca service_cert.pem (offline, exit 1 if it fails)
+    Receipt {
+        /// Transaction id (not with --file).
+        transaction_id: Option<String>,
+        /// Verify against the ledger certificate (--ca).
+        #[arg(long)]
+        verify: bool,
+        /// Write the receipt response (JSON) to this file.
+        #[arg(long, value_name = "FILE")]
+        save: Option<PathBuf>,
+        /// Verify a saved receipt offline (no connection; needs --ca).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["transaction_id", "save"])]
+        file: Option<PathBuf>,
+    },
+    /// Manage users (Administrator).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// The consortium members.
+    Consortium,
+    /// The constitution (its digest is checked).
+    Constitution,
+    /// The enclave quotes of every node.
+    Quotes,
+    /// Fetch the ledger's certificate from an identity endpoint, save it and print its
+    /// fingerprint. Trust it only after checking the fingerprint out of band.
+    ///
+    /// Example: vellum identity --endpoint https://127.0.0.1:8443 --ledger-id vellum --out ledger.pem
+    Identity {
+        /// The ledger id.
+        #[arg(long, default_value = "vellum")]
+        ledger_id: String,
+        /// Where to save the certificate.
+        #[arg(long, value_name = "FILE", default_value = "ledger_certificate.pem")]
+        out: PathBuf,
+    },
+}
+
+/// User management.
+#[derive(clap::Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Add a user or set its role.
+    ///
+    /// Example: vellum users set 5F:23:...:B5 Reader
+    Set {
+        /// User id: certificate fingerprint or token object id.
+        user_id: String,
+        /// Administrator, Contributor or Reader.
+        #[arg(value_parser = ["Administrator", "Contributor", "Reader"])]
+        role: String,
+    },
+    /// Show a user.
+    Get {
+        /// User id.
+        user_id: String,
+    },
+    /// List users.
+    List,
+    /// Remove a user.
+    Remove {
+        /// User id.
+        user_id: String,
+    },
+}
+
+fn print(json: bool, v: serde_json::Value, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("{}", text());
+    }
+}
+
+fn entry_json(e: &vellum_client::models::LedgerEntry) -> serde_json::Value {
+    json!({"transactionId": e.transaction_id, "subLedgerId": e.sub_ledger_id, "contents": e.contents})
+}
+
+fn fingerprint(pem: &str) -> anyhow::Result<String> {
+    Ok(vellum_core::crypto::Certificate::from_pem(pem)
+        .context("not a certificate")?
+        .acl_fingerprint())
+}
+
+fn verify_saved(path: &Path, ca: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let ca = ca.context("offline verification needs the ledger certificate: --ca or VELLUM_CA")?;
+    let cert = std::fs::read_to_string(ca).with_context(|| format!("reading {}", ca.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    // A saved response (with "receipt") or the bare receipt object.
+    let (inner, claims) = match v.get("receipt") {
+        Some(r) => (r.clone(), v.get("applicationClaims").cloned()),
+        None => (v.clone(), None),
+    };
+    let claims: Option<Vec<vellum_core::receipt::ApplicationClaim>> = match claims {
+        Some(c) if !c.is_null() => Some(serde_json::from_value(c).context("applicationClaims")?),
+        _ => None,
+    };
+    let receipt = vellum_core::receipt::Receipt::from_json(&inner);
+    let result = receipt
+        .map_err(anyhow::Error::from)
+        .and_then(|r| Ok(r.verify(&cert, claims.as_deref())?));
+    match result {
+        Ok(()) => {
+            print(json, json!({"verified": true, "file": path}), || {
+                format!(
+                    "receipt {} verified against {}",
+                    path.display(),
+                    ca.display()
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                print(
+                    true,
+                    json!({"verified": false, "error": e.to_string()}),
+                    String::new,
+                );
+            } else {
+                eprintln!("vellum: receipt {} does not verify: {e}", path.display());
+            }
+            Ok(ExitCode::from(exit::VERIFY))
+        }
+    }
+}
+
+fn read_contents(contents: Option<String>) -> anyhow::Result<String> {
+    match contents {
+        Some(c) => Ok(c),
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the entry from standard input")?;
+            Ok(s.strip_suffix('\n').unwrap_or(&s).to_owned())
+        }
+    }
+}
+
+/// Runs a ledger command.
+pub fn run(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(conn, cmd))
+}
+
+async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<ExitCode> {
+    let json = conn.json;
+    // Commands that need no authenticated client.
+    match &cmd {
+        LedgerCommand::Receipt {
+            file: Some(file), ..
+        } => {
+            let c = conn.resolved()?;
+            return verify_saved(file, c.ca.as_deref(), json);
+        }
+        LedgerCommand::Identity { ledger_id, out } => {
+            let c = conn.resolved()?;
+            let endpoint = c
+                .endpoint
+                .context("no endpoint: pass --endpoint or set VELLUM_ENDPOINT")?;
+            let trust = match &c.ca {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let id = vellum_client::ConfidentialLedgerIdentityServiceClient::new(
+                &endpoint,
+                Some(vellum_client::IdentityServiceClientOptions {
+                    trust_anchor_pem: trust,
+                    ..Default::default()
+                }),
+            )?
+            .get_ledger_identity(ledger_id, None)
+            .await?;
+            std::fs::write(out, &id.ledger_tls_certificate)
+                .with_context(|| format!("writing {}", out.display()))?;
+            let fp = fingerprint(&id.ledger_tls_certificate)?;
+            print(
+                json,
+                json!({"ledgerId": id.ledger_id, "file": out, "fingerprint": fp}),
+                || {
+                    format!(
+                        "saved the certificate of ledger {} to {}\nfingerprint (SHA-256): {fp}",
+                        id.ledger_id,
+                        out.display()
+                    )
+                },
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let client = conn.client()?;
+    match cmd {
+        LedgerCommand::Append {
+            contents,
+            file,
+            sub_ledger,
+            wait,
+        } => {
+            let opts = AppendToLedgerOptions {
+                sub_ledger_id: sub_ledger,
+                ..Default::default()
+            };
+            let Some(file) = file else {
+                let contents = read_contents(contents)?;
+                let r = client
+                    .append_to_ledger(
+                        &contents,
+                        Some(AppendToLedgerOptions {
+                            wait_for_commit: wait,
+                            ..opts
+                        }),
+                    )
+                    .await?;
+                print(
+                    json,
+                    json!({"transactionId": r.transaction_id, "subLedgerId": r.sub_ledger_id, "committed": wait}),
+                    || r.transaction_id.clone(),
+                );
+                return Ok(ExitCode::SUCCESS);
+            };
+            let text = if file.as_os_str() == "-" {
+                read_contents(None)?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+            let bar = if json || !std::io::stderr().is_terminal() {
+                ProgressBar::hidden()
+            } else {
+                let b = ProgressBar::new(lines.len() as u64);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "appending [{bar:30}] {pos}/{len} ({per_sec}, {eta})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b
+            };
+            let mut last = None;
+            let mut ids = Vec::with_capacity(lines.len());
+            // One at a time, so that the ledger keeps the file's line order.
+            for l in &lines {
+                let r = client.append_to_ledger(l, Some(opts.clone())).await?;
+                bar.inc(1);
+                ids.push(r.transaction_id.clone());
+                last = Some(r);
+            }
+            bar.finish_and_clear();
+            if wait && let Some(l) = &last {
+                client.wait_until_durable(&l.transaction_id, None).await?;
+            }
+            print(
+                json,
+                json!({"appended": ids.len(), "transactionIds": ids, "committed": wait}),
+                || match (ids.first(), ids.last()) {
+                    (Some(a), Some(b)) => format!("appended {} entries: {a} .. {b}", ids.len()),
+                    _ => "nothing to append".to_owned(),
+                },
+            );
+        }
+        LedgerCommand::Get {
+            transaction_id,
+            sub_ledger,
+        } => {
+            let e = client
+                .get_ledger_entry(Some(GetLedgerEntryOptions {
+                    transaction_id,
+                    sub_ledger_id: sub_ledger,
+                    ..Default::default()
+                }))
+                .await?;
+            print(json, entry_json(&e), || e.contents.clone());
+        }
+        LedgerCommand::List {
+            from,
+            to,
+            sub_ledger,
+        } => {
+            let mut entries = client.get_ledger_entries(Some(GetLedgerEntriesOptions {
+                from_transaction_id: from,
+                to_transaction_id: to,
+                sub_ledger_id: sub_ledger,
+                ..Default::default()
+            }));
+            let bar = if json || !std::io::stderr().is_terminal() {
+                ProgressBar::hidden()
+            } else {
+                let b = ProgressBar::new_spinner();
+                b.set_style(
+                    ProgressStyle::with_template("{spinner} {pos} entries ({per_sec})")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                b
+            };
+            if json {
+                // JSON lines: one entry per line, streamed as pages arrive.
+                while let Some(e) = entries.next().await {
+                    println!("{}", entry_json(&e?));
+                }
+            } else {
+                while let Some(e) = entries.next().await {
+                    let e = e?;
+                    bar.suspend(|| println!("{}\t{}", e.transaction_id, e.contents));
+                    bar.inc(1);
+                }
+            }
+            bar.finish_and_clear();
+        }
+        LedgerCommand::Status { transaction_id } => {
+            let s = client.get_transaction_status(&transaction_id, None).await?;
+            let state = format!("{:?}", s.state);
+            print(
+                json,
+                json!({"transactionId": s.transaction_id, "state": state}),
+                || state.clone(),
+            );
+        }
+        LedgerCommand::Wait {
+            transaction_id,
+            timeout,
+        } => {
+            let s = client
+                .wait_until_durable(
+                    &transaction_id,
+                    Some(WaitUntilDurableOptions {
+                        poll: PollOptions {
+                            interval: Duration::from_millis(100),
+                            timeout: Duration::from_secs(timeout),
+                        },
+                        ..Default::default()
+                    }),
+                )
+                .await?;
+            print(
+                json,
+                json!({"transactionId": s.transaction_id, "state": "Committed"}),
+                || format!("{} committed", s.transaction_id),
+            );
+        }
+        LedgerCommand::Receipt {
+            transaction_id,
+            verify,
+            save,
+            file: _,
+        } => {
+            let txid = transaction_id
+                .context("give a transaction id, or --file to verify a saved receipt")?;
+            let r: TransactionReceipt = client.get_transaction_receipt(&txid, None).await?;
+            let response = json!({
+                "receipt": r.contents,
+                "state": "Ready",
+                "transactionId": r.transaction_id,
+                "applicationClaims": r.application_claims,
+            });
+            if let Some(p) = &save {
+                std::fs::write(p, serde_json::to_string_pretty(&response)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            let mut verified = None;
+            if verify {
+                let c = conn.resolved()?;
+                let ca =
+                    c.ca.context("--verify needs the ledger certificate: --ca")?;
+                let cert = std::fs::read_to_string(&ca)?;
+                match r.verify(&cert) {
+                    Ok(()) => verified = Some(true),
+                    Err(e) => {
+                        eprintln!("vellum: receipt for {txid} does not verify: {e}");
+                        return Ok(ExitCode::from(exit::VERIFY));
+                    }
+                }
+            }
+            let mut out = response.clone();
+            out["verified"] = json!(verified);
+            print(json, out, || {
+                let mut s = serde_json::to_string_pretty(&response).unwrap_or_default();
+                if verified == Some(true) {
+                    s.push_str("\nverified against the ledger certificate");
+                }
+                s
+            });
+        }
+        LedgerCommand::Users(u) => match u {
+            UsersCommand::Set { user_id, role } => {
+                let role: LedgerUserRole = role.parse().unwrap_or(LedgerUserRole::Reader);
+                let u = client.create_or_update_user(&user_id, role, None).await?;
+                print(
+                    json,
+                    json!({"userId": u.id, "assignedRole": u.role.to_string()}),
+                    || format!("{} is now {}", u.id, u.role),
+                );
+            }
+            UsersCommand::Get { user_id } => {
+                let u = client.get_user(&user_id, None).await?;
+                print(
+                    json,
+                    json!({"userId": u.id, "assignedRole": u.role.to_string()}),
+                    || format!("{}\t{}", u.id, u.role),
+                );
+            }
+            UsersCommand::List => {
+                let users = client.list_users(None).await?;
+                let v: Vec<_> = users
+                    .iter()
+                    .map(|u| json!({"userId": u.id, "assignedRole": u.role.to_string()}))
+                    .collect();
+                print(json, json!(v), || {
+                    users
+                        .iter()
+                        .map(|u| format!("{}\t{}", u.id, u.role))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            }
+            UsersCommand::Remove { user_id } => {
+                client.delete_user(&user_id, None).await?;
+                print(json, json!({"removed": user_id}), || {
+                    format!("removed {user_id}")
+                });
+            }
+        },
+        LedgerCommand::Consortium => {
+            let c = client.get_consortium(None).await?;
+            let v: Vec<_> = c
+                .members
+                .iter()
+                .map(|m| json!({"id": m.id, "certificate": m.certificate}))
+                .collect();
+            print(json, json!({"members": v}), || {
+                c.members
+                    .iter()
+                    .map(|m| format!("member {}", m.id))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        LedgerCommand::Constitution => {
+            let c = client.get_constitution(None).await?;
+            print(
+                json,
+                json!({"digest": c.digest, "script": c.contents}),
+                || {
+                    format!(
+                        "{}\n// digest (SHA-256, checked): {}",
+                        c.contents.trim_end(),
+                        c.digest
+                    )
+                },
+            );
+        }
+        LedgerCommand::Quotes => {
+            let q = client.get_enclave_quotes(None).await?;
+            let v: serde_json::Map<String, serde_json::Value> = q
+                .quotes
+                .iter()
+                .map(|(k, q)| {
+                    (
+                        k.clone(),
+                        json!({"nodeId": q.node_id, "mrenclave": q.mrenclave, "quoteVersion": q.version, "raw": q.raw_quote}),
+                    )
+                })
+                .collect();
+            print(
+                json,
+                json!({"currentNodeId": q.source_node, "enclaveQuotes": v}),
+                || {
+                    q.quotes
+                        .values()
+                        .map(|x| {
+                            format!(
+                                "node {} ({}) measurement {}",
+                                x.node_id, x.version, x.mrenclave
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+            );
+        }
+        LedgerCommand::Identity { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,330 @@
+//! Every ledger subcommand of `vellum`, run as a user would against a real `vellum serve`:
+//! output and exit codes, including a tampered receipt, authentication and authorization
+//! failures, not found, and an unreachable ledger.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+struct Node {
+    child: Child,
+    endpoint: String,
+    data: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--page-size",
+            "2",
+            "--data-dir",
+        ])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let endpoint = first
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap()
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    Node {
+        child,
+        endpoint,
+        data: data.to_path_buf(),
+    }
+}
+
+impl Node {
+    /// `vellum ARGS` with the admin's connection settings in the environment.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_as(Some(&self.data.join("admin.pem")), args, None)
+    }
+
+    fn run_as(&self, cert: Option<&Path>, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vellum"));
+        c.args(args)
+            .env("VELLUM_ENDPOINT", &self.endpoint)
+            .env("VELLUM_CA", self.data.join("service_cert.pem"))
+            .env_remove("VELLUM_CERT")
+            .env_remove("VELLUM_TOKEN")
+            .env_remove("VELLUM_PROFILE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(cert) = cert {
+            c.env("VELLUM_CERT", cert);
+        }
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn fails(o: &Output, code: i32) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {err}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        err.starts_with("vellum: ") && err.trim().lines().count() == 1,
+        "not a one-line error: {err:?}"
+    );
+    err
+}
+
+#[test]
+fn every_ledger_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(&dir.path().join("data"));
+    // append: argument, --wait with a sub-ledger, stdin, file.
+    let t1 = ok(&node.run(&["append", "hello, ledger"]));
+    assert!(t1.parse::<vellum_core::TxId>().is_ok(), "{t1}");
+    let t2 = ok(&node.run(&["append", "in audit", "--sub-ledger", "audit", "--wait"]));
+    let t3 = ok(&node.run_as(
+        Some(&node.data.join("admin.pem")),
+        &["append", "--sub-ledger", "audit"],
+        Some("from stdin\n"),
+    ));
+    let bulk = dir.path().join("bulk.txt");
+    std::fs::write(&bulk, "line 1\nline 2\nline 3\nline 4\nline 5\n").unwrap();
+    let out = ok(&node.run(&[
+        "append",
+        "--file",
+        bulk.to_str().unwrap(),
+        "--sub-ledger",
+        "bulk",
+        "--wait",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["appended"], 5);
+    // status / wait.
+    ok(&node.run(&["wait", &t3, "--timeout", "10"]));
+    assert_eq!(ok(&node.run(&["status", &t1])), "Committed");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&node.run(&["status", &t2, "--json"]))).unwrap();
+    assert_eq!(v["state"], "Committed");
+    // get: by id, latest in a sub-ledger, JSON.
+    assert_eq!(ok(&node.run(&["get", &t1])), "hello, ledger");
+    assert_eq!(
+        ok(&node.run(&["get", "--sub-ledger", "audit"])),
+        "from stdin"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&node.run(&[
+        "get",
+        &t2,
+        "--sub-ledger",
+        "audit",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        (v["contents"].as_str(), v["transactionId"].as_str()),
+        (Some("in audit"), Some(t2.as_str()))
+    );
+    // list: in file order, across pages of two; JSON lines.
+    let text = ok(&node.run(&["list", "--sub-ledger", "bulk"]));
+    let contents: Vec<&str> = text
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    assert_eq!(contents, ["line 1", "line 2", "line 3", "line 4", "line 5"]);
+    let lines = ok(&node.run(&["list", "--sub-ledger", "bulk", "--json"]));
+    let parsed: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed.len(), 5);
+    assert_eq!(parsed[4]["contents"], "line 5");
+    // receipt: fetch, verify, save; verify offline; tampered fails with exit 1.
+    let saved = dir.path().join("receipt.json");
+    let out = ok(&node.run(&[
+        "receipt",
+        &t1,
+        "--verify",
+        "--save",
+        saved.to_str().unwrap(),
+    ]));
+    assert!(
+        out.ends_with("verified against the ledger certificate"),
+        "{out}"
+    );
+    let offline = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["receipt", "--file", saved.to_str().unwrap(), "--ca"])
+        .arg(node.data.join("service_cert.pem"))
+        .output()
+        .unwrap();
+    assert!(ok(&offline).contains("verified"));
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    v["receipt"]["leafComponents"]["claimsDigest"] = serde_json::json!("11".repeat(32));
+    std::fs::write(&saved, v.to_string()).unwrap();
+    let tampered = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["receipt", "--file", saved.to_str().unwrap(), "--ca"])
+        .arg(node.data.join("service_cert.pem"))
+        .output()
+        .unwrap();
+    let err = fails(&tampered, 1);
+    assert!(err.contains("does not verify"), "{err}");
+    // keygen + users: a Reader reads and cannot write (exit 4).
+    let alice = dir.path().join("alice.pem");
+    let alice_id = ok(&node.run(&[
+        "keygen",
+        "--out",
+        alice.to_str().unwrap(),
+        "--name",
+        "Alice",
+    ]));
+    assert_eq!(alice_id.split(':').count(), 32);
+    assert!(ok(&node.run(&["users", "set", &alice_id, "Reader"])).contains("Reader"));
+    assert_eq!(
+        ok(&node.run(&["users", "get", &alice_id])),
+        format!("{alice_id}\tReader")
+    );
+    assert!(ok(&node.run(&["users", "list"])).contains(&alice_id));
+    assert_eq!(
+        ok(&node.run_as(Some(&alice), &["get", &t1], None)),
+        "hello, ledger"
+    );
+    let err = fails(&node.run_as(Some(&alice), &["append", "nope"], None), 4);
+    assert!(err.contains("NotAllowed"), "{err}");
+    fails(&node.run_as(Some(&alice), &["users", "list"], None), 4);
+    ok(&node.run(&["users", "remove", &alice_id]));
+    fails(&node.run_as(Some(&alice), &["get", &t1], None), 4);
+    fails(&node.run(&["users", "get", &alice_id]), 5);
+    // A stranger's certificate (not a user): 4. No credential at all: usage error 2.
+    let bob = dir.path().join("bob.pem");
+    ok(&node.run(&["keygen", "--out", bob.to_str().unwrap()]));
+    fails(&node.run_as(Some(&bob), &["status", &t1], None), 4);
+    let err = fails(&node.run_as(None, &["status", &t1], None), 2);
+    assert!(err.contains("--cert"), "{err}");
+    // Not found: 5. Not a transaction id: 2. Unreachable: 3.
+    fails(&node.run(&["get", "10000.100000"]), 5);
+    fails(&node.run(&["status", "abc"]), 2);
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["status", &t1, "--endpoint", "https://127.0.0.1:1", "--cert"])
+        .arg(node.data.join("admin.pem"))
+        .arg("--ca")
+        .arg(node.data.join("service_cert.pem"))
+        .output()
+        .unwrap();
+    fails(&unreachable, 3);
+    // Service details.
+    assert!(ok(&node.run(&["consortium"])).starts_with("member "));
+    assert!(ok(&node.run(&["constitution"])).contains("digest (SHA-256, checked)"));
+    let v: serde_json::Value = serde_json::from_str(&ok(&node.run(&["quotes", "--json"]))).unwrap();
+    assert_eq!(
+        v["enclaveQuotes"][v["currentNodeId"].as_str().unwrap()]["quoteVersion"],
+        "Insecure_Virtual"
+    );
+    // identity: saves the certificate and prints its fingerprint.
+    let saved_cert = dir.path().join("ledger.pem");
+    let out = ok(&node.run(&[
+        "identity",
+        "--ledger-id",
+        "vellum",
+        "--out",
+        saved_cert.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read(&saved_cert).unwrap(),
+        std::fs::read(node.data.join("service_cert.pem")).unwrap()
+    );
+    assert!(out.contains("fingerprint (SHA-256): "), "{out}");
+    // A profile supplies what flags and variables do not.
+    let profiles = dir.path().join("profiles.toml");
+    std::fs::write(
+        &profiles,
+        format!(
+            "[local]\nendpoint = {:?}\ncert = {:?}\nca = {:?}\n",
+            node.endpoint,
+            node.data.join("admin.pem"),
+            node.data.join("service_cert.pem")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["--profile", "local", "status", &t1])
+        .env("VELLUM_PROFILES", &profiles)
+        .env_remove("VELLUM_ENDPOINT")
+        .env_remove("VELLUM_CERT")
+        .env_remove("VELLUM_CA")
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out), "Committed");
+}
+
+#[test]
+fn help_examples_and_completions() {
+    for sub in [
+        "append",
+        "get",
+        "list",
+        "status",
+        "wait",
+        "receipt",
+        "identity",
+        "keygen",
+        "serve",
+        "completions",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        let text = ok(&out);
+        assert!(
+            text.contains("Example"),
+            "{sub} --help has no example:\n{text}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(ok(&out).contains("Exit codes"));
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(ok(&out).contains("vellum"));
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["frobnicate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
