@@ -236,13 +236,21 @@ pub enum LedgerCommand {
         file: Option<PathBuf>,
     },
     /// Manage users (Administrator).
+    ///
+    /// Example: vellum users set 5F:23:...:B5 Reader
     #[command(subcommand)]
     Users(UsersCommand),
     /// The consortium members.
+    ///
+    /// Example: vellum consortium --json
     Consortium,
     /// The constitution (its digest is checked).
+    ///
+    /// Example: vellum constitution
     Constitution,
-    /// The enclave quotes of every node.
+    /// The enclave quotes of every node (Vellum reports CCF's virtual attestation: no TEE).
+    ///
+    /// Example: vellum quotes --json
     Quotes,
     /// Fetch the ledger's certificate from an identity endpoint, save it and print its
     /// fingerprint. Trust it only after checking the fingerprint out of band.
@@ -272,13 +280,19 @@ pub enum UsersCommand {
         role: String,
     },
     /// Show a user.
+    ///
+    /// Example: vellum users get 5F:23:...:B5
     Get {
         /// User id.
         user_id: String,
     },
     /// List users.
+    ///
+    /// Example: vellum users list --json
     List,
     /// Remove a user.
+    ///
+    /// Example: vellum users remove 5F:23:...:B5
     Remove {
         /// User id.
         user_id: String,

@@ -80,6 +80,8 @@ enum Command {
     /// Works on ledgers written by Vellum and by Microsoft CCF. Exits 0 when the ledger is
     /// intact, 1 when it is not (naming the first bad transaction and what is wrong), 2 on
     /// usage or I/O errors.
+    ///
+    /// Example: vellum audit vellum-data/ledger --ledger-secret vellum-data/ledger_secret
     Audit {
         /// The ledger directory (holding ledger_*.committed chunk files).
         dir: PathBuf,
@@ -98,6 +100,8 @@ enum Command {
         no_progress: bool,
     },
     /// Write a sample ledger with receipts (ledger/, receipts/, service_cert.pem, ledger_secret).
+    ///
+    /// Example: vellum sample-ledger /tmp/demo --entries 100
     SampleLedger {
         /// Output directory (created; must be empty or absent).
         out: PathBuf,
