@@ -99,9 +99,12 @@ fn every_flipped_byte_is_caught_and_named_with_the_secret() {
     };
     let no_secret = AuditOptions::default();
     let last_seqno = files.last().unwrap().0.end.unwrap();
-    // Every byte with VELLUM_FLIP_EVERY_BYTE=1 (use --release); otherwise every 11th byte and
-    // every byte of the final signature's fixed fields and table headers.
-    let every = std::env::var("VELLUM_FLIP_EVERY_BYTE").is_ok_and(|v| v == "1");
+    // Every byte with VELLUM_HEAVY=1 or VELLUM_FLIP_EVERY_BYTE=1 (scripts/test.sh sets the
+    // first); otherwise every 11th byte and every byte of the final signature's fixed fields
+    // and table headers.
+    let every = ["VELLUM_HEAVY", "VELLUM_FLIP_EVERY_BYTE"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| v == "1"));
     let mut flips = 0;
     for (fi, (name, path, bytes)) in files.iter().enumerate() {
         let chunk = Chunk::parse(bytes, Some(name)).unwrap();
