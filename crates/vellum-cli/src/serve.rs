@@ -217,6 +217,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await
     .map_err(anyhow::Error::msg)?;
+    let shutdown = shutdown_signal()?;
     let addr = server.local_addr()?;
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
@@ -241,7 +242,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    server.run(shutdown_signal()).await;
+    server.run(shutdown).await;
     let node = Arc::try_unwrap(node)
         .map_err(|_| anyhow::anyhow!("requests still hold the node at shutdown"))?;
     node.shutdown().await.context("shutting the node down")?;
@@ -249,21 +250,17 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Registers SIGINT and SIGTERM handlers now (so a signal that arrives before the server runs
+/// is not lost to the default action) and returns a future that completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown requested");
+        tracing::info!("shutdown requested");
+    })
 }
