@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -22,28 +24,7 @@ impl Drop for Node {
 }
 
 fn serve(data: &Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vellum"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--page-size",
-            "2",
-            "--data-dir",
-        ])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let endpoint = first
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap()
-        .to_owned();
-    std::thread::spawn(move || for _ in lines {});
+    let (child, endpoint, _) = common::start_serve(data, &["--page-size", "2"]);
     Node {
         child,
         endpoint,

@@ -4,36 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn start(data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vellum"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let endpoint = first
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no endpoint in {first:?}"))
-        .to_owned();
-    let mut rest = Vec::new();
-    for _ in 0..3 {
-        rest.push(lines.next().unwrap().unwrap());
-    }
+    let (child, endpoint, rest) = common::start_serve(data, &[]);
     assert!(
         rest.iter().any(|l| l.contains("service_cert.pem")),
         "{rest:?}"
     );
     assert!(rest.iter().any(|l| l.contains("admin.pem")), "{rest:?}");
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
     (child, endpoint)
 }
 

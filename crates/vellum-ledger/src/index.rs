@@ -22,6 +22,17 @@ const LATEST: TableDefinition<&str, u64> = TableDefinition::new("latest");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const LAST: &str = "last_seqno";
+const TABLE_NAMES: [&str; 5] = ["txs", "by_collection", "latest", "meta", "blobs"];
+
+/// Creates every table the index uses (a no-op for those that exist).
+fn create_tables(w: &redb::WriteTransaction) -> Result<(), IndexError> {
+    w.open_table(TXS).map_err(st)?;
+    w.open_table(BY_COLLECTION).map_err(st)?;
+    w.open_table(LATEST).map_err(st)?;
+    w.open_table(META).map_err(st)?;
+    w.open_table(BLOBS).map_err(st)?;
+    Ok(())
+}
 
 /// Why an index operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,13 +114,7 @@ impl Index {
         }
         let db = Database::create(path).map_err(st)?;
         let w = db.begin_write().map_err(st)?;
-        {
-            w.open_table(TXS).map_err(st)?;
-            w.open_table(BY_COLLECTION).map_err(st)?;
-            w.open_table(LATEST).map_err(st)?;
-            w.open_table(META).map_err(st)?;
-            w.open_table(BLOBS).map_err(st)?;
-        }
+        create_tables(&w)?;
         w.commit().map_err(st)?;
         Ok(Index { db })
     }
@@ -243,16 +248,10 @@ impl Index {
     /// Empties the index (its owner re-applies from seqno 1).
     pub fn rebuild_empty(&self) -> Result<(), IndexError> {
         let w = self.db.begin_write().map_err(st)?;
-        for name in ["txs", "by_collection", "latest", "meta", "blobs"] {
+        for name in TABLE_NAMES {
             let _ = w.delete_table(redb::TableDefinition::<(), ()>::new(name));
         }
-        {
-            w.open_table(TXS).map_err(st)?;
-            w.open_table(BY_COLLECTION).map_err(st)?;
-            w.open_table(LATEST).map_err(st)?;
-            w.open_table(META).map_err(st)?;
-            w.open_table(BLOBS).map_err(st)?;
-        }
+        create_tables(&w)?;
         w.commit().map_err(st)?;
         Ok(())
     }
@@ -265,18 +264,7 @@ impl Index {
         secret: &LedgerSecret,
         upto: u64,
     ) -> Result<u64, IndexError> {
-        let w = self.db.begin_write().map_err(st)?;
-        for name in ["txs", "by_collection", "latest", "meta", "blobs"] {
-            let _ = w.delete_table(redb::TableDefinition::<(), ()>::new(name));
-        }
-        {
-            w.open_table(TXS).map_err(st)?;
-            w.open_table(BY_COLLECTION).map_err(st)?;
-            w.open_table(LATEST).map_err(st)?;
-            w.open_table(META).map_err(st)?;
-            w.open_table(BLOBS).map_err(st)?;
-        }
-        w.commit().map_err(st)?;
+        self.rebuild_empty()?;
         let upto = upto.min(files.last_seqno());
         let mut batch = Vec::with_capacity(4096);
         for seqno in 1..=upto {

@@ -159,12 +159,15 @@ impl LogStore {
                 (ws, TxKind::Membership, Some(m), None)
             }
             Payload::Normal(Tx::Write { ws, ticket }) => {
-                if ws.maps.iter().any(|m| m.name == RAFT_TABLE) {
-                    return Err(other(format!("{RAFT_TABLE} is written by Raft only")));
-                }
                 let ws = Arc::try_unwrap(ws).unwrap_or_else(|a| (*a).clone());
-                let kind = Stored::from_write_set(ws).map_err(other)?;
-                (kind.ws, kind.kind, None, ticket)
+                let stored = Stored::from_write_set(ws).map_err(other)?;
+                // Raft's records and signatures are written by this store only.
+                if stored.kind != TxKind::Write {
+                    return Err(other(format!(
+                        "a write may not hold {RAFT_TABLE} or signature tables"
+                    )));
+                }
+                (stored.ws, stored.kind, None, ticket)
             }
             Payload::Normal(Tx::Sign) => {
                 let iat = SystemTime::now()
@@ -254,14 +257,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        {
+        let mut appended = Vec::new();
+        let result = {
             let mut engine = lock(&self.shared.engine);
-            for entry in entries {
+            entries.into_iter().try_for_each(|entry| {
                 let index = entry.log_id.index;
-                let stored = self.append_one(&mut engine, entry)?;
-                lock(&self.shared.cache).insert(index, stored);
-            }
-        }
+                appended.push((index, self.append_one(&mut engine, entry)?));
+                Ok::<_, io::Error>(())
+            })
+        };
+        // What was appended before an error is in the files, so it is cached too.
+        lock(&self.shared.cache).extend(appended);
+        result?;
         self.shared.flusher.flush(callback);
         Ok(())
     }

@@ -12,7 +12,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
@@ -183,7 +182,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for (r, txid) in responders {
             r.send(Applied { txid });
         }
-        let _ = self.shared.last_seqno.load(Ordering::Relaxed);
         Ok(())
     }
 

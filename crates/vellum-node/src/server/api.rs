@@ -264,6 +264,35 @@ fn parse_txid(raw: &str) -> Result<TxId, ApiError> {
     })
 }
 
+/// The request body, or the extractor's refusal as a CCF error.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "InvalidInput",
+            format!("request body: {}", e.body_text()),
+        )
+    })
+}
+
+fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad("InvalidInput", format!("request body is not JSON: {e}")))
+}
+
+/// A write the node refused: 503 when nothing was written (no primary, node stopped), so
+/// clients may retry; anything else is internal.
+fn write_failed(e: crate::NodeError) -> ApiError {
+    match e {
+        crate::NodeError::NotPrimary(_) | crate::NodeError::Stopped(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("nothing was written: {e}"),
+        ),
+        other => ApiError::internal(other),
+    }
+}
+
 fn ok_json(v: Value) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
 }
@@ -443,13 +472,7 @@ async fn post_entry(
     st.require(&ctx.caller, Role::Contributor, &ctx.method, &ctx.uri)?;
     let q = Query::parse(raw.as_deref())?;
     let collection = q.collection(&st.cfg.limits)?;
-    let body = body.map_err(|e| {
-        ApiError::new(
-            e.status(),
-            "InvalidInput",
-            format!("request body: {}", e.body_text()),
-        )
-    })?;
+    let body = body_bytes(body)?;
     if body.len() > st.cfg.limits.max_body {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -472,8 +495,7 @@ async fn post_entry(
             "entries must be sent as application/json",
         ));
     }
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("InvalidInput", format!("request body is not JSON: {e}")))?;
+    let v = json_body(&body)?;
     let contents = match v.get("contents") {
         Some(Value::String(s)) => s,
         Some(_) => {
@@ -514,14 +536,7 @@ async fn post_entry(
         .node
         .append(&collection, contents)
         .await
-        .map_err(|e| match e {
-            crate::NodeError::NotPrimary(_) | crate::NodeError::Stopped(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!("nothing was written: {e}"),
-            ),
-            other => ApiError::internal(other),
-        })?;
+        .map_err(write_failed)?;
     let key = if q.legacy() {
         "subLedgerId"
     } else {
@@ -765,15 +780,8 @@ async fn patch_user(
     st.require(&ctx.caller, Role::Administrator, &ctx.method, &ctx.uri)?;
     let id = path_param(id)?;
     valid_user_id(&id)?;
-    let body = body.map_err(|e| {
-        ApiError::new(
-            e.status(),
-            "InvalidInput",
-            format!("request body: {}", e.body_text()),
-        )
-    })?;
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("InvalidInput", format!("request body is not JSON: {e}")))?;
+    let body = body_bytes(body)?;
+    let v = json_body(&body)?;
     let role = match v.get("assignedRole") {
         Some(Value::String(r)) => r
             .parse::<Role>()
@@ -793,13 +801,7 @@ async fn patch_user(
     st.node
         .write_applied(users::set_role(&id, role))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                e.to_string(),
-            )
-        })?;
+        .map_err(write_failed)?;
     Ok(ok_json(user_json(&id, role)))
 }
 
@@ -816,13 +818,7 @@ async fn delete_user(
     st.node
         .write_applied(users::remove(&id))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                e.to_string(),
-            )
-        })?;
+        .map_err(write_failed)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
