@@ -240,6 +240,11 @@ pub enum LedgerCommand {
     /// Example: vellum users set 5F:23:...:B5 Reader
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage the nodes of a cluster (Administrators and consortium members).
+    ///
+    /// Example: vellum node token ; vellum node list ; vellum node remove NODE_ID
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// The consortium members.
     ///
     /// Example: vellum consortium --json
@@ -263,6 +268,27 @@ pub enum LedgerCommand {
         /// Where to save the certificate.
         #[arg(long, value_name = "FILE", default_value = "ledger_certificate.pem")]
         out: PathBuf,
+    },
+}
+
+/// Cluster management.
+#[derive(clap::Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Create a one-time join token (valid 24 hours) for a new node.
+    ///
+    /// Example: vellum node token ; then on the new machine:
+    /// vellum serve --join https://10.0.0.1:8443 --join-token TOKEN --listen 10.0.0.2:8443
+    Token,
+    /// List the nodes with their status and Raft role.
+    ///
+    /// Example: vellum node list --json
+    List,
+    /// Remove a node: it is recorded Retired and leaves the Raft membership.
+    ///
+    /// Example: vellum node remove 3f1c...e9
+    Remove {
+        /// The node id (from `vellum node list`).
+        node_id: String,
     },
 }
 
@@ -665,6 +691,42 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
                 print(json, json!({"removed": user_id}), || {
                     format!("removed {user_id}")
                 });
+            }
+        },
+        LedgerCommand::Node(n) => match n {
+            NodeCommand::Token => {
+                let t = client.create_join_token(None).await?;
+                print(
+                    json,
+                    json!({"token": t.token, "expires_at": t.expires_at}),
+                    || t.token.clone(),
+                );
+            }
+            NodeCommand::List => {
+                let nodes = client.list_nodes(None).await?;
+                print(json, json!({"nodes": nodes}), || {
+                    nodes
+                        .iter()
+                        .map(|n| {
+                            format!(
+                                "{}\t{}\t{}\t{}",
+                                n.node_id,
+                                n.status,
+                                n.role,
+                                n.address.as_deref().unwrap_or("-")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            }
+            NodeCommand::Remove { node_id } => {
+                let txid = client.remove_node(&node_id, None).await?;
+                print(
+                    json,
+                    json!({"removed": node_id, "transactionId": txid}),
+                    || format!("node {node_id} retired at {txid}; it leaves the cluster shortly"),
+                );
             }
         },
         LedgerCommand::Consortium => {

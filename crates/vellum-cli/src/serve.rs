@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use vellum_node::datadir::Bootstrap;
+use vellum_ledger::identity::Identity;
+use vellum_node::cluster::JoinRequest;
+use vellum_node::datadir::{Bootstrap, DataDir};
 use vellum_node::server::{ApiConfig, Issuer, Limits, Server, TokenValidator};
 use vellum_node::{LedgerNode, NodeConfig};
 
@@ -76,6 +78,21 @@ pub struct ServeArgs {
     #[arg(long = "jwt-audience", value_name = "AUD")]
     #[serde(default)]
     pub jwt_audiences: Vec<String>,
+    /// Join the service that a node at this URL belongs to (first start only), e.g.
+    /// `https://10.0.0.1:8443`; needs --join-token.
+    #[arg(long, value_name = "URL", requires = "join_token")]
+    pub join: Option<String>,
+    /// A one-time join token (`vellum node token` on the service).
+    #[arg(
+        long,
+        env = "VELLUM_JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<String>,
+    /// The address other nodes reach this node at (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
 }
 
 impl ServeArgs {
@@ -102,7 +119,10 @@ impl ServeArgs {
             page_size,
             jwt_issuer,
             jwks_file,
-            jwks_url
+            jwks_url,
+            join,
+            join_token,
+            advertise
         );
         if self.dns_names.is_empty() {
             self.dns_names = file.dns_names;
@@ -140,8 +160,18 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
     let ledger_id = args.ledger_id.clone().unwrap_or_else(|| "vellum".into());
+    // Listen first: the address is recorded in the cluster before the node serves.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let advertise = match &args.advertise {
+        Some(a) => a.clone(),
+        None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+        None => bound.to_string(),
+    };
     let mut cfg = NodeConfig::new(&data_dir);
-    cfg.advertise = listen.to_string();
+    cfg.advertise = advertise.clone();
     if let Some(n) = args.signature_interval {
         anyhow::ensure!(n > 0, "--signature-interval must be at least 1");
         cfg.signature_interval = n;
@@ -193,8 +223,15 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .clone()
             .refresh_periodically(Duration::from_secs(3600)),
     );
+    if let Some(url) = &args.join {
+        if DataDir::is_provisioned(&data_dir) {
+            tracing::info!("the data directory already holds a node; --join is ignored");
+        } else {
+            join(url, &args, &advertise, &data_dir).await?;
+        }
+    }
     let node = Arc::new(
-        LedgerNode::start(cfg)
+        LedgerNode::open(cfg)
             .await
             .with_context(|| format!("starting the node in {}", data_dir.display()))?,
     );
@@ -204,21 +241,34 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         read(&data_dir.join("service_cert.pem"))?
     );
     let key = read(&data_dir.join("node_key.pem"))?;
-    let server = Server::bind(
+    let server = Server::with_listener(
+        listener,
         node.clone(),
         ApiConfig {
             ledger_id: ledger_id.clone(),
             limits,
             tokens,
         },
-        listen,
         &chain,
         &key,
     )
-    .await
     .map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_signal()?;
     let addr = server.local_addr()?;
+    // Serve the node channel at once (a node catching up receives the ledger through it);
+    // client requests are answered once the node is ready.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = stop_rx => {}
+        }
+    }));
+    if let Err(e) = node.ready().await {
+        let _ = stop_tx.send(());
+        let _ = serving.await;
+        return Err(anyhow::Error::new(e).context("starting the node"));
+    }
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else {
@@ -242,11 +292,42 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    server.run(shutdown).await;
+    let _keep_open = stop_tx;
+    serving.await.context("the server task failed")?;
     let node = Arc::try_unwrap(node)
         .map_err(|_| anyhow::anyhow!("requests still hold the node at shutdown"))?;
     node.shutdown().await.context("shutting the node down")?;
     println!("stopped; the ledger is sealed");
+    Ok(())
+}
+
+/// Joins the service at `url` and provisions `data_dir` with what it hands over.
+async fn join(url: &str, args: &ServeArgs, advertise: &str, data_dir: &Path) -> anyhow::Result<()> {
+    let token = args
+        .join_token
+        .clone()
+        .context("--join needs --join-token (or VELLUM_JOIN_TOKEN)")?;
+    let identity = Identity::client("Vellum Node", std::time::SystemTime::now(), 3650)
+        .map_err(|e| anyhow::anyhow!("creating the node key: {e}"))?;
+    let mut ips = args.ips.clone();
+    if let Ok(a) = advertise.parse::<SocketAddr>() {
+        ips.push(a.ip());
+    }
+    let request = JoinRequest {
+        token,
+        address: advertise.to_owned(),
+        dns_names: args.dns_names.clone(),
+        ips,
+    };
+    let joined = vellum_node::cluster::request_join(url, &request, &identity.combined_pem())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    DataDir::provision_joined(data_dir, &joined, &identity.key_pem())
+        .with_context(|| format!("provisioning {}", data_dir.display()))?;
+    println!(
+        "joined the service at {url} as node {} (admitted at {})",
+        joined.node_id, joined.admitted_at
+    );
     Ok(())
 }
 

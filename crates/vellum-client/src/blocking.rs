@@ -150,6 +150,21 @@ impl ConfidentialLedgerClient {
         self.rt.block_on(self.inner.list_users(options))
     }
 
+    /// See [`client::ConfidentialLedgerClient::list_nodes`].
+    pub fn list_nodes(&self, options: Option<MethodOptions>) -> Result<Vec<ClusterNode>> {
+        self.rt.block_on(self.inner.list_nodes(options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::create_join_token`].
+    pub fn create_join_token(&self, options: Option<MethodOptions>) -> Result<JoinToken> {
+        self.rt.block_on(self.inner.create_join_token(options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::remove_node`].
+    pub fn remove_node(&self, node_id: &str, options: Option<MethodOptions>) -> Result<String> {
+        self.rt.block_on(self.inner.remove_node(node_id, options))
+    }
+
     /// See [`client::ConfidentialLedgerClient::get_consortium`].
     pub fn get_consortium(&self, options: Option<MethodOptions>) -> Result<Consortium> {
         self.rt.block_on(self.inner.get_consortium(options))

@@ -729,6 +729,53 @@ impl ConfidentialLedgerClient {
         Ok(users.into_iter().map(LedgerUser::from).collect())
     }
 
+    /// The nodes of a Vellum cluster (a Vellum extension).
+    pub async fn list_nodes(&self, options: Option<MethodOptions>) -> Result<Vec<ClusterNode>> {
+        let v = self
+            .get_json("/node/network/nodes", &options.unwrap_or_default())
+            .await?;
+        serde_json::from_value(v["nodes"].clone()).map_err(data_err("nodes"))
+    }
+
+    /// Creates a one-time join token for a new node (a Vellum extension; Administrators and
+    /// consortium members).
+    pub async fn create_join_token(&self, options: Option<MethodOptions>) -> Result<JoinToken> {
+        let (_, _, body) = self
+            .send(
+                Method::POST,
+                "/node/join-tokens",
+                None,
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_slice(&body).map_err(data_err("the join token"))
+    }
+
+    /// Removes a node from a Vellum cluster (a Vellum extension; Administrators and consortium
+    /// members). Returns the transaction id that retired it.
+    pub async fn remove_node(
+        &self,
+        node_id: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<String> {
+        if node_id.is_empty() || !node_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{node_id:?} is not a node id (hex)"),
+            ));
+        }
+        let (_, _, body) = self
+            .send(
+                Method::DELETE,
+                &format!("/node/network/nodes/{node_id}"),
+                None,
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        let v: Value = serde_json::from_slice(&body).map_err(data_err("the response"))?;
+        Ok(v["transaction_id"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// The consortium members.
     pub async fn get_consortium(&self, options: Option<MethodOptions>) -> Result<Consortium> {
         let v = self

@@ -265,3 +265,34 @@ impl From<WireUser> for LedgerUser {
         }
     }
 }
+
+/// A node of a Vellum cluster (a Vellum extension: ACL does not list its nodes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ClusterNode {
+    /// CCF node id (hex SHA-256 of its public key).
+    pub node_id: String,
+    /// CCF status: `Trusted` or `Retired`.
+    pub status: String,
+    /// `primary`, `backup`, `learner` (catching up) or `none` (out of the Raft membership).
+    pub role: String,
+    /// Its node-to-node address.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// A one-time token that admits one node to a Vellum cluster (a Vellum extension).
+#[derive(Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct JoinToken {
+    /// The token: pass it to `vellum serve --join URL --join-token TOKEN`.
+    pub token: String,
+    /// When it expires (unix seconds).
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinToken")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}

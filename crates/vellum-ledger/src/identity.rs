@@ -141,3 +141,72 @@ impl Identity {
         Identity::assemble(key, signing_key, p, &cert)
     }
 }
+
+/// Endorses a node's public key with the service key: the certificate a joining node receives.
+/// `service_cert_pem` and `service_key_pem` are the stored service identity; `node_spki_der` is
+/// the node's public key (taken from the certificate it proved possession of in its TLS
+/// handshake). The profile is that of [`Identity::issue_node`].
+#[allow(clippy::too_many_arguments)]
+pub fn endorse_node(
+    service_cert_pem: &str,
+    service_key_pem: &str,
+    node_spki_der: &[u8],
+    cn: &str,
+    dns: &[&str],
+    ips: &[IpAddr],
+    now: SystemTime,
+    days: u64,
+) -> Result<String, IdentityError> {
+    let key = KeyPair::from_pem(service_key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(service_cert_pem, key)?;
+    let public = rcgen::SubjectPublicKeyInfo::from_der(node_spki_der)?;
+    let mut p = params(cn, now, days);
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.use_authority_key_identifier_extension = true;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    for d in dns {
+        p.subject_alt_names.push(SanType::DnsName(
+            (*d).try_into()
+                .map_err(|_| IdentityError::DnsName((*d).to_owned()))?,
+        ));
+    }
+    for ip in ips {
+        p.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    Ok(p.signed_by(&public, &issuer)?.pem())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn an_endorsed_node_certificate_carries_the_nodes_key_and_chains_to_the_service() {
+        let now = SystemTime::now();
+        let service = Identity::service("s", now, 1).unwrap();
+        let node = Identity::client("joining", now, 1).unwrap();
+        let pem = endorse_node(
+            &service.cert_pem,
+            &service.key_pem(),
+            node.cert.spki_der(),
+            "Vellum Node",
+            &["localhost"],
+            &[IpAddr::from([10, 0, 0, 7])],
+            now,
+            1,
+        )
+        .unwrap();
+        let cert = Certificate::from_pem(&pem).unwrap();
+        assert_eq!(cert.spki_der(), node.cert.spki_der());
+        cert.verify_issued_by(&service.cert.public_key().unwrap())
+            .unwrap();
+        // Not by another service.
+        let other = Identity::service("s", now, 1).unwrap();
+        assert!(
+            cert.verify_issued_by(&other.cert.public_key().unwrap())
+                .is_err()
+        );
+    }
+}

@@ -85,6 +85,10 @@ pub struct BootstrapUser {
 struct NodeFile {
     raft_id: u64,
     node_id: String,
+    /// The service's chunk size, for a node that joined one (all nodes close chunks at the
+    /// same seqnos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk_size: Option<u64>,
 }
 
 /// A provisioned data directory.
@@ -98,8 +102,15 @@ pub struct DataDir {
     pub raft_id: u64,
     /// This node's CCF node id (hex SHA-256 of its public key).
     pub node_id: String,
-    /// The genesis write set, while the ledger does not hold it yet.
+    /// The genesis write set, while the ledger does not hold it yet (never, for a node that
+    /// joined a service).
     pub genesis: Option<EntryBuilder>,
+    /// The node key (PKCS#8 PEM).
+    pub node_key_pem: String,
+    /// The service key (PKCS#8 PEM).
+    pub service_key_pem: String,
+    /// The chunk size of the service this node joined, if it joined one.
+    pub chunk_size: Option<u64>,
 }
 
 fn err(e: impl std::fmt::Display) -> NodeError {
@@ -139,10 +150,10 @@ impl DataDir {
         let mut key = [0u8; 32];
         hex::decode_to_slice(secret_hex.trim(), &mut key)
             .map_err(|_| err("ledger_secret is not 64 hex characters"))?;
-        let service_key = SigningKey::from_pkcs8_pem(&read_string(&root.join("service_key.pem"))?)
-            .map_err(err)?;
-        let node_key =
-            SigningKey::from_pkcs8_pem(&read_string(&root.join("node_key.pem"))?).map_err(err)?;
+        let service_key_pem = read_string(&root.join("service_key.pem"))?;
+        let service_key = SigningKey::from_pkcs8_pem(&service_key_pem).map_err(err)?;
+        let node_key_pem = read_string(&root.join("node_key.pem"))?;
+        let node_key = SigningKey::from_pkcs8_pem(&node_key_pem).map_err(err)?;
         let keys = NodeKeys {
             node_key,
             node_cert_pem: read_string(&root.join("node_cert.pem"))?,
@@ -164,12 +175,59 @@ impl DataDir {
             raft_id: node.raft_id,
             node_id: node.node_id,
             genesis,
+            node_key_pem,
+            service_key_pem,
+            chunk_size: node.chunk_size,
         })
     }
 
+    /// Whether `root` holds a provisioned node.
+    pub fn is_provisioned(root: &Path) -> bool {
+        root.join("node.json").exists()
+    }
+
+    /// Provisions `root` for a node admitted to a running service: the secrets it received,
+    /// its endorsed certificate and its key. No genesis: its ledger arrives by replication.
+    pub fn provision_joined(
+        root: &Path,
+        joined: &crate::cluster::JoinResponse,
+        node_key_pem: &str,
+    ) -> Result<(), NodeError> {
+        std::fs::create_dir_all(root.join("raft")).map_err(err)?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(joined.ledger_secret_hex.trim(), &mut key)
+            .map_err(|_| err("the ledger secret received is not 64 hex characters"))?;
+        let cert = Certificate::from_pem(&joined.node_cert_pem).map_err(err)?;
+        if node_id_of(&cert) != joined.node_id {
+            return Err(err("the certificate received is not for this node's key"));
+        }
+        let files: [(&str, &str, bool); 5] = [
+            ("service_key.pem", &joined.service_key_pem, true),
+            ("service_cert.pem", &joined.service_cert_pem, false),
+            ("node_key.pem", node_key_pem, true),
+            ("node_cert.pem", &joined.node_cert_pem, false),
+            ("ledger_secret", &joined.ledger_secret_hex, true),
+        ];
+        for (name, text, secret) in files {
+            write_durably(&root.join(name), text.as_bytes(), secret).map_err(err)?;
+        }
+        let nf = NodeFile {
+            raft_id: joined.raft_id,
+            node_id: joined.node_id.clone(),
+            chunk_size: Some(joined.chunk_size),
+        };
+        write_durably(
+            &root.join("node.json"),
+            &serde_json::to_vec_pretty(&nf).map_err(err)?,
+            false,
+        )
+        .map_err(err)?;
+        tracing::info!(dir = %root.display(), node_id = %nf.node_id, "provisioned a node that joined a service");
+        Ok(())
+    }
+
     /// Forgets the genesis file once the ledger holds genesis.
-    pub fn genesis_written(&mut self) -> Result<(), NodeError> {
-        self.genesis = None;
+    pub fn genesis_written(&self) -> Result<(), NodeError> {
         let p = self.root.join("genesis.json");
         if p.exists() {
             std::fs::remove_file(&p).map_err(err)?;
@@ -277,7 +335,11 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
         false,
     )
     .map_err(err)?;
-    let nf = NodeFile { raft_id, node_id };
+    let nf = NodeFile {
+        raft_id,
+        node_id,
+        chunk_size: None,
+    };
     write_durably(
         &root.join("node.json"),
         &serde_json::to_vec_pretty(&nf).map_err(err)?,

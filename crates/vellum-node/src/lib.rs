@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cluster;
 pub mod datadir;
 pub mod files;
 pub mod node;
@@ -58,6 +59,12 @@ pub enum NodeError {
     /// The node no longer accepts writes (an I/O error stopped it, or it shut down).
     #[error("the node does not accept writes: {0}")]
     Stopped(String),
+    /// The request was refused as invalid (nothing was written).
+    #[error("{0}")]
+    Refused(String),
+    /// A request forwarded to the primary failed; it may or may not have been done.
+    #[error("forwarding to the primary: {0}")]
+    Forward(String),
 }
 
 impl NodeError {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use vellum_core::TxId;
 use vellum_core::entry::{EntryBuilder, MapWrites};
 use vellum_core::status::{StatusView, TxStatus, tx_status};
@@ -16,10 +17,14 @@ use vellum_ledger::engine::{Engine, ReceiptBundle};
 use vellum_ledger::genesis::service_info;
 use vellum_ledger::index::{ENTRIES_TABLE, Index};
 
+use crate::cluster::{
+    ClusterState, Forward, ForwardReply, JoinRequest, JoinResponse, JoinToken, node_info_value,
+    raft_id_of,
+};
 use crate::datadir::{Bootstrap, DataDir};
 use crate::raft::flusher::FlushStats;
 use crate::raft::log_store::{LogStore, Shared};
-use crate::raft::network::NoPeersFactory;
+use crate::raft::network::{FORWARD_PATH, PeerClient, PeerError, PeerNetworkFactory};
 use crate::raft::state_machine::{CommitState, StateMachine};
 use crate::raft::types::{Node, Raft, Ticket, Tx};
 use crate::{NodeError, lock};
@@ -78,8 +83,38 @@ pub struct Governance {
     pub constitution: String,
 }
 
+/// How long a backup waits for a primary to forward a write to.
+const FORWARD_WAIT: Duration = Duration::from_secs(10);
+/// How long a forwarded call may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A node of the cluster, as listed by [`LedgerNode::nodes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// CCF node id.
+    pub node_id: String,
+    /// CCF status from `nodes.info` (`Trusted`, `Retired`).
+    pub status: String,
+    /// Raft id.
+    pub raft_id: u64,
+    /// Node-to-node address, if known.
+    pub address: Option<String>,
+    /// `primary`, `backup` (a voter), `learner` (catching up) or `none` (not in the Raft
+    /// membership).
+    pub role: &'static str,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Startup {
+    founding: bool,
+    fresh: bool,
+    voters: usize,
+}
+
 /// A running node.
 pub struct LedgerNode {
+    startup: Startup,
+    ready: std::sync::atomic::AtomicBool,
     raft: Raft,
     shared: Arc<Shared>,
     index: Arc<Index>,
@@ -88,6 +123,10 @@ pub struct LedgerNode {
     data: DataDir,
     stop: tokio::sync::watch::Sender<bool>,
     signer: tokio::task::JoinHandle<()>,
+    reconciler: tokio::task::JoinHandle<()>,
+    peers: PeerClient,
+    chunk_size: u64,
+    join_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for LedgerNode {
@@ -134,13 +173,25 @@ impl LedgerNode {
     /// Raft (initialising a single-node service on first start) and waits until its state
     /// machine has recovered.
     pub async fn start(cfg: NodeConfig) -> Result<LedgerNode, NodeError> {
-        let mut data = DataDir::open_or_create(&cfg.data_dir, &cfg.bootstrap)?;
+        let node = LedgerNode::open(cfg).await?;
+        node.ready().await?;
+        Ok(node)
+    }
+
+    /// Starts a node without waiting for its state machine to recover: the node channel can
+    /// then be served (a node catching up with a cluster receives the ledger through it) before
+    /// [`LedgerNode::ready`] completes.
+    pub async fn open(cfg: NodeConfig) -> Result<LedgerNode, NodeError> {
+        let data = DataDir::open_or_create(&cfg.data_dir, &cfg.bootstrap)?;
+        let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
         let (engine, recovery) =
-            Engine::open_dir(&data.ledger_dir(), cfg.chunk_size, data.keys.clone())?;
+            Engine::open_dir(&data.ledger_dir(), chunk_size, data.keys.clone())?;
         if recovery.dropped_from.is_some() {
             tracing::warn!(?recovery, "recovered the ledger after an unclean stop");
         }
         let fresh = engine.last_seqno() == 0;
+        // A new service starts with its genesis; a node that joined one waits for the ledger.
+        let founding = fresh && data.genesis.is_some();
         if !fresh {
             data.genesis_written()?;
         }
@@ -180,9 +231,11 @@ impl LedgerNode {
             .map_err(|e| NodeError::DataDir(e.to_string()))?;
         let config = openraft::Config {
             cluster_name: "vellum".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
+            heartbeat_interval: 150,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            // A node that was cut off does not depose a working primary when it returns.
+            enable_pre_vote: Some(true),
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_payload_entries: 1000,
             ..Default::default()
@@ -192,10 +245,22 @@ impl LedgerNode {
         let store = LogStore {
             shared: shared.clone(),
         };
-        let raft = Raft::new(data.raft_id, Arc::new(config), NoPeersFactory, store, sm)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
-        if fresh
+        let peers = PeerClient::new(
+            &format!("{}{}", data.keys.node_cert_pem, data.keys.service_cert_pem),
+            &data.node_key_pem,
+            &data.keys.service_cert_pem,
+        )
+        .map_err(NodeError::DataDir)?;
+        let raft = Raft::new(
+            data.raft_id,
+            Arc::new(config),
+            PeerNetworkFactory::new(peers.clone()),
+            store,
+            sm,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if founding
             && !raft
                 .is_initialized()
                 .await
@@ -206,11 +271,17 @@ impl LedgerNode {
                 .await
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
         }
-        // Serve only once the state machine holds at least what it held before a restart (the
-        // index is not synced on every apply; Raft re-applies what it lost).
-        raft.wait_for_recovery(Some(Duration::from_secs(30)))
-            .await
-            .map_err(|e| NodeError::Raft(format!("recovering the state machine: {e}")))?;
+        let voters: Vec<u64> = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters == [data.raft_id] {
+            // The only voter: no need to sit out an election timeout.
+            let _ = raft.trigger().elect(false).await;
+        }
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let signer = tokio::spawn(signer(
             raft.clone(),
@@ -219,8 +290,14 @@ impl LedgerNode {
             data.raft_id,
             stop_rx,
         ));
+        let reconciler = tokio::spawn(reconciler(
+            raft.clone(),
+            shared.clone(),
+            data.raft_id,
+            stop.subscribe(),
+        ));
         let raft_id = data.raft_id;
-        let mut node = LedgerNode {
+        let node = LedgerNode {
             raft,
             shared,
             index,
@@ -229,16 +306,62 @@ impl LedgerNode {
             data,
             stop,
             signer,
+            reconciler,
+            peers,
+            chunk_size,
+            join_lock: tokio::sync::Mutex::new(()),
+            startup: Startup {
+                founding,
+                fresh,
+                voters: voters.len(),
+            },
+            ready: std::sync::atomic::AtomicBool::new(false),
         };
-        if fresh {
+        Ok(node)
+    }
+
+    /// Completes the start: waits until the state machine holds at least what it held before
+    /// a restart (the index is not synced on every apply; Raft re-applies what it lost), and
+    /// opens a new service. Waiting for recovery needs a primary: a cluster node that cannot
+    /// reach one serves what it has (the status of each transaction says how final it is).
+    pub async fn ready(&self) -> Result<(), NodeError> {
+        let Startup {
+            founding,
+            fresh,
+            voters,
+        } = self.startup;
+        if let Err(e) = self
+            .raft
+            .wait_for_recovery(Some(Duration::from_secs(30)))
+            .await
+        {
+            if voters <= 1 && !fresh {
+                return Err(NodeError::Raft(format!(
+                    "recovering the state machine: {e}"
+                )));
+            }
+            tracing::warn!(error = %e, "serving before the state machine caught up with the cluster");
+        }
+        if founding {
             // Genesis went in with the initial membership (status Opening); open the service.
             let ws =
-                EntryBuilder::default().map(service_info(&node.data.keys.service_cert_pem, "Open"));
-            let t = node.write(ws).await?;
-            node.wait_committed(t, Duration::from_secs(30)).await?;
-            node.data.genesis_written()?;
+                EntryBuilder::default().map(service_info(&self.data.keys.service_cert_pem, "Open"));
+            let t = self.write(ws).await?;
+            self.wait_committed(t, Duration::from_secs(30)).await?;
+            self.data.genesis_written()?;
         }
-        Ok(node)
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether [`LedgerNode::ready`] has completed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The Raft handle (for the node channel's handlers).
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
     }
 
     /// The service certificate (PEM).
@@ -252,8 +375,92 @@ impl LedgerNode {
     }
 
     /// Records a write set; returns its transaction id as soon as the primary has assigned it
-    /// (the transaction is then Pending; see [`LedgerNode::wait_committed`]).
+    /// (the transaction is then Pending; see [`LedgerNode::wait_committed`]). On a backup the
+    /// write set is forwarded to the primary over the node channel.
     pub async fn write(&self, ws: EntryBuilder) -> Result<TxId, NodeError> {
+        self.submit(ws, false).await
+    }
+
+    /// Records a write set and waits until it is applied (Raft-committed and visible to reads
+    /// on this node); used for user changes, which must take effect before the call returns.
+    pub async fn write_applied(&self, ws: EntryBuilder) -> Result<TxId, NodeError> {
+        self.submit(ws, true).await
+    }
+
+    /// The primary's Raft id and node-to-node address, as this node knows them.
+    fn primary(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    async fn submit(&self, ws: EntryBuilder, applied: bool) -> Result<TxId, NodeError> {
+        if let Some(why) = lock(&self.shared.engine).poisoned() {
+            return Err(NodeError::Stopped(why.to_owned()));
+        }
+        let ws = Arc::new(ws);
+        let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
+        loop {
+            match self.primary() {
+                Some((id, _)) if id == self.raft_id => {
+                    match self.write_here(ws.clone(), applied).await {
+                        Err(NodeError::NotPrimary(_)) if tokio::time::Instant::now() < deadline => {
+                        }
+                        r => return r,
+                    }
+                }
+                Some((_, addr)) => {
+                    let msg = Forward::Write {
+                        ws: (*ws).clone(),
+                        applied,
+                    };
+                    match self.forward(&addr, &msg).await {
+                        Ok(ForwardReply::Done(view, seqno)) => {
+                            let txid = TxId::new(view, seqno);
+                            if applied {
+                                self.wait_applied(seqno, FORWARD_TIMEOUT).await?;
+                            }
+                            return Ok(txid);
+                        }
+                        Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..))
+                            if tokio::time::Instant::now() < deadline => {}
+                        Ok(ForwardReply::Refused(m)) => return Err(NodeError::Refused(m)),
+                        Ok(other) => return Err(NodeError::Forward(format!("{other:?}"))),
+                        Err(e) => return Err(NodeError::Forward(e.to_string())),
+                    }
+                }
+                None if tokio::time::Instant::now() < deadline => {}
+                None => return Err(NodeError::NotPrimary(None)),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::NotPrimary(self.primary().map(|p| p.0)));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn forward(&self, addr: &str, msg: &Forward) -> Result<ForwardReply, PeerError> {
+        self.peers
+            .call(addr, FORWARD_PATH, msg, FORWARD_TIMEOUT)
+            .await
+    }
+
+    /// Waits until this node has applied `seqno`.
+    async fn wait_applied(&self, seqno: u64, timeout: Duration) -> Result<(), NodeError> {
+        let mut rx = self.commit.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(|c| c.applied >= seqno)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(NodeError::Stopped(self.stop_reason())),
+            Err(_) => Err(NodeError::Forward(format!(
+                "the primary applied seqno {seqno}, this node has not yet"
+            ))),
+        }
+    }
+
+    /// Records a write set on this node, which must be the primary (no forwarding).
+    async fn write_here(&self, ws: Arc<EntryBuilder>, applied: bool) -> Result<TxId, NodeError> {
         if let Some(why) = lock(&self.shared.engine).poisoned() {
             return Err(NodeError::Stopped(why.to_owned()));
         }
@@ -262,13 +469,20 @@ impl LedgerNode {
         self.raft
             .client_write_ff(
                 Tx::Write {
-                    ws: Arc::new(ws),
-                    ticket: Some(ticket),
+                    ws,
+                    ticket: (!applied).then_some(ticket),
                 },
                 Some(responder),
             )
             .await
             .map_err(|e| NodeError::Stopped(e.to_string()))?;
+        if applied {
+            return match done.await {
+                Ok(Ok(applied)) => Ok(applied.data.txid),
+                Ok(Err(e)) => Err(NodeError::from_write(e)),
+                Err(_) => Err(NodeError::Stopped(self.stop_reason())),
+            };
+        }
         tokio::select! {
             biased;
             t = &mut assigned => t.map_err(|_| NodeError::Stopped(self.stop_reason())),
@@ -283,28 +497,276 @@ impl LedgerNode {
         }
     }
 
-    /// Records a write set and waits until it is applied (Raft-committed and visible to reads
-    /// on this node); used for user changes, which must take effect before the call returns.
-    pub async fn write_applied(&self, ws: EntryBuilder) -> Result<TxId, NodeError> {
-        if let Some(why) = lock(&self.shared.engine).poisoned() {
-            return Err(NodeError::Stopped(why.to_owned()));
+    /// Serves a request a backup forwarded to this node.
+    pub async fn serve_forwarded(&self, msg: Forward) -> ForwardReply {
+        if self.primary().map(|p| p.0) != Some(self.raft_id) {
+            return ForwardReply::NotPrimary;
         }
-        let (responder, done) = crate::raft::types::QuietResponder::new_pair();
-        self.raft
-            .client_write_ff(
-                Tx::Write {
-                    ws: Arc::new(ws),
-                    ticket: None,
-                },
-                Some(responder),
-            )
-            .await
-            .map_err(|e| NodeError::Stopped(e.to_string()))?;
-        match done.await {
-            Ok(Ok(applied)) => Ok(applied.data.txid),
-            Ok(Err(e)) => Err(NodeError::from_write(e)),
-            Err(_) => Err(NodeError::Stopped(self.stop_reason())),
+        match msg {
+            Forward::Write { ws, applied } => match self.write_here(Arc::new(ws), applied).await {
+                Ok(t) => ForwardReply::Done(t.view, t.seqno),
+                Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
+                Err(e) => ForwardReply::Failed(e.to_string()),
+            },
+            Forward::Join { request, cert_der } => {
+                let r = match request.parse() {
+                    Ok(r) => self.admit_here(r, &cert_der).await,
+                    Err(m) => Err(NodeError::Refused(m)),
+                };
+                match r {
+                    Ok(j) => match serde_json::to_string(&j) {
+                        Ok(s) => ForwardReply::Joined(s),
+                        Err(e) => ForwardReply::Failed(e.to_string()),
+                    },
+                    Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
+                    Err(NodeError::Refused(m)) => ForwardReply::Refused(m),
+                    Err(e) => ForwardReply::Failed(e.to_string()),
+                }
+            }
         }
+    }
+
+    /// Nodes and join tokens, as of the last applied transaction.
+    pub fn cluster(&self) -> ClusterState {
+        crate::read_lock(&self.shared.cluster).clone()
+    }
+
+    /// The nodes of the service: every node recorded in the ledger, with its Raft role.
+    pub fn nodes(&self) -> Vec<ClusterNode> {
+        let cluster = self.cluster();
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let mut out = Vec::new();
+        for (node_id, rec) in &cluster.nodes {
+            let Some(raft_id) = rec.raft_id.or_else(|| raft_id_of(node_id)) else {
+                continue;
+            };
+            let address = rec
+                .address
+                .clone()
+                .or_else(|| membership.get_node(&raft_id).map(|n| n.addr.clone()));
+            let role = if m.current_leader == Some(raft_id) {
+                "primary"
+            } else if voters.contains(&raft_id) {
+                "backup"
+            } else if membership.get_node(&raft_id).is_some() {
+                "learner"
+            } else {
+                "none"
+            };
+            out.push(ClusterNode {
+                node_id: node_id.clone(),
+                status: rec.status.clone(),
+                raft_id,
+                address,
+                role,
+            });
+        }
+        out
+    }
+
+    /// Creates a one-time join token (valid for [`crate::cluster::TOKEN_LIFETIME`]); returns
+    /// the token and its expiry (unix seconds).
+    pub async fn create_join_token(&self) -> Result<(String, u64), NodeError> {
+        let cert = vellum_core::crypto::Certificate::from_pem(&self.data.keys.service_cert_pem)
+            .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        let now = std::time::SystemTime::now();
+        let (token, ws) = crate::cluster::new_token(&cert, now);
+        self.write_applied(ws).await?;
+        let expires = crate::cluster::unix(now) + crate::cluster::TOKEN_LIFETIME.as_secs();
+        Ok((token, expires))
+    }
+
+    /// Admits a joining node (see [`crate::cluster`]): `cert_der` is the certificate it
+    /// presented in its TLS handshake. On a backup the request is forwarded to the primary.
+    pub async fn admit(
+        &self,
+        request: JoinRequest,
+        cert_der: &[u8],
+    ) -> Result<JoinResponse, NodeError> {
+        let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
+        loop {
+            match self.primary() {
+                Some((id, _)) if id == self.raft_id => {
+                    return self.admit_here(request, cert_der).await;
+                }
+                Some((_, addr)) => {
+                    let msg = Forward::Join {
+                        request: (&request).into(),
+                        cert_der: cert_der.to_vec(),
+                    };
+                    match self.forward(&addr, &msg).await {
+                        Ok(ForwardReply::Joined(j)) => {
+                            return serde_json::from_str(&j)
+                                .map_err(|e| NodeError::Forward(e.to_string()));
+                        }
+                        Ok(ForwardReply::Refused(m)) => return Err(NodeError::Refused(m)),
+                        Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..)) => {}
+                        Ok(other) => return Err(NodeError::Forward(format!("{other:?}"))),
+                        Err(e) => return Err(NodeError::Forward(e.to_string())),
+                    }
+                }
+                None => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::NotPrimary(None));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn admit_here(
+        &self,
+        request: JoinRequest,
+        cert_der: &[u8],
+    ) -> Result<JoinResponse, NodeError> {
+        use vellum_core::crypto::{Certificate, node_id_of};
+        let refused = |m: String| NodeError::Refused(m);
+        let _one_at_a_time = self.join_lock.lock().await;
+        let token: JoinToken = request.token.parse().map_err(refused)?;
+        let service_cert = Certificate::from_pem(&self.data.keys.service_cert_pem)
+            .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        if token.service_cert_digest[..] != Sha256::digest(service_cert.der())[..] {
+            return Err(refused(
+                "the join token was made for another service".into(),
+            ));
+        }
+        let now = std::time::SystemTime::now();
+        match self.cluster().tokens.get(&token.key) {
+            Some(t) if t.expires_at > crate::cluster::unix(now) => {}
+            Some(_) => return Err(refused("the join token has expired".into())),
+            None => {
+                return Err(refused("the join token is unknown or already spent".into()));
+            }
+        }
+        let cert = Certificate::from_der(cert_der)
+            .map_err(|e| refused(format!("the joining node's certificate: {e}")))?;
+        let node_id = node_id_of(&cert);
+        let raft_id = raft_id_of(&node_id).ok_or_else(|| refused("bad node id".into()))?;
+        if self.cluster().nodes.contains_key(&node_id) {
+            return Err(refused(format!(
+                "node {node_id} is already part of this service"
+            )));
+        }
+        let host = request
+            .address
+            .rsplit_once(':')
+            .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
+            .ok_or_else(|| {
+                refused(format!(
+                    "address {:?} is not HOST:PORT with a port",
+                    request.address
+                ))
+            })?;
+        let mut dns: Vec<String> = vec!["localhost".into()];
+        dns.extend(request.dns_names.iter().cloned());
+        let mut ips: Vec<std::net::IpAddr> = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+        ips.extend(request.ips.iter().copied());
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) if !ips.contains(&ip) => ips.push(ip),
+            Ok(_) => {}
+            Err(_) if !dns.contains(&host) => dns.push(host),
+            Err(_) => {}
+        }
+        dns.sort();
+        dns.dedup();
+        ips.sort();
+        ips.dedup();
+        let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
+        let node_cert_pem = vellum_ledger::identity::endorse_node(
+            &self.data.keys.service_cert_pem,
+            &self.data.service_key_pem,
+            cert.spki_der(),
+            "Vellum Node",
+            &dns_refs,
+            &ips,
+            now,
+            3650,
+        )
+        .map_err(|e| refused(format!("cannot endorse the joining node: {e}")))?;
+        let ws = EntryBuilder::default()
+            .map(MapWrites::with_writes(
+                vellum_core::tables::NODES_ENDORSED_CERTIFICATES,
+                vec![(
+                    node_id.clone().into_bytes(),
+                    node_cert_pem.clone().into_bytes(),
+                )],
+            ))
+            .map(MapWrites::with_writes(
+                vellum_core::tables::NODES_INFO,
+                vec![(
+                    node_id.clone().into_bytes(),
+                    node_info_value("Trusted", raft_id, &request.address),
+                )],
+            ))
+            .map(MapWrites {
+                name: crate::cluster::JOIN_TOKENS_TABLE.into(),
+                writes: Vec::new(),
+                removes: vec![token.key.into_bytes()],
+            });
+        let txid = self.write_here(Arc::new(ws), true).await?;
+        tracing::info!(%node_id, raft_id, address = %request.address, %txid, "admitted a node");
+        Ok(JoinResponse {
+            node_id,
+            raft_id,
+            node_cert_pem,
+            service_cert_pem: self.data.keys.service_cert_pem.clone(),
+            service_key_pem: self.data.service_key_pem.clone(),
+            ledger_secret_hex: hex::encode(self.data.keys.secret.as_bytes()),
+            chunk_size: self.chunk_size,
+            admitted_at: txid.to_string(),
+        })
+    }
+
+    /// Retires a node: records it `Retired`; the primary then removes it from Raft. Returns the
+    /// transaction that retired it.
+    pub async fn retire(&self, node_id: &str) -> Result<TxId, NodeError> {
+        let cluster = self.cluster();
+        let Some(rec) = cluster.nodes.get(node_id) else {
+            return Err(NodeError::Refused(format!(
+                "no node {node_id} in this service"
+            )));
+        };
+        if rec.status == "Retired" {
+            return Err(NodeError::Refused(format!(
+                "node {node_id} is already retired"
+            )));
+        }
+        let active = cluster
+            .nodes
+            .values()
+            .filter(|r| r.status != "Retired")
+            .count();
+        if active <= 1 {
+            return Err(NodeError::Refused(
+                "the last node of a service cannot be removed".into(),
+            ));
+        }
+        let raft_id = rec.raft_id.or_else(|| raft_id_of(node_id)).unwrap_or(0);
+        let address = rec
+            .address
+            .clone()
+            .or_else(|| {
+                self.raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .get_node(&raft_id)
+                    .map(|n| n.addr.clone())
+            })
+            .unwrap_or_default();
+        self.write_applied(EntryBuilder::default().map(MapWrites::with_writes(
+            vellum_core::tables::NODES_INFO,
+            vec![(
+                node_id.as_bytes().to_vec(),
+                node_info_value("Retired", raft_id, &address),
+            )],
+        )))
+        .await
     }
 
     /// Users and roles, as of the last applied transaction.
@@ -317,8 +779,8 @@ impl LedgerNode {
         crate::read_lock(&self.shared.users).get(user_id).copied()
     }
 
-    /// The governance the service started with (genesis, seqno 1): members, constitution,
-    /// nodes.
+    /// Governance: the members and constitution the service started with (genesis, seqno 1)
+    /// and its current nodes.
     pub fn governance(&self) -> Result<Governance, NodeError> {
         let (_, ws) = lock(&self.shared.engine).write_set(1)?;
         let map = |name: &str| ws.maps.iter().find(|m| m.name == name);
@@ -326,9 +788,19 @@ impl LedgerNode {
         let members = map(vellum_core::tables::MEMBERS_CERTS)
             .map(|m| m.writes.iter().map(|(k, v)| (text(k), text(v))).collect())
             .unwrap_or_default();
-        let nodes = map(vellum_core::tables::NODES_ENDORSED_CERTIFICATES)
-            .map(|m| m.writes.iter().map(|(k, v)| (text(k), text(v))).collect())
-            .unwrap_or_default();
+        let cluster = self.cluster();
+        let nodes = if cluster.certs.is_empty() {
+            map(vellum_core::tables::NODES_ENDORSED_CERTIFICATES)
+                .map(|m| m.writes.iter().map(|(k, v)| (text(k), text(v))).collect())
+                .unwrap_or_default()
+        } else {
+            cluster
+                .certs
+                .iter()
+                .filter(|(id, _)| cluster.nodes.get(*id).is_none_or(|n| n.status != "Retired"))
+                .map(|(id, pem)| (id.clone(), pem.clone()))
+                .collect()
+        };
         let constitution = map(vellum_core::tables::CONSTITUTION)
             .and_then(|m| m.writes.first())
             .and_then(|(_, v)| serde_json::from_slice::<String>(v).ok())
@@ -504,8 +976,18 @@ impl LedgerNode {
             )
             .await;
         }
+        let alone = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .count()
+            <= 1;
         let _ = self.stop.send(true);
         let _ = self.signer.await;
+        let _ = self.reconciler.await;
         self.raft
             .shutdown()
             .await
@@ -513,7 +995,10 @@ impl LedgerNode {
         let committed = self.commit.borrow().committed;
         {
             let mut engine = lock(&self.shared.engine);
-            if engine.poisoned().is_none()
+            // Only a node alone may close its chunk early: in a cluster every node closes chunks
+            // at the same seqnos, so that committed chunks are identical on all of them.
+            if alone
+                && engine.poisoned().is_none()
                 && engine.last_signature() == Some(engine.last_seqno())
                 && committed == engine.last_seqno()
             {
@@ -562,6 +1047,93 @@ async fn signer(
             .is_err()
         {
             return;
+        }
+    }
+}
+
+/// How close to the primary's log a learner must be to become a voter.
+const PROMOTE_LAG: u64 = 100;
+
+/// On the primary, drives the Raft membership towards what the ledger says (CCF's
+/// `nodes.info` is the desired state): admitted (`Trusted`) nodes are added as learners, made
+/// voters once caught up, and `Retired` nodes are removed. One change at a time; a new primary
+/// picks up where an old one stopped.
+async fn reconciler(
+    raft: Raft,
+    shared: Arc<Shared>,
+    me: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use openraft::ChangeMembers;
+    use std::collections::BTreeSet;
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let (membership, last_index, replication) = {
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            if m.current_leader != Some(me) {
+                continue;
+            }
+            (
+                m.membership_config.membership().clone(),
+                m.last_log_index.unwrap_or(0),
+                m.replication.clone().unwrap_or_default(),
+            )
+        };
+        let cluster = crate::read_lock(&shared.cluster).clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let mut change = None;
+        for (node_id, rec) in &cluster.nodes {
+            let Some(id) = rec.raft_id.or_else(|| raft_id_of(node_id)) else {
+                continue;
+            };
+            let present = membership.get_node(&id).is_some();
+            match rec.status.as_str() {
+                "Retired" if voters.contains(&id) && voters.len() > 1 => {
+                    change = Some((
+                        ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                        format!("removing retired node {node_id}"),
+                    ));
+                }
+                "Retired" if present && !voters.contains(&id) => {
+                    change = Some((
+                        ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+                        format!("removing retired learner {node_id}"),
+                    ));
+                }
+                "Trusted" if !present => {
+                    if let Some(addr) = &rec.address {
+                        change = Some((
+                            ChangeMembers::AddNodes(BTreeMap::from([(id, Node::new(addr))])),
+                            format!("adding node {node_id} at {addr} as a learner"),
+                        ));
+                    }
+                }
+                "Trusted" if !voters.contains(&id) => {
+                    // Promote only a learner that has acknowledged entries and is close behind.
+                    let matched = replication.get(&id).copied().flatten().map(|l| l.index);
+                    if matched.is_some_and(|m| m + PROMOTE_LAG >= last_index) {
+                        change = Some((
+                            ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                            format!("node {node_id} caught up: making it a voter"),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if change.is_some() {
+                break;
+            }
+        }
+        let Some((c, what)) = change else { continue };
+        tracing::info!("{what}");
+        if let Err(e) = raft.change_membership(c, false).await {
+            tracing::warn!(error = %e, "membership change failed: {what}");
         }
     }
 }

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) last_seqno: AtomicU64,
     /// Users and their roles, as of the last applied transaction.
     pub(crate) users: std::sync::RwLock<crate::users::Users>,
+    /// Nodes and join tokens, as of the last applied transaction.
+    pub(crate) cluster: std::sync::RwLock<crate::cluster::ClusterState>,
 }
 
 impl Shared {
@@ -96,6 +98,7 @@ impl Shared {
             last_signature: AtomicU64::new(last_signature),
             last_seqno: AtomicU64::new(last_seqno),
             users: Default::default(),
+            cluster: Default::default(),
         })
     }
 

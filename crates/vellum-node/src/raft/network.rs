@@ -1,61 +1,212 @@
-//! The node-to-node transport. A single node has no peers; every call fails as unreachable
-//! (the mutual-TLS transport between nodes replaces this for clusters).
+//! The node-to-node transport: Raft's AppendEntries and Vote as postcard bodies over HTTPS with
+//! mutual TLS (see [`crate::cluster`]). Each node presents its service-endorsed certificate and
+//! trusts only the service certificate, so a peer is any holder of an endorsed node key.
+//!
+//! Snapshots are never sent: the ledger is never compacted (log purges are ignored), so a node
+//! that is behind always catches up from the ledger itself.
 
 use std::future::Future;
+use std::time::Duration;
 
-use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::types::{Node, NodeId, TypeConfig, Vote};
 
-/// Builds [`NoPeers`] clients.
-#[derive(Debug, Default, Clone)]
-pub struct NoPeersFactory;
+/// Path of Raft's AppendEntries on the node channel.
+pub const APPEND_PATH: &str = "/node/raft/append";
+/// Path of Raft's Vote.
+pub const VOTE_PATH: &str = "/node/raft/vote";
+/// Path of forwarded requests.
+pub const FORWARD_PATH: &str = "/node/forward";
+/// The content type of node-channel bodies.
+pub const CONTENT_TYPE: &str = "application/x-vellum-postcard";
 
-/// A client for a peer that cannot be reached.
+/// Why a node-channel call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// No connection could be made (nothing was sent).
+    #[error("cannot reach {0}: {1}")]
+    Connect(String, String),
+    /// The call failed after the request may have been sent.
+    #[error("call to {0} failed: {1}")]
+    Call(String, String),
+    /// The peer answered with an error.
+    #[error("{0} answered {1}: {2}")]
+    Status(String, u16, String),
+    /// The body could not be encoded or decoded.
+    #[error("node channel encoding: {0}")]
+    Codec(String),
+}
+
+/// An HTTPS client for the node channel.
+#[derive(Clone, Debug)]
+pub struct PeerClient {
+    http: reqwest::Client,
+}
+
+impl PeerClient {
+    /// A client presenting `node_chain_pem` (node certificate, then service certificate) with
+    /// `node_key_pem`, trusting only `service_cert_pem`.
+    pub fn new(
+        node_chain_pem: &str,
+        node_key_pem: &str,
+        service_cert_pem: &str,
+    ) -> Result<PeerClient, String> {
+        crate::server::tls::provider();
+        let identity =
+            reqwest::Identity::from_pem(format!("{node_chain_pem}{node_key_pem}").as_bytes())
+                .map_err(|e| format!("node identity: {e}"))?;
+        let root = reqwest::Certificate::from_pem(service_cert_pem.as_bytes())
+            .map_err(|e| format!("service certificate: {e}"))?;
+        let http = reqwest::Client::builder()
+            .tls_certs_only([root])
+            .identity(identity)
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("node channel client: {e}"))?;
+        Ok(PeerClient { http })
+    }
+
+    /// POSTs `body` (postcard) to `https://{addr}{path}` and decodes the answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let bytes = postcard::to_stdvec(body).map_err(|e| PeerError::Codec(e.to_string()))?;
+        let resp = self
+            .http
+            .post(format!("https://{addr}{path}"))
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .timeout(timeout)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    PeerError::Connect(addr.to_owned(), error_chain(&e))
+                } else {
+                    PeerError::Call(addr.to_owned(), error_chain(&e))
+                }
+            })?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| PeerError::Call(addr.to_owned(), error_chain(&e)))?;
+        if !status.is_success() {
+            return Err(PeerError::Status(
+                addr.to_owned(),
+                status.as_u16(),
+                String::from_utf8_lossy(&body).chars().take(300).collect(),
+            ));
+        }
+        postcard::from_bytes(&body).map_err(|e| PeerError::Codec(e.to_string()))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Builds [`Peer`] clients.
+#[derive(Debug, Clone)]
+pub struct PeerNetworkFactory {
+    client: PeerClient,
+}
+
+impl PeerNetworkFactory {
+    /// A factory over `client`.
+    pub fn new(client: PeerClient) -> PeerNetworkFactory {
+        PeerNetworkFactory { client }
+    }
+}
+
+/// The Raft client for one peer.
 #[derive(Debug)]
-pub struct NoPeers {
+pub struct Peer {
+    client: PeerClient,
     target: NodeId,
+    addr: String,
 }
 
-impl NoPeers {
-    fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::from_string(format!(
-            "node {} is not reachable: this node has no peer transport",
-            self.target
-        ))
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
+        Peer {
+            client: self.client.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for NoPeersFactory {
-    type Network = NoPeers;
-
-    async fn new_client(&mut self, target: NodeId, _node: &Node) -> NoPeers {
-        NoPeers { target }
+impl Peer {
+    async fn rpc<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        // The peer answers `Ok(response)` or `Err(message)` when its Raft refused the call.
+        let r: Result<Resp, String> =
+            self.client
+                .call(&self.addr, path, req, option.hard_ttl())
+                .await
+                .map_err(|e| match e {
+                    PeerError::Connect(..) => RPCError::Unreachable(Unreachable::from_string(
+                        format!("node {}: {e}", self.target),
+                    )),
+                    other => RPCError::Network(NetworkError::from_string(format!(
+                        "node {}: {other}",
+                        self.target
+                    ))),
+                })?;
+        r.map_err(|m| {
+            RPCError::Network(NetworkError::from_string(format!(
+                "node {} refused: {m}",
+                self.target
+            )))
+        })
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for NoPeers {
+impl RaftNetworkV2<TypeConfig> for Peer {
     type SnapshotData = std::io::Cursor<Vec<u8>>;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        self.rpc(APPEND_PATH, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        self.rpc(VOTE_PATH, &rpc, &option).await
     }
 
     async fn full_snapshot(
@@ -65,6 +216,8 @@ impl RaftNetworkV2<TypeConfig> for NoPeers {
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(self.unreachable()))
+        Err(StreamingError::Unreachable(Unreachable::from_string(
+            "snapshots are never sent: followers catch up from the ledger",
+        )))
     }
 }

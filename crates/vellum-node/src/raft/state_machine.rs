@@ -28,6 +28,7 @@ use crate::lock;
 
 const MEMBERSHIP_KEY: &str = "raft.membership";
 const USERS_KEY: &str = "vellum.users";
+const CLUSTER_KEY: &str = "vellum.cluster";
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -64,6 +65,9 @@ impl StateMachine {
         };
         if let Some(b) = index.blob(USERS_KEY).map_err(other)? {
             *crate::write_lock(&shared.users) = serde_json::from_slice(&b).map_err(other)?;
+        }
+        if let Some(b) = index.blob(CLUSTER_KEY).map_err(other)? {
+            *crate::write_lock(&shared.cluster) = serde_json::from_slice(&b).map_err(other)?;
         }
         Ok(StateMachine {
             shared,
@@ -102,6 +106,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responders = Vec::new();
         let mut membership_changed = false;
         let mut users_changed = false;
+        let mut cluster_changed = false;
         let mut last_sig = None;
         let mut last_index = None;
         while let Some(item) = entries.next().await {
@@ -131,6 +136,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 crate::users::apply(&mut crate::write_lock(&self.shared.users), m);
                 users_changed = true;
             }
+            for m in stored
+                .ws
+                .maps
+                .iter()
+                .filter(|m| crate::cluster::ClusterState::follows(&m.name))
+            {
+                crate::write_lock(&self.shared.cluster).apply(m);
+                cluster_changed = true;
+            }
             let collection = stored
                 .ws
                 .maps
@@ -150,6 +164,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let membership_json;
         let users_json;
+        let cluster_json;
         let mut blobs: Vec<(&str, &[u8])> = Vec::new();
         if membership_changed {
             membership_json = serde_json::to_vec(&self.membership).map_err(other)?;
@@ -159,6 +174,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             users_json =
                 serde_json::to_vec(&*crate::read_lock(&self.shared.users)).map_err(other)?;
             blobs.push((USERS_KEY, &users_json));
+        }
+        if cluster_changed {
+            cluster_json =
+                serde_json::to_vec(&*crate::read_lock(&self.shared.cluster)).map_err(other)?;
+            blobs.push((CLUSTER_KEY, &cluster_json));
         }
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
         self.index

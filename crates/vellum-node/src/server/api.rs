@@ -82,7 +82,7 @@ pub struct PeerCertificate(pub Option<String>);
 
 /// Who made a request.
 #[derive(Debug, Clone)]
-enum Caller {
+pub(super) enum Caller {
     Anonymous,
     Invalid(String),
     User(String),
@@ -97,7 +97,11 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -105,11 +109,11 @@ impl ApiError {
         }
     }
 
-    fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(super) fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    fn internal(e: impl std::fmt::Display) -> ApiError {
+    pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
@@ -133,7 +137,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// Query parameters, decoded strictly (a `%` must start a valid escape; values must be UTF-8),
 /// repeated names tolerated (the first wins; the JS client repeats `api-version`).
@@ -265,7 +269,7 @@ fn parse_txid(raw: &str) -> Result<TxId, ApiError> {
 }
 
 /// The request body, or the extractor's refusal as a CCF error.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         ApiError::new(
             e.status(),
@@ -275,25 +279,31 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn json_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("InvalidInput", format!("request body is not JSON: {e}")))
 }
 
 /// A write the node refused: 503 when nothing was written (no primary, node stopped), so
 /// clients may retry; anything else is internal.
-fn write_failed(e: crate::NodeError) -> ApiError {
+pub(super) fn write_failed(e: crate::NodeError) -> ApiError {
     match e {
         crate::NodeError::NotPrimary(_) | crate::NodeError::Stopped(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             format!("nothing was written: {e}"),
         ),
+        crate::NodeError::Forward(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("{e}; the write may or may not have been recorded"),
+        ),
+        crate::NodeError::Refused(m) => ApiError::bad("InvalidInput", m),
         other => ApiError::internal(other),
     }
 }
 
-fn ok_json(v: Value) -> Response {
+pub(super) fn ok_json(v: Value) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
 }
 
@@ -317,7 +327,7 @@ impl AppState {
         })
     }
 
-    fn require(
+    pub(super) fn require(
         &self,
         caller: &Caller,
         need: Role,
@@ -347,7 +357,7 @@ impl AppState {
     }
 }
 
-type St = State<Arc<AppState>>;
+pub(super) type St = State<Arc<AppState>>;
 
 /// Identifies the caller, runs the handler inside a request span, and stamps every response
 /// with the node's latest transaction id.
@@ -370,6 +380,14 @@ async fn context(State(st): St, mut req: Request, next: Next) -> Response {
         },
     };
     req.extensions_mut().insert(caller);
+    if !st.node.is_ready() && !req.uri().path().starts_with("/node/") {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the node is starting: it is catching up with the service",
+        )
+        .into_response();
+    }
     let span = tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path());
     let mut resp = next.run(req).instrument(span).await;
     if !resp.headers().contains_key(TXID_HEADER)
@@ -400,6 +418,7 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         .route("/app/governance/constitution", get(constitution))
         .route("/app/enclaveQuotes", get(enclave_quotes))
         .route("/ledgerIdentity/{id}", get(identity))
+        .merge(super::peer::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(st.clone(), context))
@@ -430,7 +449,7 @@ fn caller(req_ext: &axum::http::Extensions) -> Caller {
 }
 
 /// Path segment, percent-decoded by axum; its rejection becomes a CCF error.
-fn path_param(
+pub(super) fn path_param(
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<String, ApiError> {
     p.map(|Path(s)| s).map_err(|e| {
@@ -441,10 +460,10 @@ fn path_param(
     })
 }
 
-struct Ctx {
-    caller: Caller,
-    method: Method,
-    uri: Uri,
+pub(super) struct Ctx {
+    pub(super) caller: Caller,
+    pub(super) method: Method,
+    pub(super) uri: Uri,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod peer;
 pub mod tls;
 
 use std::future::Future;
@@ -53,10 +54,22 @@ impl Server {
         node_chain_pem: &str,
         node_key_pem: &str,
     ) -> Result<Server, String> {
-        let tls = TlsAcceptor::from(tls::server_config(node_chain_pem, node_key_pem)?);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        Server::with_listener(listener, node, cfg, node_chain_pem, node_key_pem)
+    }
+
+    /// Serves on a listener bound earlier (a node that joins a cluster must know its address
+    /// before it starts).
+    pub fn with_listener(
+        listener: TcpListener,
+        node: Arc<LedgerNode>,
+        cfg: ApiConfig,
+        node_chain_pem: &str,
+        node_key_pem: &str,
+    ) -> Result<Server, String> {
+        let tls = TlsAcceptor::from(tls::server_config(node_chain_pem, node_key_pem)?);
         let state = Arc::new(api::AppState::new(node, cfg)?);
         Ok(Server {
             listener,
@@ -102,15 +115,17 @@ impl Server {
                                 return;
                             }
                         };
-                        let fingerprint = stream
+                        let der = stream
                             .get_ref()
                             .1
                             .peer_certificates()
                             .and_then(|c| c.first())
-                            .map(|c| acl_fingerprint(c.as_ref()));
-                        let peer_cert = PeerCertificate(fingerprint);
+                            .map(|c| Arc::<[u8]>::from(c.as_ref()));
+                        let peer_cert = PeerCertificate(der.as_deref().map(acl_fingerprint));
+                        let peer_der = peer::PeerCertDer(der);
                         let svc = tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                             req.extensions_mut().insert(peer_cert.clone());
+                            req.extensions_mut().insert(peer_der.clone());
                             router.clone().oneshot(req.map(axum::body::Body::new))
                         });
                         let conn = hyper::server::conn::http1::Builder::new()

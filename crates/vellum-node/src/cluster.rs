@@ -1,0 +1,456 @@
+//! Clusters: who the nodes are, how a node joins, and the node-to-node channel.
+//!
+//! - **Cluster state** is derived from the ledger like users are: join tokens from
+//!   [`JOIN_TOKENS_TABLE`] (only a token's SHA-256 is recorded) and nodes from CCF's
+//!   `public:ccf.gov.nodes.info`, whose records carry Vellum's Raft id and node-to-node address
+//!   next to CCF's `status` (`Trusted`, `Retired`).
+//! - **Joining.** An Administrator or a member creates a one-time token
+//!   (`vellum-join.<secret>.<service certificate SHA-256>`). The new node fetches the service
+//!   certificate, checks it against the token, then calls `POST /node/join` over mutual TLS
+//!   with a self-signed certificate for its new key. The primary checks the token, endorses that
+//!   key with the service key, records the node and spends the token in one transaction, and
+//!   answers with the service key and the ledger secret. The new node then starts with an empty
+//!   ledger; the primary adds it as a learner, replicates the whole ledger to it and makes it a
+//!   voter.
+//! - **The channel.** Raft messages and forwarded writes travel as postcard-encoded bodies over
+//!   HTTPS on the API listener (`/node/...`), with mutual TLS: both ends present node
+//!   certificates, and both accept only certificates the service key endorsed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use vellum_core::crypto::Certificate;
+use vellum_core::entry::{EntryBuilder, MapWrites};
+use vellum_core::tables;
+use vellum_ledger::genesis::VIRTUAL_MEASUREMENT;
+
+/// Join tokens: key hex SHA-256 of the token's secret, value `{"expires_at": unix seconds}`;
+/// removed when spent.
+pub const JOIN_TOKENS_TABLE: &str = "public:vellum.join_tokens";
+/// How a join token starts.
+pub const TOKEN_PREFIX: &str = "vellum-join";
+/// How long a join token is valid.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// A node as recorded in `public:ccf.gov.nodes.info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// CCF's node status: `Trusted` or `Retired`.
+    pub status: String,
+    /// The node's Raft id (absent for CCF's own records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_id: Option<u64>,
+    /// Where other nodes reach it (`host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A join token as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Unix seconds after which it is refused.
+    pub expires_at: u64,
+}
+
+/// Nodes and unspent join tokens, as of the last applied transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Nodes by CCF node id.
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Unspent tokens by hex SHA-256 of their secret.
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// Service-endorsed node certificates (PEM) by node id.
+    #[serde(default)]
+    pub certs: BTreeMap<String, String>,
+}
+
+impl ClusterState {
+    /// Applies a committed write to the node or token tables (other maps are ignored).
+    /// Malformed records are skipped and logged.
+    pub fn apply(&mut self, m: &MapWrites) {
+        let text = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+        if m.name == tables::NODES_INFO {
+            for (k, v) in &m.writes {
+                match serde_json::from_slice::<NodeRecord>(v) {
+                    Ok(r) => {
+                        self.nodes.insert(text(k), r);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "skipping a malformed node record"),
+                }
+            }
+            for k in &m.removes {
+                self.nodes.remove(&text(k));
+            }
+        } else if m.name == tables::NODES_ENDORSED_CERTIFICATES {
+            for (k, v) in &m.writes {
+                self.certs
+                    .insert(text(k), String::from_utf8_lossy(v).into_owned());
+            }
+            for k in &m.removes {
+                self.certs.remove(&text(k));
+            }
+        } else if m.name == JOIN_TOKENS_TABLE {
+            for (k, v) in &m.writes {
+                match serde_json::from_slice::<TokenRecord>(v) {
+                    Ok(r) => {
+                        self.tokens.insert(text(k), r);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "skipping a malformed token record"),
+                }
+            }
+            for k in &m.removes {
+                self.tokens.remove(&text(k));
+            }
+        }
+    }
+
+    /// Whether a map is one this state follows.
+    pub fn follows(name: &str) -> bool {
+        name == tables::NODES_INFO
+            || name == tables::NODES_ENDORSED_CERTIFICATES
+            || name == JOIN_TOKENS_TABLE
+    }
+
+    /// The node id of Raft node `raft_id`.
+    pub fn node_id_of(&self, raft_id: u64) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|(_, r)| r.raft_id == Some(raft_id))
+            .map(|(id, _)| id.as_str())
+    }
+}
+
+/// The `nodes.info` value of a node.
+pub fn node_info_value(status: &str, raft_id: u64, address: &str) -> Vec<u8> {
+    json!({
+        "status": status,
+        "code_digest": hex::encode(VIRTUAL_MEASUREMENT),
+        "raft_id": raft_id,
+        "address": address,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The Raft id of a CCF node id: its first eight bytes.
+pub fn raft_id_of(node_id: &str) -> Option<u64> {
+    u64::from_str_radix(node_id.get(..16)?, 16).ok()
+}
+
+/// A new join token and the write set that records it.
+pub fn new_token(service_cert: &Certificate, now: SystemTime) -> (String, EntryBuilder) {
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let token = format!(
+        "{TOKEN_PREFIX}.{}.{}",
+        hex::encode(secret),
+        hex::encode(Sha256::digest(service_cert.der()))
+    );
+    let expires_at = unix(now) + TOKEN_LIFETIME.as_secs();
+    let v = serde_json::to_vec(&TokenRecord { expires_at }).unwrap_or_default();
+    let ws = EntryBuilder::default().map(MapWrites::with_writes(
+        JOIN_TOKENS_TABLE,
+        vec![(hex::encode(Sha256::digest(secret)).into_bytes(), v)],
+    ));
+    (token, ws)
+}
+
+/// A join token, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    /// Hex SHA-256 of the secret: the key it is recorded under.
+    pub key: String,
+    /// SHA-256 of the service certificate (DER) the token belongs to.
+    pub service_cert_digest: [u8; 32],
+}
+
+impl std::str::FromStr for JoinToken {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<JoinToken, String> {
+        let bad = || format!("not a join token (expected {TOKEN_PREFIX}.<64 hex>.<64 hex>)");
+        let mut parts = s.trim().split('.');
+        if parts.next() != Some(TOKEN_PREFIX) {
+            return Err(bad());
+        }
+        let mut secret = [0u8; 32];
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(parts.next().ok_or_else(bad)?, &mut secret).map_err(|_| bad())?;
+        hex::decode_to_slice(parts.next().ok_or_else(bad)?, &mut digest).map_err(|_| bad())?;
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(JoinToken {
+            key: hex::encode(Sha256::digest(secret)),
+            service_cert_digest: digest,
+        })
+    }
+}
+
+/// Unix seconds.
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What a joining node asks for (`POST /node/join`, JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The join token.
+    pub token: String,
+    /// Where other nodes will reach it (`host:port`, an address in its certificate).
+    pub address: String,
+    /// DNS names for its certificate (`localhost` is always added).
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// IP addresses for its certificate (127.0.0.1 is always added).
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+}
+
+/// What an admitted node receives. Holds the service's secrets: sent only over mutual TLS to
+/// the holder of the admitted key.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// Its CCF node id.
+    pub node_id: String,
+    /// Its Raft id.
+    pub raft_id: u64,
+    /// Its certificate, endorsed by the service key (PEM).
+    pub node_cert_pem: String,
+    /// The service certificate (PEM).
+    pub service_cert_pem: String,
+    /// The service key (PKCS#8 PEM).
+    pub service_key_pem: String,
+    /// The ledger secret (hex).
+    pub ledger_secret_hex: String,
+    /// The ledger's chunk size (every node must close chunks at the same seqnos).
+    pub chunk_size: u64,
+    /// The transaction that admitted it.
+    pub admitted_at: String,
+}
+
+impl std::fmt::Debug for JoinResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinResponse")
+            .field("node_id", &self.node_id)
+            .field("raft_id", &self.raft_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request forwarded from a backup to the primary (postcard over the node channel).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Forward {
+    /// Record a write set; `applied`: answer once it is applied on the primary.
+    Write {
+        /// The write set.
+        ws: EntryBuilder,
+        /// Wait until applied.
+        applied: bool,
+    },
+    /// Admit a node (the joining node's certificate, DER, as the backup saw it).
+    Join {
+        /// The request.
+        request: JoinRequestWire,
+        /// The joining node's certificate.
+        cert_der: Vec<u8>,
+    },
+}
+
+/// A [`JoinRequest`] in the postcard encoding (addresses as strings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequestWire {
+    /// Token.
+    pub token: String,
+    /// Address.
+    pub address: String,
+    /// DNS names.
+    pub dns_names: Vec<String>,
+    /// IP addresses.
+    pub ips: Vec<String>,
+}
+
+impl From<&JoinRequest> for JoinRequestWire {
+    fn from(r: &JoinRequest) -> Self {
+        JoinRequestWire {
+            token: r.token.clone(),
+            address: r.address.clone(),
+            dns_names: r.dns_names.clone(),
+            ips: r.ips.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+impl JoinRequestWire {
+    /// Back to a [`JoinRequest`].
+    pub fn parse(&self) -> Result<JoinRequest, String> {
+        Ok(JoinRequest {
+            token: self.token.clone(),
+            address: self.address.clone(),
+            dns_names: self.dns_names.clone(),
+            ips: self
+                .ips
+                .iter()
+                .map(|s| s.parse().map_err(|_| format!("{s:?} is not an IP address")))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// The primary's answer to a [`Forward`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ForwardReply {
+    /// Done at this transaction id (view, seqno).
+    Done(u64, u64),
+    /// A node was admitted (the JSON [`JoinResponse`]).
+    Joined(String),
+    /// The receiver is not the primary: nothing was done.
+    NotPrimary,
+    /// The request was refused (bad input): nothing was done.
+    Refused(String),
+    /// It failed.
+    Failed(String),
+}
+
+/// Asks the service at `endpoint` (`https://host:port` of any of its nodes) to admit this node.
+///
+/// `identity_pem` is the new node's self-signed certificate and key: the key becomes the node
+/// key. The service certificate is first fetched without verification and checked against the
+/// digest in the token; everything after that, the request and the secrets in the answer,
+/// travels over mutual TLS pinned to that certificate.
+pub async fn request_join(
+    endpoint: &str,
+    request: &JoinRequest,
+    identity_pem: &str,
+) -> Result<JoinResponse, String> {
+    crate::server::tls::provider();
+    let token: JoinToken = request.token.parse()?;
+    let endpoint = endpoint.trim_end_matches('/');
+    let probe = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let network: serde_json::Value = probe
+        .get(format!("{endpoint}/node/network"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{endpoint}/node/network: {e}"))?;
+    let service_pem = network
+        .get("service_certificate")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| format!("{endpoint} did not return a service certificate"))?
+        .to_owned();
+    let service = Certificate::from_pem(&service_pem).map_err(|e| e.to_string())?;
+    if Sha256::digest(service.der())[..] != token.service_cert_digest[..] {
+        return Err(format!(
+            "the service at {endpoint} is not the one this join token was made for"
+        ));
+    }
+    let identity =
+        reqwest::Identity::from_pem(identity_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let root = reqwest::Certificate::from_pem(service_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .identity(identity)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .post(format!("{endpoint}/node/join"))
+        .json(request)
+        .send()
+        .await
+        .map_err(|e| format!("joining through {endpoint}: {e}"))?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(format!(
+            "the service refused to admit this node ({status}): {message}"
+        ));
+    }
+    let joined: JoinResponse = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    if joined.service_cert_pem.trim() != service_pem.trim() {
+        return Err("the admission names another service certificate".into());
+    }
+    Ok(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use vellum_ledger::identity::Identity;
+
+    #[test]
+    fn tokens_round_trip_and_pin_the_service() {
+        let now = SystemTime::now();
+        let service = Identity::service("s", now, 1).unwrap();
+        let (token, ws) = new_token(&service.cert, now);
+        let parsed: JoinToken = token.parse().unwrap();
+        assert_eq!(
+            parsed.service_cert_digest[..],
+            Sha256::digest(service.cert.der())[..]
+        );
+        let mut state = ClusterState::default();
+        state.apply(&ws.maps[0]);
+        let rec = state.tokens.get(&parsed.key).unwrap();
+        assert!(rec.expires_at > unix(now));
+        // The ledger holds the hash of the secret, never the secret.
+        let secret = token.split('.').nth(1).unwrap();
+        assert!(!String::from_utf8_lossy(&ws.maps[0].writes[0].0).contains(secret));
+        for bad in [
+            "",
+            "vellum-join",
+            "vellum-join.00.11",
+            &token.replace("vellum-join", "other"),
+            &format!("{token}.x"),
+        ] {
+            assert!(bad.parse::<JoinToken>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_records_follow_nodes_info() {
+        let mut state = ClusterState::default();
+        let id = "ab".repeat(32);
+        state.apply(&MapWrites::with_writes(
+            tables::NODES_INFO,
+            vec![(
+                id.clone().into_bytes(),
+                node_info_value("Trusted", 7, "127.0.0.1:9"),
+            )],
+        ));
+        assert_eq!(state.node_id_of(7), Some(id.as_str()));
+        assert_eq!(raft_id_of(&id), Some(0xabababababababab));
+        // CCF's own genesis record (no Raft id) is read too.
+        state.apply(&MapWrites::with_writes(
+            tables::NODES_INFO,
+            vec![(
+                b"cd".to_vec(),
+                br#"{"status":"Trusted","code_digest":"00"}"#.to_vec(),
+            )],
+        ));
+        assert_eq!(state.nodes.len(), 2);
+        state.apply(&MapWrites {
+            name: tables::NODES_INFO.into(),
+            writes: vec![],
+            removes: vec![id.into_bytes()],
+        });
+        assert_eq!(state.nodes.len(), 1);
+    }
+}
