@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// ...or this many milliseconds after the first unsigned one.
     #[arg(long, value_name = "MS")]
     pub signature_delay_ms: Option<u64>,
+    /// Close a ledger chunk after the first signature past this many bytes (a new service only;
+    /// joining nodes take the service's). Default 4 MiB.
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_size: Option<u64>,
     /// Largest entry contents in bytes (ACL: 8192).
     #[arg(long, value_name = "BYTES")]
     pub max_entry_bytes: Option<usize>,
@@ -113,6 +117,7 @@ impl ServeArgs {
             ledger_id,
             signature_interval,
             signature_delay_ms,
+            chunk_size,
             max_entry_bytes,
             max_collections,
             max_collection_id_bytes,
@@ -175,6 +180,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(n) = args.signature_interval {
         anyhow::ensure!(n > 0, "--signature-interval must be at least 1");
         cfg.signature_interval = n;
+    }
+    if let Some(n) = args.chunk_size {
+        anyhow::ensure!(n >= 4096, "--chunk-size must be at least 4096 bytes");
+        cfg.chunk_size = n;
     }
     if let Some(ms) = args.signature_delay_ms {
         cfg.signature_delay = Duration::from_millis(ms.max(1));

@@ -102,22 +102,7 @@ impl TestServer {
 
     /// A bearer token for `oid` from the trusted issuer (ACL's audience).
     pub fn token(&self, oid: &str) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let claims = serde_json::json!({
-            "iss": ISSUER, "aud": "https://confidential-ledger.azure.com", "oid": oid,
-            "iat": now, "nbf": now - 60, "exp": now + 3600,
-        });
-        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        h.kid = Some("k1".into());
-        jsonwebtoken::encode(
-            &h,
-            &claims,
-            &jsonwebtoken::EncodingKey::from_ec_der(&self.token_key_der),
-        )
-        .unwrap()
+        token_for(&self.token_key_der, oid)
     }
 
     /// Stops the API and the node; returns the data directory (deleted when dropped).
@@ -132,6 +117,22 @@ impl TestServer {
         node.shutdown().await.unwrap();
         self.dir
     }
+}
+
+/// A bearer token for `oid` from [`ISSUER`] (ACL's audience), signed with `key_der` (from
+/// [`es256_key`]).
+pub fn token_for(key_der: &[u8], oid: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": ISSUER, "aud": "https://confidential-ledger.azure.com", "oid": oid,
+        "iat": now, "nbf": now - 60, "exp": now + 3600,
+    });
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    h.kid = Some("k1".into());
+    jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ec_der(key_der)).unwrap()
 }
 
 /// A fresh ES256 key: (PKCS#8 DER, JWKS JSON with kid `k1`).

@@ -1,0 +1,508 @@
+//! A cluster of real `vellum serve` processes for the cluster tests. Each node logs to
+//! `node<i>.log` in the cluster's directory (printed when a test fails).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vellum_client::AppendToLedgerOptions;
+use vellum_client::{
+    ConfidentialLedgerCertificateCredential, ConfidentialLedgerClient, LedgerCertificate,
+};
+
+/// Whether heavy scenarios run at full size (`VELLUM_HEAVY=1`).
+pub fn heavy() -> bool {
+    std::env::var("VELLUM_HEAVY").is_ok_and(|v| v == "1")
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A Python with `ccf` and `azure-confidentialledger`, if there is one (required when
+/// `VELLUM_REQUIRE_INTEROP=1`).
+pub fn python() -> Option<PathBuf> {
+    let p = std::env::var("VELLUM_PYTHON")
+        .map(PathBuf::from)
+        .ok()
+        .or_else(|| Some(repo().join(".venv/bin/python")).filter(|p| p.exists()));
+    assert!(
+        p.is_some() || std::env::var("VELLUM_REQUIRE_INTEROP").is_ok_and(|v| v != "1"),
+        "VELLUM_REQUIRE_INTEROP=1 but no Python found"
+    );
+    p
+}
+
+/// One node process.
+pub struct NodeProc {
+    pub child: Option<Child>,
+    pub data: PathBuf,
+    pub port: u16,
+    pub endpoint: String,
+    /// Arguments it was started with (minus --listen, --data-dir and --join).
+    pub args: Vec<String>,
+    pub log: PathBuf,
+}
+
+/// A running cluster.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+    pub token_key: Vec<u8>,
+}
+
+/// Starts `vellum serve`; waits for its announcement and returns the process and endpoint.
+fn spawn(
+    data: &Path,
+    listen: &str,
+    args: &[String],
+    join: Option<(&str, &str)>,
+    log: &Path,
+) -> Result<(Child, String), String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vellum"));
+    cmd.args(["serve", "--listen", listen])
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        );
+    if let Some((url, token)) = join {
+        cmd.args(["--join", url, "--join-token", token]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.wait();
+            return Err(format!(
+                "vellum serve exited before serving; its log:\n{}",
+                tail(log)
+            ));
+        };
+        if line.contains("serving at") {
+            let endpoint = line
+                .split_whitespace()
+                .find(|w| w.starts_with("https://"))
+                .unwrap()
+                .to_owned();
+            std::thread::spawn(move || for _ in lines {});
+            return Ok((child, endpoint));
+        }
+    }
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
+}
+
+impl Cluster {
+    /// Starts node 0 (a new service), then joins `n - 1` nodes, each with a fresh token and
+    /// through the previous node (so joins through backups are forwarded to the primary).
+    pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let (token_key, jwks) = vellum_node::testing::es256_key();
+        let jwks_path = dir.path().join("jwks.json");
+        std::fs::write(&jwks_path, jwks).unwrap();
+        let mut args: Vec<String> = vec![
+            "--jwt-issuer".into(),
+            vellum_node::testing::ISSUER.into(),
+            "--jwks-file".into(),
+            jwks_path.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut c = Cluster {
+            dir,
+            nodes: Vec::new(),
+            token_key,
+        };
+        for i in 0..n {
+            let join = if i == 0 {
+                None
+            } else {
+                let token = c.admin(0).create_join_token(None).await.unwrap().token;
+                Some((c.nodes[i - 1].endpoint.clone(), token))
+            };
+            c.add_node(&args, join).await;
+        }
+        c.wait_voters(n).await;
+        c
+    }
+
+    async fn add_node(&mut self, args: &[String], join: Option<(String, String)>) {
+        let i = self.nodes.len();
+        let data = self.dir.path().join(format!("node{i}"));
+        let log = self.dir.path().join(format!("node{i}.log"));
+        let (args2, data2, log2) = (args.to_vec(), data.clone(), log.clone());
+        let (child, endpoint) = tokio::task::spawn_blocking(move || {
+            spawn(
+                &data2,
+                "127.0.0.1:0",
+                &args2,
+                join.as_ref().map(|(u, t)| (u.as_str(), t.as_str())),
+                &log2,
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("node {i}: {e}"));
+        let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        self.nodes.push(NodeProc {
+            child: Some(child),
+            data,
+            port,
+            endpoint,
+            args: args.to_vec(),
+            log,
+        });
+    }
+
+    /// Waits until `n` nodes are voters (one primary, the rest backups).
+    pub async fn wait_voters(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(nodes) = self.admin(0).list_nodes(None).await {
+                let voters = nodes
+                    .iter()
+                    .filter(|x| x.role == "primary" || x.role == "backup")
+                    .count();
+                if voters == n && nodes.iter().any(|x| x.role == "primary") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster did not form; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// All node logs (tails).
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {i}\n{}", tail(&n.log)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The node id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.nodes[i].data.join("node.json")).unwrap())
+                .unwrap();
+        v["node_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The index of the current primary (as a running node reports it).
+    pub async fn primary(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].child.is_none() {
+                    continue;
+                }
+                if let Ok(nodes) = self.admin(i).list_nodes(None).await
+                    && let Some(p) = nodes.iter().find(|n| n.role == "primary")
+                    && let Some(idx) = (0..self.nodes.len()).find(|j| self.node_id(*j) == p.node_id)
+                {
+                    return idx;
+                }
+            }
+            assert!(Instant::now() < deadline, "no primary; logs:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The service certificate.
+    pub fn service_cert(&self) -> String {
+        std::fs::read_to_string(self.nodes[0].data.join("service_cert.pem")).unwrap()
+    }
+
+    /// An Administrator client (node 0's admin.pem) for node `i`.
+    pub fn admin(&self, i: usize) -> ConfidentialLedgerClient {
+        ConfidentialLedgerClient::new(
+            &self.nodes[i].endpoint,
+            ConfidentialLedgerCertificateCredential::new(self.nodes[0].data.join("admin.pem"))
+                .unwrap(),
+            LedgerCertificate::Pem(self.service_cert()),
+            None,
+        )
+        .unwrap()
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM node `i` and wait for it to exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            signal(&c, "-TERM");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    c.kill().unwrap();
+                    panic!("node {i} did not stop within 30 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Restarts node `i` on its data directory and port.
+    pub async fn restart(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let (data, listen, args, log) = (
+            n.data.clone(),
+            format!("127.0.0.1:{}", n.port),
+            n.args.clone(),
+            n.log.clone(),
+        );
+        let (child, _) = tokio::task::spawn_blocking(move || spawn(&data, &listen, &args, None, &log))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("restarting node {i}: {e}"));
+        self.nodes[i].child = Some(child);
+    }
+
+    /// Stops every node (SIGTERM, backups first) and returns their data directories.
+    pub fn stop_all(&mut self) -> Vec<PathBuf> {
+        for i in (0..self.nodes.len()).rev() {
+            self.stop(i);
+        }
+        self.nodes.iter().map(|n| n.data.clone()).collect()
+    }
+
+    /// Tries to join a new node to node 0 with `token`; the process must exit (a refusal).
+    pub fn try_join(&self, token: &str) -> Output {
+        let data = self.dir.path().join(format!("refused-{}", token.len()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vellum"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--join"])
+            .arg(&self.nodes[0].endpoint)
+            .arg("--join-token")
+            .arg(token)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("a join with a bad token did not fail");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            !data.join("node.json").exists(),
+            "a refused node must not be provisioned"
+        );
+        out
+    }
+
+    /// POST `path` on node `i` without credentials: (status, body).
+    pub async fn post_as_anonymous(&self, i: usize, path: &str) -> (u16, serde_json::Value) {
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(self.service_cert().as_bytes()).unwrap()])
+            .build()
+            .unwrap();
+        let r = client
+            .post(format!("{}{path}", self.nodes[i].endpoint))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or_default())
+    }
+
+    /// Runs the official Python SDK suite (tests/interop/sdk_suite.py) against node `i`.
+    pub async fn python_sdk_suite(&self, i: usize) {
+        let Some(py) = python() else {
+            eprintln!("skipping the Python SDK suite: no Python with azure-confidentialledger");
+            return;
+        };
+        let id = vellum_ledger::identity::Identity::client(
+            "Reader",
+            std::time::SystemTime::now(),
+            30,
+        )
+        .unwrap();
+        let reader_path = self.dir.path().join(format!("reader{i}.pem"));
+        std::fs::write(&reader_path, id.combined_pem()).unwrap();
+        let oid = format!("aad-user-node{i}");
+        let mut cmd = Command::new(py);
+        cmd.arg(repo().join("tests/interop/sdk_suite.py"))
+            .env("VELLUM_ENDPOINT", &self.nodes[i].endpoint)
+            .env("VELLUM_SERVICE_CERT", self.nodes[0].data.join("service_cert.pem"))
+            .env("VELLUM_ADMIN_PEM", self.nodes[0].data.join("admin.pem"))
+            .env("VELLUM_READER_PEM", &reader_path)
+            .env("VELLUM_READER_ID", id.cert.acl_fingerprint())
+            .env(
+                "VELLUM_TOKEN",
+                vellum_node::testing::token_for(&self.token_key, &oid),
+            )
+            .env("VELLUM_TOKEN_OID", &oid)
+            .env("VELLUM_LEDGER_ID", "vellum")
+            .env("VELLUM_PAGE_SIZE", "1000");
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("ALL PASSED"),
+            "the SDK suite failed against node {i}:\n{stdout}\n{}\nlogs:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        let passes = stdout.lines().filter(|l| l.starts_with("PASS")).count();
+        assert!(passes > 80, "only {passes} checks ran");
+        println!("Python SDK suite against node {i}: {passes} checks passed");
+    }
+}
+
+/// Appends `n` entries through `clients` with `concurrency` writers; returns their transaction
+/// ids in seqno order.
+pub async fn append_many(
+    clients: &[ConfidentialLedgerClient],
+    n: usize,
+    concurrency: usize,
+) -> Vec<String> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let client = clients[w % clients.len()].clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return ids;
+                }
+                let r = client
+                    .append_to_ledger(&format!("bulk {i}"), None::<AppendToLedgerOptions>)
+                    .await
+                    .unwrap();
+                ids.push(r.transaction_id);
+            }
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    ids.sort_by_key(|t| t.split_once('.').and_then(|(_, s)| s.parse::<u64>().ok()));
+    ids
+}
+
+/// Asserts that every closed chunk any node holds is byte-identical on every node that holds
+/// a chunk of that range (committed or not yet marked so), that every committed chunk is on
+/// every node, and returns how many committed chunks were compared.
+pub fn assert_identical_chunks(dirs: &[PathBuf]) -> usize {
+    let chunks = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(d.join("ledger"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ledger_"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let range = |name: &str| name.trim_end_matches(".committed").to_owned();
+    let all: Vec<Vec<(String, Vec<u8>)>> = dirs.iter().map(|d| chunks(d)).collect();
+    let mut committed = 0;
+    for (i, node) in all.iter().enumerate() {
+        for (name, bytes) in node {
+            if !name.contains('-') {
+                continue; // the open chunk
+            }
+            for (j, other) in all.iter().enumerate() {
+                let twin = other.iter().find(|(n, _)| range(n) == range(name));
+                match twin {
+                    Some((n, b)) => assert!(
+                        b == bytes,
+                        "chunk {name} of node {i} differs from {n} of node {j}"
+                    ),
+                    None => assert!(
+                        !name.ends_with(".committed"),
+                        "committed chunk {name} of node {i} is missing on node {j}"
+                    ),
+                }
+            }
+            if i == 0 && name.ends_with(".committed") {
+                committed += 1;
+            }
+        }
+    }
+    committed
+}
+
+/// `vellum audit` (with the ledger secret) and `ccf.ledger` FULL over a node's committed
+/// chunks.
+pub fn verify_offline(data: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .arg("audit")
+        .arg(data.join("ledger"))
+        .arg("--ledger-secret")
+        .arg(data.join("ledger_secret"))
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vellum audit of {}: {}{}",
+        data.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(py) = python() {
+        let out = Command::new(py)
+            .arg(repo().join("tests/interop/verify_ledger_full.py"))
+            .arg(data.join("ledger"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ccf.ledger FULL over {}:\n{}{}",
+            data.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
