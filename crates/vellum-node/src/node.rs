@@ -843,6 +843,16 @@ impl LedgerNode {
         )
     }
 
+    /// The status to report to clients: as [`LedgerNode::status`], except that a backup
+    /// reports a transaction it has not received yet as Pending (it is behind the primary,
+    /// which may well have it) rather than Unknown.
+    pub fn client_status(&self, txid: TxId) -> TxStatus {
+        match self.status(txid) {
+            TxStatus::Unknown if !self.is_primary() => TxStatus::Pending,
+            s => s,
+        }
+    }
+
     /// Seqno up to which every transaction is Committed.
     pub fn committed_seqno(&self) -> u64 {
         self.commit.borrow().committed

@@ -132,7 +132,12 @@ pub fn token_for(key_der: &[u8], oid: &str) -> String {
     });
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     h.kid = Some("k1".into());
-    jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ec_der(key_der)).unwrap()
+    jsonwebtoken::encode(
+        &h,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_der(key_der),
+    )
+    .unwrap()
 }
 
 /// A fresh ES256 key: (PKCS#8 DER, JWKS JSON with kid `k1`).

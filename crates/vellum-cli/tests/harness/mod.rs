@@ -231,7 +231,11 @@ impl Cluster {
                     return idx;
                 }
             }
-            assert!(Instant::now() < deadline, "no primary; logs:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "no primary; logs:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -285,10 +289,11 @@ impl Cluster {
             n.args.clone(),
             n.log.clone(),
         );
-        let (child, _) = tokio::task::spawn_blocking(move || spawn(&data, &listen, &args, None, &log))
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("restarting node {i}: {e}"));
+        let (child, _) =
+            tokio::task::spawn_blocking(move || spawn(&data, &listen, &args, None, &log))
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("restarting node {i}: {e}"));
         self.nodes[i].child = Some(child);
     }
 
@@ -333,7 +338,9 @@ impl Cluster {
     /// POST `path` on node `i` without credentials: (status, body).
     pub async fn post_as_anonymous(&self, i: usize, path: &str) -> (u16, serde_json::Value) {
         let client = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(self.service_cert().as_bytes()).unwrap()])
+            .tls_certs_only([
+                reqwest::Certificate::from_pem(self.service_cert().as_bytes()).unwrap(),
+            ])
             .build()
             .unwrap();
         let r = client
@@ -351,19 +358,19 @@ impl Cluster {
             eprintln!("skipping the Python SDK suite: no Python with azure-confidentialledger");
             return;
         };
-        let id = vellum_ledger::identity::Identity::client(
-            "Reader",
-            std::time::SystemTime::now(),
-            30,
-        )
-        .unwrap();
+        let id =
+            vellum_ledger::identity::Identity::client("Reader", std::time::SystemTime::now(), 30)
+                .unwrap();
         let reader_path = self.dir.path().join(format!("reader{i}.pem"));
         std::fs::write(&reader_path, id.combined_pem()).unwrap();
         let oid = format!("aad-user-node{i}");
         let mut cmd = Command::new(py);
         cmd.arg(repo().join("tests/interop/sdk_suite.py"))
             .env("VELLUM_ENDPOINT", &self.nodes[i].endpoint)
-            .env("VELLUM_SERVICE_CERT", self.nodes[0].data.join("service_cert.pem"))
+            .env(
+                "VELLUM_SERVICE_CERT",
+                self.nodes[0].data.join("service_cert.pem"),
+            )
             .env("VELLUM_ADMIN_PEM", self.nodes[0].data.join("admin.pem"))
             .env("VELLUM_READER_PEM", &reader_path)
             .env("VELLUM_READER_ID", id.cert.acl_fingerprint())

@@ -570,12 +570,11 @@ async fn post_entry(
 
 /// Waits briefly for a Pending transaction, so that pollers rarely see `Loading`.
 async fn settle(st: &AppState, txid: TxId) -> TxStatus {
-    match st.node.status(txid) {
-        TxStatus::Pending => st
-            .node
-            .wait_committed(txid, Duration::from_secs(1))
-            .await
-            .unwrap_or(TxStatus::Pending),
+    match st.node.client_status(txid) {
+        TxStatus::Pending => {
+            let _ = st.node.wait_committed(txid, Duration::from_secs(1)).await;
+            st.node.client_status(txid)
+        }
         s => s,
     }
 }
@@ -631,7 +630,7 @@ async fn get_status(
 ) -> ApiResult {
     st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
     let txid = parse_txid(&path_param(id)?)?;
-    let state = match st.node.status(txid) {
+    let state = match st.node.client_status(txid) {
         TxStatus::Committed => "Committed",
         TxStatus::Pending => "Pending",
         _ => return Err(unknown_txid(txid)),
