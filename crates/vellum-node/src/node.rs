@@ -441,10 +441,29 @@ impl LedgerNode {
         }
     }
 
+    /// Forwards `msg` to the primary at `addr`. Gives up (with an ambiguous error: the primary
+    /// may have done it) if this node learns of another primary meanwhile: a primary that was
+    /// cut off may never answer.
     async fn forward(&self, addr: &str, msg: &Forward) -> Result<ForwardReply, PeerError> {
-        self.peers
-            .call(addr, FORWARD_PATH, msg, FORWARD_TIMEOUT)
-            .await
+        let leader = self.primary().map(|p| p.0);
+        let mut metrics = self.raft.metrics();
+        let deposed = async {
+            loop {
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+                if metrics.borrow_watched().current_leader != leader {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = self.peers.call(addr, FORWARD_PATH, msg, FORWARD_TIMEOUT) => r,
+            () = deposed => Err(PeerError::Call(
+                addr.to_owned(),
+                "the primary changed while the request was in flight".into(),
+            )),
+        }
     }
 
     /// Waits until this node has applied `seqno`.
@@ -843,12 +862,22 @@ impl LedgerNode {
         )
     }
 
-    /// The status to report to clients: as [`LedgerNode::status`], except that a backup
-    /// reports a transaction it has not received yet as Pending (it is behind the primary,
-    /// which may well have it) rather than Unknown.
+    /// The status to report to clients: as [`LedgerNode::status`], except that a transaction
+    /// this node has not received but may yet receive is Pending rather than Unknown: on a
+    /// backup (it is behind the primary), or when its view is newer than this node's (this
+    /// node is a primary that was cut off and has not heard of the new one).
     pub fn client_status(&self, txid: TxId) -> TxStatus {
         match self.status(txid) {
-            TxStatus::Unknown if !self.is_primary() => TxStatus::Pending,
+            TxStatus::Unknown => {
+                let m = self.raft.metrics();
+                let m = m.borrow_watched();
+                let view = m.current_term + 1;
+                if m.current_leader != Some(self.raft_id) || txid.view > view {
+                    TxStatus::Pending
+                } else {
+                    TxStatus::Unknown
+                }
+            }
             s => s,
         }
     }

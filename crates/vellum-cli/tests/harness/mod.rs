@@ -47,6 +47,10 @@ pub struct NodeProc {
     /// Arguments it was started with (minus --listen, --data-dir and --join).
     pub args: Vec<String>,
     pub log: PathBuf,
+    /// A command prefix (e.g. `ip netns exec NS`).
+    pub prefix: Vec<String>,
+    /// The listen address.
+    pub listen: String,
 }
 
 /// A running cluster.
@@ -58,13 +62,21 @@ pub struct Cluster {
 
 /// Starts `vellum serve`; waits for its announcement and returns the process and endpoint.
 fn spawn(
+    prefix: &[String],
     data: &Path,
     listen: &str,
     args: &[String],
     join: Option<(&str, &str)>,
     log: &Path,
 ) -> Result<(Child, String), String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vellum"));
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(env!("CARGO_BIN_EXE_vellum"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_vellum")),
+    };
     cmd.args(["serve", "--listen", listen])
         .arg("--data-dir")
         .arg(data)
@@ -119,6 +131,16 @@ impl Cluster {
     /// Starts node 0 (a new service), then joins `n - 1` nodes, each with a fresh token and
     /// through the previous node (so joins through backups are forwarded to the primary).
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_placed(n, extra, |_| (Vec::new(), "127.0.0.1:0".into())).await
+    }
+
+    /// As [`Cluster::start`], with node `i` started under the command prefix and on the listen
+    /// address `place(i)` returns.
+    pub async fn start_placed(
+        n: usize,
+        extra: &[&str],
+        place: impl Fn(usize) -> (Vec<String>, String),
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let (token_key, jwks) = vellum_node::testing::es256_key();
         let jwks_path = dir.path().join("jwks.json");
@@ -142,21 +164,36 @@ impl Cluster {
                 let token = c.admin(0).create_join_token(None).await.unwrap().token;
                 Some((c.nodes[i - 1].endpoint.clone(), token))
             };
-            c.add_node(&args, join).await;
+            let (prefix, listen) = place(i);
+            let mut node_args = args.clone();
+            if let Ok(a) = listen.parse::<std::net::SocketAddr>()
+                && !a.ip().is_loopback()
+            {
+                node_args.extend(["--ip".to_owned(), a.ip().to_string()]);
+            }
+            c.add_node(&node_args, join, prefix, listen).await;
         }
         c.wait_voters(n).await;
         c
     }
 
-    async fn add_node(&mut self, args: &[String], join: Option<(String, String)>) {
+    async fn add_node(
+        &mut self,
+        args: &[String],
+        join: Option<(String, String)>,
+        prefix: Vec<String>,
+        listen: String,
+    ) {
         let i = self.nodes.len();
         let data = self.dir.path().join(format!("node{i}"));
         let log = self.dir.path().join(format!("node{i}.log"));
         let (args2, data2, log2) = (args.to_vec(), data.clone(), log.clone());
+        let (prefix2, listen2) = (prefix.clone(), listen.clone());
         let (child, endpoint) = tokio::task::spawn_blocking(move || {
             spawn(
+                &prefix2,
                 &data2,
-                "127.0.0.1:0",
+                &listen2,
                 &args2,
                 join.as_ref().map(|(u, t)| (u.as_str(), t.as_str())),
                 &log2,
@@ -173,6 +210,8 @@ impl Cluster {
             endpoint,
             args: args.to_vec(),
             log,
+            prefix,
+            listen,
         });
     }
 
@@ -283,14 +322,16 @@ impl Cluster {
     /// Restarts node `i` on its data directory and port.
     pub async fn restart(&mut self, i: usize) {
         let n = &self.nodes[i];
-        let (data, listen, args, log) = (
+        let host = n.listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+        let (data, listen, args, log, prefix) = (
             n.data.clone(),
-            format!("127.0.0.1:{}", n.port),
+            format!("{host}:{}", n.port),
             n.args.clone(),
             n.log.clone(),
+            n.prefix.clone(),
         );
         let (child, _) =
-            tokio::task::spawn_blocking(move || spawn(&data, &listen, &args, None, &log))
+            tokio::task::spawn_blocking(move || spawn(&prefix, &data, &listen, &args, None, &log))
                 .await
                 .unwrap()
                 .unwrap_or_else(|e| panic!("restarting node {i}: {e}"));
