@@ -126,7 +126,7 @@ async fn killing_the_primary_under_load_loses_no_committed_write() {
     };
     println!("writes resumed {resumed:?} after SIGKILL of the primary");
     assert!(
-        resumed < Duration::from_secs(8),
+        resumed < Duration::from_secs(10),
         "writes resumed only after {resumed:?}"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -194,10 +194,20 @@ async fn a_partitioned_minority_cannot_commit_and_its_writes_become_invalid() {
 
     // Heal: the old primary learns of the new view; its writes are rolled back.
     net.set_link(p, true);
-    c.admin(p)
-        .wait_until_durable(&committed, None)
-        .await
-        .unwrap();
+    // The old primary answers Unknown (404) until it hears of the new view: poll.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c.admin(p).get_transaction_status(&committed, None).await;
+        if s.is_ok_and(|s| s.state == vellum_client::TransactionState::Committed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old primary never caught up:\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for t in &minority {
         for n in 0..3 {
             let deadline = Instant::now() + Duration::from_secs(20);

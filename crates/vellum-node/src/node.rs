@@ -862,17 +862,16 @@ impl LedgerNode {
         )
     }
 
-    /// The status to report to clients: as [`LedgerNode::status`], except that a transaction
-    /// this node has not received but may yet receive is Pending rather than Unknown: on a
-    /// backup (it is behind the primary), or when its view is newer than this node's (this
-    /// node is a primary that was cut off and has not heard of the new one).
+    /// The status to report to clients: as [`LedgerNode::status`], except that a backup reports
+    /// a transaction of the current view or an earlier one that it has not received yet as
+    /// Pending (it is behind the primary, which may well have it) rather than Unknown. Ids
+    /// from views that do not exist yet stay Unknown.
     pub fn client_status(&self, txid: TxId) -> TxStatus {
         match self.status(txid) {
             TxStatus::Unknown => {
                 let m = self.raft.metrics();
                 let m = m.borrow_watched();
-                let view = m.current_term + 1;
-                if m.current_leader != Some(self.raft_id) || txid.view > view {
+                if m.current_leader != Some(self.raft_id) && txid.view <= m.current_term + 1 {
                     TxStatus::Pending
                 } else {
                     TxStatus::Unknown

@@ -53,8 +53,13 @@ pub struct NodeProc {
     pub listen: String,
 }
 
+/// Clusters in one test binary run one at a time (each is three processes; the machines have
+/// two cores).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A running cluster.
 pub struct Cluster {
+    _serial: std::sync::MutexGuard<'static, ()>,
     pub dir: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
     pub token_key: Vec<u8>,
@@ -141,7 +146,11 @@ impl Cluster {
         extra: &[&str],
         place: impl Fn(usize) -> (Vec<String>, String),
     ) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        if std::env::var("VELLUM_KEEP_TEST_DIRS").is_ok_and(|v| v == "1") {
+            dir.disable_cleanup(true);
+            eprintln!("cluster directory kept: {}", dir.path().display());
+        }
         let (token_key, jwks) = vellum_node::testing::es256_key();
         let jwks_path = dir.path().join("jwks.json");
         std::fs::write(&jwks_path, jwks).unwrap();
@@ -152,7 +161,9 @@ impl Cluster {
             jwks_path.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let mut c = Cluster {
+            _serial: serial,
             dir,
             nodes: Vec::new(),
             token_key,
