@@ -19,7 +19,18 @@ use vellum_client::{AppendToLedgerOptions, GetLedgerEntryOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_hold_identical_verified_ledgers_and_serve_the_sdk_from_a_backup() {
-    let mut c = Cluster::start(3, &["--chunk-size", "16384"]).await;
+    let t0 = Instant::now();
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--chunk-size",
+            "16384",
+            "--page-size",
+            harness::SDK_PAGE_SIZE,
+        ],
+    )
+    .await;
+    println!("cluster formed in {:?}", t0.elapsed());
     let primary = c.primary().await;
     let backup = (0..3).find(|i| *i != primary).unwrap();
     // Writes through every node (backups forward them) interleave in one ledger.
@@ -59,18 +70,26 @@ async fn three_nodes_hold_identical_verified_ledgers_and_serve_the_sdk_from_a_ba
             .unwrap();
         r.verify(&c.service_cert()).unwrap();
     }
+    println!("writes and reads done at {:?}", t0.elapsed());
     // The official Python SDK, unchanged, against a backup and then the primary.
     c.python_sdk_suite(backup).await;
+    println!("SDK suite on a backup done at {:?}", t0.elapsed());
     c.python_sdk_suite(primary).await;
+    println!("SDK suite on the primary done at {:?}", t0.elapsed());
     let dirs = c.stop_all();
+    println!("stopped at {:?}", t0.elapsed());
     let committed = harness::assert_identical_chunks(&dirs);
     assert!(
         committed >= 2,
         "only {committed} committed chunks to compare"
     );
-    for d in &dirs {
-        harness::verify_offline(d);
-    }
+    // Each node's copy on its own (in parallel: they are independent checks).
+    std::thread::scope(|s| {
+        for d in &dirs {
+            s.spawn(move || harness::verify_offline(d));
+        }
+    });
+    println!("verified offline at {:?}", t0.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
