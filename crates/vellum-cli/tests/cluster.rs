@@ -284,6 +284,34 @@ async fn joining_needs_a_valid_unspent_token_and_nodes_can_be_removed() {
         assert!(Instant::now() < deadline, "node not removed: {nodes:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The removed node's endorsed certificate no longer opens the node channel (a garbage
+    // body: a node still in the service gets 400 for it, a retired one 403 before that).
+    let as_node = |i: usize| {
+        let d = &c.nodes[i].data;
+        let pem = std::fs::read_to_string(d.join("node_cert.pem")).unwrap()
+            + &std::fs::read_to_string(d.join("node_key.pem")).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(c.service_cert().as_bytes()).unwrap()])
+            .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    };
+    let forward = format!("{}/node/forward", c.nodes[primary].endpoint);
+    let r = as_node(primary)
+        .post(&forward)
+        .body(vec![0xff])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = as_node(backup)
+        .post(&forward)
+        .body(vec![0xff])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.text().await.unwrap().contains("retired"));
     // The remaining single node commits on its own.
     let r = c
         .admin(primary)

@@ -545,6 +545,14 @@ impl LedgerNode {
         }
     }
 
+    /// The status (`Trusted`, `Retired`) of node `node_id`, if this node knows it.
+    pub fn node_status(&self, node_id: &str) -> Option<String> {
+        crate::read_lock(&self.shared.cluster)
+            .nodes
+            .get(node_id)
+            .map(|n| n.status.clone())
+    }
+
     /// Nodes and join tokens, as of the last applied transaction.
     pub fn cluster(&self) -> ClusterState {
         crate::read_lock(&self.shared.cluster).clone()

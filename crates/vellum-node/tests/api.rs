@@ -729,8 +729,19 @@ async fn collection_limit() {
     let (status, v) = body(post("d").await.unwrap()).await;
     assert_ccf_error(status, &v, 400, "a fourth collection");
     assert_eq!(v["error"]["code"], "TooManyCollections");
-    assert_eq!(post("b").await.unwrap().status(), 200);
-    assert!(srv.node.collections().unwrap().len() == 3);
+    let r = post("b").await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Collections are listed once their entries are applied: wait for the last write.
+    let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    srv.node
+        .wait_committed(txid, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(srv.node.collections().unwrap().len(), 3);
     assert!(srv.node.last_txid() > before);
     srv.stop().await;
 }

@@ -66,7 +66,14 @@ fn require_node(st: &AppState, ext: &Extensions) -> Result<(), ApiError> {
         .and_then(|c| c.public_key())
         .map_err(ApiError::internal)?;
     cert.verify_issued_by(&service)
-        .map_err(|_| forbidden("the certificate is not endorsed by this service"))
+        .map_err(|_| forbidden("the certificate is not endorsed by this service"))?;
+    // A removed node keeps its endorsed certificate; it may no longer take part. (A node this
+    // node has not heard of yet is let in: a node that just joined knows nobody.)
+    let id = vellum_core::crypto::node_id_of(&cert);
+    if st.node.node_status(&id).as_deref() == Some("Retired") {
+        return Err(forbidden(&format!("node {id} is retired")));
+    }
+    Ok(())
 }
 
 fn postcard_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
