@@ -127,6 +127,13 @@ impl Connection {
         })
     }
 
+    /// The resolved endpoint.
+    pub fn endpoint(&self) -> anyhow::Result<String> {
+        self.resolved()?
+            .endpoint
+            .context("no ledger endpoint: pass --endpoint or set VELLUM_ENDPOINT")
+    }
+
     /// A client from the resolved settings.
     pub fn client(&self) -> anyhow::Result<ConfidentialLedgerClient> {
         let c = self.resolved()?;

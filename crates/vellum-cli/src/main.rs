@@ -16,6 +16,7 @@ use vellum_core::entry::LedgerSecret;
 use vellum_ledger::sample::{SampleOptions, write_sample};
 use vellum_ledger::{AuditOptions, audit_dir};
 
+mod bench;
 mod ledger;
 mod serve;
 
@@ -68,6 +69,15 @@ enum Command {
         #[arg(long, default_value_t = 365)]
         days: u64,
     },
+    /// Load a ledger on this machine and report throughput and latency percentiles.
+    ///
+    /// Runs a fixed number of concurrent requests (one connection each) until --requests are
+    /// done or --duration has passed; prints requests/s and p50/p90/p99/p99.9 latency, with
+    /// --json a machine-readable result and per-second series, with --plot an SVG. See
+    /// docs/benchmarks.md for the baselines measured beside it.
+    ///
+    /// Example: vellum bench --workload write -c 64 -n 50000 --plot write.svg
+    Bench(bench::BenchArgs),
     /// Print shell completions.
     ///
     /// Example: vellum completions bash > /etc/bash_completion.d/vellum
@@ -163,6 +173,7 @@ fn read_secret(path: &PathBuf) -> anyhow::Result<LedgerSecret> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ledger(cmd) => ledger::run(&cli.conn, cmd),
+        Command::Bench(args) => bench::run(&cli.conn, args),
         Command::Keygen { out, name, days } => {
             if out.exists() {
                 anyhow::bail!("{} exists; not overwriting a key", out.display());

@@ -560,11 +560,14 @@ impl ConfidentialLedgerClient {
         options: Option<GetLedgerEntryOptions>,
     ) -> Result<LedgerEntry> {
         let o = options.unwrap_or_default();
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        if let Some(s) = &o.sub_ledger_id {
-            q.append_pair("collectionId", s);
-        }
-        let q = q.finish();
+        // Built in a block: the serializer is not Send and must not live across an await.
+        let q = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            if let Some(s) = &o.sub_ledger_id {
+                q.append_pair("collectionId", s);
+            }
+            q.finish()
+        };
         let sep = if q.is_empty() { "" } else { "?" };
         match &o.transaction_id {
             Some(t) => {
@@ -727,6 +730,19 @@ impl ConfidentialLedgerClient {
         let users: Vec<WireUser> =
             serde_json::from_value(v["ledgerUsers"].clone()).map_err(data_err("users"))?;
         Ok(users.into_iter().map(LedgerUser::from).collect())
+    }
+
+    /// A request the service answers without touching the ledger (`POST /node/null`, a
+    /// Vellum extension): the ceiling the transport allows, for benchmarks.
+    pub async fn vellum_null(&self, body: &[u8]) -> Result<()> {
+        self.send(
+            Method::POST,
+            "/node/null",
+            Some(("application/json", body.to_vec())),
+            &MethodOptions::default(),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The nodes of a Vellum cluster (a Vellum extension).

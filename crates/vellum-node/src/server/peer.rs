@@ -8,6 +8,7 @@
 //! | `GET /node/network/nodes` | anyone (CCF serves it publicly too) |
 //! | `POST /node/join` | a joining node: any client certificate (its new key) and a join token |
 //! | `POST /node/join-tokens`, `DELETE /node/network/nodes/{id}` | Administrators and consortium members |
+//! | `POST /node/null` | anyone: answers `{}` without touching the ledger (a benchmark baseline) |
 
 use std::sync::Arc;
 
@@ -45,6 +46,14 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/node/network/nodes/{id}", delete(remove_node))
         .route("/node/join", post(join))
         .route("/node/join-tokens", post(create_token))
+        .route("/node/null", post(null))
+}
+
+/// Reads the body and answers `{}`: the same accept loop, TLS, HTTP and router as every other
+/// route, and no ledger work (the ceiling for `vellum bench`).
+async fn null(body: Result<Bytes, BytesRejection>) -> ApiResult {
+    body_bytes(body)?;
+    Ok(ok_json(json!({})))
 }
 
 fn peer_der(ext: &Extensions) -> Option<Arc<[u8]>> {
