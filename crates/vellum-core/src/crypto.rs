@@ -124,7 +124,38 @@ impl PublicKey {
 
 /// A P-384 signing key (node or service identity).
 #[derive(Clone)]
-pub struct SigningKey(p384::ecdsa::SigningKey);
+pub struct SigningKey(p384::ecdsa::SigningKey, Fast);
+
+/// The same key in aws-lc-rs, for ES384 signing (feature `aws-lc`).
+#[cfg(feature = "aws-lc")]
+#[derive(Clone)]
+struct Fast(Option<std::sync::Arc<aws_lc_rs::signature::EcdsaKeyPair>>);
+
+#[cfg(feature = "aws-lc")]
+impl Fast {
+    fn of(key: &p384::ecdsa::SigningKey) -> Fast {
+        use p384::pkcs8::EncodePrivateKey;
+        let kp = key.to_pkcs8_der().ok().and_then(|der| {
+            aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+                &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+                der.as_bytes(),
+            )
+            .ok()
+        });
+        Fast(kp.map(std::sync::Arc::new))
+    }
+}
+
+#[cfg(not(feature = "aws-lc"))]
+#[derive(Clone)]
+struct Fast;
+
+#[cfg(not(feature = "aws-lc"))]
+impl Fast {
+    fn of(_: &p384::ecdsa::SigningKey) -> Fast {
+        Fast
+    }
+}
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,20 +166,21 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// A fresh key from the given randomness source.
     pub fn generate(rng: &mut impl p384::elliptic_curve::rand_core::CryptoRngCore) -> SigningKey {
-        SigningKey(p384::ecdsa::SigningKey::random(rng))
+        let k = p384::ecdsa::SigningKey::random(rng);
+        SigningKey(k.clone(), Fast::of(&k))
     }
 
     /// From PKCS#8 DER.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<SigningKey, CryptoError> {
         p384::ecdsa::SigningKey::from_pkcs8_der(der)
-            .map(SigningKey)
+            .map(|k| SigningKey(k.clone(), Fast::of(&k)))
             .map_err(|_| CryptoError::PrivateKey)
     }
 
     /// From PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
     pub fn from_pkcs8_pem(pem: &str) -> Result<SigningKey, CryptoError> {
         p384::ecdsa::SigningKey::from_pkcs8_pem(pem)
-            .map(SigningKey)
+            .map(|k| SigningKey(k.clone(), Fast::of(&k)))
             .map_err(|_| CryptoError::PrivateKey)
     }
 
@@ -175,7 +207,17 @@ impl SigningKey {
     }
 
     /// ES384 signature over `message` (SHA-384), raw `r || s` (96 bytes), as COSE needs.
+    /// With the `aws-lc` feature, signed by aws-lc-rs (randomised nonces); otherwise by
+    /// `p384` (RFC 6979 nonces).
     pub fn sign_cose(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        #[cfg(feature = "aws-lc")]
+        if let Some(kp) = &self.1.0 {
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            return kp
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| CryptoError::BadSignature);
+        }
         let s: p384::ecdsa::Signature = self
             .0
             .sign_prehash(&Sha384::digest(message))
