@@ -1,8 +1,9 @@
 //! `vellum`: the Vellum command line.
 //!
-//! This first cut has the offline commands: `audit` (verify a ledger directory written by CCF
-//! or Vellum) and `sample-ledger` (write a small verifiable ledger with receipts). The service
-//! and client commands arrive with the node and the client library.
+//! `serve` runs a node (alone or in a cluster); the ledger commands (`append`, `get`, `list`,
+//! `status`, `wait`, `receipt`, `users`, `node`, `consortium`, `constitution`, `quotes`,
+//! `identity`) talk to a service through the client library; `bench` loads one; `audit` and
+//! `sample-ledger` work offline on ledger files.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
