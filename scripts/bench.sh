@@ -138,10 +138,13 @@ o = sys.argv[1]
 r = lambda n: json.load(open(os.path.join(o, n + ".json")))
 w, n, pp, pc = r("write"), r("null"), r("pg-plain"), r("pg-chain")
 wc, cl = r("write-commit"), r("cluster-write-commit")
-print(f"write / null endpoint           {w['throughput'] / n['throughput']:.2f}  (target >= 0.60)")
-print(f"write / PostgreSQL plain        {w['throughput'] / pp['throughput']:.2f}  (target >= 1.5)")
-print(f"write / PostgreSQL hash chain   {w['throughput'] / pc['throughput']:.2f}  (target >= 10)")
-print(f"write p99                       {w['latency_ms']['p99']:.2f} ms (target <= 20 ms at >= 20,000/s)")
+# Durable appends are writes waited on until Committed (a write is answered Pending, before
+# its fdatasync); PostgreSQL's inserts are durable when pgbench counts them.
+print(f"durable appends                 {wc['throughput']:.0f} /s, p99 {wc['latency_ms']['p99']:.2f} ms (target >= 20,000/s, p99 <= 20 ms)")
+print(f"durable appends / null endpoint {wc['throughput'] / n['throughput']:.2f}  (target >= 0.60)")
+print(f"durable appends / PG plain      {wc['throughput'] / pp['throughput']:.2f}  (target >= 1.5)")
+print(f"durable appends / PG hash chain {wc['throughput'] / pc['throughput']:.2f}  (target >= 10)")
 print(f"write-commit p50                {wc['latency_ms']['p50']:.2f} ms (target <= 5 ms)")
 print(f"3-node write-commit             {cl['throughput']:.0f} /s (target >= 8,000)")
+print(f"(writes answered Pending: {w['throughput']:.0f} /s, {w['throughput'] / n['throughput']:.2f} of the null endpoint)")
 EOF
