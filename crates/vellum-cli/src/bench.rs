@@ -403,16 +403,16 @@ fn report(
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        outln!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         let l = &result["latency_ms"];
-        println!(
+        outln!(
             "{workload}: {ok} requests in {:.2} s at concurrency {} ({errors} errors)",
             elapsed.as_secs_f64(),
             args.concurrency
         );
-        println!("throughput  {rate:.0} requests/s");
-        println!(
+        outln!("throughput  {rate:.0} requests/s");
+        outln!(
             "latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
             l["p50"].as_f64().unwrap_or(0.0),
             l["p90"].as_f64().unwrap_or(0.0),
@@ -421,10 +421,10 @@ fn report(
             l["max"].as_f64().unwrap_or(0.0)
         );
         if let Some(e) = &first_error {
-            println!("first error: {e}");
+            outln!("first error: {e}");
         }
         if let Some(p) = &args.plot {
-            println!("plot: {}", p.display());
+            outln!("plot: {}", p.display());
         }
     }
     Ok(if ok == 0 {

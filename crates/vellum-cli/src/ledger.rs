@@ -334,9 +334,9 @@ pub enum UsersCommand {
 
 fn print(json: bool, v: serde_json::Value, text: impl FnOnce() -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        println!("{}", text());
+        outln!("{}", text());
     }
 }
 
@@ -576,12 +576,12 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
             if json {
                 // JSON lines: one entry per line, streamed as pages arrive.
                 while let Some(e) = entries.next().await {
-                    println!("{}", entry_json(&e?));
+                    outln!("{}", entry_json(&e?));
                 }
             } else {
                 while let Some(e) = entries.next().await {
                     let e = e?;
-                    bar.suspend(|| println!("{}\t{}", e.transaction_id, e.contents));
+                    bar.suspend(|| outln!("{}\t{}", e.transaction_id, e.contents));
                     bar.inc(1);
                 }
             }

@@ -17,6 +17,21 @@ use vellum_core::entry::LedgerSecret;
 use vellum_ledger::sample::{SampleOptions, write_sample};
 use vellum_ledger::{AuditOptions, audit_dir};
 
+/// `println!` that ends the process quietly (exit 0) when stdout is a closed pipe, as in
+/// `vellum list | head -1`, instead of panicking as `println!` does.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("vellum: writing to stdout: {e}");
+            std::process::exit(2);
+        }
+    }};
+}
+
 mod bench;
 mod ledger;
 mod serve;
@@ -184,9 +199,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("writing {}", out.display()))?;
             let user_id = id.cert.acl_fingerprint();
             if cli.conn.json {
-                println!("{}", serde_json::json!({"userId": user_id, "file": out}));
+                outln!("{}", serde_json::json!({"userId": user_id, "file": out}));
             } else {
-                println!("{user_id}");
+                outln!("{user_id}");
                 eprintln!(
                     "wrote the certificate and key to {}; register it with: vellum users set {user_id} Reader",
                     out.display()
@@ -242,9 +257,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if json {
                         let mut v = serde_json::to_value(&report)?;
                         v["ok"] = serde_json::Value::Bool(true);
-                        println!("{}", serde_json::to_string_pretty(&v)?);
+                        outln!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
-                        println!(
+                        outln!(
                             "ok: {} transactions in {} files ({} bytes), {} signatures verified ({} with COSE){}",
                             report.transactions,
                             report.files,
@@ -260,10 +275,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         if let (Some(s), Some(root)) =
                             (report.last_signature, report.last_signed_root)
                         {
-                            println!("last signature: {s}, root {root}");
+                            outln!("last signature: {s}, root {root}");
                         }
                         if report.unsigned_tail > 0 {
-                            println!(
+                            outln!(
                                 "warning: {} transactions after the last signature are not covered by any signature",
                                 report.unsigned_tail
                             );
@@ -276,7 +291,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         let mut v = serde_json::to_value(&failure)?;
                         v["ok"] = serde_json::Value::Bool(false);
                         v["message"] = serde_json::Value::String(failure.to_string());
-                        println!("{}", serde_json::to_string_pretty(&v)?);
+                        outln!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
                         eprintln!("vellum: audit failed: {failure}");
                     }
@@ -314,7 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     now: SystemTime::now(),
                 },
             )?;
-            println!(
+            outln!(
                 "wrote {} transactions ({} signatures) to {}, {} receipts to {}",
                 s.transactions,
                 s.signatures,
@@ -322,11 +337,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 s.receipts.len(),
                 out.join("receipts").display()
             );
-            println!(
+            outln!(
                 "service certificate: {}",
                 out.join("service_cert.pem").display()
             );
-            println!("verify with: vellum audit {}", s.ledger_dir.display());
+            outln!("verify with: vellum audit {}", s.ledger_dir.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -283,19 +283,19 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         addr.ip().to_string()
     };
-    println!(
+    outln!(
         "Vellum ledger {ledger_id:?} serving at https://{host}:{}",
         addr.port()
     );
-    println!(
+    outln!(
         "  service certificate (trust anchor): {}",
         data_dir.join("service_cert.pem").display()
     );
     let admin = data_dir.join("admin.pem");
     if admin.exists() {
-        println!("  administrator credential:           {}", admin.display());
+        outln!("  administrator credential:           {}", admin.display());
     }
-    println!(
+    outln!(
         "  data directory:                     {}",
         data_dir.display()
     );
@@ -306,7 +306,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let node = Arc::try_unwrap(node)
         .map_err(|_| anyhow::anyhow!("requests still hold the node at shutdown"))?;
     node.shutdown().await.context("shutting the node down")?;
-    println!("stopped; the ledger is sealed");
+    outln!("stopped; the ledger is sealed");
     Ok(())
 }
 
@@ -333,9 +333,10 @@ async fn join(url: &str, args: &ServeArgs, advertise: &str, data_dir: &Path) -> 
         .map_err(anyhow::Error::msg)?;
     DataDir::provision_joined(data_dir, &joined, &identity.key_pem())
         .with_context(|| format!("provisioning {}", data_dir.display()))?;
-    println!(
+    outln!(
         "joined the service at {url} as node {} (admitted at {})",
-        joined.node_id, joined.admitted_at
+        joined.node_id,
+        joined.admitted_at
     );
     Ok(())
 }

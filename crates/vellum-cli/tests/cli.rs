@@ -145,3 +145,22 @@ fn bad_input_gives_one_line_errors() {
     let out = vellum().arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit"));
 }
+
+/// Output into a pipe whose reader is gone (`vellum ... | head -1`) ends the command quietly,
+/// not with a panic.
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .arg("sample-ledger")
+        .arg(dir.path().join("s"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?} {stderr}", out.status);
+}
