@@ -65,6 +65,30 @@ fn params(cn: &str, now: SystemTime, days: u64) -> CertificateParams {
     p
 }
 
+/// The node certificate profile: CA:FALSE, AKI, digital signature, SANs for every address.
+fn node_params(
+    cn: &str,
+    dns: &[&str],
+    ips: &[IpAddr],
+    now: SystemTime,
+    days: u64,
+) -> Result<CertificateParams, IdentityError> {
+    let mut p = params(cn, now, days);
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.use_authority_key_identifier_extension = true;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    for d in dns {
+        p.subject_alt_names.push(SanType::DnsName(
+            (*d).try_into()
+                .map_err(|_| IdentityError::DnsName((*d).to_owned()))?,
+        ));
+    }
+    for ip in ips {
+        p.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    Ok(p)
+}
+
 impl Identity {
     fn assemble(
         key: KeyPair,
@@ -115,19 +139,7 @@ impl Identity {
         days: u64,
     ) -> Result<Identity, IdentityError> {
         let (key, signing_key) = new_key()?;
-        let mut p = params(cn, now, days);
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.use_authority_key_identifier_extension = true;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        for d in dns {
-            p.subject_alt_names.push(SanType::DnsName(
-                (*d).try_into()
-                    .map_err(|_| IdentityError::DnsName((*d).to_owned()))?,
-            ));
-        }
-        for ip in ips {
-            p.subject_alt_names.push(SanType::IpAddress(*ip));
-        }
+        let p = node_params(cn, dns, ips, now, days)?;
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = p.signed_by(&key, &issuer)?;
         Identity::assemble(key, signing_key, p, &cert)
@@ -160,19 +172,7 @@ pub fn endorse_node(
     let key = KeyPair::from_pem(service_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(service_cert_pem, key)?;
     let public = rcgen::SubjectPublicKeyInfo::from_der(node_spki_der)?;
-    let mut p = params(cn, now, days);
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.use_authority_key_identifier_extension = true;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    for d in dns {
-        p.subject_alt_names.push(SanType::DnsName(
-            (*d).try_into()
-                .map_err(|_| IdentityError::DnsName((*d).to_owned()))?,
-        ));
-    }
-    for ip in ips {
-        p.subject_alt_names.push(SanType::IpAddress(*ip));
-    }
+    let p = node_params(cn, dns, ips, now, days)?;
     Ok(p.signed_by(&public, &issuer)?.pem())
 }
 

@@ -73,39 +73,17 @@ impl ClusterState {
     /// Applies a committed write to the node or token tables (other maps are ignored).
     /// Malformed records are skipped and logged.
     pub fn apply(&mut self, m: &MapWrites) {
-        let text = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
         if m.name == tables::NODES_INFO {
-            for (k, v) in &m.writes {
-                match serde_json::from_slice::<NodeRecord>(v) {
-                    Ok(r) => {
-                        self.nodes.insert(text(k), r);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "skipping a malformed node record"),
-                }
-            }
-            for k in &m.removes {
-                self.nodes.remove(&text(k));
-            }
+            apply_records(&mut self.nodes, m, |v| serde_json::from_slice(v), "node");
         } else if m.name == tables::NODES_ENDORSED_CERTIFICATES {
-            for (k, v) in &m.writes {
-                self.certs
-                    .insert(text(k), String::from_utf8_lossy(v).into_owned());
-            }
-            for k in &m.removes {
-                self.certs.remove(&text(k));
-            }
+            apply_records(
+                &mut self.certs,
+                m,
+                |v| Ok::<_, std::convert::Infallible>(String::from_utf8_lossy(v).into_owned()),
+                "certificate",
+            );
         } else if m.name == JOIN_TOKENS_TABLE {
-            for (k, v) in &m.writes {
-                match serde_json::from_slice::<TokenRecord>(v) {
-                    Ok(r) => {
-                        self.tokens.insert(text(k), r);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "skipping a malformed token record"),
-                }
-            }
-            for k in &m.removes {
-                self.tokens.remove(&text(k));
-            }
+            apply_records(&mut self.tokens, m, |v| serde_json::from_slice(v), "token");
         }
     }
 
@@ -122,6 +100,28 @@ impl ClusterState {
             .iter()
             .find(|(_, r)| r.raft_id == Some(raft_id))
             .map(|(id, _)| id.as_str())
+    }
+}
+
+/// Applies the writes and removals of `m` to `records` (keys as UTF-8); values `parse` refuses
+/// are skipped and logged.
+fn apply_records<T, E: std::fmt::Display>(
+    records: &mut BTreeMap<String, T>,
+    m: &MapWrites,
+    parse: impl Fn(&[u8]) -> Result<T, E>,
+    what: &str,
+) {
+    let text = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+    for (k, v) in &m.writes {
+        match parse(v) {
+            Ok(r) => {
+                records.insert(text(k), r);
+            }
+            Err(e) => tracing::warn!(error = %e, "skipping a malformed {what} record"),
+        }
+    }
+    for k in &m.removes {
+        records.remove(&text(k));
     }
 }
 
@@ -256,50 +256,10 @@ pub enum Forward {
     /// Admit a node (the joining node's certificate, DER, as the backup saw it).
     Join {
         /// The request.
-        request: JoinRequestWire,
+        request: JoinRequest,
         /// The joining node's certificate.
         cert_der: Vec<u8>,
     },
-}
-
-/// A [`JoinRequest`] in the postcard encoding (addresses as strings).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequestWire {
-    /// Token.
-    pub token: String,
-    /// Address.
-    pub address: String,
-    /// DNS names.
-    pub dns_names: Vec<String>,
-    /// IP addresses.
-    pub ips: Vec<String>,
-}
-
-impl From<&JoinRequest> for JoinRequestWire {
-    fn from(r: &JoinRequest) -> Self {
-        JoinRequestWire {
-            token: r.token.clone(),
-            address: r.address.clone(),
-            dns_names: r.dns_names.clone(),
-            ips: r.ips.iter().map(ToString::to_string).collect(),
-        }
-    }
-}
-
-impl JoinRequestWire {
-    /// Back to a [`JoinRequest`].
-    pub fn parse(&self) -> Result<JoinRequest, String> {
-        Ok(JoinRequest {
-            token: self.token.clone(),
-            address: self.address.clone(),
-            dns_names: self.dns_names.clone(),
-            ips: self
-                .ips
-                .iter()
-                .map(|s| s.parse().map_err(|_| format!("{s:?} is not an IP address")))
-                .collect::<Result<_, _>>()?,
-        })
-    }
 }
 
 /// The primary's answer to a [`Forward`].
@@ -307,8 +267,8 @@ impl JoinRequestWire {
 pub enum ForwardReply {
     /// Done at this transaction id (view, seqno).
     Done(u64, u64),
-    /// A node was admitted (the JSON [`JoinResponse`]).
-    Joined(String),
+    /// A node was admitted.
+    Joined(Box<JoinResponse>),
     /// The receiver is not the primary: nothing was done.
     NotPrimary,
     /// The request was refused (bad input): nothing was done.

@@ -91,6 +91,14 @@ struct NodeFile {
     chunk_size: Option<u64>,
 }
 
+impl NodeFile {
+    /// Writes `node.json`, last: its presence marks a complete provisioning.
+    fn write(&self, root: &Path) -> Result<(), NodeError> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(err)?;
+        write_durably(&root.join("node.json"), &bytes, false).map_err(err)
+    }
+}
+
 /// A provisioned data directory.
 #[derive(Debug)]
 pub struct DataDir {
@@ -216,12 +224,7 @@ impl DataDir {
             node_id: joined.node_id.clone(),
             chunk_size: Some(joined.chunk_size),
         };
-        write_durably(
-            &root.join("node.json"),
-            &serde_json::to_vec_pretty(&nf).map_err(err)?,
-            false,
-        )
-        .map_err(err)?;
+        nf.write(root)?;
         tracing::info!(dir = %root.display(), node_id = %nf.node_id, "provisioned a node that joined a service");
         Ok(())
     }
@@ -278,7 +281,8 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
         .map_err(err)?;
     let node_cert = Certificate::from_pem(&node.cert_pem).map_err(err)?;
     let node_id = node_id_of(&node_cert);
-    let raft_id = u64::from_str_radix(node_id.get(..16).unwrap_or("1"), 16).map_err(err)?;
+    let raft_id = crate::cluster::raft_id_of(&node_id)
+        .ok_or_else(|| err(format!("node id {node_id} is not hex")))?;
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
     // CCF's users tables are keyed by CCF user id (hex SHA-256 of the certificate); Vellum's
@@ -340,12 +344,7 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
         node_id,
         chunk_size: None,
     };
-    write_durably(
-        &root.join("node.json"),
-        &serde_json::to_vec_pretty(&nf).map_err(err)?,
-        false,
-    )
-    .map_err(err)?;
+    nf.write(root)?;
     tracing::info!(dir = %root.display(), node_id = %nf.node_id, "provisioned a new service");
     Ok(())
 }

@@ -397,9 +397,6 @@ impl LedgerNode {
     }
 
     async fn submit(&self, ws: EntryBuilder, applied: bool) -> Result<TxId, NodeError> {
-        if let Some(why) = lock(&self.shared.engine).poisoned() {
-            return Err(NodeError::Stopped(why.to_owned()));
-        }
         let ws = Arc::new(ws);
         let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
         loop {
@@ -528,15 +525,8 @@ impl LedgerNode {
                 Err(e) => ForwardReply::Failed(e.to_string()),
             },
             Forward::Join { request, cert_der } => {
-                let r = match request.parse() {
-                    Ok(r) => self.admit_here(r, &cert_der).await,
-                    Err(m) => Err(NodeError::Refused(m)),
-                };
-                match r {
-                    Ok(j) => match serde_json::to_string(&j) {
-                        Ok(s) => ForwardReply::Joined(s),
-                        Err(e) => ForwardReply::Failed(e.to_string()),
-                    },
+                match self.admit_here(request, &cert_der).await {
+                    Ok(j) => ForwardReply::Joined(Box::new(j)),
                     Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
                     Err(NodeError::Refused(m)) => ForwardReply::Refused(m),
                     Err(e) => ForwardReply::Failed(e.to_string()),
@@ -621,14 +611,11 @@ impl LedgerNode {
                 }
                 Some((_, addr)) => {
                     let msg = Forward::Join {
-                        request: (&request).into(),
+                        request: request.clone(),
                         cert_der: cert_der.to_vec(),
                     };
                     match self.forward(&addr, &msg).await {
-                        Ok(ForwardReply::Joined(j)) => {
-                            return serde_json::from_str(&j)
-                                .map_err(|e| NodeError::Forward(e.to_string()));
-                        }
+                        Ok(ForwardReply::Joined(j)) => return Ok(*j),
                         Ok(ForwardReply::Refused(m)) => return Err(NodeError::Refused(m)),
                         Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..)) => {}
                         Ok(other) => return Err(NodeError::Forward(format!("{other:?}"))),
