@@ -86,5 +86,20 @@ fn receipts(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, tree, entries, receipts);
+/// The signature transaction's two signatures. Run with `--features aws-lc` to measure the
+/// node's build (aws-lc-rs); without it, the pure-Rust `p384` fallback.
+fn signing(c: &mut Criterion) {
+    let key = vellum_core::crypto::SigningKey::generate(&mut rand_core::OsRng);
+    let root = Hash::digest(b"root");
+    let mut g = c.benchmark_group("sign");
+    g.bench_function("root signature (P-384, 32-byte prehash, DER)", |b| {
+        b.iter(|| key.sign_prehash_der(black_box(&root)).unwrap())
+    });
+    g.bench_function("COSE ES384 signature over 100 B", |b| {
+        b.iter(|| key.sign_cose(black_box(&[7u8; 100])).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, tree, entries, receipts, signing);
 criterion_main!(benches);

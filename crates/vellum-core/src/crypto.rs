@@ -144,6 +144,11 @@ impl Fast {
         });
         Fast(kp.map(std::sync::Arc::new))
     }
+
+    #[cfg(test)]
+    fn none() -> Fast {
+        Fast(None)
+    }
 }
 
 #[cfg(not(feature = "aws-lc"))]
@@ -153,6 +158,11 @@ struct Fast;
 #[cfg(not(feature = "aws-lc"))]
 impl Fast {
     fn of(_: &p384::ecdsa::SigningKey) -> Fast {
+        Fast
+    }
+
+    #[cfg(test)]
+    fn none() -> Fast {
         Fast
     }
 }
@@ -198,7 +208,26 @@ impl SigningKey {
     }
 
     /// DER ECDSA signature with the 32-byte `digest` used directly (CCF's root signature).
+    ///
+    /// With the `aws-lc` feature this is signed by aws-lc-rs. Its digest-signing API only takes
+    /// a digest of the key's own hash (SHA-384, 48 bytes), so the root goes in as 16 zero bytes
+    /// followed by its 32: ECDSA reads the digest as a big-endian integer (SEC 1 §4.1.3 step 5,
+    /// "bits2int"), and leading zeros leave that integer, and so the signature equation, exactly
+    /// as for the 32 bytes alone. Verifiers (ours, CCF's, the SDKs') check it as a 32-byte
+    /// prehash; the unit tests below hold both paths to that.
     pub fn sign_prehash_der(&self, digest: &Hash) -> Result<Vec<u8>, CryptoError> {
+        #[cfg(feature = "aws-lc")]
+        if let Some(kp) = &self.1.0 {
+            use aws_lc_rs::digest::{Digest, SHA384};
+            let mut padded = [0u8; 48];
+            padded[16..].copy_from_slice(&digest.0);
+            let d = Digest::import_less_safe(&padded, &SHA384)
+                .map_err(|_| CryptoError::BadSignature)?;
+            let raw = kp.sign_digest(&d).map_err(|_| CryptoError::BadSignature)?;
+            let s = p384::ecdsa::Signature::from_slice(raw.as_ref())
+                .map_err(|_| CryptoError::SignatureEncoding)?;
+            return Ok(s.to_der().as_bytes().to_vec());
+        }
         let s: p384::ecdsa::Signature = self
             .0
             .sign_prehash(&digest.0)
@@ -424,4 +453,53 @@ pub fn der_to_pem(label: &str, der: &[u8]) -> String {
 /// Node id (hex SHA-256 of the SPKI DER) of a certificate.
 pub fn node_id_of(cert: &Certificate) -> String {
     Hash::digest(cert.spki_der()).to_hex()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::generate(&mut rand_core::OsRng)
+    }
+
+    #[test]
+    fn root_signature_verifies_as_a_32_byte_prehash() {
+        let k = key();
+        let pk = k.public_key();
+        for i in 0..32u8 {
+            // Roots with leading zero bytes too: the padding must not change the integer.
+            let mut root = [i.wrapping_mul(37); 32];
+            root[..(i as usize % 4)].fill(0);
+            let root = Hash(root);
+            let sig = k.sign_prehash_der(&root).expect("sign");
+            pk.verify_prehash_der(&root.0, &sig)
+                .expect("verifies over the 32 bytes");
+            let mut other = root;
+            other.0[31] ^= 1;
+            assert!(pk.verify_prehash_der(&other.0, &sig).is_err());
+        }
+    }
+
+    #[test]
+    fn pure_rust_root_signature_matches_the_same_check() {
+        let k = key();
+        let slow = SigningKey(k.0.clone(), Fast::none());
+        let root = Hash::digest(b"root");
+        let sig = slow.sign_prehash_der(&root).expect("sign");
+        k.public_key()
+            .verify_prehash_der(&root.0, &sig)
+            .expect("verifies");
+    }
+
+    #[test]
+    fn cose_signature_verifies() {
+        let k = key();
+        let sig = k.sign_cose(b"to be signed").expect("sign");
+        assert_eq!(sig.len(), 96);
+        k.public_key()
+            .verify_cose(b"to be signed", &sig)
+            .expect("verifies");
+        assert!(k.public_key().verify_cose(b"to be signeD", &sig).is_err());
+    }
 }
