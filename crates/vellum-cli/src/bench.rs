@@ -2,7 +2,9 @@
 //! connection per worker), at fixed concurrency, bounded by a request count and a time.
 //!
 //! Workloads: `write` (append, answered once the transaction id is assigned), `write-commit`
-//! (append and wait until Committed), `read` (an entry by transaction id), `range` (a range
+//! (append and wait until Committed, in one round trip: the client's `wait_for_commit`, which
+//! asks Vellum to answer once committed), `write-poll` (append, then poll the status until
+//! Committed, as the Azure SDKs do), `read` (an entry by transaction id), `range` (a range
 //! query over `--range` entries), `receipt` (a receipt by transaction id) and `null` (a request
 //! the server answers without touching the ledger: the ceiling HTTP and TLS allow). Reads and
 //! receipts first write `--seed` entries to a collection of their own.
@@ -33,8 +35,12 @@ use crate::ledger::Connection;
 pub enum Workload {
     /// Append an entry; done when its transaction id is returned (Pending).
     Write,
-    /// Append an entry and wait until it is Committed.
+    /// Append an entry and wait until it is Committed (one request: the server answers once
+    /// the write is committed).
     WriteCommit,
+    /// Append an entry, then poll its status until Committed (two requests or more, as the
+    /// Azure SDKs' pollers do).
+    WritePoll,
     /// Read an entry by transaction id.
     Read,
     /// Read `--range` consecutive entries of a collection.
@@ -97,6 +103,14 @@ struct Shared {
     deadline: Option<Instant>,
 }
 
+/// Polling for the commit workloads: the status call itself waits on the server a little.
+fn fast_poll() -> vellum_client::PollOptions {
+    vellum_client::PollOptions {
+        interval: Duration::from_millis(1),
+        timeout: Duration::from_secs(30),
+    }
+}
+
 async fn one(s: &Shared, i: u64) -> Result<(), vellum_client::Error> {
     let pick =
         |i: u64| s.seed[(i.wrapping_mul(2_654_435_761) % s.seed.len() as u64) as usize].clone();
@@ -107,13 +121,20 @@ async fn one(s: &Shared, i: u64) -> Result<(), vellum_client::Error> {
         Workload::WriteCommit => {
             let opts = AppendToLedgerOptions {
                 wait_for_commit: true,
-                poll: vellum_client::PollOptions {
-                    interval: Duration::from_millis(1),
-                    timeout: Duration::from_secs(30),
-                },
+                poll: fast_poll(),
                 ..Default::default()
             };
             s.client.append_to_ledger(&s.contents, Some(opts)).await?;
+        }
+        Workload::WritePoll => {
+            let r = s.client.append_to_ledger(&s.contents, None).await?;
+            let opts = vellum_client::WaitUntilDurableOptions {
+                poll: fast_poll(),
+                ..Default::default()
+            };
+            s.client
+                .wait_until_durable(&r.transaction_id, Some(opts))
+                .await?;
         }
         Workload::Read => {
             s.client

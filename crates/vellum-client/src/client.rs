@@ -66,6 +66,19 @@ impl Default for ConfidentialLedgerClientOptions {
     }
 }
 
+/// Vellum's request header asking a write to be answered once committed (ignored elsewhere).
+const WAIT_HEADER: &str = "x-vellum-wait";
+/// Vellum's response header with the state of a write that asked to wait.
+const STATE_HEADER: &str = "x-vellum-transaction-state";
+
+/// What [`ConfidentialLedgerClient::send_with`] reads of a response.
+struct Reply {
+    status: StatusCode,
+    txid: Option<String>,
+    state: Option<String>,
+    body: Vec<u8>,
+}
+
 /// Options every method takes.
 #[derive(Clone, Debug, Default)]
 pub struct MethodOptions {
@@ -311,6 +324,21 @@ impl ConfidentialLedgerClient {
         body: Option<(&'static str, Vec<u8>)>,
         opts: &MethodOptions,
     ) -> Result<(StatusCode, Option<String>, Vec<u8>)> {
+        let r = self
+            .send_with(method, path_and_query, body, &[], opts)
+            .await?;
+        Ok((r.status, r.txid, r.body))
+    }
+
+    /// [`Self::send`] with extra request headers, answering the response headers we read too.
+    async fn send_with(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+        headers: &[(&'static str, &'static str)],
+        opts: &MethodOptions,
+    ) -> Result<Reply> {
         let mut url = self.inner.endpoint.join(path_and_query).map_err(|e| {
             Error::with_source(ErrorKind::InvalidArgument, "building the request URL", e)
         })?;
@@ -332,6 +360,9 @@ impl ConfidentialLedgerClient {
         let mut attempt = 0;
         loop {
             let mut req = self.inner.http.request(method.clone(), url.clone());
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
             if let Some(token) = self.bearer().await? {
                 req = req.bearer_auth(token);
             }
@@ -350,6 +381,11 @@ impl ConfidentialLedgerClient {
                     let txid = resp
                         .headers()
                         .get("x-ms-ccf-transaction-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let state = resp
+                        .headers()
+                        .get(STATE_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
                     let bytes = resp
@@ -371,7 +407,12 @@ impl ConfidentialLedgerClient {
                     if !status.is_success() {
                         return Err(Error::from_response(status.as_u16(), &bytes));
                     }
-                    return Ok((status, txid, bytes));
+                    return Ok(Reply {
+                        status,
+                        txid,
+                        state,
+                        body: bytes,
+                    });
                 }
                 Err(e) => {
                     tracing::debug!(target: "vellum_client", %method, %url, error = %e, "request failed");
@@ -414,11 +455,24 @@ impl ConfidentialLedgerClient {
         }
         let body = serde_json::to_vec(&serde_json::json!({ "contents": entry_contents }))
             .map_err(data_err("the entry"))?;
-        let (_, txid, resp) = self
-            .send(
+        // Asking Vellum to answer once committed saves the status poll; other services
+        // ignore the header and are polled as before.
+        let wait: &[(&str, &str)] = if o.wait_for_commit {
+            &[(WAIT_HEADER, "committed")]
+        } else {
+            &[]
+        };
+        let Reply {
+            txid,
+            state,
+            body: resp,
+            ..
+        } = self
+            .send_with(
                 Method::POST,
                 &path,
                 Some(("application/json", body)),
+                wait,
                 &o.method_options,
             )
             .await?;
@@ -434,7 +488,7 @@ impl ConfidentialLedgerClient {
             .or_else(|| v["subLedgerId"].as_str())
             .unwrap_or_default()
             .to_owned();
-        if o.wait_for_commit {
+        if o.wait_for_commit && state.as_deref() != Some("Committed") {
             self.wait_until_durable(
                 &transaction_id,
                 Some(WaitUntilDurableOptions {

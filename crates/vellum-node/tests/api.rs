@@ -840,3 +840,51 @@ async fn preview_names() {
     assert_eq!(v["entry"]["subLedgerId"], "old style");
     srv.stop().await;
 }
+
+/// `x-vellum-wait: committed` holds a write until it is committed: the answer says so, and the
+/// status agrees at once. Without it a write is answered with no state; a bad value is a 400
+/// that writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_waiting_for_commit() {
+    use vellum_node::server::{STATE_HEADER, WAIT_HEADER};
+    let srv = TestServer::start(2).await;
+    let c = srv.client(Some(&srv.admin_pem()));
+    let e = &srv.endpoint;
+    let post = |wait: Option<&str>| {
+        let mut r = c
+            .post(format!("{e}/app/transactions?{V}"))
+            .json(&json!({"contents": "durable"}));
+        if let Some(w) = wait {
+            r = r.header(WAIT_HEADER, w);
+        }
+        r.send()
+    };
+    for value in ["committed", "Committed"] {
+        let r = post(Some(value)).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()[STATE_HEADER], "Committed");
+        let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(srv.node.status(txid), vellum_core::status::TxStatus::Committed);
+        let (status, v) = body(
+            c.get(format!("{e}/app/transactions/{txid}/status?{V}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((status, v["state"].as_str()), (200, Some("Committed")));
+    }
+    let r = post(None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get(STATE_HEADER).is_none());
+    let before = srv.node.last_txid();
+    let (status, v) = body(post(Some("pending")).await.unwrap()).await;
+    assert_ccf_error(status, &v, 400, "an unknown wait value");
+    assert_eq!(v["error"]["code"], "InvalidHeaderValue");
+    assert_eq!(srv.node.last_txid(), before);
+    srv.stop().await;
+}

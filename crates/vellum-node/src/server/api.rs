@@ -30,6 +30,20 @@ pub const DEFAULT_COLLECTION: &str = "subledger:0";
 /// The header that carries transaction ids.
 pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
 
+/// Request header (a Vellum extension) asking `POST /app/transactions` to answer only once the
+/// write is committed, or after [`WAIT_HEADER_LIMIT`]: a durable append in one round trip
+/// instead of a write and a status poll. Its only value is `committed`. Servers that do not
+/// know it (ACL, CCF) ignore it, and clients that do not send it see no change.
+pub const WAIT_HEADER: &str = "x-vellum-wait";
+
+/// Response header sent with a write that carried [`WAIT_HEADER`]: the transaction's state
+/// when the answer left, `Committed`, or `Pending` (the wait ran out; poll the status), or
+/// `Invalid` (it was rolled back by a change of primary and will never commit).
+pub const STATE_HEADER: &str = "x-vellum-transaction-state";
+
+/// The longest a write carrying [`WAIT_HEADER`] is held before it is answered `Pending`.
+pub const WAIT_HEADER_LIMIT: Duration = Duration::from_secs(10);
+
 /// Limits on what a request may write (defaults: ACL's).
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -551,6 +565,16 @@ async fn post_entry(
             known.insert(collection.clone());
         }
     }
+    let wait = match headers.get(WAIT_HEADER).map(HeaderValue::as_bytes) {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case(b"committed") => true,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "InvalidHeaderValue",
+                format!("{WAIT_HEADER} takes one value, \"committed\""),
+            ));
+        }
+    };
     let txid = st
         .node
         .append(&collection, contents)
@@ -564,6 +588,15 @@ async fn post_entry(
     let mut resp = ok_json(json!({ key: collection }));
     if let Ok(v) = HeaderValue::from_str(&txid.to_string()) {
         resp.headers_mut().insert(TXID_HEADER, v);
+    }
+    if wait {
+        let state = match settle_for(&st, txid, WAIT_HEADER_LIMIT).await {
+            TxStatus::Committed => "Committed",
+            TxStatus::Pending => "Pending",
+            _ => "Invalid",
+        };
+        resp.headers_mut()
+            .insert(STATE_HEADER, HeaderValue::from_static(state));
     }
     Ok(resp)
 }

@@ -22,7 +22,10 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use vellum_core::crypto::acl_fingerprint;
 
-pub use api::{ApiConfig, DEFAULT_COLLECTION, Limits, PeerCertificate, TXID_HEADER};
+pub use api::{
+    ApiConfig, DEFAULT_COLLECTION, Limits, PeerCertificate, STATE_HEADER, TXID_HEADER, WAIT_HEADER,
+    WAIT_HEADER_LIMIT,
+};
 pub use auth::{Issuer, TokenValidator};
 
 use crate::LedgerNode;
