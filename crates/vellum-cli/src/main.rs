@@ -11,6 +11,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+
+/// mimalloc instead of glibc malloc: see `docs/benchmarks.md` (profiles of the write path).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use vellum_core::entry::LedgerSecret;

@@ -4,9 +4,18 @@
 //! (reads and further appends go on meanwhile), and only then completes every callback it
 //! collected. A failed sync poisons the store and fails every callback, so openraft never
 //! counts an entry as flushed that may not be on disk.
+//!
+//! **Deferred flushes.** A client sees a write Committed only once a signature transaction
+//! after it is committed, so the primary's plain writes need not be synced on their own: an
+//! append of writes only is *deferred* and made durable by the next sync, which the next
+//! signature's append asks for within the signature interval (or [`MAX_DEFER`] passes). One
+//! `fdatasync` per signature instead of one per batch of writes is fewer syncs and larger
+//! apply batches, for the same client-visible durability. Entries a backup receives are never
+//! deferred: the primary waits on their acknowledgement to send more.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, Instant};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -26,8 +35,14 @@ pub struct FlushStats {
     pub syncs: AtomicU64,
 }
 
+/// The longest a deferred flush waits for a sync someone else asks for.
+pub(crate) const MAX_DEFER: Duration = Duration::from_millis(20);
+
+/// A flush request: its callback, and whether it may wait for the next sync.
+type Request = (IOFlushed<TypeConfig>, bool);
+
 pub(crate) struct Flusher {
-    tx: Option<Sender<IOFlushed<TypeConfig>>>,
+    tx: Option<Sender<Request>>,
     thread: Option<JoinHandle<()>>,
     pub(crate) stats: Arc<FlushStats>,
 }
@@ -49,14 +64,16 @@ impl Flusher {
         })
     }
 
-    /// Completes `callback` once everything appended before this call is durable.
-    pub(crate) fn flush(&self, callback: IOFlushed<TypeConfig>) {
+    /// Completes `callback` once everything appended before this call is durable: with the
+    /// next sync if `defer` (at most [`MAX_DEFER`] later), else with a sync started now.
+    pub(crate) fn flush(&self, callback: IOFlushed<TypeConfig>, defer: bool) {
         let Some(tx) = &self.tx else {
             callback.io_completed(Err(std::io::Error::other("ledger flusher stopped")));
             return;
         };
-        if let Err(e) = tx.send(callback) {
-            e.0.io_completed(Err(std::io::Error::other("ledger flusher stopped")));
+        if let Err(e) = tx.send((callback, defer)) {
+            e.0.0
+                .io_completed(Err(std::io::Error::other("ledger flusher stopped")));
         }
     }
 }
@@ -70,15 +87,43 @@ impl Drop for Flusher {
     }
 }
 
-fn run(rx: Receiver<IOFlushed<TypeConfig>>, engine: Arc<Mutex<Engine>>, stats: Arc<FlushStats>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+fn run(rx: Receiver<Request>, engine: Arc<Mutex<Engine>>, stats: Arc<FlushStats>) {
+    let mut batch: Vec<IOFlushed<TypeConfig>> = Vec::new();
+    // Set while `batch` holds only deferred requests: when to sync anyway.
+    let mut deadline: Option<Instant> = None;
+    let mut open = true;
+    while open {
+        let next = match deadline {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        let mut now = false;
+        match next {
+            Ok((cb, defer)) => {
+                batch.push(cb);
+                now |= !defer;
+                while let Ok((cb, defer)) = rx.try_recv() {
+                    batch.push(cb);
+                    now |= !defer;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => now = true,
+            Err(RecvTimeoutError::Disconnected) => {
+                open = false;
+                now = true;
+            }
+        }
+        if !now {
+            deadline.get_or_insert_with(|| Instant::now() + MAX_DEFER);
+            continue;
+        }
+        deadline = None;
+        if batch.is_empty() {
+            continue;
         }
         let result = sync_once(&engine, &stats);
         let n = batch.len() as u64;
-        for cb in batch {
+        for cb in batch.drain(..) {
             cb.io_completed(result.clone().map_err(std::io::Error::other));
         }
         stats.requests.fetch_add(n, Ordering::Relaxed);

@@ -9,7 +9,7 @@
 //!   it differs, which stops this node's Raft rather than accept a ledger it cannot verify.
 //! - **Durability.** Entries are written under the engine lock and made durable by the
 //!   [flusher](super::flusher) (group commit); openraft is told an append is flushed only after
-//!   its `fdatasync`.
+//!   its `fdatasync`. The primary's plain writes wait for the next signature's sync.
 //! - **Read back.** Replication and the state machine read entries through the log reader,
 //!   which returns what the ledger holds ([`Payload::Ledger`]): never the primary's
 //!   placeholder. Entries not yet applied are served from a small cache of exactly what was
@@ -261,10 +261,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut appended = Vec::new();
+        // The primary's own plain writes may wait for the next sync (see the flusher): a
+        // signature, a Raft record or anything received from a primary is synced at once.
+        let mut defer = true;
         let result = {
             let mut engine = lock(&self.shared.engine);
             entries.into_iter().try_for_each(|entry| {
                 let index = entry.log_id.index;
+                defer &= matches!(entry.payload, Payload::Normal(Tx::Write { .. }));
                 appended.push((index, self.append_one(&mut engine, entry)?));
                 Ok::<_, io::Error>(())
             })
@@ -272,7 +276,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // What was appended before an error is in the files, so it is cached too.
         lock(&self.shared.cache).extend(appended);
         result?;
-        self.shared.flusher.flush(callback);
+        self.shared.flusher.flush(callback, defer);
         Ok(())
     }
 
