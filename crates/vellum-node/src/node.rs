@@ -895,9 +895,13 @@ impl LedgerNode {
         let mut rx = self.commit.clone();
         let wait = async {
             loop {
-                let s = self.status(txid);
-                if matches!(s, TxStatus::Committed | TxStatus::Invalid) {
-                    return Ok(s);
+                // The status (which takes the engine lock) can only have changed to an answer
+                // once the commit point reaches `txid`: many waiters wake at every commit.
+                if rx.borrow_and_update().committed >= txid.seqno {
+                    let s = self.status(txid);
+                    if matches!(s, TxStatus::Committed | TxStatus::Invalid) {
+                        return Ok(s);
+                    }
                 }
                 if rx.changed().await.is_err() {
                     return Err(NodeError::Stopped(self.stop_reason()));
