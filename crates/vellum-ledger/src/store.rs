@@ -3,7 +3,9 @@
 //! signatures, `.committed` renames, truncation of an uncommitted suffix, and recovery.
 //!
 //! Durability contract: an entry is durable once [`LedgerFiles::sync`] has returned `Ok` after
-//! its [`LedgerFiles::append`]. After any I/O error the store is *poisoned*: every later append,
+//! its [`LedgerFiles::append`]. Appends are gathered in memory ([`WRITE_BUFFER`] at most) and
+//! written to the open chunk in one `write` before each sync: the buffered bytes are never
+//! acknowledged, so this changes nothing a crash could show, and reads see them. After any I/O error the store is *poisoned*: every later append,
 //! sync, commit or truncation fails with [`StoreError::Poisoned`] (naming the first error), so
 //! nothing is ever acknowledged after a failed write; reads keep working.
 //!
@@ -23,6 +25,10 @@ use crate::chunk::{CHUNK_HEADER_SIZE, Chunk, ChunkName, list_chunks};
 
 /// Default chunk size before a new chunk starts (after the next signature), as CCF.
 pub const DEFAULT_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
+
+/// Appended bytes held in memory before they are written to the open chunk (they are written
+/// at every sync anyway): one `write` per group of entries instead of one per entry.
+pub const WRITE_BUFFER: usize = 256 * 1024;
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,8 +101,10 @@ pub struct LedgerFiles {
     files: Vec<ChunkFile>,
     /// Location of every entry, index = seqno - 1.
     locs: Vec<Loc>,
-    /// The open chunk: handle, its positions so far, its size.
+    /// The open chunk: handle, its positions so far, its size (including `pending`).
     open: Option<(File, Vec<u32>, u64)>,
+    /// Appended bytes of the open chunk not yet written to it; they follow the file's end.
+    pending: Vec<u8>,
     /// Seqno of the last signature.
     last_signature: u64,
     committed: u64,
@@ -121,6 +129,7 @@ impl LedgerFiles {
             files: Vec::new(),
             locs: Vec::new(),
             open: None,
+            pending: Vec::new(),
             last_signature: 0,
             committed: 0,
             dir_dirty: false,
@@ -290,6 +299,18 @@ impl LedgerFiles {
         r
     }
 
+    /// Writes the buffered appends to the open chunk.
+    fn write_pending(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let (Some((f, _, _)), Some(cf)) = (self.open.as_mut(), self.files.last()) {
+            f.write_all(&self.pending).map_err(|e| io(&cf.path, e))?;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
     /// Appends one encoded entry at `seqno` (must be `last_seqno() + 1`). Not durable until
     /// [`LedgerFiles::sync`]. `is_signature` marks chunk boundaries: a chunk is closed after a
     /// signature once it is at least `chunk_size` bytes.
@@ -344,7 +365,11 @@ impl LedgerFiles {
         let Ok(pos32) = u32::try_from(offset) else {
             return Err(StoreError::Usage("chunk beyond 4 GiB".into()));
         };
-        f.write_all(bytes).map_err(|e| io(path, e))?;
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= WRITE_BUFFER {
+            f.write_all(&self.pending).map_err(|e| io(path, e))?;
+            self.pending.clear();
+        }
         positions.push(pos32);
         *size += bytes.len() as u64;
         let full = *size >= self.chunk_size;
@@ -381,6 +406,7 @@ impl LedgerFiles {
 
     /// Closes the open chunk: positions table, header, sync, rename to `ledger_A-B`.
     fn close_chunk(&mut self) -> Result<(), StoreError> {
+        self.write_pending()?;
         let Some((mut f, positions, size)) = self.open.take() else {
             return Ok(());
         };
@@ -424,6 +450,7 @@ impl LedgerFiles {
     }
 
     fn sync_inner(&mut self) -> Result<(), StoreError> {
+        self.write_pending()?;
         if self.unsynced {
             if let (Some((f, _, _)), Some(cf)) = (self.open.as_mut(), self.files.last()) {
                 f.sync_data().map_err(|e| io(&cf.path, e))?;
@@ -445,6 +472,7 @@ impl LedgerFiles {
     }
 
     fn begin_sync_inner(&mut self) -> Result<Option<File>, StoreError> {
+        self.write_pending()?;
         self.sync_dir_if_dirty()?;
         if !self.unsynced {
             return Ok(None);
@@ -514,6 +542,7 @@ impl LedgerFiles {
         if last_kept >= self.last_seqno() {
             return Ok(());
         }
+        self.write_pending()?;
         let first_dropped = (last_kept + 1) as usize;
         let keep_file = if last_kept == 0 {
             None
@@ -578,12 +607,26 @@ impl LedgerFiles {
             .checked_sub(1)
             .and_then(|i| self.locs.get(i as usize))
             .ok_or(StoreError::NotFound(seqno))?;
+        if let Some(b) = self.pending_bytes(l.file, l.offset, l.len) {
+            return Ok(b.to_vec());
+        }
         let cf = &self.files[l.file];
         let f = File::open(&cf.path).map_err(|e| io(&cf.path, e))?;
         let mut buf = vec![0u8; l.len as usize];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, l.offset)
             .map_err(|e| io(&cf.path, e))?;
         Ok(buf)
+    }
+
+    /// The bytes at `offset..offset + len` of file `file`, if they are still buffered.
+    fn pending_bytes(&self, file: usize, offset: u64, len: u32) -> Option<&[u8]> {
+        let (_, _, size) = self.open.as_ref()?;
+        let start = size - self.pending.len() as u64;
+        if file + 1 != self.files.len() || offset < start {
+            return None;
+        }
+        let at = (offset - start) as usize;
+        self.pending.get(at..at + len as usize)
     }
 
     /// Calls `f(seqno, bytes)` for every entry from `from` on, reading each chunk file once.
@@ -597,10 +640,11 @@ impl LedgerFiles {
             let l = &self.locs[seqno as usize - 1];
             if loaded.as_ref().is_none_or(|(fi, _)| *fi != l.file) {
                 let cf = &self.files[l.file];
-                loaded = Some((
-                    l.file,
-                    std::fs::read(&cf.path).map_err(|e| io(&cf.path, e))?,
-                ));
+                let mut bytes = std::fs::read(&cf.path).map_err(|e| io(&cf.path, e))?;
+                if l.file + 1 == self.files.len() && self.open.is_some() {
+                    bytes.extend_from_slice(&self.pending);
+                }
+                loaded = Some((l.file, bytes));
             }
             let Some((_, bytes)) = &loaded else { continue };
             let (start, end) = (l.offset as usize, l.offset as usize + l.len as usize);
@@ -621,5 +665,16 @@ impl LedgerFiles {
     /// Whether an earlier error stopped writes, and why.
     pub fn poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()
+    }
+}
+
+impl Drop for LedgerFiles {
+    /// Hands buffered appends to the OS, as if each had been written when appended: they are
+    /// not durable (never synced), but a process that stops without a sync leaves them in the
+    /// page cache as it did before buffering (recovery treats them as any unsynced tail).
+    fn drop(&mut self) {
+        if self.poisoned.is_none() {
+            let _ = self.write_pending();
+        }
     }
 }

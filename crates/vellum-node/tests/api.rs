@@ -868,7 +868,10 @@ async fn write_waiting_for_commit() {
             .unwrap()
             .parse()
             .unwrap();
-        assert_eq!(srv.node.status(txid), vellum_core::status::TxStatus::Committed);
+        assert_eq!(
+            srv.node.status(txid),
+            vellum_core::status::TxStatus::Committed
+        );
         let (status, v) = body(
             c.get(format!("{e}/app/transactions/{txid}/status?{V}"))
                 .send()

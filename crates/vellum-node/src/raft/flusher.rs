@@ -14,10 +14,9 @@
 //! deferred: the primary waits on their acknowledgement to send more.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::time::{Duration, Instant};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use openraft::storage::IOFlushed;
 use vellum_ledger::engine::Engine;
@@ -38,27 +37,48 @@ pub struct FlushStats {
 /// The longest a deferred flush waits for a sync someone else asks for.
 pub(crate) const MAX_DEFER: Duration = Duration::from_millis(20);
 
-/// A flush request: its callback, and whether it may wait for the next sync.
-type Request = (IOFlushed<TypeConfig>, bool);
+/// Flush requests waiting for the flusher thread. A queue under a mutex rather than a
+/// channel, so that a deferred request does not wake the thread (a futex wake and a context
+/// switch per append were ~5% of the node's CPU): only an urgent request, or the first one
+/// of a batch (which starts the deadline), does.
+struct Queue {
+    waiting: Vec<IOFlushed<TypeConfig>>,
+    /// Some waiting request may not be deferred.
+    urgent: bool,
+    /// When the oldest waiting request arrived.
+    since: Option<Instant>,
+    /// False once the flusher is stopping.
+    open: bool,
+}
+
+type Shared = (Mutex<Queue>, Condvar);
 
 pub(crate) struct Flusher {
-    tx: Option<Sender<Request>>,
+    queue: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     pub(crate) stats: Arc<FlushStats>,
 }
 
 impl Flusher {
     pub(crate) fn start(engine: Arc<Mutex<Engine>>) -> std::io::Result<Flusher> {
-        let (tx, rx) = channel();
+        let queue = Arc::new((
+            Mutex::new(Queue {
+                waiting: Vec::new(),
+                urgent: false,
+                since: None,
+                open: true,
+            }),
+            Condvar::new(),
+        ));
         let stats = Arc::new(FlushStats::default());
         let thread = std::thread::Builder::new()
             .name("ledger-flush".into())
             .spawn({
-                let stats = stats.clone();
-                move || run(rx, engine, stats)
+                let (queue, stats) = (queue.clone(), stats.clone());
+                move || run(&queue, &engine, &stats)
             })?;
         Ok(Flusher {
-            tx: Some(tx),
+            queue,
             thread: Some(thread),
             stats,
         })
@@ -67,63 +87,70 @@ impl Flusher {
     /// Completes `callback` once everything appended before this call is durable: with the
     /// next sync if `defer` (at most [`MAX_DEFER`] later), else with a sync started now.
     pub(crate) fn flush(&self, callback: IOFlushed<TypeConfig>, defer: bool) {
-        let Some(tx) = &self.tx else {
+        let (queue, wake) = &*self.queue;
+        let mut q = lock(queue);
+        if !q.open {
+            drop(q);
             callback.io_completed(Err(std::io::Error::other("ledger flusher stopped")));
             return;
-        };
-        if let Err(e) = tx.send((callback, defer)) {
-            e.0.0
-                .io_completed(Err(std::io::Error::other("ledger flusher stopped")));
+        }
+        let first = q.waiting.is_empty();
+        q.waiting.push(callback);
+        if first {
+            q.since = Some(Instant::now());
+        }
+        let notify = !defer && !q.urgent || first;
+        q.urgent |= !defer;
+        drop(q);
+        if notify {
+            wake.notify_one();
         }
     }
 }
 
 impl Drop for Flusher {
     fn drop(&mut self) {
-        self.tx.take();
+        lock(&self.queue.0).open = false;
+        self.queue.1.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn run(rx: Receiver<Request>, engine: Arc<Mutex<Engine>>, stats: Arc<FlushStats>) {
-    let mut batch: Vec<IOFlushed<TypeConfig>> = Vec::new();
-    // Set while `batch` holds only deferred requests: when to sync anyway.
-    let mut deadline: Option<Instant> = None;
-    let mut open = true;
-    while open {
-        let next = match deadline {
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
-        };
-        let mut now = false;
-        match next {
-            Ok((cb, defer)) => {
-                batch.push(cb);
-                now |= !defer;
-                while let Ok((cb, defer)) = rx.try_recv() {
-                    batch.push(cb);
-                    now |= !defer;
-                }
+/// Takes the next batch: once a request is urgent, the oldest has waited [`MAX_DEFER`], or
+/// the flusher is stopping (then every request left). `None` when stopped and drained.
+fn next_batch((queue, wake): &Shared) -> Option<Vec<IOFlushed<TypeConfig>>> {
+    let mut q = lock(queue);
+    loop {
+        if q.waiting.is_empty() {
+            if !q.open {
+                return None;
             }
-            Err(RecvTimeoutError::Timeout) => now = true,
-            Err(RecvTimeoutError::Disconnected) => {
-                open = false;
-                now = true;
-            }
-        }
-        if !now {
-            deadline.get_or_insert_with(|| Instant::now() + MAX_DEFER);
+            q = wake
+                .wait(q)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             continue;
         }
-        deadline = None;
-        if batch.is_empty() {
-            continue;
+        let due = q.since.map_or(Instant::now(), |t| t + MAX_DEFER);
+        let now = Instant::now();
+        if q.urgent || !q.open || now >= due {
+            q.urgent = false;
+            q.since = None;
+            return Some(std::mem::take(&mut q.waiting));
         }
-        let result = sync_once(&engine, &stats);
+        q = wake
+            .wait_timeout(q, due - now)
+            .map(|(q, _)| q)
+            .unwrap_or_else(|e| e.into_inner().0);
+    }
+}
+
+fn run(queue: &Shared, engine: &Mutex<Engine>, stats: &FlushStats) {
+    while let Some(batch) = next_batch(queue) {
+        let result = sync_once(engine, stats);
         let n = batch.len() as u64;
-        for cb in batch.drain(..) {
+        for cb in batch {
             cb.io_completed(result.clone().map_err(std::io::Error::other));
         }
         stats.requests.fetch_add(n, Ordering::Relaxed);
