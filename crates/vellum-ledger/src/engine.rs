@@ -128,6 +128,10 @@ pub struct Engine {
     views: Vec<u64>,
     signatures: Vec<u64>,
     service_key_public: Option<vellum_core::crypto::PublicKey>,
+    /// The last node certificate (PEM) found endorsed by the service key in
+    /// [`Engine::check_signature`]: every signature of a primary names the same one, so its
+    /// endorsement is checked once rather than at every signature.
+    endorsed: Option<String>,
 }
 
 fn entry_err(seqno: u64, e: impl std::fmt::Display) -> EngineError {
@@ -168,6 +172,7 @@ impl Engine {
             views,
             signatures,
             service_key_public,
+            endorsed: None,
         })
     }
 
@@ -279,7 +284,11 @@ impl Engine {
     /// node's own tree before it is appended: the signed root and the serialized tree are this
     /// node's, the record names `txid`, the signing certificate is endorsed by the service and
     /// verifies the signature, and the COSE signature (if any) verifies with the service key.
-    pub fn check_signature(&self, txid: TxId, write_set: &EntryBuilder) -> Result<(), EngineError> {
+    pub fn check_signature(
+        &mut self,
+        txid: TxId,
+        write_set: &EntryBuilder,
+    ) -> Result<(), EngineError> {
         let reject = |reason: &str| EngineError::SignatureRejected {
             txid,
             reason: reason.to_owned(),
@@ -309,15 +318,17 @@ impl Engine {
         if record.txid() != txid {
             return Err(reject(&format!("record names {}", record.txid())));
         }
-        let cert = Certificate::from_pem(
-            record
-                .cert
-                .as_deref()
-                .ok_or_else(|| reject("no node certificate"))?,
-        )?;
-        if let Some(service) = &self.service_key_public {
+        let pem = record
+            .cert
+            .as_deref()
+            .ok_or_else(|| reject("no node certificate"))?;
+        let cert = Certificate::from_pem(pem)?;
+        if let Some(service) = &self.service_key_public
+            && self.endorsed.as_deref() != Some(pem)
+        {
             cert.verify_issued_by(service)
                 .map_err(|_| reject("node certificate not endorsed by the service"))?;
+            self.endorsed = Some(pem.to_owned());
         }
         let key = cert.public_key()?;
         if key.id() != record.node {
