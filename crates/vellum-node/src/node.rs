@@ -47,14 +47,14 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults for a node in `data_dir`: a signature after 1,000 transactions or 2 ms,
+    /// Defaults for a node in `data_dir`: a signature after 1,000 transactions or 1 ms,
     /// 4 MiB chunks.
     pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
         NodeConfig {
             data_dir: data_dir.into(),
             advertise: "127.0.0.1:0".into(),
             signature_interval: 1000,
-            signature_delay: Duration::from_millis(2),
+            signature_delay: Duration::from_millis(1),
             chunk_size: 4 << 20,
             bootstrap: Bootstrap::default(),
         }
