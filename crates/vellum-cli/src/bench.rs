@@ -72,6 +72,11 @@ pub struct BenchArgs {
     /// Entries written first for read, range and receipt workloads.
     #[arg(long, default_value_t = 2000)]
     pub seed: usize,
+    /// Read, range and receipt workloads use the oldest `--seed` entries already in this
+    /// collection instead of writing their own (e.g. `subledger:0` after a large `write` run:
+    /// how reads of old history hold up in a big ledger).
+    #[arg(long, value_name = "COLLECTION")]
+    pub existing: Option<String>,
     /// Entries per range read.
     #[arg(long, default_value_t = 100)]
     pub range: usize,
@@ -272,14 +277,44 @@ async fn seed(
     Ok(ids)
 }
 
+/// The transaction ids of the first `n` committed entries of `collection`.
+async fn oldest(
+    client: &ConfidentialLedgerClient,
+    collection: &str,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut pager = client.get_ledger_entries(Some(GetLedgerEntriesOptions {
+        sub_ledger_id: Some(collection.to_owned()),
+        ..Default::default()
+    }));
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        match pager.next().await {
+            Some(e) => ids.push(e?.transaction_id),
+            None => break,
+        }
+    }
+    Ok(ids)
+}
+
 async fn run_async(
     conn: &Connection,
     args: BenchArgs,
     endpoint: String,
 ) -> anyhow::Result<ExitCode> {
     let client = conn.client()?;
-    let collection = format!("bench-{}", std::process::id());
+    let collection = args
+        .existing
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}", std::process::id()));
     let seeded = match args.workload {
+        Workload::Read | Workload::Range | Workload::Receipt if args.existing.is_some() => {
+            let ids = oldest(&client, &collection, args.seed).await?;
+            if ids.len() < args.range.max(1) {
+                anyhow::bail!("collection {collection} holds only {} entries", ids.len());
+            }
+            ids
+        }
         Workload::Read | Workload::Range | Workload::Receipt => {
             if !conn.json {
                 eprintln!("seeding {} entries in {collection}...", args.seed);
