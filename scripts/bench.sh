@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Vellum's benchmark with its baselines, measured in one run on this machine:
 #   * vellum bench against one node: null (the HTTPS ceiling of the same server stack), write,
-#     write-commit, read, receipt, range;
+#     write-commit (one request: x-vellum-wait), write-poll (a write, then status polls, as the
+#     Azure SDKs do), read, receipt, range;
 #   * vellum bench write-commit against a three-node cluster on loopback;
 #   * PostgreSQL (Debian's package; fsync and synchronous_commit on) driven by pgbench at the
 #     same concurrency: a plain append-only table, and a hash-chained one.
@@ -64,6 +65,7 @@ export VELLUM_ENDPOINT="$EP" VELLUM_CERT="$WORK/n1/admin.pem" VELLUM_CA="$WORK/n
 bench null --workload null --plot "$OUT/null.svg"
 bench write --workload write --plot "$OUT/write.svg"
 bench write-commit --workload write-commit --plot "$OUT/write-commit.svg"
+bench write-poll --workload write-poll
 bench read --workload read
 bench receipt --workload receipt
 bench range --workload range
@@ -146,5 +148,7 @@ print(f"durable appends / PG plain      {wc['throughput'] / pp['throughput']:.2f
 print(f"durable appends / PG hash chain {wc['throughput'] / pc['throughput']:.2f}  (target >= 10)")
 print(f"write-commit p50                {wc['latency_ms']['p50']:.2f} ms (target <= 5 ms)")
 print(f"3-node write-commit             {cl['throughput']:.0f} /s (target >= 8,000)")
-print(f"(writes answered Pending: {w['throughput']:.0f} /s, {w['throughput'] / n['throughput']:.2f} of the null endpoint)")
+wp = r("write-poll")
+print(f"(writes answered Pending: {w['throughput']:.0f} /s, {w['throughput'] / n['throughput']:.2f} of the null endpoint, {w['throughput'] / pp['throughput']:.2f} of PG plain)")
+print(f"(durable appends SDK-style, a write then status polls: {wp['throughput']:.0f} /s, p50 {wp['latency_ms']['p50']:.2f} ms)")
 EOF

@@ -109,7 +109,9 @@ impl Default for PollOptions {
 pub struct AppendToLedgerOptions {
     /// The sub-ledger (collection); the service default when `None`.
     pub sub_ledger_id: Option<String>,
-    /// Wait until the write is committed before returning.
+    /// Wait until the write is committed before returning. Vellum is asked to answer once
+    /// committed (`x-vellum-wait`), a durable append in one round trip; a service that
+    /// ignores the request (ACL) is polled with `poll` instead.
     pub wait_for_commit: bool,
     /// Polling, when waiting.
     pub poll: PollOptions,

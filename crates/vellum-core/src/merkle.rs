@@ -33,8 +33,17 @@ pub struct MerkleTree {
     size: u64,
     /// Leaves below this index have been flushed (CCF's `num_flushed`).
     offset: u64,
+    /// Below this leaf (a multiple of `2^TRIM_HEIGHT`), heights under [`TRIM_HEIGHT`] are not
+    /// held; see [`MerkleTree::trim_to`].
+    trimmed: u64,
     levels: Vec<Level>,
 }
+
+/// Heights that [`MerkleTree::trim_to`] drops for old leaves: blocks of 16 leaves.
+pub const TRIM_HEIGHT: u32 = 4;
+
+/// Leaves per trimmed block.
+pub const TRIM_BLOCK: u64 = 1 << TRIM_HEIGHT;
 
 /// One step of an inclusion path, from the leaf upwards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,22 +212,29 @@ impl MerkleTree {
     /// MTH of leaves `[lo, hi)`, where `lo` is a multiple of the largest power of two in
     /// `hi - lo` (true of every range the RFC 6962 recursion visits).
     fn range_hash(&self, lo: u64, hi: u64) -> Option<Hash> {
-        let n = hi - lo;
-        let mut start = lo;
-        let mut blocks: Vec<Hash> = Vec::with_capacity(n.count_ones() as usize);
-        for h in (0..64u32).rev() {
-            if n & (1u64 << h) != 0 {
-                blocks.push(self.node(h, start >> h)?);
-                start += 1u64 << h;
-            }
-        }
-        let mut acc = blocks.pop()?;
-        while let Some(left) = blocks.pop() {
-            acc = Hash::node(&left, &acc);
-        }
-        Some(acc)
+        range_hash_with(lo, hi, &|h, j| self.node(h, j))
     }
+}
 
+/// [`MerkleTree::range_hash`] over any node lookup.
+fn range_hash_with(lo: u64, hi: u64, node: &dyn Fn(u32, u64) -> Option<Hash>) -> Option<Hash> {
+    let n = hi - lo;
+    let mut start = lo;
+    let mut blocks: Vec<Hash> = Vec::with_capacity(n.count_ones() as usize);
+    for h in (0..64u32).rev() {
+        if n & (1u64 << h) != 0 {
+            blocks.push(node(h, start >> h)?);
+            start += 1u64 << h;
+        }
+    }
+    let mut acc = blocks.pop()?;
+    while let Some(left) = blocks.pop() {
+        acc = Hash::node(&left, &acc);
+    }
+    Some(acc)
+}
+
+impl MerkleTree {
     /// The root over all leaves.
     pub fn root(&self) -> Result<Hash, TreeError> {
         self.root_at(self.size)
@@ -240,25 +256,120 @@ impl MerkleTree {
             return Err(TreeError::OutOfRange { index, size });
         }
         self.check_index(index)?;
+        self.path_with(index, size, &|h, j| self.node(h, j))
+    }
+
+    fn path_with(
+        &self,
+        index: u64,
+        size: u64,
+        node: &dyn Fn(u32, u64) -> Option<Hash>,
+    ) -> Result<Path, TreeError> {
         let flushed = TreeError::Flushed {
             index,
-            offset: self.offset,
+            offset: self.offset.max(self.trimmed),
         };
         let (mut lo, mut hi) = (0u64, size);
         let mut steps = Vec::new();
         while hi - lo > 1 {
             let k = split_point(hi - lo);
             if index < lo + k {
-                steps.push(PathStep::Right(self.range_hash(lo + k, hi).ok_or(flushed)?));
+                steps.push(PathStep::Right(
+                    range_hash_with(lo + k, hi, node).ok_or(flushed)?,
+                ));
                 hi = lo + k;
             } else {
                 let h = k.trailing_zeros();
-                steps.push(PathStep::Left(self.node(h, lo >> h).ok_or(flushed)?));
+                steps.push(PathStep::Left(node(h, lo >> h).ok_or(flushed)?));
                 lo += k;
             }
         }
         steps.reverse();
         Ok(Path { steps })
+    }
+
+    /// Drops the nodes under height [`TRIM_HEIGHT`] (leaves and the three levels above them,
+    /// 94% of the tree's memory) for leaves below `index` rounded down to a block of
+    /// [`TRIM_BLOCK`]. Roots and paths that reach into that part then need those blocks'
+    /// leaves again: [`MerkleTree::trimmed_blocks`] names them and
+    /// [`MerkleTree::path_from_blocks`] takes them (a ledger recomputes them from its entries).
+    /// Appends are unaffected. The caller must never retract below `index` (a ledger trims only
+    /// committed transactions); [`MerkleTree::retract_to`] refuses to.
+    pub fn trim_to(&mut self, index: u64) {
+        let b = (index.min(self.size) / TRIM_BLOCK) * TRIM_BLOCK;
+        if b <= self.trimmed {
+            return;
+        }
+        for (h, level) in self
+            .levels
+            .iter_mut()
+            .enumerate()
+            .take(TRIM_HEIGHT as usize)
+        {
+            let new_base = b >> h;
+            if new_base > level.base {
+                let drop = usize::try_from(new_base - level.base)
+                    .unwrap_or(usize::MAX)
+                    .min(level.nodes.len());
+                level.nodes.drain(..drop);
+                level.nodes.shrink_to_fit();
+                level.base = new_base;
+            }
+        }
+        self.trimmed = b;
+    }
+
+    /// Leaves below this index had their low heights trimmed ([`MerkleTree::trim_to`]).
+    pub fn trimmed(&self) -> u64 {
+        self.trimmed
+    }
+
+    /// The first leaf of every trimmed block whose leaves [`MerkleTree::path`] of `index` at
+    /// `size` needs (at most two: the block of `index` and the block of `size - 1`).
+    pub fn trimmed_blocks(&self, index: u64, size: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        for leaf in [index, size.saturating_sub(1)] {
+            let block = (leaf / TRIM_BLOCK) * TRIM_BLOCK;
+            if leaf < self.trimmed && !out.contains(&block) {
+                out.push(block);
+            }
+        }
+        out
+    }
+
+    /// [`MerkleTree::path`] with the leaves of the trimmed blocks it needs: `blocks` holds,
+    /// for each block [`MerkleTree::trimmed_blocks`] named, its first leaf index and its
+    /// [`TRIM_BLOCK`] leaves. Leaves that do not hash up to the held nodes give a path that
+    /// does not verify, never a panic.
+    pub fn path_from_blocks(
+        &self,
+        index: u64,
+        size: u64,
+        blocks: &[(u64, Vec<Hash>)],
+    ) -> Result<Path, TreeError> {
+        self.check_size(size)?;
+        if index >= size {
+            return Err(TreeError::OutOfRange { index, size });
+        }
+        self.check_index(index)?;
+        // Every node under TRIM_HEIGHT of the given blocks.
+        let mut extra: Vec<((u32, u64), Hash)> = Vec::new();
+        for (start, leaves) in blocks {
+            if start % TRIM_BLOCK != 0 || leaves.len() as u64 != TRIM_BLOCK {
+                continue;
+            }
+            let mut row = leaves.clone();
+            for h in 0..TRIM_HEIGHT {
+                for (i, n) in row.iter().enumerate() {
+                    extra.push(((h, (start >> h) + i as u64), *n));
+                }
+                row = row.chunks(2).map(|p| Hash::node(&p[0], &p[1])).collect();
+            }
+        }
+        self.path_with(index, size, &|h, j| {
+            self.node(h, j)
+                .or_else(|| extra.iter().find(|(k, _)| *k == (h, j)).map(|(_, v)| *v))
+        })
     }
 
     /// Forgets leaves below `index`, keeping the roots of the full left-edge subtrees so that
@@ -298,6 +409,12 @@ impl MerkleTree {
             e => Err(e),
         })?;
         let new_size = index + 1;
+        if new_size < self.trimmed {
+            return Err(TreeError::Flushed {
+                index,
+                offset: self.trimmed,
+            });
+        }
         for (h, level) in self.levels.iter_mut().enumerate() {
             let keep = (new_size >> h).saturating_sub(level.base);
             level
@@ -396,6 +513,7 @@ impl MerkleTree {
         let mut tree = MerkleTree {
             size: num_flushed,
             offset: num_flushed,
+            trimmed: 0,
             levels,
         };
         for leaf in leaves {
@@ -649,6 +767,57 @@ mod tests {
                 };
                 prop_assert!(q.verify(&l[i as usize], i, m, &root).is_err());
             }
+        }
+
+        /// A trimmed tree gives the full tree's roots (at sizes past the trim), paths once
+        /// handed the blocks it names, and keeps agreeing after more appends; a retraction
+        /// below the trim is refused; wrong block leaves give a path that does not verify.
+        #[test]
+        fn trim_keeps_roots_and_paths_given_the_blocks(n in 1u64..600, t in any::<u64>(), seed in any::<u64>()) {
+            let l = leaves(n);
+            let full = tree(&l);
+            let mut tr = full.clone();
+            let cut = t % (n + 1);
+            tr.trim_to(cut);
+            let b = tr.trimmed();
+            prop_assert!(b <= cut && cut - b < TRIM_BLOCK && b % TRIM_BLOCK == 0);
+            for m in (b + TRIM_BLOCK).max(1)..=n {
+                prop_assert_eq!(tr.root_at(m).unwrap(), full.root_at(m).unwrap());
+            }
+            let i = seed % n;
+            let m = i + 1 + (seed >> 20) % (n - i);
+            let blocks: Vec<(u64, Vec<Hash>)> = tr
+                .trimmed_blocks(i, m)
+                .into_iter()
+                .map(|s| (s, l[s as usize..(s + TRIM_BLOCK) as usize].to_vec()))
+                .collect();
+            prop_assert!(blocks.len() <= 2);
+            let p = tr.path_from_blocks(i, m, &blocks).unwrap();
+            prop_assert_eq!(&p, &full.path(i, m).unwrap());
+            if i >= b && m > b {
+                prop_assert_eq!(tr.path(i, m).unwrap(), p.clone());
+            }
+            if !blocks.is_empty() {
+                let mut wrong = blocks.clone();
+                wrong[0].1[(seed % TRIM_BLOCK) as usize] = Hash::digest(b"x");
+                let root = full.root_at(m).unwrap();
+                let q = tr.path_from_blocks(i, m, &wrong).unwrap_or_default();
+                let touched = q != p;
+                prop_assert!(!touched || q.verify(&l[i as usize], i, m, &root).is_err());
+            }
+            if b > 0 {
+                prop_assert!(tr.retract_to(b - 2).is_err() || b < 2);
+            }
+            let mut t2 = tr.clone();
+            let mut f2 = full.clone();
+            for extra in 0..20u64 {
+                let x = Hash::digest(&(5000 + extra).to_le_bytes());
+                t2.append(x);
+                f2.append(x);
+            }
+            prop_assert_eq!(t2.root().unwrap(), f2.root().unwrap());
+            let last = t2.size() - 1;
+            prop_assert_eq!(t2.path(last, t2.size()).unwrap(), f2.path(last, f2.size()).unwrap());
         }
 
         #[test]

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use vellum_core::cose::{self, CwtClaims};
 use vellum_core::crypto::{Certificate, CryptoError, SigningKey};
 use vellum_core::entry::{self, EncodedEntry, EntryBuilder, LedgerSecret, RawEntry};
-use vellum_core::merkle::{MerkleTree, PathStep, TreeError};
+use vellum_core::merkle::{MerkleTree, PathStep, TRIM_BLOCK, TreeError};
 use vellum_core::receipt::{CoseLeaf, LeafComponents, ProofElement, Receipt, cose_receipt};
 use vellum_core::signature::{SignatureTables, Signer, signature_maps};
 use vellum_core::{Hash, TxId, tables};
@@ -132,6 +132,19 @@ pub struct Engine {
     /// [`Engine::check_signature`]: every signature of a primary names the same one, so its
     /// endorsement is checked once rather than at every signature.
     endorsed: Option<String>,
+    untrimmed: u64,
+}
+
+/// The last this many committed transactions stay whole in the tree; older ones have its low
+/// heights trimmed ([`MerkleTree::trim_to`]): receipts for them read up to 32 entries back,
+/// and the tree takes 4 bytes a transaction instead of 64 (see [`Engine::set_untrimmed`]).
+pub const UNTRIMMED: u64 = 1 << 16;
+
+/// Where to trim the tree once `committed` is committed, keeping `untrimmed` whole: never
+/// within a block of what a signature still serializes or a rollback may retract (both lie
+/// after `committed`).
+fn trim_point(committed: u64, untrimmed: u64) -> u64 {
+    committed.saturating_sub(untrimmed.max(TRIM_BLOCK))
 }
 
 fn entry_err(seqno: u64, e: impl std::fmt::Display) -> EngineError {
@@ -152,16 +165,22 @@ impl Engine {
         tree.append(Hash::ZERO);
         let mut views = Vec::with_capacity(files.last_seqno() as usize);
         let mut signatures = Vec::new();
+        // Chunks marked committed can be trimmed as the tree is rebuilt, keeping memory flat.
+        let committed = files.committed_files_upto();
         files.scan(1, |seqno, bytes| -> Result<(), EngineError> {
             let (raw, _) = RawEntry::parse(bytes).map_err(|e| entry_err(seqno, e))?;
             let pd = raw.public_domain().map_err(|e| entry_err(seqno, e))?;
             tree.append(entry::leaf_for(&raw.write_set_digest(), &pd));
+            if seqno % (1 << 20) == 0 {
+                tree.trim_to(trim_point(committed.min(seqno), UNTRIMMED));
+            }
             views.push(u64::from(raw.iv.view));
             if is_signature(&pd) {
                 signatures.push(seqno);
             }
             Ok(())
         })?;
+        tree.trim_to(trim_point(committed, UNTRIMMED));
         let service_key_public = Certificate::from_pem(&keys.service_cert_pem)
             .and_then(|c| c.public_key())
             .ok();
@@ -173,6 +192,7 @@ impl Engine {
             signatures,
             service_key_public,
             endorsed: None,
+            untrimmed: UNTRIMMED,
         })
     }
 
@@ -387,7 +407,50 @@ impl Engine {
 
     /// Records the commit point (renames closed chunks `.committed`).
     pub fn commit(&mut self, seqno: u64) -> Result<(), EngineError> {
-        Ok(self.files.commit(seqno)?)
+        self.files.commit(seqno)?;
+        self.tree.trim_to(trim_point(seqno, self.untrimmed));
+        Ok(())
+    }
+
+    /// Transactions below this seqno have their Merkle subtree trimmed.
+    pub fn tree_trimmed(&self) -> u64 {
+        self.tree.trimmed()
+    }
+
+    /// How many of the last committed transactions keep their whole Merkle subtree (default
+    /// [`UNTRIMMED`]); older ones are trimmed at the next commit. Fewer saves memory and makes
+    /// receipts of more transactions read their neighbours' entries.
+    pub fn set_untrimmed(&mut self, n: u64) {
+        self.untrimmed = n;
+    }
+
+    /// The Merkle leaf of the transaction at `seqno` (leaf 0 is the zero hash), from its
+    /// entry in the files.
+    fn leaf_at(&self, seqno: u64) -> Result<Hash, EngineError> {
+        if seqno == 0 {
+            return Ok(Hash::ZERO);
+        }
+        let bytes = self.files.read(seqno)?;
+        let (raw, _) = RawEntry::parse(&bytes).map_err(|e| entry_err(seqno, e))?;
+        let pd = raw.public_domain().map_err(|e| entry_err(seqno, e))?;
+        Ok(entry::leaf_for(&raw.write_set_digest(), &pd))
+    }
+
+    /// The inclusion path of `seqno` at `size`; where the tree was trimmed, the leaves of the
+    /// blocks it needs (at most two blocks of 16) are recomputed from the ledger files.
+    fn path(&self, seqno: u64, size: u64) -> Result<vellum_core::merkle::Path, EngineError> {
+        let blocks = self.tree.trimmed_blocks(seqno, size);
+        if blocks.is_empty() {
+            return Ok(self.tree.path(seqno, size)?);
+        }
+        let mut given = Vec::with_capacity(blocks.len());
+        for start in blocks {
+            let leaves = (start..start + TRIM_BLOCK)
+                .map(|i| self.leaf_at(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            given.push((start, leaves));
+        }
+        Ok(self.tree.path_from_blocks(seqno, size, &given)?)
     }
 
     /// Drops every transaction after `last_kept`.
@@ -432,7 +495,7 @@ impl Engine {
         let ws = raw.write_set_digest();
         let claims = pd.claims_digest.unwrap_or(Hash::ZERO);
         let ce = self.keys.secret.commit_evidence(txid);
-        let path = self.tree.path(txid.seqno, s)?;
+        let path = self.path(txid.seqno, s)?;
         let receipt = Receipt {
             cert: record.cert.clone(),
             leaf_components: Some(LeafComponents {

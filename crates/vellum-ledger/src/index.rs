@@ -100,6 +100,9 @@ impl IndexedTx {
     }
 }
 
+/// The index's page cache (redb's default is 1 GiB).
+pub const INDEX_CACHE: usize = 64 << 20;
+
 /// The index.
 #[derive(Debug)]
 pub struct Index {
@@ -112,7 +115,12 @@ impl Index {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(st)?;
         }
-        let db = Database::create(path).map_err(st)?;
+        // redb caches up to 1 GiB by default, which a large ledger's index fills; appends
+        // touch only the right edge of each table, and reads go by key.
+        let db = Database::builder()
+            .set_cache_size(INDEX_CACHE)
+            .create(path)
+            .map_err(st)?;
         let w = db.begin_write().map_err(st)?;
         create_tables(&w)?;
         w.commit().map_err(st)?;

@@ -79,11 +79,34 @@ pub struct Recovery {
     pub dropped_bytes: u64,
 }
 
+/// Where an entry is: 12 bytes per transaction (a ledger of ten million keeps 120 MB of
+/// these), as chunk files stay under 4 GiB and number fewer than 2^32.
 #[derive(Debug, Clone)]
 struct Loc {
-    file: usize,
-    offset: u64,
+    file_: u32,
+    offset_: u32,
     len: u32,
+}
+
+impl Loc {
+    fn new(file: usize, offset: u64, len: u32) -> Result<Loc, StoreError> {
+        match (u32::try_from(file), u32::try_from(offset)) {
+            (Ok(file_), Ok(offset_)) => Ok(Loc {
+                file_,
+                offset_,
+                len,
+            }),
+            _ => Err(StoreError::Usage("chunk beyond 4 GiB".into())),
+        }
+    }
+
+    fn file(&self) -> usize {
+        self.file_ as usize
+    }
+
+    fn offset(&self) -> u64 {
+        u64::from(self.offset_)
+    }
 }
 
 #[derive(Debug)]
@@ -259,11 +282,8 @@ impl LedgerFiles {
         {
             self.last_signature = expected;
         }
-        self.locs.push(Loc {
-            file,
-            offset,
-            len: e.bytes.len() as u32,
-        });
+        self.locs
+            .push(Loc::new(file, offset, e.bytes.len() as u32)?);
         Ok(())
     }
 
@@ -373,11 +393,7 @@ impl LedgerFiles {
         positions.push(pos32);
         *size += bytes.len() as u64;
         let full = *size >= self.chunk_size;
-        self.locs.push(Loc {
-            file: fi,
-            offset,
-            len: bytes.len() as u32,
-        });
+        self.locs.push(Loc::new(fi, offset, bytes.len() as u32)?);
         self.unsynced = true;
         if is_signature {
             self.last_signature = seqno;
@@ -547,10 +563,10 @@ impl LedgerFiles {
         let keep_file = if last_kept == 0 {
             None
         } else {
-            Some(self.locs[last_kept as usize - 1].file)
+            Some(self.locs[last_kept as usize - 1].file())
         };
         // The chunk holding the first dropped entry (and every later one) changes.
-        let first_file = self.locs[first_dropped - 1].file;
+        let first_file = self.locs[first_dropped - 1].file();
         self.open = None;
         // Remove files entirely after the cut.
         while self.files.len() > first_file + 1 {
@@ -565,7 +581,7 @@ impl LedgerFiles {
             // Reopen the chunk as open, cut at the end of the last kept entry.
             let end = {
                 let l = &self.locs[last_kept as usize - 1];
-                l.offset + u64::from(l.len)
+                l.offset() + u64::from(l.len)
             };
             let mut name = cf.name.clone();
             name.end = None;
@@ -587,8 +603,8 @@ impl LedgerFiles {
             f.seek(SeekFrom::End(0)).map_err(|e| io(&to, e))?;
             let positions: Vec<u32> = self.locs[..last_kept as usize]
                 .iter()
-                .filter(|l| l.file == first_file)
-                .map(|l| l.offset as u32)
+                .filter(|l| l.file() == first_file)
+                .map(|l| l.offset() as u32)
                 .collect();
             self.files.push(ChunkFile { name, path: to });
             self.open = Some((f, positions, end));
@@ -607,13 +623,13 @@ impl LedgerFiles {
             .checked_sub(1)
             .and_then(|i| self.locs.get(i as usize))
             .ok_or(StoreError::NotFound(seqno))?;
-        if let Some(b) = self.pending_bytes(l.file, l.offset, l.len) {
+        if let Some(b) = self.pending_bytes(l.file(), l.offset(), l.len) {
             return Ok(b.to_vec());
         }
-        let cf = &self.files[l.file];
+        let cf = &self.files[l.file()];
         let f = File::open(&cf.path).map_err(|e| io(&cf.path, e))?;
         let mut buf = vec![0u8; l.len as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, l.offset)
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, l.offset())
             .map_err(|e| io(&cf.path, e))?;
         Ok(buf)
     }
@@ -638,18 +654,18 @@ impl LedgerFiles {
         let mut loaded: Option<(usize, Vec<u8>)> = None;
         for seqno in from.max(1)..=self.last_seqno() {
             let l = &self.locs[seqno as usize - 1];
-            if loaded.as_ref().is_none_or(|(fi, _)| *fi != l.file) {
-                let cf = &self.files[l.file];
+            if loaded.as_ref().is_none_or(|(fi, _)| *fi != l.file()) {
+                let cf = &self.files[l.file()];
                 let mut bytes = std::fs::read(&cf.path).map_err(|e| io(&cf.path, e))?;
-                if l.file + 1 == self.files.len() && self.open.is_some() {
+                if l.file() + 1 == self.files.len() && self.open.is_some() {
                     bytes.extend_from_slice(&self.pending);
                 }
-                loaded = Some((l.file, bytes));
+                loaded = Some((l.file(), bytes));
             }
             let Some((_, bytes)) = &loaded else { continue };
-            let (start, end) = (l.offset as usize, l.offset as usize + l.len as usize);
+            let (start, end) = (l.offset() as usize, l.offset() as usize + l.len as usize);
             let entry = bytes.get(start..end).ok_or_else(|| StoreError::Corrupt {
-                path: self.files[l.file].path.display().to_string(),
+                path: self.files[l.file()].path.display().to_string(),
                 message: format!("entry {seqno} lies beyond the end of the file"),
             })?;
             f(seqno, entry)?;
