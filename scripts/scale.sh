@@ -33,8 +33,8 @@ start() {
   : >"$OUT/serve.out"
   "$V" serve --listen 127.0.0.1:0 --data-dir "$DATA" >"$OUT/serve.out" 2>>"$OUT/serve.log" &
   PID=$!
-  for _ in $(seq 1 600); do
-    grep -q "serving at" "$OUT/serve.out" 2>/dev/null && break
+  until grep -q "serving at" "$OUT/serve.out" 2>/dev/null; do
+    kill -0 "$PID" 2>/dev/null || { echo "vellum serve stopped: $(tail -3 "$OUT/serve.log")" >&2; exit 1; }
     sleep 0.05
   done
   export VELLUM_ENDPOINT="$(grep -o "https://[0-9.:]*" "$OUT/serve.out" | head -1)"
@@ -53,9 +53,10 @@ echo "==> restart"
 kill -TERM "$PID"; wait "$PID" || true
 T0=$(date +%s.%N)
 start
+TL=$(date +%s.%N)
 until "$V" get >/dev/null 2>&1; do sleep 0.05; done
 T1=$(date +%s.%N)
-echo "   serving again after $(python3 -c "print(f'{$T1-$T0:.2f}')") s; node RSS $(rss)"
+echo "   listening after $(python3 -c "print(f'{$TL-$T0:.2f}')") s, serving entries after $(python3 -c "print(f'{$T1-$T0:.2f}')") s; node RSS $(rss)"
 
 echo "==> the oldest 1,000 entries: one request at a time, then 64 at once"
 for w in read receipt; do
