@@ -355,7 +355,7 @@ impl MerkleTree {
         // Every node under TRIM_HEIGHT of the given blocks.
         let mut extra: Vec<((u32, u64), Hash)> = Vec::new();
         for (start, leaves) in blocks {
-            if start % TRIM_BLOCK != 0 || leaves.len() as u64 != TRIM_BLOCK {
+            if !start.is_multiple_of(TRIM_BLOCK) || leaves.len() as u64 != TRIM_BLOCK {
                 continue;
             }
             let mut row = leaves.clone();
@@ -780,7 +780,7 @@ mod tests {
             let cut = t % (n + 1);
             tr.trim_to(cut);
             let b = tr.trimmed();
-            prop_assert!(b <= cut && cut - b < TRIM_BLOCK && b % TRIM_BLOCK == 0);
+            prop_assert!(b <= cut && cut - b < TRIM_BLOCK && b.is_multiple_of(TRIM_BLOCK));
             for m in (b + TRIM_BLOCK).max(1)..=n {
                 prop_assert_eq!(tr.root_at(m).unwrap(), full.root_at(m).unwrap());
             }

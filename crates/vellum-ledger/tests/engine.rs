@@ -216,7 +216,7 @@ fn receipts_from_a_trimmed_tree() {
     let keys = svc.node_keys();
     let (mut e, _) = Engine::open_dir(dir.path(), 4096, keys.clone()).unwrap();
     e.set_untrimmed(16);
-    let mut write = |e: &mut Engine, from: u64, to: u64| {
+    let write = |e: &mut Engine, from: u64, to: u64| {
         for s in from..=to {
             let txid = TxId::new(2, s);
             if s % 10 == 0 {
