@@ -8,7 +8,7 @@
 //! **Deferred flushes.** A client sees a write Committed only once a signature transaction
 //! after it is committed, so the primary's plain writes need not be synced on their own: an
 //! append of writes only is *deferred* and made durable by the next sync, which the next
-//! signature's append asks for within the signature interval (or [`MAX_DEFER`] passes). One
+//! signature's append asks for within the signature interval (or 20 ms pass). One
 //! `fdatasync` per signature instead of one per batch of writes is fewer syncs and larger
 //! apply batches, for the same client-visible durability. Entries a backup receives are never
 //! deferred: the primary waits on their acknowledgement to send more.
