@@ -27,6 +27,19 @@ struct Level {
     nodes: VecDeque<Hash>,
 }
 
+impl Level {
+    /// Forgets the nodes before `new_base` (no-op if none are held).
+    fn drop_below(&mut self, new_base: u64) {
+        if new_base > self.base {
+            let drop = usize::try_from(new_base - self.base)
+                .unwrap_or(usize::MAX)
+                .min(self.nodes.len());
+            self.nodes.drain(..drop);
+            self.base = new_base;
+        }
+    }
+}
+
 /// An incremental CCF Merkle tree. See the [module docs](self).
 #[derive(Clone, Debug, Default)]
 pub struct MerkleTree {
@@ -214,27 +227,7 @@ impl MerkleTree {
     fn range_hash(&self, lo: u64, hi: u64) -> Option<Hash> {
         range_hash_with(lo, hi, &|h, j| self.node(h, j))
     }
-}
 
-/// [`MerkleTree::range_hash`] over any node lookup.
-fn range_hash_with(lo: u64, hi: u64, node: &dyn Fn(u32, u64) -> Option<Hash>) -> Option<Hash> {
-    let n = hi - lo;
-    let mut start = lo;
-    let mut blocks: Vec<Hash> = Vec::with_capacity(n.count_ones() as usize);
-    for h in (0..64u32).rev() {
-        if n & (1u64 << h) != 0 {
-            blocks.push(node(h, start >> h)?);
-            start += 1u64 << h;
-        }
-    }
-    let mut acc = blocks.pop()?;
-    while let Some(left) = blocks.pop() {
-        acc = Hash::node(&left, &acc);
-    }
-    Some(acc)
-}
-
-impl MerkleTree {
     /// The root over all leaves.
     pub fn root(&self) -> Result<Hash, TreeError> {
         self.root_at(self.size)
@@ -306,15 +299,8 @@ impl MerkleTree {
             .enumerate()
             .take(TRIM_HEIGHT as usize)
         {
-            let new_base = b >> h;
-            if new_base > level.base {
-                let drop = usize::try_from(new_base - level.base)
-                    .unwrap_or(usize::MAX)
-                    .min(level.nodes.len());
-                level.nodes.drain(..drop);
-                level.nodes.shrink_to_fit();
-                level.base = new_base;
-            }
+            level.drop_below(b >> h);
+            level.nodes.shrink_to_fit();
         }
         self.trimmed = b;
     }
@@ -387,14 +373,7 @@ impl MerkleTree {
         for (h, level) in self.levels.iter_mut().enumerate() {
             // Keep node (index >> h) - 1 when bit h of index is set: it is a flushed left-edge
             // root that later parents and roots need.
-            let new_base = (index >> h) & !1;
-            if new_base > level.base {
-                let drop = usize::try_from(new_base - level.base)
-                    .unwrap_or(usize::MAX)
-                    .min(level.nodes.len());
-                level.nodes.drain(..drop);
-                level.base = new_base;
-            }
+            level.drop_below((index >> h) & !1);
         }
         self.offset = index;
         Ok(())
@@ -521,6 +500,24 @@ impl MerkleTree {
         }
         Ok(tree)
     }
+}
+
+/// [`MerkleTree::range_hash`] over any node lookup.
+fn range_hash_with(lo: u64, hi: u64, node: &dyn Fn(u32, u64) -> Option<Hash>) -> Option<Hash> {
+    let n = hi - lo;
+    let mut start = lo;
+    let mut blocks: Vec<Hash> = Vec::with_capacity(n.count_ones() as usize);
+    for h in (0..64u32).rev() {
+        if n & (1u64 << h) != 0 {
+            blocks.push(node(h, start >> h)?);
+            start += 1u64 << h;
+        }
+    }
+    let mut acc = blocks.pop()?;
+    while let Some(left) = blocks.pop() {
+        acc = Hash::node(&left, &acc);
+    }
+    Some(acc)
 }
 
 impl Path {

@@ -83,29 +83,25 @@ pub struct Recovery {
 /// these), as chunk files stay under 4 GiB and number fewer than 2^32.
 #[derive(Debug, Clone)]
 struct Loc {
-    file_: u32,
-    offset_: u32,
+    file: u32,
+    offset: u32,
     len: u32,
 }
 
 impl Loc {
     fn new(file: usize, offset: u64, len: u32) -> Result<Loc, StoreError> {
         match (u32::try_from(file), u32::try_from(offset)) {
-            (Ok(file_), Ok(offset_)) => Ok(Loc {
-                file_,
-                offset_,
-                len,
-            }),
+            (Ok(file), Ok(offset)) => Ok(Loc { file, offset, len }),
             _ => Err(StoreError::Usage("chunk beyond 4 GiB".into())),
         }
     }
 
     fn file(&self) -> usize {
-        self.file_ as usize
+        self.file as usize
     }
 
     fn offset(&self) -> u64 {
-        u64::from(self.offset_)
+        u64::from(self.offset)
     }
 }
 

@@ -45,8 +45,8 @@ struct Queue {
     waiting: Vec<IOFlushed<TypeConfig>>,
     /// Some waiting request may not be deferred.
     urgent: bool,
-    /// When the oldest waiting request arrived.
-    since: Option<Instant>,
+    /// When the oldest waiting request arrived (meaningful while `waiting` is not empty).
+    since: Instant,
     /// False once the flusher is stopping.
     open: bool,
 }
@@ -65,7 +65,7 @@ impl Flusher {
             Mutex::new(Queue {
                 waiting: Vec::new(),
                 urgent: false,
-                since: None,
+                since: Instant::now(),
                 open: true,
             }),
             Condvar::new(),
@@ -97,7 +97,7 @@ impl Flusher {
         let first = q.waiting.is_empty();
         q.waiting.push(callback);
         if first {
-            q.since = Some(Instant::now());
+            q.since = Instant::now();
         }
         let notify = !defer && !q.urgent || first;
         q.urgent |= !defer;
@@ -132,11 +132,10 @@ fn next_batch((queue, wake): &Shared) -> Option<Vec<IOFlushed<TypeConfig>>> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             continue;
         }
-        let due = q.since.map_or(Instant::now(), |t| t + MAX_DEFER);
+        let due = q.since + MAX_DEFER;
         let now = Instant::now();
         if q.urgent || !q.open || now >= due {
             q.urgent = false;
-            q.since = None;
             return Some(std::mem::take(&mut q.waiting));
         }
         q = wake
