@@ -117,6 +117,17 @@ pub enum TreeDecodeError {
     /// The leaf counts overflow 64 bits.
     #[error("serialized tree leaf counts overflow")]
     Overflow,
+    /// A snapshot's sizes and levels do not describe a tree.
+    #[error("tree snapshot: bad {0}")]
+    Shape(&'static str),
+    /// A snapshot node is not the hash of its two children.
+    #[error("tree snapshot: node {index} at height {height} does not match its children")]
+    Inconsistent {
+        /// Height of the node.
+        height: u32,
+        /// Index of the node at that height.
+        index: u64,
+    },
 }
 
 /// Largest power of two strictly less than `n` (`n >= 2`).
@@ -500,6 +511,137 @@ impl MerkleTree {
         }
         Ok(tree)
     }
+
+    /// The tree as it was at `size` leaves, whole, in Vellum's own snapshot form (a node
+    /// restarts from it instead of re-hashing its ledger; `docs/formats.md`): little-endian
+    /// `u64 size`, `u64 offset`, `u64 trimmed`, `u8` number of heights `L` (`size`'s bit
+    /// length), then for each height `h < L` a `u64 base` and the `(size >> h) - base` nodes
+    /// from `base` on. Nodes of complete subtrees never change once appended, so this works at
+    /// any `size` between `max(offset, trimmed)` and [`MerkleTree::size`].
+    pub fn snapshot(&self, size: u64) -> Result<Vec<u8>, TreeError> {
+        if size > self.size {
+            return Err(TreeError::OutOfRange {
+                index: size,
+                size: self.size,
+            });
+        }
+        let flushed = TreeError::Flushed {
+            index: size,
+            offset: self.offset.max(self.trimmed),
+        };
+        if size < self.offset.max(self.trimmed) {
+            return Err(flushed);
+        }
+        let heights = 64 - size.leading_zeros();
+        let mut out = Vec::with_capacity(25 + 8 * heights as usize + 64 * self.held(size));
+        for v in [size, self.offset, self.trimmed] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.push(heights as u8);
+        for h in 0..heights {
+            let end = size >> h;
+            let base = self.levels.get(h as usize).map_or(end, |l| l.base.min(end));
+            out.extend_from_slice(&base.to_le_bytes());
+            for j in base..end {
+                out.extend_from_slice(&self.node(h, j).ok_or(flushed)?.0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Nodes held at or below `size` leaves (a capacity hint).
+    fn held(&self, size: u64) -> usize {
+        self.levels
+            .iter()
+            .enumerate()
+            .map(|(h, l)| (size >> h).saturating_sub(l.base) as usize)
+            .sum()
+    }
+
+    /// Reads [`MerkleTree::snapshot`]'s form back. Every node whose two children are held is
+    /// checked against them, so a damaged snapshot is refused (only the lowest held nodes, which
+    /// have no children held, cannot be checked this way; the ledger binds those with a MAC and
+    /// the signed root). Never panics on arbitrary bytes.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<MerkleTree, TreeDecodeError> {
+        let mut at = 0usize;
+        let u64_at = |at: &mut usize| -> Result<u64, TreeDecodeError> {
+            let b = bytes
+                .get(*at..*at + 8)
+                .ok_or(TreeDecodeError::TooShort(bytes.len()))?;
+            *at += 8;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            Ok(u64::from_le_bytes(a))
+        };
+        let size = u64_at(&mut at)?;
+        let offset = u64_at(&mut at)?;
+        let trimmed = u64_at(&mut at)?;
+        let heights = *bytes
+            .get(at)
+            .ok_or(TreeDecodeError::TooShort(bytes.len()))?;
+        at += 1;
+        if offset > size || trimmed > size || !trimmed.is_multiple_of(TRIM_BLOCK) {
+            return Err(TreeDecodeError::Shape("offset or trim point"));
+        }
+        if u32::from(heights) != 64 - size.leading_zeros() {
+            return Err(TreeDecodeError::Shape("number of heights"));
+        }
+        let mut levels = Vec::with_capacity(heights as usize);
+        for h in 0..u32::from(heights) {
+            let base = u64_at(&mut at)?;
+            let end = size >> h;
+            if base > end {
+                return Err(TreeDecodeError::Shape("level base"));
+            }
+            // A later append at an odd position needs its left sibling.
+            if end % 2 == 1 && base == end {
+                return Err(TreeDecodeError::Shape("missing left sibling"));
+            }
+            let len = usize::try_from(end - base)
+                .ok()
+                .and_then(|n| n.checked_mul(32))
+                .ok_or(TreeDecodeError::Overflow)?;
+            let nodes = bytes
+                .get(at..at.saturating_add(len))
+                .ok_or(TreeDecodeError::TooShort(bytes.len()))?;
+            at += len;
+            levels.push(Level {
+                base,
+                nodes: nodes
+                    .chunks_exact(32)
+                    .map(|c| {
+                        let mut a = [0u8; 32];
+                        a.copy_from_slice(c);
+                        Hash(a)
+                    })
+                    .collect(),
+            });
+        }
+        if at != bytes.len() {
+            return Err(TreeDecodeError::LengthMismatch {
+                expected: at as u128,
+                actual: bytes.len(),
+            });
+        }
+        let tree = MerkleTree {
+            size,
+            offset,
+            trimmed,
+            levels,
+        };
+        for h in 1..u32::from(heights) {
+            let level = &tree.levels[h as usize];
+            for (i, n) in level.nodes.iter().enumerate() {
+                let j = level.base + i as u64;
+                if let (Some(l), Some(r)) = (tree.node(h - 1, 2 * j), tree.node(h - 1, 2 * j + 1))
+                    && Hash::node(&l, &r) != *n
+                {
+                    return Err(TreeDecodeError::Inconsistent { height: h, index: j });
+                }
+            }
+        }
+        Ok(tree)
+    }
 }
 
 /// [`MerkleTree::range_hash`] over any node lookup.
@@ -864,6 +1006,79 @@ mod tests {
             let mut v = l[..=keep as usize].to_vec();
             v.push(x);
             prop_assert_eq!(t.root().unwrap(), reference_root(&v).unwrap());
+        }
+
+        /// A snapshot at any size a tree can give (past its trim) restores a tree with the same
+        /// roots and paths, which keeps agreeing with the original as both grow; damage to a
+        /// node with children held is refused.
+        #[test]
+        fn snapshot_restores_the_tree(n in 1u64..600, t in any::<u64>(), s in any::<u64>(), seed in any::<u64>()) {
+            let l = leaves(n);
+            let mut full = tree(&l);
+            let cut = t % (n + 1);
+            full.trim_to(cut);
+            let b = full.trimmed();
+            let size = b + s % (n - b + 1);
+            if b > 0 {
+                prop_assert!(full.snapshot(b - 1).is_err());
+            }
+            prop_assert!(full.snapshot(n + 1).is_err());
+            let bytes = full.snapshot(size).unwrap();
+            let back = MerkleTree::from_snapshot(&bytes).unwrap();
+            prop_assert_eq!(back.size(), size);
+            prop_assert_eq!(back.trimmed(), b);
+            for m in (b + TRIM_BLOCK).max(1)..=size {
+                prop_assert_eq!(back.root_at(m).unwrap(), full.root_at(m).unwrap());
+            }
+            let mut back2 = back.clone();
+            let mut fresh = tree(&l[..size as usize]);
+            for (i, x) in l[size as usize..].iter().enumerate() {
+                back2.append(*x);
+                fresh.append(*x);
+                prop_assert_eq!(back2.root().unwrap(), full.root_at(size + i as u64 + 1).unwrap());
+            }
+            for extra in 0..20u64 {
+                let x = Hash::digest(&(7000 + extra).to_le_bytes());
+                back2.append(x);
+                fresh.append(x);
+            }
+            prop_assert_eq!(back2.root().unwrap(), fresh.root().unwrap());
+            let i = b + seed % (back2.size() - b);
+            prop_assert_eq!(back2.path(i, back2.size()).unwrap(), fresh.path(i, fresh.size()).unwrap());
+            // Flip a byte in the first node above height 0 whose children are held.
+            let held = (1..64u32).find_map(|h| {
+                let j = back.levels.get(h as usize)?.base;
+                (back.node(h, j).is_some() && back.node(h - 1, 2 * j).is_some()
+                    && back.node(h - 1, 2 * j + 1).is_some()).then_some((h, j))
+            });
+            if let Some((h, j)) = held {
+                let mut at = 25;
+                for k in 0..h {
+                    let level = &back.levels[k as usize];
+                    at += 8 + 32 * level.nodes.len();
+                }
+                at += 8 + 32 * (j - back.levels[h as usize].base) as usize;
+                let mut bad = bytes.clone();
+                bad[at + (seed % 32) as usize] ^= 1;
+                prop_assert!(
+                    matches!(MerkleTree::from_snapshot(&bad), Err(TreeDecodeError::Inconsistent { .. })),
+                    "flipped node at height {} index {} not detected", h, j
+                );
+            }
+        }
+
+        #[test]
+        fn from_snapshot_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), n in 0u64..80) {
+            let _ = MerkleTree::from_snapshot(&bytes);
+            // Truncations and extensions of a real snapshot are refused.
+            let t = tree(&leaves(n));
+            let good = t.snapshot(n).unwrap();
+            prop_assert_eq!(MerkleTree::from_snapshot(&good).unwrap().size(), n);
+            let cut = bytes.len() % good.len().max(1);
+            prop_assert!(MerkleTree::from_snapshot(&good[..cut]).is_err() || cut == good.len());
+            let mut longer = good.clone();
+            longer.push(0);
+            prop_assert!(MerkleTree::from_snapshot(&longer).is_err());
         }
 
         #[test]
