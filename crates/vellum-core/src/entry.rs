@@ -518,6 +518,12 @@ impl LedgerSecret {
         &self.key
     }
 
+    /// A key for another purpose, derived from this secret: `HMAC-SHA256(secret, label)`
+    /// (labels must differ from `"Commit S"`, the commit-evidence key's).
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        hmac(&self.key, label.as_bytes())
+    }
+
     /// The commit evidence of a transaction: `ce:VIEW.SEQNO:<64 hex>`, where the hex is
     /// `HMAC-SHA256(HMAC-SHA256(secret, "Commit S"), "VIEW.SEQNO")`.
     pub fn commit_evidence(&self, txid: TxId) -> String {

@@ -636,7 +636,10 @@ impl MerkleTree {
                 if let (Some(l), Some(r)) = (tree.node(h - 1, 2 * j), tree.node(h - 1, 2 * j + 1))
                     && Hash::node(&l, &r) != *n
                 {
-                    return Err(TreeDecodeError::Inconsistent { height: h, index: j });
+                    return Err(TreeDecodeError::Inconsistent {
+                        height: h,
+                        index: j,
+                    });
                 }
             }
         }

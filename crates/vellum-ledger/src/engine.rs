@@ -7,9 +7,10 @@
 //! deterministic function of (transaction id, write set, ledger secret), so every node writes
 //! byte-identical ledgers.
 //!
-//! The whole tree stays in memory (64 bytes per transaction) so that receipts for any committed
-//! transaction are served without reading history; the node will flush it (CCF does, at commit)
-//! once receipts can rebuild paths from stored leaves.
+//! The tree stays in memory, whole for the last [`UNTRIMMED`] committed transactions and
+//! trimmed below (receipts there re-read at most two blocks of 16 entries). Opening rebuilds
+//! the tree from the ledger files, or takes it from the restart checkpoint
+//! ([`crate::checkpoint`]) for the committed chunks it covers.
 
 use base64::Engine as _;
 use vellum_core::cose::{self, CwtClaims};
@@ -20,6 +21,7 @@ use vellum_core::receipt::{CoseLeaf, LeafComponents, ProofElement, Receipt, cose
 use vellum_core::signature::{SignatureTables, Signer, signature_maps};
 use vellum_core::{Hash, TxId, tables};
 
+use crate::checkpoint::{CHECKPOINT_EVERY, Checkpoint, ViewRuns};
 use crate::store::{LedgerFiles, Recovery, StoreError};
 
 /// The keys a node signs with.
@@ -125,7 +127,7 @@ pub struct Engine {
     files: LedgerFiles,
     keys: NodeKeys,
     tree: MerkleTree,
-    views: Vec<u64>,
+    views: ViewRuns,
     signatures: Vec<u64>,
     service_key_public: Option<vellum_core::crypto::PublicKey>,
     /// The last node certificate (PEM) found endorsed by the service key in
@@ -133,6 +135,13 @@ pub struct Engine {
     /// endorsement is checked once rather than at every signature.
     endorsed: Option<String>,
     untrimmed: u64,
+    checkpoint_every: u64,
+    /// Seqno of the last checkpoint taken (or the one opened from).
+    checkpointed: u64,
+    /// The checkpoint being written in the background.
+    checkpointing: Option<std::thread::JoinHandle<()>>,
+    /// The seqno of the checkpoint the engine was opened from.
+    opened_from: Option<u64>,
 }
 
 /// The last this many committed transactions stay whole in the tree; older ones have its low
@@ -159,32 +168,27 @@ fn is_signature(pd: &entry::PublicDomain) -> bool {
 }
 
 impl Engine {
-    /// Opens the ledger files and rebuilds the tree from them.
+    /// Opens the ledger files and rebuilds the tree from every entry in them.
     pub fn open(files: LedgerFiles, keys: NodeKeys) -> Result<Engine, EngineError> {
         let mut tree = MerkleTree::new();
         tree.append(Hash::ZERO);
-        let mut views = Vec::with_capacity(files.last_seqno() as usize);
-        let mut signatures = Vec::new();
-        // Chunks marked committed can be trimmed as the tree is rebuilt, keeping memory flat.
-        let committed = files.committed_files_upto();
-        files.scan(1, |seqno, bytes| -> Result<(), EngineError> {
-            let (raw, _) = RawEntry::parse(bytes).map_err(|e| entry_err(seqno, e))?;
-            let pd = raw.public_domain().map_err(|e| entry_err(seqno, e))?;
-            tree.append(entry::leaf_for(&raw.write_set_digest(), &pd));
-            if seqno % (1 << 20) == 0 {
-                tree.trim_to(trim_point(committed.min(seqno), UNTRIMMED));
-            }
-            views.push(u64::from(raw.iv.view));
-            if is_signature(&pd) {
-                signatures.push(seqno);
-            }
-            Ok(())
-        })?;
-        tree.trim_to(trim_point(committed, UNTRIMMED));
+        let mut engine = Engine::with_state(files, keys, tree, ViewRuns::default(), Vec::new());
+        engine.replay()?;
+        Ok(engine)
+    }
+
+    fn with_state(
+        files: LedgerFiles,
+        keys: NodeKeys,
+        tree: MerkleTree,
+        views: ViewRuns,
+        signatures: Vec<u64>,
+    ) -> Engine {
         let service_key_public = Certificate::from_pem(&keys.service_cert_pem)
             .and_then(|c| c.public_key())
             .ok();
-        Ok(Engine {
+        let checkpointed = views.len();
+        Engine {
             files,
             keys,
             tree,
@@ -193,35 +197,215 @@ impl Engine {
             service_key_public,
             endorsed: None,
             untrimmed: UNTRIMMED,
-        })
+            checkpoint_every: CHECKPOINT_EVERY,
+            checkpointed,
+            checkpointing: None,
+            opened_from: None,
+        }
     }
 
-    /// Opens a ledger directory (recovering it) and the engine over it.
+    /// Adds the entries of the files after the last one the engine holds to the tree, the
+    /// views and the signatures.
+    fn replay(&mut self) -> Result<(), EngineError> {
+        // Chunks marked committed can be trimmed as the tree is rebuilt, keeping memory flat.
+        let committed = self.files.committed_files_upto();
+        let (tree, views, signatures) = (&mut self.tree, &mut self.views, &mut self.signatures);
+        self.files
+            .scan(views.len() + 1, |seqno, bytes| -> Result<(), EngineError> {
+                let (raw, _) = RawEntry::parse(bytes).map_err(|e| entry_err(seqno, e))?;
+                let pd = raw.public_domain().map_err(|e| entry_err(seqno, e))?;
+                tree.append(entry::leaf_for(&raw.write_set_digest(), &pd));
+                if seqno % (1 << 20) == 0 {
+                    tree.trim_to(trim_point(committed.min(seqno), UNTRIMMED));
+                }
+                views.push(u64::from(raw.iv.view));
+                if is_signature(&pd) {
+                    signatures.push(seqno);
+                }
+                Ok(())
+            })?;
+        self.tree.trim_to(trim_point(committed, self.untrimmed));
+        Ok(())
+    }
+
+    /// Opens a ledger directory (recovering it) and the engine over it. A checkpoint in the
+    /// directory ([`crate::checkpoint`]) spares reading the committed chunks it covers; one
+    /// that does not match the ledger is ignored (with a warning) and every entry is read.
     pub fn open_dir(
         dir: &std::path::Path,
         chunk_size: u64,
         keys: NodeKeys,
     ) -> Result<(Engine, Recovery), EngineError> {
+        match Checkpoint::read(dir, &keys.secret) {
+            Ok(Some(cp)) => {
+                let seqno = cp.seqno;
+                match Engine::open_checkpoint(dir, chunk_size, keys.clone(), cp) {
+                    Ok(opened) => {
+                        tracing::info!(seqno, "opened the ledger from its checkpoint");
+                        return Ok(opened);
+                    }
+                    Err(e) => tracing::warn!(
+                        seqno,
+                        error = %e,
+                        "the ledger checkpoint does not match the ledger; reading every entry"
+                    ),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the ledger checkpoint is unusable; reading every entry")
+            }
+        }
         let (files, rec) = LedgerFiles::open(dir, chunk_size, Some(&keys.secret))?;
         Ok((Engine::open(files, keys)?, rec))
     }
 
+    fn open_checkpoint(
+        dir: &std::path::Path,
+        chunk_size: u64,
+        keys: NodeKeys,
+        cp: Checkpoint,
+    ) -> Result<(Engine, Recovery), EngineError> {
+        let mismatch = |m: &str| EngineError::Store(StoreError::Stale(m.to_owned()));
+        let tree = MerkleTree::from_snapshot(&cp.tree).map_err(|e| mismatch(&e.to_string()))?;
+        if tree.size() != cp.seqno + 1 || cp.signatures.last() != Some(&cp.seqno) {
+            return Err(mismatch("tree size or last signature"));
+        }
+        let (files, rec) =
+            LedgerFiles::open_trusting(dir, chunk_size, Some(&keys.secret), &cp.chunks)?;
+        if files.committed_files_upto() < cp.seqno {
+            return Err(mismatch("the covered chunks end early"));
+        }
+        let mut engine = Engine::with_state(files, keys, tree, cp.views, cp.signatures);
+        // Bind the tree to the ledger: the last covered entry's leaf, and the root its
+        // signature signs.
+        let s = cp.seqno;
+        if engine.tree.trimmed() <= s && engine.tree.leaf(s)? != engine.leaf_at(s)? {
+            return Err(mismatch("leaf of the last covered entry"));
+        }
+        let bytes = engine.files.read(s)?;
+        let (raw, _) = RawEntry::parse(&bytes).map_err(|e| entry_err(s, e))?;
+        let pd = raw.public_domain().map_err(|e| entry_err(s, e))?;
+        let record = SignatureTables::from_maps(&pd.maps)
+            .ok()
+            .and_then(|t| t.record)
+            .ok_or_else(|| mismatch("the last covered entry is not a signature"))?;
+        if record.root != engine.tree.root_at(s)? {
+            return Err(mismatch("signed root"));
+        }
+        engine.opened_from = Some(s);
+        engine.replay()?;
+        Ok((engine, rec))
+    }
+
+    /// Writes a checkpoint of the committed chunks now (after waiting for one being written
+    /// in the background); `Ok(None)` when there is nothing to cover yet.
+    pub fn write_checkpoint(&mut self) -> Result<Option<u64>, EngineError> {
+        self.finish_checkpoint();
+        let Some(cp) = self.checkpoint()? else {
+            return Ok(None);
+        };
+        let bytes = cp.encode(&self.keys.secret);
+        Checkpoint::write(self.files.dir(), &bytes).map_err(|e| StoreError::Io {
+            path: Checkpoint::path(self.files.dir()).display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.checkpointed = cp.seqno;
+        Ok(Some(cp.seqno))
+    }
+
+    /// A checkpoint of the committed chunks, if any, and if the tree still holds the tree at
+    /// their end whole.
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, EngineError> {
+        let seqno = self.files.committed_files_upto();
+        if seqno == 0 || seqno < self.tree.trimmed() {
+            return Ok(None);
+        }
+        let chunks = self.files.committed_chunks();
+        Ok(Some(Checkpoint::at(
+            seqno,
+            chunks,
+            &self.views,
+            &self.signatures,
+            &self.tree,
+        )?))
+    }
+
+    /// After a commit: once [`Engine::set_checkpoint_every`] transactions were committed since
+    /// the last checkpoint, takes one and writes it on a thread of its own (one at a time).
+    fn checkpoint_in_background(&mut self) {
+        let committed = self.files.committed_files_upto();
+        let busy = self
+            .checkpointing
+            .as_ref()
+            .is_some_and(|h| !h.is_finished());
+        if committed < self.checkpointed.saturating_add(self.checkpoint_every) || busy {
+            return;
+        }
+        let cp = match self.checkpoint() {
+            Ok(Some(cp)) => cp,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take a ledger checkpoint");
+                return;
+            }
+        };
+        let dir = self.files.dir().to_path_buf();
+        let secret = self.keys.secret.clone();
+        let seqno = cp.seqno;
+        self.checkpointed = seqno;
+        let spawned = std::thread::Builder::new()
+            .name("vellum-checkpoint".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let bytes = cp.encode(&secret);
+                match Checkpoint::write(&dir, &bytes) {
+                    Ok(()) => tracing::info!(
+                        seqno,
+                        bytes = bytes.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "wrote a ledger checkpoint"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "could not write a ledger checkpoint"),
+                }
+            });
+        match spawned {
+            Ok(h) => self.checkpointing = Some(h),
+            Err(e) => tracing::warn!(error = %e, "could not start the checkpoint thread"),
+        }
+    }
+
+    /// Waits for the checkpoint being written in the background, if any.
+    pub fn finish_checkpoint(&mut self) {
+        if let Some(handle) = self.checkpointing.take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// The seqno of the checkpoint this engine was opened from (`None`: every entry was read).
+    pub fn opened_from(&self) -> Option<u64> {
+        self.opened_from
+    }
+
+    /// Takes a background checkpoint every `n` committed transactions (default
+    /// [`CHECKPOINT_EVERY`]).
+    pub fn set_checkpoint_every(&mut self, n: u64) {
+        self.checkpoint_every = n.max(1);
+    }
+
     /// Last seqno present.
     pub fn last_seqno(&self) -> u64 {
-        self.views.len() as u64
+        self.views.len()
     }
 
     /// Last transaction id present.
     pub fn last_txid(&self) -> Option<TxId> {
-        self.views.last().map(|v| TxId::new(*v, self.last_seqno()))
+        self.views.last().map(|v| TxId::new(v, self.last_seqno()))
     }
 
     /// View of the transaction at `seqno`.
     pub fn view_at(&self, seqno: u64) -> Option<u64> {
-        seqno
-            .checked_sub(1)
-            .and_then(|i| self.views.get(i as usize))
-            .copied()
+        self.views.get(seqno)
     }
 
     /// Seqno of the last signature transaction.
@@ -246,7 +430,7 @@ impl Engine {
 
     fn check_next(&self, txid: TxId) -> Result<(), EngineError> {
         let last = self.last_seqno();
-        let view_ok = self.views.last().is_none_or(|v| txid.view >= *v);
+        let view_ok = self.views.last().is_none_or(|v| txid.view >= v);
         if txid.seqno != last + 1 || !view_ok {
             return Err(EngineError::Order { last, got: txid });
         }
@@ -409,6 +593,7 @@ impl Engine {
     pub fn commit(&mut self, seqno: u64) -> Result<(), EngineError> {
         self.files.commit(seqno)?;
         self.tree.trim_to(trim_point(seqno, self.untrimmed));
+        self.checkpoint_in_background();
         Ok(())
     }
 
@@ -460,7 +645,7 @@ impl Engine {
         }
         self.files.truncate(last_kept)?;
         self.tree.retract_to(last_kept)?;
-        self.views.truncate(last_kept as usize);
+        self.views.truncate(last_kept);
         self.signatures.retain(|s| *s <= last_kept);
         Ok(())
     }

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod audit;
+pub mod checkpoint;
 pub mod chunk;
 pub mod engine;
 pub mod genesis;

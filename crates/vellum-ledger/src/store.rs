@@ -59,6 +59,9 @@ pub enum StoreError {
     /// No entry at that seqno.
     #[error("no ledger entry at seqno {0}")]
     NotFound(u64),
+    /// The files do not match what [`LedgerFiles::open_trusting`] was told to trust.
+    #[error("ledger files differ from the checkpoint: {0}")]
+    Stale(String),
 }
 
 fn io(path: &Path, e: std::io::Error) -> StoreError {
@@ -141,6 +144,21 @@ impl LedgerFiles {
         chunk_size: u64,
         secret: Option<&LedgerSecret>,
     ) -> Result<(LedgerFiles, Recovery), StoreError> {
+        LedgerFiles::open_trusting(dir, chunk_size, secret, &[])
+    }
+
+    /// [`LedgerFiles::open`], taking the first chunks on trust: `trusted` names them in order
+    /// with their lengths (as a checkpoint recorded them, see [`LedgerFiles::committed_chunks`]).
+    /// Their entries are located from each chunk's positions table alone, without reading or
+    /// checking the entries, which is what makes a restart from a checkpoint fast. When the
+    /// files do not start with exactly those chunks, nothing is changed on disk and
+    /// [`StoreError::Stale`] is returned (the caller then opens without trust).
+    pub fn open_trusting(
+        dir: &Path,
+        chunk_size: u64,
+        secret: Option<&LedgerSecret>,
+        trusted: &[(String, u64)],
+    ) -> Result<(LedgerFiles, Recovery), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let mut store = LedgerFiles {
             dir: dir.to_path_buf(),
@@ -158,11 +176,21 @@ impl LedgerFiles {
         let mut recovery = Recovery::default();
         let chunks = list_chunks(dir, false).map_err(|e| io(dir, e))?;
         let n = chunks.len();
+        if trusted.len() > n {
+            return Err(StoreError::Stale(format!(
+                "{} chunks trusted, {n} present",
+                trusted.len()
+            )));
+        }
         for (i, (name, path)) in chunks.into_iter().enumerate() {
             let corrupt = |m: String| StoreError::Corrupt {
                 path: path.display().to_string(),
                 message: m,
             };
+            if let Some((trusted_name, trusted_len)) = trusted.get(i) {
+                store.push_trusted(name, path, trusted_name, *trusted_len)?;
+                continue;
+            }
             let expected = store.locs.len() as u64 + 1;
             if name.start != expected {
                 return Err(corrupt(format!(
@@ -254,6 +282,92 @@ impl LedgerFiles {
         recovery.last_seqno = store.locs.len() as u64;
         store.sync_dir_if_dirty()?;
         Ok((store, recovery))
+    }
+
+    /// Locates the entries of a trusted committed chunk from its positions table.
+    fn push_trusted(
+        &mut self,
+        name: ChunkName,
+        path: PathBuf,
+        trusted_name: &str,
+        trusted_len: u64,
+    ) -> Result<(), StoreError> {
+        let (Some(end), true) = (name.end, name.committed) else {
+            return Err(StoreError::Stale(format!(
+                "{} is not a committed chunk",
+                name.file_name()
+            )));
+        };
+        if name.file_name() != trusted_name || name.start != self.locs.len() as u64 + 1 {
+            return Err(StoreError::Stale(format!(
+                "found {}, expected {trusted_name}",
+                name.file_name()
+            )));
+        }
+        let f = File::open(&path).map_err(|e| io(&path, e))?;
+        let len = f.metadata().map_err(|e| io(&path, e))?.len();
+        if len != trusted_len {
+            return Err(StoreError::Stale(format!(
+                "{trusted_name} is {len} bytes, expected {trusted_len}"
+            )));
+        }
+        let corrupt = |m: String| StoreError::Corrupt {
+            path: path.display().to_string(),
+            message: m,
+        };
+        let mut header = [0u8; CHUNK_HEADER_SIZE];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut header, 0).map_err(|e| io(&path, e))?;
+        let table_at = u64::from_le_bytes(header);
+        let count = end - name.start + 1;
+        if table_at < CHUNK_HEADER_SIZE as u64
+            || table_at > len
+            || (len - table_at) / 4 != count
+            || (len - table_at) % 4 != 0
+        {
+            return Err(corrupt(format!(
+                "positions table at {table_at} does not hold {count} entries"
+            )));
+        }
+        let mut table = vec![0u8; (len - table_at) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut table, table_at)
+            .map_err(|e| io(&path, e))?;
+        let positions: Vec<u64> = table
+            .chunks_exact(4)
+            .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect();
+        let fi = self.files.len();
+        for (k, at) in positions.iter().enumerate() {
+            let next = positions.get(k + 1).copied().unwrap_or(table_at);
+            let first_ok = k > 0 || *at == CHUNK_HEADER_SIZE as u64;
+            let len = next
+                .checked_sub(*at)
+                .filter(|l| *l > 0 && first_ok)
+                .and_then(|l| u32::try_from(l).ok())
+                .ok_or_else(|| corrupt(format!("positions table entry {k} is out of order")))?;
+            self.locs.push(Loc::new(fi, *at, len)?);
+        }
+        self.files.push(ChunkFile { name, path });
+        self.committed = end;
+        // Every closed chunk ends on a signature.
+        self.last_signature = end;
+        Ok(())
+    }
+
+    /// Name and length of every committed chunk file, in order: what a checkpoint records
+    /// for [`LedgerFiles::open_trusting`].
+    pub fn committed_chunks(&self) -> Vec<(String, u64)> {
+        self.files
+            .iter()
+            .filter(|cf| cf.name.committed)
+            .filter_map(|cf| {
+                let (end, last) = (cf.name.end?, self.locs.get(cf.name.end? as usize - 1)?);
+                let count = end - cf.name.start + 1;
+                Some((
+                    cf.name.file_name(),
+                    last.offset() + u64::from(last.len) + 4 * count,
+                ))
+            })
+            .collect()
     }
 
     fn push_loc(

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use vellum_core::TxId;
 use vellum_core::entry::{EntryBuilder, LedgerSecret, MapWrites};
+use vellum_ledger::checkpoint::Checkpoint;
 use vellum_ledger::engine::{Engine, EngineError, NodeKeys};
 use vellum_ledger::identity::Identity;
 use vellum_ledger::index::ENTRIES_TABLE;
@@ -255,4 +256,142 @@ fn receipts_from_a_trimmed_tree() {
     r.receipt.verify(&svc.service.cert_pem, None).unwrap();
     // A rollback below the trim is refused rather than corrupting the tree.
     assert!(e.truncate(100).is_err());
+}
+
+/// Every committed transaction's receipt, the root, the views and the signatures.
+fn state(e: &Engine, committed: u64) -> Vec<String> {
+    let mut out = vec![
+        format!("{:?} {:?}", e.root().unwrap(), e.last_txid()),
+        format!("{:?}", e.signatures()),
+    ];
+    for s in 1..=e.last_seqno() {
+        out.push(format!("{s} {:?}", e.view_at(s)));
+        if s < committed {
+            let r = e.receipt(TxId::new(e.view_at(s).unwrap(), s), committed);
+            out.push(format!("{:?}", r.map(|r| r.receipt)));
+        }
+    }
+    out
+}
+
+/// A restart from a checkpoint gives the engine a full rescan gives: same root, views,
+/// signatures and receipts, with committed chunks after the checkpoint and an uncommitted tail
+/// read normally; appends and signatures carry on. A checkpoint written in the background
+/// appears once enough is committed.
+#[test]
+fn restart_from_a_checkpoint() {
+    let svc = Service::new();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = svc.node_keys();
+    let (mut e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
+    e.set_untrimmed(16);
+    e.set_checkpoint_every(150);
+    let write = |e: &mut Engine, from: u64, to: u64, view: u64| {
+        for s in from..=to {
+            let txid = TxId::new(view, s);
+            if s % 10 == 0 {
+                e.append_signature(txid, 1).unwrap();
+            } else {
+                e.append(txid, &app(s)).unwrap();
+            }
+        }
+        e.sync().unwrap();
+    };
+    write(&mut e, 1, 120, 2);
+    e.commit(120).unwrap();
+    e.finish_checkpoint();
+    assert!(Checkpoint::read(dir.path(), &svc.secret).unwrap().is_none());
+    write(&mut e, 121, 300, 3);
+    e.commit(300).unwrap();
+    e.finish_checkpoint();
+    let cp = Checkpoint::read(dir.path(), &svc.secret).unwrap().unwrap();
+    assert_eq!(cp.seqno, e.committed(), "the background checkpoint");
+    write(&mut e, 301, 420, 3);
+    e.commit(400).unwrap();
+    e.finish_checkpoint();
+    assert_eq!(
+        Checkpoint::read(dir.path(), &svc.secret)
+            .unwrap()
+            .unwrap()
+            .seqno,
+        cp.seqno,
+        "fewer than 150 committed since"
+    );
+    write(&mut e, 421, 425, 4);
+    let expected = state(&e, 400);
+    drop(e);
+
+    let (mut e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
+    assert_eq!(e.opened_from(), Some(cp.seqno));
+    assert_eq!(state(&e, 400), expected);
+    write(&mut e, 426, 440, 4);
+    e.commit(440).unwrap();
+    let at = e.write_checkpoint().unwrap().unwrap();
+    assert_eq!(at, e.committed());
+    let expected = state(&e, 440);
+    drop(e);
+    let (e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
+    assert_eq!(e.opened_from(), Some(at));
+    assert_eq!(state(&e, 440), expected);
+    drop(e);
+    Checkpoint::remove(dir.path()).unwrap();
+    let (e, _) = Engine::open_dir(dir.path(), 2048, keys).unwrap();
+    assert_eq!(e.opened_from(), None);
+    assert_eq!(state(&e, 440), expected);
+}
+
+/// A checkpoint that does not describe the ledger beside it is ignored: one from another
+/// ledger with the same secret (given that ledger's chunk names and sizes, so only the tree
+/// differs), one sealed with another secret, and one whose chunks are gone.
+#[test]
+fn a_foreign_or_stale_checkpoint_is_ignored() {
+    let svc = Service::new();
+    let keys = svc.node_keys();
+    let ledger = |tweak: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
+        for s in 1..=200u64 {
+            let txid = TxId::new(2, s);
+            if s % 10 == 0 {
+                e.append_signature(txid, 1).unwrap();
+            } else {
+                e.append(txid, &app(s + 1000 * tweak)).unwrap();
+            }
+        }
+        e.sync().unwrap();
+        e.commit(200).unwrap();
+        e.write_checkpoint().unwrap().unwrap();
+        let expected = state(&e, 200);
+        (dir, expected)
+    };
+    let (a, _) = ledger(1);
+    let (b, b_state) = ledger(2);
+    let a_cp = Checkpoint::read(a.path(), &svc.secret).unwrap().unwrap();
+    let b_cp = Checkpoint::read(b.path(), &svc.secret).unwrap().unwrap();
+    assert_eq!(
+        a_cp.chunks.iter().map(|c| &c.0).collect::<Vec<_>>(),
+        b_cp.chunks.iter().map(|c| &c.0).collect::<Vec<_>>()
+    );
+    let refused = |cp: Vec<u8>| {
+        Checkpoint::write(b.path(), &cp).unwrap();
+        let (e, _) = Engine::open_dir(b.path(), 2048, keys.clone()).unwrap();
+        assert_eq!(e.opened_from(), None);
+        assert_eq!(state(&e, 200), b_state);
+    };
+    let foreign = Checkpoint {
+        chunks: b_cp.chunks.clone(),
+        ..a_cp.clone()
+    };
+    refused(foreign.encode(&svc.secret));
+    refused(b_cp.encode(&LedgerSecret::from_bytes([9; 32])));
+    // b's own checkpoint works; without its last chunk, it is ignored.
+    Checkpoint::write(b.path(), &b_cp.encode(&svc.secret)).unwrap();
+    let (e, _) = Engine::open_dir(b.path(), 2048, keys.clone()).unwrap();
+    assert_eq!(e.opened_from(), Some(200));
+    assert_eq!(state(&e, 200), b_state);
+    drop(e);
+    std::fs::remove_file(b.path().join("ledger_191-200.committed")).unwrap();
+    let (e, _) = Engine::open_dir(b.path(), 2048, keys).unwrap();
+    assert_eq!(e.opened_from(), None);
+    assert_eq!(e.last_seqno(), 190);
 }

@@ -184,8 +184,15 @@ impl LedgerNode {
     pub async fn open(cfg: NodeConfig) -> Result<LedgerNode, NodeError> {
         let data = DataDir::open_or_create(&cfg.data_dir, &cfg.bootstrap)?;
         let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
+        let started = std::time::Instant::now();
         let (engine, recovery) =
             Engine::open_dir(&data.ledger_dir(), chunk_size, data.keys.clone())?;
+        tracing::info!(
+            last_seqno = engine.last_seqno(),
+            checkpoint = ?engine.opened_from(),
+            ms = started.elapsed().as_millis() as u64,
+            "opened the ledger"
+        );
         if recovery.dropped_from.is_some() {
             tracing::warn!(?recovery, "recovered the ledger after an unclean stop");
         }
@@ -995,7 +1002,8 @@ impl LedgerNode {
     /// Stops the node gracefully. A primary first signs what is unsigned and waits (up to five
     /// seconds) until that signature commits; then the signer and Raft stop, a ledger that ends
     /// on a committed signature gets its open chunk closed and marked committed (so offline
-    /// auditors see every transaction), and the index is made durable.
+    /// auditors see every transaction), a checkpoint of the committed chunks is written (the
+    /// next start reads only what it does not cover), and the index is made durable.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         if self.is_primary() && self.write_error().is_none() {
             let target = self.shared.last_seqno.load(Ordering::Acquire);
@@ -1041,6 +1049,18 @@ impl LedgerNode {
             {
                 engine.close_chunk()?;
                 engine.commit(committed)?;
+            }
+            // The next start reads only what this checkpoint does not cover.
+            if engine.poisoned().is_none() {
+                let started = std::time::Instant::now();
+                match engine.write_checkpoint() {
+                    Ok(seqno) => tracing::info!(
+                        ?seqno,
+                        ms = started.elapsed().as_millis() as u64,
+                        "wrote the ledger checkpoint"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "could not write the ledger checkpoint"),
+                }
             }
         }
         self.index.apply_with(&[], &[], true)?;
