@@ -2,7 +2,8 @@
 # The scale targets of issue 8, measured on one node:
 #   1. write ENTRIES entries (default 10,000,000) with `vellum bench --workload write`;
 #   2. resident memory of the node then;
-#   3. restart: SIGTERM, start again, time until the API answers, and resident memory;
+#   3. restart: SIGTERM, start again, time until the API answers, and resident memory; then
+#      ENTRIES/20 more writes, SIGKILL, and the same again;
 #   4. reads and receipts of the *oldest* 1,000 entries (`--existing subledger:0`), one at a
 #      time (latency) and at 64 connections.
 # Results go to $OUT (default target/scale); the data directory to $DATA (default a temporary
@@ -49,14 +50,27 @@ python3 -c "import json;r=json.load(open('$OUT/write.json'));print(f\"   {r['thr
 sleep 1  # the last writes commit within milliseconds
 echo "   ledger: $(du -sh "$DATA/ledger" | cut -f1), node RSS $(rss)"
 
-echo "==> restart"
+# Starts the node again and reports how long until it listens and serves entries.
+restart() {
+  T0=$(date +%s.%N)
+  start
+  TL=$(date +%s.%N)
+  until "$V" get >/dev/null 2>&1; do sleep 0.05; done
+  T1=$(date +%s.%N)
+  echo "   listening after $(python3 -c "print(f'{$TL-$T0:.2f}')") s, serving entries after $(python3 -c "print(f'{$T1-$T0:.2f}')") s; node RSS $(rss)"
+  grep -a "opened the ledger " "$OUT/serve.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g; s/^.*opened/   opened/'
+}
+
+echo "==> restart (SIGTERM: the node writes its checkpoint as it stops)"
 kill -TERM "$PID"; wait "$PID" || true
-T0=$(date +%s.%N)
-start
-TL=$(date +%s.%N)
-until "$V" get >/dev/null 2>&1; do sleep 0.05; done
-T1=$(date +%s.%N)
-echo "   listening after $(python3 -c "print(f'{$TL-$T0:.2f}')") s, serving entries after $(python3 -c "print(f'{$T1-$T0:.2f}')") s; node RSS $(rss)"
+restart
+
+M=$((N / 20 > 1000 ? N / 20 : 1000))
+echo "==> crash restart: $M more entries, then SIGKILL (the start reads what the last background"
+echo "    checkpoint does not cover)"
+"$V" bench --json --no-progress --workload write -c 64 -n "$M" >"$OUT/write-more.json"
+kill -KILL "$PID"; wait "$PID" 2>/dev/null || true
+restart
 
 echo "==> the oldest 1,000 entries: one request at a time, then 64 at once"
 for w in read receipt; do
