@@ -474,14 +474,7 @@ impl MerkleTree {
                 actual: bytes.len(),
             });
         }
-        let hashes: Vec<Hash> = bytes[16..]
-            .chunks_exact(32)
-            .map(|c| {
-                let mut a = [0u8; 32];
-                a.copy_from_slice(c);
-                Hash(a)
-            })
-            .collect();
+        let hashes: Vec<Hash> = hashes(&bytes[16..]).collect();
         let (leaves, roots) = hashes.split_at(num_leaves as usize);
         let top = 64 - num_flushed.leading_zeros();
         let mut levels = Vec::with_capacity(top as usize);
@@ -607,14 +600,7 @@ impl MerkleTree {
             at += len;
             levels.push(Level {
                 base,
-                nodes: nodes
-                    .chunks_exact(32)
-                    .map(|c| {
-                        let mut a = [0u8; 32];
-                        a.copy_from_slice(c);
-                        Hash(a)
-                    })
-                    .collect(),
+                nodes: hashes(nodes).collect(),
             });
         }
         if at != bytes.len() {
@@ -645,6 +631,15 @@ impl MerkleTree {
         }
         Ok(tree)
     }
+}
+
+/// The 32-byte hashes in `bytes`, back to back (a partial last one is ignored).
+fn hashes(bytes: &[u8]) -> impl Iterator<Item = Hash> + '_ {
+    bytes.chunks_exact(32).map(|c| {
+        let mut a = [0u8; 32];
+        a.copy_from_slice(c);
+        Hash(a)
+    })
 }
 
 /// [`MerkleTree::range_hash`] over any node lookup.

@@ -19,13 +19,13 @@
 //! `u64 first seqno`, `u64 view`; `u64` signature count then the seqnos (`u64` each); `u64`
 //! length of the tree then [`MerkleTree::snapshot`]'s bytes; and the 32-byte MAC of all that.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use vellum_core::entry::{LedgerSecret, hmac_sha256};
 use vellum_core::merkle::MerkleTree;
 
 use crate::chunk::ChunkName;
+use crate::files::write_durably;
 
 /// The checkpoint's file name, in the ledger directory (chunk listing ignores it).
 pub const CHECKPOINT_FILE: &str = "checkpoint";
@@ -105,11 +105,6 @@ impl ViewRuns {
             self.len = len;
         }
     }
-
-    /// The runs up to and including `seqno`.
-    fn upto(&self, seqno: u64) -> &[(u64, u64)] {
-        &self.runs[..self.runs.partition_point(|(first, _)| *first <= seqno)]
-    }
 }
 
 /// A checkpoint: see the [module docs](self).
@@ -137,10 +132,7 @@ impl Checkpoint {
         signatures: &[u64],
         tree: &MerkleTree,
     ) -> Result<Checkpoint, vellum_core::merkle::TreeError> {
-        let mut runs = ViewRuns {
-            runs: views.upto(seqno).to_vec(),
-            len: seqno.min(views.len()),
-        };
+        let mut runs = views.clone();
         runs.truncate(seqno);
         Ok(Checkpoint {
             seqno,
@@ -277,18 +269,10 @@ impl Checkpoint {
     }
 
     /// Writes `bytes` (from [`Checkpoint::encode`]) as the checkpoint of ledger directory
-    /// `dir`, atomically: a synced temporary file renamed over the old one.
+    /// `dir`, atomically ([`write_durably`]).
     pub fn write(dir: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
         let path = Checkpoint::path(dir);
-        let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| io(&path, e))
+        write_durably(&path, bytes, false).map_err(|e| io(&path, e))
     }
 
     /// Removes the checkpoint of ledger directory `dir`, if any.
@@ -444,7 +428,7 @@ mod tests {
         let cp = sample();
         Checkpoint::write(dir.path(), &cp.encode(&secret(1))).unwrap();
         assert_eq!(Checkpoint::read(dir.path(), &secret(1)), Ok(Some(cp)));
-        assert!(!dir.path().join("checkpoint.tmp").exists());
+        assert!(!dir.path().join(".checkpoint.tmp").exists());
         Checkpoint::remove(dir.path()).unwrap();
         assert_eq!(Checkpoint::read(dir.path(), &secret(1)), Ok(None));
     }

@@ -158,6 +158,45 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(s))
 }
 
+/// Checks where a closed chunk of `len` bytes says its positions table starts (`table_at`, from
+/// its header): inside the file, after the header, a whole number of `u32`s long, and holding
+/// as many entries as the file name says.
+pub fn check_table(table_at: u64, len: u64, name: Option<&ChunkName>) -> Result<(), ChunkError> {
+    if table_at < CHUNK_HEADER_SIZE as u64 || table_at > len {
+        return Err(ChunkError::TableOffset {
+            offset: table_at,
+            len: len as usize,
+        });
+    }
+    let table_len = len - table_at;
+    if !table_len.is_multiple_of(4) {
+        return Err(ChunkError::TableLength(table_len as usize));
+    }
+    if let Some(ChunkName {
+        start,
+        end: Some(end),
+        ..
+    }) = name
+    {
+        let expected = end - start + 1;
+        if expected != table_len / 4 {
+            return Err(ChunkError::Count {
+                expected,
+                actual: table_len / 4,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The entry offsets of a positions table.
+pub fn positions(table: &[u8]) -> Vec<u64> {
+    table
+        .chunks_exact(4)
+        .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .collect()
+}
+
 impl<'a> Chunk<'a> {
     /// Parses a chunk file's bytes. A closed file's positions table is the authority on where
     /// entries start; every entry must parse and end exactly where the next begins, and the
@@ -185,36 +224,9 @@ impl<'a> Chunk<'a> {
                 closed: false,
             });
         }
-        let len = bytes.len();
-        if table_at < CHUNK_HEADER_SIZE as u64 || table_at > len as u64 {
-            return Err(ChunkError::TableOffset {
-                offset: table_at,
-                len,
-            });
-        }
+        check_table(table_at, bytes.len() as u64, name)?;
         let data_end = table_at as usize;
-        let table = &bytes[data_end..];
-        if !table.len().is_multiple_of(4) {
-            return Err(ChunkError::TableLength(table.len()));
-        }
-        let positions: Vec<u64> = table
-            .chunks_exact(4)
-            .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect();
-        if let Some(ChunkName {
-            start,
-            end: Some(end),
-            ..
-        }) = name
-        {
-            let expected = end - start + 1;
-            if expected != positions.len() as u64 {
-                return Err(ChunkError::Count {
-                    expected,
-                    actual: positions.len() as u64,
-                });
-            }
-        }
+        let positions = positions(&bytes[data_end..]);
         let mut entries = Vec::with_capacity(positions.len());
         // Entries are self-delimiting, so walk them in order and compare each start with the
         // table. When they disagree, decide which is wrong: if the walked offset holds an

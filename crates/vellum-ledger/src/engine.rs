@@ -21,7 +21,7 @@ use vellum_core::receipt::{CoseLeaf, LeafComponents, ProofElement, Receipt, cose
 use vellum_core::signature::{SignatureTables, Signer, signature_maps};
 use vellum_core::{Hash, TxId, tables};
 
-use crate::checkpoint::{CHECKPOINT_EVERY, Checkpoint, ViewRuns};
+use crate::checkpoint::{CHECKPOINT_EVERY, Checkpoint, CheckpointError, ViewRuns};
 use crate::store::{LedgerFiles, Recovery, StoreError};
 
 /// The keys a node signs with.
@@ -106,6 +106,9 @@ pub enum EngineError {
     /// No such transaction.
     #[error("no transaction at {0}")]
     NotFound(TxId),
+    /// Writing the restart checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// A receipt for one transaction, in both forms.
@@ -306,10 +309,7 @@ impl Engine {
             return Ok(None);
         };
         let bytes = cp.encode(&self.keys.secret);
-        Checkpoint::write(self.files.dir(), &bytes).map_err(|e| StoreError::Io {
-            path: Checkpoint::path(self.files.dir()).display().to_string(),
-            message: e.to_string(),
-        })?;
+        Checkpoint::write(self.files.dir(), &bytes)?;
         self.checkpointed = cp.seqno;
         Ok(Some(cp.seqno))
     }

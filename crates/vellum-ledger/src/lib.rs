@@ -18,6 +18,7 @@ pub mod audit;
 pub mod checkpoint;
 pub mod chunk;
 pub mod engine;
+pub mod files;
 pub mod genesis;
 pub mod group_commit;
 pub mod identity;

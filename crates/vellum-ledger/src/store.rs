@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use vellum_core::entry::{LedgerSecret, RawEntry};
 
-use crate::chunk::{CHUNK_HEADER_SIZE, Chunk, ChunkName, list_chunks};
+use crate::chunk::{self, CHUNK_HEADER_SIZE, Chunk, ChunkName, list_chunks};
 
 /// Default chunk size before a new chunk starts (after the next signature), as CCF.
 pub const DEFAULT_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
@@ -318,23 +318,11 @@ impl LedgerFiles {
         let mut header = [0u8; CHUNK_HEADER_SIZE];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut header, 0).map_err(|e| io(&path, e))?;
         let table_at = u64::from_le_bytes(header);
-        let count = end - name.start + 1;
-        if table_at < CHUNK_HEADER_SIZE as u64
-            || table_at > len
-            || (len - table_at) / 4 != count
-            || (len - table_at) % 4 != 0
-        {
-            return Err(corrupt(format!(
-                "positions table at {table_at} does not hold {count} entries"
-            )));
-        }
+        chunk::check_table(table_at, len, Some(&name)).map_err(|e| corrupt(e.to_string()))?;
         let mut table = vec![0u8; (len - table_at) as usize];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut table, table_at)
             .map_err(|e| io(&path, e))?;
-        let positions: Vec<u64> = table
-            .chunks_exact(4)
-            .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect();
+        let positions = chunk::positions(&table);
         let fi = self.files.len();
         for (k, at) in positions.iter().enumerate() {
             let next = positions.get(k + 1).copied().unwrap_or(table_at);

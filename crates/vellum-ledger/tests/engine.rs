@@ -217,18 +217,7 @@ fn receipts_from_a_trimmed_tree() {
     let keys = svc.node_keys();
     let (mut e, _) = Engine::open_dir(dir.path(), 4096, keys.clone()).unwrap();
     e.set_untrimmed(16);
-    let write = |e: &mut Engine, from: u64, to: u64| {
-        for s in from..=to {
-            let txid = TxId::new(2, s);
-            if s % 10 == 0 {
-                e.append_signature(txid, 1).unwrap();
-            } else {
-                e.append(txid, &app(s)).unwrap();
-            }
-        }
-        e.sync().unwrap();
-    };
-    write(&mut e, 1, 300);
+    write(&mut e, 1..=300, 2, 0);
     e.commit(300).unwrap();
     assert_eq!(
         e.tree_trimmed(),
@@ -248,7 +237,7 @@ fn receipts_from_a_trimmed_tree() {
     drop(whole);
     // More writes and signatures after the trim: the replica check of the next signature
     // (serialized tree, root) still agrees.
-    write(&mut e, 301, 420);
+    write(&mut e, 301..=420, 2, 0);
     e.commit(420).unwrap();
     let r = e.receipt(TxId::new(2, 5), 420).unwrap();
     r.receipt.verify(&svc.service.cert_pem, None).unwrap();
@@ -256,6 +245,20 @@ fn receipts_from_a_trimmed_tree() {
     r.receipt.verify(&svc.service.cert_pem, None).unwrap();
     // A rollback below the trim is refused rather than corrupting the tree.
     assert!(e.truncate(100).is_err());
+}
+
+/// Appends `seqnos` in `view`, a signature at every tenth and `app(seqno + shift)` otherwise,
+/// then syncs.
+fn write(e: &mut Engine, seqnos: std::ops::RangeInclusive<u64>, view: u64, shift: u64) {
+    for s in seqnos {
+        let txid = TxId::new(view, s);
+        if s % 10 == 0 {
+            e.append_signature(txid, 1).unwrap();
+        } else {
+            e.append(txid, &app(s + shift)).unwrap();
+        }
+    }
+    e.sync().unwrap();
 }
 
 /// Every committed transaction's receipt, the root, the views and the signatures.
@@ -286,27 +289,16 @@ fn restart_from_a_checkpoint() {
     let (mut e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
     e.set_untrimmed(16);
     e.set_checkpoint_every(150);
-    let write = |e: &mut Engine, from: u64, to: u64, view: u64| {
-        for s in from..=to {
-            let txid = TxId::new(view, s);
-            if s % 10 == 0 {
-                e.append_signature(txid, 1).unwrap();
-            } else {
-                e.append(txid, &app(s)).unwrap();
-            }
-        }
-        e.sync().unwrap();
-    };
-    write(&mut e, 1, 120, 2);
+    write(&mut e, 1..=120, 2, 0);
     e.commit(120).unwrap();
     e.finish_checkpoint();
     assert!(Checkpoint::read(dir.path(), &svc.secret).unwrap().is_none());
-    write(&mut e, 121, 300, 3);
+    write(&mut e, 121..=300, 3, 0);
     e.commit(300).unwrap();
     e.finish_checkpoint();
     let cp = Checkpoint::read(dir.path(), &svc.secret).unwrap().unwrap();
     assert_eq!(cp.seqno, e.committed(), "the background checkpoint");
-    write(&mut e, 301, 420, 3);
+    write(&mut e, 301..=420, 3, 0);
     e.commit(400).unwrap();
     e.finish_checkpoint();
     assert_eq!(
@@ -317,14 +309,14 @@ fn restart_from_a_checkpoint() {
         cp.seqno,
         "fewer than 150 committed since"
     );
-    write(&mut e, 421, 425, 4);
+    write(&mut e, 421..=425, 4, 0);
     let expected = state(&e, 400);
     drop(e);
 
     let (mut e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
     assert_eq!(e.opened_from(), Some(cp.seqno));
     assert_eq!(state(&e, 400), expected);
-    write(&mut e, 426, 440, 4);
+    write(&mut e, 426..=440, 4, 0);
     e.commit(440).unwrap();
     let at = e.write_checkpoint().unwrap().unwrap();
     assert_eq!(at, e.committed());
@@ -350,15 +342,7 @@ fn a_foreign_or_stale_checkpoint_is_ignored() {
     let ledger = |tweak: u64| {
         let dir = tempfile::tempdir().unwrap();
         let (mut e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
-        for s in 1..=200u64 {
-            let txid = TxId::new(2, s);
-            if s % 10 == 0 {
-                e.append_signature(txid, 1).unwrap();
-            } else {
-                e.append(txid, &app(s + 1000 * tweak)).unwrap();
-            }
-        }
-        e.sync().unwrap();
+        write(&mut e, 1..=200, 2, 1000 * tweak);
         e.commit(200).unwrap();
         e.write_checkpoint().unwrap().unwrap();
         let expected = state(&e, 200);
