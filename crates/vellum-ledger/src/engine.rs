@@ -592,7 +592,13 @@ impl Engine {
     /// Records the commit point (renames closed chunks `.committed`).
     pub fn commit(&mut self, seqno: u64) -> Result<(), EngineError> {
         self.files.commit(seqno)?;
-        self.tree.trim_to(trim_point(seqno, self.untrimmed));
+        // Trimming moves every held low-height node (a `Vec` drains from the front), so it
+        // waits until a quarter of the untrimmed window can go: amortized O(1) a transaction.
+        // Trimming at every commit cost ~40 us of node CPU per durable append at 64k held.
+        let point = trim_point(seqno, self.untrimmed);
+        if point >= self.tree.trimmed() + (self.untrimmed / 4).max(TRIM_BLOCK) {
+            self.tree.trim_to(point);
+        }
         self.checkpoint_in_background();
         Ok(())
     }
@@ -603,8 +609,9 @@ impl Engine {
     }
 
     /// How many of the last committed transactions keep their whole Merkle subtree (default
-    /// [`UNTRIMMED`]); older ones are trimmed at the next commit. Fewer saves memory and makes
-    /// receipts of more transactions read their neighbours' entries.
+    /// [`UNTRIMMED`]); older ones are trimmed at a commit once a quarter of `n` (at least one
+    /// 16-leaf block) more can go. Fewer saves memory and makes receipts of more transactions
+    /// read their neighbours' entries.
     pub fn set_untrimmed(&mut self, n: u64) {
         self.untrimmed = n;
     }
