@@ -17,10 +17,21 @@ T="${2:-10}"
 OUT="${OUT:-$PWD/target/bench}"
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"
-PIDS=()
+# `serve` runs in a command substitution (a subshell), so node pids go to a file, not a variable.
+PIDFILE="$WORK/pids"
+: >"$PIDFILE"
+# Stops every node started so far and waits for each to exit.
+stop_nodes() {
+  local p
+  while read -r p; do
+    kill -TERM "$p" 2>/dev/null || true
+    for _ in $(seq 1 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done <"$PIDFILE"
+  : >"$PIDFILE"
+}
 cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  stop_nodes
   if [ -n "${PGDATA_DIR:-}" ]; then
     runuser -u postgres -- pg_ctl -D "$PGDATA_DIR" -m fast stop >/dev/null 2>&1 || true
   fi
@@ -36,7 +47,7 @@ V="$PWD/target/release/vellum"
 serve() {
   local log="$1"; shift
   "$V" serve --listen 127.0.0.1:0 "$@" >"$log.out" 2>"$log" &
-  PIDS+=($!)
+  echo $! >>"$PIDFILE"
   for _ in $(seq 1 100); do
     if grep -q "serving at" "$log.out" 2>/dev/null; then
       grep -o "https://[0-9.:]*" "$log.out" | head -1
@@ -69,9 +80,7 @@ bench write-poll --workload write-poll
 bench read --workload read
 bench receipt --workload receipt
 bench range --workload range
-for p in "${PIDS[@]}"; do kill -TERM "$p"; done
-wait || true
-PIDS=()
+stop_nodes
 
 echo "==> three nodes on loopback: write-commit against the primary"
 EP="$(serve "$WORK/c1.log" --data-dir "$WORK/c1")"
@@ -85,9 +94,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 bench cluster-write-commit --workload write-commit --plot "$OUT/cluster-write-commit.svg"
-for p in "${PIDS[@]}"; do kill -TERM "$p"; done
-wait || true
-PIDS=()
+stop_nodes
 
 echo "==> PostgreSQL (fsync=on, synchronous_commit=on), pgbench -c $C -T $T"
 if ! command -v pgbench >/dev/null || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
