@@ -1075,12 +1075,21 @@ async fn signer(
     me: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // While transactions are unsigned, a tick every `delay` (clients under load phase-lock to
+    // it). With everything signed the signer parks until the next append, so an idle node
+    // does not wake a thousand times a second; a slow tick covers leadership changes.
     let mut tick = tokio::time::interval(delay.max(Duration::from_micros(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending_since = tokio::time::Instant::now();
     loop {
+        let last = shared.last_seqno.load(Ordering::Acquire);
+        let busy = last > shared.last_signature.load(Ordering::Acquire);
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tick.tick(), if busy => {}
+            // The first unsigned transaction: sign at the next tick, which is at once if the
+            // signer was parked for longer than `delay`.
+            _ = shared.unsigned.notified(), if !busy => continue,
+            _ = tokio::time::sleep(IDLE_SIGNER_TICK), if !busy => continue,
             _ = shared.sign_now.notified() => {}
             _ = stop.changed() => return,
         }
@@ -1107,6 +1116,10 @@ async fn signer(
         }
     }
 }
+
+/// How often a signer with nothing to sign looks again without being woken (a new primary
+/// may hold unsigned transactions appended while it was a backup).
+const IDLE_SIGNER_TICK: Duration = Duration::from_millis(100);
 
 /// How close to the primary's log a learner must be to become a voter.
 const PROMOTE_LAG: u64 = 100;

@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) sign_pending: AtomicBool,
     /// Wakes the signer when `signature_interval` transactions are unsigned.
     pub(crate) sign_now: tokio::sync::Notify,
+    /// Wakes an idle signer: the first transaction after a signature was appended.
+    pub(crate) unsigned: tokio::sync::Notify,
     pub(crate) signature_interval: u64,
     /// Seqno of the last signature appended (mirror of the engine's, readable without its lock).
     pub(crate) last_signature: AtomicU64,
@@ -94,6 +96,7 @@ impl Shared {
             genesis: Mutex::new(genesis),
             sign_pending: AtomicBool::new(false),
             sign_now: tokio::sync::Notify::new(),
+            unsigned: tokio::sync::Notify::new(),
             signature_interval: signature_interval.max(1),
             last_signature: AtomicU64::new(last_signature),
             last_seqno: AtomicU64::new(last_seqno),
@@ -196,10 +199,14 @@ impl LogStore {
         if kind == TxKind::Signature {
             self.shared.last_signature.store(seqno, Ordering::Release);
             self.shared.sign_pending.store(false, Ordering::Release);
-        } else if seqno - self.shared.last_signature.load(Ordering::Acquire)
-            >= self.shared.signature_interval
-        {
-            self.shared.sign_now.notify_one();
+        } else {
+            let unsigned = seqno - self.shared.last_signature.load(Ordering::Acquire);
+            if unsigned == 1 {
+                self.shared.unsigned.notify_one();
+            }
+            if unsigned >= self.shared.signature_interval {
+                self.shared.sign_now.notify_one();
+            }
         }
         if let Some(t) = ticket {
             t.assigned(txid);
