@@ -459,7 +459,7 @@ fn put_blob(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn encode_maps(out: &mut Vec<u8>, maps: &[MapWrites]) {
+fn encode_maps<'a>(out: &mut Vec<u8>, maps: impl IntoIterator<Item = &'a MapWrites>) {
     for m in maps {
         put_blob(out, m.name.as_bytes());
         out.extend_from_slice(&0i64.to_le_bytes());
@@ -477,10 +477,15 @@ fn encode_maps(out: &mut Vec<u8>, maps: &[MapWrites]) {
 }
 
 /// The ledger secret: 32 bytes that seal private domains and derive commit evidence.
+///
+/// The AES-GCM key schedule and the keyed commit-evidence HMAC are computed once here: every
+/// transaction seals with the one and derives its commit evidence with the other.
 #[derive(Clone)]
 pub struct LedgerSecret {
     key: [u8; 32],
-    commit_secret: [u8; 32],
+    cipher: Aes256Gcm,
+    /// `HMAC-SHA256` keyed with `HMAC-SHA256(key, "Commit S")`, before any input.
+    commit_mac: HmacSha256,
 }
 
 impl std::fmt::Debug for LedgerSecret {
@@ -510,7 +515,15 @@ impl LedgerSecret {
     /// From the raw 32 bytes.
     pub fn from_bytes(key: [u8; 32]) -> LedgerSecret {
         let commit_secret = hmac(&key, b"Commit S");
-        LedgerSecret { key, commit_secret }
+        let commit_mac = match <HmacSha256 as Mac>::new_from_slice(&commit_secret) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
+        };
+        LedgerSecret {
+            key,
+            cipher: Aes256Gcm::new(&key.into()),
+            commit_mac,
+        }
     }
 
     /// The raw bytes (for storing in the data directory).
@@ -528,14 +541,14 @@ impl LedgerSecret {
     /// `HMAC-SHA256(HMAC-SHA256(secret, "Commit S"), "VIEW.SEQNO")`.
     pub fn commit_evidence(&self, txid: TxId) -> String {
         let t = txid.to_string();
-        format!(
-            "ce:{t}:{}",
-            hex::encode(hmac(&self.commit_secret, t.as_bytes()))
-        )
+        let mut m = self.commit_mac.clone();
+        m.update(t.as_bytes());
+        let digest: [u8; 32] = m.finalize().into_bytes().into();
+        format!("ce:{t}:{}", hex::encode(digest))
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(&self.key.into())
+    fn cipher(&self) -> &Aes256Gcm {
+        &self.cipher
     }
 
     /// Checks the GCM tag and decrypts the private maps of `entry`.
@@ -645,14 +658,10 @@ impl EntryBuilder {
         public.extend_from_slice(&self.claims_digest.0);
         public.extend_from_slice(&ce_digest.0);
         public.extend_from_slice(&0i64.to_le_bytes());
-        let (pubs, privs): (Vec<MapWrites>, Vec<MapWrites>) = self
-            .maps
-            .iter()
-            .cloned()
-            .partition(|m| MapWrites::is_public_name(&m.name));
-        encode_maps(&mut public, &pubs);
+        let public_map = |m: &&MapWrites| MapWrites::is_public_name(&m.name);
+        encode_maps(&mut public, self.maps.iter().filter(public_map));
         let mut private = Vec::new();
-        encode_maps(&mut private, &privs);
+        encode_maps(&mut private, self.maps.iter().filter(|m| !public_map(m)));
         let iv = Iv::for_tx(txid).to_bytes();
         let tag =
             match secret

@@ -168,6 +168,9 @@ impl Index {
             let mut t = w.open_table(TXS).map_err(st)?;
             let mut bc = w.open_table(BY_COLLECTION).map_err(st)?;
             let mut latest = w.open_table(LATEST).map_err(st)?;
+            // A batch usually holds many entries of few collections: each collection's latest
+            // is written once, not once per entry.
+            let mut last_of = std::collections::BTreeMap::<&str, u64>::new();
             for tx in txs {
                 if tx.seqno != next {
                     return Err(IndexError::Order {
@@ -179,9 +182,12 @@ impl Index {
                 t.insert(tx.seqno, (tx.view, c)).map_err(st)?;
                 if let Some(c) = &tx.collection {
                     bc.insert((c.as_str(), tx.seqno), ()).map_err(st)?;
-                    latest.insert(c.as_str(), tx.seqno).map_err(st)?;
+                    last_of.insert(c.as_str(), tx.seqno);
                 }
                 next += 1;
+            }
+            for (c, seqno) in last_of {
+                latest.insert(c, seqno).map_err(st)?;
             }
             meta.insert(LAST, next - 1).map_err(st)?;
         }
