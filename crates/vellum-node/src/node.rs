@@ -1080,15 +1080,19 @@ async fn signer(
     // does not wake a thousand times a second; a slow tick covers leadership changes.
     let mut tick = tokio::time::interval(delay.max(Duration::from_micros(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending_since = tokio::time::Instant::now();
+    let mut last_proposed = tokio::time::Instant::now();
     loop {
         let last = shared.last_seqno.load(Ordering::Acquire);
         let busy = last > shared.last_signature.load(Ordering::Acquire);
         tokio::select! {
             _ = tick.tick(), if busy => {}
-            // The first unsigned transaction: sign at the next tick, which is at once if the
-            // signer was parked for longer than `delay`.
-            _ = shared.unsigned.notified(), if !busy => continue,
+            // The first unsigned transaction: its signature is due `delay` after the last
+            // one was proposed (at once after an idle spell). Signing at once whenever the
+            // signer wakes would sign every few writes under load.
+            _ = shared.unsigned.notified(), if !busy => {
+                tick.reset_at(last_proposed + delay);
+                continue;
+            }
             _ = tokio::time::sleep(IDLE_SIGNER_TICK), if !busy => continue,
             _ = shared.sign_now.notified() => {}
             _ = stop.changed() => return,
@@ -1098,7 +1102,7 @@ async fn signer(
             continue;
         }
         if shared.sign_pending.load(Ordering::Acquire)
-            && pending_since.elapsed() < Duration::from_secs(1)
+            && last_proposed.elapsed() < Duration::from_secs(1)
         {
             continue;
         }
@@ -1106,7 +1110,7 @@ async fn signer(
             continue;
         }
         shared.sign_pending.store(true, Ordering::Release);
-        pending_since = tokio::time::Instant::now();
+        last_proposed = tokio::time::Instant::now();
         if raft
             .client_write_ff(Tx::Sign, None::<crate::raft::types::QuietResponder<_>>)
             .await
