@@ -496,14 +496,23 @@ impl std::fmt::Debug for LedgerSecret {
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 keyed with `key`, before any input.
+fn keyed(key: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut m = match <HmacSha256 as Mac>::new_from_slice(key) {
+    match <HmacSha256 as Mac>::new_from_slice(key) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
-    };
+    }
+}
+
+/// The MAC of `msg` under a keyed HMAC.
+fn mac(mut m: HmacSha256, msg: &[u8]) -> [u8; 32] {
     m.update(msg);
     m.finalize().into_bytes().into()
+}
+
+fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    mac(keyed(key), msg)
 }
 
 /// HMAC-SHA256 (used by commit evidence and ACL's application claims).
@@ -514,15 +523,10 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
 impl LedgerSecret {
     /// From the raw 32 bytes.
     pub fn from_bytes(key: [u8; 32]) -> LedgerSecret {
-        let commit_secret = hmac(&key, b"Commit S");
-        let commit_mac = match <HmacSha256 as Mac>::new_from_slice(&commit_secret) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
-        };
         LedgerSecret {
             key,
             cipher: Aes256Gcm::new(&key.into()),
-            commit_mac,
+            commit_mac: keyed(&hmac(&key, b"Commit S")),
         }
     }
 
@@ -541,21 +545,15 @@ impl LedgerSecret {
     /// `HMAC-SHA256(HMAC-SHA256(secret, "Commit S"), "VIEW.SEQNO")`.
     pub fn commit_evidence(&self, txid: TxId) -> String {
         let t = txid.to_string();
-        let mut m = self.commit_mac.clone();
-        m.update(t.as_bytes());
-        let digest: [u8; 32] = m.finalize().into_bytes().into();
+        let digest = mac(self.commit_mac.clone(), t.as_bytes());
         format!("ce:{t}:{}", hex::encode(digest))
-    }
-
-    fn cipher(&self) -> &Aes256Gcm {
-        &self.cipher
     }
 
     /// Checks the GCM tag and decrypts the private maps of `entry`.
     pub fn open(&self, entry: &RawEntry<'_>) -> Result<Vec<MapWrites>, EntryError> {
         let mut buf = entry.ciphertext.to_vec();
         let iv = entry.iv.to_bytes();
-        self.cipher()
+        self.cipher
             .decrypt_in_place_detached(
                 &Nonce::from(iv),
                 entry.public,
@@ -665,7 +663,7 @@ impl EntryBuilder {
         let iv = Iv::for_tx(txid).to_bytes();
         let tag =
             match secret
-                .cipher()
+                .cipher
                 .encrypt_in_place_detached(&Nonce::from(iv), &public, &mut private)
             {
                 Ok(t) => t,
