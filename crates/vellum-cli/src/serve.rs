@@ -43,9 +43,9 @@ pub struct ServeArgs {
     /// A signature transaction after at most this many transactions.
     #[arg(long, value_name = "N")]
     pub signature_interval: Option<u64>,
-    /// ...or this many milliseconds after the first unsigned one.
+    /// ...or this many milliseconds after the previous signature (fractions allowed, from 0.1).
     #[arg(long, value_name = "MS")]
-    pub signature_delay_ms: Option<u64>,
+    pub signature_delay_ms: Option<f64>,
     /// Close a ledger chunk after the first signature past this many bytes (a new service only;
     /// joining nodes take the service's). Default 4 MiB.
     #[arg(long, value_name = "BYTES")]
@@ -186,7 +186,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cfg.chunk_size = n;
     }
     if let Some(ms) = args.signature_delay_ms {
-        cfg.signature_delay = Duration::from_millis(ms.max(1));
+        anyhow::ensure!(
+            (0.1..=60_000.0).contains(&ms),
+            "--signature-delay-ms must be between 0.1 and 60000"
+        );
+        cfg.signature_delay = Duration::from_secs_f64(ms / 1000.0);
     }
     cfg.bootstrap = Bootstrap {
         dns_names: args.dns_names.clone(),

@@ -25,7 +25,7 @@ use crate::datadir::{Bootstrap, DataDir};
 use crate::raft::flusher::FlushStats;
 use crate::raft::log_store::{LogStore, Shared};
 use crate::raft::network::{FORWARD_PATH, PeerClient, PeerError, PeerNetworkFactory};
-use crate::raft::state_machine::{CommitState, StateMachine};
+use crate::raft::state_machine::{CommitState, CommitWait, CommitWaiters, StateMachine};
 use crate::raft::types::{Node, Raft, Ticket, Tx};
 use crate::{NodeError, lock};
 
@@ -38,7 +38,8 @@ pub struct NodeConfig {
     pub advertise: String,
     /// A signature transaction after at most this many transactions...
     pub signature_interval: u64,
-    /// ...or this long after the first unsigned one, whichever comes first.
+    /// ...or, once a transaction is unsigned, this long after the previous signature was
+    /// proposed (at once after an idle spell), whichever comes first.
     pub signature_delay: Duration,
     /// Ledger chunks are closed after the first signature past this size (bytes).
     pub chunk_size: u64,
@@ -119,6 +120,8 @@ pub struct LedgerNode {
     shared: Arc<Shared>,
     index: Arc<Index>,
     commit: tokio::sync::watch::Receiver<CommitState>,
+    /// Waiters for the commit point, each woken once it reaches theirs.
+    waiters: Arc<CommitWaiters>,
     raft_id: u64,
     data: DataDir,
     stop: tokio::sync::watch::Sender<bool>,
@@ -234,7 +237,8 @@ impl LedgerNode {
             committed,
             applied: indexed,
         });
-        let sm = StateMachine::new(shared.clone(), index.clone(), commit_tx)
+        let waiters = Arc::new(CommitWaiters::new(committed));
+        let sm = StateMachine::new(shared.clone(), index.clone(), commit_tx, waiters.clone())
             .map_err(|e| NodeError::DataDir(e.to_string()))?;
         let config = openraft::Config {
             cluster_name: "vellum".into(),
@@ -290,13 +294,11 @@ impl LedgerNode {
             let _ = raft.trigger().elect(false).await;
         }
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let signer = tokio::spawn(signer(
-            raft.clone(),
-            shared.clone(),
-            cfg.signature_delay,
-            data.raft_id,
-            stop_rx,
-        ));
+        let signer = tokio::task::spawn_blocking({
+            let (rt, raft) = (tokio::runtime::Handle::current(), raft.clone());
+            let (shared, delay) = (shared.clone(), cfg.signature_delay);
+            move || signer(rt, raft, shared, delay, data.raft_id, stop_rx)
+        });
         let reconciler = tokio::spawn(reconciler(
             raft.clone(),
             shared.clone(),
@@ -309,6 +311,7 @@ impl LedgerNode {
             shared,
             index,
             commit: commit_rx,
+            waiters,
             raft_id,
             data,
             stop,
@@ -899,20 +902,24 @@ impl LedgerNode {
         txid: TxId,
         timeout: Duration,
     ) -> Result<TxStatus, NodeError> {
-        let mut rx = self.commit.clone();
         let wait = async {
+            let mut seqno = txid.seqno;
             loop {
-                // The status (which takes the engine lock) can only have changed to an answer
-                // once the commit point reaches `txid`: many waiters wake at every commit.
-                if rx.borrow_and_update().committed >= txid.seqno {
-                    let s = self.status(txid);
-                    if matches!(s, TxStatus::Committed | TxStatus::Invalid) {
-                        return Ok(s);
+                match self.waiters.wait(seqno) {
+                    CommitWait::Reached => {}
+                    CommitWait::Waiting(rx) => {
+                        if rx.await.is_err() {
+                            return Err(NodeError::Stopped(self.stop_reason()));
+                        }
                     }
+                    CommitWait::Closed => return Err(NodeError::Stopped(self.stop_reason())),
                 }
-                if rx.changed().await.is_err() {
-                    return Err(NodeError::Stopped(self.stop_reason()));
+                let s = self.status(txid);
+                if matches!(s, TxStatus::Committed | TxStatus::Invalid) {
+                    return Ok(s);
                 }
+                // Not an answer yet (this node lacks what decides it): look at the next commit.
+                seqno = self.commit.borrow().committed + 1;
             }
         };
         match tokio::time::timeout(timeout, wait).await {
@@ -1031,6 +1038,7 @@ impl LedgerNode {
             .count()
             <= 1;
         let _ = self.stop.send(true);
+        self.shared.bell.stop();
         let _ = self.signer.await;
         let _ = self.reconciler.await;
         self.raft
@@ -1068,54 +1076,62 @@ impl LedgerNode {
     }
 }
 
-async fn signer(
+/// The signer thread (on the blocking pool): on the primary, proposes a signature transaction
+/// once transactions are unsigned and `delay` has passed since the last was proposed (at once
+/// after an idle spell), or at once when `signature_interval` of them are unsigned. Under load
+/// clients phase-lock to its period. With everything signed it parks until the next append
+/// rings (an idle node does not wake a thousand times a second); a slow look covers leadership
+/// changes. A thread, not a task: see [`crate::raft::log_store::SignerBell`].
+fn signer(
+    rt: tokio::runtime::Handle,
     raft: Raft,
     shared: Arc<Shared>,
     delay: Duration,
     me: u64,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    // While transactions are unsigned, a tick every `delay` (clients under load phase-lock to
-    // it). With everything signed the signer parks until the next append, so an idle node
-    // does not wake a thousand times a second; a slow tick covers leadership changes.
-    let mut tick = tokio::time::interval(delay.max(Duration::from_micros(100)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_proposed = tokio::time::Instant::now();
+    use crate::raft::log_store::Woken;
+    use std::time::Instant;
+    let bell = &shared.bell;
+    let mut last_proposed = Instant::now()
+        .checked_sub(delay)
+        .unwrap_or_else(Instant::now);
     loop {
-        let last = shared.last_seqno.load(Ordering::Acquire);
-        let busy = last > shared.last_signature.load(Ordering::Acquire);
-        tokio::select! {
-            _ = tick.tick(), if busy => {}
-            // The first unsigned transaction: its signature is due `delay` after the last
-            // one was proposed (at once after an idle spell). Signing at once whenever the
-            // signer wakes would sign every few writes under load.
-            _ = shared.unsigned.notified(), if !busy => {
-                tick.reset_at(last_proposed + delay);
-                continue;
-            }
-            _ = tokio::time::sleep(IDLE_SIGNER_TICK), if !busy => continue,
-            _ = shared.sign_now.notified() => {}
-            _ = stop.changed() => return,
+        if *stop.borrow() || stop.has_changed().is_err() {
+            return;
         }
-        let last = shared.last_seqno.load(Ordering::Acquire);
-        if last <= shared.last_signature.load(Ordering::Acquire) {
+        let busy = || {
+            shared.last_seqno.load(Ordering::Acquire)
+                > shared.last_signature.load(Ordering::Acquire)
+        };
+        let woken = if busy() {
+            bell.wait_until(last_proposed + delay)
+        } else {
+            bell.wait_until(Instant::now() + IDLE_SIGNER_TICK)
+        };
+        match woken {
+            Woken::Stop => return,
+            Woken::Look if Instant::now() < last_proposed + delay => continue,
+            Woken::Look | Woken::SignNow => {}
+        }
+        if !busy() {
             continue;
         }
-        if shared.sign_pending.load(Ordering::Acquire)
-            && last_proposed.elapsed() < Duration::from_secs(1)
-        {
+        let proposed_recently = last_proposed.elapsed() < Duration::from_secs(1);
+        if shared.sign_pending.load(Ordering::Acquire) && proposed_recently {
+            // Not appended yet: look again a delay later (the deadline has passed).
+            let _ = bell.wait_until(Instant::now() + delay);
             continue;
         }
         if raft.metrics().borrow_watched().current_leader != Some(me) {
+            let _ = bell.wait_until(Instant::now() + IDLE_SIGNER_TICK);
             continue;
         }
         shared.sign_pending.store(true, Ordering::Release);
-        last_proposed = tokio::time::Instant::now();
-        if raft
-            .client_write_ff(Tx::Sign, None::<crate::raft::types::QuietResponder<_>>)
-            .await
-            .is_err()
-        {
+        last_proposed = Instant::now();
+        let proposal =
+            raft.client_write_ff(Tx::Sign, None::<crate::raft::types::QuietResponder<_>>);
+        if rt.block_on(proposal).is_err() {
             return;
         }
     }

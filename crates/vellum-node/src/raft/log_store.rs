@@ -42,6 +42,76 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// How the log store and the node wake the signer thread. The signer waits on a condition
+/// variable rather than a tokio timer: tokio's timer has a resolution of one millisecond, and a
+/// signature that comes up to a millisecond late is up to a millisecond added to every
+/// commit (a single writer waited 1.7 ms for a commit that took 0.6 ms).
+#[derive(Default)]
+pub(crate) struct SignerBell {
+    state: Mutex<Bell>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Bell {
+    /// Rung since the signer last looked.
+    rung: bool,
+    /// `signature_interval` transactions are unsigned: sign without waiting for the delay.
+    now: bool,
+    stop: bool,
+}
+
+/// What woke the signer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// The deadline passed, or an append rang.
+    Look,
+    /// Enough transactions are unsigned to sign at once.
+    SignNow,
+    Stop,
+}
+
+impl SignerBell {
+    /// Wakes the signer; `now`: without waiting for the signature delay.
+    pub(crate) fn ring(&self, now: bool) {
+        let mut b = lock(&self.state);
+        b.rung = true;
+        b.now |= now;
+        drop(b);
+        self.wake.notify_one();
+    }
+
+    /// Stops the signer.
+    pub(crate) fn stop(&self) {
+        lock(&self.state).stop = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits until `deadline` or a ring, whichever comes first (a ring before this call
+    /// counts).
+    pub(crate) fn wait_until(&self, deadline: std::time::Instant) -> Woken {
+        let mut b = lock(&self.state);
+        loop {
+            if b.stop {
+                return Woken::Stop;
+            }
+            if std::mem::take(&mut b.now) {
+                b.rung = false;
+                return Woken::SignNow;
+            }
+            let now = std::time::Instant::now();
+            if std::mem::take(&mut b.rung) || now >= deadline {
+                return Woken::Look;
+            }
+            b = self
+                .wake
+                .wait_timeout(b, deadline - now)
+                .map(|(b, _)| b)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+}
+
 /// State shared by the log store, the state machine, the signer and the node's read API.
 pub(crate) struct Shared {
     pub(crate) engine: Arc<Mutex<Engine>>,
@@ -54,10 +124,9 @@ pub(crate) struct Shared {
     genesis: Mutex<Option<EntryBuilder>>,
     /// A signature has been proposed and not yet appended.
     pub(crate) sign_pending: AtomicBool,
-    /// Wakes the signer when `signature_interval` transactions are unsigned.
-    pub(crate) sign_now: tokio::sync::Notify,
-    /// Wakes an idle signer: the first transaction after a signature was appended.
-    pub(crate) unsigned: tokio::sync::Notify,
+    /// Wakes the signer: the first transaction after a signature was appended, and
+    /// `signature_interval` transactions unsigned.
+    pub(crate) bell: SignerBell,
     pub(crate) signature_interval: u64,
     /// Seqno of the last signature appended (mirror of the engine's, readable without its lock).
     pub(crate) last_signature: AtomicU64,
@@ -95,8 +164,7 @@ impl Shared {
             vote_path,
             genesis: Mutex::new(genesis),
             sign_pending: AtomicBool::new(false),
-            sign_now: tokio::sync::Notify::new(),
-            unsigned: tokio::sync::Notify::new(),
+            bell: SignerBell::default(),
             signature_interval: signature_interval.max(1),
             last_signature: AtomicU64::new(last_signature),
             last_seqno: AtomicU64::new(last_seqno),
@@ -201,11 +269,9 @@ impl LogStore {
             self.shared.sign_pending.store(false, Ordering::Release);
         } else {
             let unsigned = seqno - self.shared.last_signature.load(Ordering::Acquire);
-            if unsigned == 1 {
-                self.shared.unsigned.notify_one();
-            }
-            if unsigned >= self.shared.signature_interval {
-                self.shared.sign_now.notify_one();
+            let now = unsigned >= self.shared.signature_interval;
+            if unsigned == 1 || now {
+                self.shared.bell.ring(now);
             }
         }
         if let Some(t) = ticket {
@@ -368,6 +434,60 @@ mod tests {
     /// What a primary's log reader returns for `range` (what replication sends).
     async fn replicate(s: &mut LogStore, range: std::ops::Range<u64>) -> Vec<Entry> {
         s.try_get_log_entries(range).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn appends_ring_the_signer_bell() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = Engine::open_dir(&dir.path().join("ledger"), 1 << 20, keys()).unwrap();
+        let shared = Shared::new(engine, dir.path().join("vote.json"), None, 3).unwrap();
+        let mut s = LogStore {
+            shared: Arc::new(shared),
+        };
+        let shared = s.shared.clone();
+        let bell = &shared.bell;
+        let soon = || Instant::now() + Duration::from_millis(5);
+        // Nothing rang: the deadline passes.
+        let start = Instant::now();
+        assert_eq!(bell.wait_until(soon()), Woken::Look);
+        assert!(start.elapsed() >= Duration::from_millis(5));
+        // The first unsigned write rings once (a ring before the wait counts), the next do
+        // not, and the third (the signature interval) asks for a signature at once.
+        append(&mut s, vec![write(TxId::new(2, 1), "a")])
+            .await
+            .unwrap();
+        assert_eq!(
+            bell.wait_until(Instant::now() + Duration::from_secs(60)),
+            Woken::Look
+        );
+        append(&mut s, vec![write(TxId::new(2, 2), "b")])
+            .await
+            .unwrap();
+        let start = Instant::now();
+        assert_eq!(bell.wait_until(soon()), Woken::Look);
+        assert!(start.elapsed() >= Duration::from_millis(5));
+        append(&mut s, vec![write(TxId::new(2, 3), "c")])
+            .await
+            .unwrap();
+        assert_eq!(
+            bell.wait_until(Instant::now() + Duration::from_secs(60)),
+            Woken::SignNow
+        );
+        // A signature resets the count: the next write rings as the first again.
+        append(&mut s, vec![sign(TxId::new(2, 4))]).await.unwrap();
+        append(&mut s, vec![write(TxId::new(2, 5), "d")])
+            .await
+            .unwrap();
+        assert_eq!(
+            bell.wait_until(Instant::now() + Duration::from_secs(60)),
+            Woken::Look
+        );
+        bell.stop();
+        assert_eq!(
+            bell.wait_until(Instant::now() + Duration::from_secs(60)),
+            Woken::Stop
+        );
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! most once a second and at shutdown, and after a crash openraft re-applies from the index's
 //! last durable seqno.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use futures_util::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::SnapshotOf;
 use openraft::{OptionalSend, SnapshotMeta};
+use tokio::sync::oneshot;
 use vellum_ledger::index::{ENTRIES_TABLE, Index, IndexedTx};
 
 use super::log_store::Shared;
@@ -44,11 +46,89 @@ pub struct CommitState {
     pub applied: u64,
 }
 
+/// Tasks waiting for the commit point to reach a seqno, each woken only once it does. (A
+/// watch wakes every receiver at every change: with 64 clients waiting for their writes,
+/// about 40 woke at every commit only to wait again.)
+#[derive(Debug)]
+pub(crate) struct CommitWaiters {
+    inner: std::sync::Mutex<Waiters>,
+}
+
+#[derive(Debug)]
+struct Waiters {
+    committed: u64,
+    waiting: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    /// The state machine is gone: nothing will commit.
+    closed: bool,
+}
+
+/// What [`CommitWaiters::wait`] found.
+#[derive(Debug)]
+pub(crate) enum CommitWait {
+    /// The commit point is at or past the seqno already.
+    Reached,
+    /// Resolves once it is (an error: the state machine stopped first).
+    Waiting(oneshot::Receiver<()>),
+    /// The state machine has stopped.
+    Closed,
+}
+
+impl CommitWaiters {
+    pub(crate) fn new(committed: u64) -> CommitWaiters {
+        CommitWaiters {
+            inner: std::sync::Mutex::new(Waiters {
+                committed,
+                waiting: BTreeMap::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    /// Registers interest in the commit point reaching `seqno`.
+    pub(crate) fn wait(&self, seqno: u64) -> CommitWait {
+        let mut w = lock(&self.inner);
+        if w.committed >= seqno {
+            return CommitWait::Reached;
+        }
+        if w.closed {
+            return CommitWait::Closed;
+        }
+        let (tx, rx) = oneshot::channel();
+        w.waiting.entry(seqno).or_default().push(tx);
+        CommitWait::Waiting(rx)
+    }
+
+    /// The commit point moved to `committed`: wakes whoever waited for it (a waiter that gave
+    /// up is skipped: its send fails).
+    fn advance(&self, committed: u64) {
+        let reached = {
+            let mut w = lock(&self.inner);
+            w.committed = w.committed.max(committed);
+            let later = w.waiting.split_off(&(committed + 1));
+            std::mem::replace(&mut w.waiting, later)
+        };
+        for tx in reached.into_values().flatten() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Wakes every waiter with an error, and refuses new ones.
+    fn close(&self) {
+        let waiting = {
+            let mut w = lock(&self.inner);
+            w.closed = true;
+            std::mem::take(&mut w.waiting)
+        };
+        drop(waiting);
+    }
+}
+
 /// openraft's state machine over the index.
 pub struct StateMachine {
     pub(crate) shared: Arc<Shared>,
     pub(crate) index: Arc<Index>,
     pub(crate) commit: tokio::sync::watch::Sender<CommitState>,
+    waiters: Arc<CommitWaiters>,
     membership: StoredMembership,
     last_durable: Instant,
 }
@@ -58,6 +138,7 @@ impl StateMachine {
         shared: Arc<Shared>,
         index: Arc<Index>,
         commit: tokio::sync::watch::Sender<CommitState>,
+        waiters: Arc<CommitWaiters>,
     ) -> io::Result<StateMachine> {
         let membership = match index.blob(MEMBERSHIP_KEY).map_err(other)? {
             Some(b) => serde_json::from_slice(&b).map_err(other)?,
@@ -73,6 +154,7 @@ impl StateMachine {
             shared,
             index,
             commit,
+            waiters,
             membership,
             last_durable: Instant::now(),
         })
@@ -87,6 +169,12 @@ impl StateMachine {
             .view_at(last)
             .ok_or_else(|| other(format!("index is ahead of the ledger at seqno {last}")))?;
         Ok(log_id_of(vellum_core::TxId::new(view, last)))
+    }
+}
+
+impl Drop for StateMachine {
+    fn drop(&mut self) {
+        self.waiters.close();
     }
 }
 
@@ -199,6 +287,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             });
         }
+        if let Some(s) = last_sig {
+            self.waiters.advance(s);
+        }
         for (r, txid) in responders {
             r.send(Applied { txid });
         }
@@ -254,5 +345,55 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             },
             snapshot: io::Cursor::new(Vec::new()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn waiting(w: CommitWait) -> oneshot::Receiver<()> {
+        match w {
+            CommitWait::Waiting(rx) => rx,
+            other => panic!("expected to wait, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commit_waiters_wake_only_at_their_seqno() {
+        let w = CommitWaiters::new(3);
+        assert!(matches!(w.wait(3), CommitWait::Reached));
+        let (mut at5, mut at6, mut also5) =
+            (waiting(w.wait(5)), waiting(w.wait(6)), waiting(w.wait(5)));
+        w.advance(4);
+        assert!(at5.try_recv().is_err() && at6.try_recv().is_err());
+        w.advance(5);
+        assert!(at5.try_recv().is_ok() && also5.try_recv().is_ok());
+        assert_eq!(at6.try_recv(), Err(oneshot::error::TryRecvError::Empty));
+        // A waiter that gave up does not stop the others.
+        let gave_up = waiting(w.wait(7));
+        drop(gave_up);
+        let mut at7 = waiting(w.wait(7));
+        w.advance(9);
+        assert!(at6.try_recv().is_ok() && at7.try_recv().is_ok());
+        assert!(matches!(w.wait(9), CommitWait::Reached));
+        // The commit point never moves back.
+        w.advance(2);
+        assert!(matches!(w.wait(9), CommitWait::Reached));
+    }
+
+    #[test]
+    fn closed_commit_waiters_answer_at_once() {
+        let w = CommitWaiters::new(0);
+        let mut pending = waiting(w.wait(1));
+        w.close();
+        assert_eq!(
+            pending.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        );
+        assert!(matches!(w.wait(1), CommitWait::Closed));
+        assert!(matches!(w.wait(0), CommitWait::Reached));
     }
 }
