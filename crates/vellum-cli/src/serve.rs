@@ -44,6 +44,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub signature_interval: Option<u64>,
     /// ...or this many milliseconds after the previous signature (fractions allowed, from 0.1).
+    /// Default: 1 for a node alone, 4 with backups.
     #[arg(long, value_name = "MS")]
     pub signature_delay_ms: Option<f64>,
     /// Close a ledger chunk after the first signature past this many bytes (a new service only;
@@ -190,7 +191,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (0.1..=60_000.0).contains(&ms),
             "--signature-delay-ms must be between 0.1 and 60000"
         );
-        cfg.signature_delay = Duration::from_secs_f64(ms / 1000.0);
+        cfg.signature_delay = Some(Duration::from_secs_f64(ms / 1000.0));
     }
     cfg.bootstrap = Bootstrap {
         dns_names: args.dns_names.clone(),

@@ -884,6 +884,17 @@ async fn write_waiting_for_commit() {
     let r = post(None).await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get(STATE_HEADER).is_none());
+    // Once that write is signed and committed nothing is left for the signer to append, so
+    // the ledger's end moves only if the refused request below wrote something.
+    let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    srv.node
+        .wait_committed(txid, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
     let before = srv.node.last_txid();
     let (status, v) = body(post(Some("pending")).await.unwrap()).await;
     assert_ccf_error(status, &v, 400, "an unknown wait value");

@@ -29,6 +29,7 @@ use super::api::{
     write_failed,
 };
 use crate::cluster::{Forward, JoinRequest};
+use crate::lock;
 use crate::raft::network::{APPEND_PATH, CONTENT_TYPE, FORWARD_PATH, VOTE_PATH};
 use crate::users::Role;
 
@@ -60,6 +61,9 @@ fn peer_der(ext: &Extensions) -> Option<Arc<[u8]>> {
     ext.get::<PeerCertDer>().and_then(|p| p.0.clone())
 }
 
+/// How many endorsed node certificates the node channel remembers.
+const MAX_ENDORSED_PEERS: usize = 64;
+
 /// Admits only nodes: the client certificate must be endorsed by the service key.
 fn require_node(st: &AppState, ext: &Extensions) -> Result<(), ApiError> {
     let forbidden = |m: &str| {
@@ -71,11 +75,20 @@ fn require_node(st: &AppState, ext: &Extensions) -> Result<(), ApiError> {
     };
     let der = peer_der(ext).ok_or_else(|| forbidden("no client certificate"))?;
     let cert = Certificate::from_der(&der).map_err(|e| forbidden(&e.to_string()))?;
-    let service = Certificate::from_pem(st.node.service_cert_pem())
-        .and_then(|c| c.public_key())
-        .map_err(ApiError::internal)?;
-    cert.verify_issued_by(&service)
-        .map_err(|_| forbidden("the certificate is not endorsed by this service"))?;
+    let known = lock(&st.endorsed_peers).iter().any(|d| **d == *der);
+    if !known {
+        let service = Certificate::from_pem(st.node.service_cert_pem())
+            .and_then(|c| c.public_key())
+            .map_err(ApiError::internal)?;
+        cert.verify_issued_by(&service)
+            .map_err(|_| forbidden("the certificate is not endorsed by this service"))?;
+        let mut endorsed = lock(&st.endorsed_peers);
+        // Bounded: a service has a handful of nodes (renewed certificates push old ones out).
+        if endorsed.len() >= MAX_ENDORSED_PEERS {
+            endorsed.remove(0);
+        }
+        endorsed.push(der);
+    }
     // A removed node keeps its endorsed certificate; it may no longer take part. (A node this
     // node has not heard of yet is let in: a node that just joined knows nobody.)
     let id = vellum_core::crypto::node_id_of(&cert);
