@@ -722,6 +722,15 @@ async fn collection_limit() {
             .json(&json!({"contents": "x"}))
             .send()
     };
+    // A request refused for another reason takes no collection slot.
+    let refused = c
+        .post(format!("{e}/app/transactions?{V}&collectionId=z"))
+        .header(vellum_node::server::WAIT_HEADER, "soon")
+        .json(&json!({"contents": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
     for coll in ["a", "b", "c", "a"] {
         assert_eq!(post(coll).await.unwrap().status(), 200, "{coll}");
     }

@@ -557,6 +557,17 @@ async fn post_entry(
             ),
         ));
     }
+    // Checked before a new collection is counted: a refused request takes no slot.
+    let wait = match headers.get(WAIT_HEADER).map(HeaderValue::as_bytes) {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case(b"committed") => true,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "InvalidHeaderValue",
+                format!("{WAIT_HEADER} takes one value, \"committed\""),
+            ));
+        }
+    };
     {
         let mut known = crate::lock(&st.collections);
         if !known.contains(&collection) {
@@ -572,16 +583,6 @@ async fn post_entry(
             known.insert(collection.clone());
         }
     }
-    let wait = match headers.get(WAIT_HEADER).map(HeaderValue::as_bytes) {
-        None => false,
-        Some(v) if v.eq_ignore_ascii_case(b"committed") => true,
-        Some(_) => {
-            return Err(ApiError::bad(
-                "InvalidHeaderValue",
-                format!("{WAIT_HEADER} takes one value, \"committed\""),
-            ));
-        }
-    };
     let txid = st
         .node
         .append(&collection, contents)
@@ -616,10 +617,10 @@ async fn settle(st: &AppState, txid: TxId) -> TxStatus {
 /// The client status of `txid`, after waiting up to `wait` while it is Pending.
 async fn settle_for(st: &AppState, txid: TxId, wait: Duration) -> TxStatus {
     match st.node.client_status(txid) {
-        TxStatus::Pending => {
-            let _ = st.node.wait_committed(txid, wait).await;
-            st.node.client_status(txid)
-        }
+        TxStatus::Pending => match st.node.wait_committed(txid, wait).await {
+            Ok(s @ (TxStatus::Committed | TxStatus::Invalid)) => s,
+            _ => st.node.client_status(txid),
+        },
         s => s,
     }
 }
