@@ -87,6 +87,15 @@ fn assert_ccf_error(status: u16, v: &Value, want: u16, what: &str) {
     );
 }
 
+/// The transaction id a response names.
+fn txid_of(r: &reqwest::Response) -> vellum_core::TxId {
+    r.headers()["x-ms-ccf-transaction-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// What the default collection and the ledger hold (to show nothing was written).
 async fn snapshot(srv: &TestServer, c: &reqwest::Client) -> (usize, usize, u64) {
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -741,11 +750,7 @@ async fn collection_limit() {
     let r = post("b").await.unwrap();
     assert_eq!(r.status(), 200);
     // Collections are listed once their entries are applied: wait for the last write.
-    let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let txid = txid_of(&r);
     srv.node
         .wait_committed(txid, Duration::from_secs(10))
         .await
@@ -785,7 +790,7 @@ async fn preview_names() {
     let c = srv.client(Some(&srv.admin_pem()));
     let e = &srv.endpoint;
     let p = "api-version=0.1-preview";
-    let mut last = String::new();
+    let mut last = None;
     for i in 0..3 {
         let r = c
             .post(format!("{e}/app/transactions?{p}&subLedgerId=old%20style"))
@@ -793,16 +798,13 @@ async fn preview_names() {
             .send()
             .await
             .unwrap();
-        last = r.headers()["x-ms-ccf-transaction-id"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        last = Some(txid_of(&r));
         let v: Value = r.json().await.unwrap();
         assert_eq!(v, json!({"subLedgerId": "old style"}));
     }
-    let t: vellum_core::TxId = last.parse().unwrap();
+    let last = last.unwrap();
     srv.node
-        .wait_committed(t, Duration::from_secs(5))
+        .wait_committed(last, Duration::from_secs(5))
         .await
         .unwrap();
     let v: Value = c
@@ -872,11 +874,7 @@ async fn write_waiting_for_commit() {
         let r = post(Some(value)).await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()[STATE_HEADER], "Committed");
-        let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let txid = txid_of(&r);
         assert_eq!(
             srv.node.status(txid),
             vellum_core::status::TxStatus::Committed
@@ -895,11 +893,7 @@ async fn write_waiting_for_commit() {
     assert!(r.headers().get(STATE_HEADER).is_none());
     // Once that write is signed and committed nothing is left for the signer to append, so
     // the ledger's end moves only if the refused request below wrote something.
-    let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let txid = txid_of(&r);
     srv.node
         .wait_committed(txid, std::time::Duration::from_secs(10))
         .await
