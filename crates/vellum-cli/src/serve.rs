@@ -182,6 +182,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::ensure!(n > 0, "--signature-interval must be at least 1");
         cfg.signature_interval = n;
     }
+    if let Some(v) = args.max_collections {
+        cfg.max_collections = v;
+    }
     if let Some(n) = args.chunk_size {
         anyhow::ensure!(n >= 4096, "--chunk-size must be at least 4096 bytes");
         cfg.chunk_size = n;
@@ -209,9 +212,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.max_entry_bytes {
         limits.max_contents = v;
         limits.max_body = limits.max_body.max(v * 6 + 1024);
-    }
-    if let Some(v) = args.max_collections {
-        limits.max_collections = v;
     }
     if let Some(v) = args.max_collection_id_bytes {
         limits.max_collection_id = v;

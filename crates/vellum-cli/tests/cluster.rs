@@ -1,8 +1,8 @@
 //! Three-node clusters of real `vellum serve` processes on loopback: joining with tokens,
 //! identical committed chunks verified by `vellum audit` and `ccf.ledger` FULL, the Python SDK
-//! suite against a backup, SIGKILL of the primary under load, and a node that catches up after
-//! missing 50,000 writes (5,000 without VELLUM_HEAVY=1). The partition test lives in
-//! `partition.rs` (network namespaces).
+//! suite against a backup, SIGKILL of the primary under load, a node that catches up after
+//! missing 50,000 writes (5,000 without VELLUM_HEAVY=1), and the collection limit across
+//! nodes. The partition test lives in `partition.rs` (network namespaces).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -342,4 +342,35 @@ async fn joining_needs_a_valid_unspent_token_and_nodes_can_be_removed() {
     assert!(err.to_string().contains("last node"), "{err}");
     c.kill(backup);
     c.stop_all();
+}
+
+/// The collection limit is the primary's: writes forwarded by a backup count, and a backup
+/// refuses a new collection with the same error as the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collection_limit_holds_across_nodes() {
+    let c = Cluster::start(2, &["--max-collections", "2"]).await;
+    let primary = c.primary().await;
+    let backup = 1 - primary;
+    let write = |node: usize, collection: &str| {
+        let client = c.admin(node);
+        let opts = AppendToLedgerOptions {
+            sub_ledger_id: Some(collection.to_owned()),
+            ..Default::default()
+        };
+        async move { client.append_to_ledger("x", Some(opts)).await }
+    };
+    // The default collection does not exist until written: these two take both places.
+    write(backup, "a").await.unwrap();
+    write(primary, "b").await.unwrap();
+    for node in [backup, primary] {
+        let e = write(node, "c").await.unwrap_err();
+        assert_eq!(
+            (e.status(), e.code()),
+            (Some(400), Some("TooManyCollections")),
+            "node {node}: {e}"
+        );
+    }
+    // Existing collections still take writes through either node.
+    write(backup, "b").await.unwrap();
+    write(primary, "a").await.unwrap();
 }

@@ -275,6 +275,9 @@ pub enum ForwardReply {
     Refused(String),
     /// It failed.
     Failed(String),
+    /// The write would start a collection past the limit (holds how many there are):
+    /// nothing was done.
+    TooManyCollections(u64),
 }
 
 /// Asks the service at `endpoint` (`https://host:port` of any of its nodes) to admit this node.

@@ -62,6 +62,10 @@ pub enum NodeError {
     /// The request was refused as invalid (nothing was written).
     #[error("{0}")]
     Refused(String),
+    /// A write would start a collection past the limit (nothing was written); holds how many
+    /// the ledger has.
+    #[error("the ledger already has {0} collections, the limit")]
+    TooManyCollections(usize),
     /// A request forwarded to the primary failed; it may or may not have been done.
     #[error("forwarding to the primary: {0}")]
     Forward(String),

@@ -44,6 +44,9 @@ pub struct NodeConfig {
     pub signature_delay: Option<Duration>,
     /// Ledger chunks are closed after the first signature past this size (bytes).
     pub chunk_size: u64,
+    /// The most collections the ledger may hold: the primary refuses a write that would
+    /// start one more (writes forwarded by backups included).
+    pub max_collections: usize,
     /// What a new service starts with (ignored once provisioned).
     pub bootstrap: Bootstrap,
 }
@@ -57,6 +60,7 @@ impl NodeConfig {
             advertise: "127.0.0.1:0".into(),
             signature_interval: 1000,
             signature_delay: None,
+            max_collections: DEFAULT_MAX_COLLECTIONS,
             chunk_size: 4 << 20,
             bootstrap: Bootstrap::default(),
         }
@@ -130,6 +134,7 @@ pub struct LedgerNode {
     reconciler: tokio::task::JoinHandle<()>,
     peers: PeerClient,
     chunk_size: u64,
+    max_collections: usize,
     join_lock: tokio::sync::Mutex<()>,
 }
 
@@ -234,6 +239,7 @@ impl LedgerNode {
             )
             .map_err(|e| NodeError::DataDir(e.to_string()))?,
         );
+        *lock(&shared.collections) = index.collections()?.into_iter().collect();
         let (commit_tx, commit_rx) = tokio::sync::watch::channel(CommitState {
             committed,
             applied: indexed,
@@ -320,6 +326,7 @@ impl LedgerNode {
             reconciler,
             peers,
             chunk_size,
+            max_collections: cfg.max_collections,
             join_lock: tokio::sync::Mutex::new(()),
             startup: Startup {
                 founding,
@@ -435,6 +442,11 @@ impl LedgerNode {
                         Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..))
                             if tokio::time::Instant::now() < deadline => {}
                         Ok(ForwardReply::Refused(m)) => return Err(NodeError::Refused(m)),
+                        Ok(ForwardReply::TooManyCollections(n)) => {
+                            return Err(NodeError::TooManyCollections(
+                                usize::try_from(n).unwrap_or(usize::MAX),
+                            ));
+                        }
                         Ok(other) => return Err(NodeError::Forward(format!("{other:?}"))),
                         Err(e) => return Err(NodeError::Forward(e.to_string())),
                     }
@@ -491,6 +503,7 @@ impl LedgerNode {
         if let Some(why) = lock(&self.shared.engine).poisoned() {
             return Err(NodeError::Stopped(why.to_owned()));
         }
+        self.admit_collection(&ws)?;
         let (ticket, mut assigned) = Ticket::new();
         let (responder, mut done) = crate::raft::types::QuietResponder::new_pair();
         self.raft
@@ -524,6 +537,31 @@ impl LedgerNode {
         }
     }
 
+    /// On the primary: refuses a write that would start a collection past the limit, and
+    /// counts the collection it starts. A collection counts from its first admitted write
+    /// (a write that then fails still holds its place); concurrent writes cannot both take
+    /// the last place.
+    fn admit_collection(&self, ws: &EntryBuilder) -> Result<(), NodeError> {
+        let Some(name) = ws
+            .maps
+            .iter()
+            .find(|m| m.name == ENTRIES_TABLE)
+            .and_then(|m| m.writes.first())
+            .map(|(k, _)| String::from_utf8_lossy(k))
+        else {
+            return Ok(());
+        };
+        let mut known = lock(&self.shared.collections);
+        if known.contains(name.as_ref()) {
+            return Ok(());
+        }
+        if known.len() >= self.max_collections {
+            return Err(NodeError::TooManyCollections(known.len()));
+        }
+        known.insert(name.into_owned());
+        Ok(())
+    }
+
     /// Serves a request a backup forwarded to this node.
     pub async fn serve_forwarded(&self, msg: Forward) -> ForwardReply {
         if self.primary().map(|p| p.0) != Some(self.raft_id) {
@@ -533,6 +571,7 @@ impl LedgerNode {
             Forward::Write { ws, applied } => match self.write_here(Arc::new(ws), applied).await {
                 Ok(t) => ForwardReply::Done(t.view, t.seqno),
                 Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
+                Err(NodeError::TooManyCollections(n)) => ForwardReply::TooManyCollections(n as u64),
                 Err(e) => ForwardReply::Failed(e.to_string()),
             },
             Forward::Join { request, cert_der } => {
@@ -1165,6 +1204,9 @@ pub const CLUSTER_SIGNATURE_DELAY: Duration = Duration::from_millis(4);
 /// How often a signer with nothing to sign looks again without being woken (a new primary
 /// may hold unsigned transactions appended while it was a backup).
 const IDLE_SIGNER_TICK: Duration = Duration::from_millis(100);
+
+/// The default of [`NodeConfig::max_collections`].
+pub const DEFAULT_MAX_COLLECTIONS: usize = 5000;
 
 /// How close to the primary's log a learner must be to become a voter.
 const PROMOTE_LAG: u64 = 100;

@@ -24,20 +24,28 @@ impl TestServer {
     /// Starts a node (with an operator and admin.pem) and its API; bearer tokens from
     /// [`ISSUER`] signed by a fresh P-256 key are trusted.
     pub async fn start(page_size: usize) -> TestServer {
-        TestServer::start_with(crate::server::Limits {
-            page_size,
-            ..Default::default()
-        })
+        TestServer::start_with(
+            crate::server::Limits {
+                page_size,
+                ..Default::default()
+            },
+            |_| {},
+        )
         .await
     }
 
-    /// As [`TestServer::start`], with these limits.
-    pub async fn start_with(limits: crate::server::Limits) -> TestServer {
+    /// As [`TestServer::start`], with these limits and the node's configuration as
+    /// `configure` leaves it.
+    pub async fn start_with(
+        limits: crate::server::Limits,
+        configure: impl FnOnce(&mut crate::NodeConfig),
+    ) -> TestServer {
         use crate::server::{ApiConfig, Issuer, Server, TokenValidator};
         let page_size = limits.page_size;
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = crate::NodeConfig::new(dir.path());
         cfg.bootstrap.operator_and_admin = true;
+        configure(&mut cfg);
         let node = std::sync::Arc::new(crate::LedgerNode::start(cfg).await.unwrap());
         // A token issuer: P-256 key, JWKS file.
         let (key_pem, jwks) = es256_key();

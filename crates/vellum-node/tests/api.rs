@@ -719,11 +719,7 @@ async fn fuzzed_requests_get_2xx_or_ccf_4xx() {
 /// still take writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collection_limit() {
-    let srv = TestServer::start_with(vellum_node::server::Limits {
-        max_collections: 3,
-        ..Default::default()
-    })
-    .await;
+    let srv = TestServer::start_with(Default::default(), |cfg| cfg.max_collections = 3).await;
     let c = srv.client(Some(&srv.admin_pem()));
     let e = &srv.endpoint;
     let post = |coll: &str| {

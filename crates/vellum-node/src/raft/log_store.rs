@@ -136,6 +136,9 @@ pub(crate) struct Shared {
     pub(crate) users: std::sync::RwLock<crate::users::Users>,
     /// Nodes and join tokens, as of the last applied transaction.
     pub(crate) cluster: std::sync::RwLock<crate::cluster::ClusterState>,
+    /// Every collection applied, and on the primary those of writes admitted since (see
+    /// `LedgerNode::admit_collection`).
+    pub(crate) collections: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Shared {
@@ -170,6 +173,7 @@ impl Shared {
             last_seqno: AtomicU64::new(last_seqno),
             users: Default::default(),
             cluster: Default::default(),
+            collections: Default::default(),
         })
     }
 

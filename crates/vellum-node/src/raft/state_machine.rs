@@ -268,6 +268,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 serde_json::to_vec(&*crate::read_lock(&self.shared.cluster)).map_err(other)?;
             blobs.push((CLUSTER_KEY, &cluster_json));
         }
+        {
+            let mut known = lock(&self.shared.collections);
+            for c in txs.iter().filter_map(|t| t.collection.as_ref()) {
+                if !known.contains(c) {
+                    known.insert(c.clone());
+                }
+            }
+        }
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
         self.index
             .apply_with(&txs, &blobs, durable)

@@ -2,7 +2,6 @@
 //! `0.1-preview` names) and the identity route. Handlers only parse, authorize and shape JSON;
 //! the node does the work.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -51,8 +50,6 @@ pub struct Limits {
     pub max_contents: usize,
     /// Longest collection id, bytes.
     pub max_collection_id: usize,
-    /// Most collections.
-    pub max_collections: usize,
     /// Largest request body, bytes.
     pub max_body: usize,
     /// Entries per page of a range query.
@@ -64,7 +61,6 @@ impl Default for Limits {
         Limits {
             max_contents: 8 * 1024,
             max_collection_id: 256,
-            max_collections: 5000,
             max_body: 64 * 1024,
             page_size: 1000,
         }
@@ -85,7 +81,6 @@ pub struct ApiConfig {
 pub(crate) struct AppState {
     pub(crate) node: Arc<LedgerNode>,
     pub(crate) cfg: ApiConfig,
-    collections: std::sync::Mutex<BTreeSet<String>>,
     requests: AtomicU64,
     host_data: String,
     /// Node certificates already found endorsed by the service key, by their DER: the node
@@ -317,6 +312,9 @@ pub(super) fn write_failed(e: crate::NodeError) -> ApiError {
             format!("{e}; the write may or may not have been recorded"),
         ),
         crate::NodeError::Refused(m) => ApiError::bad("InvalidInput", m),
+        e @ crate::NodeError::TooManyCollections(_) => {
+            ApiError::bad("TooManyCollections", e.to_string())
+        }
         other => ApiError::internal(other),
     }
 }
@@ -327,11 +325,6 @@ pub(super) fn ok_json(v: Value) -> Response {
 
 impl AppState {
     pub(crate) fn new(node: Arc<LedgerNode>, cfg: ApiConfig) -> Result<AppState, String> {
-        let collections = node
-            .collections()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .collect();
         let host_data = std::env::current_exe()
             .and_then(std::fs::read)
             .map(|b| hex::encode(Sha256::digest(&b)))
@@ -339,7 +332,6 @@ impl AppState {
         Ok(AppState {
             node,
             cfg,
-            collections: std::sync::Mutex::new(collections),
             requests: AtomicU64::new(0),
             host_data,
             endorsed_peers: std::sync::Mutex::new(Vec::new()),
@@ -557,7 +549,7 @@ async fn post_entry(
             ),
         ));
     }
-    // Checked before a new collection is counted: a refused request takes no slot.
+    // Checked before the primary counts a new collection: a refused request takes no slot.
     let wait = match headers.get(WAIT_HEADER).map(HeaderValue::as_bytes) {
         None => false,
         Some(v) if v.eq_ignore_ascii_case(b"committed") => true,
@@ -568,21 +560,6 @@ async fn post_entry(
             ));
         }
     };
-    {
-        let mut known = crate::lock(&st.collections);
-        if !known.contains(&collection) {
-            if known.len() >= st.cfg.limits.max_collections {
-                return Err(ApiError::bad(
-                    "TooManyCollections",
-                    format!(
-                        "the ledger already has {} collections, the limit",
-                        known.len()
-                    ),
-                ));
-            }
-            known.insert(collection.clone());
-        }
-    }
     let txid = st
         .node
         .append(&collection, contents)
