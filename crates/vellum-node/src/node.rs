@@ -887,6 +887,7 @@ impl LedgerNode {
         let value = json!({"contents": contents, "collectionId": collection})
             .to_string()
             .into_bytes();
+        let _arriving = Arriving::new(&self.shared);
         self.write(EntryBuilder::default().map(MapWrites::with_writes(
             ENTRIES_TABLE,
             vec![(collection.as_bytes().to_vec(), value)],
@@ -1166,7 +1167,20 @@ fn signer(
         match woken {
             Woken::Stop => return,
             Woken::Look if Instant::now() < last_proposed + delay => continue,
-            Woken::Look | Woken::SignNow => {}
+            Woken::Look => {
+                // Writes still on their way to the log: wait for them (the last to arrive
+                // rings), up to a second delay, so that a burst is signed whole.
+                if shared.arriving.load(Ordering::Acquire) > 0
+                    && Instant::now() < last_proposed + 2 * delay
+                {
+                    shared.quiet_wanted.store(true, Ordering::Release);
+                    if shared.arriving.load(Ordering::Acquire) > 0 {
+                        let _ = bell.wait_until(last_proposed + 2 * delay);
+                    }
+                    shared.quiet_wanted.store(false, Ordering::Release);
+                }
+            }
+            Woken::SignNow => {}
         }
         if !busy() {
             continue;
@@ -1204,6 +1218,26 @@ pub const CLUSTER_SIGNATURE_DELAY: Duration = Duration::from_millis(4);
 /// How often a signer with nothing to sign looks again without being woken (a new primary
 /// may hold unsigned transactions appended while it was a backup).
 const IDLE_SIGNER_TICK: Duration = Duration::from_millis(100);
+
+/// An application write between its arrival and the assignment of its transaction id.
+struct Arriving<'a>(&'a Shared);
+
+impl<'a> Arriving<'a> {
+    fn new(shared: &'a Shared) -> Arriving<'a> {
+        shared.arriving.fetch_add(1, Ordering::AcqRel);
+        Arriving(shared)
+    }
+}
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        if self.0.arriving.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.0.quiet_wanted.load(Ordering::Acquire)
+        {
+            self.0.bell.ring(false);
+        }
+    }
+}
 
 /// The default of [`NodeConfig::max_collections`].
 pub const DEFAULT_MAX_COLLECTIONS: usize = 5000;

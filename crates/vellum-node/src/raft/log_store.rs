@@ -127,6 +127,10 @@ pub(crate) struct Shared {
     /// Wakes the signer: the first transaction after a signature was appended, and
     /// `signature_interval` transactions unsigned.
     pub(crate) bell: SignerBell,
+    /// Application writes received and not yet given a transaction id.
+    pub(crate) arriving: AtomicU64,
+    /// The signer waits for `arriving` to reach zero (the write that takes it there rings).
+    pub(crate) quiet_wanted: AtomicBool,
     pub(crate) signature_interval: u64,
     /// Seqno of the last signature appended (mirror of the engine's, readable without its lock).
     pub(crate) last_signature: AtomicU64,
@@ -168,6 +172,8 @@ impl Shared {
             genesis: Mutex::new(genesis),
             sign_pending: AtomicBool::new(false),
             bell: SignerBell::default(),
+            arriving: AtomicU64::new(0),
+            quiet_wanted: AtomicBool::new(false),
             signature_interval: signature_interval.max(1),
             last_signature: AtomicU64::new(last_signature),
             last_seqno: AtomicU64::new(last_seqno),
