@@ -1134,8 +1134,9 @@ fn signer(
     use crate::raft::log_store::Woken;
     use std::time::Instant;
     let bell = &shared.bell;
+    // The first signature is due at once, whatever the delay.
     let mut last_proposed = Instant::now()
-        .checked_sub(CLUSTER_SIGNATURE_DELAY)
+        .checked_sub(delay.unwrap_or_default().max(CLUSTER_SIGNATURE_DELAY))
         .unwrap_or_else(Instant::now);
     loop {
         if *stop.borrow() || stop.has_changed().is_err() {
