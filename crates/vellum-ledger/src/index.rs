@@ -8,13 +8,29 @@
 use std::path::Path;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use vellum_core::entry::{LedgerSecret, RawEntry};
+use vellum_core::entry::{LedgerSecret, MapWrites, RawEntry};
 
 use crate::store::{LedgerFiles, StoreError};
 
 /// The private table holding application entries: key = collection id, value = the entry
 /// record (JSON). Its contents are sealed under the ledger secret.
 pub const ENTRIES_TABLE: &str = "vellum.entries";
+
+/// The application entry a write set holds: its collection id and entry record (the first
+/// write to [`ENTRIES_TABLE`]), if it holds one.
+pub fn entry_write(maps: &[MapWrites]) -> Option<(&[u8], &[u8])> {
+    let (k, v) = maps
+        .iter()
+        .find(|m| m.name == ENTRIES_TABLE)?
+        .writes
+        .first()?;
+    Some((k, v))
+}
+
+/// The collection of the application entry a write set holds, if it holds one.
+pub fn collection_of(maps: &[MapWrites]) -> Option<String> {
+    entry_write(maps).map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+}
 
 const TXS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("txs");
 const BY_COLLECTION: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_collection");
@@ -87,11 +103,7 @@ impl IndexedTx {
             seqno,
             message: e.to_string(),
         })?;
-        let collection = maps
-            .iter()
-            .find(|m| m.name == ENTRIES_TABLE)
-            .and_then(|m| m.writes.first())
-            .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+        let collection = collection_of(&maps);
         Ok(IndexedTx {
             seqno,
             view: u64::from(raw.iv.view),

@@ -65,7 +65,7 @@ pub enum NodeError {
     /// A write would start a collection past the limit (nothing was written); holds how many
     /// the ledger has.
     #[error("the ledger already has {0} collections, the limit")]
-    TooManyCollections(usize),
+    TooManyCollections(u64),
     /// A request forwarded to the primary failed; it may or may not have been done.
     #[error("forwarding to the primary: {0}")]
     Forward(String),

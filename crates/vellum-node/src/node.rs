@@ -15,7 +15,7 @@ use vellum_core::entry::{EntryBuilder, MapWrites};
 use vellum_core::status::{StatusView, TxStatus, tx_status};
 use vellum_ledger::engine::{Engine, ReceiptBundle};
 use vellum_ledger::genesis::service_info;
-use vellum_ledger::index::{ENTRIES_TABLE, Index};
+use vellum_ledger::index::{ENTRIES_TABLE, Index, entry_write};
 
 use crate::cluster::{
     ClusterState, Forward, ForwardReply, JoinRequest, JoinResponse, JoinToken, node_info_value,
@@ -163,12 +163,7 @@ impl StatusView for View<'_> {
 }
 
 fn entry_of(txid: TxId, ws: &EntryBuilder) -> Option<LedgerEntry> {
-    let (k, v) = ws
-        .maps
-        .iter()
-        .find(|m| m.name == ENTRIES_TABLE)?
-        .writes
-        .first()?;
+    let (k, v) = entry_write(&ws.maps)?;
     let value: serde_json::Value = serde_json::from_slice(v).ok()?;
     Some(LedgerEntry {
         txid,
@@ -443,9 +438,7 @@ impl LedgerNode {
                             if tokio::time::Instant::now() < deadline => {}
                         Ok(ForwardReply::Refused(m)) => return Err(NodeError::Refused(m)),
                         Ok(ForwardReply::TooManyCollections(n)) => {
-                            return Err(NodeError::TooManyCollections(
-                                usize::try_from(n).unwrap_or(usize::MAX),
-                            ));
+                            return Err(NodeError::TooManyCollections(n));
                         }
                         Ok(other) => return Err(NodeError::Forward(format!("{other:?}"))),
                         Err(e) => return Err(NodeError::Forward(e.to_string())),
@@ -542,13 +535,7 @@ impl LedgerNode {
     /// (a write that then fails still holds its place); concurrent writes cannot both take
     /// the last place.
     fn admit_collection(&self, ws: &EntryBuilder) -> Result<(), NodeError> {
-        let Some(name) = ws
-            .maps
-            .iter()
-            .find(|m| m.name == ENTRIES_TABLE)
-            .and_then(|m| m.writes.first())
-            .map(|(k, _)| String::from_utf8_lossy(k))
-        else {
+        let Some(name) = entry_write(&ws.maps).map(|(k, _)| String::from_utf8_lossy(k)) else {
             return Ok(());
         };
         let mut known = lock(&self.shared.collections);
@@ -556,7 +543,7 @@ impl LedgerNode {
             return Ok(());
         }
         if known.len() >= self.max_collections {
-            return Err(NodeError::TooManyCollections(known.len()));
+            return Err(NodeError::TooManyCollections(known.len() as u64));
         }
         known.insert(name.into_owned());
         Ok(())
@@ -571,7 +558,7 @@ impl LedgerNode {
             Forward::Write { ws, applied } => match self.write_here(Arc::new(ws), applied).await {
                 Ok(t) => ForwardReply::Done(t.view, t.seqno),
                 Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
-                Err(NodeError::TooManyCollections(n)) => ForwardReply::TooManyCollections(n as u64),
+                Err(NodeError::TooManyCollections(n)) => ForwardReply::TooManyCollections(n),
                 Err(e) => ForwardReply::Failed(e.to_string()),
             },
             Forward::Join { request, cert_der } => {

@@ -20,7 +20,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::SnapshotOf;
 use openraft::{OptionalSend, SnapshotMeta};
 use tokio::sync::oneshot;
-use vellum_ledger::index::{ENTRIES_TABLE, Index, IndexedTx};
+use vellum_ledger::index::{Index, IndexedTx, collection_of};
 
 use super::log_store::Shared;
 use super::types::{
@@ -233,13 +233,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 crate::write_lock(&self.shared.cluster).apply(m);
                 cluster_changed = true;
             }
-            let collection = stored
-                .ws
-                .maps
-                .iter()
-                .find(|m| m.name == ENTRIES_TABLE)
-                .and_then(|m| m.writes.first())
-                .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
+            let collection = collection_of(&stored.ws.maps);
             txs.push(IndexedTx {
                 seqno: txid.seqno,
                 view: txid.view,
