@@ -23,6 +23,7 @@ pub mod genesis;
 pub mod group_commit;
 pub mod identity;
 pub mod index;
+pub mod live_index;
 pub mod sample;
 pub mod store;
 

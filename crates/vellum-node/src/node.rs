@@ -16,6 +16,7 @@ use vellum_core::status::{StatusView, TxStatus, tx_status};
 use vellum_ledger::engine::{Engine, ReceiptBundle};
 use vellum_ledger::genesis::service_info;
 use vellum_ledger::index::{ENTRIES_TABLE, Index, entry_write};
+use vellum_ledger::live_index::LiveIndex;
 
 use crate::cluster::{
     ClusterState, Forward, ForwardReply, JoinRequest, JoinResponse, JoinToken, node_info_value,
@@ -123,7 +124,7 @@ pub struct LedgerNode {
     ready: std::sync::atomic::AtomicBool,
     raft: Raft,
     shared: Arc<Shared>,
-    index: Arc<Index>,
+    index: Arc<LiveIndex>,
     commit: tokio::sync::watch::Receiver<CommitState>,
     /// Waiters for the commit point, each woken once it reaches theirs.
     waiters: Arc<CommitWaiters>,
@@ -206,7 +207,7 @@ impl LedgerNode {
         if !fresh {
             data.genesis_written()?;
         }
-        let index = Arc::new(Index::open(&data.index_path())?);
+        let index = Index::open(&data.index_path())?;
         let indexed = index.last_seqno()?;
         if indexed > engine.last_seqno()
             || (indexed > 0 && index.get(indexed)?.map(|t| t.view) != engine.view_at(indexed))
@@ -235,6 +236,7 @@ impl LedgerNode {
             .map_err(|e| NodeError::DataDir(e.to_string()))?,
         );
         *lock(&shared.collections) = index.collections()?.into_iter().collect();
+        let index = Arc::new(LiveIndex::start(index)?);
         let (commit_tx, commit_rx) = tokio::sync::watch::channel(CommitState {
             committed,
             applied: indexed,
@@ -1099,7 +1101,7 @@ impl LedgerNode {
                 }
             }
         }
-        self.index.apply_with(&[], &[], true)?;
+        self.index.flush()?;
         Ok(())
     }
 }

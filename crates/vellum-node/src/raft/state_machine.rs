@@ -13,14 +13,14 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::SnapshotOf;
 use openraft::{OptionalSend, SnapshotMeta};
 use tokio::sync::oneshot;
-use vellum_ledger::index::{Index, IndexedTx, collection_of};
+use vellum_ledger::index::{IndexedTx, collection_of};
+use vellum_ledger::live_index::LiveIndex;
 
 use super::log_store::Shared;
 use super::types::{
@@ -31,7 +31,6 @@ use crate::lock;
 const MEMBERSHIP_KEY: &str = "raft.membership";
 const USERS_KEY: &str = "vellum.users";
 const CLUSTER_KEY: &str = "vellum.cluster";
-const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -126,17 +125,16 @@ impl CommitWaiters {
 /// openraft's state machine over the index.
 pub struct StateMachine {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) index: Arc<Index>,
+    pub(crate) index: Arc<LiveIndex>,
     pub(crate) commit: tokio::sync::watch::Sender<CommitState>,
     waiters: Arc<CommitWaiters>,
     membership: StoredMembership,
-    last_durable: Instant,
 }
 
 impl StateMachine {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        index: Arc<Index>,
+        index: Arc<LiveIndex>,
         commit: tokio::sync::watch::Sender<CommitState>,
         waiters: Arc<CommitWaiters>,
     ) -> io::Result<StateMachine> {
@@ -156,12 +154,11 @@ impl StateMachine {
             commit,
             waiters,
             membership,
-            last_durable: Instant::now(),
         })
     }
 
     fn last_applied(&self) -> io::Result<Option<LogId>> {
-        let last = self.index.last_seqno().map_err(other)?;
+        let last = self.index.last_seqno();
         if last == 0 {
             return Ok(None);
         }
@@ -244,23 +241,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 responders.push((r, txid));
             }
         }
-        let membership_json;
-        let users_json;
-        let cluster_json;
-        let mut blobs: Vec<(&str, &[u8])> = Vec::new();
+        let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
         if membership_changed {
-            membership_json = serde_json::to_vec(&self.membership).map_err(other)?;
-            blobs.push((MEMBERSHIP_KEY, &membership_json));
+            let json = serde_json::to_vec(&self.membership).map_err(other)?;
+            blobs.push((MEMBERSHIP_KEY.to_owned(), json));
         }
         if users_changed {
-            users_json =
-                serde_json::to_vec(&*crate::read_lock(&self.shared.users)).map_err(other)?;
-            blobs.push((USERS_KEY, &users_json));
+            let json = serde_json::to_vec(&*crate::read_lock(&self.shared.users)).map_err(other)?;
+            blobs.push((USERS_KEY.to_owned(), json));
         }
         if cluster_changed {
-            cluster_json =
+            let json =
                 serde_json::to_vec(&*crate::read_lock(&self.shared.cluster)).map_err(other)?;
-            blobs.push((CLUSTER_KEY, &cluster_json));
+            blobs.push((CLUSTER_KEY.to_owned(), json));
         }
         {
             let mut known = lock(&self.shared.collections);
@@ -270,13 +263,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
         }
-        let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
-        self.index
-            .apply_with(&txs, &blobs, durable)
-            .map_err(other)?;
-        if durable {
-            self.last_durable = Instant::now();
-        }
+        // Readable at once; written to redb in the background (see `LiveIndex`).
+        self.index.apply(txs, blobs).map_err(other)?;
         if let Some(sig) = last_sig {
             lock(&self.shared.engine).commit(sig).map_err(other)?;
         }
