@@ -348,7 +348,7 @@ async fn joining_needs_a_valid_unspent_token_and_nodes_can_be_removed() {
 /// refuses a new collection with the same error as the primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collection_limit_holds_across_nodes() {
-    let c = Cluster::start(2, &["--max-collections", "2"]).await;
+    let mut c = Cluster::start(2, &["--max-collections", "2"]).await;
     let primary = c.primary().await;
     let backup = 1 - primary;
     let write = |node: usize, collection: &str| {
@@ -373,4 +373,5 @@ async fn the_collection_limit_holds_across_nodes() {
     // Existing collections still take writes through either node.
     write(backup, "b").await.unwrap();
     write(primary, "a").await.unwrap();
+    c.stop_all();
 }

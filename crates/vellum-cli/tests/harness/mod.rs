@@ -583,3 +583,16 @@ pub fn verify_offline(data: &Path) {
         );
     }
 }
+
+/// A test that fails (or forgets `stop_all`) must not leave its nodes running: they would
+/// outlive the test run, holding ports and CPU (the machines have two cores).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
