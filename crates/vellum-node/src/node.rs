@@ -499,6 +499,8 @@ impl LedgerNode {
             return Err(NodeError::Stopped(why.to_owned()));
         }
         self.admit_collection(&ws)?;
+        // Counted here, on the primary, so that writes forwarded by backups count too.
+        let arriving = Arriving::new(&self.shared);
         let (ticket, mut assigned) = Ticket::new();
         let (responder, mut done) = crate::raft::types::QuietResponder::new_pair();
         self.raft
@@ -512,6 +514,8 @@ impl LedgerNode {
             .await
             .map_err(|e| NodeError::Stopped(e.to_string()))?;
         if applied {
+            // It waits for a signature: the signer must not wait for it.
+            drop(arriving);
             return match done.await {
                 Ok(Ok(applied)) => Ok(applied.data.txid),
                 Ok(Err(e)) => Err(NodeError::from_write(e)),
@@ -876,7 +880,6 @@ impl LedgerNode {
         let value = json!({"contents": contents, "collectionId": collection})
             .to_string()
             .into_bytes();
-        let _arriving = Arriving::new(&self.shared);
         self.write(EntryBuilder::default().map(MapWrites::with_writes(
             ENTRIES_TABLE,
             vec![(collection.as_bytes().to_vec(), value)],
@@ -1209,7 +1212,7 @@ pub const CLUSTER_SIGNATURE_DELAY: Duration = Duration::from_millis(4);
 /// may hold unsigned transactions appended while it was a backup).
 const IDLE_SIGNER_TICK: Duration = Duration::from_millis(100);
 
-/// An application write between its arrival and the assignment of its transaction id.
+/// A write on the primary between its arrival and the assignment of its transaction id.
 struct Arriving<'a>(&'a Shared);
 
 impl<'a> Arriving<'a> {
