@@ -206,7 +206,9 @@ impl<'a> Chunk<'a> {
         if table_at == 0 {
             let mut entries = Vec::new();
             let mut at = CHUNK_HEADER_SIZE;
-            while at < bytes.len() {
+            // A writer keeps zeros written ahead of its open chunk's entries (see
+            // `store::PREFILL_AHEAD`): they end the chunk. No entry starts with a zero byte.
+            while at < bytes.len() && !is_zero(&bytes[at..]) {
                 let (entry, _) =
                     RawEntry::parse(&bytes[at..]).map_err(|source| ChunkError::Entry {
                         index: entries.len(),
@@ -289,6 +291,11 @@ impl<'a> Chunk<'a> {
             closed: true,
         })
     }
+}
+
+/// Whether every byte is zero (the space a writer keeps ahead of an open chunk's entries).
+pub fn is_zero(bytes: &[u8]) -> bool {
+    bytes.first().is_none_or(|b| *b == 0) && bytes.iter().all(|b| *b == 0)
 }
 
 /// Builds the bytes of a closed chunk from entry bytes: header, entries, positions table.

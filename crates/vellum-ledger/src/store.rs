@@ -13,7 +13,8 @@
 //! reported as [`StoreError::Corrupt`], never repaired. The open chunk (the last file) is read
 //! entry by entry; a torn tail (an incomplete or unparseable suffix, i.e. bytes that were never
 //! synced) is cut off and reported in [`Recovery`], so the caller can refuse to start if that
-//! suffix reaches into what it knows was committed.
+//! suffix reaches into what it knows was committed. Zeros after the last whole entry are the
+//! space written ahead of it ([`PREFILL_AHEAD`]), not a torn tail: they stay.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -29,6 +30,18 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
 /// Appended bytes held in memory before they are written to the open chunk (they are written
 /// at every sync anyway): one `write` per group of entries instead of one per entry.
 pub const WRITE_BUFFER: usize = 256 * 1024;
+
+/// How far ahead of its last entry the open chunk is kept written with zeros. Appending to a
+/// file changes its size and allocates blocks, so each `fdatasync` of a growing file also
+/// commits the file system's journal; overwriting blocks that were already written (and
+/// synced) only writes the data. On the VM these figures come from, an `fdatasync` of 14 KB
+/// appended took 600 µs (p50) and 160 µs of kernel CPU, of 14 KB overwritten in place
+/// 260 µs and 95 µs: what PostgreSQL gets by writing its WAL segments out in full before use.
+/// The zeros are written at a sync, one step at a time, so that one sync in many carries them.
+pub const PREFILL_AHEAD: u64 = 1024 * 1024;
+
+/// Zeros written ahead go out one `write` of this many bytes at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,8 +138,13 @@ pub struct LedgerFiles {
     locs: Vec<Loc>,
     /// The open chunk: handle, its positions so far, its size (including `pending`).
     open: Option<(File, Vec<u32>, u64)>,
-    /// Appended bytes of the open chunk not yet written to it; they follow the file's end.
+    /// Appended bytes of the open chunk not yet written to it; they follow the written ones.
     pending: Vec<u8>,
+    /// Length of the open chunk's file: its entries, then zeros written ahead of them (see
+    /// [`PREFILL_AHEAD`]).
+    file_len: u64,
+    /// Writing zeros ahead failed in the open chunk (say, the disk is full): no more tries in it.
+    prefill_failed: bool,
     /// Seqno of the last signature.
     last_signature: u64,
     committed: u64,
@@ -167,6 +185,8 @@ impl LedgerFiles {
             locs: Vec::new(),
             open: None,
             pending: Vec::new(),
+            file_len: 0,
+            prefill_failed: false,
             last_signature: 0,
             committed: 0,
             dir_dirty: false,
@@ -259,7 +279,10 @@ impl LedgerFiles {
                 .write(true)
                 .open(&path)
                 .map_err(|e| io(&path, e))?;
-            if keep != bytes.len() as u64 {
+            // Zeros written ahead of the entries are not a torn tail: they stay, to be
+            // overwritten by the next appends.
+            let zero_tail = bytes.len() >= CHUNK_HEADER_SIZE && chunk::is_zero(&bytes[at..]);
+            if keep != bytes.len() as u64 && !zero_tail {
                 recovery.dropped_from = Some(store.locs.len() as u64 + 1);
                 recovery.dropped_bytes = bytes.len() as u64 - keep.min(bytes.len() as u64);
                 if bytes.len() < CHUNK_HEADER_SIZE {
@@ -275,7 +298,8 @@ impl LedgerFiles {
                     "recovery cut a torn tail off the open ledger chunk"
                 );
             }
-            f.seek(SeekFrom::End(0)).map_err(|e| io(&path, e))?;
+            f.seek(SeekFrom::Start(keep)).map_err(|e| io(&path, e))?;
+            store.file_len = if zero_tail { bytes.len() as u64 } else { keep };
             store.open = Some((f, positions, keep));
             store.files.push(ChunkFile { name, path });
         }
@@ -422,11 +446,42 @@ impl LedgerFiles {
         if self.pending.is_empty() {
             return Ok(());
         }
-        if let (Some((f, _, _)), Some(cf)) = (self.open.as_mut(), self.files.last()) {
+        if let (Some((f, _, size)), Some(cf)) = (self.open.as_mut(), self.files.last()) {
             f.write_all(&self.pending).map_err(|e| io(&cf.path, e))?;
+            self.file_len = self.file_len.max(*size);
         }
         self.pending.clear();
         Ok(())
+    }
+
+    /// Writes zeros ahead of the open chunk's entries when fewer than half of
+    /// [`PREFILL_AHEAD`] are left, up to [`PREFILL_AHEAD`] past its last entry but not much
+    /// past where the chunk will be closed. Call with nothing pending. They become durable
+    /// with the next sync. They are an optimisation: when they cannot be written (a full
+    /// disk), the chunk goes on without them and nothing fails here.
+    fn prefill(&mut self) {
+        let (Some((f, _, size)), Some(cf)) = (self.open.as_ref(), self.files.last()) else {
+            return;
+        };
+        let cap = self.chunk_size + self.chunk_size / 4;
+        if self.prefill_failed || self.file_len >= size + PREFILL_AHEAD / 2 || self.file_len >= cap
+        {
+            return;
+        }
+        let mut at = self.file_len.max(*size);
+        let to = (size + PREFILL_AHEAD).min(cap);
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            if let Err(e) = std::os::unix::fs::FileExt::write_all_at(f, &ZEROS[..n], at) {
+                tracing::warn!(file = %cf.path.display(), error = %e,
+                    "could not write zeros ahead of the ledger's entries; going on without");
+                self.prefill_failed = true;
+                // What was written is zeros from the file's end on: a reader stops at them.
+                break;
+            }
+            at += n as u64;
+        }
+        self.file_len = self.file_len.max(at);
     }
 
     /// Appends one encoded entry at `seqno` (must be `last_seqno() + 1`). Not durable until
@@ -472,6 +527,8 @@ impl LedgerFiles {
                 .map_err(|e| io(&path, e))?;
             self.files.push(ChunkFile { name, path });
             self.open = Some((f, Vec::new(), CHUNK_HEADER_SIZE as u64));
+            self.file_len = CHUNK_HEADER_SIZE as u64;
+            self.prefill_failed = false;
             self.dir_dirty = true;
         }
         let fi = self.files.len() - 1;
@@ -484,12 +541,13 @@ impl LedgerFiles {
             return Err(StoreError::Usage("chunk beyond 4 GiB".into()));
         };
         self.pending.extend_from_slice(bytes);
+        positions.push(pos32);
+        *size += bytes.len() as u64;
         if self.pending.len() >= WRITE_BUFFER {
             f.write_all(&self.pending).map_err(|e| io(path, e))?;
             self.pending.clear();
+            self.file_len = self.file_len.max(*size);
         }
-        positions.push(pos32);
-        *size += bytes.len() as u64;
         let full = *size >= self.chunk_size;
         self.locs.push(Loc::new(fi, offset, bytes.len() as u32)?);
         self.unsynced = true;
@@ -531,6 +589,9 @@ impl LedgerFiles {
             table.extend_from_slice(&p.to_le_bytes());
         }
         f.write_all(&table).map_err(|e| io(&path, e))?;
+        // The zeros written ahead go: a closed chunk ends with its positions table.
+        f.set_len(size + table.len() as u64)
+            .map_err(|e| io(&path, e))?;
         f.sync_data().map_err(|e| io(&path, e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| io(&path, e))?;
         f.write_all(&size.to_le_bytes()).map_err(|e| io(&path, e))?;
@@ -565,6 +626,7 @@ impl LedgerFiles {
 
     fn sync_inner(&mut self) -> Result<(), StoreError> {
         self.write_pending()?;
+        self.prefill();
         if self.unsynced {
             if let (Some((f, _, _)), Some(cf)) = (self.open.as_mut(), self.files.last()) {
                 f.sync_data().map_err(|e| io(&cf.path, e))?;
@@ -587,6 +649,7 @@ impl LedgerFiles {
 
     fn begin_sync_inner(&mut self) -> Result<Option<File>, StoreError> {
         self.write_pending()?;
+        self.prefill();
         self.sync_dir_if_dirty()?;
         if !self.unsynced {
             return Ok(None);
@@ -694,6 +757,7 @@ impl LedgerFiles {
                 .open(&to)
                 .map_err(|e| io(&to, e))?;
             f.set_len(end).map_err(|e| io(&to, e))?;
+            self.file_len = end;
             f.seek(SeekFrom::Start(0)).map_err(|e| io(&to, e))?;
             f.write_all(&[0u8; CHUNK_HEADER_SIZE])
                 .map_err(|e| io(&to, e))?;
@@ -755,7 +819,11 @@ impl LedgerFiles {
             if loaded.as_ref().is_none_or(|(fi, _)| *fi != l.file()) {
                 let cf = &self.files[l.file()];
                 let mut bytes = std::fs::read(&cf.path).map_err(|e| io(&cf.path, e))?;
-                if l.file() + 1 == self.files.len() && self.open.is_some() {
+                if let (true, Some((_, _, size))) =
+                    (l.file() + 1 == self.files.len(), self.open.as_ref())
+                {
+                    // The entries written so far, without the zeros ahead, then the buffered.
+                    bytes.truncate((size - self.pending.len() as u64) as usize);
                     bytes.extend_from_slice(&self.pending);
                 }
                 loaded = Some((l.file(), bytes));
@@ -789,6 +857,11 @@ impl Drop for LedgerFiles {
     fn drop(&mut self) {
         if self.poisoned.is_none() {
             let _ = self.write_pending();
+            // A node that stops leaves its open chunk without the zeros written ahead (a crash
+            // leaves them, and recovery knows them from a torn tail).
+            if let Some((f, _, size)) = &self.open {
+                let _ = f.set_len(*size);
+            }
         }
     }
 }

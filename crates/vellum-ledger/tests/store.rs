@@ -346,3 +346,109 @@ fn buffered_appends_are_read_back_before_and_after_sync() {
         assert_eq!(store.read(s).unwrap(), written[s as usize - 1]);
     }
 }
+
+/// The open chunk is kept written with zeros ahead of its entries (syncs then overwrite
+/// blocks instead of growing the file). After a crash those zeros are not a torn tail:
+/// recovery drops nothing, readers stop at them, appends overwrite them, and a closed chunk
+/// or a cleanly stopped store ends exactly at its data.
+#[test]
+fn zeros_written_ahead_are_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunk_size = 64 * 1024;
+    let (mut store, _) = LedgerFiles::open(dir.path(), chunk_size, None).unwrap();
+    let mut written = write_n(&mut store, 1, 12);
+    store.sync().unwrap();
+    let data_len = 8 + written.iter().map(Vec::len).sum::<usize>() as u64;
+    let (name, open) = list_chunks(dir.path(), false).unwrap().pop().unwrap();
+    let on_disk = std::fs::read(&open).unwrap();
+    assert!(
+        on_disk.len() as u64 > data_len,
+        "zeros are written ahead at a sync"
+    );
+    assert!(on_disk[data_len as usize..].iter().all(|b| *b == 0));
+    let c = Chunk::parse(&on_disk, Some(&name)).unwrap();
+    assert_eq!(c.entries.len(), 12, "a reader stops at the zeros");
+    // A crash: the store is never dropped, so the zeros stay.
+    std::mem::forget(store);
+
+    let (mut store, rec) = LedgerFiles::open(dir.path(), chunk_size, None).unwrap();
+    assert_eq!(
+        (rec.last_seqno, rec.dropped_from, rec.dropped_bytes),
+        (12, None, 0)
+    );
+    assert_eq!(
+        std::fs::read(&open).unwrap().len(),
+        on_disk.len(),
+        "the zeros stay"
+    );
+    written.extend(write_n(&mut store, 13, 20));
+    store.sync().unwrap();
+    std::mem::forget(store);
+    let (mut store, rec) = LedgerFiles::open(dir.path(), chunk_size, None).unwrap();
+    assert_eq!((rec.last_seqno, rec.dropped_from), (20, None));
+    for (i, e) in written.iter().enumerate() {
+        assert_eq!(&store.read(i as u64 + 1).unwrap(), e);
+    }
+    let mut seen = 0;
+    store
+        .scan::<StoreError>(1, |s, b| {
+            assert_eq!(b, written[s as usize - 1].as_slice());
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, 20);
+
+    // Enough to close the chunk: it ends with its positions table, no zeros.
+    written.extend(write_n(&mut store, 21, 600));
+    store.sync().unwrap();
+    drop(store);
+    let chunks = list_chunks(dir.path(), false).unwrap();
+    assert!(chunks.len() >= 2, "{chunks:?}");
+    for (name, path) in &chunks {
+        let bytes = std::fs::read(path).unwrap();
+        let c = Chunk::parse(&bytes, Some(name)).unwrap();
+        let entries: u64 = c.entries.iter().map(|e| e.entry.bytes.len() as u64).sum();
+        let table = if c.closed {
+            4 * c.entries.len() as u64
+        } else {
+            0
+        };
+        assert_eq!(
+            bytes.len() as u64,
+            8 + entries + table,
+            "{name:?}: exact length"
+        );
+    }
+    let (store, rec) = LedgerFiles::open(dir.path(), chunk_size, None).unwrap();
+    assert_eq!((rec.last_seqno, rec.dropped_from), (600, None));
+    for (i, e) in written.iter().enumerate() {
+        assert_eq!(&store.read(i as u64 + 1).unwrap(), e);
+    }
+}
+
+/// A torn entry in front of the zeros written ahead is still a torn tail: cut and reported.
+/// Its missing bytes read as zeros, so only its GCM tag tells it from a whole entry: the node
+/// always recovers with the ledger secret.
+#[test]
+fn a_torn_entry_before_the_zeros_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = LedgerFiles::open(dir.path(), 1 << 20, None).unwrap();
+    let written = write_n(&mut store, 1, 7);
+    store.sync().unwrap();
+    let data_len = 8 + written.iter().map(Vec::len).sum::<usize>() as u64;
+    std::mem::forget(store);
+    let (_, open) = list_chunks(dir.path(), false).unwrap().pop().unwrap();
+    let len = std::fs::metadata(&open).unwrap().len();
+    assert!(len > data_len + 100);
+    let half = entry(8, false, 200);
+    let f = std::fs::OpenOptions::new().write(true).open(&open).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &half[..half.len() / 2], data_len).unwrap();
+    drop(f);
+
+    let secret = LedgerSecret::from_bytes([1; 32]);
+    let (store, rec) = LedgerFiles::open(dir.path(), 1 << 20, Some(&secret)).unwrap();
+    assert_eq!((rec.last_seqno, rec.dropped_from), (7, Some(8)));
+    assert_eq!(rec.dropped_bytes, len - data_len);
+    assert_eq!(store.read(7).unwrap(), written[6]);
+}
