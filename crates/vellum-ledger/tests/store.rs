@@ -452,3 +452,30 @@ fn a_torn_entry_before_the_zeros_is_cut() {
     assert_eq!(rec.dropped_bytes, len - data_len);
     assert_eq!(store.read(7).unwrap(), written[6]);
 }
+
+/// A Raft conflict after a crash: the open chunk still holds its zeros when its uncommitted
+/// suffix is cut, and what is written after the cut reads back after the next crash.
+#[test]
+fn truncation_after_a_crash_with_zeros_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = LedgerFiles::open(dir.path(), 1 << 20, None).unwrap();
+    let mut written = write_n(&mut store, 1, 12);
+    store.sync().unwrap();
+    std::mem::forget(store);
+    let (mut store, rec) = LedgerFiles::open(dir.path(), 1 << 20, None).unwrap();
+    assert_eq!((rec.last_seqno, rec.dropped_from), (12, None));
+    store.truncate(6).unwrap();
+    written.truncate(6);
+    for s in 7..=15u64 {
+        let e = entry(s, s == 15, 50 + s as usize);
+        store.append(s, &e, s == 15).unwrap();
+        written.push(e);
+    }
+    store.sync().unwrap();
+    std::mem::forget(store);
+    let (store, rec) = LedgerFiles::open(dir.path(), 1 << 20, None).unwrap();
+    assert_eq!((rec.last_seqno, rec.dropped_from), (15, None));
+    for (i, e) in written.iter().enumerate() {
+        assert_eq!(&store.read(i as u64 + 1).unwrap(), e);
+    }
+}
