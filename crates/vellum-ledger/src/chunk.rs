@@ -295,7 +295,7 @@ impl<'a> Chunk<'a> {
 
 /// Whether every byte is zero (the space a writer keeps ahead of an open chunk's entries).
 pub fn is_zero(bytes: &[u8]) -> bool {
-    bytes.first().is_none_or(|b| *b == 0) && bytes.iter().all(|b| *b == 0)
+    bytes.iter().all(|b| *b == 0)
 }
 
 /// Builds the bytes of a closed chunk from entry bytes: header, entries, positions table.

@@ -141,9 +141,9 @@ pub struct LedgerFiles {
     open: Option<(File, Vec<u32>, u64)>,
     /// Appended bytes of the open chunk not yet written to it; they follow the written ones.
     pending: Vec<u8>,
-    /// Length of the open chunk's file: its entries, then zeros written ahead of them (see
-    /// [`PREFILL_AHEAD`]).
-    file_len: u64,
+    /// End of the zeros written ahead of the open chunk's entries (see [`PREFILL_AHEAD`]); the
+    /// file is as long as this or as its written entries, whichever is longer.
+    zeros_end: u64,
     /// Writing zeros ahead failed in the open chunk (say, the disk is full): no more tries in it.
     prefill_failed: bool,
     /// Seqno of the last signature.
@@ -186,7 +186,7 @@ impl LedgerFiles {
             locs: Vec::new(),
             open: None,
             pending: Vec::new(),
-            file_len: 0,
+            zeros_end: 0,
             prefill_failed: false,
             last_signature: 0,
             committed: 0,
@@ -300,7 +300,7 @@ impl LedgerFiles {
                 );
             }
             f.seek(SeekFrom::Start(keep)).map_err(|e| io(&path, e))?;
-            store.file_len = if zero_tail { bytes.len() as u64 } else { keep };
+            store.zeros_end = if zero_tail { bytes.len() as u64 } else { keep };
             store.open = Some((f, positions, keep));
             store.files.push(ChunkFile { name, path });
         }
@@ -447,9 +447,8 @@ impl LedgerFiles {
         if self.pending.is_empty() {
             return Ok(());
         }
-        if let (Some((f, _, size)), Some(cf)) = (self.open.as_mut(), self.files.last()) {
+        if let (Some((f, _, _)), Some(cf)) = (self.open.as_mut(), self.files.last()) {
             f.write_all(&self.pending).map_err(|e| io(&cf.path, e))?;
-            self.file_len = self.file_len.max(*size);
         }
         self.pending.clear();
         Ok(())
@@ -465,11 +464,11 @@ impl LedgerFiles {
             return;
         };
         let cap = self.chunk_size + self.chunk_size / 4;
-        if self.prefill_failed || self.file_len >= size + PREFILL_AHEAD / 2 || self.file_len >= cap
-        {
+        let len = self.zeros_end.max(*size);
+        if self.prefill_failed || len >= size + PREFILL_AHEAD / 2 || len >= cap {
             return;
         }
-        let mut at = self.file_len.max(*size);
+        let mut at = len;
         let to = (size + PREFILL_AHEAD).min(cap);
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
@@ -482,7 +481,7 @@ impl LedgerFiles {
             }
             at += n as u64;
         }
-        self.file_len = self.file_len.max(at);
+        self.zeros_end = at;
     }
 
     /// Appends one encoded entry at `seqno` (must be `last_seqno() + 1`). Not durable until
@@ -528,7 +527,7 @@ impl LedgerFiles {
                 .map_err(|e| io(&path, e))?;
             self.files.push(ChunkFile { name, path });
             self.open = Some((f, Vec::new(), CHUNK_HEADER_SIZE as u64));
-            self.file_len = CHUNK_HEADER_SIZE as u64;
+            self.zeros_end = 0;
             self.prefill_failed = false;
             self.dir_dirty = true;
         }
@@ -542,13 +541,12 @@ impl LedgerFiles {
             return Err(StoreError::Usage("chunk beyond 4 GiB".into()));
         };
         self.pending.extend_from_slice(bytes);
-        positions.push(pos32);
-        *size += bytes.len() as u64;
         if self.pending.len() >= WRITE_BUFFER {
             f.write_all(&self.pending).map_err(|e| io(path, e))?;
             self.pending.clear();
-            self.file_len = self.file_len.max(*size);
         }
+        positions.push(pos32);
+        *size += bytes.len() as u64;
         let full = *size >= self.chunk_size;
         self.locs.push(Loc::new(fi, offset, bytes.len() as u32)?);
         self.unsynced = true;
@@ -758,7 +756,7 @@ impl LedgerFiles {
                 .open(&to)
                 .map_err(|e| io(&to, e))?;
             f.set_len(end).map_err(|e| io(&to, e))?;
-            self.file_len = end;
+            self.zeros_end = end;
             f.seek(SeekFrom::Start(0)).map_err(|e| io(&to, e))?;
             f.write_all(&[0u8; CHUNK_HEADER_SIZE])
                 .map_err(|e| io(&to, e))?;
