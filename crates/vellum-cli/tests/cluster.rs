@@ -126,6 +126,25 @@ async fn killing_the_primary_under_load_loses_no_committed_write() {
         }));
     }
     drop(tx);
+    // Fire-and-forget writers on the primary: their ids are answered before the write is
+    // durable or replicated, so the kill loses some. Each must end up that write's or Invalid,
+    // never Committed for another write.
+    let answered = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    for w in 0..8usize {
+        let client = c.admin(primary);
+        let (stop, answered) = (stop.clone(), answered.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let contents = format!("unwaited {w} write {i}");
+                match client.append_to_ledger(&contents, None).await {
+                    Ok(r) => answered.lock().unwrap().push((r.transaction_id, contents)),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }));
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let killed_at = Instant::now();
     c.kill(primary);
@@ -197,6 +216,44 @@ async fn killing_the_primary_under_load_loses_no_committed_write() {
         .wait_until_durable(last, None)
         .await
         .unwrap();
+    // Every id the old primary answered without waiting: that write's, or Invalid (checked
+    // by 16 tasks, half on each survivor).
+    let answered = std::mem::take(&mut *answered.lock().unwrap());
+    let total = answered.len();
+    let mut checks = Vec::new();
+    for (k, part) in answered.chunks(total.div_ceil(16).max(1)).enumerate() {
+        let client = c.admin(survivors[k % 2]);
+        let part = part.to_vec();
+        checks.push(tokio::spawn(async move {
+            let (mut kept, mut lost) = (0, 0);
+            for (txid, contents) in part {
+                match client.wait_until_durable(&txid, None).await {
+                    Ok(_) => {
+                        let e = client
+                            .get_ledger_entry(Some(GetLedgerEntryOptions {
+                                transaction_id: Some(txid.clone()),
+                                ..Default::default()
+                            }))
+                            .await
+                            .unwrap_or_else(|e| panic!("{txid} Committed, unreadable: {e}"));
+                        assert_eq!(e.contents, contents, "{txid} holds another write");
+                        kept += 1;
+                    }
+                    Err(e) if e.code() == Some("InvalidTransactionId") => lost += 1,
+                    Err(e) => panic!("{txid}: neither committed nor invalid: {e}"),
+                }
+            }
+            (kept, lost)
+        }));
+    }
+    let (mut kept, mut lost) = (0, 0);
+    for t in checks {
+        let (k, l) = t.await.unwrap();
+        kept += k;
+        lost += l;
+    }
+    println!("{total} ids answered Pending by the old primary: {kept} kept, {lost} Invalid");
+    assert!(kept > 0, "no unwaited write was answered before the kill");
     let dirs = c.stop_all();
     harness::assert_identical_chunks(&dirs);
 }

@@ -272,7 +272,7 @@ impl Checkpoint {
     /// `dir`, atomically ([`write_durably`]).
     pub fn write(dir: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
         let path = Checkpoint::path(dir);
-        write_durably(&path, bytes, false).map_err(|e| io(&path, e))
+        write_durably(&path, bytes).map_err(|e| io(&path, e))
     }
 
     /// Removes the checkpoint of ledger directory `dir`, if any.

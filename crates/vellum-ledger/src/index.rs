@@ -125,8 +125,10 @@ impl Index {
     /// Opens or creates the index file.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(st)?;
+            crate::files::create_private_dir(dir).map_err(st)?;
         }
+        // redb creates its file with the umask's permissions; it takes an empty one as new.
+        crate::files::create_private_file(path).map_err(st)?;
         // redb caches up to 1 GiB by default, which a large ledger's index fills; appends
         // touch only the right edge of each table, and reads go by key.
         let db = Database::builder()

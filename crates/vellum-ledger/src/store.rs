@@ -18,6 +18,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use vellum_core::entry::{LedgerSecret, RawEntry};
@@ -178,7 +179,7 @@ impl LedgerFiles {
         secret: Option<&LedgerSecret>,
         trusted: &[(String, u64)],
     ) -> Result<(LedgerFiles, Recovery), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        crate::files::create_private_dir(dir).map_err(|e| io(dir, e))?;
         let mut store = LedgerFiles {
             dir: dir.to_path_buf(),
             chunk_size: chunk_size.max(1),
@@ -521,6 +522,7 @@ impl LedgerFiles {
                 .create_new(true)
                 .read(true)
                 .write(true)
+                .mode(0o600)
                 .open(&path)
                 .map_err(|e| io(&path, e))?;
             f.write_all(&[0u8; CHUNK_HEADER_SIZE])

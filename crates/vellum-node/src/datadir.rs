@@ -95,7 +95,7 @@ impl NodeFile {
     /// Writes `node.json`, last: its presence marks a complete provisioning.
     fn write(&self, root: &Path) -> Result<(), NodeError> {
         let bytes = serde_json::to_vec_pretty(self).map_err(err)?;
-        write_durably(&root.join("node.json"), &bytes, false).map_err(err)
+        write_durably(&root.join("node.json"), &bytes).map_err(err)
     }
 }
 
@@ -119,6 +119,19 @@ pub struct DataDir {
     pub service_key_pem: String,
     /// The chunk size of the service this node joined, if it joined one.
     pub chunk_size: Option<u64>,
+}
+
+/// Creates the data directory and its `raft/` (mode 0700 whatever the umask) and refuses to go
+/// on if others can write to it or to the ledger directory.
+fn private_dirs(root: &Path) -> Result<(), NodeError> {
+    use vellum_ledger::files::{check_private_dir, create_private_dir};
+    create_private_dir(&root.join("raft")).map_err(err)?;
+    check_private_dir(root).map_err(err)?;
+    let ledger = root.join("ledger");
+    if ledger.exists() {
+        check_private_dir(&ledger).map_err(err)?;
+    }
+    Ok(())
 }
 
 fn err(e: impl std::fmt::Display) -> NodeError {
@@ -148,7 +161,7 @@ impl DataDir {
 
     /// Opens `root`, provisioning a new service there first if it holds none.
     pub fn open_or_create(root: &Path, bootstrap: &Bootstrap) -> Result<DataDir, NodeError> {
-        std::fs::create_dir_all(root.join("raft")).map_err(err)?;
+        private_dirs(root)?;
         if !root.join("node.json").exists() {
             provision(root, bootstrap)?;
         }
@@ -201,7 +214,7 @@ impl DataDir {
         joined: &crate::cluster::JoinResponse,
         node_key_pem: &str,
     ) -> Result<(), NodeError> {
-        std::fs::create_dir_all(root.join("raft")).map_err(err)?;
+        private_dirs(root)?;
         let mut key = [0u8; 32];
         hex::decode_to_slice(joined.ledger_secret_hex.trim(), &mut key)
             .map_err(|_| err("the ledger secret received is not 64 hex characters"))?;
@@ -209,15 +222,15 @@ impl DataDir {
         if node_id_of(&cert) != joined.node_id {
             return Err(err("the certificate received is not for this node's key"));
         }
-        let files: [(&str, &str, bool); 5] = [
-            ("service_key.pem", &joined.service_key_pem, true),
-            ("service_cert.pem", &joined.service_cert_pem, false),
-            ("node_key.pem", node_key_pem, true),
-            ("node_cert.pem", &joined.node_cert_pem, false),
-            ("ledger_secret", &joined.ledger_secret_hex, true),
+        let files: [(&str, &str); 5] = [
+            ("service_key.pem", &joined.service_key_pem),
+            ("service_cert.pem", &joined.service_cert_pem),
+            ("node_key.pem", node_key_pem),
+            ("node_cert.pem", &joined.node_cert_pem),
+            ("ledger_secret", &joined.ledger_secret_hex),
         ];
-        for (name, text, secret) in files {
-            write_durably(&root.join(name), text.as_bytes(), secret).map_err(err)?;
+        for (name, text) in files {
+            write_durably(&root.join(name), text.as_bytes()).map_err(err)?;
         }
         let nf = NodeFile {
             raft_id: joined.raft_id,
@@ -244,26 +257,11 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
     let mut b = b.clone();
     if b.operator_and_admin {
         let member = Identity::client("Vellum Operator", now, b.validity_days).map_err(err)?;
-        write_durably(
-            &root.join("member0_key.pem"),
-            member.key_pem().as_bytes(),
-            true,
-        )
-        .map_err(err)?;
-        write_durably(
-            &root.join("member0_cert.pem"),
-            member.cert_pem.as_bytes(),
-            false,
-        )
-        .map_err(err)?;
+        write_durably(&root.join("member0_key.pem"), member.key_pem().as_bytes()).map_err(err)?;
+        write_durably(&root.join("member0_cert.pem"), member.cert_pem.as_bytes()).map_err(err)?;
         b.members.push((member.cert.id(), member.cert_pem.clone()));
         let admin = Identity::client("Vellum Administrator", now, b.validity_days).map_err(err)?;
-        write_durably(
-            &root.join("admin.pem"),
-            admin.combined_pem().as_bytes(),
-            true,
-        )
-        .map_err(err)?;
+        write_durably(&root.join("admin.pem"), admin.combined_pem().as_bytes()).map_err(err)?;
         b.users.push(BootstrapUser {
             user_id: admin.cert.acl_fingerprint(),
             cert_pem: Some(admin.cert_pem.clone()),
@@ -313,30 +311,14 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
     if !users_map.writes.is_empty() {
         genesis.maps.push(users_map);
     }
-    write_durably(
-        &root.join("service_key.pem"),
-        service.key_pem().as_bytes(),
-        true,
-    )
-    .map_err(err)?;
-    write_durably(
-        &root.join("service_cert.pem"),
-        service.cert_pem.as_bytes(),
-        false,
-    )
-    .map_err(err)?;
-    write_durably(&root.join("node_key.pem"), node.key_pem().as_bytes(), true).map_err(err)?;
-    write_durably(&root.join("node_cert.pem"), node.cert_pem.as_bytes(), false).map_err(err)?;
-    write_durably(
-        &root.join("ledger_secret"),
-        hex::encode(secret).as_bytes(),
-        true,
-    )
-    .map_err(err)?;
+    write_durably(&root.join("service_key.pem"), service.key_pem().as_bytes()).map_err(err)?;
+    write_durably(&root.join("service_cert.pem"), service.cert_pem.as_bytes()).map_err(err)?;
+    write_durably(&root.join("node_key.pem"), node.key_pem().as_bytes()).map_err(err)?;
+    write_durably(&root.join("node_cert.pem"), node.cert_pem.as_bytes()).map_err(err)?;
+    write_durably(&root.join("ledger_secret"), hex::encode(secret).as_bytes()).map_err(err)?;
     write_durably(
         &root.join("genesis.json"),
         &serde_json::to_vec(&genesis).map_err(err)?,
-        false,
     )
     .map_err(err)?;
     let nf = NodeFile {

@@ -251,6 +251,12 @@ impl LedgerNode {
             election_timeout_max: 2000,
             // A node that was cut off does not depose a working primary when it returns.
             enable_pre_vote: Some(true),
+            // A restarted primary never resumes its old term: it may have handed out
+            // transaction ids (answered Pending) for entries its crash lost, and a term it
+            // resumed would give those seqnos, under the same view, to other writes. An
+            // election first moves every node that was primary to a new view, as CCF's view
+            // changes do, so the lost ids become Invalid.
+            enable_leader_restore: Some(false),
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_payload_entries: 1000,
             ..Default::default()

@@ -162,3 +162,50 @@ pub fn es256_key() -> (Vec<u8>, String) {
     }]});
     (pem, jwks.to_string())
 }
+
+/// One DER element: (tag, contents, what follows).
+fn der_element(b: &[u8]) -> (u8, &[u8], &[u8]) {
+    let (len, head) = match b[1] {
+        l if l < 0x80 => (l as usize, 2),
+        l => {
+            let n = (l & 0x7f) as usize;
+            let len = b[2..2 + n]
+                .iter()
+                .fold(0usize, |a, x| (a << 8) | *x as usize);
+            (len, 2 + n)
+        }
+    };
+    (b[0], &b[head..head + len], &b[head + len..])
+}
+
+/// A fresh 2048-bit RSA key: (PKCS#1 DER, for `EncodingKey::from_rsa_der`; its public JWK with
+/// kid `kid`, and `alg` when given).
+pub fn rsa_key(kid: &str, alg: Option<&str>) -> (Vec<u8>, serde_json::Value) {
+    use base64::Engine as _;
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let pkcs8 = kp.serialize_der();
+    // PrivateKeyInfo ::= SEQUENCE { version, algorithm, privateKey OCTET STRING (PKCS#1) }
+    let (_, info, _) = der_element(&pkcs8);
+    let (_, _, rest) = der_element(info);
+    let (_, _, rest) = der_element(rest);
+    let (_, pkcs1, _) = der_element(rest);
+    // RSAPrivateKey ::= SEQUENCE { version, modulus, publicExponent, ... }
+    let (_, key, _) = der_element(pkcs1);
+    let (_, _, rest) = der_element(key);
+    let (_, n, rest) = der_element(rest);
+    let (_, e, _) = der_element(rest);
+    let strip = |x: &[u8]| {
+        x.iter()
+            .skip_while(|b| **b == 0)
+            .copied()
+            .collect::<Vec<u8>>()
+    };
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let mut jwk = serde_json::json!({
+        "kty": "RSA", "kid": kid, "use": "sig", "n": b64(&strip(n)), "e": b64(&strip(e)),
+    });
+    if let Some(a) = alg {
+        jwk["alg"] = a.into();
+    }
+    (pkcs1.to_vec(), jwk)
+}

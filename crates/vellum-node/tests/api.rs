@@ -480,6 +480,24 @@ async fn authentication_and_roles() {
     )
     .await;
     assert_ccf_error(status, &v, 403, "token of a non-user");
+    // A token whose oid is a consortium member's certificate fingerprint (any Reader can read
+    // it) is not that member: it cannot mint join tokens.
+    let members = srv.node.governance().unwrap().members;
+    assert!(!members.is_empty());
+    for (_, pem) in &members {
+        let fp = vellum_core::crypto::Certificate::from_pem(pem)
+            .unwrap()
+            .acl_fingerprint();
+        let (status, v) = body(
+            anon.post(format!("{e}/node/join-tokens"))
+                .bearer_auth(srv.token(&fp))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_ccf_error(status, &v, 403, "a token posing as a member");
+    }
     // Users are listed, and the list is an audit trail in the ledger.
     let (_, v) = body(
         admin
@@ -900,4 +918,168 @@ async fn write_waiting_for_commit() {
     assert_eq!(v["error"]["code"], "InvalidHeaderValue");
     assert_eq!(srv.node.last_txid(), before);
     srv.stop().await;
+}
+
+/// The token rules, one bad token at a time: every claim the documentation requires, the
+/// algorithm taken from the issuer's key (never from the token), `kid` required when the
+/// issuer has several keys.
+#[test]
+fn bearer_tokens_are_checked_exactly() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use vellum_node::server::{Issuer, TokenValidator};
+    use vellum_node::testing::{es256_key, rsa_key};
+    let dir = tempfile::tempdir().unwrap();
+    let (rsa_der, rsa_jwk) = rsa_key("r1", Some("RS256"));
+    let (ec_der, ec_jwks) = es256_key();
+    let mut ec_jwk: Value = serde_json::from_str::<Value>(&ec_jwks).unwrap()["keys"][0].clone();
+    // Published without `alg` (as Entra ID publishes its keys): ES256 by its curve.
+    ec_jwk.as_object_mut().unwrap().remove("alg");
+    let validator = |keys: Vec<Value>| {
+        let path = dir.path().join(format!("jwks{}.json", keys.len()));
+        std::fs::write(&path, json!({ "keys": keys }).to_string()).unwrap();
+        TokenValidator::new(vec![
+            Issuer::from_jwks_file(common::ISSUER, vec![], &path).unwrap(),
+        ])
+    };
+    let two = validator(vec![rsa_jwk.clone(), ec_jwk.clone()]);
+    let one = validator(vec![rsa_jwk.clone()]);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = json!({
+        "iss": common::ISSUER, "aud": "https://confidential-ledger.azure.com", "oid": "u1",
+        "nbf": now - 10, "exp": now + 600,
+    });
+    let rsa = EncodingKey::from_rsa_der(&rsa_der);
+    let ec = EncodingKey::from_ec_der(&ec_der);
+    let sign = |alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey| {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&h, claims, key).unwrap()
+    };
+    let without = |k: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove(k);
+        c
+    };
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    // Accepted.
+    let ok = sign(Algorithm::RS256, Some("r1"), &good, &rsa);
+    assert_eq!(two.validate(&ok).unwrap(), "u1");
+    let ok_ec = sign(Algorithm::ES256, Some("k1"), &good, &ec);
+    assert_eq!(two.validate(&ok_ec).unwrap(), "u1");
+    let no_kid_one_key = sign(Algorithm::RS256, None, &good, &rsa);
+    assert_eq!(one.validate(&no_kid_one_key).unwrap(), "u1");
+    // Refused, each with its reason.
+    let hs = EncodingKey::from_secret(rsa_jwk["n"].as_str().unwrap().as_bytes());
+    let bad: Vec<(&str, String, &str)> = vec![
+        (
+            "no aud",
+            sign(Algorithm::RS256, Some("r1"), &without("aud"), &rsa),
+            "aud",
+        ),
+        (
+            "other aud",
+            sign(
+                Algorithm::RS256,
+                Some("r1"),
+                &with("aud", "https://other".into()),
+                &rsa,
+            ),
+            "Audience",
+        ),
+        (
+            "no exp",
+            sign(Algorithm::RS256, Some("r1"), &without("exp"), &rsa),
+            "exp",
+        ),
+        (
+            "expired",
+            sign(
+                Algorithm::RS256,
+                Some("r1"),
+                &with("exp", (now - 3600).into()),
+                &rsa,
+            ),
+            "xpired",
+        ),
+        (
+            "no nbf",
+            sign(Algorithm::RS256, Some("r1"), &without("nbf"), &rsa),
+            "nbf",
+        ),
+        (
+            "nbf in an hour",
+            sign(
+                Algorithm::RS256,
+                Some("r1"),
+                &with("nbf", (now + 3600).into()),
+                &rsa,
+            ),
+            "mature",
+        ),
+        (
+            "no iss",
+            sign(Algorithm::RS256, Some("r1"), &without("iss"), &rsa),
+            "malformed",
+        ),
+        (
+            "other iss",
+            sign(
+                Algorithm::RS256,
+                Some("r1"),
+                &with("iss", "https://evil".into()),
+                &rsa,
+            ),
+            "not trusted",
+        ),
+        (
+            "no oid",
+            sign(Algorithm::RS256, Some("r1"), &without("oid"), &rsa),
+            "oid",
+        ),
+        (
+            "RS512 for an RS256 key",
+            sign(Algorithm::RS512, Some("r1"), &good, &rsa),
+            "not its key's",
+        ),
+        (
+            "PS256 for an RS256 key",
+            sign(Algorithm::PS256, Some("r1"), &good, &rsa),
+            "not its key's",
+        ),
+        (
+            "HS256 keyed with the public key",
+            sign(Algorithm::HS256, Some("r1"), &good, &hs),
+            "not its key's",
+        ),
+        (
+            "no kid, two keys",
+            sign(Algorithm::RS256, None, &good, &rsa),
+            "no kid",
+        ),
+        (
+            "unknown kid",
+            sign(Algorithm::RS256, Some("r9"), &good, &rsa),
+            "unknown key",
+        ),
+    ];
+    for (what, token, why) in bad {
+        match two.validate(&token) {
+            Ok(oid) => panic!("{what}: accepted as {oid}"),
+            Err(e) => assert!(e.contains(why), "{what}: refused for another reason: {e}"),
+        }
+    }
+    // A header naming another algorithm than the key's, with the signature left as it was.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (_, rest) = ok_ec.split_once('.').unwrap();
+    let header = b64.encode(json!({"alg": "ES384", "typ": "JWT", "kid": "k1"}).to_string());
+    let e = two.validate(&format!("{header}.{rest}")).unwrap_err();
+    assert!(e.contains("not its key's"), "{e}");
 }

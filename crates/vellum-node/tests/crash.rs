@@ -42,6 +42,7 @@ fn child_node() {
         .enable_all()
         .build()
         .unwrap();
+    let fire_and_forget = std::env::var("VELLUM_CRASH_MODE").is_ok_and(|m| m == "pending");
     rt.block_on(async move {
         let node = Arc::new(
             LedgerNode::start(config(std::path::Path::new(&dir)))
@@ -50,7 +51,26 @@ fn child_node() {
         );
         let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
         let mut tasks = Vec::new();
-        for w in 0..16u64 {
+        if fire_and_forget {
+            // Writers that take the id and go on (a plain ACL append, answered Pending).
+            for w in 0..32u64 {
+                let node = node.clone();
+                let out = out.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0u64.. {
+                        let c = format!("c{}", (w + i) % 5);
+                        let contents = format!("round {round} writer {w} entry {i}");
+                        let t = node.append(&c, &contents).await.unwrap();
+                        let mut o = out.lock().unwrap();
+                        writeln!(o, "pending {t} {c} {contents}").unwrap();
+                        o.flush().unwrap();
+                    }
+                }));
+            }
+        }
+        // Writers that wait for each write to be durable and say so.
+        let durable_writers = if fire_and_forget { 0 } else { 16u64 };
+        for w in 0..durable_writers {
             let node = node.clone();
             let out = out.clone();
             tasks.push(tokio::spawn(async move {
@@ -76,7 +96,11 @@ fn child_node() {
 }
 
 fn parse(line: &str) -> Option<(TxId, String, String)> {
-    let rest = line.strip_prefix("durable ")?;
+    parse_as("durable ", line)
+}
+
+fn parse_as(prefix: &str, line: &str) -> Option<(TxId, String, String)> {
+    let rest = line.strip_prefix(prefix)?;
     let mut p = rest.splitn(3, ' ');
     let t: TxId = p.next()?.parse().ok()?;
     let c = p.next()?.to_owned();
@@ -162,4 +186,103 @@ async fn node_killed_mid_writes_keeps_every_durable_write() {
         );
     }
     common::ccf_full(&dir.path().join("ledger"));
+}
+
+/// An id answered before a crash is that write's or never Committed: a node killed while
+/// writers take ids and go on (fire and forget: the write may not be durable yet) restarts in
+/// a new view, so the seqnos it lost are never handed out again under the old view. Kills at
+/// several moments (a few hundred ids in, several thousand in, and right after a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_id_names_two_writes_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut answered: BTreeMap<TxId, (String, String)> = BTreeMap::new();
+    let mut views = Vec::new();
+    for (round, target) in [(0u64, 3000u64), (1, 300), (2, 6000), (3, 1)].into_iter() {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_node",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("VELLUM_CRASH_DIR", dir.path())
+            .env("VELLUM_CRASH_ROUND", round.to_string())
+            .env("VELLUM_CRASH_MODE", "pending")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let start = Instant::now();
+        let mut seen = 0;
+        while seen < target {
+            let line = lines.next().expect("node process ended early").unwrap();
+            if let Some((t, c, contents)) = parse_as("pending ", &line) {
+                answered.insert(t, (c, contents));
+                seen += 1;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "node too slow");
+        }
+        child.kill().unwrap();
+        for line in lines.map_while(Result::ok) {
+            if let Some((t, c, contents)) = parse_as("pending ", &line) {
+                answered.insert(t, (c, contents));
+            }
+        }
+        let _ = child.wait();
+
+        let node = LedgerNode::start(config(dir.path())).await.unwrap();
+        // Writes after the restart, committed: they take the seqnos the crash freed.
+        let mut last = None;
+        for i in 0..50 {
+            last = Some(
+                node.append("after", &format!("after round {round} {i}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let last = last.unwrap();
+        assert_eq!(
+            node.wait_committed(last, Duration::from_secs(10))
+                .await
+                .unwrap(),
+            TxStatus::Committed
+        );
+        views.push(last.view);
+        let (mut kept, mut invalid) = (0, 0);
+        for (t, (c, contents)) in &answered {
+            match node.status(*t) {
+                TxStatus::Committed => {
+                    let e = node
+                        .entry(*t)
+                        .unwrap()
+                        .unwrap_or_else(|| panic!("round {round}: {t} Committed, unreadable"));
+                    assert_eq!(
+                        (&e.collection, &e.contents),
+                        (c, contents),
+                        "round {round}: {t} is Committed and holds another write"
+                    );
+                    kept += 1;
+                }
+                TxStatus::Invalid => invalid += 1,
+                s => panic!("round {round}: {t} is {s:?} after a later write committed"),
+            }
+        }
+        println!(
+            "round {round}: {} ids answered, {kept} kept, {invalid} lost (Invalid), now in view {}",
+            answered.len(),
+            last.view
+        );
+        let ledger = node.ledger_dir();
+        let secret = node.ledger_secret().clone();
+        node.shutdown().await.unwrap();
+        common::audit(&ledger, &secret);
+    }
+    // Each restart after a kill began a new view.
+    assert!(
+        views.windows(2).all(|w| w[1] > w[0]),
+        "views after each restart: {views:?}"
+    );
 }

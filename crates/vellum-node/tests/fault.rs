@@ -1,7 +1,9 @@
 //! Fault test through the full node path: the ledger directory sits on a small tmpfs that runs
 //! out of space under sustained writes. The node stops acknowledging writes (every later write
 //! fails promptly, none hangs), logs why, and keeps serving reads: every write reported
-//! Committed before the fault is still readable, with its receipt.
+//! Committed before the fault is still readable, with its receipt. Then space is freed and the
+//! node restarted: it takes writes again, in a new view, and every id it answered before the
+//! fault is that write's or Invalid, never Committed for another write.
 //!
 //! Needs root (mount); skipped otherwise unless VELLUM_REQUIRE_FAULT_TESTS=1.
 
@@ -46,7 +48,7 @@ async fn disk_full_stops_writes_not_reads() {
     let mnt = base.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=512k,mode=700", "tmpfs"])
         .arg(&mnt)
         .status()
         .is_ok_and(|s| s.success());
@@ -59,6 +61,8 @@ async fn disk_full_stops_writes_not_reads() {
         return;
     }
     let _guard = Unmount(mnt.clone());
+    // Room the test frees after the fault.
+    std::fs::write(mnt.join("filler"), vec![1u8; 96 * 1024]).unwrap();
     let data = base.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::os::unix::fs::symlink(&mnt, data.join("ledger")).unwrap();
@@ -66,19 +70,23 @@ async fn disk_full_stops_writes_not_reads() {
     let node = Arc::new(LedgerNode::start(NodeConfig::new(&data)).await.unwrap());
     let big = "x".repeat(6000);
     let mut committed = Vec::new();
+    let mut answered = Vec::new();
     let mut failed = None;
     for i in 0..10_000 {
-        match node.append("c", &format!("{i} {big}")).await {
-            // A write may get its id and then meet the full disk before it is durable: the
-            // node then stops, and waiting for it says so.
-            Ok(t) => match node.wait_committed(t, Duration::from_secs(5)).await {
-                Ok(TxStatus::Committed) => committed.push((t, format!("{i} {big}"))),
-                Ok(_) => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            },
+        let contents = format!("{i} {big}");
+        let t = match node.append("c", &contents).await {
+            Ok(t) => t,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        };
+        answered.push((t, contents.clone()));
+        // A write may get its id and then meet the full disk before it is durable: the node
+        // then stops, and waiting for it says so.
+        match node.wait_committed(t, Duration::from_secs(5)).await {
+            Ok(TxStatus::Committed) => committed.push((t, contents)),
+            Ok(_) => {}
             Err(e) => {
                 failed = Some(e);
                 break;
@@ -113,4 +121,39 @@ async fn disk_full_stops_writes_not_reads() {
             .verify(node.service_cert_pem(), None)
             .unwrap();
     }
+    // Space freed, node restarted: writes go on in a new view.
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    let old_view = committed.last().map_or(2, |(t, _)| t.view);
+    let node = Arc::try_unwrap(node).expect("node still shared");
+    let _ = node.shutdown().await;
+    let node = LedgerNode::start(NodeConfig::new(&data)).await.unwrap();
+    let t = node.append("c", "after the restart").await.unwrap();
+    assert_eq!(
+        node.wait_committed(t, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        TxStatus::Committed
+    );
+    assert!(t.view > old_view, "{t} is in the view of before the fault");
+    let (mut kept, mut lost) = (0, 0);
+    for (t, contents) in &answered {
+        match node.status(*t) {
+            TxStatus::Committed => {
+                let e = node.entry(*t).unwrap();
+                assert_eq!(
+                    e.map(|e| e.contents).as_ref(),
+                    Some(contents),
+                    "{t} holds another write"
+                );
+                kept += 1;
+            }
+            TxStatus::Invalid => lost += 1,
+            s => panic!("{t} is {s:?} after a later write committed"),
+        }
+    }
+    println!("after the restart: {kept} answered ids kept, {lost} Invalid");
+    for (t, _) in &committed {
+        assert_eq!(node.status(*t), TxStatus::Committed);
+    }
+    node.shutdown().await.unwrap();
 }

@@ -329,7 +329,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let bytes = serde_json::to_vec(vote).map_err(other)?;
-        crate::files::write_durably(&self.shared.vote_path, &bytes, false)?;
+        crate::files::write_durably(&self.shared.vote_path, &bytes)?;
         *lock(&self.shared.vote) = Some(*vote);
         Ok(())
     }

@@ -57,9 +57,19 @@ pub(crate) struct CommitWaiters {
 struct Waiters {
     committed: u64,
     waiting: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    /// How many senders `waiting` holds (some may belong to waiters that gave up).
+    held: usize,
+    /// `held` at which senders whose waiter gave up are dropped: twice what was left after the
+    /// last sweep, so sweeps cost O(1) per registration and memory stays proportional to the
+    /// waiters still waiting (a client that waits for far-future ids and times out, again and
+    /// again, would otherwise grow it forever).
+    sweep_at: usize,
     /// The state machine is gone: nothing will commit.
     closed: bool,
 }
+
+/// The smallest [`Waiters::sweep_at`].
+const MIN_SWEEP: usize = 1024;
 
 /// What [`CommitWaiters::wait`] found.
 #[derive(Debug)]
@@ -78,6 +88,8 @@ impl CommitWaiters {
             inner: std::sync::Mutex::new(Waiters {
                 committed,
                 waiting: BTreeMap::new(),
+                held: 0,
+                sweep_at: MIN_SWEEP,
                 closed: false,
             }),
         }
@@ -92,9 +104,24 @@ impl CommitWaiters {
         if w.closed {
             return CommitWait::Closed;
         }
+        if w.held >= w.sweep_at {
+            w.waiting.retain(|_, txs| {
+                txs.retain(|tx| !tx.is_closed());
+                !txs.is_empty()
+            });
+            w.held = w.waiting.values().map(Vec::len).sum();
+            w.sweep_at = (2 * w.held).max(MIN_SWEEP);
+        }
         let (tx, rx) = oneshot::channel();
         w.waiting.entry(seqno).or_default().push(tx);
+        w.held += 1;
         CommitWait::Waiting(rx)
+    }
+
+    /// How many waiters are registered (including some that gave up and were not swept yet).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        lock(&self.inner).held
     }
 
     /// The commit point moved to `committed`: wakes whoever waited for it (a waiter that gave
@@ -104,7 +131,9 @@ impl CommitWaiters {
             let mut w = lock(&self.inner);
             w.committed = w.committed.max(committed);
             let later = w.waiting.split_off(&(committed + 1));
-            std::mem::replace(&mut w.waiting, later)
+            let reached = std::mem::replace(&mut w.waiting, later);
+            w.held -= reached.values().map(Vec::len).sum::<usize>();
+            reached
         };
         for tx in reached.into_values().flatten() {
             let _ = tx.send(());
@@ -116,6 +145,7 @@ impl CommitWaiters {
         let waiting = {
             let mut w = lock(&self.inner);
             w.closed = true;
+            w.held = 0;
             std::mem::take(&mut w.waiting)
         };
         drop(waiting);
@@ -385,5 +415,25 @@ mod tests {
         );
         assert!(matches!(w.wait(1), CommitWait::Closed));
         assert!(matches!(w.wait(0), CommitWait::Reached));
+    }
+
+    /// A million waits for ids that never commit, each given up (a client polling a backup
+    /// for future ids and timing out): what is held stays bounded by the live waiters, and
+    /// live waiters are never swept.
+    #[test]
+    fn waiters_that_gave_up_do_not_accumulate() {
+        let w = CommitWaiters::new(10);
+        let mut live: Vec<_> = (0..100).map(|i| waiting(w.wait(20 + i))).collect();
+        let mut most = 0;
+        for i in 0..1_000_000u64 {
+            drop(waiting(w.wait(1_000 + i % 50_000)));
+            most = most.max(w.held());
+        }
+        assert!(most <= 2 * MIN_SWEEP + 200, "held {most} waiters at most");
+        w.advance(200);
+        for rx in &mut live {
+            assert!(rx.try_recv().is_ok(), "a live waiter was swept");
+        }
+        assert!(w.held() <= 2 * MIN_SWEEP);
     }
 }

@@ -98,7 +98,12 @@ pub struct PeerCertificate(pub Option<String>);
 pub(super) enum Caller {
     Anonymous,
     Invalid(String),
-    User(String),
+    /// A client certificate's ACL fingerprint.
+    Cert(String),
+    /// A bearer token's `oid`. Token and certificate identities are separate namespaces as far
+    /// as anything but the users table goes: a token never acts as a member or a node, even
+    /// if its `oid` equals one's fingerprint.
+    Token(String),
 }
 
 /// A CCF-style error response.
@@ -356,7 +361,7 @@ impl AppState {
                 "InvalidAuthenticationInfo",
                 why.clone(),
             )),
-            Caller::User(id) => match self.node.role_of(id) {
+            Caller::Cert(id) | Caller::Token(id) => match self.node.role_of(id) {
                 Some(r) if r >= need => Ok(id.clone()),
                 _ => Err(ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -378,7 +383,7 @@ async fn context(State(st): St, mut req: Request, next: Next) -> Response {
         Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
             Some(token) if !st.cfg.tokens.is_empty() => {
                 match st.cfg.tokens.validate(token.trim()) {
-                    Ok(oid) => Caller::User(oid),
+                    Ok(oid) => Caller::Token(oid),
                     Err(e) => Caller::Invalid(e),
                 }
             }
@@ -386,7 +391,7 @@ async fn context(State(st): St, mut req: Request, next: Next) -> Response {
             None => Caller::Invalid("malformed Authorization header".into()),
         },
         None => match req.extensions().get::<PeerCertificate>() {
-            Some(PeerCertificate(Some(fp))) => Caller::User(fp.clone()),
+            Some(PeerCertificate(Some(fp))) => Caller::Cert(fp.clone()),
             _ => Caller::Anonymous,
         },
     };

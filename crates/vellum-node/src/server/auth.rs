@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 /// ACL's default token audience.
@@ -86,6 +86,35 @@ impl Issuer {
     }
 }
 
+/// How far `exp` and `nbf` may be off, for clocks that disagree.
+pub const CLOCK_LEEWAY: Duration = Duration::from_secs(60);
+
+/// The one algorithm tokens signed with `jwk` may use: the key's own `alg`, or, for keys that
+/// publish none (Microsoft Entra ID's do not), the usual one for the key's type: RS256 for RSA,
+/// ES256 or ES384 by curve, EdDSA for Ed25519. Symmetric keys are refused: an issuer's key set
+/// is public.
+fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, String> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyAlgorithm};
+    let alg = match (jwk.common.key_algorithm, &jwk.algorithm) {
+        (_, AlgorithmParameters::OctetKey(_)) => None,
+        (Some(a), _) => match a {
+            KeyAlgorithm::HS256 | KeyAlgorithm::HS384 | KeyAlgorithm::HS512 => None,
+            a => Algorithm::try_from(a).ok(),
+        },
+        (None, AlgorithmParameters::RSA(_)) => Some(Algorithm::RS256),
+        (None, AlgorithmParameters::EllipticCurve(p)) => match p.curve {
+            EllipticCurve::P256 => Some(Algorithm::ES256),
+            EllipticCurve::P384 => Some(Algorithm::ES384),
+            _ => None,
+        },
+        (None, AlgorithmParameters::OctetKeyPair(p)) => {
+            (p.curve == EllipticCurve::Ed25519).then_some(Algorithm::EdDSA)
+        }
+        (None, _) => None,
+    };
+    alg.ok_or_else(|| "token signed with an issuer key of an unsupported kind".to_owned())
+}
+
 #[derive(Deserialize)]
 struct Claims {
     iss: String,
@@ -126,7 +155,10 @@ impl TokenValidator {
         self.issuers.is_empty()
     }
 
-    /// The user id (`oid`) of a valid token, or why it is not valid.
+    /// The user id (`oid`) of a valid token, or why it is not valid. A valid token is signed by
+    /// a key of the issuer its `iss` names (the one its `kid` names; a token without `kid` only
+    /// when the issuer has a single key), with that key's algorithm, and carries `iss`, `aud`
+    /// (one of the issuer's audiences), `exp` and `nbf`, both within [`CLOCK_LEEWAY`].
     pub fn validate(&self, token: &str) -> Result<String, String> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
@@ -142,14 +174,28 @@ impl TokenValidator {
             let keys = crate::read_lock(&issuer.keys);
             match &header.kid {
                 Some(kid) => keys.find(kid).cloned(),
-                None => keys.keys.first().cloned(),
+                // Without a kid the key is ambiguous unless the issuer has only one.
+                None if keys.keys.len() == 1 => keys.keys.first().cloned(),
+                None if keys.keys.is_empty() => None,
+                None => return Err("token has no kid and its issuer has several keys".into()),
             }
         }
         .ok_or("token signed with an unknown key")?;
+        // The algorithm comes from the issuer's key, never from the token.
+        let alg = algorithm_of(&jwk)?;
+        if header.alg != alg {
+            return Err(format!(
+                "token algorithm {:?} is not its key's ({alg:?})",
+                header.alg
+            ));
+        }
         let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("issuer key: {e}"))?;
-        let mut v = Validation::new(header.alg);
+        let mut v = Validation::new(alg);
         v.set_audience(&issuer.audiences);
         v.set_issuer(&[&issuer.issuer]);
+        v.set_required_spec_claims(&["exp", "nbf", "aud", "iss"]);
+        v.validate_nbf = true;
+        v.leeway = CLOCK_LEEWAY.as_secs();
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &v)
             .map_err(|e| format!("invalid token: {e}"))?
             .claims;

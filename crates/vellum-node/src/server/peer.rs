@@ -155,9 +155,10 @@ async fn nodes(State(st): St) -> Response {
     ok_json(json!({ "nodes": nodes }))
 }
 
-/// Administrators, and consortium members (by their certificate).
+/// Administrators, and consortium members (by their certificate: a bearer token never acts
+/// as a member).
 fn require_operator(st: &AppState, ctx: &Ctx) -> Result<(), ApiError> {
-    if let Caller::User(id) = &ctx.caller {
+    if let Caller::Cert(id) = &ctx.caller {
         let member = st.node.governance().is_ok_and(|g| {
             g.members.iter().any(|(_, pem)| {
                 Certificate::from_pem(pem).is_ok_and(|c| c.acl_fingerprint() == *id)
