@@ -172,3 +172,56 @@ fn config_file_sets_options_and_rejects_unknown_keys() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ledger-idd"), "{err}");
 }
+
+/// Under `umask 000` the data directory is still 0700 and every file in it 0600 (keys, the
+/// ledger, the index, the vote, the checkpoint); a data directory that others can write is
+/// refused at start with a one-line reason.
+#[test]
+fn the_data_directory_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = |data: &std::path::Path| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"umask 000; exec "$0" serve --listen 127.0.0.1:0 --data-dir "$1""#)
+            .arg(env!("CARGO_BIN_EXE_vellum"))
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = serve(&data);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("https://"), "{first}");
+    assert!(sigterm(&mut child).success());
+    let mut seen = 0;
+    let mut stack = vec![data.clone()];
+    while let Some(d) = stack.pop() {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", d.display());
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{} is {mode:o}", e.path().display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(data.join("index.redb").exists() && data.join("raft/vote.json").exists());
+    assert!(seen >= 10, "only {seen} files");
+
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = serve(&data).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("writable by users other than its owner") && err.lines().count() == 1,
+        "{err}"
+    );
+}
