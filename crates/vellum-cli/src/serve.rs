@@ -98,6 +98,25 @@ pub struct ServeArgs {
     /// The address other nodes reach this node at (default: the listen address).
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Seconds a client has to complete the TLS handshake [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub handshake_timeout: Option<u64>,
+    /// Seconds a client has to send a complete request head once the node waits for one (the
+    /// connection opened, or the previous response went out); also how long an idle
+    /// keep-alive connection stays open [default: 15].
+    #[arg(long, value_name = "SECS")]
+    pub header_timeout: Option<u64>,
+    /// Seconds a client has to send a whole request body [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub body_timeout: Option<u64>,
+    /// The most client connections at once. Default: what the file-descriptor limit allows
+    /// (raised to its hard limit at start) less 128, at most 16384.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// The most connections from one client address. Default: a quarter of
+    /// --max-connections, at least 64.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
 }
 
 impl ServeArgs {
@@ -128,7 +147,12 @@ impl ServeArgs {
             jwks_url,
             join,
             join_token,
-            advertise
+            advertise,
+            max_connections,
+            max_connections_per_address,
+            handshake_timeout,
+            header_timeout,
+            body_timeout
         );
         if self.dns_names.is_empty() {
             self.dns_names = file.dns_names;
@@ -158,6 +182,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Every connection takes a file descriptor: use all the system lets this process have
+    // (the default connection cap is taken from the result).
+    vellum_node::server::limits::raise_fd_limit();
     let data_dir = args
         .data_dir
         .clone()
@@ -219,6 +246,40 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.page_size {
         anyhow::ensure!(v > 0, "--page-size must be at least 1");
         limits.page_size = v;
+    }
+    for (name, secs, limit) in [
+        (
+            "--handshake-timeout",
+            args.handshake_timeout,
+            &mut limits.handshake_timeout,
+        ),
+        (
+            "--header-timeout",
+            args.header_timeout,
+            &mut limits.header_timeout,
+        ),
+        (
+            "--body-timeout",
+            args.body_timeout,
+            &mut limits.body_timeout,
+        ),
+    ] {
+        if let Some(secs) = secs {
+            anyhow::ensure!(
+                (1..=3600).contains(&secs),
+                "{name} must be between 1 and 3600 seconds"
+            );
+            *limit = Duration::from_secs(secs);
+        }
+    }
+    if let Some(v) = args.max_connections {
+        anyhow::ensure!(v > 0, "--max-connections must be at least 1");
+        limits.max_connections = v;
+        limits.max_connections_per_address = (v / 4).max(64).min(v);
+    }
+    if let Some(v) = args.max_connections_per_address {
+        anyhow::ensure!(v > 0, "--max-connections-per-address must be at least 1");
+        limits.max_connections_per_address = v;
     }
     let mut issuers = Vec::new();
     if let Some(iss) = &args.jwt_issuer {

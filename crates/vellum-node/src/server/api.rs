@@ -54,18 +54,39 @@ pub struct Limits {
     pub max_body: usize,
     /// Entries per page of a range query.
     pub page_size: usize,
+    /// How long a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// How long a client has to send a complete request head, counted from when the node is
+    /// ready for it (the connection opened, or the previous response went out): this is also
+    /// how long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// How long a client has to send a whole request body.
+    pub body_timeout: Duration,
+    /// The most connections the node holds at once (more are closed at once, and logged).
+    pub max_connections: usize,
+    /// The most connections from one client address.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let max_connections = super::limits::default_max_connections();
         Limits {
             max_contents: 8 * 1024,
             max_collection_id: 256,
             max_body: 64 * 1024,
             page_size: 1000,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(30),
+            max_connections,
+            max_connections_per_address: (max_connections / 4).max(64),
         }
     }
 }
+
+/// The largest body of a node-channel message (a batch of Raft entries), read only from nodes.
+pub const NODE_BODY_LIMIT: usize = 64 << 20;
 
 /// What the API serves.
 #[derive(Debug, Clone)]
@@ -143,7 +164,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::warn!(code = self.code, message = %self.message, "request failed");
+            static FAILED: super::limits::Throttle =
+                super::limits::Throttle::new(Duration::from_secs(1));
+            if let Some(more) = FAILED.allow() {
+                tracing::warn!(code = self.code, message = %self.message, suppressed = more, "request failed");
+            }
         } else {
             tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused");
         }
@@ -417,6 +442,121 @@ async fn context(State(st): St, mut req: Request, next: Next) -> Response {
     resp
 }
 
+/// Reads a request's body, if it has one, before any handler sees it, and only for callers
+/// that may send one: a caller without a credential (or with an invalid token) may send no
+/// body at all, the node channel's large bodies are read only from nodes, and any other body
+/// must arrive whole, within the body limit, before the body timeout. Nothing is buffered
+/// before the caller is known, and the limit is enforced while reading. A refused body that is
+/// small enough is read and thrown away, so that an honest client that is still sending sees
+/// the answer rather than a reset connection; a larger one is refused unread, and the
+/// connection closed.
+async fn admit_body(State(st): St, req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let has_body =
+        announced.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
+    if !has_body {
+        return next.run(req).await;
+    }
+    let limits = &st.cfg.limits;
+    let refuse = |e: ApiError, body: axum::body::Body, discard: u64| async move {
+        let drained = announced.is_some_and(|n| n <= discard)
+            && discard_body(body, discard, limits.body_timeout).await;
+        let mut r = e.into_response();
+        if !drained {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    };
+    let (parts, body) = req.into_parts();
+    match parts.extensions.get::<Caller>() {
+        Some(Caller::Cert(_) | Caller::Token(_)) => {}
+        other => {
+            let why = match other {
+                Some(Caller::Invalid(why)) => why.clone(),
+                _ => "a request with a body needs a client certificate or a bearer token".into(),
+            };
+            let e = ApiError::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo", why);
+            return refuse(e, body, ANONYMOUS_DISCARD).await;
+        }
+    }
+    let limit = if super::peer::is_node_channel(parts.uri.path()) {
+        if let Err(e) = super::peer::require_node(&st, &parts.extensions) {
+            return refuse(e, body, 0).await;
+        }
+        NODE_BODY_LIMIT
+    } else {
+        limits.max_body
+    };
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    let discard = (limit as u64).max(AUTHENTICATED_DISCARD);
+    if announced.is_some_and(|n| n > limit as u64) {
+        return refuse(too_large(), body, discard).await;
+    }
+    let bytes =
+        match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                let length_limit = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                let e = if length_limit {
+                    too_large()
+                } else {
+                    ApiError::bad("InvalidInput", format!("reading the request body: {e}"))
+                };
+                return refuse(e, axum::body::Body::empty(), 0).await;
+            }
+            Err(_) => {
+                let e = ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "RequestTimeout",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        limits.body_timeout.as_secs()
+                    ),
+                );
+                return refuse(e, axum::body::Body::empty(), 0).await;
+            }
+        };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// The most of a refused body read (and thrown away) from a caller without a credential.
+const ANONYMOUS_DISCARD: u64 = 64 * 1024;
+/// ...and from a user, whose body was too large.
+const AUTHENTICATED_DISCARD: u64 = 1 << 20;
+
+/// Reads `body` to its end without keeping it, if it ends within `most` bytes and `timeout`.
+async fn discard_body(body: axum::body::Body, most: u64, timeout: Duration) -> bool {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let read = async {
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(d) = frame.data_ref() {
+                seen += d.len() as u64;
+                if seen > most {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or(false)
+}
+
 /// The API router.
 pub(crate) fn router(st: Arc<AppState>) -> Router {
     Router::new()
@@ -439,6 +579,9 @@ pub(crate) fn router(st: Arc<AppState>) -> Router {
         .merge(super::peer::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read (and limited) by `admit_body`, after authentication.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(st.clone(), admit_body))
         .layer(axum::middleware::from_fn_with_state(st.clone(), context))
         .with_state(st)
 }

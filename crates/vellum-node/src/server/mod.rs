@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod limits;
 pub mod peer;
 pub mod tls;
 
@@ -23,20 +24,25 @@ use tower::ServiceExt;
 use vellum_core::crypto::acl_fingerprint;
 
 pub use api::{
-    ApiConfig, DEFAULT_COLLECTION, Limits, PeerCertificate, STATE_HEADER, TXID_HEADER, WAIT_HEADER,
-    WAIT_HEADER_LIMIT,
+    ApiConfig, DEFAULT_COLLECTION, Limits, NODE_BODY_LIMIT, PeerCertificate, STATE_HEADER,
+    TXID_HEADER, WAIT_HEADER, WAIT_HEADER_LIMIT,
 };
 pub use auth::{Issuer, TokenValidator};
 
 use crate::LedgerNode;
+use limits::{Connections, Full, Throttle};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Warnings of the accept loop, one of each kind a second at most.
+static ACCEPT_FAILED: Throttle = Throttle::new(Duration::from_secs(1));
+static NODE_FULL: Throttle = Throttle::new(Duration::from_secs(1));
+static ADDRESS_FULL: Throttle = Throttle::new(Duration::from_secs(1));
 
 /// A bound, not yet running, API server.
 pub struct Server {
     listener: TcpListener,
     tls: TlsAcceptor,
     router: axum::Router,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Server {
@@ -73,11 +79,13 @@ impl Server {
         node_key_pem: &str,
     ) -> Result<Server, String> {
         let tls = TlsAcceptor::from(tls::server_config(node_chain_pem, node_key_pem)?);
+        let limits = cfg.limits.clone();
         let state = Arc::new(api::AppState::new(node, cfg)?);
         Ok(Server {
             listener,
             tls,
             router: api::router(state),
+            limits,
         })
     }
 
@@ -90,6 +98,9 @@ impl Server {
     /// finish (up to 30 seconds).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
+        let limits = self.limits;
+        let connections =
+            Connections::new(limits.max_connections, limits.max_connections_per_address);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -97,8 +108,26 @@ impl Server {
                     let (tcp, peer) = match accepted {
                         Ok(a) => a,
                         Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
+                            // Out of file descriptors, most likely: back off, never crash.
+                            if let Some(more) = ACCEPT_FAILED.allow() {
+                                tracing::warn!(error = %e, suppressed = more, "accept failed");
+                            }
                             tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let slot = match connections.admit(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(full) => {
+                            match full {
+                                Full::All(n) => if let Some(more) = NODE_FULL.allow() {
+                                    tracing::warn!(%peer, limit = n, suppressed = more, "connection limit reached: closing new connections");
+                                },
+                                Full::Address(n) => if let Some(more) = ADDRESS_FULL.allow() {
+                                    tracing::warn!(%peer, limit = n, suppressed = more, "connection limit of one address reached: closing its new connections");
+                                },
+                            }
+                            drop(tcp);
                             continue;
                         }
                     };
@@ -106,8 +135,11 @@ impl Server {
                     let tls = self.tls.clone();
                     let router = self.router.clone();
                     let watcher = graceful.watcher();
+                    let (handshake_timeout, header_timeout) =
+                        (limits.handshake_timeout, limits.header_timeout);
                     tokio::spawn(async move {
-                        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                        let _slot = slot;
+                        let stream = match tokio::time::timeout(handshake_timeout, tls.accept(tcp)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -133,6 +165,8 @@ impl Server {
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
                             .keep_alive(true)
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(header_timeout)
                             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -64,8 +64,13 @@ fn peer_der(ext: &Extensions) -> Option<Arc<[u8]>> {
 /// How many endorsed node certificates the node channel remembers.
 const MAX_ENDORSED_PEERS: usize = 64;
 
+/// Whether `path` is a node-channel route (Raft and forwarded requests).
+pub(super) fn is_node_channel(path: &str) -> bool {
+    path == APPEND_PATH || path == VOTE_PATH || path == FORWARD_PATH
+}
+
 /// Admits only nodes: the client certificate must be endorsed by the service key.
-fn require_node(st: &AppState, ext: &Extensions) -> Result<(), ApiError> {
+pub(super) fn require_node(st: &AppState, ext: &Extensions) -> Result<(), ApiError> {
     let forbidden = |m: &str| {
         ApiError::new(
             StatusCode::FORBIDDEN,
