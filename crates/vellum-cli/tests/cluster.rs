@@ -432,3 +432,122 @@ async fn the_collection_limit_holds_across_nodes() {
     write(primary, "a").await.unwrap();
     c.stop_all();
 }
+
+/// What a retired node's data directory still holds (the service key) does not get it, or a
+/// node it mints, back into the node channel; and a trusted node forwarding a write is held to
+/// the rights of the caller it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_node_is_locked_out_and_forwarded_writes_are_authorised_again() {
+    use vellum_ledger::identity::{Identity, endorse_node};
+    use vellum_node::cluster::{Forward, ForwardReply};
+    use vellum_node::ops::{Caller, Op};
+    use vellum_node::users::Role;
+    let mut c = Cluster::start(3, &[]).await;
+    let primary = c.primary().await;
+    let (retired, backup) = {
+        let others: Vec<usize> = (0..3).filter(|i| *i != primary).collect();
+        (others[0], others[1])
+    };
+    let retired_id = c.node_id(retired);
+    c.admin(primary)
+        .remove_node(&retired_id, None)
+        .await
+        .unwrap();
+    c.stop(retired);
+    let read = |i: usize, f: &str| std::fs::read_to_string(c.nodes[i].data.join(f)).unwrap();
+    // A certificate minted with the retired node's copy of the service key, for a new key.
+    let now = std::time::SystemTime::now();
+    let fresh = Identity::client("Vellum Node", now, 30).unwrap();
+    let forged_cert = endorse_node(
+        &read(retired, "service_cert.pem"),
+        &read(retired, "service_key.pem"),
+        fresh.cert.spki_der(),
+        "Vellum Node",
+        &["localhost"],
+        &["127.0.0.1".parse().unwrap()],
+        now,
+        30,
+    )
+    .unwrap();
+    let outsider = Identity::client("Outsider", now, 30).unwrap();
+    let outsider_id = outsider.cert.acl_fingerprint();
+    let admin_id = vellum_core::crypto::Certificate::from_pem(&read(0, "admin.pem"))
+        .unwrap()
+        .acl_fingerprint();
+    let make_admin = |caller: Caller| Forward::Op {
+        caller,
+        op: Op::SetRole {
+            user_id: outsider_id.clone(),
+            role: Role::Administrator,
+        },
+    };
+    let forward = |identity: String, msg: Forward| {
+        let ca = reqwest::Certificate::from_pem(c.service_cert().as_bytes()).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let url = format!("{}/node/forward", c.nodes[primary].endpoint);
+        async move {
+            let r = client
+                .post(url)
+                .header("content-type", "application/x-vellum-postcard")
+                .body(postcard::to_stdvec(&msg).unwrap())
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap())
+        }
+    };
+    // The retired node's own certificate, and one it minted: the channel refuses both, even
+    // naming an Administrator as the caller.
+    let retired_identity = format!(
+        "{}{}",
+        read(retired, "node_cert.pem"),
+        read(retired, "node_key.pem")
+    );
+    let forged_identity = format!("{forged_cert}{}", fresh.key_pem());
+    for (who, identity) in [("retired", retired_identity), ("minted", forged_identity)] {
+        let (status, body) = forward(identity, make_admin(Caller::Cert(admin_id.clone()))).await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 403, "{who}: {v}");
+        assert_eq!(v["error"]["code"], "NotAllowed", "{who}: {v}");
+    }
+    // A trusted node's certificate, naming a caller who is no Administrator: the primary
+    // checks the caller and refuses.
+    let backup_identity = format!(
+        "{}{}",
+        read(backup, "node_cert.pem"),
+        read(backup, "node_key.pem")
+    );
+    let (status, body) = forward(
+        backup_identity,
+        make_admin(Caller::Cert(outsider_id.clone())),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let reply: ForwardReply = postcard::from_bytes(&body).unwrap();
+    assert!(matches!(reply, ForwardReply::NotAllowed(_)), "{reply:?}");
+    // Nothing was written: the outsider is no user.
+    let err = c
+        .admin(primary)
+        .get_user(&outsider_id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    // The service goes on with its two nodes.
+    let r = c
+        .admin(backup)
+        .append_to_ledger(
+            "after the lock-out",
+            Some(AppendToLedgerOptions {
+                wait_for_commit: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(!r.transaction_id.is_empty());
+    c.stop_all();
+}

@@ -142,8 +142,9 @@ pub fn raft_id_of(node_id: &str) -> Option<u64> {
     u64::from_str_radix(node_id.get(..16)?, 16).ok()
 }
 
-/// A new join token and the write set that records it.
-pub fn new_token(service_cert: &Certificate, now: SystemTime) -> (String, EntryBuilder) {
+/// A new join token: the token, the hex SHA-256 of its secret (what the ledger records) and
+/// its expiry (unix seconds).
+pub fn new_token(service_cert: &Certificate, now: SystemTime) -> (String, String, u64) {
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
     let token = format!(
@@ -152,12 +153,16 @@ pub fn new_token(service_cert: &Certificate, now: SystemTime) -> (String, EntryB
         hex::encode(Sha256::digest(service_cert.der()))
     );
     let expires_at = unix(now) + TOKEN_LIFETIME.as_secs();
+    (token, hex::encode(Sha256::digest(secret)), expires_at)
+}
+
+/// The write set that records a join token by the digest of its secret.
+pub fn token_write_set(key: &str, expires_at: u64) -> EntryBuilder {
     let v = serde_json::to_vec(&TokenRecord { expires_at }).unwrap_or_default();
-    let ws = EntryBuilder::default().map(MapWrites::with_writes(
+    EntryBuilder::default().map(MapWrites::with_writes(
         JOIN_TOKENS_TABLE,
-        vec![(hex::encode(Sha256::digest(secret)).into_bytes(), v)],
-    ));
-    (token, ws)
+        vec![(key.as_bytes().to_vec(), v)],
+    ))
 }
 
 /// A join token, parsed.
@@ -232,6 +237,11 @@ pub struct JoinResponse {
     pub chunk_size: u64,
     /// The transaction that admitted it.
     pub admitted_at: String,
+    /// The certificates (PEM) of the service's trusted nodes when it was admitted: the node
+    /// channel of a node that has not caught up yet admits these (and, once it has, exactly
+    /// those the ledger records as trusted).
+    #[serde(default)]
+    pub trusted_node_certs: Vec<String>,
 }
 
 impl std::fmt::Debug for JoinResponse {
@@ -246,12 +256,13 @@ impl std::fmt::Debug for JoinResponse {
 /// A request forwarded from a backup to the primary (postcard over the node channel).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Forward {
-    /// Record a write set; `applied`: answer once it is applied on the primary.
-    Write {
-        /// The write set.
-        ws: EntryBuilder,
-        /// Wait until applied.
-        applied: bool,
+    /// Perform an operation for a caller (the primary checks the caller's rights again, and
+    /// builds the write set itself: the channel never carries one).
+    Op {
+        /// Who asked the backup.
+        caller: crate::ops::Caller,
+        /// What.
+        op: crate::ops::Op,
     },
     /// Admit a node (the joining node's certificate, DER, as the backup saw it).
     Join {
@@ -273,6 +284,8 @@ pub enum ForwardReply {
     NotPrimary,
     /// The request was refused (bad input): nothing was done.
     Refused(String),
+    /// The caller may not do this: nothing was done.
+    NotAllowed(String),
     /// It failed.
     Failed(String),
     /// The write would start a collection past the limit (holds how many there are):
@@ -363,7 +376,8 @@ mod tests {
     fn tokens_round_trip_and_pin_the_service() {
         let now = SystemTime::now();
         let service = Identity::service("s", now, 1).unwrap();
-        let (token, ws) = new_token(&service.cert, now);
+        let (token, key, expires_at) = new_token(&service.cert, now);
+        let ws = token_write_set(&key, expires_at);
         let parsed: JoinToken = token.parse().unwrap();
         assert_eq!(
             parsed.service_cert_digest[..],

@@ -11,6 +11,8 @@
 //!   genesis.json            the genesis write set, until the ledger holds it
 //!   node.json               this node's Raft id; written last: its presence marks a
 //!                           complete provisioning
+//!   peers.pem               (a node that joined a service) the trusted nodes' certificates
+//!                           when it was admitted
 //!   ledger/                 CCF ledger chunks
 //!   index.redb              the entry index (derived; rebuilt from the ledger if lost)
 //!   raft/vote.json          Raft's vote
@@ -119,6 +121,9 @@ pub struct DataDir {
     pub service_key_pem: String,
     /// The chunk size of the service this node joined, if it joined one.
     pub chunk_size: Option<u64>,
+    /// The certificates (DER) of the trusted nodes when this node was admitted, if it joined a
+    /// service (`peers.pem`).
+    pub join_peers: Vec<Vec<u8>>,
 }
 
 /// Creates the data directory and its `raft/` (mode 0700 whatever the umask) and refuses to go
@@ -190,8 +195,20 @@ impl DataDir {
         } else {
             None
         };
+        let peers = root.join("peers.pem");
+        let join_peers = if peers.exists() {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            CertificateDer::pem_slice_iter(read_string(&peers)?.as_bytes())
+                .map(|c| c.map(|c| c.to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(format!("peers.pem: {e}")))?
+        } else {
+            Vec::new()
+        };
         Ok(DataDir {
             root: root.to_path_buf(),
+            join_peers,
             keys,
             raft_id: node.raft_id,
             node_id: node.node_id,
@@ -232,6 +249,11 @@ impl DataDir {
         for (name, text) in files {
             write_durably(&root.join(name), text.as_bytes()).map_err(err)?;
         }
+        write_durably(
+            &root.join("peers.pem"),
+            joined.trusted_node_certs.concat().as_bytes(),
+        )
+        .map_err(err)?;
         let nf = NodeFile {
             raft_id: joined.raft_id,
             node_id: joined.node_id.clone(),

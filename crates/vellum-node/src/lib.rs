@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod datadir;
 pub mod files;
 pub mod node;
+pub mod ops;
 pub mod raft;
 pub mod server;
 #[cfg(feature = "test-util")]
@@ -62,6 +63,9 @@ pub enum NodeError {
     /// The request was refused as invalid (nothing was written).
     #[error("{0}")]
     Refused(String),
+    /// The caller may not do this (nothing was written).
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
     /// A write would start a collection past the limit (nothing was written); holds how many
     /// the ledger has.
     #[error("the ledger already has {0} collections, the limit")]

@@ -23,11 +23,13 @@ use crate::cluster::{
     raft_id_of,
 };
 use crate::datadir::{Bootstrap, DataDir};
+use crate::ops::{Caller, Needs, Op};
 use crate::raft::flusher::FlushStats;
 use crate::raft::log_store::{LogStore, Shared};
 use crate::raft::network::{FORWARD_PATH, PeerClient, PeerError, PeerNetworkFactory};
 use crate::raft::state_machine::{CommitState, CommitWait, CommitWaiters, StateMachine};
 use crate::raft::types::{Node, Raft, Ticket, Tx};
+use crate::users::Role;
 use crate::{NodeError, lock};
 
 /// How a node runs.
@@ -161,6 +163,17 @@ impl StatusView for View<'_> {
     fn view_at(&self, seqno: u64) -> Option<u64> {
         self.engine.view_at(seqno)
     }
+}
+
+/// The write set of an application entry.
+fn entry_write_set(collection: &str, contents: &str) -> EntryBuilder {
+    let value = json!({"contents": contents, "collectionId": collection})
+        .to_string()
+        .into_bytes();
+    EntryBuilder::default().map(MapWrites::with_writes(
+        ENTRIES_TABLE,
+        vec![(collection.as_bytes().to_vec(), value)],
+    ))
 }
 
 fn entry_of(txid: TxId, ws: &EntryBuilder) -> Option<LedgerEntry> {
@@ -367,7 +380,7 @@ impl LedgerNode {
             // Genesis went in with the initial membership (status Opening); open the service.
             let ws =
                 EntryBuilder::default().map(service_info(&self.data.keys.service_cert_pem, "Open"));
-            let t = self.write(ws).await?;
+            let t = self.write_local(ws).await?;
             self.wait_committed(t, Duration::from_secs(30)).await?;
             self.data.genesis_written()?;
         }
@@ -395,17 +408,23 @@ impl LedgerNode {
         &self.data.node_id
     }
 
-    /// Records a write set; returns its transaction id as soon as the primary has assigned it
-    /// (the transaction is then Pending; see [`LedgerNode::wait_committed`]). On a backup the
-    /// write set is forwarded to the primary over the node channel.
-    pub async fn write(&self, ws: EntryBuilder) -> Result<TxId, NodeError> {
-        self.submit(ws, false).await
-    }
-
-    /// Records a write set and waits until it is applied (Raft-committed and visible to reads
-    /// on this node); used for user changes, which must take effect before the call returns.
-    pub async fn write_applied(&self, ws: EntryBuilder) -> Result<TxId, NodeError> {
-        self.submit(ws, true).await
+    /// Records a write set of the node's own (not a caller's) on this node, which must be or
+    /// become the primary within [`FORWARD_WAIT`]: such writes are never forwarded.
+    async fn write_local(&self, ws: EntryBuilder) -> Result<TxId, NodeError> {
+        let ws = Arc::new(ws);
+        let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
+        loop {
+            if self.primary().map(|p| p.0) == Some(self.raft_id) {
+                match self.write_here(ws.clone(), false).await {
+                    Err(NodeError::NotPrimary(_)) if tokio::time::Instant::now() < deadline => {}
+                    r => return r,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::NotPrimary(self.primary().map(|p| p.0)));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The primary's Raft id and node-to-node address, as this node knows them.
@@ -417,22 +436,31 @@ impl LedgerNode {
         Some((id, addr))
     }
 
-    async fn submit(&self, ws: EntryBuilder, applied: bool) -> Result<TxId, NodeError> {
-        let ws = Arc::new(ws);
+    /// Performs `op` for `caller`: on the primary, once the caller's rights are checked against
+    /// its tables; on a backup, by forwarding the operation and its caller to the primary,
+    /// which checks them again. Returns the transaction id as soon as the primary assigned it
+    /// (Pending), or, for operations that change who may do what, once this node has applied
+    /// it. `caller` `None` is the process embedding the node, trusted: it can only write on the
+    /// primary.
+    pub async fn perform(&self, caller: Option<&Caller>, op: Op) -> Result<TxId, NodeError> {
+        let applied = op.answered_when_applied();
         let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
         loop {
             match self.primary() {
-                Some((id, _)) if id == self.raft_id => {
-                    match self.write_here(ws.clone(), applied).await {
-                        Err(NodeError::NotPrimary(_)) if tokio::time::Instant::now() < deadline => {
-                        }
-                        r => return r,
-                    }
-                }
+                Some((id, _)) if id == self.raft_id => match self.perform_here(caller, &op).await {
+                    Err(NodeError::NotPrimary(_)) if tokio::time::Instant::now() < deadline => {}
+                    r => return r,
+                },
                 Some((_, addr)) => {
-                    let msg = Forward::Write {
-                        ws: (*ws).clone(),
-                        applied,
+                    let Some(caller) = caller else {
+                        return Err(NodeError::Refused(
+                            "this node is a backup: a write it forwards must name its caller"
+                                .into(),
+                        ));
+                    };
+                    let msg = Forward::Op {
+                        caller: caller.clone(),
+                        op: op.clone(),
                     };
                     match self.forward(&addr, &msg).await {
                         Ok(ForwardReply::Done(view, seqno)) => {
@@ -445,6 +473,7 @@ impl LedgerNode {
                         Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..))
                             if tokio::time::Instant::now() < deadline => {}
                         Ok(ForwardReply::Refused(m)) => return Err(NodeError::Refused(m)),
+                        Ok(ForwardReply::NotAllowed(m)) => return Err(NodeError::NotAllowed(m)),
                         Ok(ForwardReply::TooManyCollections(n)) => {
                             return Err(NodeError::TooManyCollections(n));
                         }
@@ -460,6 +489,67 @@ impl LedgerNode {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// On the primary: checks `caller`'s rights to `op`, builds its write set from this node's
+    /// tables, and records it.
+    async fn perform_here(&self, caller: Option<&Caller>, op: &Op) -> Result<TxId, NodeError> {
+        if let Some(c) = caller {
+            self.authorise(c, op.needs())?;
+        }
+        let ws = match op {
+            Op::Append {
+                collection,
+                contents,
+            } => entry_write_set(collection, contents),
+            Op::SetRole { user_id, role } => crate::users::set_role(user_id, *role),
+            Op::RemoveUser { user_id } => crate::users::remove(user_id),
+            Op::JoinToken { key, expires_at } => {
+                let latest = crate::cluster::unix(std::time::SystemTime::now())
+                    + crate::cluster::TOKEN_LIFETIME.as_secs()
+                    + 60;
+                let digest = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
+                if !digest || *expires_at > latest {
+                    return Err(NodeError::Refused("not a join token record".into()));
+                }
+                crate::cluster::token_write_set(key, *expires_at)
+            }
+            Op::Retire { node_id } => self.retire_write_set(node_id)?,
+        };
+        self.write_here(Arc::new(ws), op.answered_when_applied())
+            .await
+    }
+
+    /// Whether `caller` may do what `needs` asks, by this node's tables.
+    fn authorise(&self, caller: &Caller, needs: Needs) -> Result<(), NodeError> {
+        let role = self.role_of(caller.user_id());
+        let ok = match needs {
+            Needs::Role(r) => role.is_some_and(|have| have >= r),
+            Needs::Operator => {
+                self.is_member(caller) || role.is_some_and(|have| have >= Role::Administrator)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(NodeError::NotAllowed(format!(
+                "{} may not do this",
+                caller.user_id()
+            )))
+        }
+    }
+
+    /// Whether `caller` is a consortium member: by its certificate only.
+    pub fn is_member(&self, caller: &Caller) -> bool {
+        let Caller::Cert(fingerprint) = caller else {
+            return false;
+        };
+        self.governance().is_ok_and(|g| {
+            g.members.iter().any(|(_, pem)| {
+                vellum_core::crypto::Certificate::from_pem(pem)
+                    .is_ok_and(|c| c.acl_fingerprint() == *fingerprint)
+            })
+        })
     }
 
     /// Forwards `msg` to the primary at `addr`. Gives up (with an ambiguous error: the primary
@@ -567,10 +657,13 @@ impl LedgerNode {
             return ForwardReply::NotPrimary;
         }
         match msg {
-            Forward::Write { ws, applied } => match self.write_here(Arc::new(ws), applied).await {
+            // The caller's rights are checked here again, by this node's tables.
+            Forward::Op { caller, op } => match self.perform_here(Some(&caller), &op).await {
                 Ok(t) => ForwardReply::Done(t.view, t.seqno),
                 Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
                 Err(NodeError::TooManyCollections(n)) => ForwardReply::TooManyCollections(n),
+                Err(NodeError::NotAllowed(m)) => ForwardReply::NotAllowed(m),
+                Err(NodeError::Refused(m)) => ForwardReply::Refused(m),
                 Err(e) => ForwardReply::Failed(e.to_string()),
             },
             Forward::Join { request, cert_der } => {
@@ -581,6 +674,43 @@ impl LedgerNode {
                     Err(e) => ForwardReply::Failed(e.to_string()),
                 }
             }
+        }
+    }
+
+    /// The certificates (PEM) of the nodes recorded `Trusted`.
+    fn trusted_node_certs(&self) -> Vec<String> {
+        let cluster = crate::read_lock(&self.shared.cluster);
+        cluster
+            .certs
+            .iter()
+            .filter(|(id, _)| {
+                cluster
+                    .nodes
+                    .get(*id)
+                    .is_some_and(|n| n.status == "Trusted")
+            })
+            .map(|(_, pem)| pem.clone())
+            .collect()
+    }
+
+    /// Whether `der` is the certificate recorded for node `node_id` (or, on a node that has not
+    /// caught up yet, one of those it was told of when it was admitted).
+    pub fn is_node_certificate(&self, node_id: &str, der: &[u8]) -> bool {
+        let recorded = crate::read_lock(&self.shared.cluster)
+            .certs
+            .get(node_id)
+            .and_then(|pem| vellum_core::crypto::Certificate::from_pem(pem).ok())
+            .is_some_and(|c| c.der() == der);
+        recorded || self.data.join_peers.iter().any(|p| p[..] == *der)
+    }
+
+    /// Whether node `node_id`, presenting `der`, is a trusted node: recorded `Trusted`, or,
+    /// while this node has not caught up, unknown here but among the nodes it was told of.
+    pub fn is_trusted_node(&self, node_id: &str, der: &[u8]) -> bool {
+        match self.node_status(node_id).as_deref() {
+            Some("Trusted") => true,
+            None => self.data.join_peers.iter().any(|p| p[..] == *der),
+            Some(_) => false,
         }
     }
 
@@ -633,16 +763,20 @@ impl LedgerNode {
         out
     }
 
-    /// Creates a one-time join token (valid for [`crate::cluster::TOKEN_LIFETIME`]); returns
-    /// the token and its expiry (unix seconds).
-    pub async fn create_join_token(&self) -> Result<(String, u64), NodeError> {
+    /// Creates a one-time join token (valid for [`crate::cluster::TOKEN_LIFETIME`]) for an
+    /// operator (see [`LedgerNode::perform`]); returns the token and its expiry (unix seconds).
+    /// The secret never leaves this node: the ledger records its digest.
+    pub async fn create_join_token(
+        &self,
+        caller: Option<&Caller>,
+    ) -> Result<(String, u64), NodeError> {
         let cert = vellum_core::crypto::Certificate::from_pem(&self.data.keys.service_cert_pem)
             .map_err(|e| NodeError::DataDir(e.to_string()))?;
-        let now = std::time::SystemTime::now();
-        let (token, ws) = crate::cluster::new_token(&cert, now);
-        self.write_applied(ws).await?;
-        let expires = crate::cluster::unix(now) + crate::cluster::TOKEN_LIFETIME.as_secs();
-        Ok((token, expires))
+        let (token, key, expires_at) =
+            crate::cluster::new_token(&cert, std::time::SystemTime::now());
+        self.perform(caller, Op::JoinToken { key, expires_at })
+            .await?;
+        Ok((token, expires_at))
     }
 
     /// Admits a joining node (see [`crate::cluster`]): `cert_der` is the certificate it
@@ -781,12 +915,24 @@ impl LedgerNode {
             ledger_secret_hex: hex::encode(self.data.keys.secret.as_bytes()),
             chunk_size: self.chunk_size,
             admitted_at: txid.to_string(),
+            trusted_node_certs: self.trusted_node_certs(),
         })
     }
 
-    /// Retires a node: records it `Retired`; the primary then removes it from Raft. Returns the
-    /// transaction that retired it.
-    pub async fn retire(&self, node_id: &str) -> Result<TxId, NodeError> {
+    /// Retires a node for an operator (see [`LedgerNode::perform`]): records it `Retired`; the
+    /// primary then removes it from Raft. Returns the transaction that retired it.
+    pub async fn retire(&self, caller: Option<&Caller>, node_id: &str) -> Result<TxId, NodeError> {
+        self.perform(
+            caller,
+            Op::Retire {
+                node_id: node_id.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// On the primary: the write set that retires `node_id`, if it may be retired.
+    fn retire_write_set(&self, node_id: &str) -> Result<EntryBuilder, NodeError> {
         let cluster = self.cluster();
         let Some(rec) = cluster.nodes.get(node_id) else {
             return Err(NodeError::Refused(format!(
@@ -822,14 +968,36 @@ impl LedgerNode {
                     .map(|n| n.addr.clone())
             })
             .unwrap_or_default();
-        self.write_applied(EntryBuilder::default().map(MapWrites::with_writes(
+        Ok(EntryBuilder::default().map(MapWrites::with_writes(
             vellum_core::tables::NODES_INFO,
             vec![(
                 node_id.as_bytes().to_vec(),
                 node_info_value("Retired", raft_id, &address),
             )],
         )))
-        .await
+    }
+
+    /// Gives `user_id` `role`, for an Administrator (see [`LedgerNode::perform`]); answers once
+    /// applied here.
+    pub async fn set_user_role(
+        &self,
+        caller: Option<&Caller>,
+        user_id: &str,
+        role: Role,
+    ) -> Result<TxId, NodeError> {
+        let user_id = user_id.to_owned();
+        self.perform(caller, Op::SetRole { user_id, role }).await
+    }
+
+    /// Removes `user_id`, for an Administrator (see [`LedgerNode::perform`]); answers once
+    /// applied here.
+    pub async fn remove_user(
+        &self,
+        caller: Option<&Caller>,
+        user_id: &str,
+    ) -> Result<TxId, NodeError> {
+        let user_id = user_id.to_owned();
+        self.perform(caller, Op::RemoveUser { user_id }).await
     }
 
     /// Users and roles, as of the last applied transaction.
@@ -881,16 +1049,25 @@ impl LedgerNode {
             .map_or_else(|| "the node stopped".to_owned(), str::to_owned)
     }
 
-    /// Appends an application entry to `collection`.
+    /// Appends an application entry to `collection` for the process embedding the node (on
+    /// the primary only; see [`LedgerNode::perform`]).
     pub async fn append(&self, collection: &str, contents: &str) -> Result<TxId, NodeError> {
-        let value = json!({"contents": contents, "collectionId": collection})
-            .to_string()
-            .into_bytes();
-        self.write(EntryBuilder::default().map(MapWrites::with_writes(
-            ENTRIES_TABLE,
-            vec![(collection.as_bytes().to_vec(), value)],
-        )))
-        .await
+        self.append_as(None, collection, contents).await
+    }
+
+    /// Appends an application entry to `collection` for a Contributor (see
+    /// [`LedgerNode::perform`]).
+    pub async fn append_as(
+        &self,
+        caller: Option<&Caller>,
+        collection: &str,
+        contents: &str,
+    ) -> Result<TxId, NodeError> {
+        let op = Op::Append {
+            collection: collection.to_owned(),
+            contents: contents.to_owned(),
+        };
+        self.perform(caller, op).await
     }
 
     /// The status of a transaction (CCF §8).

@@ -22,7 +22,7 @@ use vellum_core::status::TxStatus;
 
 use super::auth::TokenValidator;
 use crate::LedgerNode;
-use crate::users::{self, Role};
+use crate::users::Role;
 
 /// The collection of writes that name none (ACL's default).
 pub const DEFAULT_COLLECTION: &str = "subledger:0";
@@ -107,7 +107,9 @@ pub(crate) struct AppState {
     /// Node certificates already found endorsed by the service key, by their DER: the node
     /// channel checks each peer's certificate once, not at every AppendEntries (an ECDSA
     /// verification each time was a twentieth of a backup's CPU).
-    pub(super) endorsed_peers: std::sync::Mutex<Vec<Arc<[u8]>>>,
+    /// Node certificates (DER) found to be the ones recorded for their nodes, with their node
+    /// ids: the node channel checks a certificate against the ledger once.
+    pub(super) known_peers: std::sync::Mutex<Vec<(Arc<[u8]>, String)>>,
 }
 
 /// The client certificate of the connection, as its ACL fingerprint.
@@ -125,6 +127,17 @@ pub(super) enum Caller {
     /// as anything but the users table goes: a token never acts as a member or a node, even
     /// if its `oid` equals one's fingerprint.
     Token(String),
+}
+
+impl Caller {
+    /// The identity an operation is performed for (`None` without a valid credential).
+    pub(super) fn identity(&self) -> Option<crate::ops::Caller> {
+        match self {
+            Caller::Cert(id) => Some(crate::ops::Caller::Cert(id.clone())),
+            Caller::Token(id) => Some(crate::ops::Caller::Token(id.clone())),
+            Caller::Anonymous | Caller::Invalid(_) => None,
+        }
+    }
 }
 
 /// A CCF-style error response.
@@ -342,6 +355,7 @@ pub(super) fn write_failed(e: crate::NodeError) -> ApiError {
             format!("{e}; the write may or may not have been recorded"),
         ),
         crate::NodeError::Refused(m) => ApiError::bad("InvalidInput", m),
+        crate::NodeError::NotAllowed(m) => ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", m),
         e @ crate::NodeError::TooManyCollections(_) => {
             ApiError::bad("TooManyCollections", e.to_string())
         }
@@ -364,7 +378,7 @@ impl AppState {
             cfg,
             requests: AtomicU64::new(0),
             host_data,
-            endorsed_peers: std::sync::Mutex::new(Vec::new()),
+            known_peers: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -710,7 +724,7 @@ async fn post_entry(
     };
     let txid = st
         .node
-        .append(&collection, contents)
+        .append_as(ctx.caller.identity().as_ref(), &collection, contents)
         .await
         .map_err(write_failed)?;
     let key = if q.legacy() {
@@ -990,7 +1004,7 @@ async fn patch_user(
             .ok_or_else(|| ApiError::bad("InvalidInput", "missing \"assignedRole\""))?,
     };
     st.node
-        .write_applied(users::set_role(&id, role))
+        .set_user_role(ctx.caller.identity().as_ref(), &id, role)
         .await
         .map_err(write_failed)?;
     Ok(ok_json(user_json(&id, role)))
@@ -1007,7 +1021,7 @@ async fn delete_user(
         return Err(unknown_user(&id));
     }
     st.node
-        .write_applied(users::remove(&id))
+        .remove_user(ctx.caller.identity().as_ref(), &id)
         .await
         .map_err(write_failed)?;
     Ok(StatusCode::NO_CONTENT.into_response())

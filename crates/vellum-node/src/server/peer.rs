@@ -25,7 +25,7 @@ use serde_json::json;
 use vellum_core::crypto::Certificate;
 
 use super::api::{
-    ApiError, ApiResult, AppState, Caller, Ctx, St, body_bytes, json_body, ok_json, path_param,
+    ApiError, ApiResult, AppState, Ctx, St, body_bytes, json_body, ok_json, path_param,
     write_failed,
 };
 use crate::cluster::{Forward, JoinRequest};
@@ -61,15 +61,18 @@ fn peer_der(ext: &Extensions) -> Option<Arc<[u8]>> {
     ext.get::<PeerCertDer>().and_then(|p| p.0.clone())
 }
 
-/// How many endorsed node certificates the node channel remembers.
-const MAX_ENDORSED_PEERS: usize = 64;
-
 /// Whether `path` is a node-channel route (Raft and forwarded requests).
 pub(super) fn is_node_channel(path: &str) -> bool {
     path == APPEND_PATH || path == VOTE_PATH || path == FORWARD_PATH
 }
 
-/// Admits only nodes: the client certificate must be endorsed by the service key.
+/// How many node certificates the node channel remembers as checked.
+const MAX_KNOWN_PEERS: usize = 64;
+
+/// Admits only nodes of this service: the client certificate must be exactly the one the
+/// ledger records for a node whose status is `Trusted` (a node that has just joined and not
+/// yet caught up goes by the nodes it was told of when it was admitted). Being endorsed by the
+/// service key is not enough: a retired node's directory holds that key.
 pub(super) fn require_node(st: &AppState, ext: &Extensions) -> Result<(), ApiError> {
     let forbidden = |m: &str| {
         ApiError::new(
@@ -79,26 +82,35 @@ pub(super) fn require_node(st: &AppState, ext: &Extensions) -> Result<(), ApiErr
         )
     };
     let der = peer_der(ext).ok_or_else(|| forbidden("no client certificate"))?;
-    let cert = Certificate::from_der(&der).map_err(|e| forbidden(&e.to_string()))?;
-    let known = lock(&st.endorsed_peers).iter().any(|d| **d == *der);
-    if !known {
-        let service = Certificate::from_pem(st.node.service_cert_pem())
-            .and_then(|c| c.public_key())
-            .map_err(ApiError::internal)?;
-        cert.verify_issued_by(&service)
-            .map_err(|_| forbidden("the certificate is not endorsed by this service"))?;
-        let mut endorsed = lock(&st.endorsed_peers);
-        // Bounded: a service has a handful of nodes (renewed certificates push old ones out).
-        if endorsed.len() >= MAX_ENDORSED_PEERS {
-            endorsed.remove(0);
+    let known = lock(&st.known_peers)
+        .iter()
+        .find(|(d, _)| **d == *der)
+        .map(|(_, id)| id.clone());
+    let id = match known {
+        Some(id) => id,
+        None => {
+            let cert = Certificate::from_der(&der).map_err(|e| forbidden(&e.to_string()))?;
+            let id = vellum_core::crypto::node_id_of(&cert);
+            if !st.node.is_node_certificate(&id, &der) {
+                return Err(forbidden(&format!(
+                    "the certificate is not the one this service recorded for node {id}"
+                )));
+            }
+            let mut known = lock(&st.known_peers);
+            // Bounded: a service has a handful of nodes.
+            if known.len() >= MAX_KNOWN_PEERS {
+                known.remove(0);
+            }
+            known.push((der.clone(), id.clone()));
+            id
         }
-        endorsed.push(der);
-    }
-    // A removed node keeps its endorsed certificate; it may no longer take part. (A node this
-    // node has not heard of yet is let in: a node that just joined knows nobody.)
-    let id = vellum_core::crypto::node_id_of(&cert);
-    if st.node.node_status(&id).as_deref() == Some("Retired") {
-        return Err(forbidden(&format!("node {id} is retired")));
+    };
+    if !st.node.is_trusted_node(&id, &der) {
+        let status = st.node.node_status(&id).unwrap_or_else(|| "unknown".into());
+        return Err(forbidden(&format!(
+            "node {id} is {}: not a trusted node of this service",
+            status.to_lowercase()
+        )));
     }
     Ok(())
 }
@@ -163,15 +175,8 @@ async fn nodes(State(st): St) -> Response {
 /// Administrators, and consortium members (by their certificate: a bearer token never acts
 /// as a member).
 fn require_operator(st: &AppState, ctx: &Ctx) -> Result<(), ApiError> {
-    if let Caller::Cert(id) = &ctx.caller {
-        let member = st.node.governance().is_ok_and(|g| {
-            g.members.iter().any(|(_, pem)| {
-                Certificate::from_pem(pem).is_ok_and(|c| c.acl_fingerprint() == *id)
-            })
-        });
-        if member {
-            return Ok(());
-        }
+    if ctx.caller.identity().is_some_and(|c| st.node.is_member(&c)) {
+        return Ok(());
     }
     st.require(&ctx.caller, Role::Administrator, &ctx.method, &ctx.uri)
         .map(|_| ())
@@ -179,7 +184,11 @@ fn require_operator(st: &AppState, ctx: &Ctx) -> Result<(), ApiError> {
 
 async fn create_token(State(st): St, ctx: Ctx) -> ApiResult {
     require_operator(&st, &ctx)?;
-    let (token, expires_at) = st.node.create_join_token().await.map_err(write_failed)?;
+    let (token, expires_at) = st
+        .node
+        .create_join_token(ctx.caller.identity().as_ref())
+        .await
+        .map_err(write_failed)?;
     Ok(ok_json(json!({"token": token, "expires_at": expires_at})))
 }
 
@@ -197,7 +206,11 @@ async fn remove_node(
             format!("no node {node_id} in this service"),
         ));
     }
-    let txid = st.node.retire(&node_id).await.map_err(write_failed)?;
+    let txid = st
+        .node
+        .retire(ctx.caller.identity().as_ref(), &node_id)
+        .await
+        .map_err(write_failed)?;
     Ok(ok_json(
         json!({"node_id": node_id, "status": "Retired", "transaction_id": txid.to_string()}),
     ))

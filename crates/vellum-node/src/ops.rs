@@ -1,0 +1,90 @@
+//! The writes a node makes for callers, as typed operations. A backup forwards the operation
+//! and its caller to the primary, never a write set: the primary checks the caller's rights
+//! against its own tables and builds the write set itself, so that a node channel message can
+//! only ask for what the caller could have asked for through the API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::users::Role;
+
+/// Who asked for an operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Caller {
+    /// A client certificate, by its ACL fingerprint.
+    Cert(String),
+    /// A bearer token, by its `oid`. Token and certificate identities share the users table
+    /// and nothing else: a token never acts as a member or a node.
+    Token(String),
+}
+
+impl Caller {
+    /// The user id the users table knows the caller by.
+    pub fn user_id(&self) -> &str {
+        match self {
+            Caller::Cert(id) | Caller::Token(id) => id,
+        }
+    }
+}
+
+/// An operation a caller may ask any node for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Append an application entry (Contributor).
+    Append {
+        /// Its collection.
+        collection: String,
+        /// Its contents.
+        contents: String,
+    },
+    /// Give a user a role (Administrator).
+    SetRole {
+        /// The user.
+        user_id: String,
+        /// The role.
+        role: Role,
+    },
+    /// Remove a user (Administrator).
+    RemoveUser {
+        /// The user.
+        user_id: String,
+    },
+    /// Record a join token (an operator: a member's certificate or an Administrator). The
+    /// secret stays with the node that made it; only its digest is recorded.
+    JoinToken {
+        /// Hex SHA-256 of the token's secret.
+        key: String,
+        /// Unix seconds after which it is refused.
+        expires_at: u64,
+    },
+    /// Retire a node (an operator).
+    Retire {
+        /// The node.
+        node_id: String,
+    },
+}
+
+/// What an operation needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// At least this role.
+    Role(Role),
+    /// A consortium member's certificate, or an Administrator.
+    Operator,
+}
+
+impl Op {
+    /// What it needs of its caller.
+    pub fn needs(&self) -> Needs {
+        match self {
+            Op::Append { .. } => Needs::Role(Role::Contributor),
+            Op::SetRole { .. } | Op::RemoveUser { .. } => Needs::Role(Role::Administrator),
+            Op::JoinToken { .. } | Op::Retire { .. } => Needs::Operator,
+        }
+    }
+
+    /// Whether the caller is answered once it is applied (it changes who may do what), rather
+    /// than as soon as it has a transaction id.
+    pub fn answered_when_applied(&self) -> bool {
+        !matches!(self, Op::Append { .. })
+    }
+}
