@@ -551,3 +551,56 @@ async fn a_retired_node_is_locked_out_and_forwarded_writes_are_authorised_again(
     assert!(!r.transaction_id.is_empty());
     c.stop_all();
 }
+
+/// The node channel shares the API port: a flood of connections from another address (1,100
+/// raw connections that never complete a handshake, against every node, each node held to
+/// 1,024 file descriptors) does not stop Raft, and writes keep committing through the primary
+/// and a backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_does_not_stop_the_cluster() {
+    let prefix: Vec<String> = ["prlimit", "--nofile=1024:1024", "--"]
+        .map(String::from)
+        .to_vec();
+    let mut c = Cluster::start_placed(3, &[], |_| (prefix.clone(), "127.0.0.1:0".into())).await;
+    let primary = c.primary().await;
+    let backup = (0..3).find(|i| *i != primary).unwrap();
+    let mut flood = Vec::new();
+    for n in 0..3 {
+        let to: std::net::SocketAddr = format!("127.0.0.1:{}", c.nodes[n].port).parse().unwrap();
+        for _ in 0..1100 {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(conn) = s.connect(to).await {
+                flood.push(conn);
+            }
+        }
+    }
+    println!("{} flood connections opened", flood.len());
+    let opts = || {
+        Some(AppendToLedgerOptions {
+            wait_for_commit: true,
+            ..Default::default()
+        })
+    };
+    let started = Instant::now();
+    for i in 0..40 {
+        let node = if i % 2 == 0 { primary } else { backup };
+        c.admin(node)
+            .append_to_ledger(&format!("during the flood {i}"), opts())
+            .await
+            .unwrap_or_else(|e| panic!("write {i} through node {node} failed: {e}"));
+    }
+    println!(
+        "40 committed writes during the flood in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.primary().await, primary, "the flood deposed the primary");
+    let capped = c.nodes.iter().all(|n| {
+        std::fs::read_to_string(&n.log)
+            .unwrap_or_default()
+            .contains("connection limit of one address reached")
+    });
+    assert!(capped, "a node did not hit its per-address cap");
+    drop(flood);
+    c.stop_all();
+}

@@ -188,6 +188,36 @@ async fn slow_idle_and_flooding_connections_cannot_take_the_node_down() {
     );
     node.admin_gets_in().await;
 
+    // What hyper answers by itself, to requests it cannot parse, has the JSON error body too.
+    let long_uri = format!(
+        "GET /app/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let many_headers = format!(
+        "GET /app/collections HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..200)
+            .map(|i| format!("X-{i}: y\r\n"))
+            .collect::<String>()
+    );
+    for (request, status, code) in [
+        ("GARBAGE\r\n\r\n".to_owned(), 400, "InvalidInput"),
+        (long_uri, 414, "UriTooLong"),
+        (many_headers, 431, "RequestHeaderFieldsTooLarge"),
+    ] {
+        let mut s = node.tls_from("127.0.0.1", false).await;
+        s.write_all(request.as_bytes()).await.unwrap();
+        let (closed, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+        assert!(closed, "{status}: the connection stayed open");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{status}: body {body:?} is not JSON: {e}"));
+        assert_eq!(v["error"]["code"], code, "{answer}");
+    }
+
     // Slow and idle: each is closed within a few seconds of its timeout.
     let started = Instant::now();
     let mut idle = node.tls_from("127.0.0.2", false).await;

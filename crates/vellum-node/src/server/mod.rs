@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod limits;
+mod parse_errors;
 pub mod peer;
 pub mod tls;
 
@@ -167,7 +168,10 @@ impl Server {
                             .keep_alive(true)
                             .timer(hyper_util::rt::TokioTimer::new())
                             .header_read_timeout(header_timeout)
-                            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                            .serve_connection(
+                                TokioIo::new(parse_errors::JsonErrors::new(stream)),
+                                TowerToHyperService::new(svc),
+                            );
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
