@@ -225,3 +225,105 @@ fn the_data_directory_is_private_whatever_the_umask() {
         "{err}"
     );
 }
+
+/// A restart from the checkpoint does not hide damage: an entry whose bytes changed on disk is
+/// answered with its own error code (never served, never a bare 500), its neighbours still
+/// read; a changed positions table keeps the node from starting, naming the chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_ledger_files_are_reported_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, endpoint, _) = common::start_serve(&data, &["--chunk-size", "4096"]);
+    let c = client(&data);
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let r = c
+            .post(format!(
+                "{endpoint}/app/transactions?api-version=2022-05-13"
+            ))
+            .header("x-vellum-wait", "committed")
+            .json(&serde_json::json!({"contents": format!("entry {i} {}", "x".repeat(200))}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let t = r.headers()["x-ms-ccf-transaction-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        ids.push(t);
+    }
+    assert!(sigterm(&mut child).success());
+    assert!(data.join("ledger/checkpoint").exists());
+    // The chunk holding the 20th write, and that write's place in it.
+    let seqno: u64 = ids[20].split_once('.').unwrap().1.parse().unwrap();
+    let chunk = std::fs::read_dir(data.join("ledger"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            vellum_ledger::chunk::ChunkName::parse(&name).is_some_and(|n| {
+                n.committed && n.start <= seqno && n.end.is_some_and(|e| e >= seqno)
+            })
+        })
+        .expect("no committed chunk holds the write");
+    let start =
+        vellum_ledger::chunk::ChunkName::parse(&chunk.file_name().unwrap().to_string_lossy())
+            .unwrap()
+            .start;
+    let original = std::fs::read(&chunk).unwrap();
+    let table_at = u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
+    let k = (seqno - start) as usize;
+    let pos = |k: usize| {
+        u32::from_le_bytes(
+            original[table_at + 4 * k..table_at + 4 * k + 4]
+                .try_into()
+                .unwrap(),
+        ) as usize
+    };
+    let end = if table_at + 4 * (k + 1) < original.len() {
+        pos(k + 1)
+    } else {
+        table_at
+    };
+    let mut bytes = original.clone();
+    bytes[end - 1] ^= 0x01;
+    std::fs::write(&chunk, &bytes).unwrap();
+
+    let (mut child, endpoint, _) = common::start_serve(&data, &["--chunk-size", "4096"]);
+    let get = |t: &str| {
+        c.get(format!(
+            "{endpoint}/app/transactions/{t}?api-version=2022-05-13"
+        ))
+        .send()
+    };
+    let r = get(&ids[20]).await.unwrap();
+    assert_eq!(r.status(), 500);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "LedgerEntryDamaged", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("vellum audit"),
+        "{v}"
+    );
+    let r = get(&ids[19]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(sigterm(&mut child).success());
+
+    // The positions table: the node does not start, and says which chunk is damaged.
+    let mut bytes = original.clone();
+    let moved = (pos(k) + 1) as u32;
+    bytes[table_at + 4 * k..table_at + 4 * k + 4].copy_from_slice(&moved.to_le_bytes());
+    std::fs::write(&chunk, &bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = chunk.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&name), "{err}");
+}

@@ -14,8 +14,15 @@
 //! fall back to reading every entry, which is always correct. `vellum ledger audit` still
 //! checks every entry of every chunk.
 //!
-//! Format (little-endian; `docs/formats.md`): magic `VLMCKPT1`, `u64 seqno`, `u32` chunk count
-//! then per chunk `u16` name length, name, `u64` length; `u64` run count then per view run
+//! Damage: the checkpoint records each covered chunk's length and the SHA-256 of its header and
+//! positions table, which every start reads anyway to locate the entries; a chunk whose length
+//! or table changed makes the engine read every entry, which reports the damage. An entry's
+//! own bytes are covered by its GCM tag, checked at each read (a damaged entry is refused, never
+//! served), and by `vellum audit`.
+//!
+//! Format (little-endian; `docs/formats.md`): magic `VLMCKPT2`, `u64 seqno`, `u32` chunk count
+//! then per chunk `u16` name length, name, `u64` length, 32-byte table digest; `u64` run count
+//! then per view run
 //! `u64 first seqno`, `u64 view`; `u64` signature count then the seqnos (`u64` each); `u64`
 //! length of the tree then [`MerkleTree::snapshot`]'s bytes; and the 32-byte MAC of all that.
 
@@ -34,7 +41,9 @@ pub const CHECKPOINT_FILE: &str = "checkpoint";
 /// since the last one.
 pub const CHECKPOINT_EVERY: u64 = 1 << 20;
 
-const MAGIC: &[u8; 8] = b"VLMCKPT1";
+const MAGIC: &[u8; 8] = b"VLMCKPT2";
+/// The first format, without table digests: read as stale (every entry is read once).
+const MAGIC_V1: &[u8; 8] = b"VLMCKPT1";
 const MAC_LABEL: &str = "Vellum restart checkpoint";
 const MAC_SIZE: usize = 32;
 
@@ -107,13 +116,33 @@ impl ViewRuns {
     }
 }
 
+/// A committed chunk a checkpoint covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoveredChunk {
+    /// Its file name.
+    pub name: String,
+    /// Its length in bytes.
+    pub len: u64,
+    /// SHA-256 of its header and positions table ([`table_digest`]).
+    pub table_digest: [u8; 32],
+}
+
+/// SHA-256 of a closed chunk's 8-byte header and its positions table.
+pub fn table_digest(header: &[u8], table: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(header);
+    h.update(table);
+    h.finalize().into()
+}
+
 /// A checkpoint: see the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The last transaction covered: the last seqno of the last chunk in `chunks`.
     pub seqno: u64,
-    /// The committed chunks covered, in order: file name and length.
-    pub chunks: Vec<(String, u64)>,
+    /// The committed chunks covered, in order.
+    pub chunks: Vec<CoveredChunk>,
     /// Views of transactions `1..=seqno`.
     pub views: ViewRuns,
     /// Seqnos of the signature transactions up to `seqno`.
@@ -127,7 +156,7 @@ impl Checkpoint {
     /// after `seqno` are left out, and the tree is taken as it was at `seqno + 1` leaves.
     pub fn at(
         seqno: u64,
-        chunks: Vec<(String, u64)>,
+        chunks: Vec<CoveredChunk>,
         views: &ViewRuns,
         signatures: &[u64],
         tree: &MerkleTree,
@@ -156,10 +185,11 @@ impl Checkpoint {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.seqno.to_le_bytes());
         out.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
-        for (name, len) in &self.chunks {
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(&len.to_le_bytes());
+        for c in &self.chunks {
+            out.extend_from_slice(&(c.name.len() as u16).to_le_bytes());
+            out.extend_from_slice(c.name.as_bytes());
+            out.extend_from_slice(&c.len.to_le_bytes());
+            out.extend_from_slice(&c.table_digest);
         }
         out.extend_from_slice(&(self.views.runs.len() as u64).to_le_bytes());
         for (first, view) in &self.views.runs {
@@ -190,8 +220,14 @@ impl Checkpoint {
             return Err(CheckpointError::Mac);
         }
         let mut r = Reader { buf: body, pos: 0 };
-        if r.take(8)? != MAGIC {
-            return Err(CheckpointError::Malformed("magic"));
+        match r.take(8)? {
+            m if m == MAGIC => {}
+            m if m == MAGIC_V1 => {
+                return Err(CheckpointError::Malformed(
+                    "an older format, without table digests",
+                ));
+            }
+            _ => return Err(CheckpointError::Malformed("magic")),
         }
         let seqno = r.u64()?;
         let n = r.u32()?;
@@ -201,12 +237,21 @@ impl Checkpoint {
             let name = std::str::from_utf8(r.take(len)?)
                 .map_err(|_| CheckpointError::Malformed("chunk name"))?
                 .to_owned();
-            chunks.push((name, r.u64()?));
+            let len = r.u64()?;
+            let table_digest = r
+                .take(32)?
+                .try_into()
+                .map_err(|_| CheckpointError::Malformed("table digest"))?;
+            chunks.push(CoveredChunk {
+                name,
+                len,
+                table_digest,
+            });
         }
         // The chunks are committed, follow each other from seqno 1 and end at `seqno`.
         let mut next = 1;
-        for (name, _) in &chunks {
-            match ChunkName::parse(name) {
+        for c in &chunks {
+            match ChunkName::parse(&c.name) {
                 Some(ChunkName {
                     start,
                     end: Some(end),
@@ -349,8 +394,16 @@ mod tests {
         Checkpoint::at(
             30,
             vec![
-                ("ledger_1-12.committed".into(), 900),
-                ("ledger_13-30.committed".into(), 1200),
+                CoveredChunk {
+                    name: "ledger_1-12.committed".into(),
+                    len: 900,
+                    table_digest: [1; 32],
+                },
+                CoveredChunk {
+                    name: "ledger_13-30.committed".into(),
+                    len: 1200,
+                    table_digest: [2; 32],
+                },
             ],
             &views,
             &[1, 12, 30, 35],
@@ -419,6 +472,21 @@ mod tests {
                 Err(CheckpointError::Mac)
             );
         }
+    }
+
+    #[test]
+    fn the_first_format_is_read_as_stale() {
+        let bytes = sample().encode(&secret(1));
+        let mut body = bytes[..bytes.len() - MAC_SIZE].to_vec();
+        body[..8].copy_from_slice(MAGIC_V1);
+        let mac = hmac_sha256(&secret(1).derive(MAC_LABEL), &body);
+        body.extend_from_slice(&mac);
+        assert_eq!(
+            Checkpoint::decode(&body, &secret(1)),
+            Err(CheckpointError::Malformed(
+                "an older format, without table digests"
+            ))
+        );
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl LedgerFiles {
         dir: &Path,
         chunk_size: u64,
         secret: Option<&LedgerSecret>,
-        trusted: &[(String, u64)],
+        trusted: &[crate::checkpoint::CoveredChunk],
     ) -> Result<(LedgerFiles, Recovery), StoreError> {
         crate::files::create_private_dir(dir).map_err(|e| io(dir, e))?;
         let mut store = LedgerFiles {
@@ -209,8 +209,8 @@ impl LedgerFiles {
                 path: path.display().to_string(),
                 message: m,
             };
-            if let Some((trusted_name, trusted_len)) = trusted.get(i) {
-                store.push_trusted(name, path, trusted_name, *trusted_len)?;
+            if let Some(covered) = trusted.get(i) {
+                store.push_trusted(name, path, covered)?;
                 continue;
             }
             let expected = store.locs.len() as u64 + 1;
@@ -315,9 +315,9 @@ impl LedgerFiles {
         &mut self,
         name: ChunkName,
         path: PathBuf,
-        trusted_name: &str,
-        trusted_len: u64,
+        covered: &crate::checkpoint::CoveredChunk,
     ) -> Result<(), StoreError> {
+        let (trusted_name, trusted_len) = (covered.name.as_str(), covered.len);
         let (Some(end), true) = (name.end, name.committed) else {
             return Err(StoreError::Stale(format!(
                 "{} is not a committed chunk",
@@ -348,6 +348,11 @@ impl LedgerFiles {
         let mut table = vec![0u8; (len - table_at) as usize];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut table, table_at)
             .map_err(|e| io(&path, e))?;
+        if crate::checkpoint::table_digest(&header, &table) != covered.table_digest {
+            return Err(StoreError::Stale(format!(
+                "the header or positions table of {trusted_name} changed since the checkpoint"
+            )));
+        }
         let positions = chunk::positions(&table);
         let fi = self.files.len();
         for (k, at) in positions.iter().enumerate() {
@@ -367,19 +372,28 @@ impl LedgerFiles {
         Ok(())
     }
 
-    /// Name and length of every committed chunk file, in order: what a checkpoint records
-    /// for [`LedgerFiles::open_trusting`].
-    pub fn committed_chunks(&self) -> Vec<(String, u64)> {
+    /// Name, length and table digest of every committed chunk file, in order: what a
+    /// checkpoint records for [`LedgerFiles::open_trusting`]. The digest is computed from the
+    /// entries' locations (the header and positions table a closed chunk holds are exactly
+    /// those), without reading the files.
+    pub fn committed_chunks(&self) -> Vec<crate::checkpoint::CoveredChunk> {
         self.files
             .iter()
             .filter(|cf| cf.name.committed)
             .filter_map(|cf| {
-                let (end, last) = (cf.name.end?, self.locs.get(cf.name.end? as usize - 1)?);
-                let count = end - cf.name.start + 1;
-                Some((
-                    cf.name.file_name(),
-                    last.offset() + u64::from(last.len) + 4 * count,
-                ))
+                let end = cf.name.end?;
+                let locs = self.locs.get(cf.name.start as usize - 1..end as usize)?;
+                let last = locs.last()?;
+                let table_at = last.offset() + u64::from(last.len);
+                let mut table = Vec::with_capacity(4 * locs.len());
+                for l in locs {
+                    table.extend_from_slice(&u32::try_from(l.offset()).ok()?.to_le_bytes());
+                }
+                Some(crate::checkpoint::CoveredChunk {
+                    name: cf.name.file_name(),
+                    len: table_at + 4 * locs.len() as u64,
+                    table_digest: crate::checkpoint::table_digest(&table_at.to_le_bytes(), &table),
+                })
             })
             .collect()
     }

@@ -376,8 +376,8 @@ fn a_foreign_or_stale_checkpoint_is_ignored() {
     let a_cp = Checkpoint::read(a.path(), &svc.secret).unwrap().unwrap();
     let b_cp = Checkpoint::read(b.path(), &svc.secret).unwrap().unwrap();
     assert_eq!(
-        a_cp.chunks.iter().map(|c| &c.0).collect::<Vec<_>>(),
-        b_cp.chunks.iter().map(|c| &c.0).collect::<Vec<_>>()
+        a_cp.chunks.iter().map(|c| &c.name).collect::<Vec<_>>(),
+        b_cp.chunks.iter().map(|c| &c.name).collect::<Vec<_>>()
     );
     let refused = |cp: Vec<u8>| {
         Checkpoint::write(b.path(), &cp).unwrap();
@@ -401,4 +401,57 @@ fn a_foreign_or_stale_checkpoint_is_ignored() {
     let (e, _) = Engine::open_dir(b.path(), 2048, keys).unwrap();
     assert_eq!(e.opened_from(), None);
     assert_eq!(e.last_seqno(), 190);
+}
+
+/// A checkpoint does not hide damage: a covered chunk whose positions table changed (same
+/// length) is not trusted, and reading every entry reports the damage; a covered entry whose
+/// bytes changed is refused when read (its GCM tag), never served.
+#[test]
+fn a_checkpoint_does_not_hide_damage() {
+    let svc = Service::new();
+    let keys = svc.node_keys();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
+    write(&mut e, 1..=200, 2, 0);
+    e.commit(200).unwrap();
+    let cp = e.write_checkpoint().unwrap().unwrap();
+    drop(e);
+    let covered = Checkpoint::read(dir.path(), &svc.secret).unwrap().unwrap();
+    let chunk = dir.path().join(&covered.chunks[1].name);
+    let original = std::fs::read(&chunk).unwrap();
+    let table_at = u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
+    let second_entry = u32::from_le_bytes(original[table_at + 4..table_at + 8].try_into().unwrap());
+
+    // An entry's last byte (inside its GCM tag): the start trusts the chunk, the read refuses.
+    let mut bytes = original.clone();
+    let third_entry = u32::from_le_bytes(bytes[table_at + 8..table_at + 12].try_into().unwrap());
+    bytes[third_entry as usize - 1] ^= 0x01;
+    std::fs::write(&chunk, &bytes).unwrap();
+    let (e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
+    assert_eq!(e.opened_from(), Some(cp));
+    let first_seqno = vellum_ledger::chunk::ChunkName::parse(&covered.chunks[1].name)
+        .unwrap()
+        .start;
+    let damaged = first_seqno + 1;
+    match e.write_set(damaged) {
+        Err(vellum_ledger::engine::EngineError::Entry { seqno, .. }) => assert_eq!(seqno, damaged),
+        other => panic!("a damaged entry was read as {other:?}"),
+    }
+    assert!(e.write_set(first_seqno).is_ok());
+    drop(e);
+
+    // The positions table (an entry's position moved by one, the length unchanged): the
+    // checkpoint is not trusted, and the full read names the damage.
+    let mut bytes = original.clone();
+    bytes[table_at + 4..table_at + 8].copy_from_slice(&(second_entry + 1).to_le_bytes());
+    std::fs::write(&chunk, &bytes).unwrap();
+    let err = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains(&covered.chunks[1].name),
+        "the error does not name the chunk: {err}"
+    );
+    // Restored, the checkpoint is trusted again.
+    std::fs::write(&chunk, &original).unwrap();
+    let (e, _) = Engine::open_dir(dir.path(), 2048, keys).unwrap();
+    assert_eq!(e.opened_from(), Some(cp));
 }

@@ -363,6 +363,25 @@ pub(super) fn write_failed(e: crate::NodeError) -> ApiError {
     }
 }
 
+/// A read the node could not serve. Damaged ledger files get their own code: the entry is
+/// refused, never served, and the message says what to do; anything else is internal.
+pub(super) fn read_failed(e: crate::NodeError) -> ApiError {
+    match e {
+        crate::NodeError::Engine(vellum_ledger::engine::EngineError::Entry { seqno, message }) => {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "LedgerEntryDamaged",
+                format!(
+                    "the transaction at seqno {seqno} cannot be read from this node's ledger \
+                     files ({message}): they are damaged; read it from another node, and run \
+                     `vellum audit` on this node's ledger"
+                ),
+            )
+        }
+        other => ApiError::internal(other),
+    }
+}
+
 pub(super) fn ok_json(v: Value) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
 }
@@ -796,7 +815,7 @@ async fn get_entry(
         TxStatus::Pending => return Ok(ok_json(json!({"state": "Loading"}))),
         _ => return Err(unknown_txid(txid)),
     }
-    match st.node.entry(txid).map_err(ApiError::internal)? {
+    match st.node.entry(txid).map_err(read_failed)? {
         Some(e) if e.collection == collection => Ok(ok_json(
             json!({"entry": entry_json(&e, q.legacy()), "state": "Ready"}),
         )),
@@ -851,7 +870,7 @@ async fn get_receipt(
                 json!({"receipt": null, "state": "Loading", "transactionId": ""}),
             ));
         }
-        Err(e) => return Err(ApiError::internal(e)),
+        Err(e) => return Err(read_failed(e)),
     };
     let receipt = serde_json::to_value(&bundle.receipt).map_err(ApiError::internal)?;
     Ok(ok_json(
@@ -863,7 +882,7 @@ async fn current_entry(State(st): St, ctx: Ctx, RawQuery(raw): RawQuery) -> ApiR
     st.require(&ctx.caller, Role::Reader, &ctx.method, &ctx.uri)?;
     let q = Query::parse(raw.as_deref())?;
     let collection = q.collection(&st.cfg.limits)?;
-    let Some(mut e) = st.node.latest(&collection).map_err(ApiError::internal)? else {
+    let Some(mut e) = st.node.latest(&collection).map_err(read_failed)? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
@@ -892,7 +911,7 @@ async fn list_entries(State(st): St, ctx: Ctx, RawQuery(raw): RawQuery) -> ApiRe
     let mut entries = st
         .node
         .range(&collection, from, to, page + 1)
-        .map_err(ApiError::internal)?;
+        .map_err(read_failed)?;
     let next = (entries.len() > page).then(|| entries.remove(page));
     let legacy = q.legacy();
     let mut body = json!({
