@@ -14,7 +14,10 @@
 //!   voter.
 //! - **The channel.** Raft messages and forwarded writes travel as postcard-encoded bodies over
 //!   HTTPS on the API listener (`/node/...`), with mutual TLS: both ends present node
-//!   certificates, and both accept only certificates the service key endorsed.
+//!   certificates. A node accepts only the exact certificate the ledger records for a
+//!   `Trusted` node (a node that has not caught up, those it was told of at admission); the
+//!   calling side accepts a certificate the service key endorsed. A backup forwards typed
+//!   operations with their caller ([`crate::ops`]), never write sets.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

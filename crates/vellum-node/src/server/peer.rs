@@ -3,12 +3,12 @@
 //!
 //! | route | who may call |
 //! |---|---|
-//! | `POST /node/raft/append`, `/node/raft/vote`, `/node/forward` | nodes: a client certificate endorsed by the service key |
+//! | `POST /node/raft/append`, `/node/raft/vote`, `/node/forward` | nodes: exactly the client certificate the ledger records for a `Trusted` node |
 //! | `GET /node/network` | anyone (the service certificate, as CCF serves it) |
 //! | `GET /node/network/nodes` | anyone (CCF serves it publicly too) |
 //! | `POST /node/join` | a joining node: any client certificate (its new key) and a join token |
 //! | `POST /node/join-tokens`, `DELETE /node/network/nodes/{id}` | Administrators and consortium members |
-//! | `POST /node/null` | anyone: answers `{}` without touching the ledger (a benchmark baseline) |
+//! | `POST /node/null` | anyone (a body, as everywhere, needs a credential): answers `{}` without touching the ledger (a benchmark baseline) |
 
 use std::sync::Arc;
 
