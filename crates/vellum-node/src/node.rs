@@ -677,6 +677,20 @@ impl LedgerNode {
         }
     }
 
+    /// The IP addresses of the nodes in the Raft membership (those given as IP literals).
+    pub fn node_ips(&self) -> Vec<std::net::IpAddr> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter_map(|(_, n)| {
+                let (host, _) = n.addr.rsplit_once(':')?;
+                host.trim_matches(['[', ']']).parse().ok()
+            })
+            .collect()
+    }
+
     /// The certificates (PEM) of the nodes recorded `Trusted`.
     fn trusted_node_certs(&self) -> Vec<String> {
         let cluster = crate::read_lock(&self.shared.cluster);

@@ -1,5 +1,6 @@
 //! What the listener does to stay up under load it did not ask for: a cap on connections in
-//! all and per client address, and warnings an attacker cannot multiply.
+//! all and per client address, a share of the cap kept for the other nodes of the service
+//! (the node channel shares the port), and warnings an attacker cannot multiply.
 //!
 //! Timeouts live where they are enforced: the TLS handshake in the accept loop, the request
 //! head in hyper (its header-read timer, which also closes idle keep-alive connections), the
@@ -18,6 +19,8 @@ use crate::lock;
 pub(super) struct Connections {
     max: usize,
     per_ip: usize,
+    /// Places only connections from the other nodes' addresses may take.
+    reserved: usize,
     open: std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
@@ -38,19 +41,29 @@ pub(super) enum Full {
 }
 
 impl Connections {
+    /// At most `max` connections, `per_ip` from one address; an eighth of `max` (at least 16,
+    /// at most half) is kept for the other nodes.
     pub(super) fn new(max: usize, per_ip: usize) -> Arc<Connections> {
+        let max = max.max(1);
         Arc::new(Connections {
-            max: max.max(1),
+            max,
             per_ip: per_ip.max(1),
+            reserved: (max / 8).max(16).min(max / 2),
             open: std::sync::Mutex::new((0, HashMap::new())),
         })
     }
 
-    /// A place for a connection from `ip`, if there is one.
-    pub(super) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
+    /// A place for a connection from `ip` (`node`: the address of another node of the
+    /// service), if there is one.
+    pub(super) fn admit(self: &Arc<Self>, ip: IpAddr, node: bool) -> Result<Slot, Full> {
         let mut open = lock(&self.open);
-        if open.0 >= self.max {
-            return Err(Full::All(self.max));
+        let cap = if node {
+            self.max
+        } else {
+            self.max - self.reserved
+        };
+        if open.0 >= cap {
+            return Err(Full::All(cap));
         }
         let n = open.1.entry(ip).or_insert(0);
         if *n >= self.per_ip {
@@ -80,6 +93,25 @@ impl Drop for Slot {
                 open.1.remove(&self.ip);
             }
         }
+    }
+}
+
+/// The addresses of the service's nodes (from the Raft membership; addresses given as IP
+/// literals), looked up at most once a second: connections from them may take the places kept
+/// for nodes.
+#[derive(Debug, Default)]
+pub(super) struct NodeAddresses {
+    cached: std::sync::Mutex<(Option<Instant>, Vec<IpAddr>)>,
+}
+
+impl NodeAddresses {
+    pub(super) fn contains(&self, ip: IpAddr, node: &crate::LedgerNode) -> bool {
+        let mut c = lock(&self.cached);
+        if c.0.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+            c.1 = node.node_ips();
+            c.0 = Some(Instant::now());
+        }
+        c.1.contains(&ip)
     }
 }
 
@@ -150,17 +182,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connections_are_capped_in_all_and_per_address() {
-        let c = Connections::new(5, 3);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let held: Vec<Slot> = (0..3).map(|_| c.admit(a).unwrap()).collect();
-        assert_eq!(c.admit(a).unwrap_err(), Full::Address(3));
-        let more: Vec<Slot> = (0..2).map(|_| c.admit(b).unwrap()).collect();
-        assert_eq!(c.admit(b).unwrap_err(), Full::All(5));
+    fn connections_are_capped_in_all_and_per_address_with_room_for_nodes() {
+        // 40 in all, 16 of them kept for nodes, 10 from one address.
+        let c = Connections::new(40, 10);
+        let ip = |i: u8| IpAddr::from([10, 0, 0, i]);
+        let held: Vec<Slot> = (0..10).map(|_| c.admit(ip(1), false).unwrap()).collect();
+        assert_eq!(c.admit(ip(1), false).unwrap_err(), Full::Address(10));
+        let more: Vec<Slot> = (0..14)
+            .map(|i| c.admit(ip(2 + i / 7), false).unwrap())
+            .collect();
+        assert_eq!(c.admit(ip(9), false).unwrap_err(), Full::All(24));
+        // The nodes' share is still there.
+        let nodes: Vec<Slot> = (0..16)
+            .map(|i| c.admit(ip(100 + i), true).unwrap())
+            .collect();
+        assert_eq!(c.admit(ip(200), true).unwrap_err(), Full::All(40));
         drop(held);
-        assert_eq!(c.open(), 2);
-        let _again = c.admit(a).unwrap();
+        assert_eq!(c.open(), 30);
+        // Nodes' connections count toward the clients' cap too.
+        assert_eq!(c.admit(ip(1), false).unwrap_err(), Full::All(24));
+        drop(nodes);
+        let _again = c.admit(ip(1), false).unwrap();
         drop(more);
         assert_eq!(c.open(), 1);
     }

@@ -44,6 +44,7 @@ pub struct Server {
     tls: TlsAcceptor,
     router: axum::Router,
     limits: Limits,
+    node: Arc<LedgerNode>,
 }
 
 impl std::fmt::Debug for Server {
@@ -81,12 +82,13 @@ impl Server {
     ) -> Result<Server, String> {
         let tls = TlsAcceptor::from(tls::server_config(node_chain_pem, node_key_pem)?);
         let limits = cfg.limits.clone();
-        let state = Arc::new(api::AppState::new(node, cfg)?);
+        let state = Arc::new(api::AppState::new(node.clone(), cfg)?);
         Ok(Server {
             listener,
             tls,
             router: api::router(state),
             limits,
+            node,
         })
     }
 
@@ -102,6 +104,7 @@ impl Server {
         let limits = self.limits;
         let connections =
             Connections::new(limits.max_connections, limits.max_connections_per_address);
+        let node_addresses = limits::NodeAddresses::default();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -117,7 +120,8 @@ impl Server {
                             continue;
                         }
                     };
-                    let slot = match connections.admit(peer.ip()) {
+                    let node = node_addresses.contains(peer.ip(), &self.node);
+                    let slot = match connections.admit(peer.ip(), node) {
                         Ok(slot) => slot,
                         Err(full) => {
                             match full {
