@@ -33,8 +33,15 @@ impl<S> JsonErrors<S> {
     }
 }
 
-/// The JSON answer for hyper's own answer `buf`, if it is one.
+/// The largest answer hyper makes by itself (a status line, `content-length: 0` and a date).
+const OWN_ANSWER_MAX: usize = 256;
+
+/// The JSON answer for hyper's own answer `buf`, if it is one. Every other write is told apart
+/// by its first bytes or its length, without being scanned.
 fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
+    if buf.len() > OWN_ANSWER_MAX || !buf.starts_with(b"HTTP/1.1 4") {
+        return None;
+    }
     let head = std::str::from_utf8(buf).ok()?;
     let status_line = head.strip_prefix("HTTP/1.1 ")?;
     let (code, message) = match status_line.get(..3)? {
