@@ -4,9 +4,9 @@
 //! hyper writes those answers without calling any service, with an empty body, and offers no
 //! hook to change them; so the connection's writes pass through [`JsonErrors`], which replaces
 //! exactly those: a response head with one of those statuses, `content-length: 0` and nothing
-//! after it, in one write. Every answer of ours carries a JSON body, so no answer of ours
-//! looks like that. hyper is told the stream does not take vectored writes, so that it writes
-//! each response head whole, in one buffer.
+//! after it, in one write (hyper writes a head whole, in one buffer; vectored writes are passed
+//! on as they are unless they are that one buffer). Every answer of ours carries a JSON body,
+//! so no answer of ours looks like that.
 
 use std::io;
 use std::pin::Pin;
@@ -135,8 +135,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next()) {
+            return self.poll_write(cx, only);
+        }
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
     fn is_write_vectored(&self) -> bool {
-        false
+        self.inner.is_write_vectored()
     }
 }
 
