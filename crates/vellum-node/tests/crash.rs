@@ -95,6 +95,32 @@ fn child_node() {
     });
 }
 
+/// This binary's `child_node` as a node process on `dir` (`mode`: `durable` writers that wait
+/// for each write, or `pending` ones that do not), with its stdout.
+fn spawn_child(
+    dir: &std::path::Path,
+    round: u64,
+    mode: &str,
+) -> (std::process::Child, std::process::ChildStdout) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_node",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VELLUM_CRASH_DIR", dir)
+        .env("VELLUM_CRASH_ROUND", round.to_string())
+        .env("VELLUM_CRASH_MODE", mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    (child, stdout)
+}
+
 fn parse(line: &str) -> Option<(TxId, String, String)> {
     parse_as("durable ", line)
 }
@@ -113,21 +139,7 @@ async fn node_killed_mid_writes_keeps_every_durable_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut durable: BTreeMap<TxId, (String, String)> = BTreeMap::new();
     for round in 0..3u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_node",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("VELLUM_CRASH_DIR", dir.path())
-            .env("VELLUM_CRASH_ROUND", round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let (mut child, stdout) = spawn_child(dir.path(), round, "durable");
         let mut lines = BufReader::new(stdout).lines();
         let start = Instant::now();
         let target = 400 + round * 173;
@@ -198,22 +210,7 @@ async fn no_id_names_two_writes_after_a_kill() {
     let mut answered: BTreeMap<TxId, (String, String)> = BTreeMap::new();
     let mut views = Vec::new();
     for (round, target) in [(0u64, 3000u64), (1, 300), (2, 6000), (3, 1)].into_iter() {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_node",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("VELLUM_CRASH_DIR", dir.path())
-            .env("VELLUM_CRASH_ROUND", round.to_string())
-            .env("VELLUM_CRASH_MODE", "pending")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let (mut child, stdout) = spawn_child(dir.path(), round, "pending");
         let mut lines = BufReader::new(stdout).lines();
         let start = Instant::now();
         let mut seen = 0;
