@@ -275,7 +275,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.max_connections {
         anyhow::ensure!(v > 0, "--max-connections must be at least 1");
         limits.max_connections = v;
-        limits.max_connections_per_address = (v / 4).max(64).min(v);
+        limits.max_connections_per_address = Limits::per_address(v);
     }
     if let Some(v) = args.max_connections_per_address {
         anyhow::ensure!(v > 0, "--max-connections-per-address must be at least 1");

@@ -436,10 +436,11 @@ impl LedgerNode {
         Some((id, addr))
     }
 
-    /// Performs `op` for `caller`: on the primary, once the caller's rights are checked against
-    /// its tables; on a backup, by forwarding the operation and its caller to the primary,
-    /// which checks them again. Returns the transaction id as soon as the primary assigned it
-    /// (Pending), or, for operations that change who may do what, once this node has applied
+    /// Performs `op` for `caller`, whose rights the caller of this method has checked against
+    /// this node's tables (the API does, answering in ACL's words): on the primary at once; on
+    /// a backup by forwarding the operation and its caller to the primary, which checks them
+    /// again against its own tables. Returns the transaction id as soon as the primary assigned
+    /// it (Pending), or, for operations that change who may do what, once this node has applied
     /// it. `caller` `None` is the process embedding the node, trusted: it can only write on the
     /// primary.
     pub async fn perform(&self, caller: Option<&Caller>, op: Op) -> Result<TxId, NodeError> {
@@ -447,7 +448,7 @@ impl LedgerNode {
         let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
         loop {
             match self.primary() {
-                Some((id, _)) if id == self.raft_id => match self.perform_here(caller, &op).await {
+                Some((id, _)) if id == self.raft_id => match self.perform_here(&op).await {
                     Err(NodeError::NotPrimary(_)) if tokio::time::Instant::now() < deadline => {}
                     r => return r,
                 },
@@ -491,12 +492,8 @@ impl LedgerNode {
         }
     }
 
-    /// On the primary: checks `caller`'s rights to `op`, builds its write set from this node's
-    /// tables, and records it.
-    async fn perform_here(&self, caller: Option<&Caller>, op: &Op) -> Result<TxId, NodeError> {
-        if let Some(c) = caller {
-            self.authorise(c, op.needs())?;
-        }
+    /// On the primary: builds `op`'s write set from this node's tables, and records it.
+    async fn perform_here(&self, op: &Op) -> Result<TxId, NodeError> {
         let ws = match op {
             Op::Append {
                 collection,
@@ -657,15 +654,21 @@ impl LedgerNode {
             return ForwardReply::NotPrimary;
         }
         match msg {
-            // The caller's rights are checked here again, by this node's tables.
-            Forward::Op { caller, op } => match self.perform_here(Some(&caller), &op).await {
-                Ok(t) => ForwardReply::Done(t.view, t.seqno),
-                Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
-                Err(NodeError::TooManyCollections(n)) => ForwardReply::TooManyCollections(n),
-                Err(NodeError::NotAllowed(m)) => ForwardReply::NotAllowed(m),
-                Err(NodeError::Refused(m)) => ForwardReply::Refused(m),
-                Err(e) => ForwardReply::Failed(e.to_string()),
-            },
+            Forward::Op { caller, op } => {
+                // The caller's rights are checked here again, by this node's tables.
+                let done = match self.authorise(&caller, op.needs()) {
+                    Ok(()) => self.perform_here(&op).await,
+                    Err(e) => Err(e),
+                };
+                match done {
+                    Ok(t) => ForwardReply::Done(t.view, t.seqno),
+                    Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
+                    Err(NodeError::TooManyCollections(n)) => ForwardReply::TooManyCollections(n),
+                    Err(NodeError::NotAllowed(m)) => ForwardReply::NotAllowed(m),
+                    Err(NodeError::Refused(m)) => ForwardReply::Refused(m),
+                    Err(e) => ForwardReply::Failed(e.to_string()),
+                }
+            }
             Forward::Join { request, cert_der } => {
                 match self.admit_here(request, &cert_der).await {
                     Ok(j) => ForwardReply::Joined(Box::new(j)),

@@ -80,8 +80,16 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(15),
             body_timeout: Duration::from_secs(30),
             max_connections,
-            max_connections_per_address: (max_connections / 4).max(64),
+            max_connections_per_address: Limits::per_address(max_connections),
         }
+    }
+}
+
+impl Limits {
+    /// The default cap on connections from one address for a node that holds at most `max`:
+    /// a quarter of it, at least 64 (and never more than `max`).
+    pub fn per_address(max: usize) -> usize {
+        (max / 4).max(64).min(max)
     }
 }
 
@@ -121,20 +129,16 @@ pub struct PeerCertificate(pub Option<String>);
 pub(super) enum Caller {
     Anonymous,
     Invalid(String),
-    /// A client certificate's ACL fingerprint.
-    Cert(String),
-    /// A bearer token's `oid`. Token and certificate identities are separate namespaces as far
-    /// as anything but the users table goes: a token never acts as a member or a node, even
-    /// if its `oid` equals one's fingerprint.
-    Token(String),
+    /// A valid credential: a certificate or a token (separate namespaces but for the users
+    /// table, see [`crate::ops::Caller`]).
+    User(crate::ops::Caller),
 }
 
 impl Caller {
     /// The identity an operation is performed for (`None` without a valid credential).
-    pub(super) fn identity(&self) -> Option<crate::ops::Caller> {
+    pub(super) fn identity(&self) -> Option<&crate::ops::Caller> {
         match self {
-            Caller::Cert(id) => Some(crate::ops::Caller::Cert(id.clone())),
-            Caller::Token(id) => Some(crate::ops::Caller::Token(id.clone())),
+            Caller::User(c) => Some(c),
             Caller::Anonymous | Caller::Invalid(_) => None,
         }
     }
@@ -419,8 +423,8 @@ impl AppState {
                 "InvalidAuthenticationInfo",
                 why.clone(),
             )),
-            Caller::Cert(id) | Caller::Token(id) => match self.node.role_of(id) {
-                Some(r) if r >= need => Ok(id.clone()),
+            Caller::User(c) => match self.node.role_of(c.user_id()) {
+                Some(r) if r >= need => Ok(c.user_id().to_owned()),
                 _ => Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "NotAllowed",
@@ -435,13 +439,13 @@ pub(super) type St = State<Arc<AppState>>;
 
 /// Identifies the caller, runs the handler inside a request span, and stamps every response
 /// with the node's latest transaction id.
-async fn context(State(st): St, mut req: Request, next: Next) -> Response {
+async fn context(State(st): St, req: Request, next: Next) -> Response {
     let id = st.requests.fetch_add(1, Ordering::Relaxed);
     let caller = match req.headers().get(header::AUTHORIZATION) {
         Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
             Some(token) if !st.cfg.tokens.is_empty() => {
                 match st.cfg.tokens.validate(token.trim()) {
-                    Ok(oid) => Caller::Token(oid),
+                    Ok(oid) => Caller::User(crate::ops::Caller::Token(oid)),
                     Err(e) => Caller::Invalid(e),
                 }
             }
@@ -449,11 +453,10 @@ async fn context(State(st): St, mut req: Request, next: Next) -> Response {
             None => Caller::Invalid("malformed Authorization header".into()),
         },
         None => match req.extensions().get::<PeerCertificate>() {
-            Some(PeerCertificate(Some(fp))) => Caller::Cert(fp.clone()),
+            Some(PeerCertificate(Some(fp))) => Caller::User(crate::ops::Caller::Cert(fp.clone())),
             _ => Caller::Anonymous,
         },
     };
-    req.extensions_mut().insert(caller);
     if !st.node.is_ready() && !req.uri().path().starts_with("/node/") {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -463,8 +466,9 @@ async fn context(State(st): St, mut req: Request, next: Next) -> Response {
         .into_response();
     }
     // The body, if any, is read here: after authentication, within the limits.
-    let mut resp = match admit_body(&st, req).await {
-        Ok(req) => {
+    let mut resp = match admit_body(&st, &caller, req).await {
+        Ok(mut req) => {
+            req.extensions_mut().insert(caller);
             // A DEBUG span: at INFO, recording its fields cost ~2% of the node's CPU under load.
             let span = tracing::debug_span!("request", id, method = %req.method(), path = %req.uri().path());
             next.run(req).instrument(span).await
@@ -488,7 +492,7 @@ async fn context(State(st): St, mut req: Request, next: Next) -> Response {
 /// small enough is read and thrown away, so that an honest client that is still sending sees
 /// the answer rather than a reset connection; a larger one is refused unread, and the
 /// connection closed.
-async fn admit_body(st: &AppState, req: Request) -> Result<Request, Response> {
+async fn admit_body(st: &AppState, caller: &Caller, req: Request) -> Result<Request, Response> {
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -511,11 +515,11 @@ async fn admit_body(st: &AppState, req: Request) -> Result<Request, Response> {
         r
     };
     let (parts, body) = req.into_parts();
-    match parts.extensions.get::<Caller>() {
-        Some(Caller::Cert(_) | Caller::Token(_)) => {}
+    match caller {
+        Caller::User(_) => {}
         other => {
             let why = match other {
-                Some(Caller::Invalid(why)) => why.clone(),
+                Caller::Invalid(why) => why.clone(),
                 _ => "a request with a body needs a client certificate or a bearer token".into(),
             };
             let e = ApiError::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationInfo", why);
@@ -752,7 +756,7 @@ async fn post_entry(
     };
     let txid = st
         .node
-        .append_as(ctx.caller.identity().as_ref(), &collection, contents)
+        .append_as(ctx.caller.identity(), &collection, contents)
         .await
         .map_err(write_failed)?;
     let key = if q.legacy() {
@@ -1032,7 +1036,7 @@ async fn patch_user(
             .ok_or_else(|| ApiError::bad("InvalidInput", "missing \"assignedRole\""))?,
     };
     st.node
-        .set_user_role(ctx.caller.identity().as_ref(), &id, role)
+        .set_user_role(ctx.caller.identity(), &id, role)
         .await
         .map_err(write_failed)?;
     Ok(ok_json(user_json(&id, role)))
@@ -1049,7 +1053,7 @@ async fn delete_user(
         return Err(unknown_user(&id));
     }
     st.node
-        .remove_user(ctx.caller.identity().as_ref(), &id)
+        .remove_user(ctx.caller.identity(), &id)
         .await
         .map_err(write_failed)?;
     Ok(StatusCode::NO_CONTENT.into_response())

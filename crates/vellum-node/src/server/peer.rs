@@ -175,7 +175,7 @@ async fn nodes(State(st): St) -> Response {
 /// Administrators, and consortium members (by their certificate: a bearer token never acts
 /// as a member).
 fn require_operator(st: &AppState, ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.caller.identity().is_some_and(|c| st.node.is_member(&c)) {
+    if ctx.caller.identity().is_some_and(|c| st.node.is_member(c)) {
         return Ok(());
     }
     st.require(&ctx.caller, Role::Administrator, &ctx.method, &ctx.uri)
@@ -186,7 +186,7 @@ async fn create_token(State(st): St, ctx: Ctx) -> ApiResult {
     require_operator(&st, &ctx)?;
     let (token, expires_at) = st
         .node
-        .create_join_token(ctx.caller.identity().as_ref())
+        .create_join_token(ctx.caller.identity())
         .await
         .map_err(write_failed)?;
     Ok(ok_json(json!({"token": token, "expires_at": expires_at})))
@@ -208,7 +208,7 @@ async fn remove_node(
     }
     let txid = st
         .node
-        .retire(ctx.caller.identity().as_ref(), &node_id)
+        .retire(ctx.caller.identity(), &node_id)
         .await
         .map_err(write_failed)?;
     Ok(ok_json(
