@@ -343,16 +343,7 @@ async fn joining_needs_a_valid_unspent_token_and_nodes_can_be_removed() {
     }
     // The removed node's endorsed certificate no longer opens the node channel (a garbage
     // body: a node still in the service gets 400 for it, a retired one 403 before that).
-    let as_node = |i: usize| {
-        let d = &c.nodes[i].data;
-        let pem = std::fs::read_to_string(d.join("node_cert.pem")).unwrap()
-            + &std::fs::read_to_string(d.join("node_key.pem")).unwrap();
-        reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(c.service_cert().as_bytes()).unwrap()])
-            .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
-            .build()
-            .unwrap()
-    };
+    let as_node = |i: usize| c.https_client(Some(&c.node_identity(i)));
     let forward = format!("{}/node/forward", c.nodes[primary].endpoint);
     let r = as_node(primary)
         .post(&forward)
@@ -370,18 +361,8 @@ async fn joining_needs_a_valid_unspent_token_and_nodes_can_be_removed() {
     assert_eq!(r.status().as_u16(), 403);
     assert!(r.text().await.unwrap().contains("retired"));
     // The remaining single node commits on its own.
-    let r = c
-        .admin(primary)
-        .append_to_ledger(
-            "after removal",
-            Some(AppendToLedgerOptions {
-                wait_for_commit: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
-    assert!(!r.transaction_id.is_empty());
+    let t = harness::append_durably(&c.admin(primary), "after removal").await;
+    assert!(!t.is_empty());
     // The last node cannot be removed.
     let own = c
         .admin(primary)
@@ -482,12 +463,7 @@ async fn a_retired_node_is_locked_out_and_forwarded_writes_are_authorised_again(
         },
     };
     let forward = |identity: String, msg: Forward| {
-        let ca = reqwest::Certificate::from_pem(c.service_cert().as_bytes()).unwrap();
-        let client = reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap())
-            .build()
-            .unwrap();
+        let client = c.https_client(Some(&identity));
         let url = format!("{}/node/forward", c.nodes[primary].endpoint);
         async move {
             let r = client
@@ -502,11 +478,7 @@ async fn a_retired_node_is_locked_out_and_forwarded_writes_are_authorised_again(
     };
     // The retired node's own certificate, and one it minted: the channel refuses both, even
     // naming an Administrator as the caller.
-    let retired_identity = format!(
-        "{}{}",
-        read(retired, "node_cert.pem"),
-        read(retired, "node_key.pem")
-    );
+    let retired_identity = c.node_identity(retired);
     let forged_identity = format!("{forged_cert}{}", fresh.key_pem());
     for (who, identity) in [("retired", retired_identity), ("minted", forged_identity)] {
         let (status, body) = forward(identity, make_admin(Caller::Cert(admin_id.clone()))).await;
@@ -516,11 +488,7 @@ async fn a_retired_node_is_locked_out_and_forwarded_writes_are_authorised_again(
     }
     // A trusted node's certificate, naming a caller who is no Administrator: the primary
     // checks the caller and refuses.
-    let backup_identity = format!(
-        "{}{}",
-        read(backup, "node_cert.pem"),
-        read(backup, "node_key.pem")
-    );
+    let backup_identity = c.node_identity(backup);
     let (status, body) = forward(
         backup_identity,
         make_admin(Caller::Cert(outsider_id.clone())),
@@ -537,18 +505,8 @@ async fn a_retired_node_is_locked_out_and_forwarded_writes_are_authorised_again(
         .unwrap_err();
     assert_eq!(err.status(), Some(404), "{err}");
     // The service goes on with its two nodes.
-    let r = c
-        .admin(backup)
-        .append_to_ledger(
-            "after the lock-out",
-            Some(AppendToLedgerOptions {
-                wait_for_commit: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
-    assert!(!r.transaction_id.is_empty());
+    let t = harness::append_durably(&c.admin(backup), "after the lock-out").await;
+    assert!(!t.is_empty());
     c.stop_all();
 }
 
@@ -578,19 +536,14 @@ async fn a_connection_flood_does_not_stop_the_cluster() {
         }
     }
     println!("{} flood connections opened", flood.len());
-    let opts = || {
-        Some(AppendToLedgerOptions {
-            wait_for_commit: true,
-            ..Default::default()
-        })
-    };
     let started = Instant::now();
     for i in 0..40 {
         let node = if i % 2 == 0 { primary } else { backup };
-        c.admin(node)
-            .append_to_ledger(&format!("during the flood {i}"), opts())
-            .await
-            .unwrap_or_else(|e| panic!("write {i} through node {node} failed: {e}"));
+        harness::append_durably(
+            &c.admin(node),
+            &format!("during the flood {i}, through node {node}"),
+        )
+        .await;
     }
     println!(
         "40 committed writes during the flood in {:?}",

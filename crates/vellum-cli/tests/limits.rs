@@ -7,7 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,14 +51,8 @@ fn start(dir: &Path, nofile: u32, extra: &[&str]) -> Node {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let endpoint = first
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no endpoint in {first:?}"));
+    let (endpoint, _) = common::announcement(&mut child);
     let addr = endpoint.trim_start_matches("https://").parse().unwrap();
-    std::thread::spawn(move || for _ in lines {});
     Node {
         child,
         addr,

@@ -393,14 +393,27 @@ impl Cluster {
         out
     }
 
+    /// An HTTPS client trusting only the service certificate, presenting `identity_pem`
+    /// (certificate and key) if given.
+    pub fn https_client(&self, identity_pem: Option<&str>) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.service_cert().as_bytes()).unwrap();
+        let mut b = reqwest::Client::builder().tls_certs_only([ca]);
+        if let Some(pem) = identity_pem {
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    }
+
+    /// Node `i`'s own certificate and key (one PEM), as the node channel sees it.
+    pub fn node_identity(&self, i: usize) -> String {
+        let d = &self.nodes[i].data;
+        std::fs::read_to_string(d.join("node_cert.pem")).unwrap()
+            + &std::fs::read_to_string(d.join("node_key.pem")).unwrap()
+    }
+
     /// POST `path` on node `i` without credentials: (status, body).
     pub async fn post_as_anonymous(&self, i: usize, path: &str) -> (u16, serde_json::Value) {
-        let client = reqwest::Client::builder()
-            .tls_certs_only([
-                reqwest::Certificate::from_pem(self.service_cert().as_bytes()).unwrap(),
-            ])
-            .build()
-            .unwrap();
+        let client = self.https_client(None);
         let r = client
             .post(format!("{}{path}", self.nodes[i].endpoint))
             .send()
@@ -453,6 +466,19 @@ impl Cluster {
         assert!(passes > 80, "only {passes} checks ran");
         println!("Python SDK suite against node {i}: {passes} checks passed");
     }
+}
+
+/// Appends `contents` through `client` and waits until it is committed; its transaction id.
+pub async fn append_durably(client: &ConfidentialLedgerClient, contents: &str) -> String {
+    let opts = vellum_client::AppendToLedgerOptions {
+        wait_for_commit: true,
+        ..Default::default()
+    };
+    client
+        .append_to_ledger(contents, Some(opts))
+        .await
+        .unwrap_or_else(|e| panic!("appending {contents:?}: {e}"))
+        .transaction_id
 }
 
 /// Appends `n` entries through `clients` with `concurrency` writers; returns their transaction
