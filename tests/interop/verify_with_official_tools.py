@@ -1,6 +1,7 @@
 """Checks a ledger directory and receipts written by Vellum with Microsoft's own tools.
 
-* ``ccf`` (7.0.22): ``ccf.ledger.Ledger`` at ``VerificationLevel.FULL`` over every chunk, and
+* ``ccf`` (7.0.22): ``ccf.ledger.LedgerValidator`` at ``VerificationLevel.FULL`` over every
+  transaction (every signature, root and node, as ``ccf.read_ledger`` does), and
   ``ccf.receipt`` (leaf/root fold, prehashed ECDSA signature, endorsements, the
   ``cryptography`` chain policy, and ``verify_cose`` for COSE receipts);
 * ``azure-confidentialledger`` (1.1.1): ``verify_receipt`` with the application claims.
@@ -17,9 +18,11 @@ import sys
 
 from cryptography import x509
 
-import ccf.ledger
 import ccf.receipt
 from azure.confidentialledger.receipt import verify_receipt
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import ccf_full  # noqa: E402
 
 
 def main(out: pathlib.Path) -> int:
@@ -38,14 +41,10 @@ def main(out: pathlib.Path) -> int:
     service_cert = x509.load_pem_x509_certificate(service_pem.encode())
 
     def ledger_full():
-        ledger = ccf.ledger.Ledger(
-            [str(out / "ledger")],
-            committed_only=True,
-            verification_level=ccf.ledger.VerificationLevel.FULL,
-        )
-        count = sum(1 for chunk in ledger for _ in chunk)
-        assert count > 0, "no transactions"
-        print(f"ok   ccf.ledger FULL: {count} transactions")
+        ok, error, count, sigs, last = ccf_full.verify([str(out / "ledger")])
+        assert ok, error
+        assert count > 0 and sigs > 0, "no transactions"
+        print(f"ok   ccf.ledger FULL: {count} transactions, {sigs} signatures, until {last}")
 
     check("ccf.ledger FULL", ledger_full)
 
