@@ -144,6 +144,11 @@ enum Command {
         /// Start a new ledger chunk (after a signature) once a chunk has this many bytes.
         #[arg(long, default_value_t = 8192)]
         chunk_size: u64,
+        /// Write each entry's max conflict version and map read versions non-zero, as older CCF
+        /// releases did (Vellum and current CCF write 0). Both `vellum audit` and CCF's
+        /// verifier accept such ledgers.
+        #[arg(long)]
+        legacy_versions: bool,
     },
 }
 
@@ -289,6 +294,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 report.unsigned_tail
                             );
                         }
+                        for note in &report.notes {
+                            outln!("note: {note}");
+                        }
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -297,6 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         let mut v = serde_json::to_value(&failure)?;
                         v["ok"] = serde_json::Value::Bool(false);
                         v["message"] = serde_json::Value::String(failure.to_string());
+                        v["unsupported"] = serde_json::Value::Bool(failure.error.is_unsupported());
                         outln!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
                         eprintln!("vellum: audit failed: {failure}");
@@ -315,6 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             entries,
             signature_interval,
             chunk_size,
+            legacy_versions,
         } => {
             if out.exists()
                 && std::fs::read_dir(&out)
@@ -333,6 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     signature_interval,
                     chunk_size,
                     now: SystemTime::now(),
+                    legacy_versions,
                 },
             )?;
             outln!(

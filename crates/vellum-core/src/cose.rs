@@ -207,6 +207,52 @@ pub fn decode_sign1(bytes: &[u8]) -> Result<Sign1, CoseError> {
     })
 }
 
+/// Verifies a ledger signature's COSE_Sign1 over `root` the way CCF's verifier does (`ccf`
+/// 7.0.22 on the `cwt` library), no more strictly: tagged 18, a nil (detached) payload, a map
+/// for the unprotected header, `kid` from the protected header or else the unprotected one (if
+/// any, the service key's id), a signature over the protected header as encoded, and the
+/// protected `ccf.v1.txid`, which it returns. The algorithm is the key's, and the VDS header is
+/// not required (both are inside the signed protected header anyway).
+pub fn verify_root_as_ccf(
+    bytes: &[u8],
+    service_key: &PublicKey,
+    root: &Hash,
+) -> Result<TxId, CoseError> {
+    match ciborium::from_reader::<Value, _>(bytes) {
+        Ok(Value::Tag(TAG_COSE_SIGN1, _)) => {}
+        Ok(_) => return Err(CoseError::Malformed("not a tagged COSE_Sign1")),
+        Err(_) => return Err(CoseError::Malformed("not CBOR")),
+    }
+    let s = decode_sign1(bytes)?;
+    if s.payload.is_some() {
+        return Err(CoseError::Malformed("payload not detached"));
+    }
+    match header_int(&s.protected_map, 4).or_else(|| header_int(&s.unprotected, 4)) {
+        None => {}
+        Some(Value::Bytes(k)) if k.as_slice() == service_key.id().as_bytes() => {}
+        Some(_) => return Err(CoseError::Kid),
+    }
+    let txid = header_text(&s.protected_map, "ccf.v1")
+        .and_then(|v| match v {
+            Value::Map(m) => header_text(m, "txid"),
+            _ => None,
+        })
+        .and_then(|t| match t {
+            Value::Text(t) => t.parse::<TxId>().ok(),
+            _ => None,
+        })
+        .ok_or(CoseError::Header("ccf.v1.txid"))?;
+    let protected: &[u8] = if s.protected_map.is_empty() {
+        &[]
+    } else {
+        &s.protected
+    };
+    service_key
+        .verify_cose(&sig_structure(protected, &root.0), &s.signature)
+        .map_err(CoseError::Signature)?;
+    Ok(txid)
+}
+
 impl Sign1 {
     /// Checks a CCF ledger signature over `root` (detached) with the service key: alg matches
     /// the key, `kid` is the key's id, VDS is CCF_LEDGER_SHA256, and the signature verifies.

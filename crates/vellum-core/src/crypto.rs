@@ -346,8 +346,44 @@ impl Certificate {
         Ok(out)
     }
 
+    /// Parses a PEM certificate exactly as Python's `cryptography` does
+    /// (`load_pem_x509_certificate`), which is how CCF's verifier reads certificates: every
+    /// PEM block must be well formed (the `pem` crate, as `cryptography` uses), the first
+    /// `CERTIFICATE` or `X509 CERTIFICATE` block is taken, the whole certificate must be strict
+    /// DER, and its version must be 1 or 3. Unlike [`Certificate::from_pem`], the outer
+    /// signature algorithm is not compared with the TBS's (`cryptography` only does that when
+    /// verifying the certificate's own signature, which CCF's ledger checks never do).
+    pub fn from_pem_as_cryptography(pem: &str) -> Result<Certificate, CryptoError> {
+        use x509_cert::der::Decode as _;
+        let err = |m: String| CryptoError::Certificate(m);
+        let blocks = pem::parse_many(pem.as_bytes()).map_err(|e| err(format!("PEM: {e}")))?;
+        if blocks.is_empty() {
+            return Err(err("PEM: no well-framed block".into()));
+        }
+        let block = blocks
+            .iter()
+            .find(|p| p.tag() == "CERTIFICATE" || p.tag() == "X509 CERTIFICATE")
+            .ok_or_else(|| err("PEM: no CERTIFICATE block".into()))?;
+        let strict = x509_cert::Certificate::from_der(block.contents())
+            .map_err(|e| err(format!("DER: {e}")))?;
+        if !matches!(
+            strict.tbs_certificate.version,
+            x509_cert::Version::V1 | x509_cert::Version::V3
+        ) {
+            return Err(err("version is neither 1 nor 3".into()));
+        }
+        Certificate::parse_der(block.contents(), false)
+    }
+
     /// Parses DER.
     pub fn from_der(der: &[u8]) -> Result<Certificate, CryptoError> {
+        Certificate::parse_der(der, true)
+    }
+
+    fn parse_der(
+        der: &[u8],
+        canonical_signature_algorithm: bool,
+    ) -> Result<Certificate, CryptoError> {
         let (rest, c) = x509_parser::certificate::X509Certificate::from_der(der)
             .map_err(|e| CryptoError::Certificate(e.to_string()))?;
         if !rest.is_empty() {
@@ -382,7 +418,8 @@ impl Certificate {
         der_len(&mut tail, signature.len() + 1);
         tail.push(0x00);
         tail.extend_from_slice(&signature);
-        if sig_alg != SigHash::Other
+        if canonical_signature_algorithm
+            && sig_alg != SigHash::Other
             && (der.get(tbs_end..) != Some(tail.as_slice())
                 || c.tbs_certificate.signature.algorithm != c.signature_algorithm.algorithm)
         {

@@ -11,9 +11,13 @@
 //! ```
 //!
 //! The public domain is `u8 entry type, i64 seqno, [32] claims digest, [32] commit-evidence
-//! digest, i64 0`, then the public maps; the private domain is the private maps in the same
-//! map format. A map is `name, i64 read version, u64 read count (0), u64 W, W x (key, value),
-//! u64 R, R x key`, where every name, key and value is `u64 length || bytes`.
+//! digest, i64 max conflict version`, then the public maps; the private domain is the private
+//! maps in the same map format. A map is `name, i64 read version, u64 read count (0), u64 W,
+//! W x (key, value), u64 R, R x key`, where every name, key and value is `u64 length || bytes`.
+//!
+//! Vellum writes 0 as the max conflict version and every read version, as current CCF does;
+//! older CCF releases wrote other values there. They are not integrity fields (CCF's verifier
+//! reads and ignores them), so reading accepts any value.
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
@@ -242,7 +246,11 @@ pub struct PublicDomain {
     pub claims_digest: Option<Hash>,
     /// SHA-256 of the commit evidence (types 3 and 4).
     pub commit_evidence_digest: Option<Hash>,
-    /// The public maps.
+    /// The max conflict version: 0 as Vellum and current CCF write it, other values in ledgers
+    /// of older CCF releases. Not an integrity field.
+    pub max_conflict_version: i64,
+    /// The public maps (for a snapshot-type entry, each map's records with a non-negative
+    /// version, as CCF's verifier reads them).
     pub maps: Vec<MapWrites>,
 }
 
@@ -370,9 +378,13 @@ impl<'a> RawEntry<'a> {
         Hash::digest(self.bytes)
     }
 
-    /// Decodes the public domain, checking that its seqno matches the IV.
+    /// Decodes the public domain of a ledger transaction, checking that it is not a snapshot
+    /// and that its seqno matches the IV.
     pub fn public_domain(&self) -> Result<PublicDomain, EntryError> {
         let pd = decode_public_domain(self.public)?;
+        if pd.entry_type == EntryType::Snapshot {
+            return Err(EntryError::EntryType(EntryType::Snapshot.to_byte()));
+        }
         if pd.seqno < 0 || pd.seqno as u64 != self.iv.seqno {
             return Err(EntryError::SeqnoMismatch {
                 public: pd.seqno,
@@ -383,13 +395,12 @@ impl<'a> RawEntry<'a> {
     }
 }
 
-/// Decodes a public domain (types 0, 2, 3, 4; snapshots are refused).
+/// Decodes a public domain of any entry type, the way CCF's verifier (`ccf.ledger.PublicDomain`)
+/// reads it: the max conflict version and map read versions may hold any value; a
+/// snapshot-type domain (which only snapshot files hold) is read in the snapshot map format.
 pub fn decode_public_domain(buf: &[u8]) -> Result<PublicDomain, EntryError> {
     let ty = *buf.first().ok_or(EntryError::WriteSet("entry type"))?;
     let entry_type = EntryType::from_byte(ty).ok_or(EntryError::EntryType(ty))?;
-    if entry_type == EntryType::Snapshot {
-        return Err(EntryError::EntryType(ty));
-    }
     let mut r = Reader { buf, pos: 1 };
     let seqno = r.i64("seqno")?;
     let claims_digest = if entry_type.has_claims() {
@@ -408,15 +419,18 @@ pub fn decode_public_domain(buf: &[u8]) -> Result<PublicDomain, EntryError> {
     } else {
         None
     };
-    if r.i64("max conflict version")? != 0 {
-        return Err(EntryError::Placeholder("max conflict version"));
-    }
-    let maps = decode_maps(&mut r)?;
+    let max_conflict_version = r.i64("max conflict version")?;
+    let maps = if entry_type == EntryType::Snapshot {
+        decode_snapshot_maps(&mut r)?
+    } else {
+        decode_maps(&mut r)?
+    };
     Ok(PublicDomain {
         entry_type,
         seqno,
         claims_digest,
         commit_evidence_digest,
+        max_conflict_version,
         maps,
     })
 }
@@ -427,9 +441,8 @@ fn decode_maps(r: &mut Reader<'_>) -> Result<Vec<MapWrites>, EntryError> {
         let name = std::str::from_utf8(r.blob("map name")?)
             .map_err(|_| EntryError::MapName)?
             .to_owned();
-        if r.i64("read version")? != 0 {
-            return Err(EntryError::Placeholder("map read version"));
-        }
+        // The read version: any value (older CCF releases wrote non-zero ones).
+        r.i64("read version")?;
         if r.u64("read count")? != 0 {
             return Err(EntryError::Reads(name));
         }
@@ -454,15 +467,62 @@ fn decode_maps(r: &mut Reader<'_>) -> Result<Vec<MapWrites>, EntryError> {
     Ok(maps)
 }
 
+/// A snapshot's maps: after the hash of the entry at the snapshot and the view history,
+/// per map `name, u64 version, u64 size`, then records `u64 key length, key, padding to 8,
+/// u64 value size (>= 8), i64 version, value, padding to 8` until `size` bytes are read.
+/// Records with a negative version (deletions before CCF 3.0) are skipped, as CCF does.
+fn decode_snapshot_maps(r: &mut Reader<'_>) -> Result<Vec<MapWrites>, EntryError> {
+    let padding = |n: u64| (8 - n % 8) % 8;
+    r.blob("snapshot hash")?;
+    let history = r.blob("view history")?;
+    if history.len() % 8 != 0 {
+        return Err(EntryError::WriteSet("view history"));
+    }
+    let mut maps = Vec::new();
+    while !r.done() {
+        let name = std::str::from_utf8(r.blob("map name")?)
+            .map_err(|_| EntryError::MapName)?
+            .to_owned();
+        r.take(8, "map version")?;
+        let size = r.u64("map size")?;
+        let start = r.pos;
+        let mut writes = Vec::new();
+        while ((r.pos - start) as u64) < size {
+            let k = r.blob("key")?.to_vec();
+            r.take(padding(k.len() as u64), "key padding")?;
+            let n = r.u64("value size")?;
+            if n < 8 {
+                return Err(EntryError::WriteSet("versioned value"));
+            }
+            let version = r.i64("value version")?;
+            let v = r.take(n - 8, "value")?.to_vec();
+            r.take(padding(n), "value padding")?;
+            if version >= 0 {
+                writes.push((k, v));
+            }
+        }
+        maps.push(MapWrites {
+            name,
+            writes,
+            removes: Vec::new(),
+        });
+    }
+    Ok(maps)
+}
+
 fn put_blob(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u64).to_le_bytes());
     out.extend_from_slice(b);
 }
 
-fn encode_maps<'a>(out: &mut Vec<u8>, maps: impl IntoIterator<Item = &'a MapWrites>) {
+fn encode_maps<'a>(
+    out: &mut Vec<u8>,
+    maps: impl IntoIterator<Item = &'a MapWrites>,
+    read_version: i64,
+) {
     for m in maps {
         put_blob(out, m.name.as_bytes());
-        out.extend_from_slice(&0i64.to_le_bytes());
+        out.extend_from_slice(&read_version.to_le_bytes());
         out.extend_from_slice(&0u64.to_le_bytes());
         out.extend_from_slice(&(m.writes.len() as u64).to_le_bytes());
         for (k, v) in &m.writes {
@@ -594,6 +654,30 @@ pub fn leaf_for(write_set_digest: &Hash, pd: &PublicDomain) -> Hash {
     }
 }
 
+/// The values older CCF releases wrote in the version fields that Vellum (like current CCF)
+/// writes as 0: the public domain's max conflict version and each map's read version. Only for
+/// writing ledgers of that shape (`vellum sample-ledger --legacy-versions`); neither is an
+/// integrity field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegacyVersions {
+    /// The max conflict version.
+    pub max_conflict_version: i64,
+    /// Every map's read version.
+    pub read_version: i64,
+}
+
+impl LegacyVersions {
+    /// Non-zero values of the kind older CCF releases wrote (versions of the store the
+    /// transaction saw): here the transaction's own seqno in both fields.
+    pub fn older_ccf(seqno: u64) -> LegacyVersions {
+        let v = seqno as i64;
+        LegacyVersions {
+            max_conflict_version: v,
+            read_version: v,
+        }
+    }
+}
+
 /// What to write in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntryBuilder {
@@ -648,6 +732,16 @@ impl EntryBuilder {
     /// Deterministic: the same (txid, maps, claims, secret) always give the same bytes, so every
     /// node of a service writes byte-identical ledgers.
     pub fn encode(&self, txid: TxId, secret: &LedgerSecret) -> EncodedEntry {
+        self.encode_with(txid, secret, LegacyVersions::default())
+    }
+
+    /// Encodes like [`EntryBuilder::encode`], with `legacy` in the version fields.
+    pub fn encode_with(
+        &self,
+        txid: TxId,
+        secret: &LedgerSecret,
+        legacy: LegacyVersions,
+    ) -> EncodedEntry {
         let ce = secret.commit_evidence(txid);
         let ce_digest = commit_evidence_digest(&ce);
         let mut public = Vec::with_capacity(256);
@@ -655,11 +749,16 @@ impl EntryBuilder {
         public.extend_from_slice(&(txid.seqno as i64).to_le_bytes());
         public.extend_from_slice(&self.claims_digest.0);
         public.extend_from_slice(&ce_digest.0);
-        public.extend_from_slice(&0i64.to_le_bytes());
+        public.extend_from_slice(&legacy.max_conflict_version.to_le_bytes());
         let public_map = |m: &&MapWrites| MapWrites::is_public_name(&m.name);
-        encode_maps(&mut public, self.maps.iter().filter(public_map));
+        let rv = legacy.read_version;
+        encode_maps(&mut public, self.maps.iter().filter(public_map), rv);
         let mut private = Vec::new();
-        encode_maps(&mut private, self.maps.iter().filter(|m| !public_map(m)));
+        encode_maps(
+            &mut private,
+            self.maps.iter().filter(|m| !public_map(m)),
+            rv,
+        );
         let iv = Iv::for_tx(txid).to_bytes();
         let tag =
             match secret
@@ -782,6 +881,66 @@ mod tests {
         ));
         // Empty private domain: size is tag + iv + len + 81-byte public domain.
         assert_eq!(e.bytes.len(), 8 + 16 + 12 + 8 + 81);
+    }
+
+    #[test]
+    fn legacy_version_fields_are_read_and_ignored() {
+        let b = EntryBuilder::default()
+            .map(MapWrites::with_writes(
+                "public:t",
+                vec![(b"k".to_vec(), b"v".to_vec())],
+            ))
+            .map(MapWrites::with_writes(
+                "private",
+                vec![(b"k".to_vec(), b"s".to_vec())],
+            ));
+        let t = TxId::new(2, 40);
+        let e = b.encode_with(t, &secret(), LegacyVersions::older_ccf(40));
+        assert_ne!(e.bytes, b.encode(t, &secret()).bytes);
+        let (raw, _) = RawEntry::parse(&e.bytes).unwrap();
+        let pd = raw.public_domain().unwrap();
+        assert_eq!(pd.max_conflict_version, 40);
+        // The read version sits after the map name's length and bytes.
+        let at = 44 + 81 + 8 + "public:t".len();
+        assert_eq!(&e.bytes[at..at + 8], &40i64.to_le_bytes());
+        let d = EntryBuilder::decode(&raw, &secret()).unwrap();
+        assert_eq!(d.maps, b.maps);
+    }
+
+    #[test]
+    fn snapshot_domains_read_as_ccf_reads_them() {
+        // type 1, seqno 5, max conflict 0, hash (2 bytes), view history (one u64), then a map
+        // with two records: version 3 (kept) and version -1 (a pre-3.0 deletion, skipped).
+        let mut b = vec![1u8];
+        b.extend_from_slice(&5i64.to_le_bytes());
+        b.extend_from_slice(&0i64.to_le_bytes());
+        put_blob(&mut b, b"hh");
+        put_blob(&mut b, &7u64.to_le_bytes());
+        put_blob(&mut b, b"public:m");
+        b.extend_from_slice(&9u64.to_le_bytes());
+        let mut records = Vec::new();
+        for (k, ver, v) in [(&b"key"[..], 3i64, &b"value"[..]), (b"old", -1, b"")] {
+            put_blob(&mut records, k);
+            records.resize(records.len() + (8 - k.len() % 8) % 8, 0);
+            records.extend_from_slice(&((v.len() + 8) as u64).to_le_bytes());
+            records.extend_from_slice(&ver.to_le_bytes());
+            records.extend_from_slice(v);
+            records.resize(records.len() + (8 - (v.len() + 8) % 8) % 8, 0);
+        }
+        b.extend_from_slice(&(records.len() as u64).to_le_bytes());
+        b.extend_from_slice(&records);
+        let pd = decode_public_domain(&b).unwrap();
+        assert_eq!(pd.entry_type, EntryType::Snapshot);
+        assert_eq!(pd.maps.len(), 1);
+        assert_eq!(
+            pd.maps[0].writes,
+            vec![(b"key".to_vec(), b"value".to_vec())]
+        );
+        // A versioned value shorter than its version is malformed.
+        let mut short = b.clone();
+        let at = short.len() - records.len() + 8 + 8; // first record's value size
+        short[at..at + 8].copy_from_slice(&7u64.to_le_bytes());
+        assert!(decode_public_domain(&short).is_err());
     }
 
     #[test]

@@ -293,6 +293,96 @@ impl<'a> Chunk<'a> {
     }
 }
 
+impl<'a> Chunk<'a> {
+    /// Reads a chunk file as CCF's verifier does (`ccf.ledger.LedgerChunk` at the offsets
+    /// level), for the auditor. A closed file's positions table says where each entry starts:
+    /// each position must lie after the file header and before the table, and each entry must
+    /// end where the next position starts, within the entries area. Bytes before the first
+    /// entry and after the last are not read: CCF does not read them, no signature covers them,
+    /// and CCF's own node writes none. A file whose name gives its range must hold that many
+    /// entries. A file without a table is read entry by entry to its end; when its name has no
+    /// end (an open chunk), zeros that a Vellum writer keeps ahead of its entries end it.
+    ///
+    /// [`Chunk::parse`] is the node's stricter reader of its own files: there a gap between
+    /// entries is damage to repair, not something to tolerate.
+    pub fn parse_for_audit(bytes: &'a [u8], name: &ChunkName) -> Result<Chunk<'a>, ChunkError> {
+        let table_at = u64_at(bytes, 0).ok_or(ChunkError::TooShort(bytes.len()))?;
+        let expected = name.end.map(|end| end - name.start + 1);
+        let count = |actual: usize| match expected {
+            Some(e) if e != actual as u64 => Err(ChunkError::Count {
+                expected: e,
+                actual: actual as u64,
+            }),
+            _ => Ok(()),
+        };
+        let entry_at = |index: usize, at: u64, end: u64| {
+            let slice = bytes.get(at as usize..end as usize).unwrap_or_default();
+            RawEntry::parse(slice)
+                .map(|(entry, _)| ChunkEntry { offset: at, entry })
+                .map_err(|source| ChunkError::Entry {
+                    index,
+                    offset: at,
+                    source,
+                })
+        };
+        if table_at == 0 {
+            let mut entries = Vec::new();
+            let mut at = CHUNK_HEADER_SIZE;
+            while at < bytes.len() && !(name.end.is_none() && is_zero(&bytes[at..])) {
+                let e = entry_at(entries.len(), at as u64, bytes.len() as u64)?;
+                at += e.entry.bytes.len();
+                entries.push(e);
+            }
+            count(entries.len())?;
+            return Ok(Chunk {
+                entries,
+                closed: false,
+            });
+        }
+        if table_at > bytes.len() as u64 {
+            return Err(ChunkError::TableOffset {
+                offset: table_at,
+                len: bytes.len(),
+            });
+        }
+        let table = &bytes[table_at as usize..];
+        if !table.len().is_multiple_of(4) {
+            return Err(ChunkError::TableLength(table.len()));
+        }
+        let positions = positions(table);
+        let mut entries: Vec<ChunkEntry<'a>> = Vec::with_capacity(positions.len());
+        for (index, &pos) in positions.iter().enumerate() {
+            let after_previous = entries
+                .last()
+                .map_or(CHUNK_HEADER_SIZE as u64, |e| e.offset + 1);
+            if pos < after_previous || pos >= table_at {
+                return Err(ChunkError::Position {
+                    index,
+                    table: pos,
+                    actual: after_previous,
+                });
+            }
+            if let Some(prev) = entries.last() {
+                let end = prev.offset + prev.entry.bytes.len() as u64;
+                if end != pos {
+                    return Err(ChunkError::Boundary {
+                        index: index - 1,
+                        offset: prev.offset,
+                        len: prev.entry.bytes.len() as u64,
+                        next: pos,
+                    });
+                }
+            }
+            entries.push(entry_at(index, pos, table_at)?);
+        }
+        count(entries.len())?;
+        Ok(Chunk {
+            entries,
+            closed: true,
+        })
+    }
+}
+
 /// Whether every byte is zero (the space a writer keeps ahead of an open chunk's entries).
 pub fn is_zero(bytes: &[u8]) -> bool {
     bytes.iter().all(|b| *b == 0)

@@ -15,7 +15,9 @@
 use base64::Engine as _;
 use vellum_core::cose::{self, CwtClaims};
 use vellum_core::crypto::{Certificate, CryptoError, SigningKey};
-use vellum_core::entry::{self, EncodedEntry, EntryBuilder, LedgerSecret, RawEntry};
+use vellum_core::entry::{
+    self, EncodedEntry, EntryBuilder, LedgerSecret, LegacyVersions, RawEntry,
+};
 use vellum_core::merkle::{MerkleTree, PathStep, TRIM_BLOCK, TreeError};
 use vellum_core::receipt::{CoseLeaf, LeafComponents, ProofElement, Receipt, cose_receipt};
 use vellum_core::signature::{SignatureTables, Signer, signature_maps};
@@ -145,6 +147,8 @@ pub struct Engine {
     checkpointing: Option<std::thread::JoinHandle<()>>,
     /// The seqno of the checkpoint the engine was opened from.
     opened_from: Option<u64>,
+    /// Write the version fields as older CCF releases did (sample ledgers only).
+    legacy_versions: bool,
 }
 
 /// The last this many committed transactions stay whole in the tree; older ones have its low
@@ -204,7 +208,16 @@ impl Engine {
             checkpointed,
             checkpointing: None,
             opened_from: None,
+            legacy_versions: false,
         }
+    }
+
+    /// Writes every later entry's max conflict version and map read versions non-zero, as older
+    /// CCF releases did ([`LegacyVersions::older_ccf`]), instead of 0: for sample ledgers of that
+    /// shape (`vellum sample-ledger --legacy-versions`). A node never sets it: replicas
+    /// re-encode write sets with zeros.
+    pub fn set_legacy_versions(&mut self, on: bool) {
+        self.legacy_versions = on;
     }
 
     /// Adds the entries of the files after the last one the engine holds to the tree, the
@@ -444,7 +457,15 @@ impl Engine {
         write_set: &EntryBuilder,
     ) -> Result<EncodedEntry, EngineError> {
         self.check_next(txid)?;
-        let e = write_set.encode(txid, &self.keys.secret);
+        let e = if self.legacy_versions {
+            write_set.encode_with(
+                txid,
+                &self.keys.secret,
+                LegacyVersions::older_ccf(txid.seqno),
+            )
+        } else {
+            write_set.encode(txid, &self.keys.secret)
+        };
         let sig = tables::is_signature(write_set.maps.iter().map(|m| m.name.as_str()));
         self.files.append(txid.seqno, &e.bytes, sig)?;
         self.tree.append(e.leaf);

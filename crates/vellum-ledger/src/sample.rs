@@ -35,6 +35,9 @@ pub struct SampleOptions {
     pub chunk_size: u64,
     /// Wall-clock time for certificates and COSE `iat`.
     pub now: SystemTime,
+    /// Write every entry's max conflict version and map read versions non-zero, as older CCF
+    /// releases did, rather than 0 as Vellum and current CCF do. Signatures cover them as usual.
+    pub legacy_versions: bool,
 }
 
 impl Default for SampleOptions {
@@ -44,6 +47,7 @@ impl Default for SampleOptions {
             signature_interval: 4,
             chunk_size: 8 * 1024,
             now: SystemTime::now(),
+            legacy_versions: false,
         }
     }
 }
@@ -130,6 +134,7 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
     let keys = NodeKeys::new(&service, &node, secret.clone());
     let ledger_dir = out.join("ledger");
     let (mut engine, _) = Engine::open_dir(&ledger_dir, opts.chunk_size, keys)?;
+    engine.set_legacy_versions(opts.legacy_versions);
     let view = 2;
     let mut next = 1u64;
     let mut txid = || {
