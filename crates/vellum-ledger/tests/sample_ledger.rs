@@ -18,6 +18,7 @@ fn small() -> SampleOptions {
         signature_interval: 3,
         chunk_size: 4096,
         now: SystemTime::now(),
+        legacy_versions: false,
     }
 }
 
