@@ -141,14 +141,11 @@ fn every_flipped_byte_is_caught_and_named_with_the_secret() {
                 }
                 None => assert_eq!(e.file.as_deref(), Some(path.as_path()), "byte {p}: {e}"),
             }
-            // Without the secret, only the final signature's tag and commit evidence escape.
-            if let Ok(r) = audit_chunks(copy, total, &no_secret, |_| {}) {
+            // Without the secret, only flips in the final signature (which no signature covers)
+            // can escape, and exactly those CCF's verifier lets pass (audit_differential.rs).
+            if audit_chunks(copy, total, &no_secret, |_| {}).is_ok() {
                 let (seqno, within) = owner(p).unwrap();
-                assert_eq!(seqno, last_seqno);
-                assert!(
-                    (8..24).contains(&within) || (85..117).contains(&within),
-                    "byte {within}: {r:?}"
-                );
+                assert_eq!(seqno, last_seqno, "byte {within} of {seqno}");
             }
         }
     }
