@@ -118,6 +118,96 @@ fn sample_ledger_then_audit_with_secret() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }
 
+/// The byte offsets of a closed chunk's entries, from its positions table.
+fn entry_offsets(b: &[u8]) -> Vec<usize> {
+    let t = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    b[t..]
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as usize)
+        .collect()
+}
+
+#[test]
+fn legacy_version_fields_pass_and_odd_uncovered_fields_are_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("legacy");
+    let out = vellum()
+        .arg("sample-ledger")
+        .arg(&out_dir)
+        .args(["--entries", "6", "--legacy-versions"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ledger = out_dir.join("ledger");
+    let secret = out_dir.join("ledger_secret");
+    let audit = |extra: &[&str]| {
+        vellum()
+            .arg("audit")
+            .arg(&ledger)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for extra in [&[][..], &["--ledger-secret", secret.to_str().unwrap()]] {
+        let out = audit(extra);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("note:"));
+    }
+
+    // The final signature's public-domain seqno, which no signature covers and CCF does not
+    // compare with the IV: a note, not a failure (the GCM tag still catches it with the secret).
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&ledger)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let start = |p: &PathBuf| -> u64 {
+        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+        let n = n.trim_start_matches("ledger_").split('-').next().unwrap();
+        n.parse().unwrap()
+    };
+    files.sort_by_key(start);
+    let last = files.last().unwrap();
+    let mut b = std::fs::read(last).unwrap();
+    let at = *entry_offsets(&b).last().unwrap() + 45;
+    b[at] ^= 0x40;
+    std::fs::write(last, &b).unwrap();
+    let out = audit(&[]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("note: transaction 2.")
+            && text.contains("differs from the IV's seqno")
+            && text.contains("(not covered by any signature)"),
+        "{text}"
+    );
+    let out = audit(&["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["notes"].as_array().unwrap().len(), 1);
+    assert_eq!(v["notes"][0]["covered"], false);
+    let out = audit(&["--ledger-secret", secret.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // A format version other than 1 cannot be verified: said so, not called tampering.
+    let first = &files[0];
+    let mut b = std::fs::read(first).unwrap();
+    let at = entry_offsets(&b)[0];
+    b[at] = 2;
+    std::fs::write(first, &b).unwrap();
+    let out = audit(&["--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["unsupported"], true, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("format version 2"),
+        "{v}"
+    );
+}
+
 #[test]
 fn bad_input_gives_one_line_errors() {
     let out = vellum()
