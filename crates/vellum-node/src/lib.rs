@@ -27,6 +27,8 @@ pub mod node;
 pub mod ops;
 pub mod raft;
 pub mod server;
+mod service_state;
+mod signing;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod users;

@@ -18,19 +18,24 @@ use vellum_ledger::genesis::service_info;
 use vellum_ledger::index::{ENTRIES_TABLE, Index, entry_write};
 use vellum_ledger::live_index::LiveIndex;
 
+use crate::NodeError;
 use crate::cluster::{
     ClusterState, Forward, ForwardReply, JoinRequest, JoinResponse, JoinToken, node_info_value,
     raft_id_of,
 };
 use crate::datadir::{Bootstrap, DataDir};
 use crate::ops::{Caller, Needs, Op};
+use crate::raft::Raft;
 use crate::raft::flusher::FlushStats;
-use crate::raft::log_store::{LogStore, Shared};
+use crate::raft::ledger::Ledger;
+use crate::raft::log_store::LogStore;
 use crate::raft::network::{FORWARD_PATH, PeerClient, PeerError, PeerNetworkFactory};
 use crate::raft::state_machine::{CommitState, CommitWait, CommitWaiters, StateMachine};
-use crate::raft::types::{Node, Raft, Ticket, Tx};
+use crate::raft::types::{Node, Ticket, Tx};
+use crate::service_state::ServiceState;
+pub use crate::signing::{ALONE_SIGNATURE_DELAY, CLUSTER_SIGNATURE_DELAY};
+use crate::signing::{Proposer, SignaturePolicy};
 use crate::users::Role;
-use crate::{NodeError, lock};
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -125,7 +130,9 @@ pub struct LedgerNode {
     startup: Startup,
     ready: std::sync::atomic::AtomicBool,
     raft: Raft,
-    shared: Arc<Shared>,
+    ledger: Arc<Ledger>,
+    signing: Arc<SignaturePolicy>,
+    state: Arc<ServiceState>,
     index: Arc<LiveIndex>,
     commit: tokio::sync::watch::Receiver<CommitState>,
     /// Waiters for the commit point, each woken once it reaches theirs.
@@ -239,24 +246,27 @@ impl LedgerNode {
             .find(|s| **s <= indexed)
             .copied()
             .unwrap_or(0);
-        let shared = Arc::new(
-            Shared::new(
-                engine,
-                data.vote_path(),
-                data.genesis.clone(),
-                cfg.signature_interval,
-            )
-            .map_err(|e| NodeError::DataDir(e.to_string()))?,
-        );
-        *lock(&shared.collections) = index.collections()?.into_iter().collect();
+        let ledger = Arc::new(Ledger::new(engine).map_err(|e| NodeError::DataDir(e.to_string()))?);
+        let signing = Arc::new(SignaturePolicy::new(
+            cfg.signature_interval,
+            cfg.signature_delay,
+        ));
+        let collections = index.collections()?;
         let index = Arc::new(LiveIndex::start(index)?);
         let (commit_tx, commit_rx) = tokio::sync::watch::channel(CommitState {
             committed,
             applied: indexed,
         });
         let waiters = Arc::new(CommitWaiters::new(committed));
-        let sm = StateMachine::new(shared.clone(), index.clone(), commit_tx, waiters.clone())
-            .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        let sm = StateMachine::new(
+            ledger.clone(),
+            index.clone(),
+            collections,
+            commit_tx,
+            waiters.clone(),
+        )
+        .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        let state = sm.state();
         let config = openraft::Config {
             cluster_name: "vellum".into(),
             heartbeat_interval: 150,
@@ -276,9 +286,13 @@ impl LedgerNode {
         }
         .validate()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let store = LogStore {
-            shared: shared.clone(),
-        };
+        let store = LogStore::new(
+            ledger.clone(),
+            signing.clone(),
+            data.vote_path(),
+            data.genesis.clone(),
+        )
+        .map_err(|e| NodeError::DataDir(e.to_string()))?;
         let peers = PeerClient::new(
             &format!("{}{}", data.keys.node_cert_pem, data.keys.service_cert_pem),
             &data.node_key_pem,
@@ -318,20 +332,27 @@ impl LedgerNode {
         }
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let signer = tokio::task::spawn_blocking({
-            let (rt, raft) = (tokio::runtime::Handle::current(), raft.clone());
-            let (shared, delay) = (shared.clone(), cfg.signature_delay);
-            move || signer(rt, raft, shared, delay, data.raft_id, stop_rx)
+            let proposer = RaftProposer {
+                rt: tokio::runtime::Handle::current(),
+                raft: raft.clone(),
+                me: data.raft_id,
+                stop: stop_rx,
+            };
+            let (signing, ledger) = (signing.clone(), ledger.clone());
+            move || signing.run(&ledger, &proposer)
         });
         let reconciler = tokio::spawn(reconciler(
             raft.clone(),
-            shared.clone(),
+            state.clone(),
             data.raft_id,
             stop.subscribe(),
         ));
         let raft_id = data.raft_id;
         let node = LedgerNode {
             raft,
-            shared,
+            ledger,
+            signing,
+            state,
             index,
             commit: commit_rx,
             waiters,
@@ -588,12 +609,12 @@ impl LedgerNode {
 
     /// Records a write set on this node, which must be the primary (no forwarding).
     async fn write_here(&self, ws: Arc<EntryBuilder>, applied: bool) -> Result<TxId, NodeError> {
-        if let Some(why) = lock(&self.shared.engine).poisoned() {
+        if let Some(why) = self.ledger.engine().poisoned() {
             return Err(NodeError::Stopped(why.to_owned()));
         }
         self.admit_collection(&ws)?;
         // Counted here, on the primary, so that writes forwarded by backups count too.
-        let arriving = Arriving::new(&self.shared);
+        let arriving = self.signing.arriving();
         let (ticket, mut assigned) = Ticket::new();
         let (responder, mut done) = crate::raft::types::QuietResponder::new_pair();
         self.raft
@@ -637,15 +658,9 @@ impl LedgerNode {
         let Some(name) = entry_write(&ws.maps).map(|(k, _)| String::from_utf8_lossy(k)) else {
             return Ok(());
         };
-        let mut known = lock(&self.shared.collections);
-        if known.contains(name.as_ref()) {
-            return Ok(());
-        }
-        if known.len() >= self.max_collections {
-            return Err(NodeError::TooManyCollections(known.len() as u64));
-        }
-        known.insert(name.into_owned());
-        Ok(())
+        self.state
+            .admit_collection(&name, self.max_collections)
+            .map_err(NodeError::TooManyCollections)
     }
 
     /// Serves a request a backup forwarded to this node.
@@ -696,28 +711,30 @@ impl LedgerNode {
 
     /// The certificates (PEM) of the nodes recorded `Trusted`.
     fn trusted_node_certs(&self) -> Vec<String> {
-        let cluster = crate::read_lock(&self.shared.cluster);
-        cluster
-            .certs
-            .iter()
-            .filter(|(id, _)| {
-                cluster
-                    .nodes
-                    .get(*id)
-                    .is_some_and(|n| n.status == "Trusted")
-            })
-            .map(|(_, pem)| pem.clone())
-            .collect()
+        self.state.with_cluster(|cluster| {
+            cluster
+                .certs
+                .iter()
+                .filter(|(id, _)| {
+                    cluster
+                        .nodes
+                        .get(*id)
+                        .is_some_and(|n| n.status == "Trusted")
+                })
+                .map(|(_, pem)| pem.clone())
+                .collect()
+        })
     }
 
     /// Whether `der` is the certificate recorded for node `node_id` (or, on a node that has not
     /// caught up yet, one of those it was told of when it was admitted).
     pub fn is_node_certificate(&self, node_id: &str, der: &[u8]) -> bool {
-        let recorded = crate::read_lock(&self.shared.cluster)
-            .certs
-            .get(node_id)
-            .and_then(|pem| vellum_core::crypto::Certificate::from_pem(pem).ok())
-            .is_some_and(|c| c.der() == der);
+        let recorded = self.state.with_cluster(|c| {
+            c.certs
+                .get(node_id)
+                .and_then(|pem| vellum_core::crypto::Certificate::from_pem(pem).ok())
+                .is_some_and(|c| c.der() == der)
+        });
         recorded || self.data.join_peers.iter().any(|p| p[..] == *der)
     }
 
@@ -733,15 +750,13 @@ impl LedgerNode {
 
     /// The status (`Trusted`, `Retired`) of node `node_id`, if this node knows it.
     pub fn node_status(&self, node_id: &str) -> Option<String> {
-        crate::read_lock(&self.shared.cluster)
-            .nodes
-            .get(node_id)
-            .map(|n| n.status.clone())
+        self.state
+            .with_cluster(|c| c.nodes.get(node_id).map(|n| n.status.clone()))
     }
 
     /// Nodes and join tokens, as of the last applied transaction.
     pub fn cluster(&self) -> ClusterState {
-        crate::read_lock(&self.shared.cluster).clone()
+        self.state.cluster()
     }
 
     /// The nodes of the service: every node recorded in the ledger, with its Raft role.
@@ -1019,18 +1034,18 @@ impl LedgerNode {
 
     /// Users and roles, as of the last applied transaction.
     pub fn users(&self) -> crate::users::Users {
-        crate::read_lock(&self.shared.users).clone()
+        self.state.users()
     }
 
     /// The role of `user_id`, if it is a user.
     pub fn role_of(&self, user_id: &str) -> Option<crate::users::Role> {
-        crate::read_lock(&self.shared.users).get(user_id).copied()
+        self.state.role_of(user_id)
     }
 
     /// Governance: the members and constitution the service started with (genesis, seqno 1)
     /// and its current nodes.
     pub fn governance(&self) -> Result<Governance, NodeError> {
-        let (_, ws) = lock(&self.shared.engine).write_set(1)?;
+        let (_, ws) = self.ledger.engine().write_set(1)?;
         let map = |name: &str| ws.maps.iter().find(|m| m.name == name);
         let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
         let members = map(vellum_core::tables::MEMBERS_CERTS)
@@ -1061,7 +1076,8 @@ impl LedgerNode {
     }
 
     fn stop_reason(&self) -> String {
-        lock(&self.shared.engine)
+        self.ledger
+            .engine()
             .poisoned()
             .map_or_else(|| "the node stopped".to_owned(), str::to_owned)
     }
@@ -1090,7 +1106,7 @@ impl LedgerNode {
     /// The status of a transaction (CCF §8).
     pub fn status(&self, txid: TxId) -> TxStatus {
         let committed = self.commit.borrow().committed;
-        let engine = lock(&self.shared.engine);
+        let engine = self.ledger.engine();
         tx_status(
             &View {
                 engine: &engine,
@@ -1126,7 +1142,7 @@ impl LedgerNode {
 
     /// The last transaction id in the ledger.
     pub fn last_txid(&self) -> Option<TxId> {
-        lock(&self.shared.engine).last_txid()
+        self.ledger.engine().last_txid()
     }
 
     /// Waits until `txid` is Committed or Invalid (or the timeout passes); returns the status.
@@ -1168,7 +1184,7 @@ impl LedgerNode {
             Some(t) if t.view == txid.view && t.collection.is_some() => {}
             _ => return Ok(None),
         }
-        let (_, ws) = lock(&self.shared.engine).write_set(txid.seqno)?;
+        let (_, ws) = self.ledger.engine().write_set(txid.seqno)?;
         Ok(entry_of(txid, &ws))
     }
 
@@ -1177,7 +1193,7 @@ impl LedgerNode {
         let Some(seqno) = self.index.latest(collection)? else {
             return Ok(None);
         };
-        let (txid, ws) = lock(&self.shared.engine).write_set(seqno)?;
+        let (txid, ws) = self.ledger.engine().write_set(seqno)?;
         Ok(entry_of(txid, &ws))
     }
 
@@ -1190,7 +1206,7 @@ impl LedgerNode {
         limit: usize,
     ) -> Result<Vec<LedgerEntry>, NodeError> {
         let seqnos = self.index.range(collection, from, to, limit)?;
-        let engine = lock(&self.shared.engine);
+        let engine = self.ledger.engine();
         let mut out = Vec::with_capacity(seqnos.len());
         for s in seqnos {
             let (txid, ws) = engine.write_set(s)?;
@@ -1207,17 +1223,17 @@ impl LedgerNode {
     /// The receipt of a Committed transaction.
     pub fn receipt(&self, txid: TxId) -> Result<ReceiptBundle, NodeError> {
         let committed = self.committed_seqno();
-        Ok(lock(&self.shared.engine).receipt(txid, committed)?)
+        Ok(self.ledger.engine().receipt(txid, committed)?)
     }
 
     /// Why the node refuses writes, if it does (an I/O error poisoned its ledger).
     pub fn write_error(&self) -> Option<String> {
-        lock(&self.shared.engine).poisoned().map(str::to_owned)
+        self.ledger.engine().poisoned().map(str::to_owned)
     }
 
     /// Group-commit counters.
     pub fn flush_stats(&self) -> (u64, u64) {
-        let s: &FlushStats = &self.shared.flusher.stats;
+        let s: &FlushStats = self.ledger.flush_stats();
         (
             s.requests.load(Ordering::Relaxed),
             s.syncs.load(Ordering::Relaxed),
@@ -1246,9 +1262,9 @@ impl LedgerNode {
     /// next start reads only what it does not cover), and the index is made durable.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         if self.is_primary() && self.write_error().is_none() {
-            let target = self.shared.last_seqno.load(Ordering::Acquire);
-            if target > self.shared.last_signature.load(Ordering::Acquire) {
-                self.shared.sign_pending.store(true, Ordering::Release);
+            let target = self.ledger.last_seqno();
+            if self.ledger.unsigned() > 0 {
+                self.signing.proposing();
                 let _ = self
                     .raft
                     .client_write_ff(Tx::Sign, None::<crate::raft::types::QuietResponder<_>>)
@@ -1271,7 +1287,7 @@ impl LedgerNode {
             .count()
             <= 1;
         let _ = self.stop.send(true);
-        self.shared.bell.stop();
+        self.signing.stop();
         let _ = self.signer.await;
         let _ = self.reconciler.await;
         self.raft
@@ -1280,7 +1296,7 @@ impl LedgerNode {
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         let committed = self.commit.borrow().committed;
         {
-            let mut engine = lock(&self.shared.engine);
+            let mut engine = self.ledger.engine();
             // Only a node alone may close its chunk early: in a cluster every node closes chunks
             // at the same seqnos, so that committed chunks are identical on all of them.
             if alone
@@ -1309,126 +1325,37 @@ impl LedgerNode {
     }
 }
 
-/// The signer thread (on the blocking pool): on the primary, proposes a signature transaction
-/// once transactions are unsigned and `delay` has passed since the last was proposed (at once
-/// after an idle spell), or at once when `signature_interval` of them are unsigned. Under load
-/// clients phase-lock to its period. With everything signed it parks until the next append
-/// rings (an idle node does not wake a thousand times a second); a slow look covers leadership
-/// changes. A thread, not a task: see [`crate::raft::log_store::SignerBell`].
-fn signer(
+/// Raft, as the signer needs it.
+struct RaftProposer {
     rt: tokio::runtime::Handle,
     raft: Raft,
-    shared: Arc<Shared>,
-    delay: Option<Duration>,
     me: u64,
     stop: tokio::sync::watch::Receiver<bool>,
-) {
-    use crate::raft::log_store::Woken;
-    use std::time::Instant;
-    let bell = &shared.bell;
-    // The first signature is due at once, whatever the delay.
-    let mut last_proposed = Instant::now()
-        .checked_sub(delay.unwrap_or_default().max(CLUSTER_SIGNATURE_DELAY))
-        .unwrap_or_else(Instant::now);
-    loop {
-        if *stop.borrow() || stop.has_changed().is_err() {
-            return;
-        }
-        let delay = delay.unwrap_or_else(|| {
-            let m = raft.metrics();
-            let voters = m
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .count();
-            if voters > 1 {
-                CLUSTER_SIGNATURE_DELAY
-            } else {
-                ALONE_SIGNATURE_DELAY
-            }
-        });
-        let busy = || {
-            shared.last_seqno.load(Ordering::Acquire)
-                > shared.last_signature.load(Ordering::Acquire)
-        };
-        let woken = if busy() {
-            bell.wait_until(last_proposed + delay)
-        } else {
-            bell.wait_until(Instant::now() + IDLE_SIGNER_TICK)
-        };
-        match woken {
-            Woken::Stop => return,
-            Woken::Look if Instant::now() < last_proposed + delay => continue,
-            Woken::Look => {
-                // Writes still on their way to the log: wait for them (the last to arrive
-                // rings), up to a second delay, so that a burst is signed whole.
-                if shared.arriving.load(Ordering::Acquire) > 0
-                    && Instant::now() < last_proposed + 2 * delay
-                {
-                    shared.quiet_wanted.store(true, Ordering::Release);
-                    if shared.arriving.load(Ordering::Acquire) > 0 {
-                        let _ = bell.wait_until(last_proposed + 2 * delay);
-                    }
-                    shared.quiet_wanted.store(false, Ordering::Release);
-                }
-            }
-            Woken::SignNow => {}
-        }
-        if !busy() {
-            continue;
-        }
-        let proposed_recently = last_proposed.elapsed() < Duration::from_secs(1);
-        if shared.sign_pending.load(Ordering::Acquire) && proposed_recently {
-            // Not appended yet: look again a delay later (the deadline has passed).
-            let _ = bell.wait_until(Instant::now() + delay);
-            continue;
-        }
-        if raft.metrics().borrow_watched().current_leader != Some(me) {
-            let _ = bell.wait_until(Instant::now() + IDLE_SIGNER_TICK);
-            continue;
-        }
-        shared.sign_pending.store(true, Ordering::Release);
-        last_proposed = Instant::now();
-        let proposal =
-            raft.client_write_ff(Tx::Sign, None::<crate::raft::types::QuietResponder<_>>);
-        if rt.block_on(proposal).is_err() {
-            return;
-        }
-    }
 }
 
-/// The default signature delay of a node alone: a signature costs it two ECDSA signatures and
-/// a sync, and under load clients wait about one delay for their commit.
-pub const ALONE_SIGNATURE_DELAY: Duration = Duration::from_millis(1);
-
-/// The default signature delay with backups: each backup also verifies both signatures of
-/// every signature transaction. On the 2-core benchmark machine a 3-node cluster committed
-/// 10.3k-10.7k writes/s (p50 5.7 ms) signing every millisecond and 13.4k-14.1k/s (p50
-/// 4.2 ms) every 4 ms; longer delays make clients wait (7.7k/s at 8 ms).
-pub const CLUSTER_SIGNATURE_DELAY: Duration = Duration::from_millis(4);
-
-/// How often a signer with nothing to sign looks again without being woken (a new primary
-/// may hold unsigned transactions appended while it was a backup).
-const IDLE_SIGNER_TICK: Duration = Duration::from_millis(100);
-
-/// A write on the primary between its arrival and the assignment of its transaction id.
-struct Arriving<'a>(&'a Shared);
-
-impl<'a> Arriving<'a> {
-    fn new(shared: &'a Shared) -> Arriving<'a> {
-        shared.arriving.fetch_add(1, Ordering::AcqRel);
-        Arriving(shared)
+impl Proposer for RaftProposer {
+    fn is_primary(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.me)
     }
-}
 
-impl Drop for Arriving<'_> {
-    fn drop(&mut self) {
-        if self.0.arriving.fetch_sub(1, Ordering::AcqRel) == 1
-            && self.0.quiet_wanted.load(Ordering::Acquire)
-        {
-            self.0.bell.ring(false);
-        }
+    fn voters(&self) -> usize {
+        let m = self.raft.metrics();
+        m.borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count()
+    }
+
+    fn propose_signature(&self) -> bool {
+        let proposal = self
+            .raft
+            .client_write_ff(Tx::Sign, None::<crate::raft::types::QuietResponder<_>>);
+        self.rt.block_on(proposal).is_ok()
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow() || self.stop.has_changed().is_err()
     }
 }
 
@@ -1444,7 +1371,7 @@ const PROMOTE_LAG: u64 = 100;
 /// picks up where an old one stopped.
 async fn reconciler(
     raft: Raft,
-    shared: Arc<Shared>,
+    state: Arc<ServiceState>,
     me: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -1469,7 +1396,7 @@ async fn reconciler(
                 m.replication.clone().unwrap_or_default(),
             )
         };
-        let cluster = crate::read_lock(&shared.cluster).clone();
+        let cluster = state.cluster();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let mut change = None;
         for (node_id, rec) in &cluster.nodes {

@@ -17,12 +17,10 @@
 //! - **Truncate** drops a conflicting uncommitted suffix from files, tree and cache. **Purge**
 //!   never deletes: the ledger keeps its whole history.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,127 +29,43 @@ use openraft::{OptionalSend, RaftLogReader};
 use vellum_core::entry::EntryBuilder;
 use vellum_ledger::engine::Engine;
 
-use super::flusher::Flusher;
+use super::ledger::Ledger;
 use super::types::{
     Entry, LogId, Payload, RAFT_TABLE, Stored, Tx, TxKind, TypeConfig, Vote, blank_write_set,
     membership_write_set, txid_of,
 };
 use crate::lock;
+use crate::signing::SignaturePolicy;
 
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// How the log store and the node wake the signer thread. The signer waits on a condition
-/// variable rather than a tokio timer: tokio's timer has a resolution of one millisecond, and a
-/// signature that comes up to a millisecond late is up to a millisecond added to every
-/// commit (a single writer waited 1.7 ms for a commit that took 0.6 ms).
-#[derive(Default)]
-pub(crate) struct SignerBell {
-    state: Mutex<Bell>,
-    wake: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct Bell {
-    /// Rung since the signer last looked.
-    rung: bool,
-    /// `signature_interval` transactions are unsigned: sign without waiting for the delay.
-    now: bool,
-    stop: bool,
-}
-
-/// What woke the signer.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Woken {
-    /// The deadline passed, or an append rang.
-    Look,
-    /// Enough transactions are unsigned to sign at once.
-    SignNow,
-    Stop,
-}
-
-impl SignerBell {
-    /// Wakes the signer; `now`: without waiting for the signature delay.
-    pub(crate) fn ring(&self, now: bool) {
-        let mut b = lock(&self.state);
-        b.rung = true;
-        b.now |= now;
-        drop(b);
-        self.wake.notify_one();
-    }
-
-    /// Stops the signer.
-    pub(crate) fn stop(&self) {
-        lock(&self.state).stop = true;
-        self.wake.notify_one();
-    }
-
-    /// Waits until `deadline` or a ring, whichever comes first (a ring before this call
-    /// counts).
-    pub(crate) fn wait_until(&self, deadline: std::time::Instant) -> Woken {
-        let mut b = lock(&self.state);
-        loop {
-            if b.stop {
-                return Woken::Stop;
-            }
-            if std::mem::take(&mut b.now) {
-                b.rung = false;
-                return Woken::SignNow;
-            }
-            let now = std::time::Instant::now();
-            if std::mem::take(&mut b.rung) || now >= deadline {
-                return Woken::Look;
-            }
-            b = self
-                .wake
-                .wait_timeout(b, deadline - now)
-                .map(|(b, _)| b)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-    }
-}
-
-/// State shared by the log store, the state machine, the signer and the node's read API.
-pub(crate) struct Shared {
-    pub(crate) engine: Arc<Mutex<Engine>>,
-    /// Entries appended and not yet applied, by log index (exactly what the ledger holds).
-    cache: Mutex<BTreeMap<u64, Entry>>,
+/// What the log store alone keeps: the vote, and the genesis write set of a new service.
+struct Own {
     vote: Mutex<Option<Vote>>,
     vote_path: PathBuf,
-    pub(crate) flusher: Flusher,
-    /// The genesis write set, written with the initial membership of a new service.
+    /// Written with the initial membership of a new service.
     genesis: Mutex<Option<EntryBuilder>>,
-    /// A signature has been proposed and not yet appended.
-    pub(crate) sign_pending: AtomicBool,
-    /// Wakes the signer: the first transaction after a signature was appended, and
-    /// `signature_interval` transactions unsigned.
-    pub(crate) bell: SignerBell,
-    /// Application writes received and not yet given a transaction id.
-    pub(crate) arriving: AtomicU64,
-    /// The signer waits for `arriving` to reach zero (the write that takes it there rings).
-    pub(crate) quiet_wanted: AtomicBool,
-    pub(crate) signature_interval: u64,
-    /// Seqno of the last signature appended (mirror of the engine's, readable without its lock).
-    pub(crate) last_signature: AtomicU64,
-    /// Last seqno appended.
-    pub(crate) last_seqno: AtomicU64,
-    /// Users and their roles, as of the last applied transaction.
-    pub(crate) users: std::sync::RwLock<crate::users::Users>,
-    /// Nodes and join tokens, as of the last applied transaction.
-    pub(crate) cluster: std::sync::RwLock<crate::cluster::ClusterState>,
-    /// Every collection applied, and on the primary those of writes admitted since (see
-    /// `LedgerNode::admit_collection`).
-    pub(crate) collections: Mutex<std::collections::BTreeSet<String>>,
 }
 
-impl Shared {
+/// openraft's log storage and log reader over the ledger.
+#[derive(Clone)]
+pub struct LogStore {
+    ledger: Arc<Ledger>,
+    signing: Arc<SignaturePolicy>,
+    own: Arc<Own>,
+}
+
+impl LogStore {
+    /// A log store over `ledger`, reporting appends to `signing`, with its vote in
+    /// `vote_path` and, for a new service, the `genesis` write set.
     pub(crate) fn new(
-        engine: Engine,
+        ledger: Arc<Ledger>,
+        signing: Arc<SignaturePolicy>,
         vote_path: PathBuf,
         genesis: Option<EntryBuilder>,
-        signature_interval: u64,
-    ) -> io::Result<Shared> {
+    ) -> io::Result<LogStore> {
         let vote = match std::fs::read(&vote_path) {
             Ok(b) => Some(
                 serde_json::from_slice(&b)
@@ -160,71 +74,16 @@ impl Shared {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let last_signature = engine.last_signature().unwrap_or(0);
-        let last_seqno = engine.last_seqno();
-        let engine = Arc::new(Mutex::new(engine));
-        Ok(Shared {
-            flusher: Flusher::start(engine.clone())?,
-            engine,
-            cache: Mutex::new(BTreeMap::new()),
-            vote: Mutex::new(vote),
-            vote_path,
-            genesis: Mutex::new(genesis),
-            sign_pending: AtomicBool::new(false),
-            bell: SignerBell::default(),
-            arriving: AtomicU64::new(0),
-            quiet_wanted: AtomicBool::new(false),
-            signature_interval: signature_interval.max(1),
-            last_signature: AtomicU64::new(last_signature),
-            last_seqno: AtomicU64::new(last_seqno),
-            users: Default::default(),
-            cluster: Default::default(),
-            collections: Default::default(),
+        Ok(LogStore {
+            ledger,
+            signing,
+            own: Arc::new(Own {
+                vote: Mutex::new(vote),
+                vote_path,
+                genesis: Mutex::new(genesis),
+            }),
         })
     }
-
-    /// Drops cached entries up to log index `index` (they are applied).
-    pub(crate) fn applied(&self, index: u64) {
-        let mut c = lock(&self.cache);
-        *c = c.split_off(&(index + 1));
-    }
-
-    /// The stored form of the entry at log index `index`.
-    pub(crate) fn stored(&self, index: u64) -> io::Result<Entry> {
-        if let Some(e) = lock(&self.cache).get(&index) {
-            return Ok(e.clone());
-        }
-        let (txid, ws) = lock(&self.engine).write_set(index + 1).map_err(other)?;
-        let stored = Stored::from_write_set(ws).map_err(other)?;
-        let log_id = super::types::log_id_of(txid)
-            .ok_or_else(|| other(format!("transaction {txid} has no log id")))?;
-        Ok(Entry {
-            log_id,
-            payload: Payload::Ledger(Arc::new(stored)),
-        })
-    }
-
-    fn read_range(&self, range: impl RangeBounds<u64>) -> io::Result<Vec<Entry>> {
-        let last = self.last_seqno.load(Ordering::Acquire);
-        let start = match range.start_bound() {
-            Bound::Included(s) => *s,
-            Bound::Excluded(s) => s + 1,
-            Bound::Unbounded => 0,
-        };
-        // Log indexes present: 0..last.
-        let end = match range.end_bound() {
-            Bound::Included(e) => (e + 1).min(last),
-            Bound::Excluded(e) => (*e).min(last),
-            Bound::Unbounded => last,
-        };
-        (start..end).map(|i| self.stored(i)).collect()
-    }
-}
-
-/// openraft's log storage and log reader over the ledger.
-#[derive(Clone)]
-pub struct LogStore {
-    pub(crate) shared: Arc<Shared>,
 }
 
 impl LogStore {
@@ -235,7 +94,7 @@ impl LogStore {
             Payload::Blank => (blank_write_set(), TxKind::Blank, None, None),
             Payload::Membership(m) => {
                 let genesis = if index == 0 {
-                    lock(&self.shared.genesis).take()
+                    lock(&self.own.genesis).take()
                 } else {
                     None
                 };
@@ -272,18 +131,8 @@ impl LogStore {
             }
         };
         engine.append(txid, &ws).map_err(other)?;
-        let seqno = txid.seqno;
-        self.shared.last_seqno.store(seqno, Ordering::Release);
-        if kind == TxKind::Signature {
-            self.shared.last_signature.store(seqno, Ordering::Release);
-            self.shared.sign_pending.store(false, Ordering::Release);
-        } else {
-            let unsigned = seqno - self.shared.last_signature.load(Ordering::Acquire);
-            let now = unsigned >= self.shared.signature_interval;
-            if unsigned == 1 || now {
-                self.shared.bell.ring(now);
-            }
-        }
+        self.ledger.appended(txid.seqno, kind == TxKind::Signature);
+        self.signing.appended(self.ledger.unsigned());
         if let Some(t) = ticket {
             t.assigned(txid);
         }
@@ -303,11 +152,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        self.shared.read_range(range)
+        self.ledger.read_range(range)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(*lock(&self.shared.vote))
+        Ok(*lock(&self.own.vote))
     }
 }
 
@@ -315,7 +164,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last = lock(&self.shared.engine).last_txid();
+        let last = self.ledger.engine().last_txid();
         let last_log_id = last.and_then(super::types::log_id_of);
         Ok(LogState {
             last_purged_log_id: None,
@@ -329,8 +178,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let bytes = serde_json::to_vec(vote).map_err(other)?;
-        crate::files::write_durably(&self.shared.vote_path, &bytes)?;
-        *lock(&self.shared.vote) = Some(*vote);
+        crate::files::write_durably(&self.own.vote_path, &bytes)?;
+        *lock(&self.own.vote) = Some(*vote);
         Ok(())
     }
 
@@ -348,7 +197,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // signature, a Raft record or anything received from a primary is synced at once.
         let mut defer = true;
         let result = {
-            let mut engine = lock(&self.shared.engine);
+            let mut engine = self.ledger.engine();
             entries.into_iter().try_for_each(|entry| {
                 let index = entry.log_id.index;
                 defer &= matches!(entry.payload, Payload::Normal(Tx::Write { .. }));
@@ -357,27 +206,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
         };
         // What was appended before an error is in the files, so it is cached too.
-        lock(&self.shared.cache).extend(appended);
+        self.ledger.cache(appended);
         result?;
-        self.shared.flusher.flush(callback, defer);
+        self.ledger.flush(callback, defer);
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let keep = last_log_id.map_or(0, |l| l.index + 1);
-        let mut engine = lock(&self.shared.engine);
         tracing::warn!(
             last_kept_seqno = keep,
             "dropping a conflicting uncommitted suffix"
         );
-        engine.truncate(keep).map_err(other)?;
-        self.shared.last_seqno.store(keep, Ordering::Release);
-        self.shared
-            .last_signature
-            .store(engine.last_signature().unwrap_or(0), Ordering::Release);
-        // Cache keys are log indexes (seqno - 1): keep indexes below `keep`.
-        lock(&self.shared.cache).split_off(&keep);
-        Ok(())
+        self.ledger.truncate(keep)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
@@ -409,11 +250,19 @@ mod tests {
         NodeKeys::new(&service, &node, LedgerSecret::from_bytes([1; 32]))
     }
 
-    fn store(dir: &std::path::Path, keys: NodeKeys) -> LogStore {
+    fn store_with(dir: &std::path::Path, keys: NodeKeys, interval: u64) -> LogStore {
         let (engine, _) = Engine::open_dir(&dir.join("ledger"), 1 << 20, keys).unwrap();
-        LogStore {
-            shared: Arc::new(Shared::new(engine, dir.join("vote.json"), None, 1000).unwrap()),
-        }
+        LogStore::new(
+            Arc::new(Ledger::new(engine).unwrap()),
+            Arc::new(SignaturePolicy::new(interval, None)),
+            dir.join("vote.json"),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn store(dir: &std::path::Path, keys: NodeKeys) -> LogStore {
+        store_with(dir, keys, 1000)
     }
 
     fn write(txid: TxId, v: &str) -> Entry {
@@ -448,21 +297,17 @@ mod tests {
 
     #[tokio::test]
     async fn appends_ring_the_signer_bell() {
-        use std::time::{Duration, Instant};
+        use crate::signing::Woken;
+        use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
-        let (engine, _) = Engine::open_dir(&dir.path().join("ledger"), 1 << 20, keys()).unwrap();
-        let shared = Shared::new(engine, dir.path().join("vote.json"), None, 3).unwrap();
-        let mut s = LogStore {
-            shared: Arc::new(shared),
-        };
-        let shared = s.shared.clone();
-        let bell = &shared.bell;
+        let mut s = store_with(dir.path(), keys(), 3);
+        let signing = s.signing.clone();
         // What woke a wait of up to a minute (a ring before the wait counts).
-        let woken = || bell.wait_until(Instant::now() + Duration::from_secs(60));
+        let woken = || signing.wait_for(Duration::from_secs(60));
         // Nothing rang: a short wait runs to its deadline.
         let times_out = || {
-            let start = Instant::now();
-            let w = bell.wait_until(start + Duration::from_millis(5));
+            let start = std::time::Instant::now();
+            let w = signing.wait_for(Duration::from_millis(5));
             w == Woken::Look && start.elapsed() >= Duration::from_millis(5)
         };
         assert!(times_out());
@@ -486,7 +331,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(woken(), Woken::Look);
-        bell.stop();
+        signing.stop();
         assert_eq!(woken(), Woken::Stop);
     }
 
@@ -507,8 +352,8 @@ mod tests {
         append(&mut replica, sent).await.unwrap();
         for seqno in 1..=3 {
             assert_eq!(
-                lock(&primary.shared.engine).read(seqno).unwrap(),
-                lock(&replica.shared.engine).read(seqno).unwrap()
+                primary.ledger.engine().read(seqno).unwrap(),
+                replica.ledger.engine().read(seqno).unwrap()
             );
         }
     }
@@ -532,7 +377,7 @@ mod tests {
         let sig = replicate(&mut primary, 1..2).await;
         let err = append(&mut replica, sig).await.unwrap_err();
         assert!(err.to_string().contains("rejected"), "{err}");
-        assert_eq!(lock(&replica.shared.engine).last_seqno(), 1);
+        assert_eq!(replica.ledger.engine().last_seqno(), 1);
     }
 
     struct View<'a>(&'a Engine, u64);
@@ -561,7 +406,7 @@ mod tests {
         .await
         .unwrap();
         {
-            let e = lock(&s.shared.engine);
+            let e = s.ledger.engine();
             assert_eq!(tx_status(&View(&e, 2), TxId::new(2, 3)), TxStatus::Pending);
         }
         // A new primary in view 3 did not have 2.3 and 2.4: Raft truncates them.
@@ -572,7 +417,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let e = lock(&s.shared.engine);
+        let e = s.ledger.engine();
         // Before the new suffix commits, the old ids are unknown to this node...
         assert_eq!(tx_status(&View(&e, 2), TxId::new(2, 3)), TxStatus::Unknown);
         // ...once it commits, they are Invalid and the new ones Committed.

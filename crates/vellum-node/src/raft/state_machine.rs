@@ -22,11 +22,12 @@ use tokio::sync::oneshot;
 use vellum_ledger::index::{IndexedTx, collection_of};
 use vellum_ledger::live_index::LiveIndex;
 
-use super::log_store::Shared;
+use super::ledger::Ledger;
 use super::types::{
     Applied, LogId, Payload, StoredMembership, TxKind, TypeConfig, log_id_of, txid_of,
 };
 use crate::lock;
+use crate::service_state::ServiceState;
 
 const MEMBERSHIP_KEY: &str = "raft.membership";
 const USERS_KEY: &str = "vellum.users";
@@ -152,9 +153,11 @@ impl CommitWaiters {
     }
 }
 
-/// openraft's state machine over the index.
+/// openraft's state machine over the index; it owns the service state (users, cluster,
+/// collections) that committed writes change.
 pub struct StateMachine {
-    pub(crate) shared: Arc<Shared>,
+    ledger: Arc<Ledger>,
+    state: Arc<ServiceState>,
     pub(crate) index: Arc<LiveIndex>,
     pub(crate) commit: tokio::sync::watch::Sender<CommitState>,
     waiters: Arc<CommitWaiters>,
@@ -162,9 +165,11 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
+    /// The state machine over `index`, restoring the service state the index recorded.
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        ledger: Arc<Ledger>,
         index: Arc<LiveIndex>,
+        collections: Vec<String>,
         commit: tokio::sync::watch::Sender<CommitState>,
         waiters: Arc<CommitWaiters>,
     ) -> io::Result<StateMachine> {
@@ -172,14 +177,14 @@ impl StateMachine {
             Some(b) => serde_json::from_slice(&b).map_err(other)?,
             None => StoredMembership::default(),
         };
-        if let Some(b) = index.blob(USERS_KEY).map_err(other)? {
-            *crate::write_lock(&shared.users) = serde_json::from_slice(&b).map_err(other)?;
-        }
-        if let Some(b) = index.blob(CLUSTER_KEY).map_err(other)? {
-            *crate::write_lock(&shared.cluster) = serde_json::from_slice(&b).map_err(other)?;
-        }
+        let state = ServiceState::restore(
+            index.blob(USERS_KEY).map_err(other)?.as_deref(),
+            index.blob(CLUSTER_KEY).map_err(other)?.as_deref(),
+            collections,
+        )?;
         Ok(StateMachine {
-            shared,
+            ledger,
+            state: Arc::new(state),
             index,
             commit,
             waiters,
@@ -187,12 +192,19 @@ impl StateMachine {
         })
     }
 
+    /// The service state, for the node to read.
+    pub(crate) fn state(&self) -> Arc<ServiceState> {
+        self.state.clone()
+    }
+
     fn last_applied(&self) -> io::Result<Option<LogId>> {
         let last = self.index.last_seqno();
         if last == 0 {
             return Ok(None);
         }
-        let view = lock(&self.shared.engine)
+        let view = self
+            .ledger
+            .engine()
             .view_at(last)
             .ok_or_else(|| other(format!("index is ahead of the ledger at seqno {last}")))?;
         Ok(log_id_of(vellum_core::TxId::new(view, last)))
@@ -230,7 +242,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let stored = match &entry.payload {
                 Payload::Ledger(s) => s.clone(),
                 // The log reader only returns stored transactions; read it back if not.
-                _ => match self.shared.stored(entry.log_id.index)?.payload {
+                _ => match self.ledger.stored(entry.log_id.index)?.payload {
                     Payload::Ledger(s) => s,
                     _ => return Err(other("log reader returned an unstored entry")),
                 },
@@ -242,23 +254,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if stored.kind == TxKind::Signature {
                 last_sig = Some(txid.seqno);
             }
-            if let Some(m) = stored
-                .ws
-                .maps
-                .iter()
-                .find(|m| m.name == crate::users::USERS_TABLE)
-            {
-                crate::users::apply(&mut crate::write_lock(&self.shared.users), m);
-                users_changed = true;
-            }
-            for m in stored
-                .ws
-                .maps
-                .iter()
-                .filter(|m| crate::cluster::ClusterState::follows(&m.name))
-            {
-                crate::write_lock(&self.shared.cluster).apply(m);
-                cluster_changed = true;
+            for m in &stored.ws.maps {
+                users_changed |= self.state.apply_users(m);
+                cluster_changed |= self.state.apply_cluster(m);
             }
             let collection = collection_of(&stored.ws.maps);
             txs.push(IndexedTx {
@@ -277,29 +275,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             blobs.push((MEMBERSHIP_KEY.to_owned(), json));
         }
         if users_changed {
-            let json = serde_json::to_vec(&*crate::read_lock(&self.shared.users)).map_err(other)?;
-            blobs.push((USERS_KEY.to_owned(), json));
+            blobs.push((USERS_KEY.to_owned(), self.state.users_json()?));
         }
         if cluster_changed {
-            let json =
-                serde_json::to_vec(&*crate::read_lock(&self.shared.cluster)).map_err(other)?;
-            blobs.push((CLUSTER_KEY.to_owned(), json));
+            blobs.push((CLUSTER_KEY.to_owned(), self.state.cluster_json()?));
         }
-        {
-            let mut known = lock(&self.shared.collections);
-            for c in txs.iter().filter_map(|t| t.collection.as_ref()) {
-                if !known.contains(c) {
-                    known.insert(c.clone());
-                }
-            }
-        }
+        self.state
+            .add_collections(txs.iter().filter_map(|t| t.collection.as_ref()));
         // Readable at once; written to redb in the background (see `LiveIndex`).
         self.index.apply(txs, blobs).map_err(other)?;
         if let Some(sig) = last_sig {
-            lock(&self.shared.engine).commit(sig).map_err(other)?;
+            self.ledger.engine().commit(sig).map_err(other)?;
         }
         if let Some(i) = last_index {
-            self.shared.applied(i);
+            self.ledger.applied(i);
             self.commit.send_modify(|c| {
                 c.applied = i + 1;
                 if let Some(s) = last_sig {

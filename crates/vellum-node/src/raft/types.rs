@@ -77,8 +77,6 @@ pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 /// A membership with the log id that set it.
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
-/// The Raft handle.
-pub type Raft = openraft::Raft<TypeConfig, crate::raft::state_machine::StateMachine>;
 
 /// The public table that records Raft's own entries (blank and membership).
 pub const RAFT_TABLE: &str = "public:vellum.raft";

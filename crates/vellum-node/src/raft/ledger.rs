@@ -1,0 +1,146 @@
+//! The ledger as Raft sees it: the engine behind its lock, the flusher that makes appends
+//! durable, a cache of entries appended and not yet applied (exactly what the ledger holds),
+//! and the last appended and last signature seqnos, readable without the engine's lock.
+//!
+//! The log store appends through it, the state machine applies from it, and the node reads
+//! entries, statuses and receipts from it.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::IOFlushed;
+use vellum_ledger::engine::Engine;
+
+use super::flusher::{FlushStats, Flusher};
+use super::types::{Entry, Payload, Stored, TypeConfig, log_id_of};
+use crate::lock;
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// The node's ledger: see the module documentation.
+pub(crate) struct Ledger {
+    engine: Arc<Mutex<Engine>>,
+    /// Entries appended and not yet applied, by log index.
+    cache: Mutex<BTreeMap<u64, Entry>>,
+    flusher: Flusher,
+    /// Last seqno appended.
+    last_seqno: AtomicU64,
+    /// Seqno of the last signature appended (mirror of the engine's).
+    last_signature: AtomicU64,
+}
+
+impl Ledger {
+    /// Takes over an opened engine and starts its flusher.
+    pub(crate) fn new(engine: Engine) -> io::Result<Ledger> {
+        let last_signature = engine.last_signature().unwrap_or(0);
+        let last_seqno = engine.last_seqno();
+        let engine = Arc::new(Mutex::new(engine));
+        Ok(Ledger {
+            flusher: Flusher::start(engine.clone())?,
+            engine,
+            cache: Mutex::new(BTreeMap::new()),
+            last_seqno: AtomicU64::new(last_seqno),
+            last_signature: AtomicU64::new(last_signature),
+        })
+    }
+
+    /// The engine, locked.
+    pub(crate) fn engine(&self) -> MutexGuard<'_, Engine> {
+        lock(&self.engine)
+    }
+
+    /// The last seqno appended.
+    pub(crate) fn last_seqno(&self) -> u64 {
+        self.last_seqno.load(Ordering::Acquire)
+    }
+
+    /// The seqno of the last signature appended (0: none).
+    pub(crate) fn last_signature(&self) -> u64 {
+        self.last_signature.load(Ordering::Acquire)
+    }
+
+    /// How many transactions were appended after the last signature.
+    pub(crate) fn unsigned(&self) -> u64 {
+        self.last_seqno().saturating_sub(self.last_signature())
+    }
+
+    /// Records that the engine appended `seqno` (a signature if `signature`).
+    pub(crate) fn appended(&self, seqno: u64, signature: bool) {
+        self.last_seqno.store(seqno, Ordering::Release);
+        if signature {
+            self.last_signature.store(seqno, Ordering::Release);
+        }
+    }
+
+    /// Keeps appended entries, by log index, until they are applied.
+    pub(crate) fn cache(&self, entries: impl IntoIterator<Item = (u64, Entry)>) {
+        lock(&self.cache).extend(entries);
+    }
+
+    /// Drops cached entries up to log index `index` (they are applied).
+    pub(crate) fn applied(&self, index: u64) {
+        let mut c = lock(&self.cache);
+        *c = c.split_off(&(index + 1));
+    }
+
+    /// The stored form of the entry at log index `index`.
+    pub(crate) fn stored(&self, index: u64) -> io::Result<Entry> {
+        if let Some(e) = lock(&self.cache).get(&index) {
+            return Ok(e.clone());
+        }
+        let (txid, ws) = self.engine().write_set(index + 1).map_err(other)?;
+        let stored = Stored::from_write_set(ws).map_err(other)?;
+        let log_id =
+            log_id_of(txid).ok_or_else(|| other(format!("transaction {txid} has no log id")))?;
+        Ok(Entry {
+            log_id,
+            payload: Payload::Ledger(Arc::new(stored)),
+        })
+    }
+
+    /// The stored entries at the log indexes in `range` that the ledger holds.
+    pub(crate) fn read_range(&self, range: impl RangeBounds<u64>) -> io::Result<Vec<Entry>> {
+        let last = self.last_seqno();
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        // Log indexes present: 0..last.
+        let end = match range.end_bound() {
+            Bound::Included(e) => (e + 1).min(last),
+            Bound::Excluded(e) => (*e).min(last),
+            Bound::Unbounded => last,
+        };
+        (start..end).map(|i| self.stored(i)).collect()
+    }
+
+    /// Drops everything after the first `keep` transactions (a conflicting uncommitted
+    /// suffix) from files, tree and cache.
+    pub(crate) fn truncate(&self, keep: u64) -> io::Result<()> {
+        let mut engine = self.engine();
+        engine.truncate(keep).map_err(other)?;
+        self.last_seqno.store(keep, Ordering::Release);
+        self.last_signature
+            .store(engine.last_signature().unwrap_or(0), Ordering::Release);
+        // Cache keys are log indexes (seqno - 1): keep indexes below `keep`.
+        lock(&self.cache).split_off(&keep);
+        Ok(())
+    }
+
+    /// Makes what was appended durable, then tells openraft (`defer`: a plain write on the
+    /// primary, which may wait for the next sync; see the flusher).
+    pub(crate) fn flush(&self, callback: IOFlushed<TypeConfig>, defer: bool) {
+        self.flusher.flush(callback, defer);
+    }
+
+    /// The flusher's counters.
+    pub(crate) fn flush_stats(&self) -> &FlushStats {
+        &self.flusher.stats
+    }
+}

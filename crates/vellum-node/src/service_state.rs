@@ -1,0 +1,118 @@
+//! What the service's governance tables say, as of the last applied transaction: users and
+//! their roles, nodes and join tokens, and the collections the ledger holds. The state
+//! machine owns it (it applies every committed write); the node reads it.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::{Mutex, RwLock};
+
+use vellum_core::entry::MapWrites;
+
+use crate::cluster::ClusterState;
+use crate::users::{self, Role, Users};
+use crate::{lock, read_lock, write_lock};
+
+/// See the module documentation.
+#[derive(Default)]
+pub(crate) struct ServiceState {
+    users: RwLock<Users>,
+    cluster: RwLock<ClusterState>,
+    /// Every collection applied, and on the primary those of writes admitted since.
+    collections: Mutex<BTreeSet<String>>,
+}
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl ServiceState {
+    /// The state restored from what the index recorded (JSON), with the collections it holds.
+    pub(crate) fn restore(
+        users: Option<&[u8]>,
+        cluster: Option<&[u8]>,
+        collections: impl IntoIterator<Item = String>,
+    ) -> io::Result<ServiceState> {
+        let s = ServiceState::default();
+        if let Some(b) = users {
+            *write_lock(&s.users) = serde_json::from_slice(b).map_err(other)?;
+        }
+        if let Some(b) = cluster {
+            *write_lock(&s.cluster) = serde_json::from_slice(b).map_err(other)?;
+        }
+        lock(&s.collections).extend(collections);
+        Ok(s)
+    }
+
+    /// Users and their roles.
+    pub(crate) fn users(&self) -> Users {
+        read_lock(&self.users).clone()
+    }
+
+    /// The role of `user_id`, if it has one.
+    pub(crate) fn role_of(&self, user_id: &str) -> Option<Role> {
+        read_lock(&self.users).get(user_id).copied()
+    }
+
+    /// Nodes and join tokens.
+    pub(crate) fn cluster(&self) -> ClusterState {
+        read_lock(&self.cluster).clone()
+    }
+
+    /// Reads the cluster records without copying them.
+    pub(crate) fn with_cluster<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
+        f(&read_lock(&self.cluster))
+    }
+
+    /// Applies a committed write to the users table; true if `m` was that table.
+    pub(crate) fn apply_users(&self, m: &MapWrites) -> bool {
+        if m.name != users::USERS_TABLE {
+            return false;
+        }
+        users::apply(&mut write_lock(&self.users), m);
+        true
+    }
+
+    /// Applies a committed write to the cluster tables; true if `m` was one of them.
+    pub(crate) fn apply_cluster(&self, m: &MapWrites) -> bool {
+        if !ClusterState::follows(&m.name) {
+            return false;
+        }
+        write_lock(&self.cluster).apply(m);
+        true
+    }
+
+    /// The users as JSON, for the index.
+    pub(crate) fn users_json(&self) -> io::Result<Vec<u8>> {
+        serde_json::to_vec(&*read_lock(&self.users)).map_err(other)
+    }
+
+    /// The cluster records as JSON, for the index.
+    pub(crate) fn cluster_json(&self) -> io::Result<Vec<u8>> {
+        serde_json::to_vec(&*read_lock(&self.cluster)).map_err(other)
+    }
+
+    /// Records collections that committed writes started.
+    pub(crate) fn add_collections<'a>(&self, names: impl IntoIterator<Item = &'a String>) {
+        let mut known = lock(&self.collections);
+        for c in names {
+            if !known.contains(c) {
+                known.insert(c.clone());
+            }
+        }
+    }
+
+    /// Admits a write to `collection` if the ledger holds it or fewer than `max` collections;
+    /// an admitted new collection counts at once (on the primary, before it commits).
+    /// `Err` holds how many collections the ledger has.
+    pub(crate) fn admit_collection(&self, collection: &str, max: usize) -> Result<(), u64> {
+        let mut known = lock(&self.collections);
+        if known.contains(collection) {
+            return Ok(());
+        }
+        if known.len() >= max {
+            return Err(known.len() as u64);
+        }
+        known.insert(collection.to_owned());
+        Ok(())
+    }
+}
