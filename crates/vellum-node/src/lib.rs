@@ -49,7 +49,20 @@ pub enum NodeError {
     DataDir(String),
     /// The ledger.
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(EngineError),
+    /// An entry this node's ledger files hold is damaged (its GCM tag or framing fails): it is
+    /// refused, never served.
+    #[error("the transaction at seqno {seqno} cannot be read from this node's ledger files: {message}")]
+    Damaged {
+        /// Its seqno.
+        seqno: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The transaction is committed but the signature covering it is not yet applied here:
+    /// its receipt is not ready.
+    #[error("no committed signature covers transaction {0} yet")]
+    ReceiptNotReady(vellum_core::TxId),
     /// The index.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -75,6 +88,16 @@ pub enum NodeError {
     /// A request forwarded to the primary failed; it may or may not have been done.
     #[error("forwarding to the primary: {0}")]
     Forward(String),
+}
+
+impl From<EngineError> for NodeError {
+    fn from(e: EngineError) -> NodeError {
+        match e {
+            EngineError::Entry { seqno, message } => NodeError::Damaged { seqno, message },
+            EngineError::NotCovered(txid) => NodeError::ReceiptNotReady(txid),
+            other => NodeError::Engine(other),
+        }
+    }
 }
 
 impl NodeError {

@@ -95,6 +95,8 @@ pub struct Governance {
     pub nodes: Vec<(String, String)>,
     /// The constitution (JavaScript).
     pub constitution: String,
+    /// The code measurement nodes attest to (CCF's virtual one: there is no TEE here).
+    pub measurement: &'static str,
 }
 
 /// How long a backup waits for a primary to forward a write to.
@@ -1072,6 +1074,7 @@ impl LedgerNode {
             members,
             nodes,
             constitution,
+            measurement: vellum_ledger::genesis::VIRTUAL_MEASUREMENT,
         })
     }
 

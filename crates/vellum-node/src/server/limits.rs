@@ -4,7 +4,7 @@
 //!
 //! Timeouts live where they are enforced: the TLS handshake in the accept loop, the request
 //! head in hyper (its header-read timer, which also closes idle keep-alive connections), the
-//! request body in the API's body middleware (`api::admit_body`).
+//! request body in the API's body middleware (`middleware::admit_body`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -4,11 +4,14 @@
 //! and hand its ACL fingerprint to the router as a request extension; axum's own server has no
 //! access to TLS state. HTTP/1.1 only, which every ACL client speaks.
 
-pub mod api;
+mod app;
 pub mod auth;
+mod context;
 pub mod limits;
+mod middleware;
 mod parse_errors;
 pub mod peer;
+mod query;
 pub mod tls;
 
 use std::future::Future;
@@ -24,11 +27,11 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use vellum_core::crypto::acl_fingerprint;
 
-pub use api::{
+pub use auth::{Issuer, TokenValidator};
+pub use context::{
     ApiConfig, DEFAULT_COLLECTION, Limits, NODE_BODY_LIMIT, PeerCertificate, STATE_HEADER,
     TXID_HEADER, WAIT_HEADER, WAIT_HEADER_LIMIT,
 };
-pub use auth::{Issuer, TokenValidator};
 
 use crate::LedgerNode;
 use limits::{Connections, Full, Throttle};
@@ -82,11 +85,11 @@ impl Server {
     ) -> Result<Server, String> {
         let tls = TlsAcceptor::from(tls::server_config(node_chain_pem, node_key_pem)?);
         let limits = cfg.limits.clone();
-        let state = Arc::new(api::AppState::new(node.clone(), cfg)?);
+        let state = Arc::new(context::AppState::new(node.clone(), cfg)?);
         Ok(Server {
             listener,
             tls,
-            router: api::router(state),
+            router: router(state),
             limits,
             node,
         })
@@ -193,4 +196,20 @@ impl Server {
             tracing::warn!("some connections did not finish within 30 s");
         }
     }
+}
+
+/// The whole API: the `/app` routes, the `/node` routes, CCF-style answers for unknown routes
+/// and methods, and the middleware that identifies the caller and admits the body.
+fn router(st: Arc<context::AppState>) -> axum::Router {
+    app::routes()
+        .merge(peer::routes())
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        // Bodies are read (and limited) by the middleware, after authentication.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            middleware::context,
+        ))
+        .with_state(st)
 }

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use vellum_core::crypto::Certificate;
 
-use super::api::{
+use super::context::{
     ApiError, ApiResult, AppState, Ctx, St, body_bytes, json_body, ok_json, path_param,
     write_failed,
 };

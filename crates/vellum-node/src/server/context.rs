@@ -1,0 +1,427 @@
+//! What every route shares: the state (the node and the API's configuration), who is calling,
+//! the CCF-style error, and the extractors that let a handler state its needs in its
+//! signature: [`Authorized`] for the role a route requires, [`TxIdPath`] and [`PathParam`] for
+//! path segments.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use vellum_core::TxId;
+
+use super::auth::TokenValidator;
+use crate::LedgerNode;
+use crate::users::Role;
+
+/// The collection of writes that name none (ACL's default).
+pub const DEFAULT_COLLECTION: &str = "subledger:0";
+/// The header that carries transaction ids.
+pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
+
+/// Request header (a Vellum extension) asking `POST /app/transactions` to answer only once the
+/// write is committed, or after [`WAIT_HEADER_LIMIT`]: a durable append in one round trip
+/// instead of a write and a status poll. Its only value is `committed`. Servers that do not
+/// know it (ACL, CCF) ignore it, and clients that do not send it see no change.
+pub const WAIT_HEADER: &str = "x-vellum-wait";
+
+/// Response header sent with a write that carried [`WAIT_HEADER`]: the transaction's state
+/// when the answer left, `Committed`, or `Pending` (the wait ran out; poll the status), or
+/// `Invalid` (it was rolled back by a change of primary and will never commit).
+pub const STATE_HEADER: &str = "x-vellum-transaction-state";
+
+/// The longest a write carrying [`WAIT_HEADER`] is held before it is answered `Pending`.
+pub const WAIT_HEADER_LIMIT: Duration = Duration::from_secs(10);
+
+/// Limits on what a request may write (defaults: ACL's).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest entry contents, bytes.
+    pub max_contents: usize,
+    /// Longest collection id, bytes.
+    pub max_collection_id: usize,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+    /// Entries per page of a range query.
+    pub page_size: usize,
+    /// How long a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// How long a client has to send a complete request head, counted from when the node is
+    /// ready for it (the connection opened, or the previous response went out): this is also
+    /// how long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// How long a client has to send a whole request body.
+    pub body_timeout: Duration,
+    /// The most connections the node holds at once (more are closed at once, and logged).
+    pub max_connections: usize,
+    /// The most connections from one client address.
+    pub max_connections_per_address: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let max_connections = super::limits::default_max_connections();
+        Limits {
+            max_contents: 8 * 1024,
+            max_collection_id: 256,
+            max_body: 64 * 1024,
+            page_size: 1000,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(30),
+            max_connections,
+            max_connections_per_address: Limits::per_address(max_connections),
+        }
+    }
+}
+
+impl Limits {
+    /// The default cap on connections from one address for a node that holds at most `max`:
+    /// a quarter of it, at least 64 (and never more than `max`).
+    pub fn per_address(max: usize) -> usize {
+        (max / 4).max(64).min(max)
+    }
+}
+
+/// The largest body of a node-channel message (a batch of Raft entries), read only from nodes.
+pub const NODE_BODY_LIMIT: usize = 64 << 20;
+
+/// What the API serves.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The ledger id (`/ledgerIdentity/{ledgerId}`).
+    pub ledger_id: String,
+    /// Limits.
+    pub limits: Limits,
+    /// Bearer-token issuers.
+    pub tokens: TokenValidator,
+}
+
+pub(crate) struct AppState {
+    pub(crate) node: Arc<LedgerNode>,
+    pub(crate) cfg: ApiConfig,
+    pub(super) requests: AtomicU64,
+    pub(super) host_data: String,
+    /// Node certificates already found endorsed by the service key, by their DER: the node
+    /// channel checks each peer's certificate once, not at every AppendEntries (an ECDSA
+    /// verification each time was a twentieth of a backup's CPU).
+    /// Node certificates (DER) found to be the ones recorded for their nodes, with their node
+    /// ids: the node channel checks a certificate against the ledger once.
+    pub(super) known_peers: std::sync::Mutex<Vec<(Arc<[u8]>, String)>>,
+}
+
+/// The client certificate of the connection, as its ACL fingerprint.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCertificate(pub Option<String>);
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub(super) enum Caller {
+    Anonymous,
+    Invalid(String),
+    /// A valid credential: a certificate or a token (separate namespaces but for the users
+    /// table, see [`crate::ops::Caller`]).
+    User(crate::ops::Caller),
+}
+
+impl Caller {
+    /// The identity an operation is performed for (`None` without a valid credential).
+    pub(super) fn identity(&self) -> Option<&crate::ops::Caller> {
+        match self {
+            Caller::User(c) => Some(c),
+            Caller::Anonymous | Caller::Invalid(_) => None,
+        }
+    }
+}
+
+/// A CCF-style error response.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(super) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            static FAILED: super::limits::Throttle =
+                super::limits::Throttle::new(Duration::from_secs(1));
+            if let Some(more) = FAILED.allow() {
+                tracing::warn!(code = self.code, message = %self.message, suppressed = more, "request failed");
+            }
+        } else {
+            tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused");
+        }
+        (
+            self.status,
+            axum::Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+pub(super) type ApiResult = Result<Response, ApiError>;
+
+/// The request body, or the extractor's refusal as a CCF error.
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "InvalidInput",
+            format!("request body: {}", e.body_text()),
+        )
+    })
+}
+
+pub(super) fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad("InvalidInput", format!("request body is not JSON: {e}")))
+}
+
+/// A write the node refused: 503 when nothing was written (no primary, node stopped), so
+/// clients may retry; anything else is internal.
+pub(super) fn write_failed(e: crate::NodeError) -> ApiError {
+    match e {
+        crate::NodeError::NotPrimary(_) | crate::NodeError::Stopped(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("nothing was written: {e}"),
+        ),
+        crate::NodeError::Forward(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("{e}; the write may or may not have been recorded"),
+        ),
+        crate::NodeError::Refused(m) => ApiError::bad("InvalidInput", m),
+        crate::NodeError::NotAllowed(m) => ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", m),
+        e @ crate::NodeError::TooManyCollections(_) => {
+            ApiError::bad("TooManyCollections", e.to_string())
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+/// A read the node could not serve. Damaged ledger files get their own code: the entry is
+/// refused, never served, and the message says what to do; anything else is internal.
+pub(super) fn read_failed(e: crate::NodeError) -> ApiError {
+    match e {
+        crate::NodeError::Damaged { seqno, message } => {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "LedgerEntryDamaged",
+                format!(
+                    "the transaction at seqno {seqno} cannot be read from this node's ledger \
+                     files ({message}): they are damaged; read it from another node, and run \
+                     `vellum audit` on this node's ledger"
+                ),
+            )
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+pub(super) fn ok_json(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+impl AppState {
+    pub(crate) fn new(node: Arc<LedgerNode>, cfg: ApiConfig) -> Result<AppState, String> {
+        let host_data = std::env::current_exe()
+            .and_then(std::fs::read)
+            .map(|b| hex::encode(Sha256::digest(&b)))
+            .unwrap_or_else(|_| hex::encode([0u8; 32]));
+        Ok(AppState {
+            node,
+            cfg,
+            requests: AtomicU64::new(0),
+            host_data,
+            known_peers: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    pub(super) fn require(
+        &self,
+        caller: &Caller,
+        need: Role,
+        method: &Method,
+        uri: &Uri,
+    ) -> Result<String, ApiError> {
+        match caller {
+            Caller::Anonymous => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationInfo",
+                "no client certificate or bearer token was presented",
+            )),
+            Caller::Invalid(why) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationInfo",
+                why.clone(),
+            )),
+            Caller::User(c) => match self.node.role_of(c.user_id()) {
+                Some(r) if r >= need => Ok(c.user_id().to_owned()),
+                _ => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "NotAllowed",
+                    format!("Not allowed to call {method} {}", uri.path()),
+                )),
+            },
+        }
+    }
+}
+
+pub(super) type St = State<Arc<AppState>>;
+
+fn caller(req_ext: &axum::http::Extensions) -> Caller {
+    req_ext
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous)
+}
+
+/// Path segment, percent-decoded by axum; its rejection becomes a CCF error.
+pub(super) fn path_param(
+    p: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
+    p.map(|Path(s)| s).map_err(|e| {
+        ApiError::bad(
+            "InvalidResourceName",
+            format!("malformed path segment: {e}"),
+        )
+    })
+}
+
+pub(super) struct Ctx {
+    pub(super) caller: Caller,
+    pub(super) method: Method,
+    pub(super) uri: Uri,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Ctx, ApiError> {
+        Ok(Ctx {
+            caller: caller(&parts.extensions),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+        })
+    }
+}
+
+fn parse_txid(raw: &str) -> Result<TxId, ApiError> {
+    raw.parse::<TxId>().map_err(|e| {
+        ApiError::bad(
+            "InvalidTransactionId",
+            format!("{raw:?} is not a transaction id: {e}"),
+        )
+    })
+}
+
+/// A role a route requires, as a type: a handler taking `Authorized<Reader>` states it once, in
+/// its signature.
+pub(super) trait Required {
+    /// The least role allowed.
+    const ROLE: Role;
+}
+
+/// Readers and above.
+pub(super) struct Reader;
+/// Contributors and above.
+pub(super) struct Contributor;
+/// Administrators.
+pub(super) struct Administrator;
+
+impl Required for Reader {
+    const ROLE: Role = Role::Reader;
+}
+impl Required for Contributor {
+    const ROLE: Role = Role::Contributor;
+}
+impl Required for Administrator {
+    const ROLE: Role = Role::Administrator;
+}
+
+/// The caller, holding at least `R`'s role: 401 without a valid credential, 403 without the
+/// role.
+pub(super) struct Authorized<R> {
+    /// Who called.
+    pub(super) caller: Caller,
+    _role: PhantomData<R>,
+}
+
+impl<R: Required> FromRequestParts<Arc<AppState>> for Authorized<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        st: &Arc<AppState>,
+    ) -> Result<Authorized<R>, ApiError> {
+        let caller = caller(&parts.extensions);
+        st.require(&caller, R::ROLE, &parts.method, &parts.uri)?;
+        Ok(Authorized {
+            caller,
+            _role: PhantomData,
+        })
+    }
+}
+
+/// A path segment, percent-decoded; its rejection is a CCF error.
+pub(super) struct PathParam(pub(super) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<PathParam, ApiError> {
+        path_param(Path::<String>::from_request_parts(parts, state).await).map(PathParam)
+    }
+}
+
+/// A transaction id in the path (`.../transactions/{id}`).
+pub(super) struct TxIdPath(pub(super) TxId);
+
+impl<S: Send + Sync> FromRequestParts<S> for TxIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<TxIdPath, ApiError> {
+        let PathParam(raw) = PathParam::from_request_parts(parts, state).await?;
+        parse_txid(&raw).map(TxIdPath)
+    }
+}
