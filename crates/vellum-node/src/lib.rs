@@ -52,7 +52,9 @@ pub enum NodeError {
     Engine(EngineError),
     /// An entry this node's ledger files hold is damaged (its GCM tag or framing fails): it is
     /// refused, never served.
-    #[error("the transaction at seqno {seqno} cannot be read from this node's ledger files: {message}")]
+    #[error(
+        "the transaction at seqno {seqno} cannot be read from this node's ledger files: {message}"
+    )]
     Damaged {
         /// Its seqno.
         seqno: u64,

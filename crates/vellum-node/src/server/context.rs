@@ -240,17 +240,15 @@ pub(super) fn write_failed(e: crate::NodeError) -> ApiError {
 /// refused, never served, and the message says what to do; anything else is internal.
 pub(super) fn read_failed(e: crate::NodeError) -> ApiError {
     match e {
-        crate::NodeError::Damaged { seqno, message } => {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "LedgerEntryDamaged",
-                format!(
-                    "the transaction at seqno {seqno} cannot be read from this node's ledger \
+        crate::NodeError::Damaged { seqno, message } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "LedgerEntryDamaged",
+            format!(
+                "the transaction at seqno {seqno} cannot be read from this node's ledger \
                      files ({message}): they are damaged; read it from another node, and run \
                      `vellum audit` on this node's ledger"
-                ),
-            )
-        }
+            ),
+        ),
         other => ApiError::internal(other),
     }
 }

@@ -1,0 +1,428 @@
+//! The cluster: which nodes the ledger records and trusts, join tokens, admitting a joining
+//! node, retiring one, and the reconciler that drives the Raft membership towards what the
+//! ledger says.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use sha2::{Digest, Sha256};
+use vellum_core::TxId;
+use vellum_core::entry::{EntryBuilder, MapWrites};
+
+use super::writes::FORWARD_WAIT;
+use super::{ClusterNode, LedgerNode};
+use crate::NodeError;
+use crate::cluster::{
+    ClusterState, Forward, ForwardReply, JoinRequest, JoinResponse, JoinToken, node_info_value,
+    raft_id_of,
+};
+use crate::ops::{Caller, Op};
+use crate::raft::Raft;
+use crate::raft::network::PeerError;
+use crate::raft::types::Node;
+use crate::service_state::ServiceState;
+
+impl LedgerNode {
+    /// The IP addresses of the nodes in the Raft membership (those given as IP literals).
+    pub fn node_ips(&self) -> Vec<std::net::IpAddr> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter_map(|(_, n)| {
+                let (host, _) = n.addr.rsplit_once(':')?;
+                host.trim_matches(['[', ']']).parse().ok()
+            })
+            .collect()
+    }
+
+    /// The certificates (PEM) of the nodes recorded `Trusted`.
+    pub(super) fn trusted_node_certs(&self) -> Vec<String> {
+        self.state.with_cluster(|cluster| {
+            cluster
+                .certs
+                .iter()
+                .filter(|(id, _)| {
+                    cluster
+                        .nodes
+                        .get(*id)
+                        .is_some_and(|n| n.status == "Trusted")
+                })
+                .map(|(_, pem)| pem.clone())
+                .collect()
+        })
+    }
+
+    /// Whether `der` is the certificate recorded for node `node_id` (or, on a node that has not
+    /// caught up yet, one of those it was told of when it was admitted).
+    pub fn is_node_certificate(&self, node_id: &str, der: &[u8]) -> bool {
+        let recorded = self.state.with_cluster(|c| {
+            c.certs
+                .get(node_id)
+                .and_then(|pem| vellum_core::crypto::Certificate::from_pem(pem).ok())
+                .is_some_and(|c| c.der() == der)
+        });
+        recorded || self.data.join_peers.iter().any(|p| p[..] == *der)
+    }
+
+    /// Whether node `node_id`, presenting `der`, is a trusted node: recorded `Trusted`, or,
+    /// while this node has not caught up, unknown here but among the nodes it was told of.
+    pub fn is_trusted_node(&self, node_id: &str, der: &[u8]) -> bool {
+        match self.node_status(node_id).as_deref() {
+            Some("Trusted") => true,
+            None => self.data.join_peers.iter().any(|p| p[..] == *der),
+            Some(_) => false,
+        }
+    }
+
+    /// The status (`Trusted`, `Retired`) of node `node_id`, if this node knows it.
+    pub fn node_status(&self, node_id: &str) -> Option<String> {
+        self.state
+            .with_cluster(|c| c.nodes.get(node_id).map(|n| n.status.clone()))
+    }
+
+    /// Nodes and join tokens, as of the last applied transaction.
+    pub fn cluster(&self) -> ClusterState {
+        self.state.cluster()
+    }
+
+    /// The nodes of the service: every node recorded in the ledger, with its Raft role.
+    pub fn nodes(&self) -> Vec<ClusterNode> {
+        let cluster = self.cluster();
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let mut out = Vec::new();
+        for (node_id, rec) in &cluster.nodes {
+            let Some(raft_id) = rec.raft_id.or_else(|| raft_id_of(node_id)) else {
+                continue;
+            };
+            let address = rec
+                .address
+                .clone()
+                .or_else(|| membership.get_node(&raft_id).map(|n| n.addr.clone()));
+            let role = if m.current_leader == Some(raft_id) {
+                "primary"
+            } else if voters.contains(&raft_id) {
+                "backup"
+            } else if membership.get_node(&raft_id).is_some() {
+                "learner"
+            } else {
+                "none"
+            };
+            out.push(ClusterNode {
+                node_id: node_id.clone(),
+                status: rec.status.clone(),
+                raft_id,
+                address,
+                role,
+            });
+        }
+        out
+    }
+
+    /// Creates a one-time join token (valid for [`crate::cluster::TOKEN_LIFETIME`]) for an
+    /// operator (see [`LedgerNode::perform`]); returns the token and its expiry (unix seconds).
+    /// The secret never leaves this node: the ledger records its digest.
+    pub async fn create_join_token(
+        &self,
+        caller: Option<&Caller>,
+    ) -> Result<(String, u64), NodeError> {
+        let cert = vellum_core::crypto::Certificate::from_pem(&self.data.keys.service_cert_pem)
+            .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        let (token, key, expires_at) =
+            crate::cluster::new_token(&cert, std::time::SystemTime::now());
+        self.perform(caller, Op::JoinToken { key, expires_at })
+            .await?;
+        Ok((token, expires_at))
+    }
+
+    /// Admits a joining node (see [`crate::cluster`]): `cert_der` is the certificate it
+    /// presented in its TLS handshake. On a backup the request is forwarded to the primary.
+    pub async fn admit(
+        &self,
+        request: JoinRequest,
+        cert_der: &[u8],
+    ) -> Result<JoinResponse, NodeError> {
+        let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
+        loop {
+            match self.primary() {
+                Some((id, _)) if id == self.raft_id => {
+                    return self.admit_here(request, cert_der).await;
+                }
+                Some((_, addr)) => {
+                    let msg = Forward::Join {
+                        request: request.clone(),
+                        cert_der: cert_der.to_vec(),
+                    };
+                    match self.forward(&addr, &msg).await {
+                        Ok(ForwardReply::Joined(j)) => return Ok(*j),
+                        Ok(ForwardReply::Refused(m)) => return Err(NodeError::Refused(m)),
+                        Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..)) => {}
+                        Ok(other) => return Err(NodeError::Forward(format!("{other:?}"))),
+                        Err(e) => return Err(NodeError::Forward(e.to_string())),
+                    }
+                }
+                None => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::NotPrimary(None));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(super) async fn admit_here(
+        &self,
+        request: JoinRequest,
+        cert_der: &[u8],
+    ) -> Result<JoinResponse, NodeError> {
+        use vellum_core::crypto::{Certificate, node_id_of};
+        let refused = |m: String| NodeError::Refused(m);
+        let _one_at_a_time = self.join_lock.lock().await;
+        let token: JoinToken = request.token.parse().map_err(refused)?;
+        let service_cert = Certificate::from_pem(&self.data.keys.service_cert_pem)
+            .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        if token.service_cert_digest[..] != Sha256::digest(service_cert.der())[..] {
+            return Err(refused(
+                "the join token was made for another service".into(),
+            ));
+        }
+        let now = std::time::SystemTime::now();
+        match self.cluster().tokens.get(&token.key) {
+            Some(t) if t.expires_at > crate::cluster::unix(now) => {}
+            Some(_) => return Err(refused("the join token has expired".into())),
+            None => {
+                return Err(refused("the join token is unknown or already spent".into()));
+            }
+        }
+        let cert = Certificate::from_der(cert_der)
+            .map_err(|e| refused(format!("the joining node's certificate: {e}")))?;
+        let node_id = node_id_of(&cert);
+        let raft_id = raft_id_of(&node_id).ok_or_else(|| refused("bad node id".into()))?;
+        if self.cluster().nodes.contains_key(&node_id) {
+            return Err(refused(format!(
+                "node {node_id} is already part of this service"
+            )));
+        }
+        let host = request
+            .address
+            .rsplit_once(':')
+            .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
+            .ok_or_else(|| {
+                refused(format!(
+                    "address {:?} is not HOST:PORT with a port",
+                    request.address
+                ))
+            })?;
+        let mut dns: Vec<String> = vec!["localhost".into()];
+        dns.extend(request.dns_names.iter().cloned());
+        let mut ips: Vec<std::net::IpAddr> = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+        ips.extend(request.ips.iter().copied());
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) if !ips.contains(&ip) => ips.push(ip),
+            Ok(_) => {}
+            Err(_) if !dns.contains(&host) => dns.push(host),
+            Err(_) => {}
+        }
+        dns.sort();
+        dns.dedup();
+        ips.sort();
+        ips.dedup();
+        let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
+        let node_cert_pem = vellum_ledger::identity::endorse_node(
+            &self.data.keys.service_cert_pem,
+            &self.data.service_key_pem,
+            cert.spki_der(),
+            "Vellum Node",
+            &dns_refs,
+            &ips,
+            now,
+            3650,
+        )
+        .map_err(|e| refused(format!("cannot endorse the joining node: {e}")))?;
+        let ws = EntryBuilder::default()
+            .map(MapWrites::with_writes(
+                vellum_core::tables::NODES_ENDORSED_CERTIFICATES,
+                vec![(
+                    node_id.clone().into_bytes(),
+                    node_cert_pem.clone().into_bytes(),
+                )],
+            ))
+            .map(MapWrites::with_writes(
+                vellum_core::tables::NODES_INFO,
+                vec![(
+                    node_id.clone().into_bytes(),
+                    node_info_value("Trusted", raft_id, &request.address),
+                )],
+            ))
+            .map(MapWrites {
+                name: crate::cluster::JOIN_TOKENS_TABLE.into(),
+                writes: Vec::new(),
+                removes: vec![token.key.into_bytes()],
+            });
+        let txid = self.write_here(Arc::new(ws), true).await?;
+        tracing::info!(%node_id, raft_id, address = %request.address, %txid, "admitted a node");
+        Ok(JoinResponse {
+            node_id,
+            raft_id,
+            node_cert_pem,
+            service_cert_pem: self.data.keys.service_cert_pem.clone(),
+            service_key_pem: self.data.service_key_pem.clone(),
+            ledger_secret_hex: hex::encode(self.data.keys.secret.as_bytes()),
+            chunk_size: self.chunk_size,
+            admitted_at: txid.to_string(),
+            trusted_node_certs: self.trusted_node_certs(),
+        })
+    }
+
+    /// Retires a node for an operator (see [`LedgerNode::perform`]): records it `Retired`; the
+    /// primary then removes it from Raft. Returns the transaction that retired it.
+    pub async fn retire(&self, caller: Option<&Caller>, node_id: &str) -> Result<TxId, NodeError> {
+        self.perform(
+            caller,
+            Op::Retire {
+                node_id: node_id.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// On the primary: the write set that retires `node_id`, if it may be retired.
+    pub(super) fn retire_write_set(&self, node_id: &str) -> Result<EntryBuilder, NodeError> {
+        let cluster = self.cluster();
+        let Some(rec) = cluster.nodes.get(node_id) else {
+            return Err(NodeError::Refused(format!(
+                "no node {node_id} in this service"
+            )));
+        };
+        if rec.status == "Retired" {
+            return Err(NodeError::Refused(format!(
+                "node {node_id} is already retired"
+            )));
+        }
+        let active = cluster
+            .nodes
+            .values()
+            .filter(|r| r.status != "Retired")
+            .count();
+        if active <= 1 {
+            return Err(NodeError::Refused(
+                "the last node of a service cannot be removed".into(),
+            ));
+        }
+        let raft_id = rec.raft_id.or_else(|| raft_id_of(node_id)).unwrap_or(0);
+        let address = rec
+            .address
+            .clone()
+            .or_else(|| {
+                self.raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .get_node(&raft_id)
+                    .map(|n| n.addr.clone())
+            })
+            .unwrap_or_default();
+        Ok(EntryBuilder::default().map(MapWrites::with_writes(
+            vellum_core::tables::NODES_INFO,
+            vec![(
+                node_id.as_bytes().to_vec(),
+                node_info_value("Retired", raft_id, &address),
+            )],
+        )))
+    }
+}
+
+/// How close to the primary's log a learner must be to become a voter.
+const PROMOTE_LAG: u64 = 100;
+
+/// On the primary, drives the Raft membership towards what the ledger says (CCF's
+/// `nodes.info` is the desired state): admitted (`Trusted`) nodes are added as learners, made
+/// voters once caught up, and `Retired` nodes are removed. One change at a time; a new primary
+/// picks up where an old one stopped.
+pub(super) async fn reconciler(
+    raft: Raft,
+    state: Arc<ServiceState>,
+    me: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use openraft::ChangeMembers;
+    use std::collections::BTreeSet;
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let (membership, last_index, replication) = {
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            if m.current_leader != Some(me) {
+                continue;
+            }
+            (
+                m.membership_config.membership().clone(),
+                m.last_log_index.unwrap_or(0),
+                m.replication.clone().unwrap_or_default(),
+            )
+        };
+        let cluster = state.cluster();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let mut change = None;
+        for (node_id, rec) in &cluster.nodes {
+            let Some(id) = rec.raft_id.or_else(|| raft_id_of(node_id)) else {
+                continue;
+            };
+            let present = membership.get_node(&id).is_some();
+            match rec.status.as_str() {
+                "Retired" if voters.contains(&id) && voters.len() > 1 => {
+                    change = Some((
+                        ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                        format!("removing retired node {node_id}"),
+                    ));
+                }
+                "Retired" if present && !voters.contains(&id) => {
+                    change = Some((
+                        ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+                        format!("removing retired learner {node_id}"),
+                    ));
+                }
+                "Trusted" if !present => {
+                    if let Some(addr) = &rec.address {
+                        change = Some((
+                            ChangeMembers::AddNodes(BTreeMap::from([(id, Node::new(addr))])),
+                            format!("adding node {node_id} at {addr} as a learner"),
+                        ));
+                    }
+                }
+                "Trusted" if !voters.contains(&id) => {
+                    // Promote only a learner that has acknowledged entries and is close behind.
+                    let matched = replication.get(&id).copied().flatten().map(|l| l.index);
+                    if matched.is_some_and(|m| m + PROMOTE_LAG >= last_index) {
+                        change = Some((
+                            ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                            format!("node {node_id} caught up: making it a voter"),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if change.is_some() {
+                break;
+            }
+        }
+        let Some((c, what)) = change else { continue };
+        tracing::info!("{what}");
+        if let Err(e) = raft.change_membership(c, false).await {
+            tracing::warn!(error = %e, "membership change failed: {what}");
+        }
+    }
+}

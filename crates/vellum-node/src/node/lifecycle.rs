@@ -1,0 +1,404 @@
+//! A node's life: opening the data directory, the ledger and the index, starting Raft, the
+//! signer and the reconciler, completing the start, and stopping gracefully.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use vellum_core::entry::EntryBuilder;
+use vellum_ledger::engine::Engine;
+use vellum_ledger::genesis::service_info;
+use vellum_ledger::index::Index;
+use vellum_ledger::live_index::LiveIndex;
+
+use super::admission::reconciler;
+use super::{LedgerNode, NodeConfig, Startup};
+use crate::NodeError;
+use crate::datadir::DataDir;
+use crate::raft::Raft;
+use crate::raft::flusher::FlushStats;
+use crate::raft::ledger::Ledger;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{PeerClient, PeerNetworkFactory};
+use crate::raft::state_machine::{CommitState, CommitWaiters, StateMachine};
+use crate::raft::types::{Node, Tx};
+use crate::signing::{Proposer, SignaturePolicy};
+
+impl LedgerNode {
+    /// Starts a node: provisions the data directory on first start, recovers the ledger, starts
+    /// Raft (initialising a single-node service on first start) and waits until its state
+    /// machine has recovered.
+    pub async fn start(cfg: NodeConfig) -> Result<LedgerNode, NodeError> {
+        let node = LedgerNode::open(cfg).await?;
+        node.ready().await?;
+        Ok(node)
+    }
+
+    /// Starts a node without waiting for its state machine to recover: the node channel can
+    /// then be served (a node catching up with a cluster receives the ledger through it) before
+    /// [`LedgerNode::ready`] completes.
+    pub async fn open(cfg: NodeConfig) -> Result<LedgerNode, NodeError> {
+        let data = DataDir::open_or_create(&cfg.data_dir, &cfg.bootstrap)?;
+        let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
+        let started = std::time::Instant::now();
+        let (engine, recovery) =
+            Engine::open_dir(&data.ledger_dir(), chunk_size, data.keys.clone())?;
+        tracing::info!(
+            last_seqno = engine.last_seqno(),
+            checkpoint = ?engine.opened_from(),
+            ms = started.elapsed().as_millis() as u64,
+            "opened the ledger"
+        );
+        if recovery.dropped_from.is_some() {
+            tracing::warn!(?recovery, "recovered the ledger after an unclean stop");
+        }
+        let fresh = engine.last_seqno() == 0;
+        // A new service starts with its genesis; a node that joined one waits for the ledger.
+        let founding = fresh && data.genesis.is_some();
+        if !fresh {
+            data.genesis_written()?;
+        }
+        let index = Index::open(&data.index_path())?;
+        let indexed = index.last_seqno()?;
+        if indexed > engine.last_seqno()
+            || (indexed > 0 && index.get(indexed)?.map(|t| t.view) != engine.view_at(indexed))
+        {
+            tracing::warn!(
+                indexed,
+                "index does not match the ledger; rebuilding it from Raft"
+            );
+            index.rebuild_empty()?;
+        }
+        let indexed = index.last_seqno()?;
+        let committed = engine
+            .signatures()
+            .iter()
+            .rev()
+            .find(|s| **s <= indexed)
+            .copied()
+            .unwrap_or(0);
+        let ledger = Arc::new(Ledger::new(engine).map_err(|e| NodeError::DataDir(e.to_string()))?);
+        let signing = Arc::new(SignaturePolicy::new(
+            cfg.signature_interval,
+            cfg.signature_delay,
+        ));
+        let collections = index.collections()?;
+        let index = Arc::new(LiveIndex::start(index)?);
+        let (commit_tx, commit_rx) = tokio::sync::watch::channel(CommitState {
+            committed,
+            applied: indexed,
+        });
+        let waiters = Arc::new(CommitWaiters::new(committed));
+        let sm = StateMachine::new(
+            ledger.clone(),
+            index.clone(),
+            collections,
+            commit_tx,
+            waiters.clone(),
+        )
+        .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        let state = sm.state();
+        let config = openraft::Config {
+            cluster_name: "vellum".into(),
+            heartbeat_interval: 150,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            // A node that was cut off does not depose a working primary when it returns.
+            enable_pre_vote: Some(true),
+            // A restarted primary never resumes its old term: it may have handed out
+            // transaction ids (answered Pending) for entries its crash lost, and a term it
+            // resumed would give those seqnos, under the same view, to other writes. An
+            // election first moves every node that was primary to a new view, as CCF's view
+            // changes do, so the lost ids become Invalid.
+            enable_leader_restore: Some(false),
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_payload_entries: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let store = LogStore::new(
+            ledger.clone(),
+            signing.clone(),
+            data.vote_path(),
+            data.genesis.clone(),
+        )
+        .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        let peers = PeerClient::new(
+            &format!("{}{}", data.keys.node_cert_pem, data.keys.service_cert_pem),
+            &data.node_key_pem,
+            &data.keys.service_cert_pem,
+        )
+        .map_err(NodeError::DataDir)?;
+        let raft = Raft::new(
+            data.raft_id,
+            Arc::new(config),
+            PeerNetworkFactory::new(peers.clone()),
+            store,
+            sm,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if founding
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?
+        {
+            let members = BTreeMap::from([(data.raft_id, Node::new(cfg.advertise.clone()))]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+        }
+        let voters: Vec<u64> = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters == [data.raft_id] {
+            // The only voter: no need to sit out an election timeout.
+            let _ = raft.trigger().elect(false).await;
+        }
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let signer = tokio::task::spawn_blocking({
+            let proposer = RaftProposer {
+                rt: tokio::runtime::Handle::current(),
+                raft: raft.clone(),
+                me: data.raft_id,
+                stop: stop_rx,
+            };
+            let (signing, ledger) = (signing.clone(), ledger.clone());
+            move || signing.run(&ledger, &proposer)
+        });
+        let reconciler = tokio::spawn(reconciler(
+            raft.clone(),
+            state.clone(),
+            data.raft_id,
+            stop.subscribe(),
+        ));
+        let raft_id = data.raft_id;
+        let node = LedgerNode {
+            raft,
+            ledger,
+            signing,
+            state,
+            index,
+            commit: commit_rx,
+            waiters,
+            raft_id,
+            data,
+            stop,
+            signer,
+            reconciler,
+            peers,
+            chunk_size,
+            max_collections: cfg.max_collections,
+            join_lock: tokio::sync::Mutex::new(()),
+            startup: Startup {
+                founding,
+                fresh,
+                voters: voters.len(),
+            },
+            ready: std::sync::atomic::AtomicBool::new(false),
+        };
+        Ok(node)
+    }
+
+    /// Completes the start: waits until the state machine holds at least what it held before
+    /// a restart (the index is not synced on every apply; Raft re-applies what it lost), and
+    /// opens a new service. Waiting for recovery needs a primary: a cluster node that cannot
+    /// reach one serves what it has (the status of each transaction says how final it is).
+    pub async fn ready(&self) -> Result<(), NodeError> {
+        let Startup {
+            founding,
+            fresh,
+            voters,
+        } = self.startup;
+        if let Err(e) = self
+            .raft
+            .wait_for_recovery(Some(Duration::from_secs(30)))
+            .await
+        {
+            if voters <= 1 && !fresh {
+                return Err(NodeError::Raft(format!(
+                    "recovering the state machine: {e}"
+                )));
+            }
+            tracing::warn!(error = %e, "serving before the state machine caught up with the cluster");
+        }
+        if founding {
+            // Genesis went in with the initial membership (status Opening); open the service.
+            let ws =
+                EntryBuilder::default().map(service_info(&self.data.keys.service_cert_pem, "Open"));
+            let t = self.write_local(ws).await?;
+            self.wait_committed(t, Duration::from_secs(30)).await?;
+            self.data.genesis_written()?;
+        }
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether [`LedgerNode::ready`] has completed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The Raft handle (for the node channel's handlers).
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The service certificate (PEM).
+    pub fn service_cert_pem(&self) -> &str {
+        &self.data.keys.service_cert_pem
+    }
+
+    /// This node's CCF node id.
+    pub fn node_id(&self) -> &str {
+        &self.data.node_id
+    }
+
+    pub(super) fn stop_reason(&self) -> String {
+        self.ledger
+            .engine()
+            .poisoned()
+            .map_or_else(|| "the node stopped".to_owned(), str::to_owned)
+    }
+
+    /// Why the node refuses writes, if it does (an I/O error poisoned its ledger).
+    pub fn write_error(&self) -> Option<String> {
+        self.ledger.engine().poisoned().map(str::to_owned)
+    }
+
+    /// Group-commit counters.
+    pub fn flush_stats(&self) -> (u64, u64) {
+        let s: &FlushStats = self.ledger.flush_stats();
+        (
+            s.requests.load(Ordering::Relaxed),
+            s.syncs.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The ledger directory.
+    pub fn ledger_dir(&self) -> PathBuf {
+        self.data.ledger_dir()
+    }
+
+    /// The ledger secret.
+    pub fn ledger_secret(&self) -> &vellum_core::entry::LedgerSecret {
+        &self.data.keys.secret
+    }
+
+    /// Whether this node is the primary.
+    pub fn is_primary(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.raft_id)
+    }
+
+    /// Stops the node gracefully. A primary first signs what is unsigned and waits (up to five
+    /// seconds) until that signature commits; then the signer and Raft stop, a ledger that ends
+    /// on a committed signature gets its open chunk closed and marked committed (so offline
+    /// auditors see every transaction), a checkpoint of the committed chunks is written (the
+    /// next start reads only what it does not cover), and the index is made durable.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        if self.is_primary() && self.write_error().is_none() {
+            let target = self.ledger.last_seqno();
+            if self.ledger.unsigned() > 0 {
+                self.signing.proposing();
+                let _ = self
+                    .raft
+                    .client_write_ff(Tx::Sign, None::<crate::raft::types::QuietResponder<_>>)
+                    .await;
+            }
+            let mut rx = self.commit.clone();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                rx.wait_for(|c| c.committed > target || (c.committed == target && target > 0)),
+            )
+            .await;
+        }
+        let alone = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .count()
+            <= 1;
+        let _ = self.stop.send(true);
+        self.signing.stop();
+        let _ = self.signer.await;
+        let _ = self.reconciler.await;
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let committed = self.commit.borrow().committed;
+        {
+            let mut engine = self.ledger.engine();
+            // Only a node alone may close its chunk early: in a cluster every node closes chunks
+            // at the same seqnos, so that committed chunks are identical on all of them.
+            if alone
+                && engine.poisoned().is_none()
+                && engine.last_signature() == Some(engine.last_seqno())
+                && committed == engine.last_seqno()
+            {
+                engine.close_chunk()?;
+                engine.commit(committed)?;
+            }
+            // The next start reads only what this checkpoint does not cover.
+            if engine.poisoned().is_none() {
+                let started = std::time::Instant::now();
+                match engine.write_checkpoint() {
+                    Ok(seqno) => tracing::info!(
+                        ?seqno,
+                        ms = started.elapsed().as_millis() as u64,
+                        "wrote the ledger checkpoint"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "could not write the ledger checkpoint"),
+                }
+            }
+        }
+        self.index.flush()?;
+        Ok(())
+    }
+}
+
+/// Raft, as the signer needs it.
+struct RaftProposer {
+    rt: tokio::runtime::Handle,
+    raft: Raft,
+    me: u64,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Proposer for RaftProposer {
+    fn is_primary(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.me)
+    }
+
+    fn voters(&self) -> usize {
+        let m = self.raft.metrics();
+        m.borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count()
+    }
+
+    fn propose_signature(&self) -> bool {
+        let proposal = self
+            .raft
+            .client_write_ff(Tx::Sign, None::<crate::raft::types::QuietResponder<_>>);
+        self.rt.block_on(proposal).is_ok()
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow() || self.stop.has_changed().is_err()
+    }
+}

@@ -1,0 +1,209 @@
+//! Reads: transaction status, entries by id, latest in a collection and by range, receipts,
+//! users, and the governance the service started with.
+
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use vellum_core::TxId;
+use vellum_core::entry::EntryBuilder;
+use vellum_core::status::{StatusView, TxStatus, tx_status};
+use vellum_ledger::engine::{Engine, ReceiptBundle};
+use vellum_ledger::index::entry_write;
+
+use super::{Governance, LedgerEntry, LedgerNode};
+use crate::NodeError;
+use crate::raft::state_machine::CommitWait;
+
+impl LedgerNode {
+    /// Users and roles, as of the last applied transaction.
+    pub fn users(&self) -> crate::users::Users {
+        self.state.users()
+    }
+
+    /// The role of `user_id`, if it is a user.
+    pub fn role_of(&self, user_id: &str) -> Option<crate::users::Role> {
+        self.state.role_of(user_id)
+    }
+
+    /// Governance: the members and constitution the service started with (genesis, seqno 1)
+    /// and its current nodes.
+    pub fn governance(&self) -> Result<Governance, NodeError> {
+        let (_, ws) = self.ledger.engine().write_set(1)?;
+        let map = |name: &str| ws.maps.iter().find(|m| m.name == name);
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        let members = map(vellum_core::tables::MEMBERS_CERTS)
+            .map(|m| m.writes.iter().map(|(k, v)| (text(k), text(v))).collect())
+            .unwrap_or_default();
+        let cluster = self.cluster();
+        let nodes = if cluster.certs.is_empty() {
+            map(vellum_core::tables::NODES_ENDORSED_CERTIFICATES)
+                .map(|m| m.writes.iter().map(|(k, v)| (text(k), text(v))).collect())
+                .unwrap_or_default()
+        } else {
+            cluster
+                .certs
+                .iter()
+                .filter(|(id, _)| cluster.nodes.get(*id).is_none_or(|n| n.status != "Retired"))
+                .map(|(id, pem)| (id.clone(), pem.clone()))
+                .collect()
+        };
+        let constitution = map(vellum_core::tables::CONSTITUTION)
+            .and_then(|m| m.writes.first())
+            .and_then(|(_, v)| serde_json::from_slice::<String>(v).ok())
+            .unwrap_or_default();
+        Ok(Governance {
+            members,
+            nodes,
+            constitution,
+            measurement: vellum_ledger::genesis::VIRTUAL_MEASUREMENT,
+        })
+    }
+
+    /// The status of a transaction (CCF §8).
+    pub fn status(&self, txid: TxId) -> TxStatus {
+        let committed = self.commit.borrow().committed;
+        let engine = self.ledger.engine();
+        tx_status(
+            &View {
+                engine: &engine,
+                committed,
+            },
+            txid,
+        )
+    }
+
+    /// The status to report to clients: as [`LedgerNode::status`], except that a backup reports
+    /// a transaction of the current view or an earlier one that it has not received yet as
+    /// Pending (it is behind the primary, which may well have it) rather than Unknown. Ids
+    /// from views that do not exist yet stay Unknown.
+    pub fn client_status(&self, txid: TxId) -> TxStatus {
+        match self.status(txid) {
+            TxStatus::Unknown => {
+                let m = self.raft.metrics();
+                let m = m.borrow_watched();
+                if m.current_leader != Some(self.raft_id) && txid.view <= m.current_term + 1 {
+                    TxStatus::Pending
+                } else {
+                    TxStatus::Unknown
+                }
+            }
+            s => s,
+        }
+    }
+
+    /// Seqno up to which every transaction is Committed.
+    pub fn committed_seqno(&self) -> u64 {
+        self.commit.borrow().committed
+    }
+
+    /// The last transaction id in the ledger.
+    pub fn last_txid(&self) -> Option<TxId> {
+        self.ledger.engine().last_txid()
+    }
+
+    /// Waits until `txid` is Committed or Invalid (or the timeout passes); returns the status.
+    pub async fn wait_committed(
+        &self,
+        txid: TxId,
+        timeout: Duration,
+    ) -> Result<TxStatus, NodeError> {
+        let wait = async {
+            let mut seqno = txid.seqno;
+            loop {
+                match self.waiters.wait(seqno) {
+                    CommitWait::Reached => {}
+                    CommitWait::Waiting(rx) => {
+                        if rx.await.is_err() {
+                            return Err(NodeError::Stopped(self.stop_reason()));
+                        }
+                    }
+                    CommitWait::Closed => return Err(NodeError::Stopped(self.stop_reason())),
+                }
+                let s = self.status(txid);
+                if matches!(s, TxStatus::Committed | TxStatus::Invalid) {
+                    return Ok(s);
+                }
+                // Not an answer yet (this node lacks what decides it): look at the next commit.
+                seqno = self.commit.borrow().committed + 1;
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Ok(self.status(txid)),
+        }
+    }
+
+    /// The application entry at `txid`, once Raft-committed (`None`: no application entry
+    /// there, or not applied yet).
+    pub fn entry(&self, txid: TxId) -> Result<Option<LedgerEntry>, NodeError> {
+        match self.index.get(txid.seqno)? {
+            Some(t) if t.view == txid.view && t.collection.is_some() => {}
+            _ => return Ok(None),
+        }
+        let (_, ws) = self.ledger.engine().write_set(txid.seqno)?;
+        Ok(entry_of(txid, &ws))
+    }
+
+    /// The latest applied entry of `collection`.
+    pub fn latest(&self, collection: &str) -> Result<Option<LedgerEntry>, NodeError> {
+        let Some(seqno) = self.index.latest(collection)? else {
+            return Ok(None);
+        };
+        let (txid, ws) = self.ledger.engine().write_set(seqno)?;
+        Ok(entry_of(txid, &ws))
+    }
+
+    /// Entries of `collection` with seqnos in `from..=to`, at most `limit`.
+    pub fn range(
+        &self,
+        collection: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, NodeError> {
+        let seqnos = self.index.range(collection, from, to, limit)?;
+        let engine = self.ledger.engine();
+        let mut out = Vec::with_capacity(seqnos.len());
+        for s in seqnos {
+            let (txid, ws) = engine.write_set(s)?;
+            out.extend(entry_of(txid, &ws));
+        }
+        Ok(out)
+    }
+
+    /// Every collection with at least one applied entry.
+    pub fn collections(&self) -> Result<Vec<String>, NodeError> {
+        Ok(self.index.collections()?)
+    }
+
+    /// The receipt of a Committed transaction.
+    pub fn receipt(&self, txid: TxId) -> Result<ReceiptBundle, NodeError> {
+        let committed = self.committed_seqno();
+        Ok(self.ledger.engine().receipt(txid, committed)?)
+    }
+}
+
+struct View<'a> {
+    engine: &'a Engine,
+    committed: u64,
+}
+
+impl StatusView for View<'_> {
+    fn committed_seqno(&self) -> u64 {
+        self.committed
+    }
+
+    fn view_at(&self, seqno: u64) -> Option<u64> {
+        self.engine.view_at(seqno)
+    }
+}
+
+fn entry_of(txid: TxId, ws: &EntryBuilder) -> Option<LedgerEntry> {
+    let (k, v) = entry_write(&ws.maps)?;
+    let value: serde_json::Value = serde_json::from_slice(v).ok()?;
+    Some(LedgerEntry {
+        txid,
+        collection: String::from_utf8_lossy(k).into_owned(),
+        contents: value.get("contents")?.as_str()?.to_owned(),
+    })
+}

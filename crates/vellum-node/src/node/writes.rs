@@ -1,0 +1,360 @@
+//! Writes: operations performed on the primary (or forwarded to it by a backup, with the
+//! caller, and authorised there again), the collection limit, and waiting for a write to be
+//! applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use serde_json::json;
+use vellum_core::TxId;
+use vellum_core::entry::{EntryBuilder, MapWrites};
+use vellum_ledger::index::{ENTRIES_TABLE, entry_write};
+
+use super::LedgerNode;
+use crate::NodeError;
+use crate::cluster::{Forward, ForwardReply};
+use crate::ops::{Caller, Needs, Op};
+use crate::raft::network::{FORWARD_PATH, PeerError};
+use crate::raft::types::{Ticket, Tx};
+use crate::users::Role;
+
+impl LedgerNode {
+    /// Records a write set of the node's own (not a caller's) on this node, which must be or
+    /// become the primary within [`FORWARD_WAIT`]: such writes are never forwarded.
+    pub(super) async fn write_local(&self, ws: EntryBuilder) -> Result<TxId, NodeError> {
+        let ws = Arc::new(ws);
+        let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
+        loop {
+            if self.primary().map(|p| p.0) == Some(self.raft_id) {
+                match self.write_here(ws.clone(), false).await {
+                    Err(NodeError::NotPrimary(_)) if tokio::time::Instant::now() < deadline => {}
+                    r => return r,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::NotPrimary(self.primary().map(|p| p.0)));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The primary's Raft id and node-to-node address, as this node knows them.
+    pub(super) fn primary(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    /// Performs `op` for `caller`, whose rights the caller of this method has checked against
+    /// this node's tables (the API does, answering in ACL's words): on the primary at once; on
+    /// a backup by forwarding the operation and its caller to the primary, which checks them
+    /// again against its own tables. Returns the transaction id as soon as the primary assigned
+    /// it (Pending), or, for operations that change who may do what, once this node has applied
+    /// it. `caller` `None` is the process embedding the node, trusted: it can only write on the
+    /// primary.
+    pub async fn perform(&self, caller: Option<&Caller>, op: Op) -> Result<TxId, NodeError> {
+        let applied = op.answered_when_applied();
+        let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
+        loop {
+            match self.primary() {
+                Some((id, _)) if id == self.raft_id => match self.perform_here(&op).await {
+                    Err(NodeError::NotPrimary(_)) if tokio::time::Instant::now() < deadline => {}
+                    r => return r,
+                },
+                Some((_, addr)) => {
+                    let Some(caller) = caller else {
+                        return Err(NodeError::Refused(
+                            "this node is a backup: a write it forwards must name its caller"
+                                .into(),
+                        ));
+                    };
+                    let msg = Forward::Op {
+                        caller: caller.clone(),
+                        op: op.clone(),
+                    };
+                    match self.forward(&addr, &msg).await {
+                        Ok(ForwardReply::Done(view, seqno)) => {
+                            let txid = TxId::new(view, seqno);
+                            if applied {
+                                self.wait_applied(seqno, FORWARD_TIMEOUT).await?;
+                            }
+                            return Ok(txid);
+                        }
+                        Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..))
+                            if tokio::time::Instant::now() < deadline => {}
+                        Ok(ForwardReply::Refused(m)) => return Err(NodeError::Refused(m)),
+                        Ok(ForwardReply::NotAllowed(m)) => return Err(NodeError::NotAllowed(m)),
+                        Ok(ForwardReply::TooManyCollections(n)) => {
+                            return Err(NodeError::TooManyCollections(n));
+                        }
+                        Ok(other) => return Err(NodeError::Forward(format!("{other:?}"))),
+                        Err(e) => return Err(NodeError::Forward(e.to_string())),
+                    }
+                }
+                None if tokio::time::Instant::now() < deadline => {}
+                None => return Err(NodeError::NotPrimary(None)),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::NotPrimary(self.primary().map(|p| p.0)));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// On the primary: builds `op`'s write set from this node's tables, and records it.
+    pub(super) async fn perform_here(&self, op: &Op) -> Result<TxId, NodeError> {
+        let ws = match op {
+            Op::Append {
+                collection,
+                contents,
+            } => entry_write_set(collection, contents),
+            Op::SetRole { user_id, role } => crate::users::set_role(user_id, *role),
+            Op::RemoveUser { user_id } => crate::users::remove(user_id),
+            Op::JoinToken { key, expires_at } => {
+                let latest = crate::cluster::unix(std::time::SystemTime::now())
+                    + crate::cluster::TOKEN_LIFETIME.as_secs()
+                    + 60;
+                let digest = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
+                if !digest || *expires_at > latest {
+                    return Err(NodeError::Refused("not a join token record".into()));
+                }
+                crate::cluster::token_write_set(key, *expires_at)
+            }
+            Op::Retire { node_id } => self.retire_write_set(node_id)?,
+        };
+        self.write_here(Arc::new(ws), op.answered_when_applied())
+            .await
+    }
+
+    /// Whether `caller` may do what `needs` asks, by this node's tables.
+    pub(super) fn authorise(&self, caller: &Caller, needs: Needs) -> Result<(), NodeError> {
+        let role = self.role_of(caller.user_id());
+        let ok = match needs {
+            Needs::Role(r) => role.is_some_and(|have| have >= r),
+            Needs::Operator => {
+                self.is_member(caller) || role.is_some_and(|have| have >= Role::Administrator)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(NodeError::NotAllowed(format!(
+                "{} may not do this",
+                caller.user_id()
+            )))
+        }
+    }
+
+    /// Whether `caller` is a consortium member: by its certificate only.
+    pub fn is_member(&self, caller: &Caller) -> bool {
+        let Caller::Cert(fingerprint) = caller else {
+            return false;
+        };
+        self.governance().is_ok_and(|g| {
+            g.members.iter().any(|(_, pem)| {
+                vellum_core::crypto::Certificate::from_pem(pem)
+                    .is_ok_and(|c| c.acl_fingerprint() == *fingerprint)
+            })
+        })
+    }
+
+    /// Forwards `msg` to the primary at `addr`. Gives up (with an ambiguous error: the primary
+    /// may have done it) if this node learns of another primary meanwhile: a primary that was
+    /// cut off may never answer.
+    pub(super) async fn forward(
+        &self,
+        addr: &str,
+        msg: &Forward,
+    ) -> Result<ForwardReply, PeerError> {
+        let leader = self.primary().map(|p| p.0);
+        let mut metrics = self.raft.metrics();
+        let deposed = async {
+            loop {
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+                if metrics.borrow_watched().current_leader != leader {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = self.peers.call(addr, FORWARD_PATH, msg, FORWARD_TIMEOUT) => r,
+            () = deposed => Err(PeerError::Call(
+                addr.to_owned(),
+                "the primary changed while the request was in flight".into(),
+            )),
+        }
+    }
+
+    /// Waits until this node has applied `seqno`.
+    pub(super) async fn wait_applied(
+        &self,
+        seqno: u64,
+        timeout: Duration,
+    ) -> Result<(), NodeError> {
+        let mut rx = self.commit.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(|c| c.applied >= seqno)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(NodeError::Stopped(self.stop_reason())),
+            Err(_) => Err(NodeError::Forward(format!(
+                "the primary applied seqno {seqno}, this node has not yet"
+            ))),
+        }
+    }
+
+    /// Records a write set on this node, which must be the primary (no forwarding).
+    pub(super) async fn write_here(
+        &self,
+        ws: Arc<EntryBuilder>,
+        applied: bool,
+    ) -> Result<TxId, NodeError> {
+        if let Some(why) = self.ledger.engine().poisoned() {
+            return Err(NodeError::Stopped(why.to_owned()));
+        }
+        self.admit_collection(&ws)?;
+        // Counted here, on the primary, so that writes forwarded by backups count too.
+        let arriving = self.signing.arriving();
+        let (ticket, mut assigned) = Ticket::new();
+        let (responder, mut done) = crate::raft::types::QuietResponder::new_pair();
+        self.raft
+            .client_write_ff(
+                Tx::Write {
+                    ws,
+                    ticket: (!applied).then_some(ticket),
+                },
+                Some(responder),
+            )
+            .await
+            .map_err(|e| NodeError::Stopped(e.to_string()))?;
+        if applied {
+            // It waits for a signature: the signer must not wait for it.
+            drop(arriving);
+            return match done.await {
+                Ok(Ok(applied)) => Ok(applied.data.txid),
+                Ok(Err(e)) => Err(NodeError::from_write(e)),
+                Err(_) => Err(NodeError::Stopped(self.stop_reason())),
+            };
+        }
+        tokio::select! {
+            biased;
+            t = &mut assigned => t.map_err(|_| NodeError::Stopped(self.stop_reason())),
+            r = &mut done => match r {
+                Ok(Ok(applied)) => Ok(applied.data.txid),
+                Ok(Err(e)) => Err(NodeError::from_write(e)),
+                Err(_) => match assigned.try_recv() {
+                    Ok(t) => Ok(t),
+                    Err(_) => Err(NodeError::Stopped(self.stop_reason())),
+                },
+            },
+        }
+    }
+
+    /// On the primary: refuses a write that would start a collection past the limit, and
+    /// counts the collection it starts. A collection counts from its first admitted write
+    /// (a write that then fails still holds its place); concurrent writes cannot both take
+    /// the last place.
+    pub(super) fn admit_collection(&self, ws: &EntryBuilder) -> Result<(), NodeError> {
+        let Some(name) = entry_write(&ws.maps).map(|(k, _)| String::from_utf8_lossy(k)) else {
+            return Ok(());
+        };
+        self.state
+            .admit_collection(&name, self.max_collections)
+            .map_err(NodeError::TooManyCollections)
+    }
+
+    /// Serves a request a backup forwarded to this node.
+    pub async fn serve_forwarded(&self, msg: Forward) -> ForwardReply {
+        if self.primary().map(|p| p.0) != Some(self.raft_id) {
+            return ForwardReply::NotPrimary;
+        }
+        match msg {
+            Forward::Op { caller, op } => {
+                // The caller's rights are checked here again, by this node's tables.
+                let done = match self.authorise(&caller, op.needs()) {
+                    Ok(()) => self.perform_here(&op).await,
+                    Err(e) => Err(e),
+                };
+                match done {
+                    Ok(t) => ForwardReply::Done(t.view, t.seqno),
+                    Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
+                    Err(NodeError::TooManyCollections(n)) => ForwardReply::TooManyCollections(n),
+                    Err(NodeError::NotAllowed(m)) => ForwardReply::NotAllowed(m),
+                    Err(NodeError::Refused(m)) => ForwardReply::Refused(m),
+                    Err(e) => ForwardReply::Failed(e.to_string()),
+                }
+            }
+            Forward::Join { request, cert_der } => {
+                match self.admit_here(request, &cert_der).await {
+                    Ok(j) => ForwardReply::Joined(Box::new(j)),
+                    Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
+                    Err(NodeError::Refused(m)) => ForwardReply::Refused(m),
+                    Err(e) => ForwardReply::Failed(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Gives `user_id` `role`, for an Administrator (see [`LedgerNode::perform`]); answers once
+    /// applied here.
+    pub async fn set_user_role(
+        &self,
+        caller: Option<&Caller>,
+        user_id: &str,
+        role: Role,
+    ) -> Result<TxId, NodeError> {
+        let user_id = user_id.to_owned();
+        self.perform(caller, Op::SetRole { user_id, role }).await
+    }
+
+    /// Removes `user_id`, for an Administrator (see [`LedgerNode::perform`]); answers once
+    /// applied here.
+    pub async fn remove_user(
+        &self,
+        caller: Option<&Caller>,
+        user_id: &str,
+    ) -> Result<TxId, NodeError> {
+        let user_id = user_id.to_owned();
+        self.perform(caller, Op::RemoveUser { user_id }).await
+    }
+
+    /// Appends an application entry to `collection` for the process embedding the node (on
+    /// the primary only; see [`LedgerNode::perform`]).
+    pub async fn append(&self, collection: &str, contents: &str) -> Result<TxId, NodeError> {
+        self.append_as(None, collection, contents).await
+    }
+
+    /// Appends an application entry to `collection` for a Contributor (see
+    /// [`LedgerNode::perform`]).
+    pub async fn append_as(
+        &self,
+        caller: Option<&Caller>,
+        collection: &str,
+        contents: &str,
+    ) -> Result<TxId, NodeError> {
+        let op = Op::Append {
+            collection: collection.to_owned(),
+            contents: contents.to_owned(),
+        };
+        self.perform(caller, op).await
+    }
+}
+
+/// How long a backup waits for a primary to forward a write to.
+pub(super) const FORWARD_WAIT: Duration = Duration::from_secs(10);
+/// How long a forwarded call may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The write set of an application entry.
+fn entry_write_set(collection: &str, contents: &str) -> EntryBuilder {
+    let value = json!({"contents": contents, "collectionId": collection})
+        .to_string()
+        .into_bytes();
+    EntryBuilder::default().map(MapWrites::with_writes(
+        ENTRIES_TABLE,
+        vec![(collection.as_bytes().to_vec(), value)],
+    ))
+}
