@@ -1,17 +1,13 @@
 //! `vellum serve`: a ledger node with the ACL-compatible HTTPS API.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use vellum_ledger::identity::Identity;
-use vellum_node::cluster::JoinRequest;
-use vellum_node::datadir::{Bootstrap, DataDir};
-use vellum_node::server::{ApiConfig, Issuer, Limits, Server, TokenValidator};
-use vellum_node::{LedgerNode, NodeConfig};
+use vellum_node::server::Limits;
+use vellum_node::service::{JoinConfig, Service, ServiceConfig, TokenIssuer, TokenKeys};
 
 /// Options of `vellum serve` (flags override the config file, which overrides defaults).
 #[derive(clap::Args, Debug, Default, Deserialize)]
@@ -167,10 +163,6 @@ impl ServeArgs {
     }
 }
 
-fn read(p: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-}
-
 /// Runs the node until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let args = args.merge()?;
@@ -181,61 +173,40 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
-async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    // Every connection takes a file descriptor: use all the system lets this process have
-    // (the default connection cap is taken from the result).
-    vellum_node::server::limits::raise_fd_limit();
+/// The service configuration the flags and the TOML file describe (defaults:
+/// [`ServiceConfig::new`]; rules: [`ServiceConfig::validate`]).
+fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     let data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("./vellum-data"));
-    let listen = args
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
-    let ledger_id = args.ledger_id.clone().unwrap_or_else(|| "vellum".into());
-    // Listen first: the address is recorded in the cluster before the node serves.
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let bound = listener.local_addr()?;
-    let advertise = match &args.advertise {
-        Some(a) => a.clone(),
-        None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
-        None => bound.to_string(),
-    };
-    let mut cfg = NodeConfig::new(&data_dir);
-    cfg.advertise = advertise.clone();
+    let mut cfg = ServiceConfig::new(&data_dir);
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(id) = &args.ledger_id {
+        cfg.ledger_id = id.clone();
+    }
+    cfg.advertise = args.advertise.clone();
+    let node = &mut cfg.node;
     if let Some(n) = args.signature_interval {
-        anyhow::ensure!(n > 0, "--signature-interval must be at least 1");
-        cfg.signature_interval = n;
+        node.signature_interval = n;
     }
     if let Some(v) = args.max_collections {
-        cfg.max_collections = v;
+        node.max_collections = v;
     }
     if let Some(n) = args.chunk_size {
-        anyhow::ensure!(n >= 4096, "--chunk-size must be at least 4096 bytes");
-        cfg.chunk_size = n;
+        node.chunk_size = n;
     }
     if let Some(ms) = args.signature_delay_ms {
-        anyhow::ensure!(
-            (0.1..=60_000.0).contains(&ms),
-            "--signature-delay-ms must be between 0.1 and 60000"
-        );
-        cfg.signature_delay = Some(Duration::from_secs_f64(ms / 1000.0));
+        let delay = Duration::try_from_secs_f64(ms / 1000.0)
+            .ok()
+            .context("--signature-delay-ms must be between 0.1 and 60000")?;
+        node.signature_delay = Some(delay);
     }
-    cfg.bootstrap = Bootstrap {
-        dns_names: args.dns_names.clone(),
-        ips: {
-            let mut ips = args.ips.clone();
-            if !listen.ip().is_unspecified() {
-                ips.push(listen.ip());
-            }
-            ips
-        },
-        operator_and_admin: true,
-        ..Bootstrap::default()
-    };
-    let mut limits = Limits::default();
+    node.bootstrap.dns_names = args.dns_names.clone();
+    node.bootstrap.ips = args.ips.clone();
+    let limits = &mut cfg.limits;
     if let Some(v) = args.max_entry_bytes {
         limits.max_contents = v;
         limits.max_body = limits.max_body.max(v * 6 + 1024);
@@ -244,114 +215,69 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits.max_collection_id = v;
     }
     if let Some(v) = args.page_size {
-        anyhow::ensure!(v > 0, "--page-size must be at least 1");
         limits.page_size = v;
     }
-    for (name, secs, limit) in [
-        (
-            "--handshake-timeout",
-            args.handshake_timeout,
-            &mut limits.handshake_timeout,
-        ),
-        (
-            "--header-timeout",
-            args.header_timeout,
-            &mut limits.header_timeout,
-        ),
-        (
-            "--body-timeout",
-            args.body_timeout,
-            &mut limits.body_timeout,
-        ),
+    for (secs, limit) in [
+        (args.handshake_timeout, &mut limits.handshake_timeout),
+        (args.header_timeout, &mut limits.header_timeout),
+        (args.body_timeout, &mut limits.body_timeout),
     ] {
         if let Some(secs) = secs {
-            anyhow::ensure!(
-                (1..=3600).contains(&secs),
-                "{name} must be between 1 and 3600 seconds"
-            );
             *limit = Duration::from_secs(secs);
         }
     }
     if let Some(v) = args.max_connections {
-        anyhow::ensure!(v > 0, "--max-connections must be at least 1");
         limits.max_connections = v;
         limits.max_connections_per_address = Limits::per_address(v);
     }
     if let Some(v) = args.max_connections_per_address {
-        anyhow::ensure!(v > 0, "--max-connections-per-address must be at least 1");
         limits.max_connections_per_address = v;
     }
-    let mut issuers = Vec::new();
     if let Some(iss) = &args.jwt_issuer {
-        let aud = args.jwt_audiences.clone();
-        issuers.push(match (&args.jwks_file, &args.jwks_url) {
-            (Some(f), _) => Issuer::from_jwks_file(iss, aud, f).map_err(anyhow::Error::msg)?,
-            (None, Some(u)) => Issuer::from_jwks_url(iss, aud, u)
-                .await
-                .map_err(anyhow::Error::msg)?,
+        let keys = match (&args.jwks_file, &args.jwks_url) {
+            (Some(f), _) => TokenKeys::File(f.clone()),
+            (None, Some(u)) => TokenKeys::Url(u.clone()),
             (None, None) => anyhow::bail!("--jwt-issuer needs --jwks-file or --jwks-url"),
+        };
+        cfg.token_issuers.push(TokenIssuer {
+            issuer: iss.clone(),
+            audiences: args.jwt_audiences.clone(),
+            keys,
         });
     }
-    let tokens = TokenValidator::new(issuers);
-    tokio::spawn(
-        tokens
-            .clone()
-            .refresh_periodically(Duration::from_secs(3600)),
-    );
     if let Some(url) = &args.join {
-        if DataDir::is_provisioned(&data_dir) {
-            tracing::info!("the data directory already holds a node; --join is ignored");
-        } else {
-            join(url, &args, &advertise, &data_dir).await?;
-        }
+        let token = args
+            .join_token
+            .clone()
+            .context("--join needs --join-token (or VELLUM_JOIN_TOKEN)")?;
+        cfg.join = Some(JoinConfig {
+            url: url.clone(),
+            token,
+        });
     }
-    let node = Arc::new(
-        LedgerNode::open(cfg)
-            .await
-            .with_context(|| format!("starting the node in {}", data_dir.display()))?,
-    );
-    let chain = format!(
-        "{}{}",
-        read(&data_dir.join("node_cert.pem"))?,
-        read(&data_dir.join("service_cert.pem"))?
-    );
-    let key = read(&data_dir.join("node_key.pem"))?;
-    let server = Server::with_listener(
-        listener,
-        node.clone(),
-        ApiConfig {
-            ledger_id: ledger_id.clone(),
-            limits,
-            tokens,
-        },
-        &chain,
-        &key,
-    )
-    .map_err(anyhow::Error::msg)?;
+    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cfg)
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Every connection takes a file descriptor: use all the system lets this process have
+    // (the default connection cap is taken from the result).
+    vellum_node::server::limits::raise_fd_limit();
+    let cfg = service_config(&args)?;
+    let data_dir = cfg.node.data_dir.clone();
+    // Registered before the start, so that a signal during it is not lost.
     let shutdown = shutdown_signal()?;
-    let addr = server.local_addr()?;
-    // Serve the node channel at once (a node catching up receives the ledger through it);
-    // client requests are answered once the node is ready.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async move {
-        tokio::select! {
-            () = shutdown => {}
-            _ = stop_rx => {}
-        }
-    }));
-    if let Err(e) = node.ready().await {
-        let _ = stop_tx.send(());
-        let _ = serving.await;
-        return Err(anyhow::Error::new(e).context("starting the node"));
+    let service = Service::start(cfg)
+        .await
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("starting the node in {}", data_dir.display()))?;
+    if let (Some((node_id, admitted_at)), Some(url)) = (service.joined(), &args.join) {
+        outln!("joined the service at {url} as node {node_id} (admitted at {admitted_at})");
     }
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        addr.ip().to_string()
-    };
     outln!(
-        "Vellum ledger {ledger_id:?} serving at https://{host}:{}",
-        addr.port()
+        "Vellum ledger {:?} serving at {}",
+        service.ledger_id(),
+        service.endpoint()
     );
     outln!(
         "  service certificate (trust anchor): {}",
@@ -367,43 +293,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    let _keep_open = stop_tx;
-    serving.await.context("the server task failed")?;
-    let node = Arc::try_unwrap(node)
-        .map_err(|_| anyhow::anyhow!("requests still hold the node at shutdown"))?;
-    node.shutdown().await.context("shutting the node down")?;
-    outln!("stopped; the ledger is sealed");
-    Ok(())
-}
-
-/// Joins the service at `url` and provisions `data_dir` with what it hands over.
-async fn join(url: &str, args: &ServeArgs, advertise: &str, data_dir: &Path) -> anyhow::Result<()> {
-    let token = args
-        .join_token
-        .clone()
-        .context("--join needs --join-token (or VELLUM_JOIN_TOKEN)")?;
-    let identity = Identity::client("Vellum Node", std::time::SystemTime::now(), 3650)
-        .map_err(|e| anyhow::anyhow!("creating the node key: {e}"))?;
-    let mut ips = args.ips.clone();
-    if let Ok(a) = advertise.parse::<SocketAddr>() {
-        ips.push(a.ip());
-    }
-    let request = JoinRequest {
-        token,
-        address: advertise.to_owned(),
-        dns_names: args.dns_names.clone(),
-        ips,
-    };
-    let joined = vellum_node::cluster::request_join(url, &request, &identity.combined_pem())
+    service
+        .run_until(shutdown)
         .await
-        .map_err(anyhow::Error::msg)?;
-    DataDir::provision_joined(data_dir, &joined, &identity.key_pem())
-        .with_context(|| format!("provisioning {}", data_dir.display()))?;
-    outln!(
-        "joined the service at {url} as node {} (admitted at {})",
-        joined.node_id,
-        joined.admitted_at
-    );
+        .context("shutting the node down")?;
+    outln!("stopped; the ledger is sealed");
     Ok(())
 }
 

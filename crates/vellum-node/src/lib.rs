@@ -21,12 +21,14 @@
 //! ```
 
 pub mod cluster;
+pub mod config;
 pub mod datadir;
 pub mod files;
 pub mod node;
 pub mod ops;
 pub mod raft;
 pub mod server;
+pub mod service;
 mod service_state;
 mod signing;
 #[cfg(feature = "test-util")]
@@ -44,6 +46,9 @@ pub use node::{LedgerEntry, LedgerNode, NodeConfig};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
+    /// The configuration breaks a rule (nothing was started).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// The data directory could not be provisioned or read.
     #[error("data directory: {0}")]
     DataDir(String),

@@ -123,10 +123,11 @@ pub(crate) struct SignaturePolicy {
 }
 
 impl SignaturePolicy {
-    /// A policy signing after `interval` transactions (at least 1) or `delay`.
+    /// A policy signing after `interval` transactions or `delay` (a validated
+    /// [`crate::NodeConfig`]'s).
     pub(crate) fn new(interval: u64, delay: Option<Duration>) -> SignaturePolicy {
         SignaturePolicy {
-            interval: interval.max(1),
+            interval,
             delay,
             bell: Bell::default(),
             pending: AtomicBool::new(false),

@@ -12,8 +12,7 @@ pub struct TestServer {
     pub endpoint: String,
     pub ledger_id: String,
     pub page_size: usize,
-    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
-    pub task: Option<tokio::task::JoinHandle<()>>,
+    pub service: Option<crate::service::Service>,
     pub token_key_der: Vec<u8>,
 }
 
@@ -40,47 +39,33 @@ impl TestServer {
         limits: crate::server::Limits,
         configure: impl FnOnce(&mut crate::NodeConfig),
     ) -> TestServer {
-        use crate::server::{ApiConfig, Issuer, Server, TokenValidator};
+        use crate::service::{Service, ServiceConfig, TokenIssuer, TokenKeys};
         let page_size = limits.page_size;
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::NodeConfig::new(dir.path());
-        cfg.bootstrap.operator_and_admin = true;
-        configure(&mut cfg);
-        let node = std::sync::Arc::new(crate::LedgerNode::start(cfg).await.unwrap());
         // A token issuer: P-256 key, JWKS file.
         let (key_pem, jwks) = es256_key();
         let jwks_path = dir.path().join("jwks.json");
         std::fs::write(&jwks_path, jwks).unwrap();
-        let issuer = Issuer::from_jwks_file(ISSUER, vec![], &jwks_path).unwrap();
-        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
-        let chain = format!("{}{}", read("node_cert.pem"), read("service_cert.pem"));
-        let server = Server::bind(
-            node.clone(),
-            ApiConfig {
-                ledger_id: "vellum-test".into(),
-                limits,
-                tokens: TokenValidator::new(vec![issuer]),
-            },
-            "127.0.0.1:0".parse().unwrap(),
-            &chain,
-            &read("node_key.pem"),
-        )
-        .await
-        .unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async move {
-            let _ = rx.await;
-        }));
+        let mut cfg = ServiceConfig::new(dir.path());
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.ledger_id = "vellum-test".into();
+        cfg.limits = limits;
+        cfg.token_issuers.push(TokenIssuer {
+            issuer: ISSUER.into(),
+            audiences: vec![],
+            keys: TokenKeys::File(jwks_path),
+        });
+        configure(&mut cfg.node);
+        let service = Service::start(cfg).await.unwrap();
+        let addr = service.local_addr();
         TestServer {
-            endpoint: format!("https://127.0.0.1:{}", addr.port()),
+            endpoint: service.endpoint(),
             addr,
-            node,
+            node: service.node().clone(),
             dir,
             ledger_id: "vellum-test".into(),
             page_size,
-            stop: Some(stop),
-            task: Some(task),
+            service: Some(service),
             token_key_der: key_pem,
         }
     }
@@ -114,16 +99,15 @@ impl TestServer {
     }
 
     /// Stops the API and the node; returns the data directory (deleted when dropped).
-    pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+    pub async fn stop(self) -> tempfile::TempDir {
+        let TestServer {
+            dir, node, service, ..
+        } = self;
+        drop(node);
+        if let Some(s) = service {
+            s.stop().await.unwrap();
         }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
-        let node = std::sync::Arc::try_unwrap(self.node).expect("node still shared");
-        node.shutdown().await.unwrap();
-        self.dir
+        dir
     }
 }
 

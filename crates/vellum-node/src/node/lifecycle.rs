@@ -41,6 +41,7 @@ impl LedgerNode {
     /// then be served (a node catching up with a cluster receives the ledger through it) before
     /// [`LedgerNode::ready`] completes.
     pub async fn open(cfg: NodeConfig) -> Result<LedgerNode, NodeError> {
+        cfg.validate()?;
         let data = DataDir::open_or_create(&cfg.data_dir, &cfg.bootstrap)?;
         let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
         let started = std::time::Instant::now();

@@ -17,14 +17,15 @@ use std::time::Duration;
 use vellum_core::TxId;
 use vellum_ledger::live_index::LiveIndex;
 
+use crate::config::{ConfigError, rule};
 use crate::datadir::{Bootstrap, DataDir};
 use crate::raft::Raft;
 use crate::raft::ledger::Ledger;
 use crate::raft::network::PeerClient;
 use crate::raft::state_machine::{CommitState, CommitWaiters};
 use crate::service_state::ServiceState;
-pub use crate::signing::{ALONE_SIGNATURE_DELAY, CLUSTER_SIGNATURE_DELAY};
 use crate::signing::SignaturePolicy;
+pub use crate::signing::{ALONE_SIGNATURE_DELAY, CLUSTER_SIGNATURE_DELAY};
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -48,7 +49,38 @@ pub struct NodeConfig {
     pub bootstrap: Bootstrap,
 }
 
+/// The smallest ledger chunk size a node accepts.
+pub const MIN_CHUNK_SIZE: u64 = 4096;
+/// The signature delays a node accepts.
+pub const SIGNATURE_DELAYS: std::ops::RangeInclusive<Duration> =
+    Duration::from_micros(100)..=Duration::from_secs(60);
+
 impl NodeConfig {
+    /// Checks every setting against its rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        rule(
+            self.signature_interval >= 1,
+            "signature-interval",
+            "at least 1",
+            self.signature_interval,
+        )?;
+        rule(
+            self.chunk_size >= MIN_CHUNK_SIZE,
+            "chunk-size",
+            "at least 4096 bytes",
+            self.chunk_size,
+        )?;
+        if let Some(d) = self.signature_delay {
+            rule(
+                SIGNATURE_DELAYS.contains(&d),
+                "signature-delay-ms",
+                "between 0.1 and 60000",
+                d.as_secs_f64() * 1000.0,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Defaults for a node in `data_dir`: a signature after 1,000 transactions or 1 ms,
     /// 4 MiB chunks.
     pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {

@@ -20,6 +20,7 @@ use vellum_core::TxId;
 
 use super::auth::TokenValidator;
 use crate::LedgerNode;
+use crate::config::{ConfigError, rule};
 use crate::users::Role;
 
 /// The collection of writes that name none (ACL's default).
@@ -84,6 +85,46 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Checks every limit against its rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        rule(
+            self.page_size >= 1,
+            "page-size",
+            "at least 1",
+            self.page_size,
+        )?;
+        for (setting, t) in [
+            ("handshake-timeout", self.handshake_timeout),
+            ("header-timeout", self.header_timeout),
+            ("body-timeout", self.body_timeout),
+        ] {
+            rule(
+                (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&t),
+                setting,
+                "between 1 and 3600 seconds",
+                t.as_secs_f64(),
+            )?;
+        }
+        rule(
+            self.max_connections >= 1,
+            "max-connections",
+            "at least 1",
+            self.max_connections,
+        )?;
+        rule(
+            self.max_connections_per_address >= 1,
+            "max-connections-per-address",
+            "at least 1",
+            self.max_connections_per_address,
+        )?;
+        rule(
+            self.max_body >= self.max_contents,
+            "max-body",
+            "at least max-entry-bytes",
+            self.max_body,
+        )
+    }
+
     /// The default cap on connections from one address for a node that holds at most `max`:
     /// a quarter of it, at least 64 (and never more than `max`).
     pub fn per_address(max: usize) -> usize {

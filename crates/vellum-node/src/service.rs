@@ -1,0 +1,399 @@
+//! A whole service node, started and stopped as one: a validated configuration (one place for
+//! every default, typed errors, no silent clamps), the data directory (provisioned on first
+//! start, or joined to a running service), the node, its HTTPS API and its token issuers.
+//!
+//! `vellum serve` only turns its flags and TOML file into a [`ServiceConfig`]; tests start
+//! nodes through the same [`Service::start`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vellum_node::service::ServiceError> {
+//! use vellum_node::service::{Service, ServiceConfig};
+//!
+//! let mut cfg = ServiceConfig::new("./vellum-data");
+//! cfg.listen = "127.0.0.1:0".parse().unwrap();
+//! let service = Service::start(cfg).await?;
+//! println!("serving at {}", service.endpoint());
+//! service.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vellum_ledger::identity::Identity;
+
+use crate::config::{ConfigError, rule};
+use crate::datadir::DataDir;
+use crate::server::{ApiConfig, Issuer, Limits, Server, TokenValidator};
+use crate::{LedgerNode, NodeConfig, NodeError};
+
+/// Where a token issuer's signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenKeys {
+    /// A JWKS file.
+    File(PathBuf),
+    /// A JWKS URL, fetched at start and refreshed hourly.
+    Url(String),
+}
+
+/// A trusted bearer-token issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIssuer {
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// Accepted audiences (empty: ACL's).
+    pub audiences: Vec<String>,
+    /// Its signing keys.
+    pub keys: TokenKeys,
+}
+
+/// Joining a running service (first start only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinConfig {
+    /// A node of the service, `https://HOST:PORT`.
+    pub url: String,
+    /// A join token from an operator of the service.
+    pub token: String,
+}
+
+/// Everything a service node runs with. [`ServiceConfig::new`] holds every default.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The node: data directory, signatures, chunks, collections, what a new service starts
+    /// with. Its `advertise` is set from [`ServiceConfig::advertise`] or the bound address.
+    pub node: NodeConfig,
+    /// Where the HTTPS API listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The address other nodes reach this one at; default: the bound address (loopback if
+    /// bound to all addresses).
+    pub advertise: Option<String>,
+    /// The ledger id (`/ledgerIdentity/{ledgerId}`).
+    pub ledger_id: String,
+    /// Request and connection limits.
+    pub limits: Limits,
+    /// Trusted bearer-token issuers.
+    pub token_issuers: Vec<TokenIssuer>,
+    /// Join a running service instead of founding one (ignored once provisioned).
+    pub join: Option<JoinConfig>,
+}
+
+/// The default HTTPS address.
+pub const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8443);
+/// The default ledger id.
+pub const DEFAULT_LEDGER_ID: &str = "vellum";
+/// How often keys fetched from a JWKS URL are refreshed.
+const JWKS_REFRESH: Duration = Duration::from_secs(3600);
+
+impl ServiceConfig {
+    /// The defaults for a service node in `data_dir`: listens on 127.0.0.1:8443, ledger id
+    /// `vellum`, a new service gets an operator and an administrator (`admin.pem`), ACL's
+    /// limits, no token issuer.
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServiceConfig {
+        let mut node = NodeConfig::new(data_dir);
+        node.bootstrap.operator_and_admin = true;
+        ServiceConfig {
+            node,
+            listen: SocketAddr::from(DEFAULT_LISTEN),
+            advertise: None,
+            ledger_id: DEFAULT_LEDGER_ID.into(),
+            limits: Limits::default(),
+            token_issuers: Vec::new(),
+            join: None,
+        }
+    }
+
+    /// Checks every setting against its rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.node.validate()?;
+        self.limits.validate()?;
+        rule(
+            !self.ledger_id.is_empty(),
+            "ledger-id",
+            "non-empty",
+            "empty",
+        )?;
+        if let Some(j) = &self.join {
+            rule(!j.token.is_empty(), "join-token", "non-empty", "empty")?;
+            rule(
+                j.url.starts_with("https://"),
+                "join",
+                "an https:// URL",
+                &j.url,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a service could not start or stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The configuration breaks a rule.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The API address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file of the data directory could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A token issuer's keys could not be loaded.
+    #[error("token issuer {issuer}: {message}")]
+    Tokens {
+        /// The issuer.
+        issuer: String,
+        /// Why.
+        message: String,
+    },
+    /// Joining the service failed (nothing was provisioned).
+    #[error("joining {url}: {message}")]
+    Join {
+        /// The node asked.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The TLS configuration could not be built from the node's certificate and key.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The node.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// Requests still held the node when it was to stop.
+    #[error("requests still hold the node at shutdown")]
+    Busy,
+}
+
+/// A running service node: see the module documentation.
+#[derive(Debug)]
+pub struct Service {
+    node: Arc<LedgerNode>,
+    addr: SocketAddr,
+    ledger_id: String,
+    data_dir: PathBuf,
+    joined: Option<(String, String)>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: tokio::task::JoinHandle<()>,
+    /// Refreshes keys fetched from JWKS URLs.
+    refresh: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn read(path: &Path) -> Result<String, ServiceError> {
+    std::fs::read_to_string(path).map_err(|source| ServiceError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Service {
+    /// Starts a service node: checks the configuration, binds the API address, loads the
+    /// token issuers, joins the service if asked (first start), opens the node, serves the
+    /// node channel at once (a node catching up receives the ledger through it) and returns
+    /// once the node is ready to answer clients.
+    pub async fn start(cfg: ServiceConfig) -> Result<Service, ServiceError> {
+        cfg.validate()?;
+        let ServiceConfig {
+            mut node,
+            listen,
+            advertise,
+            ledger_id,
+            limits,
+            token_issuers,
+            join,
+        } = cfg;
+        // Listen first: the address is recorded in the cluster before the node serves.
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServiceError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| ServiceError::Listen {
+                addr: listen,
+                source,
+            })?;
+        node.advertise = match advertise {
+            Some(a) => a,
+            None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+            None => bound.to_string(),
+        };
+        if !listen.ip().is_unspecified() {
+            node.bootstrap.ips.push(listen.ip());
+        }
+        let tokens = TokenValidator::new(load_issuers(&token_issuers).await?);
+        let refresh = token_issuers
+            .iter()
+            .any(|i| matches!(i.keys, TokenKeys::Url(_)))
+            .then(|| tokio::spawn(tokens.clone().refresh_periodically(JWKS_REFRESH)));
+        let data_dir = node.data_dir.clone();
+        let mut joined = None;
+        if let Some(j) = &join {
+            if DataDir::is_provisioned(&data_dir) {
+                tracing::info!("the data directory already holds a node; joining is skipped");
+            } else {
+                joined = Some(join_service(j, &node, &data_dir).await?);
+            }
+        }
+        let node = Arc::new(LedgerNode::open(node).await?);
+        let chain = format!(
+            "{}{}",
+            read(&data_dir.join("node_cert.pem"))?,
+            read(&data_dir.join("service_cert.pem"))?
+        );
+        let key = read(&data_dir.join("node_key.pem"))?;
+        let server = Server::with_listener(
+            listener,
+            node.clone(),
+            ApiConfig {
+                ledger_id: ledger_id.clone(),
+                limits,
+                tokens,
+            },
+            &chain,
+            &key,
+        )
+        .map_err(ServiceError::Tls)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        let service = Service {
+            node,
+            addr: bound,
+            ledger_id,
+            data_dir,
+            joined,
+            stop: Some(stop),
+            serving,
+            refresh,
+        };
+        if let Err(e) = service.node.ready().await {
+            let _ = service.stop().await;
+            return Err(e.into());
+        }
+        Ok(service)
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<LedgerNode> {
+        &self.node
+    }
+
+    /// The address the API is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API's base URL (`https://127.0.0.1:PORT` when bound to all addresses).
+    pub fn endpoint(&self) -> String {
+        let host = if self.addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            self.addr.ip().to_string()
+        };
+        format!("https://{host}:{}", self.addr.port())
+    }
+
+    /// The ledger id.
+    pub fn ledger_id(&self) -> &str {
+        &self.ledger_id
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// If this start joined a service: the node id it was admitted as, and the transaction
+    /// that admitted it.
+    pub fn joined(&self) -> Option<(&str, &str)> {
+        self.joined.as_ref().map(|(a, b)| (a.as_str(), b.as_str()))
+    }
+
+    /// Serves until `shutdown` completes, then stops gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServiceError> {
+        shutdown.await;
+        self.stop().await
+    }
+
+    /// Stops gracefully: the API stops accepting and finishes what it serves, then the node
+    /// stops (see [`LedgerNode::shutdown`]).
+    pub async fn stop(mut self) -> Result<(), ServiceError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(r) = self.refresh.take() {
+            r.abort();
+        }
+        let _ = (&mut self.serving).await;
+        let node = Arc::try_unwrap(self.node).map_err(|_| ServiceError::Busy)?;
+        node.shutdown().await?;
+        Ok(())
+    }
+}
+
+async fn load_issuers(issuers: &[TokenIssuer]) -> Result<Vec<Issuer>, ServiceError> {
+    let mut out = Vec::new();
+    for i in issuers {
+        let err = |message: String| ServiceError::Tokens {
+            issuer: i.issuer.clone(),
+            message,
+        };
+        out.push(match &i.keys {
+            TokenKeys::File(f) => {
+                Issuer::from_jwks_file(&i.issuer, i.audiences.clone(), f).map_err(err)?
+            }
+            TokenKeys::Url(u) => Issuer::from_jwks_url(&i.issuer, i.audiences.clone(), u)
+                .await
+                .map_err(err)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Joins the service at `j.url` and provisions `data_dir` with what it hands over; returns
+/// the node id and the admitting transaction.
+async fn join_service(
+    j: &JoinConfig,
+    node: &NodeConfig,
+    data_dir: &Path,
+) -> Result<(String, String), ServiceError> {
+    let err = |message: String| ServiceError::Join {
+        url: j.url.clone(),
+        message,
+    };
+    let identity = Identity::client("Vellum Node", std::time::SystemTime::now(), 3650)
+        .map_err(|e| err(format!("creating the node key: {e}")))?;
+    let mut ips = node.bootstrap.ips.clone();
+    if let Ok(a) = node.advertise.parse::<SocketAddr>() {
+        ips.push(a.ip());
+    }
+    let request = crate::cluster::JoinRequest {
+        token: j.token.clone(),
+        address: node.advertise.clone(),
+        dns_names: node.bootstrap.dns_names.clone(),
+        ips,
+    };
+    let joined = crate::cluster::request_join(&j.url, &request, &identity.combined_pem())
+        .await
+        .map_err(err)?;
+    DataDir::provision_joined(data_dir, &joined, &identity.key_pem())
+        .map_err(|e| err(format!("provisioning {}: {e}", data_dir.display())))?;
+    Ok((joined.node_id.to_string(), joined.admitted_at.to_string()))
+}
