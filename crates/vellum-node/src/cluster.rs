@@ -177,11 +177,42 @@ pub struct JoinToken {
     pub service_cert_digest: [u8; 32],
 }
 
-impl std::str::FromStr for JoinToken {
-    type Err = String;
+/// Text that is not a join token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a join token (expected {TOKEN_PREFIX}.<64 hex>.<64 hex>)")]
+pub struct NotAJoinToken;
 
-    fn from_str(s: &str) -> Result<JoinToken, String> {
-        let bad = || format!("not a join token (expected {TOKEN_PREFIX}.<64 hex>.<64 hex>)");
+/// Why joining a service failed (nothing was provisioned).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The token is malformed.
+    #[error(transparent)]
+    Token(#[from] NotAJoinToken),
+    /// The service could not be reached, or answered something else than a node would.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The service is not the one the token was made for.
+    #[error("the service at {0} is not the one this join token was made for")]
+    WrongService(String),
+    /// The service refused to admit this node.
+    #[error("the service refused to admit this node ({status}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The service's message.
+        message: String,
+    },
+    /// The new node's identity could not be used.
+    #[error("node identity: {0}")]
+    Identity(String),
+}
+
+impl std::str::FromStr for JoinToken {
+    type Err = NotAJoinToken;
+
+    fn from_str(s: &str) -> Result<JoinToken, NotAJoinToken> {
+        let bad = || NotAJoinToken;
         let mut parts = s.trim().split('.');
         if parts.next() != Some(TOKEN_PREFIX) {
             return Err(bad());
@@ -306,64 +337,68 @@ pub async fn request_join(
     endpoint: &str,
     request: &JoinRequest,
     identity_pem: &str,
-) -> Result<JoinResponse, String> {
+) -> Result<JoinResponse, JoinError> {
     crate::server::tls::provider();
     let token: JoinToken = request.token.parse()?;
     let endpoint = endpoint.trim_end_matches('/');
+    let unreachable =
+        |e: &dyn std::fmt::Display| JoinError::Unreachable(format!("{endpoint}: {e}"));
     let probe = reqwest::Client::builder()
         .tls_danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| unreachable(&e))?;
     let network: serde_json::Value = probe
         .get(format!("{endpoint}/node/network"))
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?
+        .map_err(|e| JoinError::Unreachable(format!("cannot reach {endpoint}: {e}")))?
         .json()
         .await
-        .map_err(|e| format!("{endpoint}/node/network: {e}"))?;
+        .map_err(|e| JoinError::Unreachable(format!("{endpoint}/node/network: {e}")))?;
     let service_pem = network
         .get("service_certificate")
         .and_then(|v| v.as_str())
-        .ok_or_else(|| format!("{endpoint} did not return a service certificate"))?
+        .ok_or_else(|| {
+            JoinError::Unreachable(format!("{endpoint} did not return a service certificate"))
+        })?
         .to_owned();
-    let service = Certificate::from_pem(&service_pem).map_err(|e| e.to_string())?;
+    let service = Certificate::from_pem(&service_pem).map_err(|e| unreachable(&e))?;
     if Sha256::digest(service.der())[..] != token.service_cert_digest[..] {
-        return Err(format!(
-            "the service at {endpoint} is not the one this join token was made for"
-        ));
+        return Err(JoinError::WrongService(endpoint.to_owned()));
     }
-    let identity =
-        reqwest::Identity::from_pem(identity_pem.as_bytes()).map_err(|e| e.to_string())?;
-    let root = reqwest::Certificate::from_pem(service_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let identity = reqwest::Identity::from_pem(identity_pem.as_bytes())
+        .map_err(|e| JoinError::Identity(e.to_string()))?;
+    let root =
+        reqwest::Certificate::from_pem(service_pem.as_bytes()).map_err(|e| unreachable(&e))?;
     let client = reqwest::Client::builder()
         .tls_certs_only([root])
         .identity(identity)
         .timeout(Duration::from_secs(60))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| JoinError::Identity(e.to_string()))?;
     let resp = client
         .post(format!("{endpoint}/node/join"))
         .json(request)
         .send()
         .await
-        .map_err(|e| format!("joining through {endpoint}: {e}"))?;
+        .map_err(|e| JoinError::Unreachable(format!("joining through {endpoint}: {e}")))?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    let body = resp.bytes().await.map_err(|e| unreachable(&e))?;
     if !status.is_success() {
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(format!(
-            "the service refused to admit this node ({status}): {message}"
-        ));
+        return Err(JoinError::Refused {
+            status: status.as_u16(),
+            message,
+        });
     }
-    let joined: JoinResponse = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let joined: JoinResponse = serde_json::from_slice(&body).map_err(|e| unreachable(&e))?;
     if joined.service_cert_pem.trim() != service_pem.trim() {
-        return Err("the admission names another service certificate".into());
+        return Err(JoinError::WrongService(endpoint.to_owned()));
     }
     Ok(joined)
 }

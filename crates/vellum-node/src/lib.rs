@@ -49,6 +49,9 @@ pub enum NodeError {
     /// The configuration breaks a rule (nothing was started).
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The node's TLS identity (for the node channel) cannot be used.
+    #[error(transparent)]
+    Tls(#[from] server::tls::TlsError),
     /// The data directory could not be provisioned or read.
     #[error("data directory: {0}")]
     DataDir(String),

@@ -167,9 +167,9 @@ pub enum ServiceError {
         /// Why.
         message: String,
     },
-    /// The TLS configuration could not be built from the node's certificate and key.
-    #[error("TLS: {0}")]
-    Tls(String),
+    /// The API server could not be set up from the node's certificate and key.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
     /// The node.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -267,8 +267,7 @@ impl Service {
             },
             &chain,
             &key,
-        )
-        .map_err(ServiceError::Tls)?;
+        )?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.run(async move {
             let _ = stopped.await;
@@ -351,9 +350,9 @@ impl Service {
 async fn load_issuers(issuers: &[TokenIssuer]) -> Result<Vec<Issuer>, ServiceError> {
     let mut out = Vec::new();
     for i in issuers {
-        let err = |message: String| ServiceError::Tokens {
+        let err = |e: crate::server::JwksError| ServiceError::Tokens {
             issuer: i.issuer.clone(),
-            message,
+            message: e.to_string(),
         };
         out.push(match &i.keys {
             TokenKeys::File(f) => {
@@ -392,7 +391,7 @@ async fn join_service(
     };
     let joined = crate::cluster::request_join(&j.url, &request, &identity.combined_pem())
         .await
-        .map_err(err)?;
+        .map_err(|e| err(e.to_string()))?;
     DataDir::provision_joined(data_dir, &joined, &identity.key_pem())
         .map_err(|e| err(format!("provisioning {}: {e}", data_dir.display())))?;
     Ok((joined.node_id.to_string(), joined.admitted_at.to_string()))

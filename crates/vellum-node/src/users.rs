@@ -39,17 +39,20 @@ impl fmt::Display for Role {
     }
 }
 
-impl FromStr for Role {
-    type Err = String;
+/// A role name that is not one of the three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?} (expected Administrator, Contributor or Reader)")]
+pub struct UnknownRole(pub String);
 
-    fn from_str(s: &str) -> Result<Role, String> {
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
         match s {
             "Reader" => Ok(Role::Reader),
             "Contributor" => Ok(Role::Contributor),
             "Administrator" => Ok(Role::Administrator),
-            other => Err(format!(
-                "unknown role {other:?} (expected Administrator, Contributor or Reader)"
-            )),
+            other => Err(UnknownRole(other.to_owned())),
         }
     }
 }

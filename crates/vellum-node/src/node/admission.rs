@@ -184,7 +184,10 @@ impl LedgerNode {
         use vellum_core::crypto::{Certificate, node_id_of};
         let refused = |m: String| NodeError::Refused(m);
         let _one_at_a_time = self.join_lock.lock().await;
-        let token: JoinToken = request.token.parse().map_err(refused)?;
+        let token: JoinToken = request
+            .token
+            .parse()
+            .map_err(|e: crate::cluster::NotAJoinToken| refused(e.to_string()))?;
         let service_cert = Certificate::from_pem(&self.data.keys.service_cert_pem)
             .map_err(|e| NodeError::DataDir(e.to_string()))?;
         if token.service_cert_digest[..] != Sha256::digest(service_cert.der())[..] {

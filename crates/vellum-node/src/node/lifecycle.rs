@@ -132,8 +132,7 @@ impl LedgerNode {
             &format!("{}{}", data.keys.node_cert_pem, data.keys.service_cert_pem),
             &data.node_key_pem,
             &data.keys.service_cert_pem,
-        )
-        .map_err(NodeError::DataDir)?;
+        )?;
         let raft = Raft::new(
             data.raft_id,
             Arc::new(config),

@@ -58,13 +58,14 @@ impl PeerClient {
         node_chain_pem: &str,
         node_key_pem: &str,
         service_cert_pem: &str,
-    ) -> Result<PeerClient, String> {
+    ) -> Result<PeerClient, crate::server::tls::TlsError> {
+        use crate::server::tls::TlsError;
         crate::server::tls::provider();
         let identity =
             reqwest::Identity::from_pem(format!("{node_chain_pem}{node_key_pem}").as_bytes())
-                .map_err(|e| format!("node identity: {e}"))?;
+                .map_err(TlsError::Client)?;
         let root = reqwest::Certificate::from_pem(service_cert_pem.as_bytes())
-            .map_err(|e| format!("service certificate: {e}"))?;
+            .map_err(TlsError::Client)?;
         let http = reqwest::Client::builder()
             .tls_certs_only([root])
             .identity(identity)
@@ -72,7 +73,7 @@ impl PeerClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| format!("node channel client: {e}"))?;
+            .map_err(TlsError::Client)?;
         Ok(PeerClient { http })
     }
 

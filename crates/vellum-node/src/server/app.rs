@@ -362,7 +362,7 @@ async fn patch_user(
     let role = match v.get("assignedRole") {
         Some(Value::String(r)) => r
             .parse::<Role>()
-            .map_err(|e| ApiError::bad("InvalidInput", e))?,
+            .map_err(|e| ApiError::bad("InvalidInput", e.to_string()))?,
         Some(_) => {
             return Err(ApiError::bad(
                 "InvalidInput",

@@ -34,21 +34,94 @@ fn audiences_or_default(audiences: Vec<String>) -> Vec<String> {
     }
 }
 
-async fn fetch_jwks(url: &str) -> Result<JwkSet, String> {
+/// Why an issuer's signing keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// The JWKS file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The JWKS URL could not be fetched.
+    #[error("fetching {url}: {message}")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// What was read is not a JWKS.
+    #[error("{from} is not a JWKS: {message}")]
+    Parse {
+        /// The file or URL.
+        from: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Why a bearer token was refused (its text is the 401 answer's message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Not a JWT.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// Its `iss` is not a trusted issuer.
+    #[error("token issuer {0:?} is not trusted")]
+    UntrustedIssuer(String),
+    /// No `kid`, and the issuer has several keys.
+    #[error("token has no kid and its issuer has several keys")]
+    AmbiguousKey,
+    /// Its `kid` is not one of the issuer's keys.
+    #[error("token signed with an unknown key")]
+    UnknownKey,
+    /// The issuer's key is of a kind tokens may not be signed with.
+    #[error("token signed with an issuer key of an unsupported kind")]
+    UnsupportedKey,
+    /// The token names another algorithm than its key's.
+    #[error("token algorithm {token:?} is not its key's ({key:?})")]
+    Algorithm {
+        /// The token's.
+        token: Algorithm,
+        /// The key's.
+        key: Algorithm,
+    },
+    /// The issuer's key cannot be used.
+    #[error("issuer key: {0}")]
+    IssuerKey(String),
+    /// The signature or a claim (`aud`, `iss`, `exp`, `nbf`) is not valid.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// No `oid` claim: no user to be.
+    #[error("token has no oid claim")]
+    NoOid,
+}
+
+async fn fetch_jwks(url: &str) -> Result<JwkSet, JwksError> {
+    let fetch = |message: String| JwksError::Fetch {
+        url: url.to_owned(),
+        message,
+    };
     let resp = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| fetch(e.to_string()))?
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("fetching {url}: {e}"))?;
+        .map_err(|e| fetch(e.to_string()))?;
     if !resp.status().is_success() {
-        return Err(format!("fetching {url}: HTTP {}", resp.status()));
+        return Err(fetch(format!("HTTP {}", resp.status())));
     }
-    resp.json::<JwkSet>()
-        .await
-        .map_err(|e| format!("{url} is not a JWKS: {e}"))
+    resp.json::<JwkSet>().await.map_err(|e| JwksError::Parse {
+        from: url.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 impl Issuer {
@@ -57,10 +130,15 @@ impl Issuer {
         issuer: &str,
         audiences: Vec<String>,
         jwks: &Path,
-    ) -> Result<Issuer, String> {
-        let bytes = std::fs::read(jwks).map_err(|e| format!("{}: {e}", jwks.display()))?;
-        let keys: JwkSet =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", jwks.display()))?;
+    ) -> Result<Issuer, JwksError> {
+        let bytes = std::fs::read(jwks).map_err(|source| JwksError::Read {
+            path: jwks.to_path_buf(),
+            source,
+        })?;
+        let keys: JwkSet = serde_json::from_slice(&bytes).map_err(|e| JwksError::Parse {
+            from: jwks.display().to_string(),
+            message: e.to_string(),
+        })?;
         Ok(Issuer {
             issuer: issuer.to_owned(),
             audiences: audiences_or_default(audiences),
@@ -75,7 +153,7 @@ impl Issuer {
         issuer: &str,
         audiences: Vec<String>,
         url: &str,
-    ) -> Result<Issuer, String> {
+    ) -> Result<Issuer, JwksError> {
         let keys = fetch_jwks(url).await?;
         Ok(Issuer {
             issuer: issuer.to_owned(),
@@ -93,7 +171,7 @@ pub const CLOCK_LEEWAY: Duration = Duration::from_secs(60);
 /// publish none (Microsoft Entra ID's do not), the usual one for the key's type: RS256 for RSA,
 /// ES256 or ES384 by curve, EdDSA for Ed25519. Symmetric keys are refused: an issuer's key set
 /// is public.
-fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, String> {
+fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, TokenError> {
     use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyAlgorithm};
     let alg = match (jwk.common.key_algorithm, &jwk.algorithm) {
         (_, AlgorithmParameters::OctetKey(_)) => None,
@@ -112,7 +190,7 @@ fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, String> {
         }
         (None, _) => None,
     };
-    alg.ok_or_else(|| "token signed with an issuer key of an unsupported kind".to_owned())
+    alg.ok_or(TokenError::UnsupportedKey)
 }
 
 #[derive(Deserialize)]
@@ -159,17 +237,17 @@ impl TokenValidator {
     /// a key of the issuer its `iss` names (the one its `kid` names; a token without `kid` only
     /// when the issuer has a single key), with that key's algorithm, and carries `iss`, `aud`
     /// (one of the issuer's audiences), `exp` and `nbf`, both within [`CLOCK_LEEWAY`].
-    pub fn validate(&self, token: &str) -> Result<String, String> {
+    pub fn validate(&self, token: &str) -> Result<String, TokenError> {
         let header =
-            jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
         // Only to pick the issuer; every claim is checked again with the signature below.
         let unverified: Claims = jsonwebtoken::dangerous::insecure_decode_claims(token)
-            .map_err(|e| format!("malformed token: {e}"))?;
+            .map_err(|e| TokenError::Malformed(e.to_string()))?;
         let issuer = self
             .issuers
             .iter()
             .find(|i| i.issuer == unverified.iss)
-            .ok_or_else(|| format!("token issuer {:?} is not trusted", unverified.iss))?;
+            .ok_or_else(|| TokenError::UntrustedIssuer(unverified.iss.clone()))?;
         let jwk = {
             let keys = crate::read_lock(&issuer.keys);
             match &header.kid {
@@ -177,19 +255,19 @@ impl TokenValidator {
                 // Without a kid the key is ambiguous unless the issuer has only one.
                 None if keys.keys.len() == 1 => keys.keys.first().cloned(),
                 None if keys.keys.is_empty() => None,
-                None => return Err("token has no kid and its issuer has several keys".into()),
+                None => return Err(TokenError::AmbiguousKey),
             }
         }
-        .ok_or("token signed with an unknown key")?;
+        .ok_or(TokenError::UnknownKey)?;
         // The algorithm comes from the issuer's key, never from the token.
         let alg = algorithm_of(&jwk)?;
         if header.alg != alg {
-            return Err(format!(
-                "token algorithm {:?} is not its key's ({alg:?})",
-                header.alg
-            ));
+            return Err(TokenError::Algorithm {
+                token: header.alg,
+                key: alg,
+            });
         }
-        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("issuer key: {e}"))?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::IssuerKey(e.to_string()))?;
         let mut v = Validation::new(alg);
         v.set_audience(&issuer.audiences);
         v.set_issuer(&[&issuer.issuer]);
@@ -197,10 +275,8 @@ impl TokenValidator {
         v.validate_nbf = true;
         v.leeway = CLOCK_LEEWAY.as_secs();
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &v)
-            .map_err(|e| format!("invalid token: {e}"))?
+            .map_err(|e| TokenError::Invalid(e.to_string()))?
             .claims;
-        claims
-            .oid
-            .ok_or_else(|| "token has no oid claim".to_owned())
+        claims.oid.ok_or(TokenError::NoOid)
     }
 }

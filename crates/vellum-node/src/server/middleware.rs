@@ -26,7 +26,7 @@ pub(super) async fn context(State(st): St, req: Request, next: Next) -> Response
             Some(token) if !st.cfg.tokens.is_empty() => {
                 match st.cfg.tokens.validate(token.trim()) {
                     Ok(oid) => Caller::User(crate::ops::Caller::Token(oid)),
-                    Err(e) => Caller::Invalid(e),
+                    Err(e) => Caller::Invalid(e.to_string()),
                 }
             }
             Some(_) => Caller::Invalid("bearer tokens are not enabled on this ledger".into()),

@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use vellum_core::crypto::acl_fingerprint;
 
-pub use auth::{Issuer, TokenValidator};
+pub use auth::{Issuer, JwksError, TokenError, TokenValidator};
 pub use context::{
     ApiConfig, DEFAULT_COLLECTION, Limits, NODE_BODY_LIMIT, PeerCertificate, STATE_HEADER,
     TXID_HEADER, WAIT_HEADER, WAIT_HEADER_LIMIT,
@@ -40,6 +40,18 @@ use limits::{Connections, Full, Throttle};
 static ACCEPT_FAILED: Throttle = Throttle::new(Duration::from_secs(1));
 static NODE_FULL: Throttle = Throttle::new(Duration::from_secs(1));
 static ADDRESS_FULL: Throttle = Throttle::new(Duration::from_secs(1));
+
+/// Why the API server could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The address could not be bound.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    /// The node's TLS identity cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
 
 /// A bound, not yet running, API server.
 pub struct Server {
@@ -67,10 +79,8 @@ impl Server {
         addr: SocketAddr,
         node_chain_pem: &str,
         node_key_pem: &str,
-    ) -> Result<Server, String> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    ) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(addr).await?;
         Server::with_listener(listener, node, cfg, node_chain_pem, node_key_pem)
     }
 
@@ -82,10 +92,10 @@ impl Server {
         cfg: ApiConfig,
         node_chain_pem: &str,
         node_key_pem: &str,
-    ) -> Result<Server, String> {
+    ) -> Result<Server, ServerError> {
         let tls = TlsAcceptor::from(tls::server_config(node_chain_pem, node_key_pem)?);
         let limits = cfg.limits.clone();
-        let state = Arc::new(context::AppState::new(node.clone(), cfg)?);
+        let state = Arc::new(context::AppState::new(node.clone(), cfg));
         Ok(Server {
             listener,
             tls,

@@ -75,24 +75,41 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// Why a node's TLS identity cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The certificate chain is not PEM.
+    #[error("node certificate chain: {0}")]
+    Chain(rustls::pki_types::pem::Error),
+    /// The private key is not PEM.
+    #[error("node key: {0}")]
+    Key(rustls::pki_types::pem::Error),
+    /// rustls refused the configuration (the key does not match the certificate...).
+    #[error("node certificate: {0}")]
+    Config(rustls::Error),
+    /// The node-to-node client refused the identity or the service certificate.
+    #[error("node channel client: {0}")]
+    Client(reqwest::Error),
+}
+
 /// The server TLS configuration: `chain_pem` (node certificate first, then the service
 /// certificate), `key_pem` the node's private key.
-pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("node certificate chain: {e}"))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| format!("node key: {e}"))?;
+        .map_err(TlsError::Chain)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(TlsError::Key)?;
     let verifier = Arc::new(AnyClientCertificate {
         algorithms: provider.signature_verification_algorithms,
     });
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Config)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| format!("node certificate: {e}"))?;
+        .map_err(TlsError::Config)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
