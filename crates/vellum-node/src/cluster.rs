@@ -159,6 +159,37 @@ pub fn new_token(service_cert: &Certificate, now: SystemTime) -> (String, String
     (token, hex::encode(Sha256::digest(secret)), expires_at)
 }
 
+/// The transaction that admits a node: its endorsed certificate, its `Trusted` record, and the
+/// join token spent.
+pub fn admission_write_set(
+    node_id: &str,
+    node_cert_pem: &str,
+    raft_id: u64,
+    address: &str,
+    token_key: &str,
+) -> EntryBuilder {
+    EntryBuilder::default()
+        .map(MapWrites::with_writes(
+            tables::NODES_ENDORSED_CERTIFICATES,
+            vec![(
+                node_id.as_bytes().to_vec(),
+                node_cert_pem.as_bytes().to_vec(),
+            )],
+        ))
+        .map(MapWrites::with_writes(
+            tables::NODES_INFO,
+            vec![(
+                node_id.as_bytes().to_vec(),
+                node_info_value("Trusted", raft_id, address),
+            )],
+        ))
+        .map(MapWrites {
+            name: JOIN_TOKENS_TABLE.into(),
+            writes: Vec::new(),
+            removes: vec![token_key.as_bytes().to_vec()],
+        })
+}
+
 /// The write set that records a join token by the digest of its secret.
 pub fn token_write_set(key: &str, expires_at: u64) -> EntryBuilder {
     let v = serde_json::to_vec(&TokenRecord { expires_at }).unwrap_or_default();

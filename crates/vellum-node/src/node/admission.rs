@@ -184,25 +184,7 @@ impl LedgerNode {
         use vellum_core::crypto::{Certificate, node_id_of};
         let refused = |m: String| NodeError::Refused(m);
         let _one_at_a_time = self.join_lock.lock().await;
-        let token: JoinToken = request
-            .token
-            .parse()
-            .map_err(|e: crate::cluster::NotAJoinToken| refused(e.to_string()))?;
-        let service_cert = Certificate::from_pem(&self.data.keys.service_cert_pem)
-            .map_err(|e| NodeError::DataDir(e.to_string()))?;
-        if token.service_cert_digest[..] != Sha256::digest(service_cert.der())[..] {
-            return Err(refused(
-                "the join token was made for another service".into(),
-            ));
-        }
-        let now = std::time::SystemTime::now();
-        match self.cluster().tokens.get(&token.key) {
-            Some(t) if t.expires_at > crate::cluster::unix(now) => {}
-            Some(_) => return Err(refused("the join token has expired".into())),
-            None => {
-                return Err(refused("the join token is unknown or already spent".into()));
-            }
-        }
+        let token = self.spendable_token(&request.token)?;
         let cert = Certificate::from_der(cert_der)
             .map_err(|e| refused(format!("the joining node's certificate: {e}")))?;
         let node_id = node_id_of(&cert);
@@ -212,31 +194,7 @@ impl LedgerNode {
                 "node {node_id} is already part of this service"
             )));
         }
-        let host = request
-            .address
-            .rsplit_once(':')
-            .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
-            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
-            .ok_or_else(|| {
-                refused(format!(
-                    "address {:?} is not HOST:PORT with a port",
-                    request.address
-                ))
-            })?;
-        let mut dns: Vec<String> = vec!["localhost".into()];
-        dns.extend(request.dns_names.iter().cloned());
-        let mut ips: Vec<std::net::IpAddr> = vec![std::net::IpAddr::from([127, 0, 0, 1])];
-        ips.extend(request.ips.iter().copied());
-        match host.parse::<std::net::IpAddr>() {
-            Ok(ip) if !ips.contains(&ip) => ips.push(ip),
-            Ok(_) => {}
-            Err(_) if !dns.contains(&host) => dns.push(host),
-            Err(_) => {}
-        }
-        dns.sort();
-        dns.dedup();
-        ips.sort();
-        ips.dedup();
+        let (dns, ips) = joining_names(&request)?;
         let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
         let node_cert_pem = vellum_ledger::identity::endorse_node(
             &self.data.keys.service_cert_pem,
@@ -245,30 +203,17 @@ impl LedgerNode {
             "Vellum Node",
             &dns_refs,
             &ips,
-            now,
+            std::time::SystemTime::now(),
             3650,
         )
         .map_err(|e| refused(format!("cannot endorse the joining node: {e}")))?;
-        let ws = EntryBuilder::default()
-            .map(MapWrites::with_writes(
-                vellum_core::tables::NODES_ENDORSED_CERTIFICATES,
-                vec![(
-                    node_id.clone().into_bytes(),
-                    node_cert_pem.clone().into_bytes(),
-                )],
-            ))
-            .map(MapWrites::with_writes(
-                vellum_core::tables::NODES_INFO,
-                vec![(
-                    node_id.clone().into_bytes(),
-                    node_info_value("Trusted", raft_id, &request.address),
-                )],
-            ))
-            .map(MapWrites {
-                name: crate::cluster::JOIN_TOKENS_TABLE.into(),
-                writes: Vec::new(),
-                removes: vec![token.key.into_bytes()],
-            });
+        let ws = crate::cluster::admission_write_set(
+            &node_id,
+            &node_cert_pem,
+            raft_id,
+            &request.address,
+            &token.key,
+        );
         let txid = self.write_here(Arc::new(ws), true).await?;
         tracing::info!(%node_id, raft_id, address = %request.address, %txid, "admitted a node");
         Ok(JoinResponse {
@@ -282,6 +227,27 @@ impl LedgerNode {
             admitted_at: txid.to_string(),
             trusted_node_certs: self.trusted_node_certs(),
         })
+    }
+
+    /// The join token `text`, if it was made for this service, is recorded and has not
+    /// expired.
+    fn spendable_token(&self, text: &str) -> Result<JoinToken, NodeError> {
+        let refused = |m: &str| NodeError::Refused(m.to_owned());
+        let token: JoinToken = text
+            .parse()
+            .map_err(|e: crate::cluster::NotAJoinToken| NodeError::Refused(e.to_string()))?;
+        let service_cert =
+            vellum_core::crypto::Certificate::from_pem(&self.data.keys.service_cert_pem)
+                .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        if token.service_cert_digest[..] != Sha256::digest(service_cert.der())[..] {
+            return Err(refused("the join token was made for another service"));
+        }
+        let now = crate::cluster::unix(std::time::SystemTime::now());
+        match self.cluster().tokens.get(&token.key) {
+            Some(t) if t.expires_at > now => Ok(token),
+            Some(_) => Err(refused("the join token has expired")),
+            None => Err(refused("the join token is unknown or already spent")),
+        }
     }
 
     /// Retires a node for an operator (see [`LedgerNode::perform`]): records it `Retired`; the
@@ -426,6 +392,73 @@ pub(super) async fn reconciler(
         tracing::info!("{what}");
         if let Err(e) = raft.change_membership(c, false).await {
             tracing::warn!(error = %e, "membership change failed: {what}");
+        }
+    }
+}
+
+/// The names a joining node's certificate gets: `localhost`, 127.0.0.1, the names and addresses
+/// it asked for, and the host of its `HOST:PORT` address (a name or an address), each once.
+fn joining_names(request: &JoinRequest) -> Result<(Vec<String>, Vec<std::net::IpAddr>), NodeError> {
+    let host = request
+        .address
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
+        .ok_or_else(|| {
+            NodeError::Refused(format!(
+                "address {:?} is not HOST:PORT with a port",
+                request.address
+            ))
+        })?;
+    let mut dns: Vec<String> = vec!["localhost".into()];
+    dns.extend(request.dns_names.iter().cloned());
+    let mut ips: Vec<std::net::IpAddr> = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    ips.extend(request.ips.iter().copied());
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ips.push(ip),
+        Err(_) => dns.push(host),
+    }
+    dns.sort();
+    dns.dedup();
+    ips.sort();
+    ips.dedup();
+    Ok((dns, ips))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(address: &str, dns: &[&str], ips: &[&str]) -> JoinRequest {
+        JoinRequest {
+            token: String::new(),
+            address: address.into(),
+            dns_names: dns.iter().map(|s| s.to_string()).collect(),
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_joining_node_is_named_by_its_address_and_what_it_asked_for() {
+        let (dns, ips) = joining_names(&request(
+            "node2.example:8443",
+            &["b.example"],
+            &["10.0.0.2"],
+        ))
+        .unwrap();
+        assert_eq!(dns, ["b.example", "localhost", "node2.example"]);
+        assert_eq!(
+            ips,
+            [
+                "10.0.0.2".parse::<std::net::IpAddr>().unwrap(),
+                [127, 0, 0, 1].into()
+            ]
+        );
+        let (dns, ips) = joining_names(&request("[::1]:9000", &[], &["127.0.0.1"])).unwrap();
+        assert_eq!(dns, ["localhost"]);
+        assert_eq!(ips.len(), 2, "{ips:?}");
+        for bad in ["node2", ":8443", "node2:0", "node2:x"] {
+            assert!(joining_names(&request(bad, &[], &[])).is_err(), "{bad}");
         }
     }
 }

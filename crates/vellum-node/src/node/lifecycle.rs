@@ -44,43 +44,14 @@ impl LedgerNode {
         cfg.validate()?;
         let data = DataDir::open_or_create(&cfg.data_dir, &cfg.bootstrap)?;
         let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
-        let started = std::time::Instant::now();
-        let (engine, recovery) =
-            Engine::open_dir(&data.ledger_dir(), chunk_size, data.keys.clone())?;
-        tracing::info!(
-            last_seqno = engine.last_seqno(),
-            checkpoint = ?engine.opened_from(),
-            ms = started.elapsed().as_millis() as u64,
-            "opened the ledger"
-        );
-        if recovery.dropped_from.is_some() {
-            tracing::warn!(?recovery, "recovered the ledger after an unclean stop");
-        }
+        let engine = open_ledger(&data, chunk_size)?;
         let fresh = engine.last_seqno() == 0;
         // A new service starts with its genesis; a node that joined one waits for the ledger.
         let founding = fresh && data.genesis.is_some();
         if !fresh {
             data.genesis_written()?;
         }
-        let index = Index::open(&data.index_path())?;
-        let indexed = index.last_seqno()?;
-        if indexed > engine.last_seqno()
-            || (indexed > 0 && index.get(indexed)?.map(|t| t.view) != engine.view_at(indexed))
-        {
-            tracing::warn!(
-                indexed,
-                "index does not match the ledger; rebuilding it from Raft"
-            );
-            index.rebuild_empty()?;
-        }
-        let indexed = index.last_seqno()?;
-        let committed = engine
-            .signatures()
-            .iter()
-            .rev()
-            .find(|s| **s <= indexed)
-            .copied()
-            .unwrap_or(0);
+        let (index, commit) = open_index(&data, &engine)?;
         let ledger = Arc::new(Ledger::new(engine).map_err(|e| NodeError::DataDir(e.to_string()))?);
         let signing = Arc::new(SignaturePolicy::new(
             cfg.signature_interval,
@@ -88,11 +59,8 @@ impl LedgerNode {
         ));
         let collections = index.collections()?;
         let index = Arc::new(LiveIndex::start(index)?);
-        let (commit_tx, commit_rx) = tokio::sync::watch::channel(CommitState {
-            committed,
-            applied: indexed,
-        });
-        let waiters = Arc::new(CommitWaiters::new(committed));
+        let (commit_tx, commit_rx) = tokio::sync::watch::channel(commit);
+        let waiters = Arc::new(CommitWaiters::new(commit.committed));
         let sm = StateMachine::new(
             ledger.clone(),
             index.clone(),
@@ -102,25 +70,6 @@ impl LedgerNode {
         )
         .map_err(|e| NodeError::DataDir(e.to_string()))?;
         let state = sm.state();
-        let config = openraft::Config {
-            cluster_name: "vellum".into(),
-            heartbeat_interval: 150,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
-            // A node that was cut off does not depose a working primary when it returns.
-            enable_pre_vote: Some(true),
-            // A restarted primary never resumes its old term: it may have handed out
-            // transaction ids (answered Pending) for entries its crash lost, and a term it
-            // resumed would give those seqnos, under the same view, to other writes. An
-            // election first moves every node that was primary to a new view, as CCF's view
-            // changes do, so the lost ids become Invalid.
-            enable_leader_restore: Some(false),
-            snapshot_policy: openraft::SnapshotPolicy::Never,
-            max_payload_entries: 1000,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
         let store = LogStore::new(
             ledger.clone(),
             signing.clone(),
@@ -135,35 +84,14 @@ impl LedgerNode {
         )?;
         let raft = Raft::new(
             data.raft_id,
-            Arc::new(config),
+            Arc::new(raft_config()?),
             PeerNetworkFactory::new(peers.clone()),
             store,
             sm,
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-        if founding
-            && !raft
-                .is_initialized()
-                .await
-                .map_err(|e| NodeError::Raft(e.to_string()))?
-        {
-            let members = BTreeMap::from([(data.raft_id, Node::new(cfg.advertise.clone()))]);
-            raft.initialize(members)
-                .await
-                .map_err(|e| NodeError::Raft(e.to_string()))?;
-        }
-        let voters: Vec<u64> = raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        if voters == [data.raft_id] {
-            // The only voter: no need to sit out an election timeout.
-            let _ = raft.trigger().elect(false).await;
-        }
+        let voters = join_or_found(&raft, founding, data.raft_id, &cfg.advertise).await?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let signer = tokio::task::spawn_blocking({
             let proposer = RaftProposer {
@@ -181,8 +109,7 @@ impl LedgerNode {
             data.raft_id,
             stop.subscribe(),
         ));
-        let raft_id = data.raft_id;
-        let node = LedgerNode {
+        Ok(LedgerNode {
             raft,
             ledger,
             signing,
@@ -190,7 +117,7 @@ impl LedgerNode {
             index,
             commit: commit_rx,
             waiters,
-            raft_id,
+            raft_id: data.raft_id,
             data,
             stop,
             signer,
@@ -202,11 +129,10 @@ impl LedgerNode {
             startup: Startup {
                 founding,
                 fresh,
-                voters: voters.len(),
+                voters,
             },
             ready: std::sync::atomic::AtomicBool::new(false),
-        };
-        Ok(node)
+        })
     }
 
     /// Completes the start: waits until the state machine holds at least what it held before
@@ -367,6 +293,96 @@ impl LedgerNode {
         self.index.flush()?;
         Ok(())
     }
+}
+
+/// Opens (recovering, after an unclean stop) the ledger in `data`.
+fn open_ledger(data: &DataDir, chunk_size: u64) -> Result<Engine, NodeError> {
+    let started = std::time::Instant::now();
+    let (engine, recovery) = Engine::open_dir(&data.ledger_dir(), chunk_size, data.keys.clone())?;
+    tracing::info!(
+        last_seqno = engine.last_seqno(),
+        checkpoint = ?engine.opened_from(),
+        ms = started.elapsed().as_millis() as u64,
+        "opened the ledger"
+    );
+    if recovery.dropped_from.is_some() {
+        tracing::warn!(?recovery, "recovered the ledger after an unclean stop");
+    }
+    Ok(engine)
+}
+
+/// Opens the index (rebuilt from Raft if it does not match the ledger) and the commit state it
+/// records: what was applied, and the last signature among it.
+fn open_index(data: &DataDir, engine: &Engine) -> Result<(Index, CommitState), NodeError> {
+    let index = Index::open(&data.index_path())?;
+    let indexed = index.last_seqno()?;
+    if indexed > engine.last_seqno()
+        || (indexed > 0 && index.get(indexed)?.map(|t| t.view) != engine.view_at(indexed))
+    {
+        tracing::warn!(
+            indexed,
+            "index does not match the ledger; rebuilding it from Raft"
+        );
+        index.rebuild_empty()?;
+    }
+    let applied = index.last_seqno()?;
+    let committed = engine
+        .signatures()
+        .iter()
+        .rev()
+        .find(|s| **s <= applied)
+        .copied()
+        .unwrap_or(0);
+    Ok((index, CommitState { committed, applied }))
+}
+
+/// Raft's settings.
+fn raft_config() -> Result<openraft::Config, NodeError> {
+    openraft::Config {
+        cluster_name: "vellum".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        // A node that was cut off does not depose a working primary when it returns.
+        enable_pre_vote: Some(true),
+        // A restarted primary never resumes its old term: it may have handed out transaction
+        // ids (answered Pending) for entries its crash lost, and a term it resumed would give
+        // those seqnos, under the same view, to other writes. An election first moves every
+        // node that was primary to a new view, as CCF's view changes do, so the lost ids
+        // become Invalid.
+        enable_leader_restore: Some(false),
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_payload_entries: 1000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| NodeError::Raft(e.to_string()))
+}
+
+/// Founds the service's Raft group on a founding node's first start; a sole voter elects
+/// itself at once instead of sitting out an election timeout. Returns how many voters there are.
+async fn join_or_found(
+    raft: &Raft,
+    founding: bool,
+    me: u64,
+    advertise: &str,
+) -> Result<usize, NodeError> {
+    let raft_err = |e: &dyn std::fmt::Display| NodeError::Raft(e.to_string());
+    if founding && !raft.is_initialized().await.map_err(|e| raft_err(&e))? {
+        let members = BTreeMap::from([(me, Node::new(advertise.to_owned()))]);
+        raft.initialize(members).await.map_err(|e| raft_err(&e))?;
+    }
+    let voters: Vec<u64> = raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    if voters == [me] {
+        let _ = raft.trigger().elect(false).await;
+    }
+    Ok(voters.len())
 }
 
 /// Raft, as the signer needs it.
