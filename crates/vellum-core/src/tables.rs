@@ -28,3 +28,75 @@ pub const USERS_INFO: &str = "public:ccf.gov.users.info";
 pub fn is_signature<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
     names.any(|n| n == SIGNATURES || n == COSE_SIGNATURES)
 }
+
+/// A node's status in [`NODES_INFO`], as CCF writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum NodeStatus {
+    /// Joining, not yet trusted (CCF's nodes may not sign in this state).
+    Pending,
+    /// Part of the service.
+    Trusted,
+    /// Removed from the service (it may still sign until its retirement commits).
+    Retired,
+}
+
+impl NodeStatus {
+    /// The name CCF writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Pending => "Pending",
+            NodeStatus::Trusted => "Trusted",
+            NodeStatus::Retired => "Retired",
+        }
+    }
+
+    /// From the name CCF writes.
+    pub fn parse(s: &str) -> Option<NodeStatus> {
+        Some(match s {
+            "Pending" => NodeStatus::Pending,
+            "Trusted" => NodeStatus::Trusted,
+            "Retired" => NodeStatus::Retired,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for NodeStatus {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for NodeStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_statuses_are_named_as_ccf_names_them() {
+        for s in [
+            NodeStatus::Pending,
+            NodeStatus::Trusted,
+            NodeStatus::Retired,
+        ] {
+            assert_eq!(NodeStatus::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+            assert!(s == s.as_str());
+        }
+        assert_eq!(NodeStatus::parse("trusted"), None);
+    }
+}

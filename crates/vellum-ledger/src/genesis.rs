@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use vellum_core::entry::{EntryBuilder, MapWrites, SINGLETON_KEY};
-use vellum_core::tables;
+use vellum_core::tables::{self, NodeStatus};
 
 /// Vellum's default constitution (JavaScript), as recorded in `public:ccf.gov.constitution`.
 pub const DEFAULT_CONSTITUTION: &str = "export function validate(input) { return { valid: true }; }\n\
@@ -73,7 +73,7 @@ impl Genesis<'_> {
                 tables::NODES_INFO,
                 vec![(
                     node_id.as_bytes().to_vec(),
-                    json_bytes(json!({"status": "Trusted", "code_digest": hex::encode(VIRTUAL_MEASUREMENT)})),
+                    json_bytes(json!({"status": NodeStatus::Trusted, "code_digest": hex::encode(VIRTUAL_MEASUREMENT)})),
                 )],
             ))
             .map(service_info(self.service_cert_pem, "Opening"));

@@ -29,7 +29,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use vellum_core::crypto::Certificate;
 use vellum_core::entry::{EntryBuilder, MapWrites};
-use vellum_core::tables;
+use vellum_core::tables::{self, NodeStatus};
 use vellum_ledger::genesis::VIRTUAL_MEASUREMENT;
 
 /// Join tokens: key hex SHA-256 of the token's secret, value `{"expires_at": unix seconds}`;
@@ -43,8 +43,8 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// A node as recorded in `public:ccf.gov.nodes.info`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
-    /// CCF's node status: `Trusted` or `Retired`.
-    pub status: String,
+    /// CCF's node status (Vellum writes `Trusted` and `Retired`).
+    pub status: NodeStatus,
     /// The node's Raft id (absent for CCF's own records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raft_id: Option<u64>,
@@ -129,7 +129,7 @@ fn apply_records<T, E: std::fmt::Display>(
 }
 
 /// The `nodes.info` value of a node.
-pub fn node_info_value(status: &str, raft_id: u64, address: &str) -> Vec<u8> {
+pub fn node_info_value(status: NodeStatus, raft_id: u64, address: &str) -> Vec<u8> {
     json!({
         "status": status,
         "code_digest": hex::encode(VIRTUAL_MEASUREMENT),
@@ -180,7 +180,7 @@ pub fn admission_write_set(
             tables::NODES_INFO,
             vec![(
                 node_id.as_bytes().to_vec(),
-                node_info_value("Trusted", raft_id, address),
+                node_info_value(NodeStatus::Trusted, raft_id, address),
             )],
         ))
         .map(MapWrites {
@@ -478,7 +478,7 @@ mod tests {
             tables::NODES_INFO,
             vec![(
                 id.clone().into_bytes(),
-                node_info_value("Trusted", 7, "127.0.0.1:9"),
+                node_info_value(NodeStatus::Trusted, 7, "127.0.0.1:9"),
             )],
         ));
         assert_eq!(state.node_id_of(7), Some(id.as_str()));

@@ -45,6 +45,7 @@ use vellum_core::cose;
 use vellum_core::crypto::{Certificate, CryptoError};
 use vellum_core::entry::{self, EntryError, EntryType, LedgerSecret, RawEntry, SINGLETON_KEY};
 use vellum_core::merkle::MerkleTree;
+use vellum_core::tables::NodeStatus;
 use vellum_core::{Hash, TxId, tables};
 
 use crate::chunk::{Chunk, ChunkError, ChunkName, list_chunks};
@@ -624,9 +625,16 @@ impl Auditor {
                 .as_str()
                 .filter(|n| self.node_status.contains_key(*n))
                 .ok_or_else(|| fail(AuditError::UnknownNode(node.to_string())))?;
-            match self.node_status.get(node).and_then(Value::as_str) {
-                Some("Trusted" | "Retired") => {}
-                Some("Pending") => return Err(fail(AuditError::PendingNode(node.to_owned()))),
+            match self
+                .node_status
+                .get(node)
+                .and_then(Value::as_str)
+                .and_then(NodeStatus::parse)
+            {
+                Some(NodeStatus::Trusted | NodeStatus::Retired) => {}
+                Some(NodeStatus::Pending) => {
+                    return Err(fail(AuditError::PendingNode(node.to_owned())));
+                }
                 _ => {
                     return Err(fail(table_err(
                         tables::NODES_INFO,

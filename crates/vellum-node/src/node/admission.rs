@@ -10,6 +10,7 @@ use openraft::async_runtime::WatchReceiver;
 use sha2::{Digest, Sha256};
 use vellum_core::TxId;
 use vellum_core::entry::{EntryBuilder, MapWrites};
+use vellum_core::tables::NodeStatus;
 
 use super::writes::FORWARD_WAIT;
 use super::{ClusterNode, LedgerNode};
@@ -49,7 +50,7 @@ impl LedgerNode {
                     cluster
                         .nodes
                         .get(*id)
-                        .is_some_and(|n| n.status == "Trusted")
+                        .is_some_and(|n| n.status == NodeStatus::Trusted)
                 })
                 .map(|(_, pem)| pem.clone())
                 .collect()
@@ -71,17 +72,17 @@ impl LedgerNode {
     /// Whether node `node_id`, presenting `der`, is a trusted node: recorded `Trusted`, or,
     /// while this node has not caught up, unknown here but among the nodes it was told of.
     pub fn is_trusted_node(&self, node_id: &str, der: &[u8]) -> bool {
-        match self.node_status(node_id).as_deref() {
-            Some("Trusted") => true,
+        match self.node_status(node_id) {
+            Some(NodeStatus::Trusted) => true,
             None => self.data.join_peers.iter().any(|p| p[..] == *der),
             Some(_) => false,
         }
     }
 
     /// The status (`Trusted`, `Retired`) of node `node_id`, if this node knows it.
-    pub fn node_status(&self, node_id: &str) -> Option<String> {
+    pub fn node_status(&self, node_id: &str) -> Option<NodeStatus> {
         self.state
-            .with_cluster(|c| c.nodes.get(node_id).map(|n| n.status.clone()))
+            .with_cluster(|c| c.nodes.get(node_id).map(|n| n.status))
     }
 
     /// Nodes and join tokens, as of the last applied transaction.
@@ -116,7 +117,7 @@ impl LedgerNode {
             };
             out.push(ClusterNode {
                 node_id: node_id.clone(),
-                status: rec.status.clone(),
+                status: rec.status,
                 raft_id,
                 address,
                 role,
@@ -270,7 +271,7 @@ impl LedgerNode {
                 "no node {node_id} in this service"
             )));
         };
-        if rec.status == "Retired" {
+        if rec.status == NodeStatus::Retired {
             return Err(NodeError::Refused(format!(
                 "node {node_id} is already retired"
             )));
@@ -278,7 +279,7 @@ impl LedgerNode {
         let active = cluster
             .nodes
             .values()
-            .filter(|r| r.status != "Retired")
+            .filter(|r| r.status != NodeStatus::Retired)
             .count();
         if active <= 1 {
             return Err(NodeError::Refused(
@@ -303,7 +304,7 @@ impl LedgerNode {
             vellum_core::tables::NODES_INFO,
             vec![(
                 node_id.as_bytes().to_vec(),
-                node_info_value("Retired", raft_id, &address),
+                node_info_value(NodeStatus::Retired, raft_id, &address),
             )],
         )))
     }
@@ -351,20 +352,20 @@ pub(super) async fn reconciler(
                 continue;
             };
             let present = membership.get_node(&id).is_some();
-            match rec.status.as_str() {
-                "Retired" if voters.contains(&id) && voters.len() > 1 => {
+            match rec.status {
+                NodeStatus::Retired if voters.contains(&id) && voters.len() > 1 => {
                     change = Some((
                         ChangeMembers::RemoveVoters(BTreeSet::from([id])),
                         format!("removing retired node {node_id}"),
                     ));
                 }
-                "Retired" if present && !voters.contains(&id) => {
+                NodeStatus::Retired if present && !voters.contains(&id) => {
                     change = Some((
                         ChangeMembers::RemoveNodes(BTreeSet::from([id])),
                         format!("removing retired learner {node_id}"),
                     ));
                 }
-                "Trusted" if !present => {
+                NodeStatus::Trusted if !present => {
                     if let Some(addr) = &rec.address {
                         change = Some((
                             ChangeMembers::AddNodes(BTreeMap::from([(id, Node::new(addr))])),
@@ -372,7 +373,7 @@ pub(super) async fn reconciler(
                         ));
                     }
                 }
-                "Trusted" if !voters.contains(&id) => {
+                NodeStatus::Trusted if !voters.contains(&id) => {
                     // Promote only a learner that has acknowledged entries and is close behind.
                     let matched = replication.get(&id).copied().flatten().map(|l| l.index);
                     if matched.is_some_and(|m| m + PROMOTE_LAG >= last_index) {

@@ -126,7 +126,7 @@ pub struct ClusterNode {
     /// CCF node id.
     pub node_id: String,
     /// CCF status from `nodes.info` (`Trusted`, `Retired`).
-    pub status: String,
+    pub status: vellum_core::tables::NodeStatus,
     /// Raft id.
     pub raft_id: u64,
     /// Node-to-node address, if known.

@@ -7,6 +7,7 @@ use openraft::async_runtime::WatchReceiver;
 use vellum_core::TxId;
 use vellum_core::entry::EntryBuilder;
 use vellum_core::status::{StatusView, TxStatus, tx_status};
+use vellum_core::tables::NodeStatus;
 use vellum_ledger::engine::{Engine, ReceiptBundle};
 use vellum_ledger::index::entry_write;
 
@@ -43,7 +44,12 @@ impl LedgerNode {
             cluster
                 .certs
                 .iter()
-                .filter(|(id, _)| cluster.nodes.get(*id).is_none_or(|n| n.status != "Retired"))
+                .filter(|(id, _)| {
+                    cluster
+                        .nodes
+                        .get(*id)
+                        .is_none_or(|n| n.status != NodeStatus::Retired)
+                })
                 .map(|(id, pem)| (id.clone(), pem.clone()))
                 .collect()
         };

@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use vellum_core::crypto::Certificate;
+use vellum_core::tables::NodeStatus;
 
 use super::context::{
     ApiError, ApiResult, AppState, Ctx, St, body_bytes, json_body, ok_json, path_param,
@@ -106,7 +107,7 @@ pub(super) fn require_node(st: &AppState, ext: &Extensions) -> Result<(), ApiErr
         }
     };
     if !st.node.is_trusted_node(&id, &der) {
-        let status = st.node.node_status(&id).unwrap_or_else(|| "unknown".into());
+        let status = st.node.node_status(&id).map_or("unknown", |s| s.as_str());
         return Err(forbidden(&format!(
             "node {id} is {}: not a trusted node of this service",
             status.to_lowercase()
@@ -212,7 +213,7 @@ async fn remove_node(
         .await
         .map_err(write_failed)?;
     Ok(ok_json(
-        json!({"node_id": node_id, "status": "Retired", "transaction_id": txid.to_string()}),
+        json!({"node_id": node_id, "status": NodeStatus::Retired, "transaction_id": txid.to_string()}),
     ))
 }
 
