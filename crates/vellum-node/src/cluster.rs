@@ -97,6 +97,17 @@ impl ClusterState {
             || name == JOIN_TOKENS_TABLE
     }
 
+    /// The endorsed certificates (PEM), by node id, of the nodes whose status (`None`: no
+    /// record) `keep` accepts.
+    pub fn certs_where(
+        &self,
+        keep: impl Fn(Option<NodeStatus>) -> bool,
+    ) -> impl Iterator<Item = (&String, &String)> {
+        self.certs
+            .iter()
+            .filter(move |(id, _)| keep(self.nodes.get(*id).map(|n| n.status)))
+    }
+
     /// The node id of Raft node `raft_id`.
     pub fn node_id_of(&self, raft_id: u64) -> Option<&str> {
         self.nodes

@@ -44,14 +44,7 @@ impl LedgerNode {
     pub(super) fn trusted_node_certs(&self) -> Vec<String> {
         self.state.with_cluster(|cluster| {
             cluster
-                .certs
-                .iter()
-                .filter(|(id, _)| {
-                    cluster
-                        .nodes
-                        .get(*id)
-                        .is_some_and(|n| n.status == NodeStatus::Trusted)
-                })
+                .certs_where(|s| s == Some(NodeStatus::Trusted))
                 .map(|(_, pem)| pem.clone())
                 .collect()
         })

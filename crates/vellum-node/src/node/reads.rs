@@ -42,14 +42,7 @@ impl LedgerNode {
                 .unwrap_or_default()
         } else {
             cluster
-                .certs
-                .iter()
-                .filter(|(id, _)| {
-                    cluster
-                        .nodes
-                        .get(*id)
-                        .is_none_or(|n| n.status != NodeStatus::Retired)
-                })
+                .certs_where(|s| s != Some(NodeStatus::Retired))
                 .map(|(id, pem)| (id.clone(), pem.clone()))
                 .collect()
         };
