@@ -1,10 +1,18 @@
 //! A Vellum ledger node: the ledger files are the Raft log.
 //!
-//! - [`raft`] holds everything that names openraft: the type configuration, the log store over
-//!   the ledger engine (signature transactions filled in by the primary at append and checked
-//!   by replicas), group commit, the state machine over the entry index, the peer transport.
-//! - [`node::LedgerNode`] starts a node from its [data directory](datadir) and serves writes,
-//!   status, entries, ranges and receipts.
+//! - [`service::Service`] starts a whole service node from a validated
+//!   [`service::ServiceConfig`]: the data directory (provisioned, or joined to a running
+//!   service), the node, its HTTPS API ([`server`]) and its token issuers. `vellum serve` and
+//!   the tests start nodes through it.
+//! - [`node::LedgerNode`] is the node itself, its methods by role (`node/`: lifecycle, writes,
+//!   admission, reads): writes, status, entries, ranges, receipts, the cluster.
+//! - [`raft`] holds everything that names openraft: the type configuration, the ledger as Raft
+//!   sees it, the log store (signature transactions filled in by the primary at append and
+//!   checked by replicas), group commit, the state machine over the entry index, the peer
+//!   transport. When to sign is the signature policy's alone; what the governance tables say is
+//!   the state machine's.
+//!
+//! `docs/architecture.md` has the module map and where a new feature goes.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), vellum_node::NodeError> {

@@ -1,9 +1,9 @@
 //! A ledger node: its data directory, the Raft log over the ledger, the signer, and the read
 //! API (entries by id, latest in a collection, ranges, status, receipts).
 //!
-//! `LedgerNode` is one type; its methods live with their role: [`lifecycle`] (start and stop),
-//! [`writes`] (operations on the primary, forwarding), [`admission`] (the cluster: trusted
-//! nodes, joining, retiring, the membership reconciler) and [`reads`].
+//! `LedgerNode` is one type; its methods live with their role: `lifecycle` (start and stop),
+//! `writes` (operations on the primary, forwarding), `admission` (the cluster: trusted
+//! nodes, joining, retiring, the membership reconciler) and `reads`.
 
 mod admission;
 mod lifecycle;
