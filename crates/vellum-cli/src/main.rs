@@ -206,7 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("{} exists; not overwriting a key", out.display());
             }
             let id = vellum_ledger::identity::Identity::client(&name, SystemTime::now(), days)?;
-            vellum_node::files::write_durably(&out, id.combined_pem().as_bytes())
+            vellum_ledger::files::write_durably(&out, id.combined_pem().as_bytes())
                 .with_context(|| format!("writing {}", out.display()))?;
             let user_id = id.cert.acl_fingerprint();
             if cli.conn.json {

@@ -359,14 +359,29 @@ pub enum ForwardReply {
     /// The receiver is not the primary: nothing was done.
     NotPrimary,
     /// The request was refused (bad input): nothing was done.
-    Refused(String),
-    /// The caller may not do this: nothing was done.
+    Refused(crate::Refusal),
+    /// The caller (this user id) may not do this: nothing was done.
     NotAllowed(String),
     /// It failed.
     Failed(String),
     /// The write would start a collection past the limit (holds how many there are):
     /// nothing was done.
     TooManyCollections(u64),
+}
+
+impl ForwardReply {
+    /// The answer's name, for errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ForwardReply::Done(..) => "Done",
+            ForwardReply::Joined(_) => "Joined",
+            ForwardReply::NotPrimary => "NotPrimary",
+            ForwardReply::Refused(_) => "Refused",
+            ForwardReply::NotAllowed(_) => "NotAllowed",
+            ForwardReply::Failed(_) => "Failed",
+            ForwardReply::TooManyCollections(_) => "TooManyCollections",
+        }
+    }
 }
 
 /// Asks the service at `endpoint` (`https://host:port` of any of its nodes) to admit this node.

@@ -30,9 +30,9 @@ use vellum_ledger::engine::NodeKeys;
 use vellum_ledger::genesis::{DEFAULT_CONSTITUTION, Genesis};
 use vellum_ledger::identity::Identity;
 
-use crate::NodeError;
-use crate::files::{read, write_durably};
 use crate::users::{Role, set_role};
+use crate::{DataDirError, Malformed};
+use vellum_ledger::files::write_durably;
 
 /// Who and what a new service starts with.
 #[derive(Debug, Clone)]
@@ -95,9 +95,11 @@ struct NodeFile {
 
 impl NodeFile {
     /// Writes `node.json`, last: its presence marks a complete provisioning.
-    fn write(&self, root: &Path) -> Result<(), NodeError> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(err)?;
-        write_durably(&root.join("node.json"), &bytes).map_err(err)
+    fn write(&self, root: &Path) -> Result<(), DataDirError> {
+        let path = root.join("node.json");
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| DataDirError::malformed(&path, e))?;
+        write_file(&path, &bytes)
     }
 }
 
@@ -128,24 +130,39 @@ pub struct DataDir {
 
 /// Creates the data directory and its `raft/` (mode 0700 whatever the umask) and refuses to go
 /// on if others can write to it or to the ledger directory.
-fn private_dirs(root: &Path) -> Result<(), NodeError> {
+fn private_dirs(root: &Path) -> Result<(), DataDirError> {
     use vellum_ledger::files::{check_private_dir, create_private_dir};
-    create_private_dir(&root.join("raft")).map_err(err)?;
-    check_private_dir(root).map_err(err)?;
+    let raft = root.join("raft");
+    create_private_dir(&raft).map_err(DataDirError::io(&raft))?;
+    check_private_dir(root).map_err(DataDirError::io(root))?;
     let ledger = root.join("ledger");
     if ledger.exists() {
-        check_private_dir(&ledger).map_err(err)?;
+        check_private_dir(&ledger).map_err(DataDirError::io(&ledger))?;
     }
     Ok(())
 }
 
-fn err(e: impl std::fmt::Display) -> NodeError {
-    NodeError::DataDir(e.to_string())
+fn read_bytes(p: &Path) -> Result<Vec<u8>, DataDirError> {
+    std::fs::read(p).map_err(DataDirError::io(p))
 }
 
-fn read_string(p: &Path) -> Result<String, NodeError> {
-    String::from_utf8(read(p).map_err(err)?)
-        .map_err(|_| err(format!("{} is not UTF-8", p.display())))
+fn read_string(p: &Path) -> Result<String, DataDirError> {
+    String::from_utf8(read_bytes(p)?).map_err(|_| DataDirError::malformed(p, Malformed::NotUtf8))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, DataDirError> {
+    serde_json::from_slice(&read_bytes(p)?).map_err(|e| DataDirError::malformed(p, e))
+}
+
+fn write_file(p: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+    write_durably(p, bytes).map_err(DataDirError::io(p))
+}
+
+fn read_secret(p: &Path, text: &str) -> Result<[u8; 32], DataDirError> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| DataDirError::malformed(p, Malformed::NotHexSecret))?;
+    Ok(key)
 }
 
 impl DataDir {
@@ -165,21 +182,20 @@ impl DataDir {
     }
 
     /// Opens `root`, provisioning a new service there first if it holds none.
-    pub fn open_or_create(root: &Path, bootstrap: &Bootstrap) -> Result<DataDir, NodeError> {
+    pub fn open_or_create(root: &Path, bootstrap: &Bootstrap) -> Result<DataDir, DataDirError> {
         private_dirs(root)?;
         if !root.join("node.json").exists() {
             provision(root, bootstrap)?;
         }
-        let node: NodeFile =
-            serde_json::from_slice(&read(&root.join("node.json")).map_err(err)?).map_err(err)?;
-        let secret_hex = read_string(&root.join("ledger_secret"))?;
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(secret_hex.trim(), &mut key)
-            .map_err(|_| err("ledger_secret is not 64 hex characters"))?;
+        let node: NodeFile = read_json(&root.join("node.json"))?;
+        let secret_path = root.join("ledger_secret");
+        let key = read_secret(&secret_path, &read_string(&secret_path)?)?;
         let service_key_pem = read_string(&root.join("service_key.pem"))?;
-        let service_key = SigningKey::from_pkcs8_pem(&service_key_pem).map_err(err)?;
+        let service_key = SigningKey::from_pkcs8_pem(&service_key_pem)
+            .map_err(DataDirError::crypto("service_key.pem"))?;
         let node_key_pem = read_string(&root.join("node_key.pem"))?;
-        let node_key = SigningKey::from_pkcs8_pem(&node_key_pem).map_err(err)?;
+        let node_key = SigningKey::from_pkcs8_pem(&node_key_pem)
+            .map_err(DataDirError::crypto("node_key.pem"))?;
         let keys = NodeKeys {
             node_key,
             node_cert_pem: read_string(&root.join("node_cert.pem"))?,
@@ -191,7 +207,7 @@ impl DataDir {
         };
         let genesis_path = root.join("genesis.json");
         let genesis = if genesis_path.exists() {
-            Some(serde_json::from_slice(&read(&genesis_path).map_err(err)?).map_err(err)?)
+            Some(read_json(&genesis_path)?)
         } else {
             None
         };
@@ -202,7 +218,7 @@ impl DataDir {
             CertificateDer::pem_slice_iter(read_string(&peers)?.as_bytes())
                 .map(|c| c.map(|c| c.to_vec()))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| err(format!("peers.pem: {e}")))?
+                .map_err(|e| DataDirError::malformed(&peers, Malformed::Pem(e.to_string())))?
         } else {
             Vec::new()
         };
@@ -230,14 +246,16 @@ impl DataDir {
         root: &Path,
         joined: &crate::cluster::JoinResponse,
         node_key_pem: &str,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), DataDirError> {
         private_dirs(root)?;
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(joined.ledger_secret_hex.trim(), &mut key)
-            .map_err(|_| err("the ledger secret received is not 64 hex characters"))?;
-        let cert = Certificate::from_pem(&joined.node_cert_pem).map_err(err)?;
+        read_secret(
+            Path::new("the ledger secret received"),
+            &joined.ledger_secret_hex,
+        )?;
+        let cert = Certificate::from_pem(&joined.node_cert_pem)
+            .map_err(DataDirError::crypto("the node certificate received"))?;
         if node_id_of(&cert) != joined.node_id {
-            return Err(err("the certificate received is not for this node's key"));
+            return Err(DataDirError::NotOurCertificate);
         }
         let files: [(&str, &str); 5] = [
             ("service_key.pem", &joined.service_key_pem),
@@ -247,13 +265,12 @@ impl DataDir {
             ("ledger_secret", &joined.ledger_secret_hex),
         ];
         for (name, text) in files {
-            write_durably(&root.join(name), text.as_bytes()).map_err(err)?;
+            write_file(&root.join(name), text.as_bytes())?;
         }
-        write_durably(
+        write_file(
             &root.join("peers.pem"),
             joined.trusted_node_certs.concat().as_bytes(),
-        )
-        .map_err(err)?;
+        )?;
         let nf = NodeFile {
             raft_id: joined.raft_id,
             node_id: joined.node_id.clone(),
@@ -265,25 +282,27 @@ impl DataDir {
     }
 
     /// Forgets the genesis file once the ledger holds genesis.
-    pub fn genesis_written(&self) -> Result<(), NodeError> {
+    pub fn genesis_written(&self) -> Result<(), DataDirError> {
         let p = self.root.join("genesis.json");
         if p.exists() {
-            std::fs::remove_file(&p).map_err(err)?;
+            std::fs::remove_file(&p).map_err(DataDirError::io(&p))?;
         }
         Ok(())
     }
 }
 
-fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
+fn provision(root: &Path, b: &Bootstrap) -> Result<(), DataDirError> {
     let now = SystemTime::now();
     let mut b = b.clone();
     if b.operator_and_admin {
-        let member = Identity::client("Vellum Operator", now, b.validity_days).map_err(err)?;
-        write_durably(&root.join("member0_key.pem"), member.key_pem().as_bytes()).map_err(err)?;
-        write_durably(&root.join("member0_cert.pem"), member.cert_pem.as_bytes()).map_err(err)?;
+        let member = Identity::client("Vellum Operator", now, b.validity_days)
+            .map_err(DataDirError::crypto("the operator member's identity"))?;
+        write_file(&root.join("member0_key.pem"), member.key_pem().as_bytes())?;
+        write_file(&root.join("member0_cert.pem"), member.cert_pem.as_bytes())?;
         b.members.push((member.cert.id(), member.cert_pem.clone()));
-        let admin = Identity::client("Vellum Administrator", now, b.validity_days).map_err(err)?;
-        write_durably(&root.join("admin.pem"), admin.combined_pem().as_bytes()).map_err(err)?;
+        let admin = Identity::client("Vellum Administrator", now, b.validity_days)
+            .map_err(DataDirError::crypto("the administrator's identity"))?;
+        write_file(&root.join("admin.pem"), admin.combined_pem().as_bytes())?;
         b.users.push(BootstrapUser {
             user_id: admin.cert.acl_fingerprint(),
             cert_pem: Some(admin.cert_pem.clone()),
@@ -291,18 +310,20 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
         });
     }
     let b = &b;
-    let service = Identity::service(&b.service_name, now, b.validity_days).map_err(err)?;
+    let service = Identity::service(&b.service_name, now, b.validity_days)
+        .map_err(DataDirError::crypto("the service identity"))?;
     let mut dns: Vec<&str> = vec!["localhost"];
     dns.extend(b.dns_names.iter().map(String::as_str));
     let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
     ips.extend(b.ips.iter().filter(|ip| !ip.is_loopback() || ip.is_ipv6()));
     let node = service
         .issue_node("Vellum Node", &dns, &ips, now, b.validity_days)
-        .map_err(err)?;
-    let node_cert = Certificate::from_pem(&node.cert_pem).map_err(err)?;
+        .map_err(DataDirError::crypto("the node identity"))?;
+    let node_cert = Certificate::from_pem(&node.cert_pem)
+        .map_err(DataDirError::crypto("the node certificate"))?;
     let node_id = node_id_of(&node_cert);
-    let raft_id = crate::cluster::raft_id_of(&node_id)
-        .ok_or_else(|| err(format!("node id {node_id} is not hex")))?;
+    // A node id is hex SHA-256, made just above.
+    let raft_id = crate::cluster::raft_id_of(&node_id).unwrap_or_default();
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
     // CCF's users tables are keyed by CCF user id (hex SHA-256 of the certificate); Vellum's
@@ -310,7 +331,9 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
     let mut ccf_users = Vec::new();
     for u in &b.users {
         let id = match &u.cert_pem {
-            Some(pem) => Certificate::from_pem(pem).map_err(err)?.id(),
+            Some(pem) => Certificate::from_pem(pem)
+                .map_err(DataDirError::crypto("a bootstrap user's certificate"))?
+                .id(),
             None => u.user_id.clone(),
         };
         ccf_users.push((id, u.cert_pem.clone(), u.role.to_string()));
@@ -333,16 +356,15 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), NodeError> {
     if !users_map.writes.is_empty() {
         genesis.maps.push(users_map);
     }
-    write_durably(&root.join("service_key.pem"), service.key_pem().as_bytes()).map_err(err)?;
-    write_durably(&root.join("service_cert.pem"), service.cert_pem.as_bytes()).map_err(err)?;
-    write_durably(&root.join("node_key.pem"), node.key_pem().as_bytes()).map_err(err)?;
-    write_durably(&root.join("node_cert.pem"), node.cert_pem.as_bytes()).map_err(err)?;
-    write_durably(&root.join("ledger_secret"), hex::encode(secret).as_bytes()).map_err(err)?;
-    write_durably(
-        &root.join("genesis.json"),
-        &serde_json::to_vec(&genesis).map_err(err)?,
-    )
-    .map_err(err)?;
+    write_file(&root.join("service_key.pem"), service.key_pem().as_bytes())?;
+    write_file(&root.join("service_cert.pem"), service.cert_pem.as_bytes())?;
+    write_file(&root.join("node_key.pem"), node.key_pem().as_bytes())?;
+    write_file(&root.join("node_cert.pem"), node.cert_pem.as_bytes())?;
+    write_file(&root.join("ledger_secret"), hex::encode(secret).as_bytes())?;
+    let genesis_path = root.join("genesis.json");
+    let genesis_json =
+        serde_json::to_vec(&genesis).map_err(|e| DataDirError::malformed(&genesis_path, e))?;
+    write_file(&genesis_path, &genesis_json)?;
     let nf = NodeFile {
         raft_id,
         node_id,

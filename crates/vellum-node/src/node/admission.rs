@@ -14,7 +14,6 @@ use vellum_core::tables::NodeStatus;
 
 use super::writes::FORWARD_WAIT;
 use super::{ClusterNode, LedgerNode};
-use crate::NodeError;
 use crate::cluster::{
     ClusterState, Forward, ForwardReply, JoinRequest, JoinResponse, JoinToken, node_info_value,
     raft_id_of,
@@ -24,6 +23,7 @@ use crate::raft::Raft;
 use crate::raft::network::PeerError;
 use crate::raft::types::Node;
 use crate::service_state::ServiceState;
+use crate::{DataDirError, ForwardError, NodeError, Refusal};
 
 impl LedgerNode {
     /// The IP addresses of the nodes in the Raft membership (those given as IP literals).
@@ -126,10 +126,8 @@ impl LedgerNode {
         &self,
         caller: Option<&Caller>,
     ) -> Result<(String, u64), NodeError> {
-        let cert = vellum_core::crypto::Certificate::from_pem(&self.data.keys.service_cert_pem)
-            .map_err(|e| NodeError::DataDir(e.to_string()))?;
         let (token, key, expires_at) =
-            crate::cluster::new_token(&cert, std::time::SystemTime::now());
+            crate::cluster::new_token(&self.service_cert()?, std::time::SystemTime::now());
         self.perform(caller, Op::JoinToken { key, expires_at })
             .await?;
         Ok((token, expires_at))
@@ -155,10 +153,11 @@ impl LedgerNode {
                     };
                     match self.forward(&addr, &msg).await {
                         Ok(ForwardReply::Joined(j)) => return Ok(*j),
-                        Ok(ForwardReply::Refused(m)) => return Err(NodeError::Refused(m)),
+                        Ok(ForwardReply::Refused(r)) => return Err(r.into()),
                         Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..)) => {}
-                        Ok(other) => return Err(NodeError::Forward(format!("{other:?}"))),
-                        Err(e) => return Err(NodeError::Forward(e.to_string())),
+                        Ok(ForwardReply::Failed(m)) => return Err(ForwardError::Failed(m).into()),
+                        Ok(other) => return Err(ForwardError::Unexpected(other.kind()).into()),
+                        Err(e) => return Err(ForwardError::Peer(e).into()),
                     }
                 }
                 None => {}
@@ -176,17 +175,15 @@ impl LedgerNode {
         cert_der: &[u8],
     ) -> Result<JoinResponse, NodeError> {
         use vellum_core::crypto::{Certificate, node_id_of};
-        let refused = |m: String| NodeError::Refused(m);
         let _one_at_a_time = self.join_lock.lock().await;
         let token = self.spendable_token(&request.token)?;
         let cert = Certificate::from_der(cert_der)
-            .map_err(|e| refused(format!("the joining node's certificate: {e}")))?;
+            .map_err(|e| Refusal::JoiningCertificate(e.to_string()))?;
         let node_id = node_id_of(&cert);
-        let raft_id = raft_id_of(&node_id).ok_or_else(|| refused("bad node id".into()))?;
+        // A node id is hex SHA-256 of the key, made just above.
+        let raft_id = raft_id_of(&node_id).unwrap_or_default();
         if self.cluster().nodes.contains_key(&node_id) {
-            return Err(refused(format!(
-                "node {node_id} is already part of this service"
-            )));
+            return Err(Refusal::AlreadyJoined(node_id).into());
         }
         let (dns, ips) = joining_names(&request)?;
         let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
@@ -200,7 +197,7 @@ impl LedgerNode {
             std::time::SystemTime::now(),
             3650,
         )
-        .map_err(|e| refused(format!("cannot endorse the joining node: {e}")))?;
+        .map_err(|e| Refusal::CannotEndorse(e.to_string()))?;
         let ws = crate::cluster::admission_write_set(
             &node_id,
             &node_cert_pem,
@@ -223,24 +220,24 @@ impl LedgerNode {
         })
     }
 
+    /// The service certificate, parsed.
+    fn service_cert(&self) -> Result<vellum_core::crypto::Certificate, NodeError> {
+        vellum_core::crypto::Certificate::from_pem(&self.data.keys.service_cert_pem)
+            .map_err(|e| DataDirError::crypto("service_cert.pem")(e).into())
+    }
+
     /// The join token `text`, if it was made for this service, is recorded and has not
     /// expired.
     fn spendable_token(&self, text: &str) -> Result<JoinToken, NodeError> {
-        let refused = |m: &str| NodeError::Refused(m.to_owned());
-        let token: JoinToken = text
-            .parse()
-            .map_err(|e: crate::cluster::NotAJoinToken| NodeError::Refused(e.to_string()))?;
-        let service_cert =
-            vellum_core::crypto::Certificate::from_pem(&self.data.keys.service_cert_pem)
-                .map_err(|e| NodeError::DataDir(e.to_string()))?;
-        if token.service_cert_digest[..] != Sha256::digest(service_cert.der())[..] {
-            return Err(refused("the join token was made for another service"));
+        let token: JoinToken = text.parse().map_err(Refusal::from)?;
+        if token.service_cert_digest[..] != Sha256::digest(self.service_cert()?.der())[..] {
+            return Err(Refusal::TokenForAnotherService.into());
         }
         let now = crate::cluster::unix(std::time::SystemTime::now());
         match self.cluster().tokens.get(&token.key) {
             Some(t) if t.expires_at > now => Ok(token),
-            Some(_) => Err(refused("the join token has expired")),
-            None => Err(refused("the join token is unknown or already spent")),
+            Some(_) => Err(Refusal::TokenExpired.into()),
+            None => Err(Refusal::TokenUnknown.into()),
         }
     }
 
@@ -260,14 +257,10 @@ impl LedgerNode {
     pub(super) fn retire_write_set(&self, node_id: &str) -> Result<EntryBuilder, NodeError> {
         let cluster = self.cluster();
         let Some(rec) = cluster.nodes.get(node_id) else {
-            return Err(NodeError::Refused(format!(
-                "no node {node_id} in this service"
-            )));
+            return Err(Refusal::NoSuchNode(node_id.to_owned()).into());
         };
         if rec.status == NodeStatus::Retired {
-            return Err(NodeError::Refused(format!(
-                "node {node_id} is already retired"
-            )));
+            return Err(Refusal::AlreadyRetired(node_id.to_owned()).into());
         }
         let active = cluster
             .nodes
@@ -275,9 +268,7 @@ impl LedgerNode {
             .filter(|r| r.status != NodeStatus::Retired)
             .count();
         if active <= 1 {
-            return Err(NodeError::Refused(
-                "the last node of a service cannot be removed".into(),
-            ));
+            return Err(Refusal::LastNode.into());
         }
         let raft_id = rec.raft_id.or_else(|| raft_id_of(node_id)).unwrap_or(0);
         let address = rec
@@ -398,12 +389,7 @@ fn joining_names(request: &JoinRequest) -> Result<(Vec<String>, Vec<std::net::Ip
         .rsplit_once(':')
         .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
         .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
-        .ok_or_else(|| {
-            NodeError::Refused(format!(
-                "address {:?} is not HOST:PORT with a port",
-                request.address
-            ))
-        })?;
+        .ok_or_else(|| Refusal::NotHostPort(request.address.clone()))?;
     let mut dns: Vec<String> = vec!["localhost".into()];
     dns.extend(request.dns_names.iter().cloned());
     let mut ips: Vec<std::net::IpAddr> = vec![std::net::IpAddr::from([127, 0, 0, 1])];

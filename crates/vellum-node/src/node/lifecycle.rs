@@ -16,7 +16,6 @@ use vellum_ledger::live_index::LiveIndex;
 
 use super::admission::reconciler;
 use super::{LedgerNode, NodeConfig, Startup};
-use crate::NodeError;
 use crate::datadir::DataDir;
 use crate::raft::Raft;
 use crate::raft::flusher::FlushStats;
@@ -26,6 +25,7 @@ use crate::raft::network::{PeerClient, PeerNetworkFactory};
 use crate::raft::state_machine::{CommitState, CommitWaiters, StateMachine};
 use crate::raft::types::{Node, Tx};
 use crate::signing::{Proposer, SignaturePolicy};
+use crate::{DataDirError, NodeError, RaftFailure, RaftStep, Stopped};
 
 impl LedgerNode {
     /// Starts a node: provisions the data directory on first start, recovers the ledger, starts
@@ -52,7 +52,8 @@ impl LedgerNode {
             data.genesis_written()?;
         }
         let (index, commit) = open_index(&data, &engine)?;
-        let ledger = Arc::new(Ledger::new(engine).map_err(|e| NodeError::DataDir(e.to_string()))?);
+        let ledger =
+            Arc::new(Ledger::new(engine).map_err(DataDirError::open("the ledger flusher"))?);
         let signing = Arc::new(SignaturePolicy::new(
             cfg.signature_interval,
             cfg.signature_delay,
@@ -68,7 +69,7 @@ impl LedgerNode {
             commit_tx,
             waiters.clone(),
         )
-        .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        .map_err(DataDirError::open("the state machine"))?;
         let state = sm.state();
         let store = LogStore::new(
             ledger.clone(),
@@ -76,7 +77,7 @@ impl LedgerNode {
             data.vote_path(),
             data.genesis.clone(),
         )
-        .map_err(|e| NodeError::DataDir(e.to_string()))?;
+        .map_err(DataDirError::open("the Raft log"))?;
         let peers = PeerClient::new(
             &format!("{}{}", data.keys.node_cert_pem, data.keys.service_cert_pem),
             &data.node_key_pem,
@@ -90,7 +91,7 @@ impl LedgerNode {
             sm,
         )
         .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        .map_err(|e| RaftFailure::new(RaftStep::Start, e))?;
         let voters = join_or_found(&raft, founding, data.raft_id, &cfg.advertise).await?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let signer = tokio::task::spawn_blocking({
@@ -151,9 +152,7 @@ impl LedgerNode {
             .await
         {
             if voters <= 1 && !fresh {
-                return Err(NodeError::Raft(format!(
-                    "recovering the state machine: {e}"
-                )));
+                return Err(RaftFailure::new(RaftStep::Recover, e).into());
             }
             tracing::warn!(error = %e, "serving before the state machine caught up with the cluster");
         }
@@ -189,11 +188,13 @@ impl LedgerNode {
         &self.data.node_id
     }
 
-    pub(super) fn stop_reason(&self) -> String {
+    pub(super) fn stop_reason(&self) -> Stopped {
         self.ledger
             .engine()
             .poisoned()
-            .map_or_else(|| "the node stopped".to_owned(), str::to_owned)
+            .map_or(Stopped::ShutDown, |why| {
+                Stopped::LedgerFailed(why.to_owned())
+            })
     }
 
     /// Why the node refuses writes, if it does (an I/O error poisoned its ledger).
@@ -263,7 +264,7 @@ impl LedgerNode {
         self.raft
             .shutdown()
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+            .map_err(|e| RaftFailure::new(RaftStep::Shutdown, e))?;
         let committed = self.commit.borrow().committed;
         {
             let mut engine = self.ledger.engine();
@@ -356,7 +357,7 @@ fn raft_config() -> Result<openraft::Config, NodeError> {
         ..Default::default()
     }
     .validate()
-    .map_err(|e| NodeError::Raft(e.to_string()))
+    .map_err(|e| RaftFailure::new(RaftStep::Config, e).into())
 }
 
 /// Founds the service's Raft group on a founding node's first start; a sole voter elects
@@ -367,10 +368,12 @@ async fn join_or_found(
     me: u64,
     advertise: &str,
 ) -> Result<usize, NodeError> {
-    let raft_err = |e: &dyn std::fmt::Display| NodeError::Raft(e.to_string());
-    if founding && !raft.is_initialized().await.map_err(|e| raft_err(&e))? {
+    let initialize = |e| RaftFailure::new(RaftStep::Initialize, e);
+    if founding && !raft.is_initialized().await.map_err(initialize)? {
         let members = BTreeMap::from([(me, Node::new(advertise.to_owned()))]);
-        raft.initialize(members).await.map_err(|e| raft_err(&e))?;
+        raft.initialize(members)
+            .await
+            .map_err(|e| RaftFailure::new(RaftStep::Initialize, e))?;
     }
     let voters: Vec<u64> = raft
         .metrics()

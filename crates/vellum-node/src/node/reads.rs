@@ -113,10 +113,10 @@ impl LedgerNode {
                     CommitWait::Reached => {}
                     CommitWait::Waiting(rx) => {
                         if rx.await.is_err() {
-                            return Err(NodeError::Stopped(self.stop_reason()));
+                            return Err(self.stop_reason().into());
                         }
                     }
-                    CommitWait::Closed => return Err(NodeError::Stopped(self.stop_reason())),
+                    CommitWait::Closed => return Err(self.stop_reason().into()),
                 }
                 let s = self.status(txid);
                 if matches!(s, TxStatus::Committed | TxStatus::Invalid) {

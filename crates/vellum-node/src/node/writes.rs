@@ -12,12 +12,12 @@ use vellum_core::entry::{EntryBuilder, MapWrites};
 use vellum_ledger::index::{ENTRIES_TABLE, entry_write};
 
 use super::LedgerNode;
-use crate::NodeError;
 use crate::cluster::{Forward, ForwardReply};
 use crate::ops::{Caller, Needs, Op};
 use crate::raft::network::{FORWARD_PATH, PeerError};
 use crate::raft::types::{Ticket, Tx};
 use crate::users::Role;
+use crate::{ForwardError, NodeError, RaftFailure, RaftStep, Refusal, Stopped};
 
 impl LedgerNode {
     /// Records a write set of the node's own (not a caller's) on this node, which must be or
@@ -66,10 +66,7 @@ impl LedgerNode {
                 },
                 Some((_, addr)) => {
                     let Some(caller) = caller else {
-                        return Err(NodeError::Refused(
-                            "this node is a backup: a write it forwards must name its caller"
-                                .into(),
-                        ));
+                        return Err(Refusal::AnonymousForward.into());
                     };
                     let msg = Forward::Op {
                         caller: caller.clone(),
@@ -85,13 +82,16 @@ impl LedgerNode {
                         }
                         Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..))
                             if tokio::time::Instant::now() < deadline => {}
-                        Ok(ForwardReply::Refused(m)) => return Err(NodeError::Refused(m)),
-                        Ok(ForwardReply::NotAllowed(m)) => return Err(NodeError::NotAllowed(m)),
+                        Ok(ForwardReply::Refused(r)) => return Err(r.into()),
+                        Ok(ForwardReply::NotAllowed(user_id)) => {
+                            return Err(NodeError::NotAllowed { user_id });
+                        }
                         Ok(ForwardReply::TooManyCollections(n)) => {
                             return Err(NodeError::TooManyCollections(n));
                         }
-                        Ok(other) => return Err(NodeError::Forward(format!("{other:?}"))),
-                        Err(e) => return Err(NodeError::Forward(e.to_string())),
+                        Ok(ForwardReply::Failed(m)) => return Err(ForwardError::Failed(m).into()),
+                        Ok(other) => return Err(ForwardError::Unexpected(other.kind()).into()),
+                        Err(e) => return Err(ForwardError::Peer(e).into()),
                     }
                 }
                 None if tokio::time::Instant::now() < deadline => {}
@@ -119,7 +119,7 @@ impl LedgerNode {
                     + 60;
                 let digest = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
                 if !digest || *expires_at > latest {
-                    return Err(NodeError::Refused("not a join token record".into()));
+                    return Err(Refusal::NotATokenRecord.into());
                 }
                 crate::cluster::token_write_set(key, *expires_at)
             }
@@ -141,10 +141,9 @@ impl LedgerNode {
         if ok {
             Ok(())
         } else {
-            Err(NodeError::NotAllowed(format!(
-                "{} may not do this",
-                caller.user_id()
-            )))
+            Err(NodeError::NotAllowed {
+                user_id: caller.user_id().to_owned(),
+            })
         }
     }
 
@@ -199,10 +198,8 @@ impl LedgerNode {
         let mut rx = self.commit.clone();
         match tokio::time::timeout(timeout, rx.wait_for(|c| c.applied >= seqno)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(NodeError::Stopped(self.stop_reason())),
-            Err(_) => Err(NodeError::Forward(format!(
-                "the primary applied seqno {seqno}, this node has not yet"
-            ))),
+            Ok(Err(_)) => Err(self.stop_reason().into()),
+            Err(_) => Err(ForwardError::NotAppliedHere(seqno).into()),
         }
     }
 
@@ -213,7 +210,7 @@ impl LedgerNode {
         applied: bool,
     ) -> Result<TxId, NodeError> {
         if let Some(why) = self.ledger.engine().poisoned() {
-            return Err(NodeError::Stopped(why.to_owned()));
+            return Err(Stopped::LedgerFailed(why.to_owned()).into());
         }
         self.admit_collection(&ws)?;
         // Counted here, on the primary, so that writes forwarded by backups count too.
@@ -229,25 +226,25 @@ impl LedgerNode {
                 Some(responder),
             )
             .await
-            .map_err(|e| NodeError::Stopped(e.to_string()))?;
+            .map_err(|e| RaftFailure::new(RaftStep::Write, e))?;
         if applied {
             // It waits for a signature: the signer must not wait for it.
             drop(arriving);
             return match done.await {
                 Ok(Ok(applied)) => Ok(applied.data.txid),
                 Ok(Err(e)) => Err(NodeError::from_write(e)),
-                Err(_) => Err(NodeError::Stopped(self.stop_reason())),
+                Err(_) => Err(self.stop_reason().into()),
             };
         }
         tokio::select! {
             biased;
-            t = &mut assigned => t.map_err(|_| NodeError::Stopped(self.stop_reason())),
+            t = &mut assigned => t.map_err(|_| self.stop_reason().into()),
             r = &mut done => match r {
                 Ok(Ok(applied)) => Ok(applied.data.txid),
                 Ok(Err(e)) => Err(NodeError::from_write(e)),
                 Err(_) => match assigned.try_recv() {
                     Ok(t) => Ok(t),
-                    Err(_) => Err(NodeError::Stopped(self.stop_reason())),
+                    Err(_) => Err(self.stop_reason().into()),
                 },
             },
         }
@@ -282,8 +279,8 @@ impl LedgerNode {
                     Ok(t) => ForwardReply::Done(t.view, t.seqno),
                     Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
                     Err(NodeError::TooManyCollections(n)) => ForwardReply::TooManyCollections(n),
-                    Err(NodeError::NotAllowed(m)) => ForwardReply::NotAllowed(m),
-                    Err(NodeError::Refused(m)) => ForwardReply::Refused(m),
+                    Err(NodeError::NotAllowed { user_id }) => ForwardReply::NotAllowed(user_id),
+                    Err(NodeError::Refused(r)) => ForwardReply::Refused(r),
                     Err(e) => ForwardReply::Failed(e.to_string()),
                 }
             }
@@ -291,7 +288,7 @@ impl LedgerNode {
                 match self.admit_here(request, &cert_der).await {
                     Ok(j) => ForwardReply::Joined(Box::new(j)),
                     Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
-                    Err(NodeError::Refused(m)) => ForwardReply::Refused(m),
+                    Err(NodeError::Refused(r)) => ForwardReply::Refused(r),
                     Err(e) => ForwardReply::Failed(e.to_string()),
                 }
             }

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use openraft::storage::IOFlushed;
-use vellum_ledger::engine::Engine;
+use vellum_ledger::engine::{Engine, EngineError};
 use vellum_ledger::store::StoreError;
 
 use super::types::TypeConfig;
@@ -156,8 +156,8 @@ fn run(queue: &Shared, engine: &Mutex<Engine>, stats: &FlushStats) {
     }
 }
 
-fn sync_once(engine: &Mutex<Engine>, stats: &FlushStats) -> Result<(), String> {
-    let handle = lock(engine).begin_sync().map_err(|e| e.to_string())?;
+fn sync_once(engine: &Mutex<Engine>, stats: &FlushStats) -> Result<(), EngineError> {
+    let handle = lock(engine).begin_sync()?;
     if let Some(file) = handle {
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = file.sync_data() {
@@ -165,10 +165,9 @@ fn sync_once(engine: &Mutex<Engine>, stats: &FlushStats) -> Result<(), String> {
                 path: "open ledger chunk".into(),
                 message: format!("fdatasync: {e}"),
             };
-            let msg = err.to_string();
-            lock(engine).sync_failed(err);
-            tracing::error!(error = %msg, "ledger sync failed: no further writes will be acknowledged");
-            return Err(msg);
+            tracing::error!(error = %err, "ledger sync failed: no further writes will be acknowledged");
+            lock(engine).sync_failed(err.clone());
+            return Err(err.into());
         }
     }
     Ok(())

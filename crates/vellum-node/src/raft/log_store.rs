@@ -178,7 +178,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let bytes = serde_json::to_vec(vote).map_err(other)?;
-        crate::files::write_durably(&self.own.vote_path, &bytes)?;
+        vellum_ledger::files::write_durably(&self.own.vote_path, &bytes)?;
         *lock(&self.own.vote) = Some(*vote);
         Ok(())
     }

@@ -28,6 +28,15 @@ pub const FORWARD_PATH: &str = "/node/forward";
 /// The content type of node-channel bodies.
 pub const CONTENT_TYPE: &str = "application/x-vellum-postcard";
 
+/// A peer's Raft answer to AppendEntries or Vote: Raft's response, or why its Raft refused the
+/// call (openraft's error, as text: its error types are not meant for the wire).
+pub type RaftAnswer<T> = Result<T, RaftRefused>;
+
+/// Why a peer's Raft refused a call.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[error("{0}")]
+pub struct RaftRefused(pub String);
+
 /// Why a node-channel call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -169,7 +178,7 @@ impl Peer {
         option: &RPCOption,
     ) -> Result<Resp, RPCError<TypeConfig>> {
         // The peer answers `Ok(response)` or `Err(message)` when its Raft refused the call.
-        let r: Result<Resp, String> =
+        let r: RaftAnswer<Resp> =
             self.client
                 .call(&self.addr, path, req, option.hard_ttl())
                 .await
@@ -182,7 +191,7 @@ impl Peer {
                         self.target
                     ))),
                 })?;
-        r.map_err(|m| {
+        r.map_err(|RaftRefused(m)| {
             RPCError::Network(NetworkError::from_string(format!(
                 "node {} refused: {m}",
                 self.target

@@ -268,8 +268,12 @@ pub(super) fn write_failed(e: crate::NodeError) -> ApiError {
             "ServiceUnavailable",
             format!("{e}; the write may or may not have been recorded"),
         ),
-        crate::NodeError::Refused(m) => ApiError::bad("InvalidInput", m),
-        crate::NodeError::NotAllowed(m) => ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", m),
+        crate::NodeError::Refused(r) => ApiError::bad("InvalidInput", r.to_string()),
+        crate::NodeError::NotAllowed { user_id } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "NotAllowed",
+            format!("{user_id} may not do this"),
+        ),
         e @ crate::NodeError::TooManyCollections(_) => {
             ApiError::bad("TooManyCollections", e.to_string())
         }

@@ -31,7 +31,9 @@ use super::context::{
 };
 use crate::cluster::{Forward, JoinRequest};
 use crate::lock;
-use crate::raft::network::{APPEND_PATH, CONTENT_TYPE, FORWARD_PATH, VOTE_PATH};
+use crate::raft::network::{
+    APPEND_PATH, CONTENT_TYPE, FORWARD_PATH, RaftAnswer, RaftRefused, VOTE_PATH,
+};
 use crate::users::Role;
 
 /// The client certificate of the connection (DER), for the node channel and joining.
@@ -122,6 +124,10 @@ fn postcard_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
         .map_err(|e| ApiError::bad("InvalidInput", format!("node channel body: {e}")))
 }
 
+fn refused(e: impl std::fmt::Display) -> RaftRefused {
+    RaftRefused(e.to_string())
+}
+
 fn postcard_ok<T: Serialize>(v: &T) -> ApiResult {
     let bytes = postcard::to_stdvec(v).map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], bytes).into_response())
@@ -130,15 +136,15 @@ fn postcard_ok<T: Serialize>(v: &T) -> ApiResult {
 async fn append(State(st): St, ext: Extensions, body: Result<Bytes, BytesRejection>) -> ApiResult {
     require_node(&st, &ext)?;
     let req = postcard_body(body)?;
-    let r = st.node.raft().append_entries(req).await;
-    postcard_ok(&r.map_err(|e| e.to_string()))
+    let r: RaftAnswer<_> = st.node.raft().append_entries(req).await.map_err(refused);
+    postcard_ok(&r)
 }
 
 async fn vote(State(st): St, ext: Extensions, body: Result<Bytes, BytesRejection>) -> ApiResult {
     require_node(&st, &ext)?;
     let req = postcard_body(body)?;
-    let r = st.node.raft().vote(req).await;
-    postcard_ok(&r.map_err(|e| e.to_string()))
+    let r: RaftAnswer<_> = st.node.raft().vote(req).await.map_err(refused);
+    postcard_ok(&r)
 }
 
 async fn forward(State(st): St, ext: Extensions, body: Result<Bytes, BytesRejection>) -> ApiResult {
@@ -229,7 +235,9 @@ async fn join(State(st): St, ext: Extensions, body: Result<Bytes, BytesRejection
     let req: JoinRequest = serde_json::from_value(json_body(&body)?)
         .map_err(|e| ApiError::bad("InvalidInput", format!("join request: {e}")))?;
     let joined = st.node.admit(req, &der).await.map_err(|e| match e {
-        crate::NodeError::Refused(m) => ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", m),
+        crate::NodeError::Refused(r) => {
+            ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", r.to_string())
+        }
         other => write_failed(other),
     })?;
     Ok(ok_json(
