@@ -89,24 +89,13 @@ pub fn signature_maps(
         sig: base64::engine::general_purpose::STANDARD.encode(sig),
         view: txid.view,
     };
-    let json = serde_json::to_vec(&record).map_err(|_| CryptoError::SignatureEncoding)?;
-    let mut maps = vec![MapWrites::with_writes(
-        tables::SIGNATURES,
-        vec![(SINGLETON_KEY.to_vec(), json)],
-    )];
+    let mut maps = vec![tables::SIGNATURES.write(&(), &record)];
     if let Some(sk) = signer.service_key {
         let c = cose::sign_root(sk, txid, root, &signer.cwt)?;
         let b64 = base64::engine::general_purpose::STANDARD.encode(c);
-        let v = serde_json::to_vec(&b64).map_err(|_| CryptoError::SignatureEncoding)?;
-        maps.push(MapWrites::with_writes(
-            tables::COSE_SIGNATURES,
-            vec![(SINGLETON_KEY.to_vec(), v)],
-        ));
+        maps.push(tables::COSE_SIGNATURES.write(&(), &b64));
     }
-    maps.push(MapWrites::with_writes(
-        tables::TREE,
-        vec![(SINGLETON_KEY.to_vec(), tree)],
-    ));
+    maps.push(tables::TREE.write(&(), &tree));
     // CCF orders maps by name within a write set.
     maps.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(maps)
@@ -166,18 +155,18 @@ impl<'a> SignatureTables<'a> {
                 }
                 _ => return Err(SignatureTablesError::UnexpectedTable(m.name.clone())),
             };
-            match m.name.as_str() {
-                tables::SIGNATURES => {
-                    record = Some(
-                        serde_json::from_slice::<SignatureRecord>(value)
-                            .map_err(|e| SignatureTablesError::Record(e.to_string()))?,
-                    )
-                }
-                tables::COSE_SIGNATURES => {
-                    cose = Some(decode_cose_value(value).ok_or(SignatureTablesError::CoseValue)?)
-                }
-                tables::TREE => tree = Some(value),
-                other => return Err(SignatureTablesError::UnexpectedTable(other.to_owned())),
+            if m.name == tables::SIGNATURES {
+                record = Some(
+                    tables::SIGNATURES
+                        .decode_value(value)
+                        .map_err(|e| SignatureTablesError::Record(e.problem))?,
+                );
+            } else if m.name == tables::COSE_SIGNATURES {
+                cose = Some(decode_cose_value(value).ok_or(SignatureTablesError::CoseValue)?);
+            } else if m.name == tables::TREE {
+                tree = Some(value);
+            } else {
+                return Err(SignatureTablesError::UnexpectedTable(m.name.clone()));
             }
         }
         let tree = tree.ok_or(SignatureTablesError::MissingTree)?;

@@ -1,28 +1,319 @@
-//! Names of the CCF tables Vellum reads and writes (same names and value shapes as CCF, so
-//! CCF's own tools read Vellum ledgers).
+//! The ledger schema: every table Vellum reads or writes, with its name and how its keys and
+//! values are written. CCF's tables have CCF's names and value shapes, so CCF's own tools read
+//! Vellum ledgers; Vellum's own tables are named `vellum.*`.
+//!
+//! A [`Table`] is a name with a key codec and a value codec:
+//!
+//! ```
+//! use vellum_core::tables::{self, NodeInfo, NodeStatus};
+//!
+//! let info = NodeInfo::new(NodeStatus::Trusted);
+//! let write = tables::NODES_INFO.write("ab12", &info);
+//! assert_eq!(write.name, tables::NODES_INFO.name());
+//! let (k, v) = &write.writes[0];
+//! assert_eq!(tables::NODES_INFO.decode_key(k).unwrap(), "ab12");
+//! assert_eq!(tables::NODES_INFO.decode_value(v).unwrap().status, NodeStatus::Trusted);
+//! ```
+//!
+//! Values are written with their fields in the order CCF's JSON writer sorts them
+//! (alphabetical), so a value Vellum writes is byte-for-byte what it wrote before this schema
+//! existed, and a ledger's bytes never depend on a struct's field order by accident.
+//!
+//! The offline auditor reads these tables by name but decodes values as CCF's Python verifier
+//! does (a dict, only the fields it uses): it must accept whatever CCF accepts, so it does not
+//! use the typed decoders here.
 
-/// Raw node signature over the root (JSON).
-pub const SIGNATURES: &str = "public:ccf.internal.signatures";
-/// COSE_Sign1 over the root by the service key (JSON string of base64).
-pub const COSE_SIGNATURES: &str = "public:ccf.internal.cose_signatures";
-/// Serialized Merkle tree up to the signature.
-pub const TREE: &str = "public:ccf.internal.tree";
-/// Service info (JSON with `cert` and `status`), singleton.
-pub const SERVICE_INFO: &str = "public:ccf.gov.service.info";
-/// Node info (JSON with `status`), keyed by node id.
-pub const NODES_INFO: &str = "public:ccf.gov.nodes.info";
-/// Service-endorsed node certificates (raw PEM), keyed by node id.
-pub const NODES_ENDORSED_CERTIFICATES: &str = "public:ccf.gov.nodes.endorsed_certificates";
-/// Member certificates (raw PEM), keyed by member id.
-pub const MEMBERS_CERTS: &str = "public:ccf.gov.members.certs";
-/// Member info (JSON with `status`), keyed by member id.
-pub const MEMBERS_INFO: &str = "public:ccf.gov.members.info";
-/// The constitution (JSON string of the JavaScript source), singleton.
-pub const CONSTITUTION: &str = "public:ccf.gov.constitution";
-/// User certificates (raw PEM), keyed by user id.
-pub const USERS_CERTS: &str = "public:ccf.gov.users.certs";
-/// User info, keyed by user id.
-pub const USERS_INFO: &str = "public:ccf.gov.users.info";
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::entry::{MapWrites, SINGLETON_KEY};
+use crate::signature::SignatureRecord;
+
+/// A table: its name, its key codec `K` and its value codec `V`.
+pub struct Table<K, V> {
+    name: &'static str,
+    codecs: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for Table<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, V> Copy for Table<K, V> {}
+
+impl<K, V> std::fmt::Debug for Table<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl<K, V> std::fmt::Display for Table<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// A key or value that is not what its table holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{table}: {problem}")]
+pub struct SchemaError {
+    /// The table.
+    pub table: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// How a table's keys (or values) are written.
+pub trait Codec {
+    /// What is written (borrowed).
+    type Item: ?Sized;
+    /// What is read.
+    type Owned;
+    /// The bytes of `item`.
+    fn encode(item: &Self::Item) -> Vec<u8>;
+    /// `bytes` read back; `Err` says what is wrong.
+    fn decode(bytes: &[u8]) -> Result<Self::Owned, String>;
+}
+
+/// A text id (node, member and user ids, collection ids, digests), as UTF-8.
+#[derive(Debug)]
+pub enum Id {}
+
+impl Codec for Id {
+    type Item = str;
+    type Owned = String;
+    fn encode(item: &str) -> Vec<u8> {
+        item.as_bytes().to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<String, String> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| "key is not UTF-8".into())
+    }
+}
+
+/// The one key of a singleton table: CCF's eight zero bytes.
+#[derive(Debug)]
+pub enum Singleton {}
+
+impl Codec for Singleton {
+    type Item = ();
+    type Owned = ();
+    fn encode(_: &()) -> Vec<u8> {
+        SINGLETON_KEY.to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<(), String> {
+        if bytes == SINGLETON_KEY {
+            Ok(())
+        } else {
+            Err("not the singleton key".into())
+        }
+    }
+}
+
+/// Text as it is (PEM certificates), UTF-8.
+#[derive(Debug)]
+pub enum Text {}
+
+impl Codec for Text {
+    type Item = str;
+    type Owned = String;
+    fn encode(item: &str) -> Vec<u8> {
+        item.as_bytes().to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<String, String> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| "value is not UTF-8".into())
+    }
+}
+
+/// Text written as a JSON string (the constitution, a COSE signature's base64).
+#[derive(Debug)]
+pub enum JsonText {}
+
+impl Codec for JsonText {
+    type Item = str;
+    type Owned = String;
+    fn encode(item: &str) -> Vec<u8> {
+        serde_json::Value::from(item).to_string().into_bytes()
+    }
+    fn decode(bytes: &[u8]) -> Result<String, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JSON string: {e}"))
+    }
+}
+
+/// A serde type, as JSON.
+#[derive(Debug)]
+pub struct Json<T>(PhantomData<T>);
+
+impl<T: Serialize + DeserializeOwned> Codec for Json<T> {
+    type Item = T;
+    type Owned = T;
+    fn encode(item: &T) -> Vec<u8> {
+        // Serializing these plain structs of strings, numbers and enums cannot fail.
+        serde_json::to_vec(item).unwrap_or_default()
+    }
+    fn decode(bytes: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Bytes whose format the module that writes them owns (the serialized Merkle tree, Raft's
+/// records).
+#[derive(Debug)]
+pub enum Raw {}
+
+impl Codec for Raw {
+    type Item = [u8];
+    type Owned = Vec<u8>;
+    fn encode(item: &[u8]) -> Vec<u8> {
+        item.to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(bytes.to_vec())
+    }
+}
+
+impl<K: Codec, V: Codec> Table<K, V> {
+    /// The table named `name`.
+    pub const fn new(name: &'static str) -> Self {
+        Table {
+            name,
+            codecs: PhantomData,
+        }
+    }
+
+    /// Its name in the ledger.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Whether it is a public table (written in the clear).
+    pub fn is_public(&self) -> bool {
+        self.name.starts_with("public:")
+    }
+
+    /// One key and value, as bytes.
+    pub fn entry(&self, key: &K::Item, value: &V::Item) -> (Vec<u8>, Vec<u8>) {
+        (K::encode(key), V::encode(value))
+    }
+
+    /// A write of one key and value to this table.
+    pub fn write(&self, key: &K::Item, value: &V::Item) -> MapWrites {
+        MapWrites::with_writes(self.name, vec![self.entry(key, value)])
+    }
+
+    /// A write of several keys and values (possibly none) to this table.
+    pub fn writes<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a K::Item, &'a V::Item)>,
+    ) -> MapWrites
+    where
+        K::Item: 'a,
+        V::Item: 'a,
+    {
+        MapWrites::with_writes(
+            self.name,
+            entries.into_iter().map(|(k, v)| self.entry(k, v)).collect(),
+        )
+    }
+
+    /// A removal of `key` from this table.
+    pub fn remove(&self, key: &K::Item) -> MapWrites {
+        MapWrites {
+            name: self.name.into(),
+            writes: Vec::new(),
+            removes: vec![K::encode(key)],
+        }
+    }
+
+    /// A key read back.
+    pub fn decode_key(&self, bytes: &[u8]) -> Result<K::Owned, SchemaError> {
+        K::decode(bytes).map_err(|problem| SchemaError {
+            table: self.name,
+            problem,
+        })
+    }
+
+    /// A value read back.
+    pub fn decode_value(&self, bytes: &[u8]) -> Result<V::Owned, SchemaError> {
+        V::decode(bytes).map_err(|problem| SchemaError {
+            table: self.name,
+            problem,
+        })
+    }
+
+    /// This table's writes among `maps`, if a write set has any.
+    pub fn find<'m>(&self, maps: &'m [MapWrites]) -> Option<&'m MapWrites> {
+        maps.iter().find(|m| m.name == self.name)
+    }
+}
+
+impl<K, V> From<Table<K, V>> for String {
+    fn from(t: Table<K, V>) -> String {
+        t.name.to_owned()
+    }
+}
+
+impl<K, V> PartialEq<Table<K, V>> for str {
+    fn eq(&self, t: &Table<K, V>) -> bool {
+        self == t.name
+    }
+}
+
+impl<K, V> PartialEq<Table<K, V>> for &str {
+    fn eq(&self, t: &Table<K, V>) -> bool {
+        *self == t.name
+    }
+}
+
+impl<K, V> PartialEq<Table<K, V>> for String {
+    fn eq(&self, t: &Table<K, V>) -> bool {
+        self == t.name
+    }
+}
+
+// CCF's tables.
+
+/// The primary node's signature over the Merkle root.
+pub const SIGNATURES: Table<Singleton, Json<SignatureRecord>> =
+    Table::new("public:ccf.internal.signatures");
+/// COSE_Sign1 over the root by the service key (a JSON string of base64).
+pub const COSE_SIGNATURES: Table<Singleton, JsonText> =
+    Table::new("public:ccf.internal.cose_signatures");
+/// The serialized Merkle tree up to the signature (its format: [`crate::merkle`]).
+pub const TREE: Table<Singleton, Raw> = Table::new("public:ccf.internal.tree");
+/// The service's certificate and status.
+pub const SERVICE_INFO: Table<Singleton, Json<ServiceInfo>> =
+    Table::new("public:ccf.gov.service.info");
+/// Nodes by node id (hex SHA-256 of the node key).
+pub const NODES_INFO: Table<Id, Json<NodeInfo>> = Table::new("public:ccf.gov.nodes.info");
+/// Service-endorsed node certificates (PEM) by node id.
+pub const NODES_ENDORSED_CERTIFICATES: Table<Id, Text> =
+    Table::new("public:ccf.gov.nodes.endorsed_certificates");
+/// Member certificates (PEM) by member id.
+pub const MEMBERS_CERTS: Table<Id, Text> = Table::new("public:ccf.gov.members.certs");
+/// Members by member id.
+pub const MEMBERS_INFO: Table<Id, Json<MemberInfo>> = Table::new("public:ccf.gov.members.info");
+/// The constitution's JavaScript source.
+pub const CONSTITUTION: Table<Singleton, JsonText> = Table::new("public:ccf.gov.constitution");
+/// User certificates (PEM) by CCF user id (hex SHA-256 of the certificate).
+pub const USERS_CERTS: Table<Id, Text> = Table::new("public:ccf.gov.users.certs");
+/// Users by CCF user id.
+pub const USERS_INFO: Table<Id, Json<UserInfo>> = Table::new("public:ccf.gov.users.info");
+
+// Vellum's tables.
+
+/// Users and their roles by ACL user id (a certificate's fingerprint `5F:23:…`, or a token
+/// user's object id): every change is a transaction, so who could do what is auditable.
+pub const USERS: Table<Id, Json<UserRecord>> = Table::new("public:vellum.users");
+/// Unspent join tokens by hex SHA-256 of their secret.
+pub const JOIN_TOKENS: Table<Id, Json<TokenRecord>> = Table::new("public:vellum.join_tokens");
+/// Raft's own record of a transaction (log id, membership): its format is `vellum-node`'s.
+pub const RAFT: Table<Id, Raw> = Table::new("public:vellum.raft");
+/// Application entries by collection id; private: sealed under the ledger secret.
+pub const ENTRIES: Table<Id, Json<EntryRecord>> = Table::new("vellum.entries");
 
 /// Whether a transaction with these public maps is a signature transaction.
 pub fn is_signature<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
@@ -77,6 +368,172 @@ impl PartialEq<&str> for NodeStatus {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
     }
+}
+
+/// A node's record in [`NODES_INFO`]. CCF's records carry more fields (quotes, encryption
+/// keys); a reader keeps those it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Where other nodes reach it (`host:port`; Vellum's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Hex of the code measurement it runs ([`VIRTUAL_MEASUREMENT`] outside a TEE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_digest: Option<String>,
+    /// Its Raft id (Vellum's field; absent from CCF's records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_id: Option<u64>,
+    /// Its status.
+    pub status: NodeStatus,
+}
+
+/// The measurement string of CCF's virtual (no TEE) attestation.
+pub const VIRTUAL_MEASUREMENT: &str = "Insecure hard-coded virtual measurement v1";
+
+impl NodeInfo {
+    /// A node with `status` that runs Vellum's (virtual) measurement.
+    pub fn new(status: NodeStatus) -> NodeInfo {
+        NodeInfo {
+            address: None,
+            code_digest: Some(hex::encode(VIRTUAL_MEASUREMENT)),
+            raft_id: None,
+            status,
+        }
+    }
+
+    /// A cluster node: `status`, its Raft id and address.
+    pub fn cluster(status: NodeStatus, raft_id: u64, address: &str) -> NodeInfo {
+        NodeInfo {
+            address: Some(address.to_owned()),
+            raft_id: Some(raft_id),
+            ..NodeInfo::new(status)
+        }
+    }
+}
+
+/// The service's record in [`SERVICE_INFO`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// The service certificate (PEM).
+    pub cert: String,
+    /// Its status.
+    pub status: ServiceStatus,
+}
+
+/// A service's status, as CCF names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceStatus {
+    /// Started, not yet open to users.
+    Opening,
+    /// Open.
+    Open,
+    /// Recovering: waiting for members' recovery shares.
+    WaitingForRecoveryShares,
+    /// Recovering from a previous service's ledger.
+    Recovering,
+}
+
+/// A member's record in [`MEMBERS_INFO`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Its status.
+    pub status: MemberStatus,
+}
+
+/// A consortium member's status, as CCF names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MemberStatus {
+    /// Added, has not yet acknowledged the service state.
+    Accepted,
+    /// Acknowledged: may vote.
+    Active,
+}
+
+/// A user's record in CCF's [`USERS_INFO`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// Application data; Vellum writes `{"role": ...}`.
+    pub user_data: serde_json::Value,
+}
+
+impl UserInfo {
+    /// A user with `role`.
+    pub fn with_role(role: Role) -> UserInfo {
+        UserInfo {
+            user_data: serde_json::json!({ "role": role }),
+        }
+    }
+}
+
+/// A user's record in Vellum's [`USERS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Its role.
+    #[serde(rename = "assignedRole")]
+    pub assigned_role: Role,
+}
+
+/// A ledger role; each includes the rights of the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Reads entries, receipts, status and service information.
+    Reader,
+    /// Also writes entries.
+    Contributor,
+    /// Also manages users.
+    Administrator,
+}
+
+impl Role {
+    /// Its name, as ACL writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "Reader",
+            Role::Contributor => "Contributor",
+            Role::Administrator => "Administrator",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name that is not one of the three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?} (expected Administrator, Contributor or Reader)")]
+pub struct UnknownRole(pub String);
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
+        match s {
+            "Reader" => Ok(Role::Reader),
+            "Contributor" => Ok(Role::Contributor),
+            "Administrator" => Ok(Role::Administrator),
+            other => Err(UnknownRole(other.to_owned())),
+        }
+    }
+}
+
+/// A join token's record in [`JOIN_TOKENS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Unix seconds after which it is refused.
+    pub expires_at: u64,
+}
+
+/// An application entry's record in [`ENTRIES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// Its collection.
+    #[serde(rename = "collectionId")]
+    pub collection_id: String,
+    /// Its contents.
+    pub contents: String,
 }
 
 #[cfg(test)]

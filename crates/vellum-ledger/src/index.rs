@@ -12,9 +12,10 @@ use vellum_core::entry::{LedgerSecret, MapWrites, RawEntry};
 
 use crate::store::{LedgerFiles, StoreError};
 
-/// The private table holding application entries: key = collection id, value = the entry
-/// record (JSON). Its contents are sealed under the ledger secret.
-pub const ENTRIES_TABLE: &str = "vellum.entries";
+/// The name of the private table holding application entries ([`vellum_core::tables::ENTRIES`]:
+/// key = collection id, value = the entry record). Its contents are sealed under the ledger
+/// secret.
+pub const ENTRIES_TABLE: &str = vellum_core::tables::ENTRIES.name();
 
 /// The application entry a write set holds: its collection id and entry record (the first
 /// write to [`ENTRIES_TABLE`]), if it holds one.

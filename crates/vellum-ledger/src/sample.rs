@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
-use vellum_core::entry::{EntryBuilder, LedgerSecret, MapWrites};
+use vellum_core::entry::{EntryBuilder, LedgerSecret};
 use vellum_core::receipt::{ApplicationClaim, LedgerEntryClaim, claims_digest};
 use vellum_core::{Hash, TxId};
 
@@ -151,7 +151,7 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
         users: vec![(
             user.cert.id(),
             Some(user.cert.to_pem()),
-            "Administrator".into(),
+            vellum_core::tables::Role::Administrator,
         )],
         constitution: DEFAULT_CONSTITUTION,
     };
@@ -159,7 +159,10 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
     engine.append_signature(txid(), iat)?;
     engine.append(
         txid(),
-        &EntryBuilder::default().map(service_info(&service.cert_pem, "Open")),
+        &EntryBuilder::default().map(service_info(
+            &service.cert_pem,
+            vellum_core::tables::ServiceStatus::Open,
+        )),
     )?;
     let mut since_sig = 1u64;
 
@@ -188,18 +191,18 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
         } else {
             (None, Hash::ZERO)
         };
-        let value = json!({"contents": contents, "collectionId": collection})
-            .to_string()
-            .into_bytes();
         let t = txid();
         engine.append(
             t,
             &EntryBuilder {
                 flags: 0,
                 claims_digest: digest,
-                maps: vec![MapWrites::with_writes(
-                    ENTRIES_TABLE,
-                    vec![(collection.into_bytes(), value)],
+                maps: vec![vellum_core::tables::ENTRIES.write(
+                    &collection,
+                    &vellum_core::tables::EntryRecord {
+                        collection_id: collection.clone(),
+                        contents,
+                    },
                 )],
             },
         )?;

@@ -86,7 +86,10 @@ fn child_writer() {
         e.append_signature(TxId::new(view, 2), 1).unwrap();
         e.append(
             TxId::new(view, 3),
-            &EntryBuilder::default().map(service_info(&keys.service_cert_pem, "Open")),
+            &EntryBuilder::default().map(service_info(
+                &keys.service_cert_pem,
+                vellum_core::tables::ServiceStatus::Open,
+            )),
         )
         .unwrap();
     }

@@ -25,7 +25,7 @@ fn member_user_and_node_ids_match_ccf_genesis() {
     let member =
         Certificate::from_pem(&std::fs::read_to_string(acme().join("member0_cert.pem")).unwrap())
             .unwrap();
-    let members = genesis.map(tables::MEMBERS_CERTS).unwrap();
+    let members = genesis.map(tables::MEMBERS_CERTS.name()).unwrap();
     let recorded = members
         .get(member.id().as_bytes())
         .expect("member id is a key of members.certs");
@@ -42,7 +42,9 @@ fn member_user_and_node_ids_match_ccf_genesis() {
     assert_eq!(user.id().len(), 64);
 
     // Node ids: every endorsed certificate is recorded under the SHA-256 of its SPKI.
-    let nodes = genesis.map(tables::NODES_ENDORSED_CERTIFICATES).unwrap();
+    let nodes = genesis
+        .map(tables::NODES_ENDORSED_CERTIFICATES.name())
+        .unwrap();
     assert!(!nodes.writes.is_empty());
     for (id, pem) in &nodes.writes {
         let cert = Certificate::from_pem(std::str::from_utf8(pem).unwrap()).unwrap();

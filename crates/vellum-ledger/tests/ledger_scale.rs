@@ -74,7 +74,10 @@ fn many_entries_verify_and_read_back() {
     push(
         &mut e,
         txid(),
-        &EntryBuilder::default().map(service_info(&service.cert_pem, "Open")),
+        &EntryBuilder::default().map(service_info(
+            &service.cert_pem,
+            vellum_core::tables::ServiceStatus::Open,
+        )),
         &mut batch,
     );
     let mut written: Vec<(u64, u64)> = Vec::new(); // (seqno, entry number)

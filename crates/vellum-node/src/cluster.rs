@@ -1,7 +1,7 @@
 //! Clusters: who the nodes are, how a node joins, and the node-to-node channel.
 //!
 //! - **Cluster state** is derived from the ledger like users are: join tokens from
-//!   [`JOIN_TOKENS_TABLE`] (only a token's SHA-256 is recorded) and nodes from CCF's
+//!   [`tables::JOIN_TOKENS`] (only a token's SHA-256 is recorded) and nodes from CCF's
 //!   `public:ccf.gov.nodes.info`, whose records carry Vellum's Raft id and node-to-node address
 //!   next to CCF's `status` (`Trusted`, `Retired`).
 //! - **Joining.** An Administrator or a member creates a one-time token
@@ -25,40 +25,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use vellum_core::crypto::Certificate;
 use vellum_core::entry::{EntryBuilder, MapWrites};
-use vellum_core::tables::{self, NodeStatus};
-use vellum_ledger::genesis::VIRTUAL_MEASUREMENT;
+pub use vellum_core::tables::TokenRecord;
+use vellum_core::tables::{self, NodeInfo, NodeStatus};
 
-/// Join tokens: key hex SHA-256 of the token's secret, value `{"expires_at": unix seconds}`;
-/// removed when spent.
-pub const JOIN_TOKENS_TABLE: &str = "public:vellum.join_tokens";
 /// How a join token starts.
 pub const TOKEN_PREFIX: &str = "vellum-join";
 /// How long a join token is valid.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
-/// A node as recorded in `public:ccf.gov.nodes.info`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    /// CCF's node status (Vellum writes `Trusted` and `Retired`).
-    pub status: NodeStatus,
-    /// The node's Raft id (absent for CCF's own records).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raft_id: Option<u64>,
-    /// Where other nodes reach it (`host:port`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-}
-
-/// A join token as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    /// Unix seconds after which it is refused.
-    pub expires_at: u64,
-}
+/// A node as recorded in `public:ccf.gov.nodes.info` (the schema's [`NodeInfo`]).
+pub type NodeRecord = NodeInfo;
 
 /// Nodes and unspent join tokens, as of the last applied transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,16 +56,13 @@ impl ClusterState {
     /// Malformed records are skipped and logged.
     pub fn apply(&mut self, m: &MapWrites) {
         if m.name == tables::NODES_INFO {
-            apply_records(&mut self.nodes, m, |v| serde_json::from_slice(v), "node");
+            apply_records(&mut self.nodes, m, |v| tables::NODES_INFO.decode_value(v));
         } else if m.name == tables::NODES_ENDORSED_CERTIFICATES {
-            apply_records(
-                &mut self.certs,
-                m,
-                |v| Ok::<_, std::convert::Infallible>(String::from_utf8_lossy(v).into_owned()),
-                "certificate",
-            );
-        } else if m.name == JOIN_TOKENS_TABLE {
-            apply_records(&mut self.tokens, m, |v| serde_json::from_slice(v), "token");
+            apply_records(&mut self.certs, m, |v| {
+                tables::NODES_ENDORSED_CERTIFICATES.decode_value(v)
+            });
+        } else if m.name == tables::JOIN_TOKENS {
+            apply_records(&mut self.tokens, m, |v| tables::JOIN_TOKENS.decode_value(v));
         }
     }
 
@@ -94,7 +70,7 @@ impl ClusterState {
     pub fn follows(name: &str) -> bool {
         name == tables::NODES_INFO
             || name == tables::NODES_ENDORSED_CERTIFICATES
-            || name == JOIN_TOKENS_TABLE
+            || name == tables::JOIN_TOKENS
     }
 
     /// The endorsed certificates (PEM), by node id, of the nodes whose status (`None`: no
@@ -119,11 +95,10 @@ impl ClusterState {
 
 /// Applies the writes and removals of `m` to `records` (keys as UTF-8); values `parse` refuses
 /// are skipped and logged.
-fn apply_records<T, E: std::fmt::Display>(
+fn apply_records<T>(
     records: &mut BTreeMap<String, T>,
     m: &MapWrites,
-    parse: impl Fn(&[u8]) -> Result<T, E>,
-    what: &str,
+    parse: impl Fn(&[u8]) -> Result<T, tables::SchemaError>,
 ) {
     let text = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
     for (k, v) in &m.writes {
@@ -131,24 +106,12 @@ fn apply_records<T, E: std::fmt::Display>(
             Ok(r) => {
                 records.insert(text(k), r);
             }
-            Err(e) => tracing::warn!(error = %e, "skipping a malformed {what} record"),
+            Err(e) => tracing::warn!(error = %e, "skipping a malformed record"),
         }
     }
     for k in &m.removes {
         records.remove(&text(k));
     }
-}
-
-/// The `nodes.info` value of a node.
-pub fn node_info_value(status: NodeStatus, raft_id: u64, address: &str) -> Vec<u8> {
-    json!({
-        "status": status,
-        "code_digest": hex::encode(VIRTUAL_MEASUREMENT),
-        "raft_id": raft_id,
-        "address": address,
-    })
-    .to_string()
-    .into_bytes()
 }
 
 /// The Raft id of a CCF node id: its first eight bytes.
@@ -180,34 +143,17 @@ pub fn admission_write_set(
     token_key: &str,
 ) -> EntryBuilder {
     EntryBuilder::default()
-        .map(MapWrites::with_writes(
-            tables::NODES_ENDORSED_CERTIFICATES,
-            vec![(
-                node_id.as_bytes().to_vec(),
-                node_cert_pem.as_bytes().to_vec(),
-            )],
+        .map(tables::NODES_ENDORSED_CERTIFICATES.write(node_id, node_cert_pem))
+        .map(tables::NODES_INFO.write(
+            node_id,
+            &NodeInfo::cluster(NodeStatus::Trusted, raft_id, address),
         ))
-        .map(MapWrites::with_writes(
-            tables::NODES_INFO,
-            vec![(
-                node_id.as_bytes().to_vec(),
-                node_info_value(NodeStatus::Trusted, raft_id, address),
-            )],
-        ))
-        .map(MapWrites {
-            name: JOIN_TOKENS_TABLE.into(),
-            writes: Vec::new(),
-            removes: vec![token_key.as_bytes().to_vec()],
-        })
+        .map(tables::JOIN_TOKENS.remove(token_key))
 }
 
 /// The write set that records a join token by the digest of its secret.
 pub fn token_write_set(key: &str, expires_at: u64) -> EntryBuilder {
-    let v = serde_json::to_vec(&TokenRecord { expires_at }).unwrap_or_default();
-    EntryBuilder::default().map(MapWrites::with_writes(
-        JOIN_TOKENS_TABLE,
-        vec![(key.as_bytes().to_vec(), v)],
-    ))
+    EntryBuilder::default().map(tables::JOIN_TOKENS.write(key, &TokenRecord { expires_at }))
 }
 
 /// A join token, parsed.
@@ -502,9 +448,9 @@ mod tests {
         let id = "ab".repeat(32);
         state.apply(&MapWrites::with_writes(
             tables::NODES_INFO,
-            vec![(
-                id.clone().into_bytes(),
-                node_info_value(NodeStatus::Trusted, 7, "127.0.0.1:9"),
+            vec![tables::NODES_INFO.entry(
+                &id,
+                &NodeInfo::cluster(NodeStatus::Trusted, 7, "127.0.0.1:9"),
             )],
         ));
         assert_eq!(state.node_id_of(7), Some(id.as_str()));

@@ -336,7 +336,7 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), DataDirError> {
                 .id(),
             None => u.user_id.clone(),
         };
-        ccf_users.push((id, u.cert_pem.clone(), u.role.to_string()));
+        ccf_users.push((id, u.cert_pem.clone(), u.role));
     }
     let mut genesis = Genesis {
         service_cert_pem: &service.cert_pem,
@@ -346,8 +346,7 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), DataDirError> {
         constitution: &b.constitution,
     }
     .entry();
-    let mut users_map =
-        vellum_core::entry::MapWrites::with_writes(crate::users::USERS_TABLE, vec![]);
+    let mut users_map = vellum_core::tables::USERS.writes([]);
     for u in &b.users {
         for m in set_role(&u.user_id, u.role).maps {
             users_map.writes.extend(m.writes);

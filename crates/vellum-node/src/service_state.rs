@@ -65,7 +65,7 @@ impl ServiceState {
 
     /// Applies a committed write to the users table; true if `m` was that table.
     pub(crate) fn apply_users(&self, m: &MapWrites) -> bool {
-        if m.name != users::USERS_TABLE {
+        if m.name != vellum_core::tables::USERS {
             return false;
         }
         users::apply(&mut write_lock(&self.users), m);

@@ -121,10 +121,10 @@ fn at_rest_checks(
     let names: Vec<&str> = pd.maps.iter().map(|m| m.name.as_str()).collect();
     use vellum_core::tables::*;
     for t in [
-        SERVICE_INFO,
-        NODES_INFO,
-        NODES_ENDORSED_CERTIFICATES,
-        CONSTITUTION,
+        SERVICE_INFO.name(),
+        NODES_INFO.name(),
+        NODES_ENDORSED_CERTIFICATES.name(),
+        CONSTITUTION.name(),
         "public:vellum.raft",
     ] {
         assert!(names.contains(&t), "genesis lacks {t}: {names:?}");

@@ -383,12 +383,12 @@ fn utf8<'a>(table: &str, bytes: &'a [u8], what: &str) -> Result<&'a str, AuditEr
 
 /// The tables the auditor reads.
 const READ_TABLES: [&str; 6] = [
-    tables::NODES_INFO,
-    tables::NODES_ENDORSED_CERTIFICATES,
-    tables::SERVICE_INFO,
-    tables::SIGNATURES,
-    tables::COSE_SIGNATURES,
-    tables::TREE,
+    tables::NODES_INFO.name(),
+    tables::NODES_ENDORSED_CERTIFICATES.name(),
+    tables::SERVICE_INFO.name(),
+    tables::SIGNATURES.name(),
+    tables::COSE_SIGNATURES.name(),
+    tables::TREE.name(),
 ];
 
 impl Auditor {
@@ -463,8 +463,8 @@ impl Auditor {
         }
         let tables = Tables::of(&pd.maps, &READ_TABLES);
         self.apply_governance(&tables).map_err(fail)?;
-        let is_sig = tables.get(tables::SIGNATURES).is_some()
-            || tables.get(tables::COSE_SIGNATURES).is_some();
+        let is_sig = tables.get(tables::SIGNATURES.name()).is_some()
+            || tables.get(tables::COSE_SIGNATURES.name()).is_some();
         let leaf = entry::leaf_for(&raw.write_set_digest(), &pd);
         self.since_signature.push_back(here);
         if is_sig {
@@ -487,8 +487,8 @@ impl Auditor {
     /// CCF's governance bookkeeping (`LedgerValidator.add_transaction`), check for check.
     fn apply_governance(&mut self, t: &Tables<'_>) -> Result<(), AuditError> {
         let mut self_signed = Vec::new();
-        if let Some(records) = t.get(tables::NODES_INFO) {
-            let name = tables::NODES_INFO;
+        if let Some(records) = t.get(tables::NODES_INFO.name()) {
+            let name = tables::NODES_INFO.name();
             for (k, v) in records {
                 let id = utf8(name, k, "node id")?.to_owned();
                 let Some(v) = v else {
@@ -514,8 +514,8 @@ impl Auditor {
                 self.node_status.insert(id, status.clone());
             }
         }
-        if let Some(records) = t.get(tables::NODES_ENDORSED_CERTIFICATES) {
-            let name = tables::NODES_ENDORSED_CERTIFICATES;
+        if let Some(records) = t.get(tables::NODES_ENDORSED_CERTIFICATES.name()) {
+            let name = tables::NODES_ENDORSED_CERTIFICATES.name();
             for (k, v) in records {
                 let id = utf8(name, k, "node id")?.to_owned();
                 if self_signed.contains(&id) {
@@ -530,8 +530,8 @@ impl Auditor {
                 };
             }
         }
-        if t.get(tables::SERVICE_INFO).is_some() {
-            let name = tables::SERVICE_INFO;
+        if t.get(tables::SERVICE_INFO.name()).is_some() {
+            let name = tables::SERVICE_INFO.name();
             let v = t
                 .value(name, &SINGLETON_KEY)
                 .flatten()
@@ -589,15 +589,15 @@ impl Auditor {
             .root()
             .map_err(|_| fail(AuditError::TreeMismatch))?;
         let recorded_tree = t
-            .value(tables::TREE, &SINGLETON_KEY)
+            .value(tables::TREE.name(), &SINGLETON_KEY)
             .flatten()
             .and_then(|b| MerkleTree::deserialize(b).ok());
         // What each signature names: (scheme, view, seqno) as JSON values or numbers.
         let mut named: Vec<(String, bool)> = Vec::new();
         let header = TxId::new(u64::from(raw.iv.view), raw.iv.seqno);
 
-        if let Some(v) = t.value(tables::SIGNATURES, &SINGLETON_KEY).flatten() {
-            let name = tables::SIGNATURES;
+        if let Some(v) = t.value(tables::SIGNATURES.name(), &SINGLETON_KEY).flatten() {
+            let name = tables::SIGNATURES.name();
             let record = json(name, v).map_err(fail)?;
             let field = |k: &str| {
                 record
@@ -637,7 +637,7 @@ impl Auditor {
                 }
                 _ => {
                     return Err(fail(table_err(
-                        tables::NODES_INFO,
+                        tables::NODES_INFO.name(),
                         format!("node {node} has no known status"),
                     )));
                 }
@@ -677,8 +677,11 @@ impl Auditor {
                 py_eq(view, header.view) && py_eq(seqno, header.seqno),
             ));
         }
-        if let Some(v) = t.value(tables::COSE_SIGNATURES, &SINGLETON_KEY).flatten() {
-            let name = tables::COSE_SIGNATURES;
+        if let Some(v) = t
+            .value(tables::COSE_SIGNATURES.name(), &SINGLETON_KEY)
+            .flatten()
+        {
+            let name = tables::COSE_SIGNATURES.name();
             let bytes = json(name, v)
                 .map_err(fail)?
                 .as_str()
@@ -691,7 +694,12 @@ impl Auditor {
             let key = svc
                 .as_str()
                 .filter(|s| s.is_ascii())
-                .ok_or_else(|| fail(table_err(tables::SERVICE_INFO, "cert is not ASCII text")))
+                .ok_or_else(|| {
+                    fail(table_err(
+                        tables::SERVICE_INFO.name(),
+                        "cert is not ASCII text",
+                    ))
+                })
                 .and_then(|pem| {
                     Certificate::from_pem_as_cryptography(pem)
                         .and_then(|c| c.public_key())
@@ -751,7 +759,7 @@ impl Auditor {
         let size = self.tree.size();
         match (
             &recorded_tree,
-            t.value(tables::TREE, &SINGLETON_KEY).flatten(),
+            t.value(tables::TREE.name(), &SINGLETON_KEY).flatten(),
         ) {
             (Some(rt), Some(bytes)) => match self.tree.serialize(rt.offset(), size) {
                 Ok(ours) if ours == bytes => {}
@@ -766,7 +774,14 @@ impl Auditor {
             .maps
             .iter()
             .map(|m| m.name.as_str())
-            .filter(|n| ![tables::SIGNATURES, tables::COSE_SIGNATURES, tables::TREE].contains(n))
+            .filter(|n| {
+                ![
+                    tables::SIGNATURES.name(),
+                    tables::COSE_SIGNATURES.name(),
+                    tables::TREE.name(),
+                ]
+                .contains(n)
+            })
             .collect();
         if !others.is_empty() {
             self.suspect(
@@ -783,7 +798,7 @@ impl Auditor {
                 AuditError::SignatureContents("a claims digest".into()),
             );
         }
-        if t.value(tables::COSE_SIGNATURES, &SINGLETON_KEY)
+        if t.value(tables::COSE_SIGNATURES.name(), &SINGLETON_KEY)
             .flatten()
             .is_some()
         {

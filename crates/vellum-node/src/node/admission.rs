@@ -9,14 +9,13 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use sha2::{Digest, Sha256};
 use vellum_core::TxId;
-use vellum_core::entry::{EntryBuilder, MapWrites};
-use vellum_core::tables::NodeStatus;
+use vellum_core::entry::EntryBuilder;
+use vellum_core::tables::{self, NodeInfo, NodeStatus};
 
 use super::writes::FORWARD_WAIT;
 use super::{ClusterNode, LedgerNode};
 use crate::cluster::{
-    ClusterState, Forward, ForwardReply, JoinRequest, JoinResponse, JoinToken, node_info_value,
-    raft_id_of,
+    ClusterState, Forward, ForwardReply, JoinRequest, JoinResponse, JoinToken, raft_id_of,
 };
 use crate::ops::{Caller, Op};
 use crate::raft::Raft;
@@ -284,12 +283,9 @@ impl LedgerNode {
                     .map(|n| n.addr.clone())
             })
             .unwrap_or_default();
-        Ok(EntryBuilder::default().map(MapWrites::with_writes(
-            vellum_core::tables::NODES_INFO,
-            vec![(
-                node_id.as_bytes().to_vec(),
-                node_info_value(NodeStatus::Retired, raft_id, &address),
-            )],
+        Ok(EntryBuilder::default().map(tables::NODES_INFO.write(
+            node_id,
+            &NodeInfo::cluster(NodeStatus::Retired, raft_id, &address),
         )))
     }
 }

@@ -158,8 +158,10 @@ impl LedgerNode {
         }
         if founding {
             // Genesis went in with the initial membership (status Opening); open the service.
-            let ws =
-                EntryBuilder::default().map(service_info(&self.data.keys.service_cert_pem, "Open"));
+            let ws = EntryBuilder::default().map(service_info(
+                &self.data.keys.service_cert_pem,
+                vellum_core::tables::ServiceStatus::Open,
+            ));
             let t = self.write_local(ws).await?;
             self.wait_committed(t, Duration::from_secs(30)).await?;
             self.data.genesis_written()?;

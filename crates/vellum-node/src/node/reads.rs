@@ -7,7 +7,7 @@ use openraft::async_runtime::WatchReceiver;
 use vellum_core::TxId;
 use vellum_core::entry::EntryBuilder;
 use vellum_core::status::{StatusView, TxStatus, tx_status};
-use vellum_core::tables::NodeStatus;
+use vellum_core::tables::{self, Id, NodeStatus, Table, Text};
 use vellum_ledger::engine::{Engine, ReceiptBundle};
 use vellum_ledger::index::entry_write;
 
@@ -30,31 +30,41 @@ impl LedgerNode {
     /// and its current nodes.
     pub fn governance(&self) -> Result<Governance, NodeError> {
         let (_, ws) = self.ledger.engine().write_set(1)?;
-        let map = |name: &str| ws.maps.iter().find(|m| m.name == name);
-        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
-        let members = map(vellum_core::tables::MEMBERS_CERTS)
-            .map(|m| m.writes.iter().map(|(k, v)| (text(k), text(v))).collect())
-            .unwrap_or_default();
+        // Genesis is written by this service: its records are well formed; one that is not is
+        // left out rather than served garbled.
+        let certs = |table: Table<Id, Text>| -> Vec<(String, String)> {
+            table
+                .find(&ws.maps)
+                .map(|m| {
+                    m.writes
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            Some((table.decode_key(k).ok()?, table.decode_value(v).ok()?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let members = certs(tables::MEMBERS_CERTS);
         let cluster = self.cluster();
         let nodes = if cluster.certs.is_empty() {
-            map(vellum_core::tables::NODES_ENDORSED_CERTIFICATES)
-                .map(|m| m.writes.iter().map(|(k, v)| (text(k), text(v))).collect())
-                .unwrap_or_default()
+            certs(tables::NODES_ENDORSED_CERTIFICATES)
         } else {
             cluster
                 .certs_where(|s| s != Some(NodeStatus::Retired))
                 .map(|(id, pem)| (id.clone(), pem.clone()))
                 .collect()
         };
-        let constitution = map(vellum_core::tables::CONSTITUTION)
+        let constitution = tables::CONSTITUTION
+            .find(&ws.maps)
             .and_then(|m| m.writes.first())
-            .and_then(|(_, v)| serde_json::from_slice::<String>(v).ok())
+            .and_then(|(_, v)| tables::CONSTITUTION.decode_value(v).ok())
             .unwrap_or_default();
         Ok(Governance {
             members,
             nodes,
             constitution,
-            measurement: vellum_ledger::genesis::VIRTUAL_MEASUREMENT,
+            measurement: tables::VIRTUAL_MEASUREMENT,
         })
     }
 
@@ -199,10 +209,10 @@ impl StatusView for View<'_> {
 
 fn entry_of(txid: TxId, ws: &EntryBuilder) -> Option<LedgerEntry> {
     let (k, v) = entry_write(&ws.maps)?;
-    let value: serde_json::Value = serde_json::from_slice(v).ok()?;
+    let record = tables::ENTRIES.decode_value(v).ok()?;
     Some(LedgerEntry {
         txid,
         collection: String::from_utf8_lossy(k).into_owned(),
-        contents: value.get("contents")?.as_str()?.to_owned(),
+        contents: record.contents,
     })
 }

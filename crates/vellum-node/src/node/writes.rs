@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use serde_json::json;
 use vellum_core::TxId;
-use vellum_core::entry::{EntryBuilder, MapWrites};
-use vellum_ledger::index::{ENTRIES_TABLE, entry_write};
+use vellum_core::entry::EntryBuilder;
+use vellum_core::tables::{self, EntryRecord};
+use vellum_ledger::index::entry_write;
 
 use super::LedgerNode;
 use crate::cluster::{Forward, ForwardReply};
@@ -347,11 +347,11 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The write set of an application entry.
 fn entry_write_set(collection: &str, contents: &str) -> EntryBuilder {
-    let value = json!({"contents": contents, "collectionId": collection})
-        .to_string()
-        .into_bytes();
-    EntryBuilder::default().map(MapWrites::with_writes(
-        ENTRIES_TABLE,
-        vec![(collection.as_bytes().to_vec(), value)],
+    EntryBuilder::default().map(tables::ENTRIES.write(
+        collection,
+        &EntryRecord {
+            collection_id: collection.to_owned(),
+            contents: contents.to_owned(),
+        },
     ))
 }

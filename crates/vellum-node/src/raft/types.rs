@@ -79,7 +79,7 @@ pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 
 /// The public table that records Raft's own entries (blank and membership).
-pub const RAFT_TABLE: &str = "public:vellum.raft";
+pub const RAFT_TABLE: &str = tables::RAFT.name();
 const RAFT_KEY: &[u8] = b"entry";
 
 /// The transaction id of a log id.
