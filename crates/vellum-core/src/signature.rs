@@ -180,3 +180,79 @@ impl<'a> SignatureTables<'a> {
 fn is_signature_table(name: &str) -> bool {
     name == tables::SIGNATURES || name == tables::COSE_SIGNATURES || name == tables::TREE
 }
+
+/// How strictly the service's COSE signature is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoseRules {
+    /// Every header Vellum writes must be there (`alg`, `kid`, the VDS header, `ccf.v1.txid`):
+    /// a replica checking its primary, which runs the same code.
+    AsWritten,
+    /// Exactly what CCF's own verifier requires, no more ([`cose::verify_root_as_ccf`]): the
+    /// offline auditor, which must accept every ledger CCF accepts.
+    AsCcf,
+}
+
+/// Why a signature over a root does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RootSignatureError {
+    /// The node certificate's key cannot be read.
+    #[error("node certificate: {0}")]
+    Certificate(CryptoError),
+    /// The signature record names another node than the certificate's key.
+    #[error("node id does not match the certificate")]
+    NodeId,
+    /// The node's signature does not verify over the root.
+    #[error("node signature does not verify: {0}")]
+    NodeSignature(CryptoError),
+    /// The service's COSE signature is malformed or does not verify over the root.
+    #[error(transparent)]
+    Cose(#[from] cose::CoseError),
+}
+
+/// A node's signature over a root, as a verifier has it.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeSignature<'a> {
+    /// The certificate of the node that signed (from the ledger's endorsed certificates, or
+    /// embedded in the record).
+    pub cert: &'a crate::crypto::Certificate,
+    /// The node id the record names, if the verifier checks it against the certificate's key.
+    pub node_id: Option<&'a str>,
+    /// The DER ECDSA signature over the root (prehashed).
+    pub sig_der: &'a [u8],
+}
+
+/// The one check of a node's signature over `root`, used by replicas checking their primary
+/// and by the offline auditor: the key of `sig.cert` (whose id is `sig.node_id`, when given)
+/// signed `root`.
+pub fn verify_node_signature(
+    root: &Hash,
+    sig: &NodeSignature<'_>,
+) -> Result<(), RootSignatureError> {
+    let key = sig
+        .cert
+        .public_key()
+        .map_err(RootSignatureError::Certificate)?;
+    if sig.node_id.is_some_and(|id| key.id() != id) {
+        return Err(RootSignatureError::NodeId);
+    }
+    key.verify_prehash_der(&root.0, sig.sig_der)
+        .map_err(RootSignatureError::NodeSignature)
+}
+
+/// The one check of the service's COSE_Sign1 over `root`, used by replicas and the offline
+/// auditor (each with its [`CoseRules`]): returns the transaction id the signature names, for
+/// the caller to hold against the transaction that carries it.
+pub fn verify_service_signature(
+    root: &Hash,
+    cose_sign1: &[u8],
+    service_key: &crate::crypto::PublicKey,
+    rules: CoseRules,
+) -> Result<TxId, RootSignatureError> {
+    Ok(match rules {
+        CoseRules::AsWritten => {
+            cose::decode_sign1(cose_sign1)?.verify_ledger_signature(service_key, root)?
+        }
+        CoseRules::AsCcf => cose::verify_root_as_ccf(cose_sign1, service_key, root)?,
+    })
+}

@@ -13,14 +13,17 @@
 //! ([`crate::checkpoint`]) for the committed chunks it covers.
 
 use base64::Engine as _;
-use vellum_core::cose::{self, CwtClaims};
+use vellum_core::cose::CwtClaims;
 use vellum_core::crypto::{Certificate, CryptoError, SigningKey};
 use vellum_core::entry::{
     self, EncodedEntry, EntryBuilder, LedgerSecret, LegacyVersions, RawEntry,
 };
 use vellum_core::merkle::{MerkleTree, PathStep, TRIM_BLOCK, TreeError};
 use vellum_core::receipt::{CoseLeaf, LeafComponents, ProofElement, Receipt, cose_receipt};
-use vellum_core::signature::{SignatureTables, Signer, signature_maps};
+use vellum_core::signature::{
+    CoseRules, NodeSignature, RootSignatureError, SignatureTables, Signer, signature_maps,
+    verify_node_signature, verify_service_signature,
+};
 use vellum_core::{Hash, TxId, tables};
 
 use crate::checkpoint::{CHECKPOINT_EVERY, Checkpoint, CheckpointError, ViewRuns};
@@ -555,15 +558,18 @@ impl Engine {
                 .map_err(|_| reject("node certificate not endorsed by the service"))?;
             self.endorsed = Some(pem.to_owned());
         }
-        let key = cert.public_key()?;
-        if key.id() != record.node {
-            return Err(reject("node id does not match the certificate"));
-        }
-        key.verify_prehash_der(&root.0, &record.sig_der()?)
-            .map_err(|_| reject("node signature does not verify"))?;
+        let node = NodeSignature {
+            cert: &cert,
+            node_id: Some(&record.node),
+            sig_der: &record.sig_der()?,
+        };
+        verify_node_signature(&root, &node).map_err(|e| match e {
+            RootSignatureError::Certificate(e) => EngineError::from(e),
+            RootSignatureError::NodeId => reject("node id does not match the certificate"),
+            _ => reject("node signature does not verify"),
+        })?;
         if let (Some(bytes), Some(service)) = (&sig.cose, &self.service_key_public) {
-            let named = cose::decode_sign1(bytes)
-                .and_then(|s| s.verify_ledger_signature(service, &root))
+            let named = verify_service_signature(&root, bytes, service, CoseRules::AsWritten)
                 .map_err(|e| reject(&format!("COSE: {e}")))?;
             if named != txid {
                 return Err(reject("COSE signature names another transaction"));

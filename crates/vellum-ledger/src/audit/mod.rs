@@ -41,10 +41,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
-use vellum_core::cose;
 use vellum_core::crypto::{Certificate, CryptoError};
 use vellum_core::entry::{self, EntryError, EntryType, LedgerSecret, RawEntry, SINGLETON_KEY};
 use vellum_core::merkle::MerkleTree;
+use vellum_core::signature::{
+    CoseRules, NodeSignature, RootSignatureError, verify_node_signature, verify_service_signature,
+};
 use vellum_core::tables::NodeStatus;
 use vellum_core::{Hash, TxId, tables};
 
@@ -667,11 +669,20 @@ impl Auditor {
                     here,
                 ));
             }
-            let key = cert
-                .public_key()
-                .map_err(|e| fail(AuditError::Certificate(e)))?;
-            key.verify_prehash_der(&computed.0, &sig)
-                .map_err(|e| fail(AuditError::NodeSignature(e)))?;
+            // CCF looks the certificate up by the node id: it does not hold the id against
+            // the certificate's key.
+            let node_sig = NodeSignature {
+                cert: &cert,
+                node_id: None,
+                sig_der: &sig,
+            };
+            verify_node_signature(&computed, &node_sig).map_err(|e| {
+                fail(match e {
+                    RootSignatureError::Certificate(e) => AuditError::Certificate(e),
+                    RootSignatureError::NodeSignature(e) => AuditError::NodeSignature(e),
+                    _ => AuditError::NodeSignature(CryptoError::BadSignature),
+                })
+            })?;
             named.push((
                 format!("{view}.{seqno}"),
                 py_eq(view, header.view) && py_eq(seqno, header.seqno),
@@ -705,7 +716,7 @@ impl Auditor {
                         .and_then(|c| c.public_key())
                         .map_err(|e| fail(AuditError::Certificate(e)))
                 })?;
-            let txid = match cose::verify_root_as_ccf(&bytes, &key, &computed) {
+            let txid = match verify_service_signature(&computed, &bytes, &key, CoseRules::AsCcf) {
                 Ok(txid) => txid,
                 // A signature over another root: say which transaction changed, if the tree
                 // tells.
