@@ -10,8 +10,12 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vellum_core::TxId;
 use vellum_core::entry::{EntryBuilder, LedgerSecret, MapWrites};
-use vellum_ledger::group_commit::GroupCommit;
 use vellum_ledger::store::{DEFAULT_CHUNK_SIZE, LedgerFiles};
+
+#[path = "support/group_commit.rs"]
+#[allow(dead_code)]
+mod group_commit;
+use group_commit::GroupCommit;
 
 const N: u64 = 10_000;
 

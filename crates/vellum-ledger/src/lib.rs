@@ -20,7 +20,6 @@ pub mod chunk;
 pub mod engine;
 pub mod files;
 pub mod genesis;
-pub mod group_commit;
 pub mod identity;
 pub mod index;
 pub mod live_index;

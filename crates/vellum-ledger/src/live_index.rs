@@ -3,10 +3,9 @@
 //! transaction.
 //!
 //! Why not write each batch to redb as it is applied: a redb write transaction costs tens of
-//! microseconds however little it holds, and the state machine applies a batch per commit
-//! (about thirty transactions at 20,000 writes/s). Written inline, every commit waited about
-//! 120 µs for the index (of a 2.5 ms commit under load) and each write paid about 3 µs of CPU
-//! for it. Here the writer takes whatever was staged every [`WRITE_EVERY`] (or at once past
+//! microseconds however little it holds, and the state machine applies a batch per commit (a few
+//! dozen transactions under load): written inline, every commit waited on redb
+//! (`docs/benchmarks.md`, "The index writes behind", has the figures). Here the writer takes whatever was staged every [`WRITE_EVERY`] (or at once past
 //! [`WRITE_AT`] transactions), so a redb transaction carries a hundred or more.
 //!
 //! Readers see one index: a staged transaction is answered from memory, an older one from redb.

@@ -35,11 +35,10 @@ pub const WRITE_BUFFER: usize = 256 * 1024;
 /// How far ahead of its last entry the open chunk is kept written with zeros. Appending to a
 /// file changes its size and allocates blocks, so each `fdatasync` of a growing file also
 /// commits the file system's journal; overwriting blocks that were already written (and
-/// synced) only writes the data. On the benchmark VM (`scripts/fsync_probe.py`), an
-/// `fdatasync` of 14 KB appended took 310–330 µs (p50) and 95 µs of kernel CPU, of 14 KB
-/// overwritten in place 185–215 µs and 55 µs: what PostgreSQL gets by writing its WAL segments
-/// out in full before use. The zeros are written at a sync, half of this or more at a time, so
-/// that one sync in many carries them.
+/// synced) only writes the data, markedly faster (`docs/benchmarks.md` has the measurements,
+/// from `scripts/fsync_probe.py`): what PostgreSQL gets by writing its WAL segments out in full
+/// before use. The zeros are written at a sync, half of this or more at a time, so that one
+/// sync in many carries them.
 pub const PREFILL_AHEAD: u64 = 1024 * 1024;
 
 /// Zeros written ahead go out one `write` of this many bytes at a time.

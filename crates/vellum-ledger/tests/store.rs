@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
 
+#[path = "../benches/support/group_commit.rs"]
+#[allow(dead_code)]
+mod group_commit;
+
 use vellum_core::entry::{EntryBuilder, LedgerSecret, MapWrites, SINGLETON_KEY};
 use vellum_core::{TxId, tables};
 use vellum_ledger::chunk::{Chunk, ChunkName, list_chunks};
@@ -235,7 +239,7 @@ fn io_error_poisons_writes_but_reads_continue() {
 #[test]
 fn group_commit_batches_syncs_and_acknowledges_only_durable_entries() {
     use std::sync::mpsc::channel;
-    use vellum_ledger::group_commit::GroupCommit;
+    use group_commit::GroupCommit;
 
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = LedgerFiles::open(dir.path(), 1 << 16, None).unwrap();

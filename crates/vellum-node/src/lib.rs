@@ -6,7 +6,7 @@
 //!   the tests start nodes through it.
 //! - [`node::LedgerNode`] is the node itself, its methods by role (`node/`: lifecycle, writes,
 //!   admission, reads): writes, status, entries, ranges, receipts, the cluster.
-//! - [`raft`] holds everything that names openraft: the type configuration, the ledger as Raft
+//! - `raft` holds everything that names openraft: the type configuration, the ledger as Raft
 //!   sees it, the log store (signature transactions filled in by the primary at append and
 //!   checked by replicas), group commit, the state machine over the entry index, the peer
 //!   transport. When to sign is the signature policy's alone; what the governance tables say is
@@ -30,11 +30,11 @@
 
 pub mod cluster;
 pub mod config;
-pub mod datadir;
+mod datadir;
 mod error;
 pub mod node;
 pub mod ops;
-pub mod raft;
+mod raft;
 pub mod server;
 pub mod service;
 mod service_state;
@@ -48,6 +48,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use error::{
     DataDirError, ForwardError, Malformed, NodeError, RaftFailure, RaftStep, Refusal, Stopped,
 };
+pub use datadir::{Bootstrap, BootstrapUser};
 pub use node::{LedgerEntry, LedgerNode, NodeConfig};
 
 /// Locks a mutex, recovering from poisoning: no code holding these locks leaves shared state

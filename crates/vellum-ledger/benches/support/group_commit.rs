@@ -2,6 +2,11 @@
 //! number of callers, writes everything queued, makes it durable with **one** `fdatasync`, and
 //! only then completes each caller's callback.
 //!
+//! Not part of the library: the node's own group commit is its flusher (openraft's log store
+//! completes appends once synced, `vellum-node/src/raft/flusher.rs`). This is the baseline the
+//! store benchmark measures the files against, and its test keeps the baseline honest; both
+//! include this file.
+//!
 //! Callbacks receive `Ok(durable_seqno)` (every entry up to it is synced) or the store error;
 //! after an error every later request fails too (the store is poisoned), so a write is never
 //! acknowledged after a failed sync.
@@ -10,7 +15,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use crate::store::{LedgerFiles, StoreError};
+use vellum_ledger::store::{LedgerFiles, StoreError};
 
 /// Called once the request is durable (or failed).
 pub type Done = Box<dyn FnOnce(Result<u64, StoreError>) + Send>;
