@@ -5,7 +5,6 @@
 //! transaction, earlier signatures included); its own leaf is appended afterwards.
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 
 use crate::cose::{self, CwtClaims};
 use crate::crypto::{CryptoError, SigningKey};
@@ -14,47 +13,7 @@ use crate::hash::Hash;
 use crate::tables;
 use crate::txid::TxId;
 
-/// The JSON value in `public:ccf.internal.signatures`. Fields are declared in alphabetical
-/// order so that serde emits CCF's sorted-key compact JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignatureRecord {
-    /// PEM of the signing node's service-endorsed certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert: Option<String>,
-    /// Deprecated, always 0.
-    #[serde(default)]
-    pub commit_seqno: u64,
-    /// Deprecated, always 0.
-    #[serde(default)]
-    pub commit_view: u64,
-    /// Deprecated, 64 zeros.
-    #[serde(default)]
-    pub hashed_nonce: Option<String>,
-    /// Signing node id.
-    pub node: String,
-    /// Hex Merkle root signed.
-    pub root: Hash,
-    /// Seqno of the signature transaction.
-    pub seqno: u64,
-    /// Base64 DER ECDSA signature over the root (used as the digest).
-    pub sig: String,
-    /// View of the signature transaction.
-    pub view: u64,
-}
-
-impl SignatureRecord {
-    /// The DER signature bytes.
-    pub fn sig_der(&self) -> Result<Vec<u8>, CryptoError> {
-        base64::engine::general_purpose::STANDARD
-            .decode(&self.sig)
-            .map_err(|_| CryptoError::SignatureEncoding)
-    }
-
-    /// The transaction id the record claims.
-    pub fn txid(&self) -> TxId {
-        TxId::new(self.view, self.seqno)
-    }
-}
+pub use crate::tables::SignatureRecord;
 
 /// Who signs, and how the COSE header is filled.
 #[derive(Debug, Clone)]

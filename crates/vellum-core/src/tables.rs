@@ -29,7 +29,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::entry::{MapWrites, SINGLETON_KEY};
-use crate::signature::SignatureRecord;
+use base64::Engine as _;
+
+use crate::crypto::CryptoError;
+use crate::hash::Hash;
+use crate::txid::TxId;
 
 /// A table: its name, its key codec `K` and its value codec `V`.
 pub struct Table<K, V> {
@@ -367,6 +371,48 @@ impl PartialEq<str> for NodeStatus {
 impl PartialEq<&str> for NodeStatus {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
+    }
+}
+
+/// The JSON value in `public:ccf.internal.signatures`. Fields are declared in alphabetical
+/// order so that serde emits CCF's sorted-key compact JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRecord {
+    /// PEM of the signing node's service-endorsed certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// Deprecated, always 0.
+    #[serde(default)]
+    pub commit_seqno: u64,
+    /// Deprecated, always 0.
+    #[serde(default)]
+    pub commit_view: u64,
+    /// Deprecated, 64 zeros.
+    #[serde(default)]
+    pub hashed_nonce: Option<String>,
+    /// Signing node id.
+    pub node: String,
+    /// Hex Merkle root signed.
+    pub root: Hash,
+    /// Seqno of the signature transaction.
+    pub seqno: u64,
+    /// Base64 DER ECDSA signature over the root (used as the digest).
+    pub sig: String,
+    /// View of the signature transaction.
+    pub view: u64,
+}
+
+impl SignatureRecord {
+    /// The DER signature bytes.
+    pub fn sig_der(&self) -> Result<Vec<u8>, CryptoError> {
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.sig)
+            .map_err(|_| CryptoError::SignatureEncoding)
+    }
+
+    /// The transaction id the record claims.
+    pub fn txid(&self) -> TxId {
+        TxId::new(self.view, self.seqno)
     }
 }
 

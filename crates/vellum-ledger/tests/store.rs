@@ -238,8 +238,8 @@ fn io_error_poisons_writes_but_reads_continue() {
 
 #[test]
 fn group_commit_batches_syncs_and_acknowledges_only_durable_entries() {
-    use std::sync::mpsc::channel;
     use group_commit::GroupCommit;
+    use std::sync::mpsc::channel;
 
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = LedgerFiles::open(dir.path(), 1 << 16, None).unwrap();

@@ -45,10 +45,10 @@ pub mod users;
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub use datadir::{Bootstrap, BootstrapUser};
 pub use error::{
     DataDirError, ForwardError, Malformed, NodeError, RaftFailure, RaftStep, Refusal, Stopped,
 };
-pub use datadir::{Bootstrap, BootstrapUser};
 pub use node::{LedgerEntry, LedgerNode, NodeConfig};
 
 /// Locks a mutex, recovering from poisoning: no code holding these locks leaves shared state
