@@ -8,8 +8,11 @@
 //!   retract, serialization);
 //! * [`entry`] — ledger entries (framing, public and private write sets, AES-256-GCM sealing,
 //!   write-set digest, commit evidence, leaf hash);
+//! * [`tables`] — the ledger schema: every table CCF and Vellum write, with its name, key and
+//!   typed value;
 //! * [`signature`] and [`cose`] — signature transactions (node ECDSA over the root, COSE_Sign1
-//!   by the service key, serialized tree);
+//!   by the service key, serialized tree), and the one verifier of their signatures that
+//!   replicas and the offline auditor share;
 //! * [`receipt`] — JSON and COSE receipts, ACL application claims, and verifiers;
 //! * [`crypto`] — keys, certificates, node/member/user ids, ACL's fingerprint form.
 //!
