@@ -580,6 +580,74 @@ pub struct EntryRecord {
     pub collection_id: String,
     /// Its contents.
     pub contents: String,
+    /// Its tags (secondary keys within its collection; see [`parse_tags`]); absent when none,
+    /// so an untagged entry is written as before tags existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// At most this many tags per entry (ACL's limit).
+pub const MAX_TAGS: usize = 5;
+/// At most this many characters per tag (ACL's limit).
+pub const MAX_TAG_CHARS: usize = 64;
+
+/// Why a write's tags are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum TagError {
+    /// More than [`MAX_TAGS`] distinct tags.
+    #[error("at most {MAX_TAGS} tags per entry; {0} given")]
+    TooMany(usize),
+    /// A tag longer than [`MAX_TAG_CHARS`] characters.
+    #[error("tag {0:?} is longer than {MAX_TAG_CHARS} characters")]
+    TooLong(String),
+    /// An empty tag (`a,,b`, a trailing comma), or one holding a comma.
+    #[error("empty tag, or a tag holding a comma, in {0:?}")]
+    Empty(String),
+    /// A tag with a control character.
+    #[error("tag {0:?} holds a control character")]
+    Control(String),
+}
+
+/// The tags of ACL's comma-separated `tags` parameter, as recorded: split at commas, kept
+/// exactly as written (case and spaces count), a repeated tag once, in first-seen order.
+/// Refused: an empty tag, a control character, a tag over [`MAX_TAG_CHARS`] characters, more
+/// than [`MAX_TAGS`] distinct tags. `""` is no tags.
+pub fn parse_tags(csv: &str) -> Result<Vec<String>, TagError> {
+    let tags: Vec<&str> = if csv.is_empty() {
+        Vec::new()
+    } else {
+        csv.split(',').collect()
+    };
+    check_tags(&tags).map_err(|e| match e {
+        TagError::Empty(_) => TagError::Empty(csv.to_owned()),
+        other => other,
+    })
+}
+
+/// The tags of an entry as recorded, from a list: the rules of [`parse_tags`] (a tag may not
+/// hold a comma, since ACL's parameter could not carry it).
+pub fn check_tags<S: AsRef<str>>(given: &[S]) -> Result<Vec<String>, TagError> {
+    let mut tags: Vec<String> = Vec::new();
+    for t in given {
+        let t = t.as_ref();
+        if t.is_empty() || t.contains(',') {
+            return Err(TagError::Empty(t.to_owned()));
+        }
+        if t.chars().count() > MAX_TAG_CHARS {
+            return Err(TagError::TooLong(t.to_owned()));
+        }
+        if t.chars().any(char::is_control) {
+            return Err(TagError::Control(t.to_owned()));
+        }
+        if !tags.iter().any(|have| have == t) {
+            tags.push(t.to_owned());
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(TagError::TooMany(tags.len()));
+    }
+    Ok(tags)
 }
 
 #[cfg(test)]
@@ -601,5 +669,57 @@ mod tests {
             assert!(s == s.as_str());
         }
         assert_eq!(NodeStatus::parse("trusted"), None);
+    }
+
+    #[test]
+    fn tags_are_parsed_as_acl_limits_them() {
+        assert_eq!(parse_tags(""), Ok(vec![]));
+        assert_eq!(
+            parse_tags("b,a,b"),
+            Ok(vec!["b".to_owned(), "a".to_owned()])
+        );
+        assert_eq!(parse_tags(" a"), Ok(vec![" a".to_owned()]));
+        assert!(parse_tags("a,b,c,d,e").is_ok());
+        assert_eq!(parse_tags("a,b,c,d,e,f"), Err(TagError::TooMany(6)));
+        assert_eq!(
+            parse_tags("a,b,c,d,e,e"),
+            Ok(["a", "b", "c", "d", "e"].map(String::from).to_vec())
+        );
+        let long = "é".repeat(MAX_TAG_CHARS);
+        assert!(parse_tags(&long).is_ok());
+        assert!(matches!(
+            parse_tags(&format!("{long}x")),
+            Err(TagError::TooLong(_))
+        ));
+        assert!(matches!(parse_tags("a,,b"), Err(TagError::Empty(_))));
+        assert!(matches!(parse_tags("a,"), Err(TagError::Empty(_))));
+        assert!(matches!(parse_tags("a\nb"), Err(TagError::Control(_))));
+    }
+
+    #[test]
+    fn untagged_entries_are_written_as_before_tags() {
+        let untagged = EntryRecord {
+            collection_id: "c".into(),
+            contents: "x".into(),
+            tags: vec![],
+        };
+        assert_eq!(
+            ENTRIES
+                .decode_value(&ENTRIES.entry("c", &untagged).1)
+                .unwrap(),
+            untagged
+        );
+        assert_eq!(
+            ENTRIES.entry("c", &untagged).1,
+            br#"{"collectionId":"c","contents":"x"}"#.to_vec()
+        );
+        let tagged = EntryRecord {
+            tags: vec!["t".into()],
+            ..untagged
+        };
+        assert_eq!(
+            ENTRIES.entry("c", &tagged).1,
+            br#"{"collectionId":"c","contents":"x","tags":["t"]}"#.to_vec()
+        );
     }
 }

@@ -33,13 +33,36 @@ pub fn collection_of(maps: &[MapWrites]) -> Option<String> {
     entry_write(maps).map(|(k, _)| String::from_utf8_lossy(k).into_owned())
 }
 
+/// The tags of an entry record: only that field is read (the contents are skipped, not
+/// copied); a record that is not an entry record has none.
+fn tags_of(record: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Tags {
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+    serde_json::from_slice::<Tags>(record).map_or_else(|_| Vec::new(), |t| t.tags)
+}
+
 const TXS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("txs");
 const BY_COLLECTION: TableDefinition<(&str, u64), ()> = TableDefinition::new("by_collection");
 const LATEST: TableDefinition<&str, u64> = TableDefinition::new("latest");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+/// Tagged entries: (collection, tag, seqno).
+const BY_TAG: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("by_tag");
+/// Each collection's tags: (collection, tag) → entries carrying it.
+const TAGS: TableDefinition<(&str, &str), u64> = TableDefinition::new("tags");
 const LAST: &str = "last_seqno";
-const TABLE_NAMES: [&str; 5] = ["txs", "by_collection", "latest", "meta", "blobs"];
+const TABLE_NAMES: [&str; 7] = [
+    "txs",
+    "by_collection",
+    "latest",
+    "meta",
+    "blobs",
+    "by_tag",
+    "tags",
+];
 
 /// Creates every table the index uses (a no-op for those that exist).
 fn create_tables(w: &redb::WriteTransaction) -> Result<(), IndexError> {
@@ -48,6 +71,8 @@ fn create_tables(w: &redb::WriteTransaction) -> Result<(), IndexError> {
     w.open_table(LATEST).map_err(st)?;
     w.open_table(META).map_err(st)?;
     w.open_table(BLOBS).map_err(st)?;
+    w.open_table(BY_TAG).map_err(st)?;
+    w.open_table(TAGS).map_err(st)?;
     Ok(())
 }
 
@@ -93,6 +118,8 @@ pub struct IndexedTx {
     /// The collection an application entry was written to (`None` for governance and
     /// signature transactions).
     pub collection: Option<String>,
+    /// The entry's tags (none for an untagged entry or a transaction that is not an entry).
+    pub tags: Vec<String>,
 }
 
 impl IndexedTx {
@@ -104,12 +131,21 @@ impl IndexedTx {
             seqno,
             message: e.to_string(),
         })?;
-        let collection = collection_of(&maps);
-        Ok(IndexedTx {
+        Ok(IndexedTx::from_maps(seqno, u64::from(raw.iv.view), &maps))
+    }
+
+    /// What the index records for transaction `view.seqno` with write set `maps`.
+    pub fn from_maps(seqno: u64, view: u64, maps: &[MapWrites]) -> IndexedTx {
+        let (collection, tags) = match entry_write(maps) {
+            Some((k, v)) => (Some(String::from_utf8_lossy(k).into_owned()), tags_of(v)),
+            None => (None, Vec::new()),
+        };
+        IndexedTx {
             seqno,
-            view: u64::from(raw.iv.view),
+            view,
             collection,
-        })
+            tags,
+        }
     }
 }
 
@@ -183,6 +219,8 @@ impl Index {
             let mut t = w.open_table(TXS).map_err(st)?;
             let mut bc = w.open_table(BY_COLLECTION).map_err(st)?;
             let mut latest = w.open_table(LATEST).map_err(st)?;
+            let mut by_tag = w.open_table(BY_TAG).map_err(st)?;
+            let mut tag_counts = w.open_table(TAGS).map_err(st)?;
             // A batch usually holds many entries of few collections: each collection's latest
             // is written once, not once per entry.
             let mut last_of = std::collections::BTreeMap::<&str, u64>::new();
@@ -198,6 +236,18 @@ impl Index {
                 if let Some(c) = &tx.collection {
                     bc.insert((c.as_str(), tx.seqno), ()).map_err(st)?;
                     last_of.insert(c.as_str(), tx.seqno);
+                    for tag in &tx.tags {
+                        by_tag
+                            .insert((c.as_str(), tag.as_str(), tx.seqno), ())
+                            .map_err(st)?;
+                        let n = tag_counts
+                            .get((c.as_str(), tag.as_str()))
+                            .map_err(st)?
+                            .map_or(0, |v| v.value());
+                        tag_counts
+                            .insert((c.as_str(), tag.as_str()), n + 1)
+                            .map_err(st)?;
+                    }
                 }
                 next += 1;
             }
@@ -217,7 +267,8 @@ impl Index {
         Ok(t.get(key).map_err(st)?.map(|v| v.value().to_vec()))
     }
 
-    /// View and collection of the transaction at `seqno`.
+    /// View and collection of the transaction at `seqno` (its tags are kept for queries, not
+    /// per transaction: `tags` is empty; read the entry for them).
     pub fn get(&self, seqno: u64) -> Result<Option<IndexedTx>, IndexError> {
         let r = self.db.begin_read().map_err(st)?;
         let t = r.open_table(TXS).map_err(st)?;
@@ -227,6 +278,8 @@ impl Index {
                 seqno,
                 view,
                 collection: (!c.is_empty()).then(|| c.to_owned()),
+                // Tags are for queries: a single transaction is read from the ledger.
+                tags: Vec::new(),
             }
         }))
     }
@@ -258,6 +311,51 @@ impl Index {
             if out.len() >= limit {
                 break;
             }
+        }
+        Ok(out)
+    }
+
+    /// Seqnos of `collection`'s entries tagged `tag` in `from..=to`, at most `limit`, ascending:
+    /// read from the tag's own table, whatever else the collection holds.
+    pub fn range_tagged(
+        &self,
+        collection: &str,
+        tag: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        let t = r.open_table(BY_TAG).map_err(st)?;
+        let mut out = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
+        for item in t
+            .range((collection, tag, from)..=(collection, tag, to))
+            .map_err(st)?
+        {
+            let (k, _) = item.map_err(st)?;
+            out.push(k.value().2);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The distinct tags of `collection`'s entries, sorted.
+    pub fn tags(&self, collection: &str) -> Result<Vec<String>, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        let t = r.open_table(TAGS).map_err(st)?;
+        let mut out = Vec::new();
+        for item in t.range((collection, "")..).map_err(st)? {
+            let (k, _) = item.map_err(st)?;
+            let (c, tag) = k.value();
+            if c != collection {
+                break;
+            }
+            out.push(tag.to_owned());
         }
         Ok(out)
     }

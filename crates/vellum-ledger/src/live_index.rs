@@ -198,12 +198,16 @@ impl LiveIndex {
         s.first + s.txs.len() as u64 - 1
     }
 
-    /// View and collection of the transaction at `seqno`.
+    /// View and collection of the transaction at `seqno` (its tags are kept for queries, not
+    /// per transaction: `tags` is empty; read the entry for them).
     pub fn get(&self, seqno: u64) -> Result<Option<IndexedTx>, IndexError> {
         {
             let s = lock(&self.inner.staged);
             if seqno >= s.first {
-                return Ok(s.txs.get((seqno - s.first) as usize).cloned());
+                return Ok(s.txs.get((seqno - s.first) as usize).map(|t| IndexedTx {
+                    tags: Vec::new(),
+                    ..t.clone()
+                }));
             }
         }
         // Older than anything staged: redb has committed it.
@@ -226,9 +230,37 @@ impl LiveIndex {
         to: u64,
         limit: usize,
     ) -> Result<Vec<u64>, IndexError> {
+        self.range_where(collection, None, from, to, limit)
+    }
+
+    /// Seqnos of `collection`'s entries tagged `tag` in `from..=to`, at most `limit`,
+    /// ascending.
+    pub fn range_tagged(
+        &self,
+        collection: &str,
+        tag: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, IndexError> {
+        self.range_where(collection, Some(tag), from, to, limit)
+    }
+
+    fn range_where(
+        &self,
+        collection: &str,
+        tag: Option<&str>,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, IndexError> {
         if from > to || limit == 0 {
             return Ok(Vec::new());
         }
+        let wanted = |t: &IndexedTx| {
+            t.collection.as_deref() == Some(collection)
+                && tag.is_none_or(|tag| t.tags.iter().any(|have| have == tag))
+        };
         // The stage first: what it drops meanwhile is in redb by then.
         let (first, staged) = {
             let s = lock(&self.inner.staged);
@@ -238,7 +270,7 @@ impl LiveIndex {
                     .iter()
                     .skip(skip)
                     .take_while(|t| t.seqno <= to)
-                    .filter(|t| t.collection.as_deref() == Some(collection))
+                    .filter(|t| wanted(t))
                     .take(limit)
                     .map(|t| t.seqno)
                     .collect()
@@ -248,15 +280,35 @@ impl LiveIndex {
             (s.first, staged)
         };
         let mut out = if from < first {
-            self.inner
-                .index
-                .range(collection, from, to.min(first - 1), limit)?
+            let to = to.min(first - 1);
+            match tag {
+                None => self.inner.index.range(collection, from, to, limit)?,
+                Some(tag) => self
+                    .inner
+                    .index
+                    .range_tagged(collection, tag, from, to, limit)?,
+            }
         } else {
             Vec::new()
         };
         out.extend(staged);
         out.truncate(limit);
         Ok(out)
+    }
+
+    /// The distinct tags of `collection`'s entries, sorted.
+    pub fn tags(&self, collection: &str) -> Result<Vec<String>, IndexError> {
+        let staged: Vec<String> = {
+            let s = lock(&self.inner.staged);
+            s.txs
+                .iter()
+                .filter(|t| t.collection.as_deref() == Some(collection))
+                .flat_map(|t| t.tags.iter().cloned())
+                .collect()
+        };
+        let mut all: BTreeSet<String> = self.inner.index.tags(collection)?.into_iter().collect();
+        all.extend(staged);
+        Ok(all.into_iter().collect())
     }
 
     /// Every collection with at least one entry, sorted.

@@ -202,6 +202,7 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
                     &vellum_core::tables::EntryRecord {
                         collection_id: collection.clone(),
                         contents,
+                        tags: Vec::new(),
                     },
                 )],
             },

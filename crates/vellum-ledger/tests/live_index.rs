@@ -34,6 +34,26 @@ impl Model {
             .take(limit)
             .collect()
     }
+    fn range_tagged(&self, c: &str, tag: &str, from: u64, to: u64, limit: usize) -> Vec<u64> {
+        self.txs
+            .iter()
+            .filter(|t| t.seqno >= from && t.seqno <= to && t.collection.as_deref() == Some(c))
+            .filter(|t| t.tags.iter().any(|have| have == tag))
+            .map(|t| t.seqno)
+            .take(limit)
+            .collect()
+    }
+    fn tags(&self, c: &str) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .txs
+            .iter()
+            .filter(|t| t.collection.as_deref() == Some(c))
+            .flat_map(|t| t.tags.clone())
+            .collect();
+        tags.sort();
+        tags.dedup();
+        tags
+    }
     fn collections(&self) -> Vec<String> {
         let mut c: Vec<String> = self
             .txs
@@ -69,13 +89,36 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The tags of transaction `seqno` in these tests: some have none, some one, some two.
+fn tags_for(seqno: u64) -> Vec<String> {
+    let mut tags = Vec::new();
+    if seqno.is_multiple_of(3) {
+        tags.push("t0".to_owned());
+    }
+    if seqno.is_multiple_of(5) {
+        tags.push("t1".to_owned());
+    }
+    tags
+}
+
+/// A transaction as `get` answers it: tags are kept for queries, not per transaction.
+fn untagged(t: IndexedTx) -> IndexedTx {
+    IndexedTx {
+        tags: Vec::new(),
+        ..t
+    }
+}
+
 fn check(index: &LiveIndex, m: &Model, from: u64, to: u64, limit: usize) {
     let last = m.txs.last().map_or(0, |t| t.seqno);
     assert_eq!(index.last_seqno(), last);
     for s in [from, to, 1, last, last + 1] {
         assert_eq!(
             index.get(s).unwrap(),
-            m.txs.get((s as usize).wrapping_sub(1)).cloned(),
+            m.txs
+                .get((s as usize).wrapping_sub(1))
+                .cloned()
+                .map(untagged),
             "get({s})"
         );
     }
@@ -87,6 +130,14 @@ fn check(index: &LiveIndex, m: &Model, from: u64, to: u64, limit: usize) {
             m.range(&c, from, to, limit),
             "range({c}, {from}, {to}, {limit})"
         );
+        for tag in ["t0", "t1", "t2"] {
+            assert_eq!(
+                index.range_tagged(&c, tag, from, to, limit).unwrap(),
+                m.range_tagged(&c, tag, from, to, limit),
+                "range_tagged({c}, {tag}, {from}, {to}, {limit})"
+            );
+        }
+        assert_eq!(index.tags(&c).unwrap(), m.tags(&c), "tags({c})");
     }
     assert_eq!(index.collections().unwrap(), m.collections());
     for k in 0..3u8 {
@@ -119,6 +170,7 @@ proptest! {
                             seqno,
                             view: 2 + seqno / 50,
                             collection: c.map(|c| format!("c{c}")),
+                            tags: if c.is_some() { tags_for(seqno) } else { Vec::new() },
                         })
                         .collect();
                     let blobs: Vec<(String, Vec<u8>)> = blob
@@ -141,7 +193,7 @@ proptest! {
         let last = m.txs.last().map_or(0, |t| t.seqno);
         prop_assert_eq!(plain.last_seqno().unwrap(), last);
         for t in &m.txs {
-            prop_assert_eq!(plain.get(t.seqno).unwrap(), Some(t.clone()));
+            prop_assert_eq!(plain.get(t.seqno).unwrap(), Some(untagged(t.clone())));
         }
         for (k, v) in &m.blobs {
             prop_assert_eq!(plain.blob(k).unwrap(), Some(v.clone()));
@@ -160,6 +212,7 @@ fn flush_writes_everything_and_order_is_enforced() {
         seqno,
         view: 2,
         collection: Some("c".into()),
+        tags: Vec::new(),
     };
     index.apply(vec![tx(1), tx(2)], vec![]).unwrap();
     // A gap, and a transaction applied twice, are refused and change nothing.
@@ -215,6 +268,7 @@ fn reads_hold_while_the_writer_writes() {
                 seqno,
                 view: 2,
                 collection: (next() % 5 != 0).then(|| format!("c{}", next() % 4)),
+                tags: Vec::new(),
             })
             .collect();
         index.apply(txs.clone(), vec![]).unwrap();

@@ -291,6 +291,9 @@ pub enum Refusal {
     /// A service keeps at least one node.
     #[error("the last node of a service cannot be removed")]
     LastNode,
+    /// An entry's tags break ACL's rules.
+    #[error(transparent)]
+    Tags(vellum_core::tables::TagError),
 }
 
 impl From<crate::cluster::NotAJoinToken> for Refusal {

@@ -35,6 +35,8 @@ pub enum Op {
         collection: String,
         /// Its contents.
         contents: String,
+        /// Its tags (checked by `vellum_core::tables::check_tags`).
+        tags: Vec<String>,
     },
     /// Give a user a role (Administrator).
     SetRole {

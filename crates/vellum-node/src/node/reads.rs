@@ -170,7 +170,23 @@ impl LedgerNode {
         to: u64,
         limit: usize,
     ) -> Result<Vec<LedgerEntry>, NodeError> {
-        let seqnos = self.index.range(collection, from, to, limit)?;
+        self.entries_at(self.index.range(collection, from, to, limit)?)
+    }
+
+    /// `collection`'s entries tagged `tag` with seqnos in `from..=to`, at most `limit`.
+    pub fn range_tagged(
+        &self,
+        collection: &str,
+        tag: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, NodeError> {
+        self.entries_at(self.index.range_tagged(collection, tag, from, to, limit)?)
+    }
+
+    /// The application entries at `seqnos`.
+    fn entries_at(&self, seqnos: Vec<u64>) -> Result<Vec<LedgerEntry>, NodeError> {
         let engine = self.ledger.engine();
         let mut out = Vec::with_capacity(seqnos.len());
         for s in seqnos {
@@ -178,6 +194,11 @@ impl LedgerNode {
             out.extend(entry_of(txid, &ws));
         }
         Ok(out)
+    }
+
+    /// The distinct tags of `collection`'s applied entries, sorted.
+    pub fn tags(&self, collection: &str) -> Result<Vec<String>, NodeError> {
+        Ok(self.index.tags(collection)?)
     }
 
     /// Every collection with at least one applied entry.

@@ -110,7 +110,11 @@ impl LedgerNode {
             Op::Append {
                 collection,
                 contents,
-            } => entry_write_set(collection, contents),
+                tags,
+            } => {
+                let tags = tables::check_tags(tags).map_err(Refusal::Tags)?;
+                entry_write_set(collection, contents, tags)
+            }
             Op::SetRole { user_id, role } => crate::users::set_role(user_id, *role),
             Op::RemoveUser { user_id } => crate::users::remove(user_id),
             Op::JoinToken { key, expires_at } => {
@@ -324,6 +328,23 @@ impl LedgerNode {
         self.append_as(None, collection, contents).await
     }
 
+    /// Appends an application entry with tags to `collection` for a Contributor (see
+    /// [`LedgerNode::perform`]); the tags must pass `vellum_core::tables::check_tags`.
+    pub async fn append_tagged(
+        &self,
+        caller: Option<&Caller>,
+        collection: &str,
+        contents: &str,
+        tags: Vec<String>,
+    ) -> Result<TxId, NodeError> {
+        let op = Op::Append {
+            collection: collection.to_owned(),
+            contents: contents.to_owned(),
+            tags,
+        };
+        self.perform(caller, op).await
+    }
+
     /// Appends an application entry to `collection` for a Contributor (see
     /// [`LedgerNode::perform`]).
     pub async fn append_as(
@@ -332,11 +353,8 @@ impl LedgerNode {
         collection: &str,
         contents: &str,
     ) -> Result<TxId, NodeError> {
-        let op = Op::Append {
-            collection: collection.to_owned(),
-            contents: contents.to_owned(),
-        };
-        self.perform(caller, op).await
+        self.append_tagged(caller, collection, contents, Vec::new())
+            .await
     }
 }
 
@@ -346,12 +364,13 @@ pub(super) const FORWARD_WAIT: Duration = Duration::from_secs(10);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The write set of an application entry.
-fn entry_write_set(collection: &str, contents: &str) -> EntryBuilder {
+fn entry_write_set(collection: &str, contents: &str, tags: Vec<String>) -> EntryBuilder {
     EntryBuilder::default().map(tables::ENTRIES.write(
         collection,
         &EntryRecord {
             collection_id: collection.to_owned(),
             contents: contents.to_owned(),
+            tags,
         },
     ))
 }

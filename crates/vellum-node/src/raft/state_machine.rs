@@ -19,7 +19,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::SnapshotOf;
 use openraft::{OptionalSend, SnapshotMeta};
 use tokio::sync::oneshot;
-use vellum_ledger::index::{IndexedTx, collection_of};
+use vellum_ledger::index::IndexedTx;
 use vellum_ledger::live_index::LiveIndex;
 
 use super::ledger::Ledger;
@@ -258,12 +258,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 users_changed |= self.state.apply_users(m);
                 cluster_changed |= self.state.apply_cluster(m);
             }
-            let collection = collection_of(&stored.ws.maps);
-            txs.push(IndexedTx {
-                seqno: txid.seqno,
-                view: txid.view,
-                collection,
-            });
+            txs.push(IndexedTx::from_maps(txid.seqno, txid.view, &stored.ws.maps));
             last_index = Some(entry.log_id.index);
             if let Some(r) = responder {
                 responders.push((r, txid));

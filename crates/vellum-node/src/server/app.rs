@@ -34,6 +34,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/app/transactions/{id}/status", get(get_status))
         .route("/app/transactions/{id}/receipt", get(get_receipt))
         .route("/app/collections", get(list_collections))
+        .route("/app/collections/tags", get(list_tags))
         .route("/app/subLedgerIds", get(list_collections))
         .route("/app/users", get(list_users))
         .route(
@@ -55,6 +56,11 @@ async fn post_entry(
 ) -> ApiResult {
     let q = Query::parse(raw.as_deref())?;
     let collection = q.collection(&st.cfg.limits)?;
+    let tags = q.tags()?;
+    q.refuse(
+        "waitForCommit",
+        "send the x-vellum-wait: committed header to wait for commit",
+    )?;
     let body = body_bytes(body)?;
     if body.len() > st.cfg.limits.max_body {
         return Err(ApiError::new(
@@ -89,6 +95,14 @@ async fn post_entry(
         }
         None => return Err(ApiError::bad("InvalidInput", "missing \"contents\"")),
     };
+    for hooks in ["preHooks", "postHooks"] {
+        if v.get(hooks).is_some() {
+            return Err(ApiError::bad(
+                "InvalidInput",
+                format!("{hooks:?}: user-defined functions are not supported by this service yet"),
+            ));
+        }
+    }
     if contents.len() > st.cfg.limits.max_contents {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -113,7 +127,7 @@ async fn post_entry(
     };
     let txid = st
         .node
-        .append_as(auth.caller.identity(), &collection, contents)
+        .append_tagged(auth.caller.identity(), &collection, contents, tags)
         .await
         .map_err(write_failed)?;
     let key = if q.legacy() {
@@ -261,11 +275,13 @@ async fn list_entries(State(st): St, _: Authorized<Reader>, RawQuery(raw): RawQu
     let to = q
         .txid("toTransactionId")?
         .map_or(committed, |t| t.seqno.min(committed));
+    let tag = q.tag()?;
     let page = st.cfg.limits.page_size.max(1);
-    let mut entries = st
-        .node
-        .range(&collection, from, to, page + 1)
-        .map_err(read_failed)?;
+    let mut entries = match &tag {
+        None => st.node.range(&collection, from, to, page + 1),
+        Some(tag) => st.node.range_tagged(&collection, tag, from, to, page + 1),
+    }
+    .map_err(read_failed)?;
     let next = (entries.len() > page).then(|| entries.remove(page));
     let legacy = q.legacy();
     let mut body = json!({
@@ -287,6 +303,9 @@ async fn list_entries(State(st): St, _: Authorized<Reader>, RawQuery(raw): RawQu
         if let Some(t) = q.get("toTransactionId") {
             link.append_pair("toTransactionId", t);
         }
+        if let Some(tag) = &tag {
+            link.append_pair("tag", tag);
+        }
         let key = if legacy { "@nextLink" } else { "nextLink" };
         body[key] = Value::String(format!("/app/transactions?{}", link.finish()));
     }
@@ -307,6 +326,15 @@ async fn list_collections(
     Ok(ok_json(json!({
         "collections": all.iter().map(|c| json!({"collectionId": c})).collect::<Vec<_>>()
     })))
+}
+
+/// `GET /app/collections/tags` (2026-07-31-preview): the distinct tags of one collection
+/// (`collectionId`, the default collection if absent), sorted.
+async fn list_tags(State(st): St, _: Authorized<Reader>, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = Query::parse(raw.as_deref())?;
+    let collection = q.collection(&st.cfg.limits)?;
+    let tags = st.node.tags(&collection).map_err(read_failed)?;
+    Ok(ok_json(json!({ "tags": tags })))
 }
 
 fn user_json(id: &str, role: Role) -> Value {

@@ -89,6 +89,42 @@ impl Query {
         Ok(c.to_owned())
     }
 
+    /// The tags of a write (`tags`, comma-separated; ACL's rules, `tables::parse_tags`).
+    pub(super) fn tags(&self) -> Result<Vec<String>, ApiError> {
+        vellum_core::tables::parse_tags(self.get("tags").unwrap_or(""))
+            .map_err(|e| ApiError::bad("InvalidInput", format!("tags: {e}")))
+    }
+
+    /// The one tag a range read filters by (`tag`), if any.
+    pub(super) fn tag(&self) -> Result<Option<String>, ApiError> {
+        let Some(t) = self.get("tag") else {
+            return Ok(None);
+        };
+        match vellum_core::tables::parse_tags(t) {
+            Ok(one) if one.len() == 1 => Ok(one.into_iter().next()),
+            Ok(_) | Err(vellum_core::tables::TagError::Empty(_)) => Err(ApiError::bad(
+                "InvalidQueryParameterValue",
+                format!("tag {t:?}: a range read filters by exactly one tag"),
+            )),
+            Err(e) => Err(ApiError::bad(
+                "InvalidQueryParameterValue",
+                format!("tag: {e}"),
+            )),
+        }
+    }
+
+    /// Refuses a parameter a newer API version gives a meaning Vellum does not serve yet:
+    /// ignoring it would change the answer.
+    pub(super) fn refuse(&self, name: &str, why: &str) -> Result<(), ApiError> {
+        match self.get(name) {
+            Some(_) => Err(ApiError::bad(
+                "InvalidQueryParameter",
+                format!("{name} is not supported by this service yet: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn txid(&self, name: &str) -> Result<Option<TxId>, ApiError> {
         self.get(name)
             .map(|v| {
@@ -143,6 +179,31 @@ mod tests {
         assert!(Query::parse(Some("a=%4")).is_err());
         assert!(Query::parse(Some("a=%ff")).is_err(), "not UTF-8");
         assert_eq!(Query::parse(None).unwrap().api_version(), "2022-05-13");
+    }
+
+    #[test]
+    fn tags_of_a_write_and_the_tag_of_a_read() {
+        let q = Query::parse(Some("tags=chocolate%2Cvanilla&tag=vanilla")).unwrap();
+        assert_eq!(q.tags().unwrap(), ["chocolate", "vanilla"]);
+        assert_eq!(q.tag().unwrap().as_deref(), Some("vanilla"));
+        let none = Query::parse(Some("")).unwrap();
+        assert!(none.tags().unwrap().is_empty());
+        assert_eq!(none.tag().unwrap(), None);
+        for bad in ["tags=a,b,c,d,e,f", "tags=a,,b", "tags=a,"] {
+            assert!(Query::parse(Some(bad)).unwrap().tags().is_err(), "{bad}");
+        }
+        let long = format!("tags={}", "x".repeat(65));
+        assert!(Query::parse(Some(&long)).unwrap().tags().is_err());
+        for bad in ["tag=a,b", "tag=", "tag=a,"] {
+            assert!(Query::parse(Some(bad)).unwrap().tag().is_err(), "{bad}");
+        }
+        assert!(
+            Query::parse(Some("waitForCommit=true"))
+                .unwrap()
+                .refuse("waitForCommit", "x")
+                .is_err()
+        );
+        assert!(none.refuse("waitForCommit", "x").is_ok());
     }
 
     #[test]
