@@ -170,7 +170,7 @@ pub enum LedgerCommand {
     /// With --file, every line of the file is appended as its own entry (a progress bar
     /// shows on a terminal).
     ///
-    /// Example: vellum append "hello" --sub-ledger audit-log --wait
+    /// Example: vellum append "hello" --sub-ledger audit-log --tags login,admin --wait
     Append {
         /// The entry contents; read from standard input when absent (and no --file).
         contents: Option<String>,
@@ -180,6 +180,9 @@ pub enum LedgerCommand {
         /// The sub-ledger (collection); the service default when absent.
         #[arg(long)]
         sub_ledger: Option<String>,
+        /// Tags of the entry, comma-separated (at most 5, each at most 64 characters).
+        #[arg(long, value_delimiter = ',', value_name = "TAG,...")]
+        tags: Vec<String>,
         /// Wait until committed.
         #[arg(long)]
         wait: bool,
@@ -196,7 +199,7 @@ pub enum LedgerCommand {
     },
     /// List the entries of a sub-ledger over a range of transaction ids, page by page.
     ///
-    /// Example: vellum list --from 2.1 --to 2.500 --sub-ledger audit-log
+    /// Example: vellum list --from 2.1 --to 2.500 --sub-ledger audit-log --tag login
     List {
         /// First transaction id (inclusive).
         #[arg(long)]
@@ -205,6 +208,17 @@ pub enum LedgerCommand {
         #[arg(long)]
         to: Option<String>,
         /// The sub-ledger.
+        #[arg(long)]
+        sub_ledger: Option<String>,
+        /// Only entries carrying this tag.
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// The distinct tags of a sub-ledger's entries.
+    ///
+    /// Example: vellum tags --sub-ledger audit-log
+    Tags {
+        /// The sub-ledger; the service default when absent.
         #[arg(long)]
         sub_ledger: Option<String>,
     },
@@ -473,10 +487,12 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
             contents,
             file,
             sub_ledger,
+            tags,
             wait,
         } => {
             let opts = AppendToLedgerOptions {
                 sub_ledger_id: sub_ledger,
+                tags,
                 ..Default::default()
             };
             let Some(file) = file else {
@@ -552,15 +568,21 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
                 .await?;
             print(json, entry_json(&e), || e.contents.clone());
         }
+        LedgerCommand::Tags { sub_ledger } => {
+            let tags = client.list_tags(sub_ledger.as_deref(), None).await?;
+            print(json, json!({ "tags": tags }), || tags.join("\n"));
+        }
         LedgerCommand::List {
             from,
             to,
             sub_ledger,
+            tag,
         } => {
             let mut entries = client.get_ledger_entries(Some(GetLedgerEntriesOptions {
                 from_transaction_id: from,
                 to_transaction_id: to,
                 sub_ledger_id: sub_ledger,
+                tag,
                 ..Default::default()
             }));
             let bar = if json || !std::io::stderr().is_terminal() {

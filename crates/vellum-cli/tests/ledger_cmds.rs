@@ -270,6 +270,48 @@ fn every_ledger_subcommand() {
 }
 
 #[test]
+fn tags_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(&dir.path().join("data"));
+    let mut logins = Vec::new();
+    for i in 0..5 {
+        let tags = if i % 2 == 0 { "login,admin" } else { "logout" };
+        let t = ok(&node.run(&[
+            "append",
+            &format!("event {i}"),
+            "--sub-ledger",
+            "audit",
+            "--tags",
+            tags,
+            "--wait",
+        ]));
+        if i % 2 == 0 {
+            logins.push(t);
+        }
+    }
+    // Three tagged entries over pages of two.
+    let out = ok(&node.run(&["list", "--sub-ledger", "audit", "--tag", "login", "--json"]));
+    let listed: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["transactionId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(listed, logins);
+    assert_eq!(
+        ok(&node.run(&["tags", "--sub-ledger", "audit"])),
+        "admin\nlogin\nlogout"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&node.run(&["tags", "--sub-ledger", "audit", "--json"]))).unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["admin", "login", "logout"]));
+    // A sixth tag is refused before anything is sent.
+    let err = fails(&node.run(&["append", "x", "--tags", "a,b,c,d,e,f"]), 2);
+    assert!(err.contains("at most 5 tags"), "{err}");
+}
+
+#[test]
 fn help_examples_and_completions() {
     for sub in [
         "append",

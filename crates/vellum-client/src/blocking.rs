@@ -124,6 +124,16 @@ impl ConfidentialLedgerClient {
         self.rt.block_on(self.inner.list_sub_ledgers(options))
     }
 
+    /// See [`client::ConfidentialLedgerClient::list_tags`].
+    pub fn list_tags(
+        &self,
+        sub_ledger_id: Option<&str>,
+        options: Option<MethodOptions>,
+    ) -> Result<Vec<String>> {
+        self.rt
+            .block_on(self.inner.list_tags(sub_ledger_id, options))
+    }
+
     /// See [`client::ConfidentialLedgerClient::create_or_update_user`].
     pub fn create_or_update_user(
         &self,

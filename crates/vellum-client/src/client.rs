@@ -109,6 +109,9 @@ impl Default for PollOptions {
 pub struct AppendToLedgerOptions {
     /// The sub-ledger (collection); the service default when `None`.
     pub sub_ledger_id: Option<String>,
+    /// Tags (api-version 2024-12-09-preview and later): at most 5, each at most 64
+    /// characters, no commas; checked before anything is sent.
+    pub tags: Vec<String>,
     /// Wait until the write is committed before returning. Vellum is asked to answer once
     /// committed (`x-vellum-wait`), a durable append in one round trip; a service that
     /// ignores the request (ACL) is polled with `poll` instead.
@@ -159,6 +162,8 @@ pub struct GetLedgerEntriesOptions {
     pub to_transaction_id: Option<String>,
     /// The sub-ledger; the service default when `None`.
     pub sub_ledger_id: Option<String>,
+    /// Only entries carrying this tag (api-version 2024-12-09-preview and later).
+    pub tag: Option<String>,
     /// Per-call options.
     pub method_options: MethodOptions,
 }
@@ -447,13 +452,22 @@ impl ConfidentialLedgerClient {
     ) -> Result<AppendResult> {
         let o = options.unwrap_or_default();
         let mut path = "/app/transactions".to_owned();
-        if let Some(s) = &o.sub_ledger_id {
+        let tags = vellum_core::tables::check_tags(&o.tags)
+            .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, "the entry's tags", e))?;
+        // Built before any await: the serializer is not `Send`.
+        let q = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            if let Some(s) = &o.sub_ledger_id {
+                q.append_pair("collectionId", s);
+            }
+            if !tags.is_empty() {
+                q.append_pair("tags", &tags.join(","));
+            }
+            q.finish()
+        };
+        if !q.is_empty() {
             path.push('?');
-            path.push_str(
-                &form_urlencoded::Serializer::new(String::new())
-                    .append_pair("collectionId", s)
-                    .finish(),
-            );
+            path.push_str(&q);
         }
         let body = serde_json::to_vec(&serde_json::json!({ "contents": entry_contents }))
             .map_err(data_err("the entry"))?;
@@ -665,6 +679,9 @@ impl ConfidentialLedgerClient {
         if let Some(t) = &o.to_transaction_id {
             q.append_pair("toTransactionId", t);
         }
+        if let Some(t) = &o.tag {
+            q.append_pair("tag", t);
+        }
         let first = format!("/app/transactions?{}", q.finish());
         struct State {
             client: ConfidentialLedgerClient,
@@ -721,6 +738,33 @@ impl ConfidentialLedgerClient {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// The distinct tags of a sub-ledger's entries (`None`: the service default), as
+    /// `GET /app/collections/tags` (api-version 2026-07-31-preview) lists them.
+    pub async fn list_tags(
+        &self,
+        sub_ledger_id: Option<&str>,
+        options: Option<MethodOptions>,
+    ) -> Result<Vec<String>> {
+        let mut path = "/app/collections/tags".to_owned();
+        if let Some(s) = sub_ledger_id {
+            path.push('?');
+            path.push_str(
+                &form_urlencoded::Serializer::new(String::new())
+                    .append_pair("collectionId", s)
+                    .finish(),
+            );
+        }
+        let v = self.get_json(&path, &options.unwrap_or_default()).await?;
+        let tags = v
+            .get("tags")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Error::new(ErrorKind::DataConversion, "no \"tags\" in the answer"))?;
+        Ok(tags
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect())
     }
 
     fn user_path(user_id: &str) -> Result<String> {
