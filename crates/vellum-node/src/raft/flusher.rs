@@ -51,10 +51,10 @@ struct Queue {
     open: bool,
 }
 
-type Shared = (Mutex<Queue>, Condvar);
+type WorkQueue = (Mutex<Queue>, Condvar);
 
 pub(crate) struct Flusher {
-    queue: Arc<Shared>,
+    queue: Arc<WorkQueue>,
     thread: Option<JoinHandle<()>>,
     pub(crate) stats: Arc<FlushStats>,
 }
@@ -120,7 +120,7 @@ impl Drop for Flusher {
 
 /// Takes the next batch: once a request is urgent, the oldest has waited [`MAX_DEFER`], or
 /// the flusher is stopping (then every request left). `None` when stopped and drained.
-fn next_batch((queue, wake): &Shared) -> Option<Vec<IOFlushed<TypeConfig>>> {
+fn next_batch((queue, wake): &WorkQueue) -> Option<Vec<IOFlushed<TypeConfig>>> {
     let mut q = lock(queue);
     loop {
         if q.waiting.is_empty() {
@@ -145,7 +145,7 @@ fn next_batch((queue, wake): &Shared) -> Option<Vec<IOFlushed<TypeConfig>>> {
     }
 }
 
-fn run(queue: &Shared, engine: &Mutex<Engine>, stats: &FlushStats) {
+fn run(queue: &WorkQueue, engine: &Mutex<Engine>, stats: &FlushStats) {
     while let Some(batch) = next_batch(queue) {
         let result = sync_once(engine, stats);
         let n = batch.len() as u64;
