@@ -83,18 +83,24 @@ pub trait Codec {
     fn decode(bytes: &[u8]) -> Result<Self::Owned, String>;
 }
 
-/// A text id (node, member and user ids, collection ids, digests), as UTF-8.
+/// UTF-8 text as it is: ids as keys (node, member and user ids, collection ids, digests), PEM
+/// certificates as values.
 #[derive(Debug)]
-pub enum Id {}
+pub enum Utf8 {}
 
-impl Codec for Id {
+/// Keys that are text ids.
+pub type Id = Utf8;
+/// Values that are text as it is (PEM certificates).
+pub type Text = Utf8;
+
+impl Codec for Utf8 {
     type Item = str;
     type Owned = String;
     fn encode(item: &str) -> Vec<u8> {
         item.as_bytes().to_vec()
     }
     fn decode(bytes: &[u8]) -> Result<String, String> {
-        String::from_utf8(bytes.to_vec()).map_err(|_| "key is not UTF-8".into())
+        String::from_utf8(bytes.to_vec()).map_err(|_| "not UTF-8".into())
     }
 }
 
@@ -114,21 +120,6 @@ impl Codec for Singleton {
         } else {
             Err("not the singleton key".into())
         }
-    }
-}
-
-/// Text as it is (PEM certificates), UTF-8.
-#[derive(Debug)]
-pub enum Text {}
-
-impl Codec for Text {
-    type Item = str;
-    type Owned = String;
-    fn encode(item: &str) -> Vec<u8> {
-        item.as_bytes().to_vec()
-    }
-    fn decode(bytes: &[u8]) -> Result<String, String> {
-        String::from_utf8(bytes.to_vec()).map_err(|_| "value is not UTF-8".into())
     }
 }
 

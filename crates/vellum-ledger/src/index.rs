@@ -34,8 +34,14 @@ pub fn collection_of(maps: &[MapWrites]) -> Option<String> {
 }
 
 /// The tags of an entry record: only that field is read (the contents are skipped, not
-/// copied); a record that is not an entry record has none.
+/// copied); a record that is not an entry record has none. Entry records are written with their
+/// fields in alphabetical order and `tags` only when there are some, so a record that does not
+/// end with an array has none: an untagged write, the common case on the write path, is not
+/// parsed at all.
 fn tags_of(record: &[u8]) -> Vec<String> {
+    if !record.ends_with(b"]}") {
+        return Vec::new();
+    }
     #[derive(serde::Deserialize)]
     struct Tags {
         #[serde(default)]
@@ -51,8 +57,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 /// Tagged entries: (collection, tag, seqno).
 const BY_TAG: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("by_tag");
-/// Each collection's tags: (collection, tag) → entries carrying it.
-const TAGS: TableDefinition<(&str, &str), u64> = TableDefinition::new("tags");
+/// Each collection's tags: (collection, tag).
+const TAGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("tags");
 const LAST: &str = "last_seqno";
 const TABLE_NAMES: [&str; 7] = [
     "txs",
@@ -220,7 +226,7 @@ impl Index {
             let mut bc = w.open_table(BY_COLLECTION).map_err(st)?;
             let mut latest = w.open_table(LATEST).map_err(st)?;
             let mut by_tag = w.open_table(BY_TAG).map_err(st)?;
-            let mut tag_counts = w.open_table(TAGS).map_err(st)?;
+            let mut tags = w.open_table(TAGS).map_err(st)?;
             // A batch usually holds many entries of few collections: each collection's latest
             // is written once, not once per entry.
             let mut last_of = std::collections::BTreeMap::<&str, u64>::new();
@@ -240,13 +246,7 @@ impl Index {
                         by_tag
                             .insert((c.as_str(), tag.as_str(), tx.seqno), ())
                             .map_err(st)?;
-                        let n = tag_counts
-                            .get((c.as_str(), tag.as_str()))
-                            .map_err(st)?
-                            .map_or(0, |v| v.value());
-                        tag_counts
-                            .insert((c.as_str(), tag.as_str()), n + 1)
-                            .map_err(st)?;
+                        tags.insert((c.as_str(), tag.as_str()), ()).map_err(st)?;
                     }
                 }
                 next += 1;

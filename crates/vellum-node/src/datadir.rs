@@ -30,8 +30,9 @@ use vellum_ledger::engine::NodeKeys;
 use vellum_ledger::genesis::{DEFAULT_CONSTITUTION, Genesis};
 use vellum_ledger::identity::Identity;
 
-use crate::users::{Role, set_role};
+use crate::users::Role;
 use crate::{DataDirError, Malformed};
+use vellum_core::tables::{self, UserRecord};
 use vellum_ledger::files::write_durably;
 
 /// Who and what a new service starts with.
@@ -346,14 +347,20 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), DataDirError> {
         constitution: &b.constitution,
     }
     .entry();
-    let mut users_map = vellum_core::tables::USERS.writes([]);
-    for u in &b.users {
-        for m in set_role(&u.user_id, u.role).maps {
-            users_map.writes.extend(m.writes);
-        }
-    }
-    if !users_map.writes.is_empty() {
-        genesis.maps.push(users_map);
+    if !b.users.is_empty() {
+        let records: Vec<(&str, UserRecord)> = b
+            .users
+            .iter()
+            .map(|u| {
+                let record = UserRecord {
+                    assigned_role: u.role,
+                };
+                (u.user_id.as_str(), record)
+            })
+            .collect();
+        genesis
+            .maps
+            .push(tables::USERS.writes(records.iter().map(|(id, r)| (*id, r))));
     }
     write_file(&root.join("service_key.pem"), service.key_pem().as_bytes())?;
     write_file(&root.join("service_cert.pem"), service.cert_pem.as_bytes())?;
