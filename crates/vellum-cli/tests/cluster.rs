@@ -422,7 +422,7 @@ async fn a_retired_node_is_locked_out_and_forwarded_writes_are_authorised_again(
     use vellum_ledger::identity::{Identity, endorse_node};
     use vellum_node::cluster::{Forward, ForwardReply};
     use vellum_node::ops::{Caller, Op};
-    use vellum_node::users::Role;
+    use vellum_node::users::{Role, RoleName};
     let mut c = Cluster::start(3, &[]).await;
     let primary = c.primary().await;
     let (retired, backup) = {
@@ -457,9 +457,9 @@ async fn a_retired_node_is_locked_out_and_forwarded_writes_are_authorised_again(
         .acl_fingerprint();
     let make_admin = |caller: Caller| Forward::Op {
         caller,
-        op: Op::SetRole {
+        op: Op::SetRoles {
             user_id: outsider_id.clone(),
-            role: Role::Administrator,
+            roles: vec![RoleName::BuiltIn(Role::Administrator)],
         },
     };
     let forward = |identity: String, msg: Forward| {

@@ -303,6 +303,8 @@ pub const USERS_INFO: Table<Id, Json<UserInfo>> = Table::new("public:ccf.gov.use
 /// Users and their roles by ACL user id (a certificate's fingerprint `5F:23:…`, or a token
 /// user's object id): every change is a transaction, so who could do what is auditable.
 pub const USERS: Table<Id, Json<UserRecord>> = Table::new("public:vellum.users");
+/// Custom roles by name, with the actions each allows; every change is a transaction.
+pub const ROLES: Table<Id, Json<RoleRecord>> = Table::new("public:vellum.roles");
 /// Unspent join tokens by hex SHA-256 of their secret.
 pub const JOIN_TOKENS: Table<Id, Json<TokenRecord>> = Table::new("public:vellum.join_tokens");
 /// Raft's own record of a transaction (log id, membership): its format is `vellum-node`'s.
@@ -502,13 +504,164 @@ impl UserInfo {
     }
 }
 
-/// A user's record in Vellum's [`USERS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A user's record in Vellum's [`USERS`]: the roles it holds, built-in or custom.
+///
+/// Written as `{"assignedRole": R}` when the user holds one built-in role (the only form
+/// ledgers held before users could have several roles, so those bytes are unchanged) and as
+/// `{"assignedRoles": [...]}` otherwise; both are read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "UserRecordWire", into = "UserRecordWire")]
 pub struct UserRecord {
-    /// Its role.
-    #[serde(rename = "assignedRole")]
-    pub assigned_role: Role,
+    /// Its roles, in the order given, without repeats.
+    pub roles: Vec<RoleName>,
 }
+
+impl UserRecord {
+    /// A user holding one built-in role.
+    pub fn with_role(role: Role) -> UserRecord {
+        UserRecord {
+            roles: vec![RoleName::BuiltIn(role)],
+        }
+    }
+
+    /// The strongest built-in role the user holds.
+    pub fn strongest(&self) -> Option<Role> {
+        self.roles
+            .iter()
+            .filter_map(|r| match r {
+                RoleName::BuiltIn(b) => Some(*b),
+                RoleName::Custom(_) => None,
+            })
+            .max()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct UserRecordWire {
+    #[serde(
+        rename = "assignedRole",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    assigned_role: Option<RoleName>,
+    #[serde(
+        rename = "assignedRoles",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    assigned_roles: Vec<RoleName>,
+}
+
+impl From<UserRecordWire> for UserRecord {
+    fn from(w: UserRecordWire) -> UserRecord {
+        let mut roles = w.assigned_roles;
+        if let Some(r) = w.assigned_role
+            && !roles.contains(&r)
+        {
+            roles.insert(0, r);
+        }
+        UserRecord { roles }
+    }
+}
+
+impl From<UserRecord> for UserRecordWire {
+    fn from(r: UserRecord) -> UserRecordWire {
+        match r.roles.as_slice() {
+            [one @ RoleName::BuiltIn(_)] => UserRecordWire {
+                assigned_role: Some(one.clone()),
+                assigned_roles: Vec::new(),
+            },
+            _ => UserRecordWire {
+                assigned_role: None,
+                assigned_roles: r.roles,
+            },
+        }
+    }
+}
+
+/// A role a user holds: one of the three built-in roles, or a custom role by its name.
+///
+/// Built-in names match whatever their case (`administrator` is [`Role::Administrator`]) and
+/// are written in ACL's capitalisation; custom names are case-sensitive and kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RoleName {
+    /// Reader, Contributor or Administrator.
+    BuiltIn(Role),
+    /// A role defined in [`ROLES`].
+    Custom(String),
+}
+
+/// The longest custom role name, in characters.
+pub const MAX_ROLE_NAME_CHARS: usize = 64;
+
+impl RoleName {
+    /// Parses a role name: a built-in one in any case, or a custom one (1 to
+    /// [`MAX_ROLE_NAME_CHARS`] characters, no control characters, no surrounding spaces).
+    pub fn parse(s: &str) -> Result<RoleName, BadRoleName> {
+        if let Some(r) = Role::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+        {
+            return Ok(RoleName::BuiltIn(r));
+        }
+        if s.is_empty()
+            || s.chars().count() > MAX_ROLE_NAME_CHARS
+            || s.chars().any(char::is_control)
+            || s.trim() != s
+        {
+            return Err(BadRoleName(s.to_owned()));
+        }
+        Ok(RoleName::Custom(s.to_owned()))
+    }
+
+    /// Its name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RoleName::BuiltIn(r) => r.as_str(),
+            RoleName::Custom(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for RoleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name that is empty, too long, or holds control characters or surrounding spaces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid role name {0:?}: 1 to {MAX_ROLE_NAME_CHARS} characters, no control characters, no surrounding spaces"
+)]
+pub struct BadRoleName(pub String);
+
+impl Serialize for RoleName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RoleName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RoleName, D::Error> {
+        let s = String::deserialize(d)?;
+        RoleName::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A custom role's record in [`ROLES`]: the actions it allows (ACL's action strings such as
+/// `Microsoft.ConfidentialLedger/ledger/read`, or an application's own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    /// Its actions, sorted, without repeats.
+    #[serde(rename = "roleActions")]
+    pub actions: std::collections::BTreeSet<String>,
+}
+
+/// At most this many actions per custom role.
+pub const MAX_ROLE_ACTIONS: usize = 256;
+/// The longest action string, in characters.
+pub const MAX_ACTION_CHARS: usize = 256;
 
 /// A ledger role; each includes the rights of the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -522,6 +675,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// The three, weakest first.
+    pub const ALL: [Role; 3] = [Role::Reader, Role::Contributor, Role::Administrator];
+
     /// Its name, as ACL writes it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -351,12 +351,7 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), DataDirError> {
         let records: Vec<(&str, UserRecord)> = b
             .users
             .iter()
-            .map(|u| {
-                let record = UserRecord {
-                    assigned_role: u.role,
-                };
-                (u.user_id.as_str(), record)
-            })
+            .map(|u| (u.user_id.as_str(), UserRecord::with_role(u.role)))
             .collect();
         genesis
             .maps

@@ -294,6 +294,21 @@ pub enum Refusal {
     /// An entry's tags break ACL's rules.
     #[error(transparent)]
     Tags(vellum_core::tables::TagError),
+    /// A user given no roles.
+    #[error("a user holds at least one role; to remove a user, delete it")]
+    NoRoles,
+    /// A user given a custom role that is not defined.
+    #[error("no role {0:?}: define it with PUT /app/roles first")]
+    UndefinedRole(String),
+    /// A custom role named like a built-in one.
+    #[error("{0:?} is a built-in role; custom roles take other names")]
+    BuiltInRoleName(String),
+    /// A role definition beyond the limits.
+    #[error("role {0:?}: {1}")]
+    BadRoleDefinition(String, String),
+    /// No such custom role.
+    #[error("no role {0:?}")]
+    NoSuchRole(String),
 }
 
 impl From<crate::cluster::NotAJoinToken> for Refusal {

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::users::Role;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::users::{Action, RoleName};
 
 /// Who asked for an operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,17 +40,30 @@ pub enum Op {
         /// Its tags (checked by `vellum_core::tables::check_tags`).
         tags: Vec<String>,
     },
-    /// Give a user a role (Administrator).
-    SetRole {
+    /// Give a user exactly these roles (`users/write`). Custom roles must be defined.
+    SetRoles {
         /// The user.
         user_id: String,
-        /// The role.
-        role: Role,
+        /// Its roles (at least one).
+        roles: Vec<RoleName>,
     },
-    /// Remove a user (Administrator).
+    /// Remove a user (`users/delete`).
     RemoveUser {
         /// The user.
         user_id: String,
+    },
+    /// Define custom roles (`roleDefinitions/write`): with `add`, each role's actions are
+    /// added to those it has (PATCH); otherwise they replace them (PUT).
+    DefineRoles {
+        /// Roles by name, with actions.
+        roles: BTreeMap<String, BTreeSet<String>>,
+        /// Add to existing actions rather than replace them.
+        add: bool,
+    },
+    /// Delete a custom role (`roleDefinitions/delete`).
+    DeleteRole {
+        /// Its name.
+        name: String,
     },
     /// Record a join token (an operator: a member's certificate or an Administrator). The
     /// secret stays with the node that made it; only its digest is recorded.
@@ -68,8 +83,8 @@ pub enum Op {
 /// What an operation needs of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
-    /// At least this role.
-    Role(Role),
+    /// A role that allows this action.
+    Action(Action),
     /// A consortium member's certificate, or an Administrator.
     Operator,
 }
@@ -78,8 +93,11 @@ impl Op {
     /// What it needs of its caller.
     pub fn needs(&self) -> Needs {
         match self {
-            Op::Append { .. } => Needs::Role(Role::Contributor),
-            Op::SetRole { .. } | Op::RemoveUser { .. } => Needs::Role(Role::Administrator),
+            Op::Append { .. } => Needs::Action(Action::APPEND),
+            Op::SetRoles { .. } => Needs::Action(Action::USERS_WRITE),
+            Op::RemoveUser { .. } => Needs::Action(Action::USERS_DELETE),
+            Op::DefineRoles { .. } => Needs::Action(Action::ROLES_WRITE),
+            Op::DeleteRole { .. } => Needs::Action(Action::ROLES_DELETE),
             Op::JoinToken { .. } | Op::Retire { .. } => Needs::Operator,
         }
     }

@@ -9,13 +9,13 @@ use std::sync::{Mutex, RwLock};
 use vellum_core::entry::MapWrites;
 
 use crate::cluster::ClusterState;
-use crate::users::{self, Role, Users};
+use crate::users::{Access, Action, Role};
 use crate::{lock, read_lock, write_lock};
 
 /// See the module documentation.
 #[derive(Default)]
 pub(crate) struct ServiceState {
-    users: RwLock<Users>,
+    access: RwLock<Access>,
     cluster: RwLock<ClusterState>,
     /// Every collection applied, and on the primary those of writes admitted since.
     collections: Mutex<BTreeSet<String>>,
@@ -27,14 +27,20 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 
 impl ServiceState {
     /// The state restored from what the index recorded (JSON), with the collections it holds.
+    /// `access` is the users and roles; `single_roles` the users map of indexes written before
+    /// users could hold several roles (read only when `access` is absent).
     pub(crate) fn restore(
-        users: Option<&[u8]>,
+        access: Option<&[u8]>,
+        single_roles: Option<&[u8]>,
         cluster: Option<&[u8]>,
         collections: impl IntoIterator<Item = String>,
     ) -> io::Result<ServiceState> {
         let s = ServiceState::default();
-        if let Some(b) = users {
-            *write_lock(&s.users) = serde_json::from_slice(b).map_err(other)?;
+        if let Some(b) = access {
+            *write_lock(&s.access) = serde_json::from_slice(b).map_err(other)?;
+        } else if let Some(b) = single_roles {
+            *write_lock(&s.access) =
+                Access::from_single_roles(serde_json::from_slice(b).map_err(other)?);
         }
         if let Some(b) = cluster {
             *write_lock(&s.cluster) = serde_json::from_slice(b).map_err(other)?;
@@ -43,14 +49,24 @@ impl ServiceState {
         Ok(s)
     }
 
-    /// Users and their roles.
-    pub(crate) fn users(&self) -> Users {
-        read_lock(&self.users).clone()
+    /// Users, custom roles and their actions.
+    pub(crate) fn access(&self) -> Access {
+        read_lock(&self.access).clone()
     }
 
-    /// The role of `user_id`, if it has one.
+    /// The strongest built-in role of `user_id`, if it has one.
     pub(crate) fn role_of(&self, user_id: &str) -> Option<Role> {
-        read_lock(&self.users).get(user_id).copied()
+        read_lock(&self.access).strongest(user_id)
+    }
+
+    /// Whether `user_id` may perform `action`.
+    pub(crate) fn allows(&self, user_id: &str, action: Action) -> bool {
+        read_lock(&self.access).allows(user_id, action)
+    }
+
+    /// Reads users and roles without copying them.
+    pub(crate) fn with_access<T>(&self, f: impl FnOnce(&Access) -> T) -> T {
+        f(&read_lock(&self.access))
     }
 
     /// Nodes and join tokens.
@@ -63,13 +79,12 @@ impl ServiceState {
         f(&read_lock(&self.cluster))
     }
 
-    /// Applies a committed write to the users table; true if `m` was that table.
-    pub(crate) fn apply_users(&self, m: &MapWrites) -> bool {
-        if m.name != vellum_core::tables::USERS {
+    /// Applies a committed write to the users or roles table; true if `m` was one of them.
+    pub(crate) fn apply_access(&self, m: &MapWrites) -> bool {
+        if m.name != vellum_core::tables::USERS && m.name != vellum_core::tables::ROLES {
             return false;
         }
-        users::apply(&mut write_lock(&self.users), m);
-        true
+        write_lock(&self.access).apply(m)
     }
 
     /// Applies a committed write to the cluster tables; true if `m` was one of them.
@@ -81,9 +96,9 @@ impl ServiceState {
         true
     }
 
-    /// The users as JSON, for the index.
-    pub(crate) fn users_json(&self) -> io::Result<Vec<u8>> {
-        serde_json::to_vec(&*read_lock(&self.users)).map_err(other)
+    /// The users and roles as JSON, for the index.
+    pub(crate) fn access_json(&self) -> io::Result<Vec<u8>> {
+        serde_json::to_vec(&*read_lock(&self.access)).map_err(other)
     }
 
     /// The cluster records as JSON, for the index.

@@ -16,14 +16,24 @@ use crate::NodeError;
 use crate::raft::state_machine::CommitWait;
 
 impl LedgerNode {
-    /// Users and roles, as of the last applied transaction.
-    pub fn users(&self) -> crate::users::Users {
-        self.state.users()
+    /// Users and custom roles, as of the last applied transaction.
+    pub fn access(&self) -> crate::users::Access {
+        self.state.access()
     }
 
-    /// The role of `user_id`, if it is a user.
+    /// Reads users and custom roles without copying them.
+    pub fn with_access<T>(&self, f: impl FnOnce(&crate::users::Access) -> T) -> T {
+        self.state.with_access(f)
+    }
+
+    /// The strongest built-in role of `user_id`, if it holds one.
     pub fn role_of(&self, user_id: &str) -> Option<crate::users::Role> {
         self.state.role_of(user_id)
+    }
+
+    /// Whether `user_id` may perform `action`, by its built-in and custom roles.
+    pub fn allows(&self, user_id: &str, action: crate::users::Action) -> bool {
+        self.state.allows(user_id, action)
     }
 
     /// Governance: the members and constitution the service started with (genesis, seqno 1)

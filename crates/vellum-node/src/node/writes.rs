@@ -16,7 +16,7 @@ use crate::cluster::{Forward, ForwardReply};
 use crate::ops::{Caller, Needs, Op};
 use crate::raft::network::{FORWARD_PATH, PeerError};
 use crate::raft::types::{Ticket, Tx};
-use crate::users::Role;
+use crate::users::{Role, RoleName};
 use crate::{ForwardError, NodeError, RaftFailure, RaftStep, Refusal, Stopped};
 
 impl LedgerNode {
@@ -115,8 +115,42 @@ impl LedgerNode {
                 let tags = tables::check_tags(tags).map_err(Refusal::Tags)?;
                 entry_write_set(collection, contents, tags)
             }
-            Op::SetRole { user_id, role } => crate::users::set_role(user_id, *role),
+            Op::SetRoles { user_id, roles } => {
+                if roles.is_empty() {
+                    return Err(Refusal::NoRoles.into());
+                }
+                self.with_access(|a| {
+                    roles.iter().try_for_each(|r| match r {
+                        RoleName::Custom(name) if !a.roles.contains_key(name) => {
+                            Err(Refusal::UndefinedRole(name.clone()))
+                        }
+                        _ => Ok(()),
+                    })
+                })?;
+                crate::users::set_roles(user_id, roles.clone())
+            }
             Op::RemoveUser { user_id } => crate::users::remove(user_id),
+            Op::DefineRoles { roles, add } => {
+                let mut defined = roles.clone();
+                for (name, actions) in &mut defined {
+                    check_role_definition(name, actions)?;
+                    if *add {
+                        self.with_access(|a| {
+                            if let Some(have) = a.roles.get(name) {
+                                actions.extend(have.iter().cloned());
+                            }
+                        });
+                        check_role_definition(name, actions)?;
+                    }
+                }
+                crate::users::define_roles(&defined)
+            }
+            Op::DeleteRole { name } => {
+                if !self.with_access(|a| a.roles.contains_key(name)) {
+                    return Err(Refusal::NoSuchRole(name.clone()).into());
+                }
+                crate::users::delete_role(name)
+            }
             Op::JoinToken { key, expires_at } => {
                 let latest = crate::cluster::unix(std::time::SystemTime::now())
                     + crate::cluster::TOKEN_LIFETIME.as_secs()
@@ -135,11 +169,13 @@ impl LedgerNode {
 
     /// Whether `caller` may do what `needs` asks, by this node's tables.
     pub(super) fn authorise(&self, caller: &Caller, needs: Needs) -> Result<(), NodeError> {
-        let role = self.role_of(caller.user_id());
         let ok = match needs {
-            Needs::Role(r) => role.is_some_and(|have| have >= r),
+            Needs::Action(a) => self.allows(caller.user_id(), a),
             Needs::Operator => {
-                self.is_member(caller) || role.is_some_and(|have| have >= Role::Administrator)
+                self.is_member(caller)
+                    || self
+                        .role_of(caller.user_id())
+                        .is_some_and(|have| have >= Role::Administrator)
             }
         };
         if ok {
@@ -307,8 +343,42 @@ impl LedgerNode {
         user_id: &str,
         role: Role,
     ) -> Result<TxId, NodeError> {
+        self.set_user_roles(caller, user_id, vec![RoleName::BuiltIn(role)])
+            .await
+    }
+
+    /// Gives `user_id` exactly `roles`, for a caller allowed `users/write` (see
+    /// [`LedgerNode::perform`]); answers once applied here.
+    pub async fn set_user_roles(
+        &self,
+        caller: Option<&Caller>,
+        user_id: &str,
+        roles: Vec<RoleName>,
+    ) -> Result<TxId, NodeError> {
         let user_id = user_id.to_owned();
-        self.perform(caller, Op::SetRole { user_id, role }).await
+        self.perform(caller, Op::SetRoles { user_id, roles }).await
+    }
+
+    /// Defines custom roles (PUT replaces each one's actions; with `add`, PATCH adds to them),
+    /// for a caller allowed `roleDefinitions/write`; answers once applied here.
+    pub async fn define_roles(
+        &self,
+        caller: Option<&Caller>,
+        roles: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        add: bool,
+    ) -> Result<TxId, NodeError> {
+        self.perform(caller, Op::DefineRoles { roles, add }).await
+    }
+
+    /// Deletes the custom role `name`, for a caller allowed `roleDefinitions/delete`; answers
+    /// once applied here.
+    pub async fn delete_role(
+        &self,
+        caller: Option<&Caller>,
+        name: &str,
+    ) -> Result<TxId, NodeError> {
+        let name = name.to_owned();
+        self.perform(caller, Op::DeleteRole { name }).await
     }
 
     /// Removes `user_id`, for an Administrator (see [`LedgerNode::perform`]); answers once
@@ -373,4 +443,34 @@ fn entry_write_set(collection: &str, contents: &str, tags: Vec<String>) -> Entry
             tags,
         },
     ))
+}
+
+/// Checks a custom role's definition against the limits.
+fn check_role_definition(
+    name: &str,
+    actions: &std::collections::BTreeSet<String>,
+) -> Result<(), Refusal> {
+    let bad = |why: String| Refusal::BadRoleDefinition(name.to_owned(), why);
+    match RoleName::parse(name) {
+        Ok(RoleName::Custom(_)) => {}
+        Ok(RoleName::BuiltIn(_)) => return Err(Refusal::BuiltInRoleName(name.to_owned())),
+        Err(e) => return Err(bad(e.to_string())),
+    }
+    if actions.len() > tables::MAX_ROLE_ACTIONS {
+        return Err(bad(format!(
+            "at most {} actions per role",
+            tables::MAX_ROLE_ACTIONS
+        )));
+    }
+    if let Some(a) = actions.iter().find(|a| {
+        a.is_empty()
+            || a.chars().count() > tables::MAX_ACTION_CHARS
+            || a.chars().any(char::is_control)
+    }) {
+        return Err(bad(format!(
+            "action {a:?} must be 1 to {} characters without control characters",
+            tables::MAX_ACTION_CHARS
+        )));
+    }
+    Ok(())
 }

@@ -30,6 +30,9 @@ use crate::lock;
 use crate::service_state::ServiceState;
 
 const MEMBERSHIP_KEY: &str = "raft.membership";
+/// Users and roles as `users::Access`.
+const ACCESS_KEY: &str = "vellum.access";
+/// Users as indexes written before users could hold several roles recorded them (id → role).
 const USERS_KEY: &str = "vellum.users";
 const CLUSTER_KEY: &str = "vellum.cluster";
 
@@ -178,6 +181,7 @@ impl StateMachine {
             None => StoredMembership::default(),
         };
         let state = ServiceState::restore(
+            index.blob(ACCESS_KEY).map_err(other)?.as_deref(),
             index.blob(USERS_KEY).map_err(other)?.as_deref(),
             index.blob(CLUSTER_KEY).map_err(other)?.as_deref(),
             collections,
@@ -255,7 +259,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 last_sig = Some(txid.seqno);
             }
             for m in &stored.ws.maps {
-                users_changed |= self.state.apply_users(m);
+                users_changed |= self.state.apply_access(m);
                 cluster_changed |= self.state.apply_cluster(m);
             }
             txs.push(IndexedTx::from_maps(txid.seqno, txid.view, &stored.ws.maps));
@@ -270,7 +274,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             blobs.push((MEMBERSHIP_KEY.to_owned(), json));
         }
         if users_changed {
-            blobs.push((USERS_KEY.to_owned(), self.state.users_json()?));
+            blobs.push((ACCESS_KEY.to_owned(), self.state.access_json()?));
         }
         if cluster_changed {
             blobs.push((CLUSTER_KEY.to_owned(), self.state.cluster_json()?));

@@ -10,20 +10,20 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use vellum_core::TxId;
 use vellum_core::status::TxStatus;
 
+use super::access::{page, paged_json};
 use super::context::{
-    Administrator, ApiError, ApiResult, AppState, Authorized, Contributor, PathParam, Reader,
-    STATE_HEADER, St, TXID_HEADER, TxIdPath, WAIT_HEADER, WAIT_HEADER_LIMIT, body_bytes, json_body,
-    ok_json, read_failed, write_failed,
+    ApiError, ApiResult, AppState, Append, Authorized, Collections, Constitution, Enclaves,
+    Members, PathParam, Read, Receipts, STATE_HEADER, St, Status, SubLedgerIds, TXID_HEADER,
+    TxIdPath, WAIT_HEADER, WAIT_HEADER_LIMIT, body_bytes, json_body, ok_json, read_failed,
+    write_failed,
 };
 use super::query::Query;
-use crate::users::Role;
 
 /// The `/app` routes and the identity route.
 pub(super) fn routes() -> Router<Arc<AppState>> {
@@ -35,12 +35,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/app/transactions/{id}/receipt", get(get_receipt))
         .route("/app/collections", get(list_collections))
         .route("/app/collections/tags", get(list_tags))
-        .route("/app/subLedgerIds", get(list_collections))
-        .route("/app/users", get(list_users))
-        .route(
-            "/app/users/{id}",
-            get(get_user).patch(patch_user).delete(delete_user),
-        )
+        .route("/app/subLedgerIds", get(list_sub_ledger_ids))
         .route("/app/governance/members", get(members))
         .route("/app/governance/constitution", get(constitution))
         .route("/app/enclaveQuotes", get(enclave_quotes))
@@ -49,7 +44,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
 
 async fn post_entry(
     State(st): St,
-    auth: Authorized<Contributor>,
+    auth: Authorized<Append>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -186,7 +181,7 @@ fn entry_json(e: &crate::LedgerEntry, legacy: bool) -> Value {
 
 async fn get_entry(
     State(st): St,
-    _: Authorized<Reader>,
+    _: Authorized<Read>,
     TxIdPath(txid): TxIdPath,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
@@ -209,7 +204,7 @@ async fn get_entry(
     }
 }
 
-async fn get_status(State(st): St, _: Authorized<Reader>, TxIdPath(txid): TxIdPath) -> ApiResult {
+async fn get_status(State(st): St, _: Authorized<Status>, TxIdPath(txid): TxIdPath) -> ApiResult {
     // A Pending transaction usually commits within milliseconds (a backup hears of the commit
     // with the next heartbeat): wait a little, so that pollers rarely sleep a whole interval.
     let state = match settle_for(&st, txid, Duration::from_millis(300)).await {
@@ -222,7 +217,11 @@ async fn get_status(State(st): St, _: Authorized<Reader>, TxIdPath(txid): TxIdPa
     ))
 }
 
-async fn get_receipt(State(st): St, _: Authorized<Reader>, TxIdPath(txid): TxIdPath) -> ApiResult {
+async fn get_receipt(
+    State(st): St,
+    _: Authorized<Receipts>,
+    TxIdPath(txid): TxIdPath,
+) -> ApiResult {
     match settle(&st, txid).await {
         TxStatus::Committed => {}
         TxStatus::Pending => {
@@ -248,7 +247,7 @@ async fn get_receipt(State(st): St, _: Authorized<Reader>, TxIdPath(txid): TxIdP
     ))
 }
 
-async fn current_entry(State(st): St, _: Authorized<Reader>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn current_entry(State(st): St, _: Authorized<Read>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = Query::parse(raw.as_deref())?;
     let collection = q.collection(&st.cfg.limits)?;
     let Some(mut e) = st.node.latest(&collection).map_err(read_failed)? else {
@@ -267,7 +266,7 @@ async fn current_entry(State(st): St, _: Authorized<Reader>, RawQuery(raw): RawQ
     Ok(ok_json(entry_json(&e, q.legacy())))
 }
 
-async fn list_entries(State(st): St, _: Authorized<Reader>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn list_entries(State(st): St, _: Authorized<Read>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = Query::parse(raw.as_deref())?;
     let collection = q.collection(&st.cfg.limits)?;
     let from = q.txid("fromTransactionId")?.map_or(1, |t| t.seqno);
@@ -314,125 +313,77 @@ async fn list_entries(State(st): St, _: Authorized<Reader>, RawQuery(raw): RawQu
 
 async fn list_collections(
     State(st): St,
-    _: Authorized<Reader>,
-    uri: axum::http::Uri,
+    _: Authorized<Collections>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
+    collections(&st, raw, "/app/collections")
+}
+
+async fn list_sub_ledger_ids(
+    State(st): St,
+    _: Authorized<SubLedgerIds>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    collections(&st, raw, "/app/subLedgerIds")
+}
+
+/// The collections, a page at a time (`nextLink` continues after the last one listed).
+fn collections(st: &AppState, raw: Option<String>, path: &str) -> ApiResult {
     let q = Query::parse(raw.as_deref())?;
     let all = st.node.collections().map_err(ApiError::internal)?;
-    if q.legacy() || uri.path() == "/app/subLedgerIds" {
-        return Ok(ok_json(json!({ "subLedgerIds": all })));
+    let (names, next) = page(
+        all.into_iter().map(|c| (c, ())),
+        &q,
+        path,
+        st.cfg.limits.page_size,
+    );
+    if q.legacy() || path == "/app/subLedgerIds" {
+        let ids = names.into_iter().map(|(c, ())| Value::String(c)).collect();
+        let mut body = paged_json("subLedgerIds", ids, next);
+        if q.legacy()
+            && let Some(n) = body.as_object_mut().and_then(|o| o.remove("nextLink"))
+        {
+            body["@nextLink"] = n;
+        }
+        return Ok(ok_json(body));
     }
-    Ok(ok_json(json!({
-        "collections": all.iter().map(|c| json!({"collectionId": c})).collect::<Vec<_>>()
-    })))
+    let items = names
+        .iter()
+        .map(|(c, ())| json!({ "collectionId": c }))
+        .collect();
+    Ok(ok_json(paged_json("collections", items, next)))
 }
 
 /// `GET /app/collections/tags` (2026-07-31-preview): the distinct tags of one collection
 /// (`collectionId`, the default collection if absent), sorted.
-async fn list_tags(State(st): St, _: Authorized<Reader>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn list_tags(
+    State(st): St,
+    _: Authorized<Collections>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
     let q = Query::parse(raw.as_deref())?;
     let collection = q.collection(&st.cfg.limits)?;
     let tags = st.node.tags(&collection).map_err(read_failed)?;
     Ok(ok_json(json!({ "tags": tags })))
 }
 
-fn user_json(id: &str, role: Role) -> Value {
-    json!({"assignedRole": role.to_string(), "userId": id})
-}
-
-async fn list_users(State(st): St, _: Authorized<Administrator>) -> ApiResult {
-    let users: Vec<Value> = st
-        .node
-        .users()
-        .iter()
-        .map(|(id, r)| user_json(id, *r))
-        .collect();
-    Ok(ok_json(json!({ "ledgerUsers": users })))
-}
-
-fn unknown_user(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFound",
-        format!("no user {id:?}"),
-    )
-}
-
-async fn get_user(
-    State(st): St,
-    _: Authorized<Administrator>,
-    PathParam(id): PathParam,
-) -> ApiResult {
-    let role = st.node.role_of(&id).ok_or_else(|| unknown_user(&id))?;
-    Ok(ok_json(user_json(&id, role)))
-}
-
-fn valid_user_id(id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_control()) {
-        return Err(ApiError::bad(
-            "InvalidResourceName",
-            format!("invalid user id {id:?}"),
-        ));
-    }
-    Ok(())
-}
-
-async fn patch_user(
-    State(st): St,
-    auth: Authorized<Administrator>,
-    PathParam(id): PathParam,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    valid_user_id(&id)?;
-    let body = body_bytes(body)?;
-    let v = json_body(&body)?;
-    let role = match v.get("assignedRole") {
-        Some(Value::String(r)) => r
-            .parse::<Role>()
-            .map_err(|e| ApiError::bad("InvalidInput", e.to_string()))?,
-        Some(_) => {
-            return Err(ApiError::bad(
-                "InvalidInput",
-                "\"assignedRole\" must be a string",
-            ));
-        }
-        // Merge patch without a role: keep the current one.
-        None => st
-            .node
-            .role_of(&id)
-            .ok_or_else(|| ApiError::bad("InvalidInput", "missing \"assignedRole\""))?,
-    };
-    st.node
-        .set_user_role(auth.caller.identity(), &id, role)
-        .await
-        .map_err(write_failed)?;
-    Ok(ok_json(user_json(&id, role)))
-}
-
-async fn delete_user(
-    State(st): St,
-    auth: Authorized<Administrator>,
-    PathParam(id): PathParam,
-) -> ApiResult {
-    if st.node.role_of(&id).is_none() {
-        return Err(unknown_user(&id));
-    }
-    st.node
-        .remove_user(auth.caller.identity(), &id)
-        .await
-        .map_err(write_failed)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn members(State(st): St, _: Authorized<Reader>) -> ApiResult {
+async fn members(State(st): St, _: Authorized<Members>, RawQuery(raw): RawQuery) -> ApiResult {
+    let q = Query::parse(raw.as_deref())?;
     let g = st.node.governance().map_err(ApiError::internal)?;
-    Ok(ok_json(json!({
-        "members": g.members.iter().map(|(id, cert)| json!({"certificate": cert, "id": id})).collect::<Vec<_>>()
-    })))
+    let (members, next) = page(
+        g.members,
+        &q,
+        "/app/governance/members",
+        st.cfg.limits.page_size,
+    );
+    let items = members
+        .iter()
+        .map(|(id, cert)| json!({"certificate": cert, "id": id}))
+        .collect();
+    Ok(ok_json(paged_json("members", items, next)))
 }
 
-async fn constitution(State(st): St, _: Authorized<Reader>) -> ApiResult {
+async fn constitution(State(st): St, _: Authorized<Constitution>) -> ApiResult {
     let g = st.node.governance().map_err(ApiError::internal)?;
     Ok(ok_json(json!({
         "digest": hex::encode(Sha256::digest(g.constitution.as_bytes())),
@@ -442,7 +393,7 @@ async fn constitution(State(st): St, _: Authorized<Reader>) -> ApiResult {
 
 /// CCF's virtual attestation (there is no TEE here, and the format says so): the quote is the
 /// JSON `{host_data, measurement, report_data}` with report data = SHA-256 of the node's key.
-async fn enclave_quotes(State(st): St, _: Authorized<Reader>) -> ApiResult {
+async fn enclave_quotes(State(st): St, _: Authorized<Enclaves>) -> ApiResult {
     let g = st.node.governance().map_err(ApiError::internal)?;
     let measurement = g.measurement;
     let mut quotes = serde_json::Map::new();

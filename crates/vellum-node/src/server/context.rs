@@ -1,6 +1,6 @@
 //! What every route shares: the state (the node and the API's configuration), who is calling,
 //! the CCF-style error, and the extractors that let a handler state its needs in its
-//! signature: [`Authorized`] for the role a route requires, [`TxIdPath`] and [`PathParam`] for
+//! signature: [`Authorized`] for the action a route performs, [`TxIdPath`] and [`PathParam`] for
 //! path segments.
 
 use std::marker::PhantomData;
@@ -21,7 +21,7 @@ use vellum_core::TxId;
 use super::auth::TokenValidator;
 use crate::LedgerNode;
 use crate::config::{ConfigError, rule};
-use crate::users::Role;
+use crate::users::{Action, Role};
 
 /// The collection of writes that name none (ACL's default).
 pub const DEFAULT_COLLECTION: &str = "subledger:0";
@@ -317,10 +317,38 @@ impl AppState {
         }
     }
 
+    /// The caller's user id if one of its roles allows `action`: 401 without a valid
+    /// credential, 403 `NotAllowed` otherwise.
     pub(super) fn require(
         &self,
         caller: &Caller,
-        need: Role,
+        action: Action,
+        method: &Method,
+        uri: &Uri,
+    ) -> Result<String, ApiError> {
+        self.require_that(caller, |id| self.node.allows(id, action), method, uri)
+    }
+
+    /// The caller's user id if it holds `role` or a stronger built-in role.
+    pub(super) fn require_role(
+        &self,
+        caller: &Caller,
+        role: Role,
+        method: &Method,
+        uri: &Uri,
+    ) -> Result<String, ApiError> {
+        self.require_that(
+            caller,
+            |id| self.node.role_of(id).is_some_and(|r| r >= role),
+            method,
+            uri,
+        )
+    }
+
+    fn require_that(
+        &self,
+        caller: &Caller,
+        allowed: impl FnOnce(&str) -> bool,
         method: &Method,
         uri: &Uri,
     ) -> Result<String, ApiError> {
@@ -335,14 +363,12 @@ impl AppState {
                 "InvalidAuthenticationInfo",
                 why.clone(),
             )),
-            Caller::User(c) => match self.node.role_of(c.user_id()) {
-                Some(r) if r >= need => Ok(c.user_id().to_owned()),
-                _ => Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "NotAllowed",
-                    format!("Not allowed to call {method} {}", uri.path()),
-                )),
-            },
+            Caller::User(c) if allowed(c.user_id()) => Ok(c.user_id().to_owned()),
+            Caller::User(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "NotAllowed",
+                format!("Not allowed to call {method} {}", uri.path()),
+            )),
         }
     }
 }
@@ -398,32 +424,62 @@ fn parse_txid(raw: &str) -> Result<TxId, ApiError> {
     })
 }
 
-/// A role a route requires, as a type: a handler taking `Authorized<Reader>` states it once, in
-/// its signature.
+/// The action a route performs, as a type: a handler taking `Authorized<Read>` states it
+/// once, in its signature.
 pub(super) trait Required {
-    /// The least role allowed.
-    const ROLE: Role;
+    /// The action.
+    const ACTION: Action;
 }
 
-/// Readers and above.
-pub(super) struct Reader;
-/// Contributors and above.
-pub(super) struct Contributor;
-/// Administrators.
-pub(super) struct Administrator;
-
-impl Required for Reader {
-    const ROLE: Role = Role::Reader;
-}
-impl Required for Contributor {
-    const ROLE: Role = Role::Contributor;
-}
-impl Required for Administrator {
-    const ROLE: Role = Role::Administrator;
+macro_rules! actions {
+    ($($(#[$doc:meta])* $name:ident => $action:expr;)*) => {
+        $(
+            $(#[$doc])*
+            pub(super) struct $name;
+            impl Required for $name {
+                const ACTION: Action = $action;
+            }
+        )*
+    };
 }
 
-/// The caller, holding at least `R`'s role: 401 without a valid credential, 403 without the
-/// role.
+actions! {
+    /// Read entries.
+    Read => Action::READ;
+    /// Append entries.
+    Append => Action::APPEND;
+    /// Read receipts.
+    Receipts => Action::RECEIPTS;
+    /// Read transaction status.
+    Status => Action::STATUS;
+    /// List collections and tags.
+    Collections => Action::COLLECTIONS;
+    /// List sub-ledger ids.
+    SubLedgerIds => Action::SUB_LEDGER_IDS;
+    /// Read the members.
+    Members => Action::MEMBERS;
+    /// Read the constitution.
+    Constitution => Action::CONSTITUTION;
+    /// Read attestation quotes.
+    Enclaves => Action::ENCLAVES;
+    /// Read a user.
+    UsersRead => Action::USERS_READ;
+    /// List users.
+    UsersReadAll => Action::USERS_READ_ALL;
+    /// Create or change a user.
+    UsersWrite => Action::USERS_WRITE;
+    /// Remove a user.
+    UsersDelete => Action::USERS_DELETE;
+    /// Read custom roles.
+    RolesRead => Action::ROLES_READ;
+    /// Define custom roles.
+    RolesWrite => Action::ROLES_WRITE;
+    /// Delete custom roles.
+    RolesDelete => Action::ROLES_DELETE;
+}
+
+/// The caller, allowed `R`'s action by one of its roles: 401 without a valid credential, 403
+/// otherwise.
 pub(super) struct Authorized<R> {
     /// Who called.
     pub(super) caller: Caller,
@@ -438,7 +494,7 @@ impl<R: Required> FromRequestParts<Arc<AppState>> for Authorized<R> {
         st: &Arc<AppState>,
     ) -> Result<Authorized<R>, ApiError> {
         let caller = caller(&parts.extensions);
-        st.require(&caller, R::ROLE, &parts.method, &parts.uri)?;
+        st.require(&caller, R::ACTION, &parts.method, &parts.uri)?;
         Ok(Authorized {
             caller,
             _role: PhantomData,

@@ -4,6 +4,7 @@
 //! and hand its ACL fingerprint to the router as a request extension; axum's own server has no
 //! access to TLS state. HTTP/1.1 only, which every ACL client speaks.
 
+mod access;
 mod app;
 pub mod auth;
 mod context;
@@ -212,6 +213,7 @@ impl Server {
 /// and methods, and the middleware that identifies the caller and admits the body.
 fn router(st: Arc<context::AppState>) -> axum::Router {
     app::routes()
+        .merge(access::routes())
         .merge(peer::routes())
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)

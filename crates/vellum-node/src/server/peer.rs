@@ -185,7 +185,7 @@ fn require_operator(st: &AppState, ctx: &Ctx) -> Result<(), ApiError> {
     if ctx.caller.identity().is_some_and(|c| st.node.is_member(c)) {
         return Ok(());
     }
-    st.require(&ctx.caller, Role::Administrator, &ctx.method, &ctx.uri)
+    st.require_role(&ctx.caller, Role::Administrator, &ctx.method, &ctx.uri)
         .map(|_| ())
 }
 

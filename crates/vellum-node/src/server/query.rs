@@ -64,6 +64,13 @@ impl Query {
         self.get("api-version").unwrap_or("2022-05-13")
     }
 
+    /// Whether the client sent api-version 2026-07-31-preview or later (compared by date),
+    /// whose answers differ in shape in a few places (`acl-2024-api.md` §2.3).
+    pub(super) fn since_2026_07_31(&self) -> bool {
+        let v = self.api_version();
+        v.get(..10).is_some_and(|d| d >= "2026-07-31")
+    }
+
     /// The collection named by `collectionId` (or `subLedgerId`), checked against the limits.
     pub(super) fn collection(&self, limits: &Limits) -> Result<String, ApiError> {
         let c = self
