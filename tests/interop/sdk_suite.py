@@ -100,6 +100,22 @@ def write_flow(c, tag):
     check(f"{tag}: begin_get_receipt", rc["state"] == "Ready" and rc["transactionId"] == tx, rc)
     verify_receipt(rc["receipt"], SERVICE_CERT)
     check(f"{tag}: verify_receipt against service_cert.pem", True)
+    claims = rc.get("applicationClaims")
+    check(
+        f"{tag}: the receipt reveals the entry's LedgerEntryV1 claim",
+        claims
+        and claims[0]["ledgerEntry"]["contents"] == f"hello from {tag}"
+        and claims[0]["ledgerEntry"]["collectionId"] == "subledger:0",
+        rc,
+    )
+    verify_receipt(rc["receipt"], SERVICE_CERT, application_claims=claims)
+    check(f"{tag}: verify_receipt with application_claims", True)
+    forged = [dict(claims[0], ledgerEntry=dict(claims[0]["ledgerEntry"], contents="forged"))]
+    try:
+        verify_receipt(rc["receipt"], SERVICE_CERT, application_claims=forged)
+        check(f"{tag}: verify_receipt refuses a changed claim", False)
+    except ValueError:
+        check(f"{tag}: verify_receipt refuses a changed claim", True)
     one = c.get_receipt(tx)
     check(f"{tag}: get_receipt", one["state"] == "Ready", one)
     e = c.begin_get_ledger_entry(tx).result()
@@ -237,7 +253,7 @@ async def async_flow(credential, tag):
         check(f"{tag}: async begin_wait_for_commit", st["state"] == "Committed", st)
         check(f"{tag}: async get_transaction_status", (await c.get_transaction_status(tx))["state"] == "Committed")
         rc = await (await c.begin_get_receipt(tx)).result()
-        verify_receipt(rc["receipt"], SERVICE_CERT)
+        verify_receipt(rc["receipt"], SERVICE_CERT, application_claims=rc["applicationClaims"])
         check(f"{tag}: async receipt verifies", rc["state"] == "Ready")
         check(f"{tag}: async get_receipt", (await c.get_receipt(tx))["state"] == "Ready")
         e = await (await c.begin_get_ledger_entry(tx)).result()

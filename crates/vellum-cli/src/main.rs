@@ -278,9 +278,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             report.signatures,
                             report.cose_signatures,
                             if report.secret_checked {
-                                ", GCM tags and commit evidence checked"
+                                format!(
+                                    ", GCM tags and commit evidence checked, {} application claims checked",
+                                    report.claims_checked
+                                )
                             } else {
-                                ""
+                                String::new()
                             },
                         );
                         if let (Some(s), Some(root)) =

@@ -424,7 +424,8 @@ pub enum ClaimsError {
     DigestValue,
 }
 
-const LEDGER_ENTRY_V1: &str = "LedgerEntryV1";
+/// The protocol of ACL's application claims.
+pub const LEDGER_ENTRY_V1: &str = "LedgerEntryV1";
 
 /// The blinded digest of a `LedgerEntryV1` claim:
 /// `SHA-256(HMAC(k, collectionId) || HMAC(k, contents))`.

@@ -727,10 +727,57 @@ pub struct EntryRecord {
     pub collection_id: String,
     /// Its contents.
     pub contents: String,
+    /// The base64 secret key of its `LedgerEntryV1` application claim, whose digest is the
+    /// transaction's claims digest (see [`EntryRecord::claim`]); absent in entries written
+    /// before claims, whose claims digest is zero. Private like the rest of the record: it is
+    /// revealed only in the entry's receipt.
+    #[serde(rename = "secretKey", default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
     /// Its tags (secondary keys within its collection; see [`parse_tags`]); absent when none,
     /// so an untagged entry is written as before tags existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+}
+
+impl EntryRecord {
+    /// A record with a `LedgerEntryV1` claim under `key` (32 random bytes, fresh for each
+    /// entry). Returns it with the claims digest to write in the transaction.
+    pub fn with_claim(
+        collection_id: String,
+        contents: String,
+        tags: Vec<String>,
+        key: &[u8; 32],
+    ) -> (EntryRecord, Hash) {
+        let record = EntryRecord {
+            collection_id,
+            contents,
+            secret_key: Some(base64::engine::general_purpose::STANDARD.encode(key)),
+            tags,
+        };
+        let digest = record.claims_digest().unwrap_or(Hash::ZERO);
+        (record, digest)
+    }
+
+    /// Its application claim, as receipts reveal it (`None` for entries without a key).
+    pub fn claim(&self) -> Option<crate::receipt::ApplicationClaim> {
+        Some(crate::receipt::ApplicationClaim::LedgerEntry {
+            ledger_entry: crate::receipt::LedgerEntryClaim {
+                collection_id: self.collection_id.clone(),
+                contents: self.contents.clone(),
+                protocol: crate::receipt::LEDGER_ENTRY_V1.to_owned(),
+                secret_key: self.secret_key.clone()?,
+            },
+        })
+    }
+
+    /// The claims digest its transaction must carry: ACL's digest of its one claim, or zero
+    /// for an entry without a key. `None` if the key is not base64.
+    pub fn claims_digest(&self) -> Option<Hash> {
+        match self.claim() {
+            None => Some(Hash::ZERO),
+            Some(c) => crate::receipt::claims_digest(std::slice::from_ref(&c)).ok(),
+        }
+    }
 }
 
 /// At most this many tags per entry (ACL's limit).
@@ -844,10 +891,41 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_claim_digests_as_acl_documents() {
+        // Microsoft's receipt documentation example (acl-2024-api.md §7).
+        let key = base64::engine::general_purpose::STANDARD
+            .decode("Jde/VvaIfyrjQ/B19P+UJCBwmcrgN7sERStoyHnYO0M=")
+            .unwrap();
+        let (record, digest) = EntryRecord::with_claim(
+            "subledger:0".into(),
+            "Hello world".into(),
+            vec!["t".into()],
+            &key.try_into().unwrap(),
+        );
+        assert_eq!(
+            digest.to_hex(),
+            "d08d8764437d09b2d4d07d52293cddaf40f44a3ea2176a0528819a80002df9f6"
+        );
+        let bytes = ENTRIES.entry("subledger:0", &record).1;
+        assert_eq!(
+            bytes,
+            br#"{"collectionId":"subledger:0","contents":"Hello world","secretKey":"Jde/VvaIfyrjQ/B19P+UJCBwmcrgN7sERStoyHnYO0M=","tags":["t"]}"#.to_vec()
+        );
+        assert_eq!(ENTRIES.decode_value(&bytes).unwrap(), record);
+        let old = EntryRecord {
+            secret_key: None,
+            ..record
+        };
+        assert_eq!(old.claim(), None);
+        assert_eq!(old.claims_digest(), Some(Hash::ZERO));
+    }
+
+    #[test]
     fn untagged_entries_are_written_as_before_tags() {
         let untagged = EntryRecord {
             collection_id: "c".into(),
             contents: "x".into(),
+            secret_key: None,
             tags: vec![],
         };
         assert_eq!(

@@ -10,11 +10,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
 use vellum_core::entry::{EntryBuilder, LedgerSecret};
-use vellum_core::receipt::{ApplicationClaim, LedgerEntryClaim, claims_digest};
+use vellum_core::receipt::ApplicationClaim;
 use vellum_core::{Hash, TxId};
 
 use crate::engine::{Engine, EngineError, NodeKeys};
@@ -175,36 +174,34 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
             format!("collection-{}", i % 2)
         };
         let contents = format!("entry {i}: hello from Vellum");
-        let (claims, digest) = if i % 2 == 1 {
+        // Odd entries carry a claim, as a node writes them; even ones none, as entries written
+        // before claims.
+        let (record, digest) = if i % 2 == 1 {
             let mut k = [0u8; 32];
             OsRng.fill_bytes(&mut k);
-            let claims = vec![ApplicationClaim::LedgerEntry {
-                ledger_entry: LedgerEntryClaim {
-                    collection_id: collection.clone(),
-                    contents: contents.clone(),
-                    protocol: "LedgerEntryV1".into(),
-                    secret_key: base64::engine::general_purpose::STANDARD.encode(k),
-                },
-            }];
-            let d = claims_digest(&claims).unwrap_or_default();
-            (Some(claims), d)
+            vellum_core::tables::EntryRecord::with_claim(
+                collection.clone(),
+                contents,
+                Vec::new(),
+                &k,
+            )
         } else {
-            (None, Hash::ZERO)
+            let record = vellum_core::tables::EntryRecord {
+                collection_id: collection.clone(),
+                contents,
+                secret_key: None,
+                tags: Vec::new(),
+            };
+            (record, Hash::ZERO)
         };
+        let claims = record.claim().map(|c| vec![c]);
         let t = txid();
         engine.append(
             t,
             &EntryBuilder {
                 flags: 0,
                 claims_digest: digest,
-                maps: vec![vellum_core::tables::ENTRIES.write(
-                    &collection,
-                    &vellum_core::tables::EntryRecord {
-                        collection_id: collection.clone(),
-                        contents,
-                        tags: Vec::new(),
-                    },
-                )],
+                maps: vec![vellum_core::tables::ENTRIES.write(&collection, &record)],
             },
         )?;
         app.push((t, claims, digest));

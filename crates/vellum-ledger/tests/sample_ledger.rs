@@ -37,6 +37,9 @@ fn sample_ledger_audits_clean() {
     };
     let r = audit_dir(&s.ledger_dir, &with_secret, |_| {}).unwrap();
     assert!(r.secret_checked);
+    // Every application entry's claim (half with a key, half without, as old ledgers) is the
+    // one its transaction's claims digest commits to.
+    assert_eq!(r.claims_checked, 20);
     // Several chunks, each ending on a signature.
     assert!(list_chunks(&s.ledger_dir, true).unwrap().len() >= 3);
 }

@@ -917,6 +917,68 @@ async fn write_waiting_for_commit() {
     assert_ccf_error(status, &v, 400, "an unknown wait value");
     assert_eq!(v["error"]["code"], "InvalidHeaderValue");
     assert_eq!(srv.node.last_txid(), before);
+
+    // ACL's waitForCommit (2026-07-31-preview): the committed state, the receipt and the
+    // entry's application claim in the answer; the receipt verifies with the claim, and not
+    // with another.
+    use vellum_core::receipt::{ApplicationClaim, Receipt};
+    const V26: &str = "api-version=2026-07-31-preview";
+    let (status, v) = body(
+        c.post(format!(
+            "{e}/app/transactions?{V26}&collectionId=claims&waitForCommit=true"
+        ))
+        .json(&json!({"contents": "claimed"}))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["collectionId"], "claims");
+    assert_eq!(v["state"], "Committed");
+    let claims: Vec<ApplicationClaim> =
+        serde_json::from_value(v["applicationClaims"].clone()).unwrap();
+    let ApplicationClaim::LedgerEntry { ledger_entry } = &claims[0] else {
+        panic!("{v}");
+    };
+    assert_eq!(
+        (
+            ledger_entry.collection_id.as_str(),
+            ledger_entry.contents.as_str()
+        ),
+        ("claims", "claimed")
+    );
+    let receipt = Receipt::from_json(&v["receipt"]).unwrap();
+    receipt.verify(&srv.service_cert(), Some(&claims)).unwrap();
+    let mut forged = claims.clone();
+    if let ApplicationClaim::LedgerEntry { ledger_entry } = &mut forged[0] {
+        ledger_entry.contents = "changed".into();
+    }
+    assert!(receipt.verify(&srv.service_cert(), Some(&forged)).is_err());
+    // The receipt route reveals the same claim.
+    let txid = receipt.txid().unwrap();
+    let (_, r) = body(
+        c.get(format!("{e}/app/transactions/{txid}/receipt?{V}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r["applicationClaims"], v["applicationClaims"]);
+    assert_eq!(r["receipt"], v["receipt"]);
+    // Without waitForCommit: the state on 2026-07-31-preview, the one-field body before.
+    let (_, v) = body(
+        c.post(format!("{e}/app/transactions?{V26}"))
+            .json(&json!({"contents": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(v["state"] == "Pending" || v["state"] == "Committed", "{v}");
+    assert!(v.get("receipt").is_none());
+    let (_, v) = body(post(None).await.unwrap()).await;
+    assert_eq!(v, json!({"collectionId": "subledger:0"}));
     srv.stop().await;
 }
 
@@ -1191,9 +1253,9 @@ async fn tags_are_written_queried_over_pages_and_refused_when_bad() {
         ),
         ("tags=a,,b", json!({"contents": "empty"}), "InvalidInput"),
         (
-            "waitForCommit=true",
+            "waitForCommit=maybe",
             json!({"contents": "w"}),
-            "InvalidQueryParameter",
+            "InvalidQueryParameterValue",
         ),
         ("", json!({"contents": "h", "preHooks": []}), "InvalidInput"),
     ] {

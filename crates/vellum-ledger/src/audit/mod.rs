@@ -180,6 +180,10 @@ pub enum AuditError {
     /// Commit-evidence digest does not match the ledger secret's commit evidence.
     #[error("commit evidence digest does not match the ledger secret")]
     CommitEvidence,
+    /// An application entry's claim (its record's secret key, collection and contents) does
+    /// not digest to the transaction's claims digest: its receipt would not verify with it.
+    #[error("claims digest does not match the entry's application claim")]
+    ClaimsDigest,
     /// A signature transaction without a signature to verify (CCF: "no verifiable signature").
     #[error("signature transaction holds no node or COSE signature to verify")]
     NoSignature,
@@ -281,6 +285,9 @@ pub struct AuditReport {
     pub unsigned_tail: u64,
     /// Whether GCM tags and commit evidence were checked with the ledger secret.
     pub secret_checked: bool,
+    /// Application entries whose claims digest was checked against their claim (with the
+    /// ledger secret: the claim's key is in the entry's private record).
+    pub claims_checked: u64,
     /// Current service certificate (PEM), if recorded.
     pub service_cert: Option<String>,
     /// What is odd but not a failure: checks CCF's verifier does not make, on transactions a
@@ -457,10 +464,21 @@ impl Auditor {
             )));
         }
         if let Some(secret) = &self.opts.ledger_secret {
-            secret.open(raw).map_err(|e| fail(AuditError::Entry(e)))?;
+            let private = secret.open(raw).map_err(|e| fail(AuditError::Entry(e)))?;
             let ce = entry::commit_evidence_digest(&secret.commit_evidence(txid));
             if pd.commit_evidence_digest.is_some_and(|d| d != ce) {
                 return Err(fail(AuditError::CommitEvidence));
+            }
+            // A Vellum application entry record: its claim must be the one the leaf commits
+            // to. (Records that are not entry records carry no claim to check.)
+            if let Some(m) = tables::ENTRIES.find(&private)
+                && let Some((_, v)) = m.writes.first()
+                && let Ok(record) = tables::ENTRIES.decode_value(v)
+            {
+                if record.claims_digest() != Some(pd.claims_digest.unwrap_or(Hash::ZERO)) {
+                    return Err(fail(AuditError::ClaimsDigest));
+                }
+                self.report.claims_checked += 1;
             }
         }
         let tables = Tables::of(&pd.maps, &READ_TABLES);

@@ -245,5 +245,6 @@ fn entry_of(txid: TxId, ws: &EntryBuilder) -> Option<LedgerEntry> {
         txid,
         collection: String::from_utf8_lossy(k).into_owned(),
         contents: record.contents,
+        secret_key: record.secret_key,
     })
 }

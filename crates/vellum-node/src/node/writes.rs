@@ -434,15 +434,19 @@ pub(super) const FORWARD_WAIT: Duration = Duration::from_secs(10);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The write set of an application entry.
+/// An application entry's write set, with a fresh `LedgerEntryV1` application claim: its key
+/// is recorded (privately) in the entry's record and its digest is the transaction's claims
+/// digest, so the entry's receipt can reveal the claim (`acl-2024-api.md` §7).
 fn entry_write_set(collection: &str, contents: &str, tags: Vec<String>) -> EntryBuilder {
-    EntryBuilder::default().map(tables::ENTRIES.write(
-        collection,
-        &EntryRecord {
-            collection_id: collection.to_owned(),
-            contents: contents.to_owned(),
-            tags,
-        },
-    ))
+    let mut key = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+    let (record, claims_digest) =
+        EntryRecord::with_claim(collection.to_owned(), contents.to_owned(), tags, &key);
+    EntryBuilder {
+        claims_digest,
+        ..EntryBuilder::default()
+    }
+    .map(tables::ENTRIES.write(collection, &record))
 }
 
 /// Checks a custom role's definition against the limits.

@@ -52,10 +52,17 @@ async fn post_entry(
     let q = Query::parse(raw.as_deref())?;
     let collection = q.collection(&st.cfg.limits)?;
     let tags = q.tags()?;
-    q.refuse(
-        "waitForCommit",
-        "send the x-vellum-wait: committed header to wait for commit",
-    )?;
+    let wait_for_commit = match q.get("waitForCommit") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            return Err(ApiError::bad(
+                "InvalidQueryParameterValue",
+                format!("waitForCommit is true or false, not {v:?}"),
+            ));
+        }
+    };
     let body = body_bytes(body)?;
     if body.len() > st.cfg.limits.max_body {
         return Err(ApiError::new(
@@ -130,14 +137,55 @@ async fn post_entry(
     } else {
         "collectionId"
     };
-    let mut resp = ok_json(json!({ key: collection }));
+    let mut body = json!({ key: collection });
+    let mut state = None;
+    if wait || wait_for_commit {
+        let s = settle_for(&st, txid, WAIT_HEADER_LIMIT).await;
+        if wait_for_commit && s == TxStatus::Invalid {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TransactionRolledBack",
+                format!(
+                    "transaction {txid} was rolled back by a change of primary: nothing was \
+                     written; send the entry again"
+                ),
+            ));
+        }
+        state = Some(s);
+    }
+    if wait_for_commit || q.since_2026_07_31() {
+        let s = state.unwrap_or_else(|| st.node.client_status(txid));
+        body["state"] = json!(if s == TxStatus::Committed {
+            "Committed"
+        } else {
+            "Pending"
+        });
+        if wait_for_commit && s == TxStatus::Committed {
+            // Committed here; the signature covering it may still be on its way to this node.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            loop {
+                if let Some((receipt, claims)) = receipt_parts(&st, txid)? {
+                    body["receipt"] = receipt;
+                    if let Some(c) = claims {
+                        body["applicationClaims"] = c;
+                    }
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    let mut resp = ok_json(body);
     if let Ok(v) = HeaderValue::from_str(&txid.to_string()) {
         resp.headers_mut().insert(TXID_HEADER, v);
     }
     if wait {
-        let state = match settle_for(&st, txid, WAIT_HEADER_LIMIT).await {
-            TxStatus::Committed => "Committed",
-            TxStatus::Pending => "Pending",
+        let state = match state {
+            Some(TxStatus::Committed) => "Committed",
+            Some(TxStatus::Pending) => "Pending",
             _ => "Invalid",
         };
         resp.headers_mut()
@@ -231,20 +279,56 @@ async fn get_receipt(
         }
         _ => return Err(unknown_txid(txid)),
     }
+    match receipt_parts(&st, txid)? {
+        Some((receipt, claims)) => {
+            let mut body =
+                json!({"receipt": receipt, "state": "Ready", "transactionId": txid.to_string()});
+            if let Some(c) = claims {
+                body["applicationClaims"] = c;
+            }
+            Ok(ok_json(body))
+        }
+        None => Ok(ok_json(
+            json!({"receipt": null, "state": "Loading", "transactionId": ""}),
+        )),
+    }
+}
+
+/// The receipt of the committed `txid` and, for an application entry with a claim, its
+/// `applicationClaims` (the claim's digest is the receipt's claims digest); `None` while the
+/// signature covering it is not yet applied on this node.
+fn receipt_parts(st: &AppState, txid: TxId) -> Result<Option<(Value, Option<Value>)>, ApiError> {
     let bundle = match st.node.receipt(txid) {
         Ok(b) => b,
-        // Committed but its covering signature is not yet applied here: not ready.
-        Err(crate::NodeError::ReceiptNotReady(_)) => {
-            return Ok(ok_json(
-                json!({"receipt": null, "state": "Loading", "transactionId": ""}),
-            ));
-        }
+        Err(crate::NodeError::ReceiptNotReady(_)) => return Ok(None),
         Err(e) => return Err(read_failed(e)),
     };
+    let claim = st
+        .node
+        .entry(txid)
+        .map_err(read_failed)?
+        .and_then(|e| e.claim());
+    let claims = match claim {
+        Some(c) => {
+            let list = [c];
+            // Served only when it is the claim the transaction carries.
+            let digest = vellum_core::receipt::claims_digest(&list).map_err(ApiError::internal)?;
+            let carried = bundle
+                .receipt
+                .leaf_components
+                .as_ref()
+                .map(|l| &l.claims_digest);
+            if carried != Some(&digest.to_hex()) {
+                return Err(ApiError::internal(format!(
+                    "the claim of transaction {txid} does not match its claims digest"
+                )));
+            }
+            Some(serde_json::to_value(list).map_err(ApiError::internal)?)
+        }
+        None => None,
+    };
     let receipt = serde_json::to_value(&bundle.receipt).map_err(ApiError::internal)?;
-    Ok(ok_json(
-        json!({"receipt": receipt, "state": "Ready", "transactionId": txid.to_string()}),
-    ))
+    Ok(Some((receipt, claims)))
 }
 
 async fn current_entry(State(st): St, _: Authorized<Read>, RawQuery(raw): RawQuery) -> ApiResult {

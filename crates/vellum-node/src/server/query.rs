@@ -120,18 +120,6 @@ impl Query {
         }
     }
 
-    /// Refuses a parameter a newer API version gives a meaning Vellum does not serve yet:
-    /// ignoring it would change the answer.
-    pub(super) fn refuse(&self, name: &str, why: &str) -> Result<(), ApiError> {
-        match self.get(name) {
-            Some(_) => Err(ApiError::bad(
-                "InvalidQueryParameter",
-                format!("{name} is not supported by this service yet: {why}"),
-            )),
-            None => Ok(()),
-        }
-    }
-
     pub(super) fn txid(&self, name: &str) -> Result<Option<TxId>, ApiError> {
         self.get(name)
             .map(|v| {
@@ -204,13 +192,17 @@ mod tests {
         for bad in ["tag=a,b", "tag=", "tag=a,"] {
             assert!(Query::parse(Some(bad)).unwrap().tag().is_err(), "{bad}");
         }
-        assert!(
-            Query::parse(Some("waitForCommit=true"))
-                .unwrap()
-                .refuse("waitForCommit", "x")
-                .is_err()
-        );
-        assert!(none.refuse("waitForCommit", "x").is_ok());
+        for (v, since) in [
+            ("2026-07-31-preview", true),
+            ("2027-01-01", true),
+            ("2026-02-23", false),
+            ("2024-12-09-preview", false),
+            ("0.1-preview", false),
+        ] {
+            let q = Query::parse(Some(&format!("api-version={v}"))).unwrap();
+            assert_eq!(q.since_2026_07_31(), since, "{v}");
+        }
+        assert!(!none.since_2026_07_31());
     }
 
     #[test]

@@ -33,7 +33,11 @@ pub fn audit(ledger: &Path, secret: &vellum_core::entry::LedgerSecret) -> u64 {
         ..Default::default()
     };
     match audit_dir(ledger, &opts, |_| {}) {
-        Ok(r) => r.transactions,
+        Ok(r) => {
+            // Every application entry a node writes carries a claim the audit checks.
+            assert!(r.claims_checked > 0, "{r:?}");
+            r.transactions
+        }
         Err(e) => panic!("audit of {} failed: {e}", ledger.display()),
     }
 }
