@@ -3,7 +3,8 @@
 # interop tests (with Microsoft's ccf and azure-confidentialledger Python packages), plus the
 # heavy byte-flip audit and the 100,000-entry tests (in the optimised test profile).
 #
-# Creates a Python venv in .venv (or $VELLUM_VENV) on first run.
+# Creates Python venvs in .venv (or $VELLUM_VENV; ccf and azure-confidentialledger 1.1.1) and
+# .venv-sdk2 (or $VELLUM_VENV_SDK2; azure-confidentialledger 2.0.0b2) on first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,12 +15,19 @@ if ! "$VENV/bin/python" -c "import ccf.ledger, azure.confidentialledger.receipt,
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --ignore-requires-python \
     -r tests/interop/requirements.txt
 fi
+VENV2="${VELLUM_VENV_SDK2:-$PWD/.venv-sdk2}"
+if ! "$VENV2/bin/python" -c "import azure.confidentialledger, aiohttp; assert azure.confidentialledger.__version__ == '2.0.0b2'" 2>/dev/null; then
+  echo "==> setting up Python venv for the azure-confidentialledger 2.0.0b2 suite in $VENV2"
+  python3 -m venv "$VENV2"
+  "$VENV2/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements-sdk2.txt
+fi
 JS="tests/interop/js"
 if [ ! -d "$JS/node_modules/@azure-rest/confidential-ledger" ]; then
   echo "==> installing the JS client for interop tests in $JS"
   (cd "$JS" && npm ci --no-audit --no-fund --ignore-scripts)
 fi
 export VELLUM_PYTHON="$VENV/bin/python"
+export VELLUM_PYTHON_SDK2="$VENV2/bin/python"
 export VELLUM_REQUIRE_INTEROP=1
 # The partition test puts nodes in network namespaces: required wherever we are root and
 # `ip netns` works (it is skipped, with a message, elsewhere).

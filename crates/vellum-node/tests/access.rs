@@ -362,3 +362,29 @@ async fn several_roles_custom_roles_and_access_by_action() {
         common::ccf_full(&ledger);
     }
 }
+
+/// Microsoft's azure-confidentialledger 2.0.0b2, unchanged, at its default api-version
+/// (2024-12-09-preview): its README's examples for tags, users and receipt verification with
+/// application claims, ledger users with several roles, custom roles (one user refused
+/// everything its role does not allow), paged lists, sync and async, certificate and token.
+/// The ledger it leaves verifies with `vellum audit` and CCF's own verifier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_2_suite_then_the_ledger_verifies() {
+    let Some(py) = common::python_sdk2() else {
+        assert!(
+            !common::interop_required(),
+            "VELLUM_REQUIRE_INTEROP=1 but no Python with azure-confidentialledger 2.0.0b2"
+        );
+        eprintln!("skipping: no .venv-sdk2 (scripts/test.sh sets it up)");
+        return;
+    };
+    let srv = TestServer::start(3).await;
+    let passes = common::run_sdk_suite(&srv, py, "sdk2_suite.py").await;
+    assert!(passes > 60, "only {passes} checks ran");
+    let ledger = srv.node.ledger_dir();
+    let secret = srv.node.ledger_secret().clone();
+    let _dir = srv.stop().await;
+    let n = common::audit(&ledger, &secret);
+    assert!(n > 50, "audited {n}");
+    common::ccf_full(&ledger);
+}

@@ -29,32 +29,7 @@ async fn python_sdk_suite_then_the_ledger_verifies() {
         return;
     };
     let srv = TestServer::start(4).await;
-    let (reader_pem, reader_id) = new_client_identity("Reader");
-    let reader_path = srv.path("reader.pem");
-    std::fs::write(&reader_path, reader_pem).unwrap();
-    let oid = "aad-user-3f1c9a";
-    let mut cmd = std::process::Command::new(py);
-    cmd.arg(common::repo().join("tests/interop/sdk_suite.py"))
-        .env("VELLUM_ENDPOINT", &srv.endpoint)
-        .env("VELLUM_SERVICE_CERT", srv.path("service_cert.pem"))
-        .env("VELLUM_ADMIN_PEM", srv.path("admin.pem"))
-        .env("VELLUM_READER_PEM", &reader_path)
-        .env("VELLUM_READER_ID", &reader_id)
-        .env("VELLUM_TOKEN", srv.token(oid))
-        .env("VELLUM_TOKEN_OID", oid)
-        .env("VELLUM_LEDGER_ID", &srv.ledger_id)
-        .env("VELLUM_PAGE_SIZE", srv.page_size.to_string());
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success() && stdout.contains("ALL PASSED"),
-        "the SDK suite failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let passes = stdout.lines().filter(|l| l.starts_with("PASS")).count();
+    let passes = common::run_sdk_suite(&srv, py, "sdk_suite.py").await;
     assert!(passes > 80, "only {passes} checks ran");
     let ledger = srv.node.ledger_dir();
     let secret = srv.node.ledger_secret().clone();

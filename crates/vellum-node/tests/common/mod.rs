@@ -21,6 +21,49 @@ pub fn python() -> Option<PathBuf> {
     venv.exists().then_some(venv)
 }
 
+/// A Python with `azure-confidentialledger` 2.0.0b2: `VELLUM_PYTHON_SDK2` or
+/// `.venv-sdk2/bin/python` (scripts/test.sh sets it up beside the 1.1.1 venv).
+pub fn python_sdk2() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("VELLUM_PYTHON_SDK2") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = repo().join(".venv-sdk2/bin/python");
+    venv.exists().then_some(venv)
+}
+
+/// Runs one of the official SDK suites (`tests/interop/<script>`) with `py` against `srv`,
+/// with a Reader identity and a token user; returns how many checks passed.
+pub async fn run_sdk_suite(srv: &TestServer, py: PathBuf, script: &str) -> usize {
+    let id = vellum_ledger::identity::Identity::client("Reader", std::time::SystemTime::now(), 30)
+        .unwrap_or_else(|e| panic!("identity: {e}"));
+    let reader_path = srv.path("reader.pem");
+    std::fs::write(&reader_path, id.combined_pem()).unwrap_or_else(|e| panic!("{e}"));
+    let oid = "aad-user-3f1c9a";
+    let mut cmd = Command::new(py);
+    cmd.arg(repo().join("tests/interop").join(script))
+        .env("VELLUM_ENDPOINT", &srv.endpoint)
+        .env("VELLUM_SERVICE_CERT", srv.path("service_cert.pem"))
+        .env("VELLUM_ADMIN_PEM", srv.path("admin.pem"))
+        .env("VELLUM_READER_PEM", &reader_path)
+        .env("VELLUM_READER_ID", id.cert.acl_fingerprint())
+        .env("VELLUM_TOKEN", srv.token(oid))
+        .env("VELLUM_TOKEN_OID", oid)
+        .env("VELLUM_LEDGER_ID", &srv.ledger_id)
+        .env("VELLUM_PAGE_SIZE", srv.page_size.to_string());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("ALL PASSED"),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().filter(|l| l.starts_with("PASS")).count()
+}
+
 /// Whether interop checks must run (`VELLUM_REQUIRE_INTEROP=1`, set by scripts/test.sh).
 pub fn interop_required() -> bool {
     std::env::var("VELLUM_REQUIRE_INTEROP").is_ok_and(|v| v == "1")

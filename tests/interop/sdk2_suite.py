@@ -1,0 +1,294 @@
+"""Runs Microsoft's azure-confidentialledger 2.0.0b2 SDK, unchanged, against a running Vellum
+node, at its default api-version (2024-12-09-preview): the examples of its own README (tags,
+users, receipt verification with application claims), ledger users with several roles,
+custom roles, and the paged lists, with the sync and the async (aiohttp) client and with a
+certificate and a token credential.
+
+Usage: python sdk2_suite.py   (configuration from the environment, set by the Rust test;
+the same variables as sdk_suite.py)
+
+Prints one line per check and exits non-zero on the first failure.
+"""
+
+import asyncio
+import os
+import sys
+import time
+
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.confidentialledger import (
+    ConfidentialLedgerCertificateCredential,
+    ConfidentialLedgerClient,
+)
+from azure.confidentialledger.aio import ConfidentialLedgerClient as AsyncClient
+from azure.confidentialledger.receipt import verify_receipt
+import azure.confidentialledger
+
+ENDPOINT = os.environ["VELLUM_ENDPOINT"]
+CERT = os.environ["VELLUM_SERVICE_CERT"]
+ADMIN = os.environ["VELLUM_ADMIN_PEM"]
+READER = os.environ["VELLUM_READER_PEM"]
+READER_ID = os.environ["VELLUM_READER_ID"]
+TOKEN = os.environ["VELLUM_TOKEN"]
+TOKEN_OID = os.environ["VELLUM_TOKEN_OID"]
+PAGE = int(os.environ["VELLUM_PAGE_SIZE"])
+SERVICE_CERT = open(CERT).read()
+ACTION = "Microsoft.ConfidentialLedger/ledger/"
+
+
+def check(name, cond, detail=""):
+    if not cond:
+        print(f"FAIL {name} {detail}")
+        sys.exit(1)
+    print(f"PASS {name}")
+
+
+class StaticToken:
+    """A TokenCredential handing out one pre-issued token (what azure-identity would fetch)."""
+
+    def get_token(self, *scopes, **kwargs):
+        return AccessToken(TOKEN, int(time.time()) + 3600)
+
+
+class AsyncStaticToken:
+    async def get_token(self, *scopes, **kwargs):
+        return AccessToken(TOKEN, int(time.time()) + 3600)
+
+    async def close(self):
+        pass
+
+
+def plain(x):
+    """2.0.0b2 returns models, and its own verify_receipt asserts plain dicts (its README's
+    example, passing `result["receipt"]` straight in, fails the same way against Azure's
+    service): hand it the JSON the service sent."""
+    if isinstance(x, list):
+        return [plain(e) for e in x]
+    return x.as_dict() if hasattr(x, "as_dict") else x
+
+
+def cert_client(pem=ADMIN):
+    return ConfidentialLedgerClient(
+        ENDPOINT,
+        ConfidentialLedgerCertificateCredential(certificate_path=pem),
+        ledger_certificate_path=CERT,
+    )
+
+
+def tags_flow(c, tag):
+    """README "Using Collections and Tags", over more than one page."""
+    coll = f"icecream-flavors-{tag.replace('/', '-')}"
+    sample_entry = {"contents": "Secret recipe ingredients...!"}
+    first = c.create_ledger_entry(entry=sample_entry, collection_id=coll)
+    check(f"{tag}: create_ledger_entry with collection_id", first["collectionId"] == coll, first)
+    chocolate = []
+    for i in range(2 * PAGE + 1):
+        r = c.create_ledger_entry(
+            entry={"contents": f"scoop {i}"}, collection_id=coll, tags="chocolate,vanilla"
+        )
+        chocolate.append(r["transactionId"])
+        c.create_ledger_entry(entry={"contents": f"plain {i}"}, collection_id=coll, tags="vanilla")
+    c.begin_wait_for_commit(chocolate[-1]).result()
+    listed = list(c.list_ledger_entries(collection_id=coll, tag="chocolate"))
+    check(
+        f"{tag}: list_ledger_entries(tag=) returns only tagged entries, over pages",
+        [e["transactionId"] for e in listed] == chocolate
+        and all(e["contents"].startswith("scoop") for e in listed),
+        [e["contents"] for e in listed][:5],
+    )
+    everything = list(c.list_ledger_entries(collection_id=coll))
+    check(f"{tag}: list_ledger_entries without tag", len(everything) == 1 + 2 * len(chocolate))
+    # (The README's `get_ledger_entry(collection_id=...)` lacks the transaction id 2.0.0b2
+    # requires; the latest entry of a collection is get_current_ledger_entry.)
+    latest = c.get_current_ledger_entry(collection_id=coll)
+    check(f"{tag}: get_current_ledger_entry(collection_id=)", latest["contents"] == f"plain {2 * PAGE}", latest)
+    one = c.get_ledger_entry(transaction_id=chocolate[0], collection_id=coll)
+    check(f"{tag}: get_ledger_entry(transaction_id=, collection_id=)", one["entry"]["contents"] == "scoop 0", one)
+    for bad in ["a,b,c,d,e,f", "x" * 65]:
+        try:
+            c.create_ledger_entry(entry={"contents": "refused"}, collection_id=coll, tags=bad)
+            check(f"{tag}: bad tags refused", False)
+        except HttpResponseError as e:
+            check(f"{tag}: tags {bad[:12]!r} refused with 400", e.status_code == 400, e)
+    after = list(c.list_ledger_entries(collection_id=coll))
+    check(f"{tag}: nothing written by refused writes", len(after) == len(everything))
+
+
+def receipt_flow(c, tag):
+    """README "Verify write transaction receipts", with the application claims."""
+    post = c.begin_create_ledger_entry({"contents": f"claimed by {tag}"}).result()
+    transaction_id = post["transactionId"]
+    get_receipt_result = c.begin_get_receipt(transaction_id).result()
+    application_claims = get_receipt_result.get("applicationClaims", None)
+    check(
+        f"{tag}: receipt carries the entry's claim",
+        application_claims
+        and application_claims[0]["kind"] == "LedgerEntry"
+        and application_claims[0]["ledgerEntry"]["contents"] == f"claimed by {tag}",
+        get_receipt_result,
+    )
+    verify_receipt(
+        plain(get_receipt_result["receipt"]),
+        SERVICE_CERT,
+        application_claims=plain(application_claims),
+    )
+    check(f"{tag}: verify_receipt(application_claims=)", True)
+    forged = plain(application_claims)
+    forged[0]["ledgerEntry"]["collectionId"] = "elsewhere"
+    try:
+        verify_receipt(plain(get_receipt_result["receipt"]), SERVICE_CERT, application_claims=forged)
+        check(f"{tag}: a changed claim is refused", False)
+    except ValueError:
+        check(f"{tag}: a changed claim is refused", True)
+
+
+def users_flow(c, tag):
+    """README "Managing users" (single role), then ledger users with several roles."""
+    user_id = f"aad-object-{tag.replace('/', '-')}"
+    user = c.create_or_update_user(user_id, {"assignedRole": "Contributor"})
+    check(f"{tag}: create_or_update_user", user["assignedRole"] == "Contributor", user)
+    user = c.get_user(user_id)
+    check(f"{tag}: get_user", user["userId"] == user_id and user["assignedRole"] == "Contributor")
+    c.delete_user(user_id)
+    try:
+        c.get_user(user_id)
+        check(f"{tag}: deleted user is gone", False)
+    except ResourceNotFoundError:
+        check(f"{tag}: deleted user is gone", True)
+
+    role = f"auditor-{tag.replace('/', '-')}"
+    c.create_user_defined_role(
+        {"roles": [{"roleName": role, "roleActions": [ACTION + "receipts/read"]}]}
+    )
+    got = c.get_user_defined_role(role_name=role)
+    check(
+        f"{tag}: create/get_user_defined_role",
+        got.roles[0].role_name == role and got.roles[0].role_actions == [ACTION + "receipts/read"],
+        got,
+    )
+    c.update_user_defined_role({"roles": [{"roleName": role, "roleActions": [ACTION + "read"]}]})
+    got = c.get_user_defined_role(role_name=role)
+    check(
+        f"{tag}: update_user_defined_role adds actions",
+        sorted(got.roles[0].role_actions) == [ACTION + "read", ACTION + "receipts/read"],
+        got,
+    )
+    u = c.create_or_update_ledger_user(user_id, {"assignedRoles": ["Reader", role]})
+    check(
+        f"{tag}: create_or_update_ledger_user with two roles",
+        u["userId"] == user_id and list(u["assignedRoles"]) == ["Reader", role],
+        u,
+    )
+    u = c.get_ledger_user(user_id)
+    check(f"{tag}: get_ledger_user", list(u["assignedRoles"]) == ["Reader", role], u)
+    single = c.get_user(user_id)
+    check(f"{tag}: the single-role view shows the built-in role", single["assignedRole"] == "Reader")
+    listed = {x["userId"]: list(x["assignedRoles"]) for x in c.list_ledger_users()}
+    check(f"{tag}: list_ledger_users", listed.get(user_id) == ["Reader", role], listed)
+    c.delete_ledger_user(user_id)
+    try:
+        c.get_ledger_user(user_id)
+        check(f"{tag}: delete_ledger_user", False)
+    except ResourceNotFoundError:
+        check(f"{tag}: delete_ledger_user", True)
+    c.delete_user_defined_role(role_name=role)
+    try:
+        c.get_user_defined_role(role_name=role)
+        check(f"{tag}: delete_user_defined_role", False)
+    except ResourceNotFoundError:
+        check(f"{tag}: delete_user_defined_role", True)
+
+
+def custom_role_reader_flow(admin):
+    """A certificate user whose only role allows reading receipts: refused everything else."""
+    admin.create_user_defined_role(
+        {"roles": [{"roleName": "receiptReader", "roleActions": [ACTION + "receipts/read"]}]}
+    )
+    admin.create_or_update_ledger_user(READER_ID, {"assignedRoles": ["receiptReader"]})
+    tx = admin.begin_create_ledger_entry({"contents": "for the receipt reader"}).result()[
+        "transactionId"
+    ]
+    reader = cert_client(READER)
+    rc = reader.begin_get_receipt(tx).result()
+    verify_receipt(plain(rc["receipt"]), SERVICE_CERT, application_claims=plain(rc["applicationClaims"]))
+    check("custom role: its one action is allowed", rc["state"] == "Ready")
+    for name, call in [
+        ("create_ledger_entry", lambda: reader.create_ledger_entry({"contents": "no"})),
+        ("get_ledger_entry", lambda: reader.get_ledger_entry(transaction_id=tx)),
+        ("get_transaction_status", lambda: reader.get_transaction_status(tx)),
+        ("list_ledger_entries", lambda: list(reader.list_ledger_entries())),
+        ("list_collections", lambda: list(reader.list_collections())),
+        ("list_ledger_users", lambda: list(reader.list_ledger_users())),
+        ("get_user_defined_role", lambda: reader.get_user_defined_role(role_name="receiptReader")),
+        ("get_constitution", lambda: reader.get_constitution()),
+    ]:
+        try:
+            call()
+            check(f"custom role: {name} refused", False)
+        except HttpResponseError as e:
+            check(f"custom role: {name} refused with 403", e.status_code == 403, e)
+    admin.delete_ledger_user(READER_ID)
+    admin.delete_user_defined_role(role_name="receiptReader")
+
+
+def lists_flow(c, tag):
+    members = list(c.list_consortium_members())
+    check(f"{tag}: list_consortium_members", members and "certificate" in members[0], members)
+    for i in range(PAGE):
+        c.begin_create_ledger_entry({"contents": "one more"}, collection_id=f"more-{i}").result()
+    collections = [x["collectionId"] for x in c.list_collections()]
+    check(
+        f"{tag}: list_collections (paged)",
+        "subledger:0" in collections and len(collections) == len(set(collections)) > PAGE,
+        collections,
+    )
+    users = [x["userId"] for x in c.list_users()]
+    check(f"{tag}: list_users (paged)", TOKEN_OID in users, users)
+
+
+async def async_flow(credential, tag):
+    async with AsyncClient(ENDPOINT, credential, ledger_certificate_path=CERT) as c:
+        r = await c.create_ledger_entry(
+            entry={"contents": f"async {tag}"}, collection_id="async", tags="a,b"
+        )
+        tx = r["transactionId"]
+        await (await c.begin_wait_for_commit(tx)).result()
+        tagged = [e async for e in c.list_ledger_entries(collection_id="async", tag="a")]
+        check(f"{tag}: async tag query", tx in [e["transactionId"] for e in tagged], tagged)
+        rc = await (await c.begin_get_receipt(tx)).result()
+        verify_receipt(plain(rc["receipt"]), SERVICE_CERT, application_claims=plain(rc["applicationClaims"]))
+        check(f"{tag}: async receipt verifies with its claims", True)
+        role = f"async-{tag.replace('/', '-')}"
+        await c.create_user_defined_role({"roles": [{"roleName": role, "roleActions": ["/x"]}]})
+        got = await c.get_user_defined_role(role_name=role)
+        check(f"{tag}: async get_user_defined_role", got.roles[0].role_actions == ["/x"], got)
+        u = await c.create_or_update_ledger_user("async-user", {"assignedRoles": [role, "Reader"]})
+        check(f"{tag}: async create_or_update_ledger_user", list(u["assignedRoles"]) == [role, "Reader"])
+        listed = [x["userId"] async for x in c.list_ledger_users()]
+        check(f"{tag}: async list_ledger_users", "async-user" in listed, listed)
+        await c.delete_ledger_user("async-user")
+        await c.delete_user_defined_role(role_name=role)
+        check(f"{tag}: async delete_ledger_user, delete_user_defined_role", True)
+
+
+def main():
+    check("SDK version", azure.confidentialledger.__version__ == "2.0.0b2", azure.confidentialledger.__version__)
+    admin = cert_client()
+    admin.create_or_update_ledger_user(TOKEN_OID, {"assignedRoles": ["Administrator"]})
+    token = ConfidentialLedgerClient(ENDPOINT, StaticToken(), ledger_certificate_path=CERT)
+    tags_flow(admin, "sync/cert")
+    tags_flow(token, "sync/token")
+    receipt_flow(admin, "sync/cert")
+    receipt_flow(token, "sync/token")
+    users_flow(admin, "sync/cert")
+    users_flow(token, "sync/token")
+    custom_role_reader_flow(admin)
+    lists_flow(admin, "sync/cert")
+    asyncio.run(async_flow(ConfidentialLedgerCertificateCredential(certificate_path=ADMIN), "async/cert"))
+    asyncio.run(async_flow(AsyncStaticToken(), "async/token"))
+    print("ALL PASSED")
+
+
+if __name__ == "__main__":
+    main()
