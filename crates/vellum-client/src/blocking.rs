@@ -160,6 +160,83 @@ impl ConfidentialLedgerClient {
         self.rt.block_on(self.inner.list_users(options))
     }
 
+    /// See [`client::ConfidentialLedgerClient::create_or_update_ledger_user`].
+    pub fn create_or_update_ledger_user<S: AsRef<str>>(
+        &self,
+        user_id: &str,
+        roles: &[S],
+        options: Option<MethodOptions>,
+    ) -> Result<LedgerUserMultipleRoles> {
+        self.rt.block_on(
+            self.inner
+                .create_or_update_ledger_user(user_id, roles, options),
+        )
+    }
+
+    /// See [`client::ConfidentialLedgerClient::get_ledger_user`].
+    pub fn get_ledger_user(
+        &self,
+        user_id: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<LedgerUserMultipleRoles> {
+        self.rt
+            .block_on(self.inner.get_ledger_user(user_id, options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::delete_ledger_user`].
+    pub fn delete_ledger_user(&self, user_id: &str, options: Option<MethodOptions>) -> Result<()> {
+        self.rt
+            .block_on(self.inner.delete_ledger_user(user_id, options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::list_ledger_users`].
+    pub fn list_ledger_users(
+        &self,
+        options: Option<MethodOptions>,
+    ) -> Result<Vec<LedgerUserMultipleRoles>> {
+        self.rt.block_on(self.inner.list_ledger_users(options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::create_user_defined_role`].
+    pub fn create_user_defined_role(
+        &self,
+        roles: &[UserDefinedRole],
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        self.rt
+            .block_on(self.inner.create_user_defined_role(roles, options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::update_user_defined_role`].
+    pub fn update_user_defined_role(
+        &self,
+        roles: &[UserDefinedRole],
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        self.rt
+            .block_on(self.inner.update_user_defined_role(roles, options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::get_user_defined_role`].
+    pub fn get_user_defined_role(
+        &self,
+        role_name: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<UserDefinedRole> {
+        self.rt
+            .block_on(self.inner.get_user_defined_role(role_name, options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::delete_user_defined_role`].
+    pub fn delete_user_defined_role(
+        &self,
+        role_name: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        self.rt
+            .block_on(self.inner.delete_user_defined_role(role_name, options))
+    }
+
     /// See [`client::ConfidentialLedgerClient::list_nodes`].
     pub fn list_nodes(&self, options: Option<MethodOptions>) -> Result<Vec<ClusterNode>> {
         self.rt.block_on(self.inner.list_nodes(options))

@@ -443,6 +443,38 @@ impl ConfidentialLedgerClient {
         serde_json::from_slice(&body).map_err(data_err("the response"))
     }
 
+    /// Every item of a paged list: the `key` array of each page, following `nextLink` until
+    /// a page has none. A service sending the same link twice is an error, not a loop.
+    async fn get_all(&self, path: &str, key: &str, opts: &MethodOptions) -> Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut next = path.to_owned();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let v = self.get_json(&next, opts).await?;
+            let page = v.get(key).and_then(Value::as_array).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::DataConversion,
+                    format!("no {key:?} list in the answer"),
+                )
+            })?;
+            items.extend(page.iter().cloned());
+            match v
+                .get("nextLink")
+                .or_else(|| v.get("@nextLink"))
+                .and_then(Value::as_str)
+            {
+                Some(link) if seen.insert(link.to_owned()) => next = link.to_owned(),
+                Some(link) => {
+                    return Err(Error::new(
+                        ErrorKind::DataConversion,
+                        format!("the service repeated the link {link:?}"),
+                    ));
+                }
+                None => return Ok(items),
+            }
+        }
+    }
+
     /// Appends an entry; returns its transaction id at once (or once committed, with
     /// `wait_for_commit`).
     pub async fn append_to_ledger(
@@ -727,17 +759,17 @@ impl ConfidentialLedgerClient {
 
     /// The sub-ledgers (collections) that hold entries.
     pub async fn list_sub_ledgers(&self, options: Option<MethodOptions>) -> Result<Vec<String>> {
-        let v = self
-            .get_json("/app/collections", &options.unwrap_or_default())
+        let all = self
+            .get_all(
+                "/app/collections",
+                "collections",
+                &options.unwrap_or_default(),
+            )
             .await?;
-        Ok(v["collections"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c["collectionId"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(all
+            .iter()
+            .filter_map(|c| c["collectionId"].as_str().map(str::to_owned))
+            .collect())
     }
 
     /// The distinct tags of a sub-ledger's entries (`None`: the service default), as
@@ -822,14 +854,189 @@ impl ConfidentialLedgerClient {
         Ok(())
     }
 
-    /// Every user (Administrator only).
+    /// Every user, one role each (Administrator only; every page).
     pub async fn list_users(&self, options: Option<MethodOptions>) -> Result<Vec<LedgerUser>> {
-        let v = self
-            .get_json("/app/users", &options.unwrap_or_default())
+        let all = self
+            .get_all("/app/users", "ledgerUsers", &options.unwrap_or_default())
             .await?;
         let users: Vec<WireUser> =
-            serde_json::from_value(v["ledgerUsers"].clone()).map_err(data_err("users"))?;
+            serde_json::from_value(Value::Array(all)).map_err(data_err("users"))?;
         Ok(users.into_iter().map(LedgerUser::from).collect())
+    }
+
+    fn ledger_user_path(user_id: &str) -> Result<String> {
+        if user_id.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "empty user id"));
+        }
+        Ok(format!("/app/ledgerUsers/{}", path_segment(user_id)))
+    }
+
+    /// Creates a user or replaces its roles: built-in ones by name (`Administrator`,
+    /// `Contributor`, `Reader`) and custom ones (see
+    /// [`ConfidentialLedgerClient::create_user_defined_role`]). Administrator only.
+    pub async fn create_or_update_ledger_user<S: AsRef<str>>(
+        &self,
+        user_id: &str,
+        roles: &[S],
+        options: Option<MethodOptions>,
+    ) -> Result<LedgerUserMultipleRoles> {
+        if roles.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "a user holds at least one role",
+            ));
+        }
+        let roles: Vec<&str> = roles.iter().map(AsRef::as_ref).collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "assignedRoles": roles }))
+            .map_err(data_err("the user"))?;
+        let (_, _, resp) = self
+            .send(
+                Method::PATCH,
+                &Self::ledger_user_path(user_id)?,
+                Some(("application/merge-patch+json", body)),
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_slice(&resp).map_err(data_err("the user"))
+    }
+
+    /// A user with all its roles (Administrator only).
+    pub async fn get_ledger_user(
+        &self,
+        user_id: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<LedgerUserMultipleRoles> {
+        let v = self
+            .get_json(
+                &Self::ledger_user_path(user_id)?,
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_value(v).map_err(data_err("the user"))
+    }
+
+    /// Deletes a user (Administrator only).
+    pub async fn delete_ledger_user(
+        &self,
+        user_id: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        self.send(
+            Method::DELETE,
+            &Self::ledger_user_path(user_id)?,
+            None,
+            &options.unwrap_or_default(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Every user with all its roles (Administrator only; every page).
+    pub async fn list_ledger_users(
+        &self,
+        options: Option<MethodOptions>,
+    ) -> Result<Vec<LedgerUserMultipleRoles>> {
+        let all = self
+            .get_all(
+                "/app/ledgerUsers",
+                "ledgerUsers",
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_value(Value::Array(all)).map_err(data_err("users"))
+    }
+
+    fn role_query(role_name: &str) -> Result<String> {
+        if role_name.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "empty role name"));
+        }
+        Ok(format!(
+            "/app/roles?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("roleName", role_name)
+                .finish()
+        ))
+    }
+
+    async fn put_roles(
+        &self,
+        method: Method,
+        roles: &[UserDefinedRole],
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        if roles.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "no roles given"));
+        }
+        let body = serde_json::to_vec(&serde_json::json!({ "roles": roles }))
+            .map_err(data_err("the roles"))?;
+        self.send(
+            method,
+            "/app/roles",
+            Some(("application/json", body)),
+            &options.unwrap_or_default(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Creates custom roles, or replaces their actions (Administrator only).
+    pub async fn create_user_defined_role(
+        &self,
+        roles: &[UserDefinedRole],
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        self.put_roles(Method::PUT, roles, options).await
+    }
+
+    /// Adds actions to custom roles (Administrator only). To take an action away, delete the
+    /// role and create it again.
+    pub async fn update_user_defined_role(
+        &self,
+        roles: &[UserDefinedRole],
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        self.put_roles(Method::PATCH, roles, options).await
+    }
+
+    /// A custom role ([`ErrorKind::NotFound`] if there is none).
+    pub async fn get_user_defined_role(
+        &self,
+        role_name: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<UserDefinedRole> {
+        let v = self
+            .get_json(&Self::role_query(role_name)?, &options.unwrap_or_default())
+            .await?;
+        // The sources disagree on the key and the shape: a list under `roles` or `role`, or a
+        // bare list.
+        let list = v
+            .get("roles")
+            .or_else(|| v.get("role"))
+            .unwrap_or(&v)
+            .clone();
+        let roles: Vec<UserDefinedRole> =
+            serde_json::from_value(list).map_err(data_err("the role"))?;
+        roles
+            .into_iter()
+            .find(|r| r.name == role_name)
+            .ok_or_else(|| Error::new(ErrorKind::DataConversion, "the answer names another role"))
+    }
+
+    /// Deletes a custom role (Administrator only). Users holding it keep its name, which
+    /// allows nothing until a role of that name is created again.
+    pub async fn delete_user_defined_role(
+        &self,
+        role_name: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        self.send(
+            Method::DELETE,
+            &Self::role_query(role_name)?,
+            None,
+            &options.unwrap_or_default(),
+        )
+        .await?;
+        Ok(())
     }
 
     /// A request the service answers without touching the ledger (`POST /node/null`, a
@@ -894,20 +1101,20 @@ impl ConfidentialLedgerClient {
 
     /// The consortium members.
     pub async fn get_consortium(&self, options: Option<MethodOptions>) -> Result<Consortium> {
-        let v = self
-            .get_json("/app/governance/members", &options.unwrap_or_default())
+        let all = self
+            .get_all(
+                "/app/governance/members",
+                "members",
+                &options.unwrap_or_default(),
+            )
             .await?;
-        let members = v["members"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|m| ConsortiumMember {
-                        certificate: m["certificate"].as_str().unwrap_or_default().to_owned(),
-                        id: m["id"].as_str().unwrap_or_default().to_owned(),
-                    })
-                    .collect()
+        let members = all
+            .iter()
+            .map(|m| ConsortiumMember {
+                certificate: m["certificate"].as_str().unwrap_or_default().to_owned(),
+                id: m["id"].as_str().unwrap_or_default().to_owned(),
             })
-            .unwrap_or_default();
+            .collect();
         Ok(Consortium { members })
     }
 

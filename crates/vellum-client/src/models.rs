@@ -143,6 +143,75 @@ pub struct LedgerUser {
     pub role: LedgerUserRole,
 }
 
+/// A ledger user with several roles (`/app/ledgerUsers`, api-version 2024-08-22-preview on):
+/// built-in roles by their names (`Administrator`, `Contributor`, `Reader`) and custom roles
+/// (see [`UserDefinedRole`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct LedgerUserMultipleRoles {
+    /// The user id: an Entra object id or a certificate fingerprint.
+    #[serde(rename = "userId")]
+    pub id: String,
+    /// Its roles.
+    #[serde(rename = "assignedRoles")]
+    pub roles: Vec<String>,
+}
+
+/// A custom role: its name and the actions it allows (ACL's action strings such as
+/// `Microsoft.ConfidentialLedger/ledger/read`, or an application's own).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(try_from = "WireRoleDef")]
+#[non_exhaustive]
+pub struct UserDefinedRole {
+    /// Its name (case-sensitive; not a built-in role's).
+    #[serde(rename = "roleName")]
+    pub name: String,
+    /// The actions it allows.
+    #[serde(rename = "roleActions")]
+    pub actions: Vec<String>,
+}
+
+/// A role as services send it: camelCase (the REST specification, Python 2.0.0b2), snake_case
+/// (ACL's documentation, the .NET tests), or both.
+#[derive(Deserialize)]
+struct WireRoleDef {
+    #[serde(rename = "roleName")]
+    role_name: Option<String>,
+    #[serde(rename = "role_name")]
+    role_name_snake: Option<String>,
+    #[serde(rename = "roleActions")]
+    role_actions: Option<Vec<String>>,
+    #[serde(rename = "role_actions")]
+    role_actions_snake: Option<Vec<String>>,
+}
+
+impl TryFrom<WireRoleDef> for UserDefinedRole {
+    type Error = String;
+
+    fn try_from(w: WireRoleDef) -> std::result::Result<UserDefinedRole, String> {
+        Ok(UserDefinedRole {
+            name: w
+                .role_name
+                .or(w.role_name_snake)
+                .ok_or("a role without a name")?,
+            actions: w.role_actions.or(w.role_actions_snake).unwrap_or_default(),
+        })
+    }
+}
+
+impl UserDefinedRole {
+    /// A role named `name` allowing `actions`.
+    pub fn new<S: Into<String>>(
+        name: impl Into<String>,
+        actions: impl IntoIterator<Item = S>,
+    ) -> Self {
+        UserDefinedRole {
+            name: name.into(),
+            actions: actions.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
 /// A consortium member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

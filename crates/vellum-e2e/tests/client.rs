@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
+use vellum_client::models::UserDefinedRole;
 use vellum_client::*;
 use vellum_node::testing::TestServer;
 
@@ -118,6 +119,24 @@ async fn every_operation(c: &ConfidentialLedgerClient, srv: &TestServer, tag: &s
         tampered.verify(&service_cert).unwrap_err().kind(),
         &ErrorKind::Verification
     );
+    // The entry's application claim comes with it and is checked: changed, it fails.
+    let claims = receipt
+        .application_claims
+        .clone()
+        .expect("the write's claim");
+    assert_eq!(claims.len(), 1);
+    let mut forged = receipt.clone();
+    if let Some(vellum_core::receipt::ApplicationClaim::LedgerEntry { ledger_entry }) = forged
+        .application_claims
+        .as_mut()
+        .and_then(|c| c.first_mut())
+    {
+        ledger_entry.contents.push('!');
+    }
+    assert_eq!(
+        forged.verify(&service_cert).unwrap_err().kind(),
+        &ErrorKind::Verification
+    );
     // Against another service's certificate, it does not verify either.
     let other = vellum_ledger::identity::Identity::service("other", SystemTime::now(), 1).unwrap();
     assert!(receipt.verify(&other.cert_pem).is_err());
@@ -210,6 +229,48 @@ async fn every_operation(c: &ConfidentialLedgerClient, srv: &TestServer, tag: &s
     c.delete_user(&uid, None).await.unwrap();
     assert_eq!(
         c.get_user(&uid, None).await.unwrap_err().kind(),
+        &ErrorKind::NotFound
+    );
+    // Custom roles and users with several roles.
+    let role = format!("auditor-{tag}");
+    c.create_user_defined_role(
+        &[UserDefinedRole::new(
+            &role,
+            ["Microsoft.ConfidentialLedger/ledger/receipts/read"],
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    c.update_user_defined_role(&[UserDefinedRole::new(&role, ["/app/own"])], None)
+        .await
+        .unwrap();
+    let got = c.get_user_defined_role(&role, None).await.unwrap();
+    assert_eq!(
+        got.actions,
+        [
+            "/app/own",
+            "Microsoft.ConfidentialLedger/ledger/receipts/read"
+        ]
+    );
+    let u = c
+        .create_or_update_ledger_user(&uid, &["reader", role.as_str()], None)
+        .await
+        .unwrap();
+    assert_eq!(u.roles, ["Reader", role.as_str()]);
+    assert_eq!(c.get_ledger_user(&uid, None).await.unwrap(), u);
+    assert!(c.list_ledger_users(None).await.unwrap().contains(&u));
+    assert_eq!(
+        c.get_user(&uid, None).await.unwrap().role,
+        LedgerUserRole::Reader
+    );
+    c.delete_ledger_user(&uid, None).await.unwrap();
+    c.delete_user_defined_role(&role, None).await.unwrap();
+    assert_eq!(
+        c.get_user_defined_role(&role, None)
+            .await
+            .unwrap_err()
+            .kind(),
         &ErrorKind::NotFound
     );
     // Service details.
