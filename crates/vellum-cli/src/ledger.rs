@@ -11,11 +11,11 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use serde_json::json;
-use vellum_client::models::TransactionReceipt;
+use vellum_client::models::{TransactionReceipt, UserDefinedRole};
 use vellum_client::{
     AppendToLedgerOptions, ConfidentialLedgerCertificateCredential, ConfidentialLedgerClient,
     ErrorKind, GetLedgerEntriesOptions, GetLedgerEntryOptions, LedgerCertificate, LedgerCredential,
-    LedgerUserRole, PollOptions, TokenCredential, WaitUntilDurableOptions,
+    PollOptions, TokenCredential, WaitUntilDurableOptions,
 };
 
 /// Exit codes of the ledger commands (documented in `vellum --help`).
@@ -256,11 +256,16 @@ pub enum LedgerCommand {
         #[arg(long, value_name = "FILE", conflicts_with_all = ["transaction_id", "save"])]
         file: Option<PathBuf>,
     },
-    /// Manage users (Administrator).
+    /// Manage users and their roles (Administrator).
     ///
-    /// Example: vellum users set 5F:23:...:B5 Reader
+    /// Example: vellum users set 5F:23:...:B5 Reader auditor
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage custom roles (Administrator): a name and the actions it allows.
+    ///
+    /// Example: vellum roles set auditor Microsoft.ConfidentialLedger/ledger/receipts/read
+    #[command(subcommand)]
+    Roles(RolesCommand),
     /// Manage the nodes of a cluster (Administrators and consortium members).
     ///
     /// Example: vellum node token ; vellum node list ; vellum node remove NODE_ID
@@ -316,15 +321,15 @@ pub enum NodeCommand {
 /// User management.
 #[derive(clap::Subcommand, Debug)]
 pub enum UsersCommand {
-    /// Add a user or set its role.
+    /// Add a user or set its roles (they replace the ones it had).
     ///
-    /// Example: vellum users set 5F:23:...:B5 Reader
+    /// Example: vellum users set 5F:23:...:B5 Reader auditor
     Set {
         /// User id: certificate fingerprint or token object id.
         user_id: String,
-        /// Administrator, Contributor or Reader.
-        #[arg(value_parser = ["Administrator", "Contributor", "Reader"])]
-        role: String,
+        /// Its roles: Administrator, Contributor, Reader (any case) or custom roles.
+        #[arg(required = true, num_args = 1..)]
+        roles: Vec<String>,
     },
     /// Show a user.
     ///
@@ -343,6 +348,45 @@ pub enum UsersCommand {
     Remove {
         /// User id.
         user_id: String,
+    },
+}
+
+/// Custom roles.
+#[derive(clap::Subcommand, Debug)]
+pub enum RolesCommand {
+    /// Create a role, or replace its actions.
+    ///
+    /// Example: vellum roles set auditor Microsoft.ConfidentialLedger/ledger/receipts/read
+    Set {
+        /// Role name (case-sensitive; not a built-in role's).
+        name: String,
+        /// The actions it allows (ACL's `Microsoft.ConfidentialLedger/ledger/...` strings, or
+        /// an application's own).
+        actions: Vec<String>,
+    },
+    /// Add actions to a role.
+    ///
+    /// Example: vellum roles add auditor Microsoft.ConfidentialLedger/ledger/read
+    Add {
+        /// Role name.
+        name: String,
+        /// Actions to add.
+        #[arg(required = true, num_args = 1..)]
+        actions: Vec<String>,
+    },
+    /// Show a role's actions.
+    ///
+    /// Example: vellum roles get auditor --json
+    Get {
+        /// Role name.
+        name: String,
+    },
+    /// Delete a role (users holding it keep its name, which then allows nothing).
+    ///
+    /// Example: vellum roles remove auditor
+    Remove {
+        /// Role name.
+        name: String,
     },
 }
 
@@ -684,33 +728,34 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
             });
         }
         LedgerCommand::Users(u) => match u {
-            UsersCommand::Set { user_id, role } => {
-                let role: LedgerUserRole = role.parse().unwrap_or(LedgerUserRole::Reader);
-                let u = client.create_or_update_user(&user_id, role, None).await?;
+            UsersCommand::Set { user_id, roles } => {
+                let u = client
+                    .create_or_update_ledger_user(&user_id, &roles, None)
+                    .await?;
                 print(
                     json,
-                    json!({"userId": u.id, "assignedRole": u.role.to_string()}),
-                    || format!("{} is now {}", u.id, u.role),
+                    json!({"userId": u.id, "assignedRoles": u.roles}),
+                    || format!("{} is now {}", u.id, u.roles.join(", ")),
                 );
             }
             UsersCommand::Get { user_id } => {
-                let u = client.get_user(&user_id, None).await?;
+                let u = client.get_ledger_user(&user_id, None).await?;
                 print(
                     json,
-                    json!({"userId": u.id, "assignedRole": u.role.to_string()}),
-                    || format!("{}\t{}", u.id, u.role),
+                    json!({"userId": u.id, "assignedRoles": u.roles}),
+                    || format!("{}\t{}", u.id, u.roles.join(",")),
                 );
             }
             UsersCommand::List => {
-                let users = client.list_users(None).await?;
+                let users = client.list_ledger_users(None).await?;
                 let v: Vec<_> = users
                     .iter()
-                    .map(|u| json!({"userId": u.id, "assignedRole": u.role.to_string()}))
+                    .map(|u| json!({"userId": u.id, "assignedRoles": u.roles}))
                     .collect();
                 print(json, json!(v), || {
                     users
                         .iter()
-                        .map(|u| format!("{}\t{}", u.id, u.role))
+                        .map(|u| format!("{}\t{}", u.id, u.roles.join(",")))
                         .collect::<Vec<_>>()
                         .join("\n")
                 });
@@ -722,6 +767,36 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
                 });
             }
         },
+        LedgerCommand::Roles(r) => {
+            let role_json =
+                |r: &UserDefinedRole| json!({"roleName": r.name, "roleActions": r.actions});
+            match r {
+                RolesCommand::Set { name, actions } => {
+                    let role = UserDefinedRole::new(&name, actions);
+                    client.create_user_defined_role(&[role], None).await?;
+                    let r = client.get_user_defined_role(&name, None).await?;
+                    print(json, role_json(&r), || {
+                        format!("{} allows {}", r.name, r.actions.join(", "))
+                    });
+                }
+                RolesCommand::Add { name, actions } => {
+                    let role = UserDefinedRole::new(&name, actions);
+                    client.update_user_defined_role(&[role], None).await?;
+                    let r = client.get_user_defined_role(&name, None).await?;
+                    print(json, role_json(&r), || {
+                        format!("{} allows {}", r.name, r.actions.join(", "))
+                    });
+                }
+                RolesCommand::Get { name } => {
+                    let r = client.get_user_defined_role(&name, None).await?;
+                    print(json, role_json(&r), || r.actions.join("\n"));
+                }
+                RolesCommand::Remove { name } => {
+                    client.delete_user_defined_role(&name, None).await?;
+                    print(json, json!({"removed": name}), || format!("removed {name}"));
+                }
+            }
+        }
         LedgerCommand::Node(n) => match n {
             NodeCommand::Token => {
                 let t = client.create_join_token(None).await?;

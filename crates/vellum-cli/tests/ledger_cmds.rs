@@ -204,6 +204,37 @@ fn every_ledger_subcommand() {
     let err = fails(&node.run_as(Some(&alice), &["append", "nope"], None), 4);
     assert!(err.contains("NotAllowed"), "{err}");
     fails(&node.run_as(Some(&alice), &["users", "list"], None), 4);
+    // A custom role: Alice, holding only it, reads receipts and nothing else; roles add up.
+    let receipts = "Microsoft.ConfidentialLedger/ledger/receipts/read";
+    assert!(ok(&node.run(&["roles", "set", "auditor", receipts])).contains(receipts));
+    let err = fails(&node.run(&["users", "set", &alice_id, "nosuchrole"]), 6);
+    assert!(err.contains("no role \"nosuchrole\""), "{err}");
+    assert_eq!(
+        ok(&node.run(&["users", "set", &alice_id, "auditor"])),
+        format!("{alice_id} is now auditor")
+    );
+    ok(&node.run_as(Some(&alice), &["receipt", &t1], None));
+    fails(&node.run_as(Some(&alice), &["get", &t1], None), 4);
+    let v: serde_json::Value = serde_json::from_str(&ok(&node.run(&[
+        "roles",
+        "add",
+        "auditor",
+        "Microsoft.ConfidentialLedger/ledger/read",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(v["roleActions"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(
+        ok(&node.run_as(Some(&alice), &["get", &t1], None)),
+        "hello, ledger"
+    );
+    ok(&node.run(&["users", "set", &alice_id, "reader", "auditor"]));
+    assert_eq!(
+        ok(&node.run(&["users", "get", &alice_id])),
+        format!("{alice_id}\tReader,auditor")
+    );
+    ok(&node.run(&["roles", "remove", "auditor"]));
+    fails(&node.run(&["roles", "get", "auditor"]), 5);
     ok(&node.run(&["users", "remove", &alice_id]));
     fails(&node.run_as(Some(&alice), &["get", &t1], None), 4);
     fails(&node.run(&["users", "get", &alice_id]), 5);
