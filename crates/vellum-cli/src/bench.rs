@@ -47,6 +47,9 @@ pub enum Workload {
     Range,
     /// Fetch a receipt.
     Receipt,
+    /// Read every entry of the collection carrying the tag `rare` (one entry in
+    /// `--tag-every` of the seeded ones), all pages: a tag query's cost in a big collection.
+    Tag,
     /// A request the server answers without touching the ledger (`POST /node/null`).
     Null,
 }
@@ -80,6 +83,9 @@ pub struct BenchArgs {
     /// Entries per range read.
     #[arg(long, default_value_t = 100)]
     pub range: usize,
+    /// For the tag workload: one seeded entry in this many carries the tag `rare`.
+    #[arg(long, default_value_t = 10_000)]
+    pub tag_every: usize,
     /// Write an SVG plot of throughput and latency per second.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
@@ -101,6 +107,8 @@ struct Shared {
     seed: Vec<String>,
     collection: String,
     range: usize,
+    /// Entries a tag query must return (the tag workload, on entries it seeded).
+    tagged: Option<usize>,
     issued: AtomicU64,
     done: AtomicU64,
     errors: AtomicU64,
@@ -116,7 +124,7 @@ fn fast_poll() -> vellum_client::PollOptions {
     }
 }
 
-async fn one(s: &Shared, i: u64) -> Result<(), vellum_client::Error> {
+async fn one(s: &Shared, i: u64) -> anyhow::Result<()> {
     let pick =
         |i: u64| s.seed[(i.wrapping_mul(2_654_435_761) % s.seed.len() as u64) as usize].clone();
     match s.workload {
@@ -167,12 +175,30 @@ async fn one(s: &Shared, i: u64) -> Result<(), vellum_client::Error> {
                 e?;
             }
         }
+        Workload::Tag => {
+            let mut pager = s.client.get_ledger_entries(Some(GetLedgerEntriesOptions {
+                sub_ledger_id: Some(s.collection.clone()),
+                tag: Some(RARE.to_owned()),
+                ..Default::default()
+            }));
+            let mut n = 0;
+            while let Some(e) = pager.next().await {
+                e?;
+                n += 1;
+            }
+            if let Some(want) = s.tagged {
+                anyhow::ensure!(n == want, "the tag query returned {n} entries, not {want}");
+            }
+        }
         Workload::Null => {
             s.client.vellum_null(s.contents.as_bytes()).await?;
         }
     }
     Ok(())
 }
+
+/// The tag the tag workload seeds and queries.
+const RARE: &str = "rare";
 
 async fn worker(s: Arc<Shared>, start: Instant) -> (Samples, Option<String>) {
     let mut samples = Vec::new();
@@ -235,16 +261,35 @@ pub fn run(conn: &Connection, args: BenchArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(run_async(conn, args, endpoint))
 }
 
+/// Writes `n` entries to `collection`, entry `i` tagged `rare` when `tag_every` divides it;
+/// returns their transaction ids in order.
 async fn seed(
     client: &ConfidentialLedgerClient,
     n: usize,
     collection: &str,
     concurrency: usize,
+    tag_every: Option<usize>,
+    progress: bool,
 ) -> anyhow::Result<Vec<String>> {
+    let bar = if progress {
+        let b = ProgressBar::new(n as u64);
+        b.set_style(
+            ProgressStyle::with_template("seeding {bar:40} {pos}/{len} {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency.min(n) {
-        let (client, next, collection) = (client.clone(), next.clone(), collection.to_owned());
+        let (client, next, collection, bar) = (
+            client.clone(),
+            next.clone(),
+            collection.to_owned(),
+            bar.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             loop {
@@ -252,16 +297,22 @@ async fn seed(
                 if i >= n as u64 {
                     return Ok::<_, vellum_client::Error>(ids);
                 }
+                let tags = match tag_every {
+                    Some(k) if i % k as u64 == 0 => vec![RARE.to_owned()],
+                    _ => Vec::new(),
+                };
                 let r = client
                     .append_to_ledger(
                         &format!("seed {i}"),
                         Some(AppendToLedgerOptions {
                             sub_ledger_id: Some(collection.clone()),
+                            tags,
                             ..Default::default()
                         }),
                     )
                     .await?;
                 ids.push(r.transaction_id);
+                bar.inc(1);
             }
         }));
     }
@@ -269,6 +320,7 @@ async fn seed(
     for t in tasks {
         ids.extend(t.await.context("a seeding task failed")??);
     }
+    bar.finish_and_clear();
     let seqno = |t: &String| t.split_once('.').and_then(|(_, s)| s.parse::<u64>().ok());
     ids.sort_by_key(seqno);
     if let Some(last) = ids.last() {
@@ -307,22 +359,37 @@ async fn run_async(
         .existing
         .clone()
         .unwrap_or_else(|| format!("bench-{}", std::process::id()));
+    let tag_every = (args.workload == Workload::Tag).then_some(args.tag_every.max(1));
+    let progress = !conn.json && !args.no_progress && std::io::stderr().is_terminal();
     let seeded = match args.workload {
-        Workload::Read | Workload::Range | Workload::Receipt if args.existing.is_some() => {
+        Workload::Read | Workload::Range | Workload::Receipt | Workload::Tag
+            if args.existing.is_some() =>
+        {
             let ids = oldest(&client, &collection, args.seed).await?;
             if ids.len() < args.range.max(1) {
                 anyhow::bail!("collection {collection} holds only {} entries", ids.len());
             }
             ids
         }
-        Workload::Read | Workload::Range | Workload::Receipt => {
+        Workload::Read | Workload::Range | Workload::Receipt | Workload::Tag => {
             if !conn.json {
                 eprintln!("seeding {} entries in {collection}...", args.seed);
             }
-            seed(&client, args.seed, &collection, args.concurrency).await?
+            seed(
+                &client,
+                args.seed,
+                &collection,
+                args.concurrency.max(64),
+                tag_every,
+                progress,
+            )
+            .await?
         }
         _ => Vec::new(),
     };
+    let tagged = tag_every
+        .filter(|_| args.existing.is_none())
+        .map(|k| seeded.len().div_ceil(k));
     let limit = args.requests.unwrap_or(if args.duration.is_some() {
         u64::MAX
     } else {
@@ -335,6 +402,7 @@ async fn run_async(
         seed: seeded,
         collection,
         range: args.range,
+        tagged,
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
         errors: AtomicU64::new(0),
