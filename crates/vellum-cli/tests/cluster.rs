@@ -76,6 +76,53 @@ async fn three_nodes_hold_identical_verified_ledgers_and_serve_the_sdk_from_a_ba
     println!("SDK suite on a backup done at {:?}", t0.elapsed());
     c.python_sdk_suite(primary).await;
     println!("SDK suite on the primary done at {:?}", t0.elapsed());
+    // A change of users or roles, made through any node, holds on every node at the next
+    // request: granted, then revoked, then granted again.
+    let who = vellum_ledger::identity::Identity::client("Auditor", std::time::SystemTime::now(), 1)
+        .unwrap();
+    let who_id = who.cert.acl_fingerprint();
+    c.admin(backup)
+        .create_user_defined_role(
+            &[vellum_client::models::UserDefinedRole::new(
+                "entryReader",
+                ["Microsoft.ConfidentialLedger/ledger/read"],
+            )],
+            None,
+        )
+        .await
+        .unwrap();
+    let (txid, _) = &written[0];
+    for k in 0..6usize {
+        let via = c.admin(k % 3);
+        let granted = k % 2 == 0;
+        if granted {
+            via.create_or_update_ledger_user(&who_id, &["entryReader"], None)
+                .await
+                .unwrap();
+        } else {
+            via.delete_ledger_user(&who_id, None).await.unwrap();
+        }
+        for n in 0..3 {
+            let status = c
+                .https_client(Some(&who.combined_pem()))
+                .get(format!(
+                    "{}/app/transactions/{txid}?api-version=2024-12-09-preview",
+                    c.nodes[n].endpoint
+                ))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert_eq!(
+                status,
+                if granted { 200 } else { 403 },
+                "change {k} made via node {}, read on node {n}",
+                k % 3
+            );
+        }
+    }
+    println!("access changes held on every node at {:?}", t0.elapsed());
     let dirs = c.stop_all();
     println!("stopped at {:?}", t0.elapsed());
     let committed = harness::assert_identical_chunks(&dirs);

@@ -286,6 +286,13 @@ pub enum Forward {
         /// What.
         op: crate::ops::Op,
     },
+    /// Answer once this node has applied `seqno` (any node serves it): the primary asks every
+    /// other node after a change of users or roles, so that every node honours it on the next
+    /// request.
+    Applied {
+        /// The transaction.
+        seqno: u64,
+    },
     /// Admit a node (the joining node's certificate, DER, as the backup saw it).
     Join {
         /// The request.
@@ -313,6 +320,8 @@ pub enum ForwardReply {
     /// The write would start a collection past the limit (holds how many there are):
     /// nothing was done.
     TooManyCollections(u64),
+    /// The receiver has applied the transaction asked about.
+    Applied,
 }
 
 impl ForwardReply {
@@ -326,6 +335,7 @@ impl ForwardReply {
             ForwardReply::NotAllowed(_) => "NotAllowed",
             ForwardReply::Failed(_) => "Failed",
             ForwardReply::TooManyCollections(_) => "TooManyCollections",
+            ForwardReply::Applied => "Applied",
         }
     }
 }

@@ -102,6 +102,17 @@ impl Op {
         }
     }
 
+    /// Whether it changes who may do what: every node must honour it on the next request.
+    pub fn changes_access(&self) -> bool {
+        matches!(
+            self,
+            Op::SetRoles { .. }
+                | Op::RemoveUser { .. }
+                | Op::DefineRoles { .. }
+                | Op::DeleteRole { .. }
+        )
+    }
+
     /// Whether the caller is answered once it is applied (it changes who may do what), rather
     /// than as soon as it has a transaction id.
     pub fn answered_when_applied(&self) -> bool {

@@ -163,8 +163,41 @@ impl LedgerNode {
             }
             Op::Retire { node_id } => self.retire_write_set(node_id)?,
         };
-        self.write_here(Arc::new(ws), op.answered_when_applied())
-            .await
+        let txid = self
+            .write_here(Arc::new(ws), op.answered_when_applied())
+            .await?;
+        if op.changes_access() {
+            self.spread(txid.seqno).await;
+        }
+        Ok(txid)
+    }
+
+    /// Waits (at most [`SPREAD_TIMEOUT`]) until every other node of the membership has applied
+    /// `seqno`, so that a change of users or roles holds on whichever node the caller asks
+    /// next. A node that does not answer in time (stopped, partitioned) is logged and left:
+    /// it applies the change when it catches up, before it serves anything newer.
+    async fn spread(&self, seqno: u64) {
+        let others: Vec<(u64, String)> = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.raft_id)
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect()
+        };
+        let asks = others.iter().map(|(id, addr)| async move {
+            let msg = Forward::Applied { seqno };
+            let r: Result<ForwardReply, PeerError> = self
+                .peers
+                .call(addr, FORWARD_PATH, &msg, SPREAD_TIMEOUT)
+                .await;
+            if !matches!(r, Ok(ForwardReply::Applied)) {
+                tracing::warn!(node = id, %addr, seqno, "a node did not confirm a change of users or roles in time");
+            }
+        });
+        futures_util::future::join_all(asks).await;
     }
 
     /// Whether `caller` may do what `needs` asks, by this node's tables.
@@ -305,10 +338,17 @@ impl LedgerNode {
 
     /// Serves a request a backup forwarded to this node.
     pub async fn serve_forwarded(&self, msg: Forward) -> ForwardReply {
+        if let Forward::Applied { seqno } = msg {
+            return match self.wait_applied(seqno, SPREAD_TIMEOUT).await {
+                Ok(()) => ForwardReply::Applied,
+                Err(e) => ForwardReply::Failed(e.to_string()),
+            };
+        }
         if self.primary().map(|p| p.0) != Some(self.raft_id) {
             return ForwardReply::NotPrimary;
         }
         match msg {
+            Forward::Applied { .. } => ForwardReply::Failed("unreachable".into()),
             Forward::Op { caller, op } => {
                 // The caller's rights are checked here again, by this node's tables.
                 let done = match self.authorise(&caller, op.needs()) {
@@ -432,6 +472,8 @@ impl LedgerNode {
 pub(super) const FORWARD_WAIT: Duration = Duration::from_secs(10);
 /// How long a forwarded call may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a change of users or roles waits for the other nodes to apply it.
+const SPREAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The write set of an application entry.
 /// An application entry's write set, with a fresh `LedgerEntryV1` application claim: its key
