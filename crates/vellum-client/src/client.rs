@@ -826,7 +826,7 @@ impl ConfidentialLedgerClient {
             )
             .await?;
         let w: WireUser = serde_json::from_slice(&resp).map_err(data_err("the user"))?;
-        Ok(w.into())
+        w.try_into()
     }
 
     /// A user (Administrator only).
@@ -839,7 +839,7 @@ impl ConfidentialLedgerClient {
             .get_json(&Self::user_path(user_id)?, &options.unwrap_or_default())
             .await?;
         let w: WireUser = serde_json::from_value(v).map_err(data_err("the user"))?;
-        Ok(w.into())
+        w.try_into()
     }
 
     /// Deletes a user (Administrator only).
@@ -861,7 +861,7 @@ impl ConfidentialLedgerClient {
             .await?;
         let users: Vec<WireUser> =
             serde_json::from_value(Value::Array(all)).map_err(data_err("users"))?;
-        Ok(users.into_iter().map(LedgerUser::from).collect())
+        users.into_iter().map(LedgerUser::try_from).collect()
     }
 
     fn ledger_user_path(user_id: &str) -> Result<String> {

@@ -326,12 +326,25 @@ pub(crate) struct WireUser {
     pub(crate) user_id: String,
 }
 
-impl From<WireUser> for LedgerUser {
-    fn from(w: WireUser) -> LedgerUser {
-        LedgerUser {
+impl TryFrom<WireUser> for LedgerUser {
+    type Error = Error;
+
+    /// A user whose one role (in the single-role view) is a custom role cannot be shown as a
+    /// [`LedgerUserRole`]: an error naming it, never a guessed built-in role.
+    fn try_from(w: WireUser) -> Result<LedgerUser> {
+        let role = w.assigned_role.parse().map_err(|_| {
+            Error::new(
+                ErrorKind::DataConversion,
+                format!(
+                    "user {} holds the custom role {:?}: read it with get_ledger_user",
+                    w.user_id, w.assigned_role
+                ),
+            )
+        })?;
+        Ok(LedgerUser {
             id: w.user_id,
-            role: w.assigned_role.parse().unwrap_or(LedgerUserRole::Reader),
-        }
+            role,
+        })
     }
 }
 

@@ -260,6 +260,18 @@ mod tests {
     }
 
     #[test]
+    fn an_index_written_before_several_roles_is_read() {
+        // What the index recorded under `vellum.users` before custom roles existed.
+        let old: BTreeMap<String, Role> =
+            serde_json::from_slice(br#"{"a":"Administrator","b":"Reader"}"#).unwrap();
+        let a = Access::from_single_roles(old);
+        assert!(a.allows("a", Action::USERS_WRITE) && a.allows("b", Action::READ));
+        assert!(!a.allows("b", Action::APPEND));
+        let json = serde_json::to_vec(&a).unwrap();
+        assert_eq!(serde_json::from_slice::<Access>(&json).unwrap(), a);
+    }
+
+    #[test]
     fn role_names_and_user_records() {
         assert_eq!(
             RoleName::parse("administrator").unwrap(),
