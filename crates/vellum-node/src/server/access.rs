@@ -178,49 +178,85 @@ fn role_name(v: &Value) -> Result<RoleName, ApiError> {
 /// `PATCH /app/users/{id}` (merge patch): `assignedRole` replaces every role the user holds;
 /// without it the user is kept as it is.
 async fn patch_user(
-    State(st): St,
+    st: St,
     auth: Authorized<UsersWrite>,
-    PathParam(id): PathParam,
+    id: PathParam,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    valid_user_id(&id)?;
-    let v = json_body(&body_bytes(body)?)?;
-    let roles = match v.get("assignedRole") {
-        Some(r @ Value::String(_)) => match role_name(r)? {
-            b @ RoleName::BuiltIn(_) => vec![b],
-            RoleName::Custom(name) => {
-                return Err(ApiError::bad(
-                    "InvalidInput",
-                    format!(
-                        "{name:?} is not a built-in role (Administrator, Contributor or Reader): \
-                         give custom roles through /app/ledgerUsers"
-                    ),
-                ));
-            }
-        },
-        Some(_) => {
-            return Err(ApiError::bad(
-                "InvalidInput",
-                "\"assignedRole\" must be a string",
-            ));
-        }
-        None => roles_of(&st, &id)
-            .map_err(|_| ApiError::bad("InvalidInput", "missing \"assignedRole\""))?,
-    };
-    st.node
-        .set_user_roles(auth.caller.identity(), &id, roles.clone())
-        .await
-        .map_err(write_failed)?;
-    Ok(ok_json(user_json(&id, &roles)))
+    patch(
+        st,
+        auth,
+        id,
+        body,
+        "assignedRole",
+        one_builtin_role,
+        user_json,
+    )
+    .await
 }
 
 /// `PATCH /app/ledgerUsers/{id}` (merge patch): `assignedRoles` replaces the user's roles
-/// (merge patch replaces arrays whole); other keys are ignored.
+/// (merge patch replaces arrays whole).
 async fn patch_ledger_user(
+    st: St,
+    auth: Authorized<UsersWrite>,
+    id: PathParam,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    patch(
+        st,
+        auth,
+        id,
+        body,
+        "assignedRoles",
+        role_list,
+        ledger_user_json,
+    )
+    .await
+}
+
+/// `assignedRole`: one built-in role.
+fn one_builtin_role(v: &Value) -> Result<Vec<RoleName>, ApiError> {
+    match role_name(v)? {
+        b @ RoleName::BuiltIn(_) => Ok(vec![b]),
+        RoleName::Custom(name) => Err(ApiError::bad(
+            "InvalidInput",
+            format!(
+                "{name:?} is not a built-in role (Administrator, Contributor or Reader): give \
+                 custom roles through /app/ledgerUsers"
+            ),
+        )),
+    }
+}
+
+/// `assignedRoles`: role names, a repeated one kept once.
+fn role_list(v: &Value) -> Result<Vec<RoleName>, ApiError> {
+    let list = v.as_array().ok_or_else(|| {
+        ApiError::bad(
+            "InvalidInput",
+            "\"assignedRoles\" must be an array of role names",
+        )
+    })?;
+    let mut roles: Vec<RoleName> = Vec::new();
+    for r in list {
+        let r = role_name(r)?;
+        if !roles.contains(&r) {
+            roles.push(r);
+        }
+    }
+    Ok(roles)
+}
+
+/// A merge patch of a user: `field`, read by `parse`, replaces its roles; without it the user
+/// is kept as it is (and must exist). Other keys are ignored (samples send `user_id`).
+async fn patch(
     State(st): St,
     auth: Authorized<UsersWrite>,
     PathParam(id): PathParam,
     body: Result<Bytes, BytesRejection>,
+    field: &str,
+    parse: fn(&Value) -> Result<Vec<RoleName>, ApiError>,
+    shape: fn(&str, &[RoleName]) -> Value,
 ) -> ApiResult {
     valid_user_id(&id)?;
     let v = json_body(&body_bytes(body)?)?;
@@ -230,31 +266,16 @@ async fn patch_ledger_user(
             "the body must be a JSON object",
         ));
     }
-    let roles = match v.get("assignedRoles") {
-        Some(Value::Array(list)) => {
-            let mut roles: Vec<RoleName> = Vec::new();
-            for r in list {
-                let r = role_name(r)?;
-                if !roles.contains(&r) {
-                    roles.push(r);
-                }
-            }
-            roles
-        }
-        Some(_) => {
-            return Err(ApiError::bad(
-                "InvalidInput",
-                "\"assignedRoles\" must be an array of role names",
-            ));
-        }
+    let roles = match v.get(field) {
+        Some(r) => parse(r)?,
         None => roles_of(&st, &id)
-            .map_err(|_| ApiError::bad("InvalidInput", "missing \"assignedRoles\""))?,
+            .map_err(|_| ApiError::bad("InvalidInput", format!("missing {field:?}")))?,
     };
     st.node
         .set_user_roles(auth.caller.identity(), &id, roles.clone())
         .await
         .map_err(write_failed)?;
-    Ok(ok_json(ledger_user_json(&id, &roles)))
+    Ok(ok_json(shape(&id, &roles)))
 }
 
 async fn delete_user(
