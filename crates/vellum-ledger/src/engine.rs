@@ -692,6 +692,27 @@ impl Engine {
     /// The receipt of `txid`, from the first signature after it, which must be at or below
     /// `committed` (receipts are only for committed transactions).
     pub fn receipt(&self, txid: TxId, committed: u64) -> Result<ReceiptBundle, EngineError> {
+        self.receipt_from(txid, committed, false).map(|(r, _)| r)
+    }
+
+    /// [`Engine::receipt`] and the transaction's write set (private maps decrypted), from one
+    /// read of its entry: a receipt that reveals the transaction's application claim needs
+    /// both.
+    pub fn receipt_and_write_set(
+        &self,
+        txid: TxId,
+        committed: u64,
+    ) -> Result<(ReceiptBundle, EntryBuilder), EngineError> {
+        let (r, ws) = self.receipt_from(txid, committed, true)?;
+        Ok((r, ws.unwrap_or_default()))
+    }
+
+    fn receipt_from(
+        &self,
+        txid: TxId,
+        committed: u64,
+        with_write_set: bool,
+    ) -> Result<(ReceiptBundle, Option<EntryBuilder>), EngineError> {
         if self.view_at(txid.seqno) != Some(txid.view) {
             return Err(EngineError::NotFound(txid));
         }
@@ -711,6 +732,14 @@ impl Engine {
         let bytes = self.files.read(txid.seqno)?;
         let (raw, _) = RawEntry::parse(&bytes).map_err(|e| entry_err(txid.seqno, e))?;
         let pd = raw.public_domain().map_err(|e| entry_err(txid.seqno, e))?;
+        let write_set = if with_write_set {
+            Some(
+                EntryBuilder::decode(&raw, &self.keys.secret)
+                    .map_err(|e| entry_err(txid.seqno, e))?,
+            )
+        } else {
+            None
+        };
         let ws = raw.write_set_digest();
         let claims = pd.claims_digest.unwrap_or(Hash::ZERO);
         let ce = self.keys.secret.commit_evidence(txid);
@@ -756,11 +785,14 @@ impl Engine {
             ),
             None => None,
         };
-        Ok(ReceiptBundle {
-            txid,
-            signature: TxId::new(record.view, s),
-            receipt,
-            cose,
-        })
+        Ok((
+            ReceiptBundle {
+                txid,
+                signature: TxId::new(record.view, s),
+                receipt,
+                cose,
+            },
+            write_set,
+        ))
     }
 }

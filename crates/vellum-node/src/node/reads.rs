@@ -221,6 +221,27 @@ impl LedgerNode {
         let committed = self.committed_seqno();
         Ok(self.ledger.engine().receipt(txid, committed)?)
     }
+
+    /// [`LedgerNode::receipt`] and, for an application entry written with a claim, that
+    /// `LedgerEntryV1` claim (whose digest is the receipt's claims digest), from one read.
+    pub fn receipt_with_claim(
+        &self,
+        txid: TxId,
+    ) -> Result<
+        (
+            ReceiptBundle,
+            Option<vellum_core::receipt::ApplicationClaim>,
+        ),
+        NodeError,
+    > {
+        let committed = self.committed_seqno();
+        let (bundle, ws) = self
+            .ledger
+            .engine()
+            .receipt_and_write_set(txid, committed)?;
+        let claim = entry_of(txid, &ws).and_then(|e| e.claim());
+        Ok((bundle, claim))
+    }
 }
 
 struct View<'a> {

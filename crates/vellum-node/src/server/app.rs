@@ -298,33 +298,13 @@ async fn get_receipt(
 /// `applicationClaims` (the claim's digest is the receipt's claims digest); `None` while the
 /// signature covering it is not yet applied on this node.
 fn receipt_parts(st: &AppState, txid: TxId) -> Result<Option<(Value, Option<Value>)>, ApiError> {
-    let bundle = match st.node.receipt(txid) {
+    let (bundle, claim) = match st.node.receipt_with_claim(txid) {
         Ok(b) => b,
         Err(crate::NodeError::ReceiptNotReady(_)) => return Ok(None),
         Err(e) => return Err(read_failed(e)),
     };
-    let claim = st
-        .node
-        .entry(txid)
-        .map_err(read_failed)?
-        .and_then(|e| e.claim());
     let claims = match claim {
-        Some(c) => {
-            let list = [c];
-            // Served only when it is the claim the transaction carries.
-            let digest = vellum_core::receipt::claims_digest(&list).map_err(ApiError::internal)?;
-            let carried = bundle
-                .receipt
-                .leaf_components
-                .as_ref()
-                .map(|l| &l.claims_digest);
-            if carried != Some(&digest.to_hex()) {
-                return Err(ApiError::internal(format!(
-                    "the claim of transaction {txid} does not match its claims digest"
-                )));
-            }
-            Some(serde_json::to_value(list).map_err(ApiError::internal)?)
-        }
+        Some(c) => Some(serde_json::to_value([c]).map_err(ApiError::internal)?),
         None => None,
     };
     let receipt = serde_json::to_value(&bundle.receipt).map_err(ApiError::internal)?;
