@@ -1,0 +1,601 @@
+//! Vellum's JavaScript sandbox: runs an ACL user-defined function (one self-contained ES
+//! module) in QuickJS, the engine CCF embeds, with CCF's `ccf` global over the ledger's
+//! key-value maps (`acl-2024-api.md` §5.3, §6.4).
+//!
+//! A run is pure and bounded:
+//!
+//! * it sees no file, network, clock or randomness: only its arguments, the `context` object
+//!   the caller gives, and the maps a [`Store`] lets it read;
+//! * its heap, stack and time are capped by [`RuntimeOptions`] (ACL's names and defaults), each
+//!   held under a hard ceiling whatever a caller asks; past a cap the run ends with
+//!   [`Outcome::Failed`], and the caller's thread carries on;
+//! * what it writes is collected as [`Writes`] and returned only if it succeeds: the caller
+//!   records them in one ledger transaction, or nothing at all.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use vellum_js::{Call, EmptyStore, Outcome, RuntimeOptions, run};
+//!
+//! let code = r#"export function main(name) {
+//!     ccf.kv["public:greetings"].set(ccf.strToBuf(name), ccf.strToBuf("hello"));
+//!     return "hello, " + name;
+//! }"#;
+//! let outcome = run(
+//!     &Call::new("greet", code, &["ada".to_owned()]),
+//!     Arc::new(EmptyStore::writable("public:greetings")),
+//! );
+//! let Outcome::Succeeded { return_value, writes } = outcome else { panic!() };
+//! assert_eq!(return_value, "hello, ada");
+//! assert_eq!(writes["public:greetings"][b"ada".as_slice()], Some(b"hello".to_vec()));
+//! ```
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rquickjs::{
+    Array, ArrayBuffer, CaughtError, Context, Ctx, Function, Module, Object, Runtime, Value,
+};
+use sha2::{Digest, Sha256};
+
+/// The most heap a run may have, whatever its options ask (bytes).
+pub const MAX_HEAP_BYTES: u64 = 256 << 20;
+/// The most stack a run may have, whatever its options ask (bytes). Runs execute on a thread
+/// of their own whose stack is larger than this, so QuickJS's own check always fires first.
+pub const MAX_STACK_BYTES: u64 = 8 << 20;
+/// The longest a run may take, whatever its options ask (ACL: "a UDF or hook may run at most
+/// 5 s").
+pub const MAX_EXECUTION_TIME_MS: u64 = 5_000;
+/// The longest return value, in bytes of its string form.
+pub const MAX_RETURN_BYTES: usize = 1 << 20;
+
+/// ACL's JavaScript runtime options (`JsRuntimeOptions`, snake_case on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RuntimeOptions {
+    /// Heap limit, bytes.
+    pub max_heap_bytes: u64,
+    /// Stack limit, bytes.
+    pub max_stack_bytes: u64,
+    /// Time limit, milliseconds.
+    pub max_execution_time_ms: u64,
+    /// Interpreters kept for reuse (accepted; a UDF run always gets a fresh one).
+    pub max_cached_interpreters: u64,
+    /// Log a failed run's exception (the caller logs: the sandbox has no logger).
+    pub log_exception_details: bool,
+    /// Return a failed run's stack with its message.
+    pub return_exception_details: bool,
+}
+
+impl Default for RuntimeOptions {
+    /// The defaults ACL documents for user-defined functions: 10 MiB heap, 1 MiB stack,
+    /// 1,000 ms, exception details logged and returned.
+    fn default() -> Self {
+        RuntimeOptions {
+            max_heap_bytes: 10 << 20,
+            max_stack_bytes: 1 << 20,
+            max_execution_time_ms: 1_000,
+            max_cached_interpreters: 10,
+            log_exception_details: true,
+            return_exception_details: true,
+        }
+    }
+}
+
+impl RuntimeOptions {
+    /// The options held under the ceilings ([`MAX_HEAP_BYTES`], [`MAX_STACK_BYTES`],
+    /// [`MAX_EXECUTION_TIME_MS`]), with at least 1 MiB of heap, 64 KiB of stack and 1 ms.
+    pub fn clamped(self) -> RuntimeOptions {
+        RuntimeOptions {
+            max_heap_bytes: self.max_heap_bytes.clamp(1 << 20, MAX_HEAP_BYTES),
+            max_stack_bytes: self.max_stack_bytes.clamp(64 << 10, MAX_STACK_BYTES),
+            max_execution_time_ms: self.max_execution_time_ms.clamp(1, MAX_EXECUTION_TIME_MS),
+            ..self
+        }
+    }
+}
+
+/// What a run may do with a map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapAccess {
+    /// Neither read nor write (governance and internal tables).
+    None,
+    /// Read only (ACL: the entry tables).
+    Read,
+    /// Read and write (application tables).
+    ReadWrite,
+}
+
+/// The committed state a run reads: the caller's view of the ledger's maps.
+pub trait Store: Send + Sync {
+    /// What a run may do with `map`.
+    fn access(&self, map: &str) -> MapAccess;
+    /// The value of `key` in `map`.
+    fn get(&self, map: &str, key: &[u8]) -> Option<Vec<u8>>;
+    /// Every (key, value) of `map`.
+    fn entries(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)>;
+}
+
+/// A store with no data, where one map (or none) may be written: for tests and examples.
+#[derive(Debug, Clone, Default)]
+pub struct EmptyStore {
+    writable: Option<String>,
+}
+
+impl EmptyStore {
+    /// An empty store where `map` may be read and written.
+    pub fn writable(map: &str) -> EmptyStore {
+        EmptyStore {
+            writable: Some(map.to_owned()),
+        }
+    }
+}
+
+impl Store for EmptyStore {
+    fn access(&self, map: &str) -> MapAccess {
+        if self.writable.as_deref() == Some(map) {
+            MapAccess::ReadWrite
+        } else {
+            MapAccess::None
+        }
+    }
+
+    fn get(&self, _: &str, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn entries(&self, _: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        Vec::new()
+    }
+}
+
+/// What a successful run wrote: map → key → the new value, or `None` for a removal.
+pub type Writes = BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+
+/// One run of a function.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// The function's id (names it in error messages).
+    pub function_id: &'a str,
+    /// Its code: one ES module.
+    pub code: &'a str,
+    /// The export to call (ACL's `exportedFunctionName`, default `main`).
+    pub export: &'a str,
+    /// Its arguments, passed positionally as strings.
+    pub arguments: &'a [String],
+    /// The global `context` object (ACL: `userId`, `request`, and for hooks `collectionId`
+    /// and `contents`).
+    pub context: serde_json::Value,
+    /// Its limits (clamped by [`run`]).
+    pub options: RuntimeOptions,
+    /// The seed of its `Math.random` (a run has no other entropy).
+    pub seed: u64,
+}
+
+impl<'a> Call<'a> {
+    /// A call of `main` with the default options and an empty context.
+    pub fn new(function_id: &'a str, code: &'a str, arguments: &'a [String]) -> Call<'a> {
+        Call {
+            function_id,
+            code,
+            export: "main",
+            arguments,
+            context: serde_json::json!({}),
+            options: RuntimeOptions::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned.
+    Succeeded {
+        /// The return value as ACL shows it: a string as it is, `undefined` and `null` as
+        /// `""`, anything else as JSON (`true` → `"true"`, `{"a":1}` → `"{\"a\":1}"`).
+        return_value: String,
+        /// What it wrote.
+        writes: Writes,
+    },
+    /// It threw, ran out of time, heap or stack, or could not be loaded; nothing it wrote
+    /// counts.
+    Failed {
+        /// ACL's message: `Error while executing function ID: NAME: MESSAGE`, then the stack
+        /// when the options ask for it.
+        message: String,
+    },
+}
+
+/// Why the sandbox itself could not run (not the function's fault).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The engine could not be set up (out of memory before the function ran).
+    #[error("cannot start the JavaScript engine: {0}")]
+    Engine(String),
+    /// The run's thread could not be started or panicked.
+    #[error("the JavaScript thread failed: {0}")]
+    Thread(String),
+}
+
+/// Runs `call` on a thread of its own (its stack larger than any run may use), with a fresh
+/// interpreter, over `store`.
+pub fn run(call: &Call<'_>, store: Arc<dyn Store>) -> Outcome {
+    match try_run(call, store) {
+        Ok(o) => o,
+        Err(e) => Outcome::Failed {
+            message: format!(
+                "Error while executing function {}: InternalError: {e}",
+                call.function_id
+            ),
+        },
+    }
+}
+
+/// [`run`], telling a failure of the sandbox apart from the function's own.
+pub fn try_run(call: &Call<'_>, store: Arc<dyn Store>) -> Result<Outcome, SandboxError> {
+    let owned = OwnedCall {
+        function_id: call.function_id.to_owned(),
+        code: call.code.to_owned(),
+        export: call.export.to_owned(),
+        arguments: call.arguments.to_vec(),
+        context: call.context.to_string(),
+        options: call.options.clamped(),
+        seed: call.seed,
+    };
+    let stack = (MAX_STACK_BYTES as usize) * 2 + (1 << 20);
+    std::thread::Builder::new()
+        .name("vellum-js".into())
+        .stack_size(stack)
+        .spawn(move || run_here(&owned, store))
+        .map_err(|e| SandboxError::Thread(e.to_string()))?
+        .join()
+        .map_err(|_| SandboxError::Thread("it panicked".into()))?
+}
+
+struct OwnedCall {
+    function_id: String,
+    code: String,
+    export: String,
+    arguments: Vec<String>,
+    context: String,
+    options: RuntimeOptions,
+    seed: u64,
+}
+
+/// The run's writes, and its view: its own writes over the store.
+struct Overlay {
+    store: Arc<dyn Store>,
+    writes: Writes,
+}
+
+impl Overlay {
+    fn get(&self, map: &str, key: &[u8]) -> Option<Vec<u8>> {
+        match self.writes.get(map).and_then(|m| m.get(key)) {
+            Some(v) => v.clone(),
+            None => self.store.get(map, key),
+        }
+    }
+
+    fn entries(&self, map: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let mut all: BTreeMap<Vec<u8>, Vec<u8>> = self.store.entries(map).into_iter().collect();
+        if let Some(w) = self.writes.get(map) {
+            for (k, v) in w {
+                match v {
+                    Some(v) => all.insert(k.clone(), v.clone()),
+                    None => all.remove(k),
+                };
+            }
+        }
+        all
+    }
+}
+
+/// Bytes from a binary string (one character per byte).
+fn bytes(s: &str) -> Vec<u8> {
+    s.chars().map(|c| (u32::from(c) & 0xff) as u8).collect()
+}
+
+fn failed(id: &str, name: &str, message: &str, stack: Option<&str>) -> Outcome {
+    let mut m = format!("Error while executing function {id}: {name}: {message}");
+    if let Some(s) = stack.filter(|s| !s.is_empty()) {
+        m.push('\n');
+        m.push_str(s);
+    }
+    Outcome::Failed { message: m }
+}
+
+fn run_here(call: &OwnedCall, store: Arc<dyn Store>) -> Result<Outcome, SandboxError> {
+    let engine = |e: rquickjs::Error| SandboxError::Engine(e.to_string());
+    let rt = Runtime::new().map_err(engine)?;
+    let o = call.options;
+    rt.set_memory_limit(o.max_heap_bytes as usize);
+    rt.set_max_stack_size(o.max_stack_bytes as usize);
+    let limit = Duration::from_millis(o.max_execution_time_ms);
+    let started = Instant::now();
+    rt.set_interrupt_handler(Some(Box::new(move || started.elapsed() > limit)));
+    let ctx = Context::full(&rt).map_err(engine)?;
+    let overlay = Rc::new(RefCell::new(Overlay {
+        store,
+        writes: Writes::new(),
+    }));
+    let outcome = ctx.with(|ctx| -> Result<Outcome, SandboxError> {
+        let r = setup(&ctx, &overlay, call).and_then(|()| invoke(&ctx, call));
+        Ok(match r {
+            Ok(v) => v,
+            Err(e) => {
+                let timed_out = started.elapsed() > limit;
+                describe(&ctx, e, call, timed_out, limit)
+            }
+        })
+    })?;
+    Ok(match outcome {
+        Outcome::Succeeded { return_value, .. } => Outcome::Succeeded {
+            return_value,
+            writes: std::mem::take(&mut overlay.borrow_mut().writes),
+        },
+        failed => failed,
+    })
+}
+
+/// The `ccf` and `context` globals.
+fn setup<'js>(
+    ctx: &Ctx<'js>,
+    overlay: &Rc<RefCell<Overlay>>,
+    call: &OwnedCall,
+) -> rquickjs::Result<()> {
+    let n = Object::new(ctx.clone())?;
+    // Two non-zero 32-bit seeds for the prelude's xorshift generator.
+    let seed = call.seed ^ 0x9e37_79b9_7f4a_7c15;
+    let halves = [(seed >> 32) as u32 | 1, seed as u32 | 1];
+    n.set("seed", Function::new(ctx.clone(), move || halves.to_vec())?)?;
+    let ov = overlay.clone();
+    n.set(
+        "get",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<Value<'js>> {
+                readable(&ctx, &ov.borrow(), &map)?;
+                match ov.borrow().get(&map, &bytes(&key)) {
+                    Some(v) => Ok(ArrayBuffer::new(ctx, v)?.into_value()),
+                    None => Ok(Value::new_undefined(ctx)),
+                }
+            },
+        )?,
+    )?;
+    let ov = overlay.clone();
+    n.set(
+        "has",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<bool> {
+                readable(&ctx, &ov.borrow(), &map)?;
+                Ok(ov.borrow().get(&map, &bytes(&key)).is_some())
+            },
+        )?,
+    )?;
+    let ov = overlay.clone();
+    n.set(
+        "set",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, map: String, key: String, value: String| -> rquickjs::Result<()> {
+                writable(&ctx, &ov.borrow(), &map)?;
+                ov.borrow_mut()
+                    .writes
+                    .entry(map)
+                    .or_default()
+                    .insert(bytes(&key), Some(bytes(&value)));
+                Ok(())
+            },
+        )?,
+    )?;
+    let ov = overlay.clone();
+    n.set(
+        "del",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<bool> {
+                writable(&ctx, &ov.borrow(), &map)?;
+                let key = bytes(&key);
+                let had = ov.borrow().get(&map, &key).is_some();
+                ov.borrow_mut()
+                    .writes
+                    .entry(map)
+                    .or_default()
+                    .insert(key, None);
+                Ok(had)
+            },
+        )?,
+    )?;
+    let ov = overlay.clone();
+    n.set(
+        "clear",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<()> {
+                writable(&ctx, &ov.borrow(), &map)?;
+                let keys: Vec<Vec<u8>> = ov.borrow().entries(&map).into_keys().collect();
+                let mut o = ov.borrow_mut();
+                let w = o.writes.entry(map).or_default();
+                for k in keys {
+                    w.insert(k, None);
+                }
+                Ok(())
+            },
+        )?,
+    )?;
+    let ov = overlay.clone();
+    n.set(
+        "size",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<usize> {
+                readable(&ctx, &ov.borrow(), &map)?;
+                Ok(ov.borrow().entries(&map).len())
+            },
+        )?,
+    )?;
+    let ov = overlay.clone();
+    n.set(
+        "entries",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<Array<'js>> {
+                readable(&ctx, &ov.borrow(), &map)?;
+                let all = Array::new(ctx.clone())?;
+                for (i, (k, v)) in ov.borrow().entries(&map).into_iter().enumerate() {
+                    let pair = Array::new(ctx.clone())?;
+                    pair.set(0, ArrayBuffer::new(ctx.clone(), k)?)?;
+                    pair.set(1, ArrayBuffer::new(ctx.clone(), v)?)?;
+                    all.set(i, pair)?;
+                }
+                Ok(all)
+            },
+        )?,
+    )?;
+    n.set(
+        "strToBuf",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, s: String| -> rquickjs::Result<ArrayBuffer<'js>> {
+                ArrayBuffer::new(ctx, s.into_bytes())
+            },
+        )?,
+    )?;
+    n.set(
+        "bufToStr",
+        Function::new(ctx.clone(), |b: String| -> String {
+            String::from_utf8_lossy(&bytes(&b)).into_owned()
+        })?,
+    )?;
+    n.set(
+        "sha256",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, b: String| -> rquickjs::Result<ArrayBuffer<'js>> {
+                ArrayBuffer::new(ctx, Sha256::digest(bytes(&b)).to_vec())
+            },
+        )?,
+    )?;
+    let globals = ctx.globals();
+    globals.set("__vellum", n)?;
+    ctx.eval::<(), _>(include_str!("prelude.js"))?;
+    globals.set("context", ctx.json_parse(call.context.clone())?)?;
+    Ok(())
+}
+
+fn readable(ctx: &Ctx<'_>, o: &Overlay, map: &str) -> rquickjs::Result<()> {
+    match o.store.access(map) {
+        MapAccess::Read | MapAccess::ReadWrite => Ok(()),
+        MapAccess::None => Err(rquickjs::Exception::throw_type(
+            ctx,
+            &format!("map {map:?} is not accessible to user-defined functions"),
+        )),
+    }
+}
+
+fn writable(ctx: &Ctx<'_>, o: &Overlay, map: &str) -> rquickjs::Result<()> {
+    match o.store.access(map) {
+        MapAccess::ReadWrite => Ok(()),
+        MapAccess::Read => Err(rquickjs::Exception::throw_type(
+            ctx,
+            &format!("map {map:?} is read-only"),
+        )),
+        MapAccess::None => Err(rquickjs::Exception::throw_type(
+            ctx,
+            &format!("map {map:?} is not accessible to user-defined functions"),
+        )),
+    }
+}
+
+/// Loads the module and calls the export.
+fn invoke<'js>(ctx: &Ctx<'js>, call: &OwnedCall) -> rquickjs::Result<Outcome> {
+    let module = Module::declare(ctx.clone(), call.function_id.as_str(), call.code.as_str())?;
+    let (module, done) = module.eval()?;
+    done.finish::<()>()?;
+    let f: Value<'js> = module.get(call.export.as_str())?;
+    let Some(f) = f.as_function() else {
+        return Ok(failed(
+            &call.function_id,
+            "TypeError",
+            &format!("the module exports no function {:?}", call.export),
+            None,
+        ));
+    };
+    let args = rquickjs::function::Rest(call.arguments.clone());
+    let mut v: Value<'js> = f.call((args,))?;
+    if let Some(p) = v.as_promise() {
+        v = p.clone().finish::<Value<'js>>()?;
+    }
+    let return_value = if v.is_undefined() || v.is_null() {
+        String::new()
+    } else if let Some(s) = v.as_string() {
+        s.to_string()?
+    } else {
+        match ctx.json_stringify(v)? {
+            Some(s) => s.to_string()?,
+            None => String::new(),
+        }
+    };
+    if return_value.len() > MAX_RETURN_BYTES {
+        return Ok(failed(
+            &call.function_id,
+            "RangeError",
+            &format!(
+                "the return value is {} bytes; the limit is {MAX_RETURN_BYTES}",
+                return_value.len()
+            ),
+            None,
+        ));
+    }
+    Ok(Outcome::Succeeded {
+        return_value,
+        writes: Writes::new(),
+    })
+}
+
+/// A failed run in ACL's words.
+fn describe(
+    ctx: &Ctx<'_>,
+    e: rquickjs::Error,
+    call: &OwnedCall,
+    timed_out: bool,
+    limit: Duration,
+) -> Outcome {
+    let id = &call.function_id;
+    let details = call.options.return_exception_details;
+    if timed_out {
+        return failed(
+            id,
+            "InternalError",
+            &format!("execution time limit of {} ms exceeded", limit.as_millis()),
+            None,
+        );
+    }
+    match CaughtError::from_error(ctx, e) {
+        CaughtError::Exception(ex) => {
+            let name: String = ex
+                .get::<_, Option<String>>("name")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "Error".into());
+            let message = ex.message().unwrap_or_default();
+            let stack = ex.stack();
+            failed(id, &name, &message, stack.as_deref().filter(|_| details))
+        }
+        CaughtError::Value(v) => {
+            let shown = ctx
+                .json_stringify(v)
+                .ok()
+                .flatten()
+                .and_then(|s| s.to_string().ok())
+                .unwrap_or_default();
+            failed(id, "Error", &format!("uncaught {shown}"), None)
+        }
+        CaughtError::Error(e) => failed(id, "InternalError", &e.to_string(), None),
+    }
+}

@@ -1,0 +1,85 @@
+// The `ccf` global of a user-defined function (CCF's JavaScript API, as much of it as ACL's
+// UDFs use), over the natives in `__vellum`, which this script removes from the global scope.
+// Byte buffers cross to Rust as "binary strings" (one character per byte, 0 to 255).
+(() => {
+  "use strict";
+  const n = globalThis.__vellum;
+  delete globalThis.__vellum;
+  const toBin = (b) => {
+    let u;
+    if (b instanceof ArrayBuffer) {
+      u = new Uint8Array(b);
+    } else if (ArrayBuffer.isView(b)) {
+      u = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    } else {
+      throw new TypeError("expected an ArrayBuffer or a typed array");
+    }
+    let s = "";
+    for (let i = 0; i < u.length; i += 8192) {
+      s += String.fromCharCode.apply(null, u.subarray(i, i + 8192));
+    }
+    return s;
+  };
+  const makeMap = (name) => {
+    const map = {
+      get: (k) => n.get(name, toBin(k)),
+      has: (k) => n.has(name, toBin(k)),
+      set: (k, v) => {
+        n.set(name, toBin(k), toBin(v));
+        return map;
+      },
+      delete: (k) => n.del(name, toBin(k)),
+      clear: () => n.clear(name),
+      forEach: (f) => {
+        for (const [k, v] of n.entries(name)) f(v, k, map);
+      },
+    };
+    Object.defineProperty(map, "size", { get: () => n.size(name) });
+    return Object.freeze(map);
+  };
+  const maps = new Map();
+  const kv = new Proxy(
+    {},
+    {
+      get: (_, name) => {
+        if (typeof name !== "string") return undefined;
+        if (!maps.has(name)) maps.set(name, makeMap(name));
+        return maps.get(name);
+      },
+      set: () => false,
+    },
+  );
+  const digest = (alg, b) => {
+    if (alg !== "SHA-256") throw new TypeError("unsupported digest algorithm " + alg);
+    return n.sha256(toBin(b));
+  };
+  // No clock: as CCF without `enableUntrustedDateTime`, the time is 0 (1970-01-01).
+  const RealDate = Date;
+  globalThis.Date = new Proxy(RealDate, {
+    construct: (target, args) => (args.length ? new target(...args) : new target(0)),
+    apply: () => new RealDate(0).toString(),
+  });
+  RealDate.now = () => 0;
+  // No entropy: Math.random is a xorshift generator (32-bit lanes) from the caller's seed, so a run is a function of
+  // its inputs.
+  let [s0, s1] = n.seed();
+  Math.random = () => {
+    let x = s0;
+    const y = s1;
+    s0 = y;
+    x ^= x << 23;
+    x ^= x >>> 17;
+    x ^= y ^ (y >>> 26);
+    s1 = x;
+    return ((s0 + s1) >>> 0) / 4294967296;
+  };
+  globalThis.ccf = Object.freeze({
+    kv,
+    strToBuf: (s) => n.strToBuf(String(s)),
+    bufToStr: (b) => n.bufToStr(toBin(b)),
+    jsonCompatibleToBuf: (v) => n.strToBuf(JSON.stringify(v)),
+    bufToJsonCompatible: (b) => JSON.parse(n.bufToStr(toBin(b))),
+    crypto: Object.freeze({ digest }),
+    digest,
+  });
+})();

@@ -1,0 +1,262 @@
+//! The sandbox as an attacker and a careless author would use it: endless loops, memory
+//! bombs, deep recursion, huge return values, throws after writes, maps it may not touch, and
+//! the `ccf` API as ACL's functions call it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vellum_js::{Call, MapAccess, Outcome, RuntimeOptions, Store, run};
+
+/// A store with some data: `public:app` (read-write), `public:confidentialledger.logs` (read
+/// only), `public:ccf.gov.users.info` (hidden).
+struct Data(BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>);
+
+impl Data {
+    fn new() -> Arc<Data> {
+        let mut m = BTreeMap::new();
+        let mut app = BTreeMap::new();
+        app.insert(b"a".to_vec(), b"1".to_vec());
+        app.insert(b"b".to_vec(), b"2".to_vec());
+        m.insert("public:app".to_owned(), app);
+        let mut logs = BTreeMap::new();
+        logs.insert(b"subledger:0".to_vec(), b"latest".to_vec());
+        m.insert("public:confidentialledger.logs".to_owned(), logs);
+        Arc::new(Data(m))
+    }
+}
+
+impl Store for Data {
+    fn access(&self, map: &str) -> MapAccess {
+        match map {
+            "public:app" | "public:other" => MapAccess::ReadWrite,
+            "public:confidentialledger.logs" => MapAccess::Read,
+            _ => MapAccess::None,
+        }
+    }
+
+    fn get(&self, map: &str, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(map)?.get(key).cloned()
+    }
+
+    fn entries(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.0
+            .get(map)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn go(code: &str, args: &[&str]) -> Outcome {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    run(&Call::new("f", code, &args), Data::new())
+}
+
+fn ok(o: Outcome) -> (String, vellum_js::Writes) {
+    match o {
+        Outcome::Succeeded {
+            return_value,
+            writes,
+        } => (return_value, writes),
+        Outcome::Failed { message } => panic!("failed: {message}"),
+    }
+}
+
+fn failed(o: Outcome) -> String {
+    match o {
+        Outcome::Failed { message } => message,
+        Outcome::Succeeded { return_value, .. } => panic!("succeeded with {return_value:?}"),
+    }
+}
+
+#[test]
+fn return_values_as_acl_shows_them() {
+    for (code, want) in [
+        ("export function main() { return 'Alert'; }", "Alert"),
+        ("export const main = () => true;", "true"),
+        ("export function main() {}", ""),
+        ("export function main() { return null; }", ""),
+        ("export function main() { return 42; }", "42"),
+        (
+            "export function main() { return {a: [1, 'x']}; }",
+            r#"{"a":[1,"x"]}"#,
+        ),
+        ("export async function main() { return 'later'; }", "later"),
+    ] {
+        assert_eq!(ok(go(code, &[])).0, want, "{code}");
+    }
+    // Arguments are positional strings; another export by name.
+    let args = ["2".to_owned(), "3".to_owned()];
+    let mut call = Call::new("f", "export function add(a, b) { return a + b; }", &args);
+    call.export = "add";
+    assert_eq!(ok(run(&call, Data::new())).0, "23");
+    call.export = "missing";
+    assert!(failed(run(&call, Data::new())).contains("exports no function \"missing\""));
+}
+
+#[test]
+fn thrown_errors_read_as_acl_writes_them() {
+    let m = failed(go(
+        "function myMainFunction() { throw new Error('MyCustomError'); }\nexport const main = myMainFunction;",
+        &[],
+    ));
+    assert!(
+        m.starts_with(
+            "Error while executing function f: Error: MyCustomError\n    at myMainFunction"
+        ),
+        "{m}"
+    );
+    let m = failed(go("export function main() { null.x; }", &[]));
+    assert!(
+        m.starts_with("Error while executing function f: TypeError:"),
+        "{m}"
+    );
+    let m = failed(go("export function main() { throw 'plain'; }", &[]));
+    assert!(m.contains("uncaught \"plain\""), "{m}");
+    let m = failed(go("export function main( {", &[]));
+    assert!(m.contains("SyntaxError"), "{m}");
+    // Without exception details: the message alone.
+    let mut call = Call::new("f", "export function main() { throw new Error('x'); }", &[]);
+    call.options.return_exception_details = false;
+    assert_eq!(
+        failed(run(&call, Data::new())),
+        "Error while executing function f: Error: x"
+    );
+}
+
+#[test]
+fn the_key_value_maps() {
+    let (v, writes) = ok(go(
+        r#"export function main() {
+            const app = ccf.kv["public:app"];
+            const s = (b) => b === undefined ? "-" : ccf.bufToStr(b);
+            let seen = [];
+            app.forEach((v, k) => seen.push(ccf.bufToStr(k) + "=" + ccf.bufToStr(v)));
+            app.set(ccf.strToBuf("c"), ccf.strToBuf("3")).set(ccf.strToBuf("a"), ccf.strToBuf("one"));
+            const deleted = app.delete(ccf.strToBuf("b"));
+            const logs = ccf.kv["public:confidentialledger.logs"];
+            return [seen.join(","), s(app.get(ccf.strToBuf("a"))), app.has(ccf.strToBuf("b")), deleted,
+                    app.size, s(logs.get(ccf.strToBuf("subledger:0"))), s(app.get(ccf.strToBuf("zz")))];
+        }"#,
+        &[],
+    ));
+    assert_eq!(v, r#"["a=1,b=2","one",false,true,2,"latest","-"]"#);
+    let app = &writes["public:app"];
+    assert_eq!(app[b"a".as_slice()], Some(b"one".to_vec()));
+    assert_eq!(app[b"c".as_slice()], Some(b"3".to_vec()));
+    assert_eq!(app[b"b".as_slice()], None);
+    assert_eq!(writes.len(), 1, "reads write nothing");
+    // Read-only and hidden maps.
+    let m = failed(go(
+        r#"export function main() { ccf.kv["public:confidentialledger.logs"].set(ccf.strToBuf("k"), ccf.strToBuf("v")); }"#,
+        &[],
+    ));
+    assert!(m.contains("is read-only"), "{m}");
+    let m = failed(go(
+        r#"export function main() { return ccf.kv["public:ccf.gov.users.info"].size; }"#,
+        &[],
+    ));
+    assert!(m.contains("not accessible"), "{m}");
+    // A throw after writes: nothing it wrote is returned.
+    let m = failed(go(
+        r#"export function main() { ccf.kv["public:app"].set(ccf.strToBuf("x"), ccf.strToBuf("y")); throw new Error("after"); }"#,
+        &[],
+    ));
+    assert!(m.contains("Error: after"), "{m}");
+}
+
+#[test]
+fn helpers_crypto_context_and_no_clock_or_entropy() {
+    let mut call = Call::new(
+        "f",
+        r#"export function main() {
+            const d = new Uint8Array(ccf.crypto.digest("SHA-256", ccf.strToBuf("abc")));
+            const hex = Array.from(d).map((b) => b.toString(16).padStart(2, "0")).join("");
+            const round = ccf.bufToStr(ccf.strToBuf("héllo ✓"));
+            const json = ccf.bufToJsonCompatible(ccf.jsonCompatibleToBuf({k: [1, 2]}));
+            return [hex, round, json.k[1], context.userId, Date.now(), new Date().getTime(), Math.random()];
+        }"#,
+        &[],
+    );
+    call.context = serde_json::json!({"userId": "alice"});
+    call.seed = 7;
+    let (a, _) = ok(run(&call, Data::new()));
+    let v: serde_json::Value = serde_json::from_str(&a).unwrap();
+    assert_eq!(
+        v[0],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(v[1], "héllo ✓");
+    assert_eq!(v[2], 2);
+    assert_eq!(v[3], "alice");
+    assert_eq!((v[4].as_f64(), v[5].as_f64()), (Some(0.0), Some(0.0)));
+    // The same seed, the same "random" number; another seed, another.
+    assert_eq!(ok(run(&call, Data::new())).0, a);
+    call.seed = 8;
+    assert_ne!(ok(run(&call, Data::new())).0, a);
+}
+
+#[test]
+fn limits_end_a_run_and_the_next_one_runs() {
+    let mut opts = RuntimeOptions {
+        max_execution_time_ms: 200,
+        ..RuntimeOptions::default()
+    };
+    let timed = |code: &str, opts: RuntimeOptions| {
+        let mut call = Call::new("f", code, &[]);
+        call.options = opts;
+        let t = Instant::now();
+        let m = failed(run(&call, Data::new()));
+        (m, t.elapsed())
+    };
+    // An endless loop, even one that catches everything.
+    let (m, t) = timed(
+        "export function main() { for (;;) { try { while (true) {} } catch (e) {} } }",
+        opts,
+    );
+    assert!(m.contains("execution time limit of 200 ms exceeded"), "{m}");
+    assert!(t < Duration::from_secs(3), "{t:?}");
+    // A memory bomb.
+    let (m, _) = timed(
+        "export function main() { let a = []; for (;;) a.push(new Array(100000).fill(1)); }",
+        opts,
+    );
+    assert!(m.contains("out of memory"), "{m}");
+    // Deep recursion.
+    let (m, _) = timed(
+        "function f(n) { return f(n + 1) + 1; }\nexport function main() { return f(0); }",
+        opts,
+    );
+    assert!(
+        m.contains("RangeError: Maximum call stack size exceeded"),
+        "{m}"
+    );
+    // A huge return value (within the heap).
+    opts.max_heap_bytes = 64 << 20;
+    let (m, _) = timed(
+        "export function main() { return 'x'.repeat(2 * 1024 * 1024); }",
+        opts,
+    );
+    assert!(
+        m.contains("RangeError") && m.contains("limit is 1048576"),
+        "{m}"
+    );
+    // Asking for more than the ceilings gets the ceilings.
+    let big = RuntimeOptions {
+        max_execution_time_ms: 3_600_000,
+        max_heap_bytes: u64::MAX,
+        max_stack_bytes: u64::MAX,
+        ..RuntimeOptions::default()
+    }
+    .clamped();
+    assert_eq!(big.max_execution_time_ms, vellum_js::MAX_EXECUTION_TIME_MS);
+    assert_eq!(big.max_heap_bytes, vellum_js::MAX_HEAP_BYTES);
+    assert_eq!(big.max_stack_bytes, vellum_js::MAX_STACK_BYTES);
+    // And the engine goes on.
+    assert_eq!(
+        ok(go("export const main = () => 'still here';", &[])).0,
+        "still here"
+    );
+}
