@@ -305,6 +305,8 @@ pub const USERS_INFO: Table<Id, Json<UserInfo>> = Table::new("public:ccf.gov.use
 pub const USERS: Table<Id, Json<UserRecord>> = Table::new("public:vellum.users");
 /// Custom roles by name, with the actions each allows; every change is a transaction.
 pub const ROLES: Table<Id, Json<RoleRecord>> = Table::new("public:vellum.roles");
+/// User-defined functions (JavaScript modules) by id; every change is a transaction.
+pub const FUNCTIONS: Table<Id, Json<FunctionRecord>> = Table::new("public:vellum.functions");
 /// Unspent join tokens by hex SHA-256 of their secret.
 pub const JOIN_TOKENS: Table<Id, Json<TokenRecord>> = Table::new("public:vellum.join_tokens");
 /// Raft's own record of a transaction (log id, membership): its format is `vellum-node`'s.
@@ -656,6 +658,13 @@ pub struct RoleRecord {
     /// Its actions, sorted, without repeats.
     #[serde(rename = "roleActions")]
     pub actions: std::collections::BTreeSet<String>,
+}
+
+/// A user-defined function's record in [`FUNCTIONS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    /// Its code: one ES module.
+    pub code: String,
 }
 
 /// At most this many actions per custom role.

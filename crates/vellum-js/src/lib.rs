@@ -256,6 +256,43 @@ pub fn try_run(call: &Call<'_>, store: Arc<dyn Store>) -> Result<Outcome, Sandbo
         .map_err(|_| SandboxError::Thread("it panicked".into()))?
 }
 
+/// Compiles `code` as a module without running it: `Err` holds the syntax error as
+/// `NAME: MESSAGE` (a function is checked when it is stored, not first when it runs).
+pub fn check(code: &str) -> Result<(), String> {
+    let code = code.to_owned();
+    let stack = (MAX_STACK_BYTES as usize) * 2 + (1 << 20);
+    let compile = move || -> Result<(), String> {
+        let rt = Runtime::new().map_err(|e| e.to_string())?;
+        rt.set_memory_limit(MAX_HEAP_BYTES as usize);
+        rt.set_max_stack_size(MAX_STACK_BYTES as usize);
+        let started = Instant::now();
+        let limit = Duration::from_millis(MAX_EXECUTION_TIME_MS);
+        rt.set_interrupt_handler(Some(Box::new(move || started.elapsed() > limit)));
+        let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
+        ctx.with(|ctx| match Module::declare(ctx.clone(), "check", code) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match CaughtError::from_error(&ctx, e) {
+                CaughtError::Exception(ex) => format!(
+                    "{}: {}",
+                    ex.get::<_, Option<String>>("name")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| "Error".into()),
+                    ex.message().unwrap_or_default()
+                ),
+                other => other.to_string(),
+            }),
+        })
+    };
+    std::thread::Builder::new()
+        .name("vellum-js-check".into())
+        .stack_size(stack)
+        .spawn(compile)
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|_| "the JavaScript thread panicked".to_owned())?
+}
+
 struct OwnedCall {
     function_id: String,
     code: String,

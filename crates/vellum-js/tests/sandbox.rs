@@ -127,6 +127,17 @@ fn thrown_errors_read_as_acl_writes_them() {
 }
 
 #[test]
+fn code_is_checked_without_running_it() {
+    assert_eq!(
+        vellum_js::check("export function main() { for (;;) {} }"),
+        Ok(())
+    );
+    let e = vellum_js::check("export function main( {").unwrap_err();
+    assert!(e.starts_with("SyntaxError: "), "{e}");
+    assert!(vellum_js::check("import x from 'elsewhere';").is_err());
+}
+
+#[test]
 fn the_key_value_maps() {
     let (v, writes) = ok(go(
         r#"export function main() {

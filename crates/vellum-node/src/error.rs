@@ -309,6 +309,12 @@ pub enum Refusal {
     /// No such custom role.
     #[error("no role {0:?}")]
     NoSuchRole(String),
+    /// A function whose code does not compile.
+    #[error("function {0:?} does not compile: {1}")]
+    FunctionDoesNotCompile(String, String),
+    /// No such user-defined function.
+    #[error("no function {0:?}")]
+    NoSuchFunction(String),
 }
 
 impl From<crate::cluster::NotAJoinToken> for Refusal {

@@ -32,6 +32,7 @@ pub mod cluster;
 pub mod config;
 mod datadir;
 mod error;
+pub mod functions;
 pub mod node;
 pub mod ops;
 mod raft;

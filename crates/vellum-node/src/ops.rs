@@ -60,6 +60,18 @@ pub enum Op {
         /// Add to existing actions rather than replace them.
         add: bool,
     },
+    /// Store a user-defined function (`userDefinedFunctions/write`); its code must compile.
+    PutFunction {
+        /// Its id.
+        id: String,
+        /// Its code.
+        code: String,
+    },
+    /// Delete a user-defined function (`userDefinedFunctions/delete`).
+    DeleteFunction {
+        /// Its id.
+        id: String,
+    },
     /// Delete a custom role (`roleDefinitions/delete`).
     DeleteRole {
         /// Its name.
@@ -98,6 +110,8 @@ impl Op {
             Op::RemoveUser { .. } => Needs::Action(Action::USERS_DELETE),
             Op::DefineRoles { .. } => Needs::Action(Action::ROLES_WRITE),
             Op::DeleteRole { .. } => Needs::Action(Action::ROLES_DELETE),
+            Op::PutFunction { .. } => Needs::Action(Action::FUNCTIONS_WRITE),
+            Op::DeleteFunction { .. } => Needs::Action(Action::FUNCTIONS_DELETE),
             Op::JoinToken { .. } | Op::Retire { .. } => Needs::Operator,
         }
     }

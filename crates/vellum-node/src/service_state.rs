@@ -9,6 +9,7 @@ use std::sync::{Mutex, RwLock};
 use vellum_core::entry::MapWrites;
 
 use crate::cluster::ClusterState;
+use crate::functions::{self, Functions};
 use crate::users::{Access, Action, Role};
 use crate::{lock, read_lock, write_lock};
 
@@ -16,6 +17,7 @@ use crate::{lock, read_lock, write_lock};
 #[derive(Default)]
 pub(crate) struct ServiceState {
     access: RwLock<Access>,
+    functions: RwLock<Functions>,
     cluster: RwLock<ClusterState>,
     /// Every collection applied, and on the primary those of writes admitted since.
     collections: Mutex<BTreeSet<String>>,
@@ -32,6 +34,7 @@ impl ServiceState {
     pub(crate) fn restore(
         access: Option<&[u8]>,
         single_roles: Option<&[u8]>,
+        functions: Option<&[u8]>,
         cluster: Option<&[u8]>,
         collections: impl IntoIterator<Item = String>,
     ) -> io::Result<ServiceState> {
@@ -41,6 +44,9 @@ impl ServiceState {
         } else if let Some(b) = single_roles {
             *write_lock(&s.access) =
                 Access::from_single_roles(serde_json::from_slice(b).map_err(other)?);
+        }
+        if let Some(b) = functions {
+            *write_lock(&s.functions) = serde_json::from_slice(b).map_err(other)?;
         }
         if let Some(b) = cluster {
             *write_lock(&s.cluster) = serde_json::from_slice(b).map_err(other)?;
@@ -67,6 +73,24 @@ impl ServiceState {
     /// Reads users and roles without copying them.
     pub(crate) fn with_access<T>(&self, f: impl FnOnce(&Access) -> T) -> T {
         f(&read_lock(&self.access))
+    }
+
+    /// Reads the user-defined functions without copying them.
+    pub(crate) fn with_functions<T>(&self, f: impl FnOnce(&Functions) -> T) -> T {
+        f(&read_lock(&self.functions))
+    }
+
+    /// Applies a committed write to the functions table; true if `m` was that table.
+    pub(crate) fn apply_functions(&self, m: &MapWrites) -> bool {
+        if m.name != vellum_core::tables::FUNCTIONS {
+            return false;
+        }
+        functions::apply(&mut write_lock(&self.functions), m)
+    }
+
+    /// The user-defined functions as JSON, for the index.
+    pub(crate) fn functions_json(&self) -> io::Result<Vec<u8>> {
+        serde_json::to_vec(&*read_lock(&self.functions)).map_err(other)
     }
 
     /// Nodes and join tokens.

@@ -54,6 +54,12 @@ impl Action {
     pub const ROLES_WRITE: Action = Action("roleDefinitions/write");
     /// Delete custom roles.
     pub const ROLES_DELETE: Action = Action("roleDefinitions/delete");
+    /// Read and list user-defined functions (Vellum's name: ACL publishes none).
+    pub const FUNCTIONS_READ: Action = Action("userDefinedFunctions/read");
+    /// Store user-defined functions (Vellum's name).
+    pub const FUNCTIONS_WRITE: Action = Action("userDefinedFunctions/write");
+    /// Delete user-defined functions (Vellum's name).
+    pub const FUNCTIONS_DELETE: Action = Action("userDefinedFunctions/delete");
 
     /// Its whole ACL action string.
     pub fn full(self) -> String {
@@ -76,6 +82,7 @@ const READER_ACTIONS: &[Action] = &[
     Action::CONSTITUTION,
     Action::ENCLAVES,
     Action::ROLES_READ,
+    Action::FUNCTIONS_READ,
 ];
 const CONTRIBUTOR_ACTIONS: &[Action] = &[Action::APPEND];
 const ADMINISTRATOR_ACTIONS: &[Action] = &[
@@ -85,6 +92,8 @@ const ADMINISTRATOR_ACTIONS: &[Action] = &[
     Action::USERS_DELETE,
     Action::ROLES_WRITE,
     Action::ROLES_DELETE,
+    Action::FUNCTIONS_WRITE,
+    Action::FUNCTIONS_DELETE,
 ];
 
 /// The actions a built-in role allows: a Reader reads entries, receipts, status, collections,

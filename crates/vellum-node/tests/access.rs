@@ -15,7 +15,7 @@ use vellum_ledger::identity::Identity;
 const V24: &str = "api-version=2024-12-09-preview";
 const V26: &str = "api-version=2026-07-31-preview";
 
-async fn body(r: reqwest::Response) -> (u16, Value) {
+async fn body_of(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -27,7 +27,7 @@ async fn all_pages(c: &reqwest::Client, e: &str, first: String, key: &str) -> (V
     let mut url = first;
     let (mut items, mut pages) = (Vec::new(), 0);
     loop {
-        let (status, v) = body(c.get(&url).send().await.unwrap()).await;
+        let (status, v) = body_of(c.get(&url).send().await.unwrap()).await;
         assert_eq!(status, 200, "{url}: {v}");
         pages += 1;
         items.extend(v[key].as_array().unwrap().iter().cloned());
@@ -49,7 +49,7 @@ async fn several_roles_custom_roles_and_access_by_action() {
     let enc = auditor_id.replace(':', "%3A");
 
     // A custom role must be defined before it is given.
-    let (status, v) = body(
+    let (status, v) = body_of(
         admin
             .patch(format!("{e}/app/ledgerUsers/{enc}?{V24}"))
             .header("content-type", "application/merge-patch+json")
@@ -73,7 +73,7 @@ async fn several_roles_custom_roles_and_access_by_action() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (status, v) = body(
+    let (status, v) = body_of(
         admin
             .get(format!("{e}/app/roles?{V24}&roleName=receiptsOnly"))
             .send()
@@ -91,7 +91,7 @@ async fn several_roles_custom_roles_and_access_by_action() {
         );
     }
     // Built-in names are refused as custom roles; unknown roles are 404.
-    let (status, _) = body(
+    let (status, _) = body_of(
         admin
             .put(format!("{e}/app/roles?{V24}"))
             .json(&json!([{"roleName": "reader", "roleActions": []}]))
@@ -101,7 +101,7 @@ async fn several_roles_custom_roles_and_access_by_action() {
     )
     .await;
     assert_eq!(status, 400);
-    let (status, _) = body(
+    let (status, _) = body_of(
         admin
             .get(format!("{e}/app/roles?{V24}&roleName=nope"))
             .send()
@@ -112,7 +112,7 @@ async fn several_roles_custom_roles_and_access_by_action() {
     assert_eq!(status, 404);
 
     // The user holds only the custom role: it reads receipts and nothing else.
-    let (status, v) = body(
+    let (status, v) = body_of(
         admin
             .patch(format!("{e}/app/ledgerUsers/{enc}?{V24}"))
             .header("content-type", "application/merge-patch+json")
@@ -139,7 +139,7 @@ async fn several_roles_custom_roles_and_access_by_action() {
         .to_str()
         .unwrap()
         .to_owned();
-    let (status, v) = body(
+    let (status, v) = body_of(
         auditor
             .get(format!("{e}/app/transactions/{txid}/receipt?{V24}"))
             .send()
@@ -169,11 +169,13 @@ async fn several_roles_custom_roles_and_access_by_action() {
         ("GET", "/app/governance/members".to_owned()),
         ("GET", "/app/governance/constitution".to_owned()),
         ("GET", "/app/enclaveQuotes".to_owned()),
+        ("GET", "/app/userDefinedFunctions".to_owned()),
+        ("PUT", "/app/userDefinedFunctions/f".to_owned()),
         ("POST", "/node/join-tokens".to_owned()),
     ];
     for (method, path) in &refused {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let (status, v) = body(
+        let (status, v) = body_of(
             auditor
                 .request(m, format!("{e}{path}?{V24}&roleName=receiptsOnly"))
                 .header("content-type", "application/json")
@@ -202,7 +204,7 @@ async fn several_roles_custom_roles_and_access_by_action() {
         .send()
         .await
         .unwrap();
-    let (status, v) = body(r).await;
+    let (status, v) = body_of(r).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         v["roles"][0]["roleActions"],
@@ -211,7 +213,7 @@ async fn several_roles_custom_roles_and_access_by_action() {
             "Microsoft.ConfidentialLedger/ledger/receipts/read"
         ])
     );
-    let (status, v) = body(
+    let (status, v) = body_of(
         auditor
             .get(format!("{e}/app/transactions/{txid}?{V24}"))
             .send()
@@ -230,10 +232,10 @@ async fn several_roles_custom_roles_and_access_by_action() {
         .send()
         .await
         .unwrap();
-    let (status, v) = body(r).await;
+    let (status, v) = body_of(r).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["assignedRoles"], json!(["Contributor", "receiptsOnly"]));
-    let (_, v) = body(
+    let (_, v) = body_of(
         admin
             .get(format!("{e}/app/users/{enc}?{V24}"))
             .send()
@@ -260,7 +262,7 @@ async fn several_roles_custom_roles_and_access_by_action() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let (status, _) = body(
+    let (status, _) = body_of(
         admin
             .delete(format!("{e}/app/roles?{V24}&roleName=receiptsOnly"))
             .send()
@@ -387,4 +389,124 @@ async fn python_sdk_2_suite_then_the_ledger_verifies() {
     let n = common::audit(&ledger, &secret);
     assert!(n > 50, "audited {n}");
     common::ccf_full(&ledger);
+}
+
+/// User-defined functions are stored as transactions (`acl-2024-api.md` §5.1): PUT 201 then
+/// 200, GET, a paged list, DELETE 204 then 404; code that does not compile, or an id with `:`,
+/// is refused with nothing written; Readers read them, only Administrators store them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_defined_functions_are_stored_as_transactions() {
+    let srv = TestServer::start(2).await;
+    let e = srv.endpoint.clone();
+    let admin = srv.client(Some(&srv.admin_pem()));
+    let code = "export function main(name) { return 'hello ' + name; }";
+    let r = admin
+        .post(format!("{e}/app/transactions?{V24}"))
+        .json(&json!({"contents": "an entry, for the audit's claims check"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for (want, body) in [(201, code), (200, code)] {
+        let r = admin
+            .put(format!("{e}/app/userDefinedFunctions/greet?{V24}"))
+            .json(&json!({"code": body, "id": "ignored"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want);
+        assert!(r.headers().contains_key("x-ms-ccf-transaction-id"));
+        let (_, v) = body_of(r).await;
+        assert_eq!(v, json!({"code": code, "id": "greet"}));
+    }
+    for id in ["b", "c"] {
+        admin
+            .put(format!("{e}/app/userDefinedFunctions/{id}?{V24}"))
+            .json(&json!({"code": "export const main = () => 1;"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (all, pages) = all_pages(
+        &admin,
+        &e,
+        format!("{e}/app/userDefinedFunctions?{V24}"),
+        "functions",
+    )
+    .await;
+    let ids: Vec<&str> = all.iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert_eq!((ids, pages), (vec!["b", "c", "greet"], 2));
+    // Refused, nothing written.
+    let before = srv.node.last_txid();
+    for (path, body, code) in [
+        (
+            "bad",
+            json!({"code": "export function main( {"}),
+            "InvalidInput",
+        ),
+        (
+            "a%3Ab",
+            json!({"code": "export const main = () => 1;"}),
+            "InvalidResourceName",
+        ),
+        ("nocode", json!({"id": "nocode"}), "InvalidInput"),
+    ] {
+        let (status, v) = body_of(
+            admin
+                .put(format!("{e}/app/userDefinedFunctions/{path}?{V24}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{path}: {v}"
+        );
+    }
+    assert_eq!(srv.node.last_txid(), before);
+    // A Reader reads functions and cannot store or delete them.
+    let id = Identity::client("Reader", SystemTime::now(), 30).unwrap();
+    let (reader_pem, reader_id) = (id.combined_pem(), id.cert.acl_fingerprint());
+    admin
+        .patch(format!(
+            "{e}/app/ledgerUsers/{}?{V24}",
+            reader_id.replace(':', "%3A")
+        ))
+        .json(&json!({"assignedRoles": ["Reader"]}))
+        .send()
+        .await
+        .unwrap();
+    let reader = srv.client(Some(&reader_pem));
+    let (status, v) = body_of(
+        reader
+            .get(format!("{e}/app/userDefinedFunctions/greet?{V24}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, v["code"].as_str()), (200, Some(code)));
+    for r in [
+        reader
+            .put(format!("{e}/app/userDefinedFunctions/greet?{V24}"))
+            .json(&json!({"code": "x"})),
+        reader.delete(format!("{e}/app/userDefinedFunctions/greet?{V24}")),
+    ] {
+        assert_eq!(r.send().await.unwrap().status(), 403);
+    }
+    for want in [204, 404] {
+        let r = admin
+            .delete(format!("{e}/app/userDefinedFunctions/greet?{V24}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want);
+    }
+    let ledger = srv.node.ledger_dir();
+    let secret = srv.node.ledger_secret().clone();
+    let _dir = srv.stop().await;
+    common::audit(&ledger, &secret);
 }

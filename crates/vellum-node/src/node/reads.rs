@@ -26,6 +26,11 @@ impl LedgerNode {
         self.state.with_access(f)
     }
 
+    /// Reads the user-defined functions (id → code) without copying them.
+    pub fn with_functions<T>(&self, f: impl FnOnce(&crate::functions::Functions) -> T) -> T {
+        self.state.with_functions(f)
+    }
+
     /// The strongest built-in role of `user_id`, if it holds one.
     pub fn role_of(&self, user_id: &str) -> Option<crate::users::Role> {
         self.state.role_of(user_id)

@@ -145,6 +145,17 @@ impl LedgerNode {
                 }
                 crate::users::define_roles(&defined)
             }
+            Op::PutFunction { id, code } => {
+                vellum_js::check(code)
+                    .map_err(|e| Refusal::FunctionDoesNotCompile(id.clone(), e))?;
+                crate::functions::put(id, code)
+            }
+            Op::DeleteFunction { id } => {
+                if !self.state.with_functions(|f| f.contains_key(id)) {
+                    return Err(Refusal::NoSuchFunction(id.clone()).into());
+                }
+                crate::functions::delete(id)
+            }
             Op::DeleteRole { name } => {
                 if !self.with_access(|a| a.roles.contains_key(name)) {
                     return Err(Refusal::NoSuchRole(name.clone()).into());
@@ -408,6 +419,29 @@ impl LedgerNode {
         add: bool,
     ) -> Result<TxId, NodeError> {
         self.perform(caller, Op::DefineRoles { roles, add }).await
+    }
+
+    /// Stores `code` as the user-defined function `id` (it must compile), for a caller
+    /// allowed `userDefinedFunctions/write`; answers once applied here.
+    pub async fn put_function(
+        &self,
+        caller: Option<&Caller>,
+        id: &str,
+        code: &str,
+    ) -> Result<TxId, NodeError> {
+        let (id, code) = (id.to_owned(), code.to_owned());
+        self.perform(caller, Op::PutFunction { id, code }).await
+    }
+
+    /// Deletes the user-defined function `id`, for a caller allowed
+    /// `userDefinedFunctions/delete`; answers once applied here.
+    pub async fn delete_function(
+        &self,
+        caller: Option<&Caller>,
+        id: &str,
+    ) -> Result<TxId, NodeError> {
+        let id = id.to_owned();
+        self.perform(caller, Op::DeleteFunction { id }).await
     }
 
     /// Deletes the custom role `name`, for a caller allowed `roleDefinitions/delete`; answers

@@ -32,6 +32,8 @@ use crate::service_state::ServiceState;
 const MEMBERSHIP_KEY: &str = "raft.membership";
 /// Users and roles as `users::Access`.
 const ACCESS_KEY: &str = "vellum.access";
+/// User-defined functions (id → code).
+const FUNCTIONS_KEY: &str = "vellum.functions";
 /// Users as indexes written before users could hold several roles recorded them (id → role).
 const USERS_KEY: &str = "vellum.users";
 const CLUSTER_KEY: &str = "vellum.cluster";
@@ -183,6 +185,7 @@ impl StateMachine {
         let state = ServiceState::restore(
             index.blob(ACCESS_KEY).map_err(other)?.as_deref(),
             index.blob(USERS_KEY).map_err(other)?.as_deref(),
+            index.blob(FUNCTIONS_KEY).map_err(other)?.as_deref(),
             index.blob(CLUSTER_KEY).map_err(other)?.as_deref(),
             collections,
         )?;
@@ -238,6 +241,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut membership_changed = false;
         let mut users_changed = false;
         let mut cluster_changed = false;
+        let mut functions_changed = false;
         let mut last_sig = None;
         let mut last_index = None;
         while let Some(item) = entries.next().await {
@@ -261,6 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for m in &stored.ws.maps {
                 users_changed |= self.state.apply_access(m);
                 cluster_changed |= self.state.apply_cluster(m);
+                functions_changed |= self.state.apply_functions(m);
             }
             txs.push(IndexedTx::from_maps(txid.seqno, txid.view, &stored.ws.maps));
             last_index = Some(entry.log_id.index);
@@ -275,6 +280,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         if users_changed {
             blobs.push((ACCESS_KEY.to_owned(), self.state.access_json()?));
+        }
+        if functions_changed {
+            blobs.push((FUNCTIONS_KEY.to_owned(), self.state.functions_json()?));
         }
         if cluster_changed {
             blobs.push((CLUSTER_KEY.to_owned(), self.state.cluster_json()?));

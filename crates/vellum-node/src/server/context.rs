@@ -476,6 +476,12 @@ actions! {
     RolesWrite => Action::ROLES_WRITE;
     /// Delete custom roles.
     RolesDelete => Action::ROLES_DELETE;
+    /// Read user-defined functions.
+    FunctionsRead => Action::FUNCTIONS_READ;
+    /// Store user-defined functions.
+    FunctionsWrite => Action::FUNCTIONS_WRITE;
+    /// Delete user-defined functions.
+    FunctionsDelete => Action::FUNCTIONS_DELETE;
 }
 
 /// The caller, allowed `R`'s action by one of its roles: 401 without a valid credential, 403

@@ -8,6 +8,7 @@ mod access;
 mod app;
 pub mod auth;
 mod context;
+mod functions;
 pub mod limits;
 mod middleware;
 mod parse_errors;
@@ -214,6 +215,7 @@ impl Server {
 fn router(st: Arc<context::AppState>) -> axum::Router {
     app::routes()
         .merge(access::routes())
+        .merge(functions::routes())
         .merge(peer::routes())
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
