@@ -247,6 +247,36 @@ def lists_flow(c, tag):
     check(f"{tag}: list_users (paged)", TOKEN_OID in users, users)
 
 
+def functions_flow(c, tag):
+    """User-defined functions: stored, read, listed (paged) and deleted (running them comes
+    with the next step of issue 23)."""
+    fid = f"fn-{tag.replace('/', '-')}"
+    code = "export function main(name) { return 'hello ' + name; }"
+    f = c.create_user_defined_function(fid, {"code": code})
+    check(f"{tag}: create_user_defined_function", f["id"] == fid and f["code"] == code, f)
+    f = c.create_user_defined_function(fid, {"code": code + "\n"})
+    check(f"{tag}: create_user_defined_function replaces", f["code"] == code + "\n", f)
+    got = c.get_user_defined_function(fid)
+    check(f"{tag}: get_user_defined_function", got.code == code + "\n" and got.id == fid, got)
+    for i in range(PAGE + 1):
+        c.create_user_defined_function(f"{fid}-{i}", {"code": code})
+    ids = [x["id"] for x in c.list_user_defined_functions()]
+    check(f"{tag}: list_user_defined_functions (paged)", fid in ids and len(ids) >= PAGE + 2, ids)
+    try:
+        c.create_user_defined_function(f"{fid}-bad", {"code": "export function main( {"})
+        check(f"{tag}: code that does not compile is refused", False)
+    except HttpResponseError as e:
+        check(f"{tag}: code that does not compile is refused with 400", e.status_code == 400, e)
+    for i in range(PAGE + 1):
+        c.delete_user_defined_function(f"{fid}-{i}")
+    c.delete_user_defined_function(fid)
+    try:
+        c.get_user_defined_function(fid)
+        check(f"{tag}: delete_user_defined_function", False)
+    except ResourceNotFoundError:
+        check(f"{tag}: delete_user_defined_function", True)
+
+
 async def async_flow(credential, tag):
     async with AsyncClient(ENDPOINT, credential, ledger_certificate_path=CERT) as c:
         r = await c.create_ledger_entry(
@@ -270,6 +300,11 @@ async def async_flow(credential, tag):
         await c.delete_ledger_user("async-user")
         await c.delete_user_defined_role(role_name=role)
         check(f"{tag}: async delete_ledger_user, delete_user_defined_role", True)
+        fid = f"afn-{tag.replace('/', '-')}"
+        f = await c.create_user_defined_function(fid, {"code": "export const main = () => 1;"})
+        listed = [x["id"] async for x in c.list_user_defined_functions()]
+        check(f"{tag}: async create and list user-defined functions", f["id"] == fid and fid in listed)
+        await c.delete_user_defined_function(fid)
 
 
 def main():
@@ -284,6 +319,8 @@ def main():
     users_flow(admin, "sync/cert")
     users_flow(token, "sync/token")
     custom_role_reader_flow(admin)
+    functions_flow(admin, "sync/cert")
+    functions_flow(token, "sync/token")
     lists_flow(admin, "sync/cert")
     asyncio.run(async_flow(ConfidentialLedgerCertificateCredential(certificate_path=ADMIN), "async/cert"))
     asyncio.run(async_flow(AsyncStaticToken(), "async/token"))
