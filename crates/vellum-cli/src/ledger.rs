@@ -261,6 +261,12 @@ pub enum LedgerCommand {
     /// Example: vellum users set 5F:23:...:B5 Reader auditor
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage user-defined functions: JavaScript modules stored in the ledger (storing and
+    /// deleting: Administrator).
+    ///
+    /// Example: vellum functions put greet greet.js ; vellum functions list
+    #[command(subcommand)]
+    Functions(FunctionsCommand),
     /// Manage custom roles (Administrator): a name and the actions it allows.
     ///
     /// Example: vellum roles set auditor Microsoft.ConfidentialLedger/ledger/receipts/read
@@ -348,6 +354,39 @@ pub enum UsersCommand {
     Remove {
         /// User id.
         user_id: String,
+    },
+}
+
+/// User-defined functions.
+#[derive(clap::Subcommand, Debug)]
+pub enum FunctionsCommand {
+    /// Store a function (one ES module), creating or replacing it; code that does not compile
+    /// is refused.
+    ///
+    /// Example: vellum functions put greet greet.js
+    Put {
+        /// Function id (no ':').
+        id: String,
+        /// The module's file; standard input when absent.
+        file: Option<PathBuf>,
+    },
+    /// Print a function's code.
+    ///
+    /// Example: vellum functions get greet
+    Get {
+        /// Function id.
+        id: String,
+    },
+    /// List the functions' ids.
+    ///
+    /// Example: vellum functions list --json
+    List,
+    /// Delete a function.
+    ///
+    /// Example: vellum functions delete greet
+    Delete {
+        /// Function id.
+        id: String,
     },
 }
 
@@ -765,6 +804,43 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
                 print(json, json!({"removed": user_id}), || {
                     format!("removed {user_id}")
                 });
+            }
+        },
+        LedgerCommand::Functions(f) => match f {
+            FunctionsCommand::Put { id, file } => {
+                let code = match file {
+                    Some(p) => std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                    None => std::io::read_to_string(std::io::stdin())
+                        .context("reading the function from standard input")?,
+                };
+                let f = client
+                    .create_user_defined_function(&id, &code, None)
+                    .await?;
+                print(json, json!({"id": f.id, "code": f.code}), || {
+                    format!("stored {} ({} bytes)", f.id, f.code.len())
+                });
+            }
+            FunctionsCommand::Get { id } => {
+                let f = client.get_user_defined_function(&id, None).await?;
+                print(json, json!({"id": f.id, "code": f.code}), || f.code.clone());
+            }
+            FunctionsCommand::List => {
+                let all = client.list_user_defined_functions(None).await?;
+                let v: Vec<_> = all
+                    .iter()
+                    .map(|f| json!({"id": f.id, "code": f.code}))
+                    .collect();
+                print(json, json!(v), || {
+                    all.iter()
+                        .map(|f| f.id.clone())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            }
+            FunctionsCommand::Delete { id } => {
+                client.delete_user_defined_function(&id, None).await?;
+                print(json, json!({"deleted": id}), || format!("deleted {id}"));
             }
         },
         LedgerCommand::Roles(r) => {

@@ -234,6 +234,37 @@ fn every_ledger_subcommand() {
         format!("{alice_id}\tReader,auditor")
     );
     ok(&node.run(&["roles", "remove", "auditor"]));
+    // User-defined functions: stored from a file, read back, listed, refused when they do not
+    // compile, deleted; a Reader reads them and cannot store one.
+    let greet = dir.path().join("greet.js");
+    let code = "export function main(name) { return 'hello ' + name; }\n";
+    std::fs::write(&greet, code).unwrap();
+    assert_eq!(
+        ok(&node.run(&["functions", "put", "greet", greet.to_str().unwrap()])),
+        format!("stored greet ({} bytes)", code.len())
+    );
+    assert_eq!(
+        ok(&node.run(&["functions", "get", "greet"])),
+        code.trim_end()
+    );
+    assert_eq!(ok(&node.run(&["functions", "list"])), "greet");
+    let bad = dir.path().join("bad.js");
+    std::fs::write(&bad, "export function main( {").unwrap();
+    let err = fails(
+        &node.run(&["functions", "put", "bad", bad.to_str().unwrap()]),
+        6,
+    );
+    assert!(err.contains("does not compile"), "{err}");
+    assert_eq!(
+        ok(&node.run_as(Some(&alice), &["functions", "get", "greet"], None)),
+        code.trim_end()
+    );
+    fails(
+        &node.run_as(Some(&alice), &["functions", "delete", "greet"], None),
+        4,
+    );
+    ok(&node.run(&["functions", "delete", "greet"]));
+    fails(&node.run(&["functions", "get", "greet"]), 5);
     fails(&node.run(&["roles", "get", "auditor"]), 5);
     ok(&node.run(&["users", "remove", &alice_id]));
     fails(&node.run_as(Some(&alice), &["get", &t1], None), 4);

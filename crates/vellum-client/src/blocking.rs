@@ -237,6 +237,50 @@ impl ConfidentialLedgerClient {
             .block_on(self.inner.delete_user_defined_role(role_name, options))
     }
 
+    /// See [`client::ConfidentialLedgerClient::create_user_defined_function`].
+    pub fn create_user_defined_function(
+        &self,
+        function_id: &str,
+        code: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<UserDefinedFunction> {
+        self.rt.block_on(
+            self.inner
+                .create_user_defined_function(function_id, code, options),
+        )
+    }
+
+    /// See [`client::ConfidentialLedgerClient::get_user_defined_function`].
+    pub fn get_user_defined_function(
+        &self,
+        function_id: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<UserDefinedFunction> {
+        self.rt
+            .block_on(self.inner.get_user_defined_function(function_id, options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::list_user_defined_functions`].
+    pub fn list_user_defined_functions(
+        &self,
+        options: Option<MethodOptions>,
+    ) -> Result<Vec<UserDefinedFunction>> {
+        self.rt
+            .block_on(self.inner.list_user_defined_functions(options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::delete_user_defined_function`].
+    pub fn delete_user_defined_function(
+        &self,
+        function_id: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        self.rt.block_on(
+            self.inner
+                .delete_user_defined_function(function_id, options),
+        )
+    }
+
     /// See [`client::ConfidentialLedgerClient::list_nodes`].
     pub fn list_nodes(&self, options: Option<MethodOptions>) -> Result<Vec<ClusterNode>> {
         self.rt.block_on(self.inner.list_nodes(options))

@@ -1039,6 +1039,83 @@ impl ConfidentialLedgerClient {
         Ok(())
     }
 
+    fn function_path(function_id: &str) -> Result<String> {
+        if function_id.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "empty function id"));
+        }
+        Ok(format!(
+            "/app/userDefinedFunctions/{}",
+            path_segment(function_id).replace(':', "%3A")
+        ))
+    }
+
+    /// Stores `code` (one ES module) as the user-defined function `function_id`, creating or
+    /// replacing it (Administrator only). Code that does not compile is refused.
+    pub async fn create_user_defined_function(
+        &self,
+        function_id: &str,
+        code: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<UserDefinedFunction> {
+        let body = serde_json::to_vec(&serde_json::json!({ "code": code }))
+            .map_err(data_err("the function"))?;
+        let (_, _, resp) = self
+            .send(
+                Method::PUT,
+                &Self::function_path(function_id)?,
+                Some(("application/json", body)),
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_slice(&resp).map_err(data_err("the function"))
+    }
+
+    /// A user-defined function.
+    pub async fn get_user_defined_function(
+        &self,
+        function_id: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<UserDefinedFunction> {
+        let v = self
+            .get_json(
+                &Self::function_path(function_id)?,
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_value(v).map_err(data_err("the function"))
+    }
+
+    /// Every user-defined function (every page).
+    pub async fn list_user_defined_functions(
+        &self,
+        options: Option<MethodOptions>,
+    ) -> Result<Vec<UserDefinedFunction>> {
+        let all = self
+            .get_all(
+                "/app/userDefinedFunctions",
+                "functions",
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_value(Value::Array(all)).map_err(data_err("the functions"))
+    }
+
+    /// Deletes a user-defined function (Administrator only).
+    pub async fn delete_user_defined_function(
+        &self,
+        function_id: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        self.send(
+            Method::DELETE,
+            &Self::function_path(function_id)?,
+            None,
+            &options.unwrap_or_default(),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// A request the service answers without touching the ledger (`POST /node/null`, a
     /// Vellum extension): the ceiling the transport allows, for benchmarks.
     pub async fn vellum_null(&self, body: &[u8]) -> Result<()> {

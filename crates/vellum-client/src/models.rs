@@ -212,6 +212,16 @@ impl UserDefinedRole {
     }
 }
 
+/// A user-defined function: JavaScript (one ES module) stored in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct UserDefinedFunction {
+    /// Its id.
+    pub id: String,
+    /// Its code.
+    pub code: String,
+}
+
 /// A consortium member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
