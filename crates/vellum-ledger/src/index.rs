@@ -59,8 +59,10 @@ const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const BY_TAG: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("by_tag");
 /// Each collection's tags: (collection, tag).
 const TAGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("tags");
+/// The current state of application maps: (map, key) → value.
+const APP_KV: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("app_kv");
 const LAST: &str = "last_seqno";
-const TABLE_NAMES: [&str; 7] = [
+const TABLE_NAMES: [&str; 8] = [
     "txs",
     "by_collection",
     "latest",
@@ -68,6 +70,7 @@ const TABLE_NAMES: [&str; 7] = [
     "blobs",
     "by_tag",
     "tags",
+    "app_kv",
 ];
 
 /// Creates every table the index uses (a no-op for those that exist).
@@ -79,6 +82,7 @@ fn create_tables(w: &redb::WriteTransaction) -> Result<(), IndexError> {
     w.open_table(BLOBS).map_err(st)?;
     w.open_table(BY_TAG).map_err(st)?;
     w.open_table(TAGS).map_err(st)?;
+    w.open_table(APP_KV).map_err(st)?;
     Ok(())
 }
 
@@ -126,17 +130,46 @@ pub struct IndexedTx {
     pub collection: Option<String>,
     /// The entry's tags (none for an untagged entry or a transaction that is not an entry).
     pub tags: Vec<String>,
+    /// Its writes to application maps (those user-defined functions keep: see [`is_app_map`]),
+    /// in write-set order.
+    pub kv: Vec<KvWrite>,
+}
+
+/// The (key, value) pairs of an application map, by key.
+pub type KvEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A write to an application map: the value, or `None` for a removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvWrite {
+    /// The map.
+    pub map: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value; `None` removes the key.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Whether `name` is an application map, the kind user-defined functions read and write and
+/// the index keeps the current state of: not CCF's (`ccf.`), not Vellum's (`vellum.`), public or
+/// private.
+pub fn is_app_map(name: &str) -> bool {
+    let bare = name.strip_prefix("public:").unwrap_or(name);
+    !(bare.starts_with("ccf.") || bare.starts_with("vellum.") || bare.is_empty())
 }
 
 impl IndexedTx {
     /// What the index records for a ledger entry, reading its collection from the sealed
-    /// entries table.
+    /// entries table and its application-map writes from both domains.
     pub fn from_entry(raw: &RawEntry<'_>, secret: &LedgerSecret) -> Result<IndexedTx, IndexError> {
         let seqno = raw.iv.seqno;
-        let maps = secret.open(raw).map_err(|e| IndexError::Entry {
+        let bad = |e: vellum_core::entry::EntryError| IndexError::Entry {
             seqno,
             message: e.to_string(),
-        })?;
+        };
+        let mut maps = secret.open(raw).map_err(bad)?;
+        // Public application maps are kept too (the entry itself is private).
+        let public = raw.public_domain().map_err(bad)?.maps;
+        maps.extend(public.into_iter().filter(|m| is_app_map(&m.name)));
         Ok(IndexedTx::from_maps(seqno, u64::from(raw.iv.view), &maps))
     }
 
@@ -146,11 +179,29 @@ impl IndexedTx {
             Some((k, v)) => (Some(String::from_utf8_lossy(k).into_owned()), tags_of(v)),
             None => (None, Vec::new()),
         };
+        let mut kv = Vec::new();
+        for m in maps.iter().filter(|m| is_app_map(&m.name)) {
+            for (k, v) in &m.writes {
+                kv.push(KvWrite {
+                    map: m.name.clone(),
+                    key: k.clone(),
+                    value: Some(v.clone()),
+                });
+            }
+            for k in &m.removes {
+                kv.push(KvWrite {
+                    map: m.name.clone(),
+                    key: k.clone(),
+                    value: None,
+                });
+            }
+        }
         IndexedTx {
             seqno,
             view,
             collection,
             tags,
+            kv,
         }
     }
 }
@@ -227,6 +278,7 @@ impl Index {
             let mut latest = w.open_table(LATEST).map_err(st)?;
             let mut by_tag = w.open_table(BY_TAG).map_err(st)?;
             let mut tags = w.open_table(TAGS).map_err(st)?;
+            let mut app_kv = w.open_table(APP_KV).map_err(st)?;
             // A batch usually holds many entries of few collections: each collection's latest
             // is written once, not once per entry.
             let mut last_of = std::collections::BTreeMap::<&str, u64>::new();
@@ -247,6 +299,17 @@ impl Index {
                             .insert((c.as_str(), tag.as_str(), tx.seqno), ())
                             .map_err(st)?;
                         tags.insert((c.as_str(), tag.as_str()), ()).map_err(st)?;
+                    }
+                }
+                for kw in &tx.kv {
+                    let key = (kw.map.as_str(), kw.key.as_slice());
+                    match &kw.value {
+                        Some(v) => {
+                            app_kv.insert(key, v.as_slice()).map_err(st)?;
+                        }
+                        None => {
+                            app_kv.remove(key).map_err(st)?;
+                        }
                     }
                 }
                 next += 1;
@@ -280,8 +343,32 @@ impl Index {
                 collection: (!c.is_empty()).then(|| c.to_owned()),
                 // Tags are for queries: a single transaction is read from the ledger.
                 tags: Vec::new(),
+                kv: Vec::new(),
             }
         }))
+    }
+
+    /// The current value of `key` in the application map `map`.
+    pub fn kv_get(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        let t = r.open_table(APP_KV).map_err(st)?;
+        Ok(t.get((map, key)).map_err(st)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every (key, value) of the application map `map`, by key.
+    pub fn kv_entries(&self, map: &str) -> Result<KvEntries, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        let t = r.open_table(APP_KV).map_err(st)?;
+        let mut out = Vec::new();
+        for item in t.range((map, [].as_slice())..).map_err(st)? {
+            let (k, v) = item.map_err(st)?;
+            let (m, key) = k.value();
+            if m != map {
+                break;
+            }
+            out.push((key.to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Seqno of the latest entry in `collection`.

@@ -206,6 +206,7 @@ impl LiveIndex {
             if seqno >= s.first {
                 return Ok(s.txs.get((seqno - s.first) as usize).map(|t| IndexedTx {
                     tags: Vec::new(),
+                    kv: Vec::new(),
                     ..t.clone()
                 }));
             }
@@ -308,6 +309,42 @@ impl LiveIndex {
         };
         let mut all: BTreeSet<String> = self.inner.index.tags(collection)?.into_iter().collect();
         all.extend(staged);
+        Ok(all.into_iter().collect())
+    }
+
+    /// The current value of `key` in the application map `map`: the latest staged write of it,
+    /// else redb's. (Staged writes are looked at first: one leaves memory only after redb has
+    /// it, so it is never in neither place.)
+    pub fn kv_get(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
+        {
+            let s = lock(&self.inner.staged);
+            for t in s.txs.iter().rev() {
+                if let Some(w) = t.kv.iter().rev().find(|w| w.map == map && w.key == key) {
+                    return Ok(w.value.clone());
+                }
+            }
+        }
+        self.inner.index.kv_get(map, key)
+    }
+
+    /// Every (key, value) of the application map `map`, by key: redb's, with the staged writes
+    /// over them (taken first, for the reason [`LiveIndex::kv_get`] gives).
+    pub fn kv_entries(&self, map: &str) -> Result<crate::index::KvEntries, IndexError> {
+        let staged: Vec<crate::index::KvWrite> = {
+            let s = lock(&self.inner.staged);
+            s.txs
+                .iter()
+                .flat_map(|t| t.kv.iter().filter(|w| w.map == map).cloned())
+                .collect()
+        };
+        let mut all: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.inner.index.kv_entries(map)?.into_iter().collect();
+        for w in staged {
+            match w.value {
+                Some(v) => all.insert(w.key, v),
+                None => all.remove(&w.key),
+            };
+        }
         Ok(all.into_iter().collect())
     }
 

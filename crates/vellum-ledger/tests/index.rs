@@ -63,6 +63,7 @@ fn index_reads_reopen_and_rebuild() {
                     view: 2 + s / 5000,
                     collection: collection(s),
                     tags: Vec::new(),
+                    kv: Vec::new(),
                 }
             );
         }
@@ -88,7 +89,7 @@ fn index_reads_reopen_and_rebuild() {
     check(&index);
     // Out-of-order application is refused.
     assert!(matches!(
-        index.apply(&[IndexedTx { seqno: N + 5, view: 9, collection: None, tags: Vec::new() }]),
+        index.apply(&[IndexedTx { seqno: N + 5, view: 9, collection: None, tags: Vec::new(), kv: Vec::new() }]),
         Err(IndexError::Order { expected, got }) if expected == N + 1 && got == N + 5
     ));
     drop(index);

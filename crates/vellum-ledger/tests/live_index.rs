@@ -105,6 +105,7 @@ fn tags_for(seqno: u64) -> Vec<String> {
 fn untagged(t: IndexedTx) -> IndexedTx {
     IndexedTx {
         tags: Vec::new(),
+        kv: Vec::new(),
         ..t
     }
 }
@@ -171,6 +172,7 @@ proptest! {
                             view: 2 + seqno / 50,
                             collection: c.map(|c| format!("c{c}")),
                             tags: if c.is_some() { tags_for(seqno) } else { Vec::new() },
+                            kv: Vec::new(),
                         })
                         .collect();
                     let blobs: Vec<(String, Vec<u8>)> = blob
@@ -213,6 +215,7 @@ fn flush_writes_everything_and_order_is_enforced() {
         view: 2,
         collection: Some("c".into()),
         tags: Vec::new(),
+        kv: Vec::new(),
     };
     index.apply(vec![tx(1), tx(2)], vec![]).unwrap();
     // A gap, and a transaction applied twice, are refused and change nothing.
@@ -269,6 +272,7 @@ fn reads_hold_while_the_writer_writes() {
                 view: 2,
                 collection: (next() % 5 != 0).then(|| format!("c{}", next() % 4)),
                 tags: Vec::new(),
+                kv: Vec::new(),
             })
             .collect();
         index.apply(txs.clone(), vec![]).unwrap();
@@ -302,4 +306,72 @@ fn reads_hold_while_the_writer_writes() {
         "only {writes_seen} writes in {:?}",
         started.elapsed()
     );
+}
+
+/// Application maps (the state user-defined functions read and write): written through
+/// `IndexedTx::from_maps`, read back staged, after a flush and after reopening, removals
+/// included; CCF's and Vellum's own maps are not kept.
+#[test]
+fn application_maps_are_kept_staged_and_written() {
+    use vellum_core::entry::MapWrites;
+    use vellum_ledger::index::is_app_map;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.redb");
+    let index = LiveIndex::start(Index::open(&path).unwrap()).unwrap();
+    let w = |name: &str, writes: &[(&str, &str)], removes: &[&str]| {
+        let mut m = MapWrites::with_writes(
+            name,
+            writes
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        );
+        m.removes = removes.iter().map(|k| k.as_bytes().to_vec()).collect();
+        m
+    };
+    let txs = vec![
+        IndexedTx::from_maps(1, 2, &[w("public:app", &[("a", "1"), ("b", "2")], &[])]),
+        IndexedTx::from_maps(
+            2,
+            2,
+            &[
+                w("public:app", &[("a", "one")], &["b"]),
+                w("private:secrets", &[("k", "v")], &[]),
+                w("public:ccf.gov.users.info", &[("u", "x")], &[]),
+                w("public:vellum.users", &[("u", "x")], &[]),
+            ],
+        ),
+    ];
+    assert_eq!(txs[1].kv.len(), 3, "{:?}", txs[1].kv);
+    index.apply(txs, Vec::new()).unwrap();
+    let check = |index: &LiveIndex| {
+        assert_eq!(
+            index.kv_get("public:app", b"a").unwrap(),
+            Some(b"one".to_vec())
+        );
+        assert_eq!(index.kv_get("public:app", b"b").unwrap(), None);
+        assert_eq!(
+            index.kv_entries("public:app").unwrap(),
+            vec![(b"a".to_vec(), b"one".to_vec())]
+        );
+        assert_eq!(
+            index.kv_entries("private:secrets").unwrap(),
+            vec![(b"k".to_vec(), b"v".to_vec())]
+        );
+        assert_eq!(index.kv_get("public:vellum.users", b"u").unwrap(), None);
+        assert!(
+            index
+                .kv_entries("public:ccf.gov.users.info")
+                .unwrap()
+                .is_empty()
+        );
+    };
+    check(&index);
+    index.flush().unwrap();
+    check(&index);
+    drop(index);
+    let reopened = LiveIndex::start(Index::open(&path).unwrap()).unwrap();
+    check(&reopened);
+    assert!(is_app_map("public:app") && is_app_map("secrets") && !is_app_map("vellum.entries"));
+    assert!(!is_app_map("public:ccf.internal.tree") && !is_app_map("public:"));
 }
