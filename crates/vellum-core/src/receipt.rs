@@ -436,16 +436,33 @@ pub fn ledger_entry_digest(secret_key: &[u8], collection_id: &str, contents: &st
     ])
 }
 
-/// ACL's claims digest: `SHA-256(u32_le(n) || d_1 || … || d_n)`, with
+/// The digest `d` of one `LedgerEntryV1` claim: `SHA-256("LedgerEntryV1" ||
+/// ledger_entry_digest(k, collectionId, contents))`.
+pub fn ledger_entry_claim_digest(secret_key: &[u8], collection_id: &str, contents: &str) -> Hash {
+    let inner = ledger_entry_digest(secret_key, collection_id, contents);
+    Hash::digest_parts(&[LEDGER_ENTRY_V1.as_bytes(), &inner.0])
+}
+
+/// ACL's claims digest of claims whose own digests are `digests`:
+/// `SHA-256(u32_le(n) || d_1 || … || d_n)`.
+pub fn claims_digest_of(digests: &[Hash]) -> Hash {
+    let mut buf = Vec::with_capacity(4 + 32 * digests.len());
+    buf.extend_from_slice(&(digests.len() as u32).to_le_bytes());
+    for d in digests {
+        buf.extend_from_slice(&d.0);
+    }
+    Hash::digest(&buf)
+}
+
+/// ACL's claims digest: [`claims_digest_of`] the claims' own digests, with
 /// `d_i = SHA-256(protocol || claim digest)`.
 pub fn claims_digest(claims: &[ApplicationClaim]) -> Result<Hash, ClaimsError> {
     if claims.is_empty() {
         return Err(ClaimsError::Empty);
     }
-    let mut buf = Vec::with_capacity(4 + 32 * claims.len());
-    buf.extend_from_slice(&(claims.len() as u32).to_le_bytes());
+    let mut digests = Vec::with_capacity(claims.len());
     for c in claims {
-        let d = match c {
+        digests.push(match c {
             ApplicationClaim::LedgerEntry { ledger_entry: e } => {
                 if e.protocol != LEDGER_ENTRY_V1 {
                     return Err(ClaimsError::Protocol(e.protocol.clone()));
@@ -453,8 +470,7 @@ pub fn claims_digest(claims: &[ApplicationClaim]) -> Result<Hash, ClaimsError> {
                 let k = base64::engine::general_purpose::STANDARD
                     .decode(&e.secret_key)
                     .map_err(|_| ClaimsError::SecretKey)?;
-                let inner = ledger_entry_digest(&k, &e.collection_id, &e.contents);
-                Hash::digest_parts(&[e.protocol.as_bytes(), &inner.0])
+                ledger_entry_claim_digest(&k, &e.collection_id, &e.contents)
             }
             ApplicationClaim::ClaimDigest { digest } => {
                 if digest.protocol != LEDGER_ENTRY_V1 {
@@ -463,10 +479,9 @@ pub fn claims_digest(claims: &[ApplicationClaim]) -> Result<Hash, ClaimsError> {
                 let v = hex::decode(&digest.value).map_err(|_| ClaimsError::DigestValue)?;
                 Hash::digest_parts(&[digest.protocol.as_bytes(), &v])
             }
-        };
-        buf.extend_from_slice(&d.0);
+        });
     }
-    Ok(Hash::digest(&buf))
+    Ok(claims_digest_of(&digests))
 }
 
 /// The leaf components of a COSE receipt.

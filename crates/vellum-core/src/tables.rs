@@ -525,17 +525,6 @@ impl UserRecord {
             roles: vec![RoleName::BuiltIn(role)],
         }
     }
-
-    /// The strongest built-in role the user holds.
-    pub fn strongest(&self) -> Option<Role> {
-        self.roles
-            .iter()
-            .filter_map(|r| match r {
-                RoleName::BuiltIn(b) => Some(*b),
-                RoleName::Custom(_) => None,
-            })
-            .max()
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -622,6 +611,17 @@ impl RoleName {
             RoleName::BuiltIn(r) => r.as_str(),
             RoleName::Custom(s) => s,
         }
+    }
+
+    /// The strongest built-in role among `roles`.
+    pub fn strongest(roles: &[RoleName]) -> Option<Role> {
+        roles
+            .iter()
+            .filter_map(|r| match r {
+                RoleName::BuiltIn(b) => Some(*b),
+                RoleName::Custom(_) => None,
+            })
+            .max()
     }
 }
 
@@ -750,20 +750,26 @@ pub struct EntryRecord {
 
 impl EntryRecord {
     /// A record with a `LedgerEntryV1` claim under `key` (32 random bytes, fresh for each
-    /// entry). Returns it with the claims digest to write in the transaction.
+    /// entry). Returns it with the claims digest to write in the transaction, computed from
+    /// the key as it is (this is on every write's path: no copy of the contents).
     pub fn with_claim(
         collection_id: String,
         contents: String,
         tags: Vec<String>,
         key: &[u8; 32],
     ) -> (EntryRecord, Hash) {
+        let digest =
+            crate::receipt::claims_digest_of(&[crate::receipt::ledger_entry_claim_digest(
+                key,
+                &collection_id,
+                &contents,
+            )]);
         let record = EntryRecord {
             collection_id,
             contents,
             secret_key: Some(base64::engine::general_purpose::STANDARD.encode(key)),
             tags,
         };
-        let digest = record.claims_digest().unwrap_or(Hash::ZERO);
         (record, digest)
     }
 
@@ -782,10 +788,13 @@ impl EntryRecord {
     /// The claims digest its transaction must carry: ACL's digest of its one claim, or zero
     /// for an entry without a key. `None` if the key is not base64.
     pub fn claims_digest(&self) -> Option<Hash> {
-        match self.claim() {
-            None => Some(Hash::ZERO),
-            Some(c) => crate::receipt::claims_digest(std::slice::from_ref(&c)).ok(),
-        }
+        let Some(key) = &self.secret_key else {
+            return Some(Hash::ZERO);
+        };
+        let key = base64::engine::general_purpose::STANDARD.decode(key).ok()?;
+        Some(crate::receipt::claims_digest_of(&[
+            crate::receipt::ledger_entry_claim_digest(&key, &self.collection_id, &self.contents),
+        ]))
     }
 }
 

@@ -246,51 +246,69 @@ pub fn try_run(call: &Call<'_>, store: Arc<dyn Store>) -> Result<Outcome, Sandbo
         options: call.options.clamped(),
         seed: call.seed,
     };
-    let stack = (MAX_STACK_BYTES as usize) * 2 + (1 << 20);
+    on_js_thread(move || run_here(&owned, store))?
+}
+
+/// Runs `f` on a thread of its own whose stack is larger than any run may ask for, so that
+/// QuickJS's own stack check always fires first.
+fn on_js_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, SandboxError> {
     std::thread::Builder::new()
         .name("vellum-js".into())
-        .stack_size(stack)
-        .spawn(move || run_here(&owned, store))
+        .stack_size((MAX_STACK_BYTES as usize) * 2 + (1 << 20))
+        .spawn(f)
         .map_err(|e| SandboxError::Thread(e.to_string()))?
         .join()
-        .map_err(|_| SandboxError::Thread("it panicked".into()))?
+        .map_err(|_| SandboxError::Thread("it panicked".into()))
+}
+
+/// A fresh interpreter bounded to `heap` and `stack` bytes and to `limit` from now (the
+/// instant returned).
+fn bounded(
+    heap: u64,
+    stack: u64,
+    limit: Duration,
+) -> rquickjs::Result<(Runtime, Context, Instant)> {
+    let rt = Runtime::new()?;
+    rt.set_memory_limit(heap as usize);
+    rt.set_max_stack_size(stack as usize);
+    let started = Instant::now();
+    rt.set_interrupt_handler(Some(Box::new(move || started.elapsed() > limit)));
+    let ctx = Context::full(&rt)?;
+    Ok((rt, ctx, started))
+}
+
+/// An exception's `name` (default `Error`) and message.
+fn name_and_message(ex: &rquickjs::Exception<'_>) -> (String, String) {
+    let name = ex
+        .get::<_, Option<String>>("name")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "Error".into());
+    (name, ex.message().unwrap_or_default())
 }
 
 /// Compiles `code` as a module without running it: `Err` holds the syntax error as
 /// `NAME: MESSAGE` (a function is checked when it is stored, not first when it runs).
 pub fn check(code: &str) -> Result<(), String> {
     let code = code.to_owned();
-    let stack = (MAX_STACK_BYTES as usize) * 2 + (1 << 20);
     let compile = move || -> Result<(), String> {
-        let rt = Runtime::new().map_err(|e| e.to_string())?;
-        rt.set_memory_limit(MAX_HEAP_BYTES as usize);
-        rt.set_max_stack_size(MAX_STACK_BYTES as usize);
-        let started = Instant::now();
         let limit = Duration::from_millis(MAX_EXECUTION_TIME_MS);
-        rt.set_interrupt_handler(Some(Box::new(move || started.elapsed() > limit)));
-        let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
+        let (_rt, ctx, _) =
+            bounded(MAX_HEAP_BYTES, MAX_STACK_BYTES, limit).map_err(|e| e.to_string())?;
         ctx.with(|ctx| match Module::declare(ctx.clone(), "check", code) {
             Ok(_) => Ok(()),
             Err(e) => Err(match CaughtError::from_error(&ctx, e) {
-                CaughtError::Exception(ex) => format!(
-                    "{}: {}",
-                    ex.get::<_, Option<String>>("name")
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| "Error".into()),
-                    ex.message().unwrap_or_default()
-                ),
+                CaughtError::Exception(ex) => {
+                    let (name, message) = name_and_message(&ex);
+                    format!("{name}: {message}")
+                }
                 other => other.to_string(),
             }),
         })
     };
-    std::thread::Builder::new()
-        .name("vellum-js-check".into())
-        .stack_size(stack)
-        .spawn(compile)
-        .map_err(|e| e.to_string())?
-        .join()
-        .map_err(|_| "the JavaScript thread panicked".to_owned())?
+    on_js_thread(compile).map_err(|e| e.to_string())?
 }
 
 struct OwnedCall {
@@ -346,15 +364,10 @@ fn failed(id: &str, name: &str, message: &str, stack: Option<&str>) -> Outcome {
 }
 
 fn run_here(call: &OwnedCall, store: Arc<dyn Store>) -> Result<Outcome, SandboxError> {
-    let engine = |e: rquickjs::Error| SandboxError::Engine(e.to_string());
-    let rt = Runtime::new().map_err(engine)?;
     let o = call.options;
-    rt.set_memory_limit(o.max_heap_bytes as usize);
-    rt.set_max_stack_size(o.max_stack_bytes as usize);
     let limit = Duration::from_millis(o.max_execution_time_ms);
-    let started = Instant::now();
-    rt.set_interrupt_handler(Some(Box::new(move || started.elapsed() > limit)));
-    let ctx = Context::full(&rt).map_err(engine)?;
+    let (_rt, ctx, started) = bounded(o.max_heap_bytes, o.max_stack_bytes, limit)
+        .map_err(|e| SandboxError::Engine(e.to_string()))?;
     let overlay = Rc::new(RefCell::new(Overlay {
         store,
         writes: Writes::new(),
@@ -615,12 +628,7 @@ fn describe(
     }
     match CaughtError::from_error(ctx, e) {
         CaughtError::Exception(ex) => {
-            let name: String = ex
-                .get::<_, Option<String>>("name")
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| "Error".into());
-            let message = ex.message().unwrap_or_default();
+            let (name, message) = name_and_message(&ex);
             let stack = ex.stack();
             failed(id, &name, &message, stack.as_deref().filter(|_| details))
         }

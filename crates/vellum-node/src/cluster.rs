@@ -56,13 +56,13 @@ impl ClusterState {
     /// Malformed records are skipped and logged.
     pub fn apply(&mut self, m: &MapWrites) {
         if m.name == tables::NODES_INFO {
-            apply_records(&mut self.nodes, m, |v| tables::NODES_INFO.decode_value(v));
+            crate::apply_records(&mut self.nodes, m, |v| tables::NODES_INFO.decode_value(v));
         } else if m.name == tables::NODES_ENDORSED_CERTIFICATES {
-            apply_records(&mut self.certs, m, |v| {
+            crate::apply_records(&mut self.certs, m, |v| {
                 tables::NODES_ENDORSED_CERTIFICATES.decode_value(v)
             });
         } else if m.name == tables::JOIN_TOKENS {
-            apply_records(&mut self.tokens, m, |v| tables::JOIN_TOKENS.decode_value(v));
+            crate::apply_records(&mut self.tokens, m, |v| tables::JOIN_TOKENS.decode_value(v));
         }
     }
 
@@ -90,27 +90,6 @@ impl ClusterState {
             .iter()
             .find(|(_, r)| r.raft_id == Some(raft_id))
             .map(|(id, _)| id.as_str())
-    }
-}
-
-/// Applies the writes and removals of `m` to `records` (keys as UTF-8); values `parse` refuses
-/// are skipped and logged.
-fn apply_records<T>(
-    records: &mut BTreeMap<String, T>,
-    m: &MapWrites,
-    parse: impl Fn(&[u8]) -> Result<T, tables::SchemaError>,
-) {
-    let text = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
-    for (k, v) in &m.writes {
-        match parse(v) {
-            Ok(r) => {
-                records.insert(text(k), r);
-            }
-            Err(e) => tracing::warn!(error = %e, "skipping a malformed record"),
-        }
-    }
-    for k in &m.removes {
-        records.remove(&text(k));
     }
 }
 

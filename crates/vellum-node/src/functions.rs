@@ -28,23 +28,20 @@ pub fn delete(id: &str) -> EntryBuilder {
     EntryBuilder::default().map(tables::FUNCTIONS.remove(id))
 }
 
+/// Whether `name` is [`tables::FUNCTIONS`].
+pub fn follows(name: &str) -> bool {
+    name == tables::FUNCTIONS
+}
+
 /// Applies a committed write to [`tables::FUNCTIONS`]; true if `m` was that table. Malformed
 /// records are skipped (they cannot be written through the API) and logged.
 pub fn apply(functions: &mut Functions, m: &MapWrites) -> bool {
-    if m.name != tables::FUNCTIONS {
+    if !follows(&m.name) {
         return false;
     }
-    for (k, v) in &m.writes {
-        match tables::FUNCTIONS.decode_value(v) {
-            Ok(r) => {
-                functions.insert(String::from_utf8_lossy(k).into_owned(), r.code);
-            }
-            Err(e) => tracing::warn!(error = %e, "skipping a malformed function record"),
-        }
-    }
-    for k in &m.removes {
-        functions.remove(&*String::from_utf8_lossy(k));
-    }
+    crate::apply_records(functions, m, |v| {
+        tables::FUNCTIONS.decode_value(v).map(|r| r.code)
+    });
     true
 }
 

@@ -66,3 +66,25 @@ pub(crate) fn read_lock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 pub(crate) fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Applies the writes and removals of a committed map to `records` (keys as UTF-8), as the
+/// node follows its governance tables (users, roles, functions, nodes, tokens); values `parse`
+/// refuses (none the API writes) are skipped and logged.
+pub(crate) fn apply_records<T>(
+    records: &mut std::collections::BTreeMap<String, T>,
+    m: &vellum_core::entry::MapWrites,
+    parse: impl Fn(&[u8]) -> Result<T, vellum_core::tables::SchemaError>,
+) {
+    let text = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+    for (k, v) in &m.writes {
+        match parse(v) {
+            Ok(r) => {
+                records.insert(text(k), r);
+            }
+            Err(e) => tracing::warn!(table = %m.name, error = %e, "skipping a malformed record"),
+        }
+    }
+    for k in &m.removes {
+        records.remove(&text(k));
+    }
+}

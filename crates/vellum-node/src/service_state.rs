@@ -55,11 +55,6 @@ impl ServiceState {
         Ok(s)
     }
 
-    /// Users, custom roles and their actions.
-    pub(crate) fn access(&self) -> Access {
-        read_lock(&self.access).clone()
-    }
-
     /// The strongest built-in role of `user_id`, if it has one.
     pub(crate) fn role_of(&self, user_id: &str) -> Option<Role> {
         read_lock(&self.access).strongest(user_id)
@@ -82,10 +77,8 @@ impl ServiceState {
 
     /// Applies a committed write to the functions table; true if `m` was that table.
     pub(crate) fn apply_functions(&self, m: &MapWrites) -> bool {
-        if m.name != vellum_core::tables::FUNCTIONS {
-            return false;
-        }
-        functions::apply(&mut write_lock(&self.functions), m)
+        // The name first: the lock is taken only for this table's writes.
+        functions::follows(&m.name) && functions::apply(&mut write_lock(&self.functions), m)
     }
 
     /// The user-defined functions as JSON, for the index.
@@ -105,10 +98,8 @@ impl ServiceState {
 
     /// Applies a committed write to the users or roles table; true if `m` was one of them.
     pub(crate) fn apply_access(&self, m: &MapWrites) -> bool {
-        if m.name != vellum_core::tables::USERS && m.name != vellum_core::tables::ROLES {
-            return false;
-        }
-        write_lock(&self.access).apply(m)
+        // The name first: the lock is taken only for these tables' writes.
+        Access::follows(&m.name) && write_lock(&self.access).apply(m)
     }
 
     /// Applies a committed write to the cluster tables; true if `m` was one of them.

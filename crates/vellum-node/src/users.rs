@@ -138,13 +138,7 @@ impl Access {
 
     /// The strongest built-in role `user_id` holds.
     pub fn strongest(&self, user_id: &str) -> Option<Role> {
-        self.roles_of(user_id)?
-            .iter()
-            .filter_map(|r| match r {
-                RoleName::BuiltIn(b) => Some(*b),
-                RoleName::Custom(_) => None,
-            })
-            .max()
+        RoleName::strongest(self.roles_of(user_id)?)
     }
 
     /// Whether `user_id` may perform `action`: one of its roles allows it.
@@ -160,41 +154,27 @@ impl Access {
         })
     }
 
+    /// Whether `name` is one of the tables this follows ([`tables::USERS`], [`tables::ROLES`]).
+    pub fn follows(name: &str) -> bool {
+        name == tables::USERS || name == tables::ROLES
+    }
+
     /// Applies a committed write to [`tables::USERS`] or [`tables::ROLES`]; true if `m` was
     /// one of them. Malformed records are skipped (they cannot be written through the API) and
     /// logged.
     pub fn apply(&mut self, m: &MapWrites) -> bool {
         if m.name == tables::USERS {
-            for (k, v) in &m.writes {
-                match tables::USERS.decode_value(v) {
-                    Ok(r) => {
-                        self.users
-                            .insert(String::from_utf8_lossy(k).into_owned(), r.roles);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "skipping a malformed user record"),
-                }
-            }
-            for k in &m.removes {
-                self.users.remove(&*String::from_utf8_lossy(k));
-            }
-            true
+            crate::apply_records(&mut self.users, m, |v| {
+                tables::USERS.decode_value(v).map(|r| r.roles)
+            });
         } else if m.name == tables::ROLES {
-            for (k, v) in &m.writes {
-                match tables::ROLES.decode_value(v) {
-                    Ok(r) => {
-                        self.roles
-                            .insert(String::from_utf8_lossy(k).into_owned(), r.actions);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "skipping a malformed role record"),
-                }
-            }
-            for k in &m.removes {
-                self.roles.remove(&*String::from_utf8_lossy(k));
-            }
-            true
+            crate::apply_records(&mut self.roles, m, |v| {
+                tables::ROLES.decode_value(v).map(|r| r.actions)
+            });
         } else {
-            false
+            return false;
         }
+        true
     }
 }
 

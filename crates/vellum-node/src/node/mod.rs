@@ -105,22 +105,6 @@ pub struct LedgerEntry {
     pub collection: String,
     /// Its contents.
     pub contents: String,
-    /// The secret key of its application claim (entries written before claims have none).
-    /// Revealed only with the entry's receipt, never with the entry.
-    pub secret_key: Option<String>,
-}
-
-impl LedgerEntry {
-    /// Its `LedgerEntryV1` application claim, as its receipt reveals it.
-    pub fn claim(&self) -> Option<vellum_core::receipt::ApplicationClaim> {
-        vellum_core::tables::EntryRecord {
-            collection_id: self.collection.clone(),
-            contents: self.contents.clone(),
-            secret_key: self.secret_key.clone(),
-            tags: Vec::new(),
-        }
-        .claim()
-    }
 }
 
 /// The governance the service started with.

@@ -16,11 +16,6 @@ use crate::NodeError;
 use crate::raft::state_machine::CommitWait;
 
 impl LedgerNode {
-    /// Users and custom roles, as of the last applied transaction.
-    pub fn access(&self) -> crate::users::Access {
-        self.state.access()
-    }
-
     /// Reads users and custom roles without copying them.
     pub fn with_access<T>(&self, f: impl FnOnce(&crate::users::Access) -> T) -> T {
         self.state.with_access(f)
@@ -244,7 +239,9 @@ impl LedgerNode {
             .ledger
             .engine()
             .receipt_and_write_set(txid, committed)?;
-        let claim = entry_of(txid, &ws).and_then(|e| e.claim());
+        let claim = entry_write(&ws.maps)
+            .and_then(|(_, v)| tables::ENTRIES.decode_value(v).ok())
+            .and_then(|r| r.claim());
         Ok((bundle, claim))
     }
 }
@@ -271,6 +268,5 @@ fn entry_of(txid: TxId, ws: &EntryBuilder) -> Option<LedgerEntry> {
         txid,
         collection: String::from_utf8_lossy(k).into_owned(),
         contents: record.contents,
-        secret_key: record.secret_key,
     })
 }

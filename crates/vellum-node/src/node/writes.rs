@@ -349,17 +349,13 @@ impl LedgerNode {
 
     /// Serves a request a backup forwarded to this node.
     pub async fn serve_forwarded(&self, msg: Forward) -> ForwardReply {
-        if let Forward::Applied { seqno } = msg {
-            return match self.wait_applied(seqno, SPREAD_TIMEOUT).await {
+        match msg {
+            // Any node answers this one; everything else is the primary's.
+            Forward::Applied { seqno } => match self.wait_applied(seqno, SPREAD_TIMEOUT).await {
                 Ok(()) => ForwardReply::Applied,
                 Err(e) => ForwardReply::Failed(e.to_string()),
-            };
-        }
-        if self.primary().map(|p| p.0) != Some(self.raft_id) {
-            return ForwardReply::NotPrimary;
-        }
-        match msg {
-            Forward::Applied { .. } => ForwardReply::Failed("unreachable".into()),
+            },
+            _ if self.primary().map(|p| p.0) != Some(self.raft_id) => ForwardReply::NotPrimary,
             Forward::Op { caller, op } => {
                 // The caller's rights are checked here again, by this node's tables.
                 let done = match self.authorise(&caller, op.needs()) {
@@ -384,18 +380,6 @@ impl LedgerNode {
                 }
             }
         }
-    }
-
-    /// Gives `user_id` `role`, for an Administrator (see [`LedgerNode::perform`]); answers once
-    /// applied here.
-    pub async fn set_user_role(
-        &self,
-        caller: Option<&Caller>,
-        user_id: &str,
-        role: Role,
-    ) -> Result<TxId, NodeError> {
-        self.set_user_roles(caller, user_id, vec![RoleName::BuiltIn(role)])
-            .await
     }
 
     /// Gives `user_id` exactly `roles`, for a caller allowed `users/write` (see

@@ -101,13 +101,7 @@ fn valid_user_id(id: &str) -> Result<(), ApiError> {
 /// The one role the single-role view shows: the strongest built-in role the user holds, else
 /// its first custom role.
 fn single_role(roles: &[RoleName]) -> String {
-    roles
-        .iter()
-        .filter_map(|r| match r {
-            RoleName::BuiltIn(b) => Some(*b),
-            RoleName::Custom(_) => None,
-        })
-        .max()
+    RoleName::strongest(roles)
         .map(|r| r.to_string())
         .or_else(|| roles.first().map(ToString::to_string))
         .unwrap_or_default()
@@ -150,9 +144,13 @@ fn list(
     shape: fn(&str, &[RoleName]) -> Value,
 ) -> ApiResult {
     let q = Query::parse(raw.as_deref())?;
-    let users = st.node.access().users;
-    let (users, next) = page(users, &q, path, st.cfg.limits.page_size);
-    let items = users.iter().map(|(id, r)| shape(id, r)).collect();
+    // Only the page is copied out of the users table.
+    let (items, next) = st.node.with_access(|a| {
+        let users = a.users.iter().map(|(id, roles)| (id.clone(), roles));
+        let (users, next) = page(users, &q, path, st.cfg.limits.page_size);
+        let items: Vec<Value> = users.iter().map(|(id, r)| shape(id, r)).collect();
+        (items, next)
+    });
     Ok(ok_json(paged_json("ledgerUsers", items, next)))
 }
 
