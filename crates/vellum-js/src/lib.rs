@@ -50,6 +50,9 @@ pub const MAX_STACK_BYTES: u64 = 8 << 20;
 pub const MAX_EXECUTION_TIME_MS: u64 = 5_000;
 /// The longest return value, in bytes of its string form.
 pub const MAX_RETURN_BYTES: usize = 1 << 20;
+/// The most a run may write, in bytes of keys and values (writes live outside the script's
+/// heap, so they have a cap of their own).
+pub const MAX_WRITE_BYTES: usize = 4 << 20;
 
 /// ACL's JavaScript runtime options (`JsRuntimeOptions`, snake_case on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -108,14 +111,23 @@ pub enum MapAccess {
     ReadWrite,
 }
 
-/// The committed state a run reads: the caller's view of the ledger's maps.
+/// A store that could not be read (the run fails with an `InternalError`: a script never sees
+/// a value that might be wrong).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// A map's (key, value) pairs.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The state a run reads: the caller's view of the ledger's maps.
 pub trait Store: Send + Sync {
     /// What a run may do with `map`.
     fn access(&self, map: &str) -> MapAccess;
     /// The value of `key` in `map`.
-    fn get(&self, map: &str, key: &[u8]) -> Option<Vec<u8>>;
+    fn get(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every (key, value) of `map`.
-    fn entries(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)>;
+    fn entries(&self, map: &str) -> Result<Entries, StoreError>;
 }
 
 /// A store with no data, where one map (or none) may be written: for tests and examples.
@@ -142,12 +154,12 @@ impl Store for EmptyStore {
         }
     }
 
-    fn get(&self, _: &str, _: &[u8]) -> Option<Vec<u8>> {
-        None
+    fn get(&self, _: &str, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
     }
 
-    fn entries(&self, _: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-        Vec::new()
+    fn entries(&self, _: &str) -> Result<Entries, StoreError> {
+        Ok(Vec::new())
     }
 }
 
@@ -237,15 +249,7 @@ pub fn run(call: &Call<'_>, store: Arc<dyn Store>) -> Outcome {
 
 /// [`run`], telling a failure of the sandbox apart from the function's own.
 pub fn try_run(call: &Call<'_>, store: Arc<dyn Store>) -> Result<Outcome, SandboxError> {
-    let owned = OwnedCall {
-        function_id: call.function_id.to_owned(),
-        code: call.code.to_owned(),
-        export: call.export.to_owned(),
-        arguments: call.arguments.to_vec(),
-        context: call.context.to_string(),
-        options: call.options.clamped(),
-        seed: call.seed,
-    };
+    let owned = OwnedCall::from(call);
     on_js_thread(move || run_here(&owned, store))?
 }
 
@@ -321,22 +325,46 @@ struct OwnedCall {
     seed: u64,
 }
 
+impl From<&Call<'_>> for OwnedCall {
+    /// The call with its options clamped.
+    fn from(call: &Call<'_>) -> OwnedCall {
+        OwnedCall {
+            function_id: call.function_id.to_owned(),
+            code: call.code.to_owned(),
+            export: call.export.to_owned(),
+            arguments: call.arguments.to_vec(),
+            context: call.context.to_string(),
+            options: call.options.clamped(),
+            seed: call.seed,
+        }
+    }
+}
+
 /// The run's writes, and its view: its own writes over the store.
 struct Overlay {
     store: Arc<dyn Store>,
     writes: Writes,
+    /// Bytes of keys and values set so far.
+    written: usize,
+    /// The store failed: the run fails, whatever the script did with the exception.
+    broken: Option<StoreError>,
 }
 
 impl Overlay {
-    fn get(&self, map: &str, key: &[u8]) -> Option<Vec<u8>> {
+    fn get(&mut self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.writes.get(map).and_then(|m| m.get(key)) {
-            Some(v) => v.clone(),
-            None => self.store.get(map, key),
+            Some(v) => Ok(v.clone()),
+            None => self
+                .store
+                .get(map, key)
+                .inspect_err(|e| self.broken = Some(e.clone())),
         }
     }
 
-    fn entries(&self, map: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        let mut all: BTreeMap<Vec<u8>, Vec<u8>> = self.store.entries(map).into_iter().collect();
+    fn entries(&mut self, map: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        let read = self.store.entries(map);
+        let read = read.inspect_err(|e| self.broken = Some(e.clone()))?;
+        let mut all: BTreeMap<Vec<u8>, Vec<u8>> = read.into_iter().collect();
         if let Some(w) = self.writes.get(map) {
             for (k, v) in w {
                 match v {
@@ -345,8 +373,13 @@ impl Overlay {
                 };
             }
         }
-        all
+        Ok(all)
     }
+}
+
+/// A store failure as the exception a script sees.
+fn store_failed(ctx: &Ctx<'_>, e: StoreError) -> rquickjs::Error {
+    rquickjs::Exception::throw_internal(ctx, &format!("the ledger could not be read: {e}"))
 }
 
 /// Bytes from a binary string (one character per byte).
@@ -364,31 +397,170 @@ fn failed(id: &str, name: &str, message: &str, stack: Option<&str>) -> Outcome {
 }
 
 fn run_here(call: &OwnedCall, store: Arc<dyn Store>) -> Result<Outcome, SandboxError> {
+    let rt = Runtime::new().map_err(|e| SandboxError::Engine(e.to_string()))?;
+    Ok(run_in(&rt, call, store)?.0)
+}
+
+/// Runs `call` in a fresh context of `rt`, bounded by the call's options. The second value
+/// is true if the run hit a limit (time or heap): the runtime is best discarded.
+fn run_in(
+    rt: &Runtime,
+    call: &OwnedCall,
+    store: Arc<dyn Store>,
+) -> Result<(Outcome, bool), SandboxError> {
     let o = call.options;
     let limit = Duration::from_millis(o.max_execution_time_ms);
-    let (_rt, ctx, started) = bounded(o.max_heap_bytes, o.max_stack_bytes, limit)
-        .map_err(|e| SandboxError::Engine(e.to_string()))?;
+    rt.set_memory_limit(o.max_heap_bytes as usize);
+    rt.set_max_stack_size(o.max_stack_bytes as usize);
+    let started = Instant::now();
+    rt.set_interrupt_handler(Some(Box::new(move || started.elapsed() > limit)));
+    let ctx = Context::full(rt).map_err(|e| SandboxError::Engine(e.to_string()))?;
     let overlay = Rc::new(RefCell::new(Overlay {
         store,
         writes: Writes::new(),
+        written: 0,
+        broken: None,
     }));
-    let outcome = ctx.with(|ctx| -> Result<Outcome, SandboxError> {
+    let mut hit_limit = false;
+    let outcome = ctx.with(|ctx| {
         let r = setup(&ctx, &overlay, call).and_then(|()| invoke(&ctx, call));
-        Ok(match r {
+        match r {
             Ok(v) => v,
             Err(e) => {
                 let timed_out = started.elapsed() > limit;
-                describe(&ctx, e, call, timed_out, limit)
+                let oom = matches!(e, rquickjs::Error::Allocation);
+                hit_limit = timed_out || oom;
+                let d = describe(&ctx, e, call, timed_out, limit);
+                if let Outcome::Failed { message } = &d {
+                    hit_limit |= message.contains("out of memory");
+                }
+                d
             }
-        })
-    })?;
-    Ok(match outcome {
-        Outcome::Succeeded { return_value, .. } => Outcome::Succeeded {
+        }
+    });
+    drop(ctx);
+    rt.set_interrupt_handler(None);
+    rt.run_gc();
+    let broken = overlay.borrow_mut().broken.take();
+    let outcome = match (outcome, broken) {
+        (_, Some(e)) => failed(
+            &call.function_id,
+            "InternalError",
+            &format!("the ledger could not be read: {e}"),
+            None,
+        ),
+        (Outcome::Succeeded { return_value, .. }, None) => Outcome::Succeeded {
             return_value,
             writes: std::mem::take(&mut overlay.borrow_mut().writes),
         },
-        failed => failed,
-    })
+        (failed, None) => failed,
+    };
+    Ok((outcome, hit_limit))
+}
+
+/// What a [`Worker`] is told when a run ends.
+pub type Done = Box<dyn FnOnce(Result<Outcome, SandboxError>) + Send>;
+
+struct Job {
+    call: OwnedCall,
+    store: Arc<dyn Store>,
+    done: Done,
+}
+
+/// A thread that runs calls one after another, reusing one QuickJS runtime: each run still
+/// gets a fresh context (its own globals, nothing left over from the run before), but not a
+/// fresh engine and thread, which is most of a cold run's cost (`docs/benchmarks.md`). A run
+/// that hits a limit retires the runtime; the next run gets a new one.
+///
+/// ```
+/// use std::sync::{Arc, mpsc};
+/// use vellum_js::{Call, EmptyStore, Outcome, Worker};
+///
+/// let worker = Worker::start().unwrap();
+/// let (tx, rx) = mpsc::channel();
+/// worker.submit(
+///     &Call::new("f", "export const main = (a) => a + '!';", &["hi".to_owned()]),
+///     Arc::new(EmptyStore::default()),
+///     Box::new(move |o| tx.send(o).unwrap()),
+/// );
+/// let Ok(Outcome::Succeeded { return_value, .. }) = rx.recv().unwrap() else { panic!() };
+/// assert_eq!(return_value, "hi!");
+/// ```
+pub struct Worker {
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Starts the worker's thread.
+    pub fn start() -> Result<Worker, SandboxError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("vellum-js".into())
+            .stack_size((MAX_STACK_BYTES as usize) * 2 + (1 << 20))
+            .spawn(move || {
+                let mut rt: Option<Runtime> = None;
+                while let Ok(job) = rx.recv() {
+                    let r = match rt.take().map_or_else(Runtime::new, Ok) {
+                        Ok(runtime) => {
+                            let r = run_in(&runtime, &job.call, job.store);
+                            if matches!(r, Ok((_, false))) {
+                                rt = Some(runtime);
+                            }
+                            r.map(|(o, _)| o)
+                        }
+                        Err(e) => Err(SandboxError::Engine(e.to_string())),
+                    };
+                    (job.done)(r);
+                }
+            })
+            .map_err(|e| SandboxError::Thread(e.to_string()))?;
+        Ok(Worker {
+            jobs: std::sync::Mutex::new(Some(tx)),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `call` over `store`; `done` is called on the worker's thread when it ends (with
+    /// [`SandboxError::Thread`] at once if the worker has stopped).
+    pub fn submit(&self, call: &Call<'_>, store: Arc<dyn Store>, done: Done) {
+        let job = Job {
+            call: OwnedCall::from(call),
+            store,
+            done,
+        };
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let refused = match jobs.as_ref() {
+            Some(tx) => tx.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        drop(jobs);
+        if let Some(job) = refused {
+            (job.done)(Err(SandboxError::Thread("the worker has stopped".into())));
+        }
+    }
+}
+
+impl Drop for Worker {
+    /// Lets queued runs finish, then stops the thread.
+    fn drop(&mut self) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The `ccf` and `context` globals.
@@ -409,7 +581,11 @@ fn setup<'js>(
             ctx.clone(),
             move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<Value<'js>> {
                 readable(&ctx, &ov.borrow(), &map)?;
-                match ov.borrow().get(&map, &bytes(&key)) {
+                match ov
+                    .borrow_mut()
+                    .get(&map, &bytes(&key))
+                    .map_err(|e| store_failed(&ctx, e))?
+                {
                     Some(v) => Ok(ArrayBuffer::new(ctx, v)?.into_value()),
                     None => Ok(Value::new_undefined(ctx)),
                 }
@@ -423,7 +599,8 @@ fn setup<'js>(
             ctx.clone(),
             move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<bool> {
                 readable(&ctx, &ov.borrow(), &map)?;
-                Ok(ov.borrow().get(&map, &bytes(&key)).is_some())
+                let v = ov.borrow_mut().get(&map, &bytes(&key));
+                Ok(v.map_err(|e| store_failed(&ctx, e))?.is_some())
             },
         )?,
     )?;
@@ -434,8 +611,15 @@ fn setup<'js>(
             ctx.clone(),
             move |ctx: Ctx<'js>, map: String, key: String, value: String| -> rquickjs::Result<()> {
                 writable(&ctx, &ov.borrow(), &map)?;
-                ov.borrow_mut()
-                    .writes
+                let mut o = ov.borrow_mut();
+                o.written = o.written.saturating_add(key.len() + value.len());
+                if o.written > MAX_WRITE_BYTES {
+                    return Err(rquickjs::Exception::throw_range(
+                        &ctx,
+                        &format!("a run may write at most {MAX_WRITE_BYTES} bytes"),
+                    ));
+                }
+                o.writes
                     .entry(map)
                     .or_default()
                     .insert(bytes(&key), Some(bytes(&value)));
@@ -451,12 +635,17 @@ fn setup<'js>(
             move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<bool> {
                 writable(&ctx, &ov.borrow(), &map)?;
                 let key = bytes(&key);
-                let had = ov.borrow().get(&map, &key).is_some();
-                ov.borrow_mut()
-                    .writes
-                    .entry(map)
-                    .or_default()
-                    .insert(key, None);
+                let had = ov.borrow_mut().get(&map, &key);
+                let had = had.map_err(|e| store_failed(&ctx, e))?.is_some();
+                let mut o = ov.borrow_mut();
+                o.written = o.written.saturating_add(key.len());
+                if o.written > MAX_WRITE_BYTES {
+                    return Err(rquickjs::Exception::throw_range(
+                        &ctx,
+                        &format!("a run may write at most {MAX_WRITE_BYTES} bytes"),
+                    ));
+                }
+                o.writes.entry(map).or_default().insert(key, None);
                 Ok(had)
             },
         )?,
@@ -468,7 +657,11 @@ fn setup<'js>(
             ctx.clone(),
             move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<()> {
                 writable(&ctx, &ov.borrow(), &map)?;
-                let keys: Vec<Vec<u8>> = ov.borrow().entries(&map).into_keys().collect();
+                let all = ov.borrow_mut().entries(&map);
+                let keys: Vec<Vec<u8>> = all
+                    .map_err(|e| store_failed(&ctx, e))?
+                    .into_keys()
+                    .collect();
                 let mut o = ov.borrow_mut();
                 let w = o.writes.entry(map).or_default();
                 for k in keys {
@@ -485,7 +678,8 @@ fn setup<'js>(
             ctx.clone(),
             move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<usize> {
                 readable(&ctx, &ov.borrow(), &map)?;
-                Ok(ov.borrow().entries(&map).len())
+                let all = ov.borrow_mut().entries(&map);
+                Ok(all.map_err(|e| store_failed(&ctx, e))?.len())
             },
         )?,
     )?;
@@ -497,7 +691,9 @@ fn setup<'js>(
             move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<Array<'js>> {
                 readable(&ctx, &ov.borrow(), &map)?;
                 let all = Array::new(ctx.clone())?;
-                for (i, (k, v)) in ov.borrow().entries(&map).into_iter().enumerate() {
+                let entries = ov.borrow_mut().entries(&map);
+                let entries = entries.map_err(|e| store_failed(&ctx, e))?;
+                for (i, (k, v)) in entries.into_iter().enumerate() {
                     let pair = Array::new(ctx.clone())?;
                     pair.set(0, ArrayBuffer::new(ctx.clone(), k)?)?;
                     pair.set(1, ArrayBuffer::new(ctx.clone(), v)?)?;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vellum_js::{Call, MapAccess, Outcome, RuntimeOptions, Store, run};
+use vellum_js::{Call, MapAccess, Outcome, RuntimeOptions, Store, StoreError, run};
 
 /// A store with some data: `public:app` (read-write), `public:confidentialledger.logs` (read
 /// only), `public:ccf.gov.users.info` (hidden).
@@ -31,21 +31,25 @@ impl Data {
 impl Store for Data {
     fn access(&self, map: &str) -> MapAccess {
         match map {
-            "public:app" | "public:other" => MapAccess::ReadWrite,
+            "public:app" | "public:other" | "public:broken" => MapAccess::ReadWrite,
             "public:confidentialledger.logs" => MapAccess::Read,
             _ => MapAccess::None,
         }
     }
 
-    fn get(&self, map: &str, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.get(map)?.get(key).cloned()
+    fn get(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if map == "public:broken" {
+            return Err(StoreError("disk on fire".into()));
+        }
+        Ok(self.0.get(map).and_then(|m| m.get(key)).cloned())
     }
 
-    fn entries(&self, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.0
+    fn entries(&self, map: &str) -> Result<vellum_js::Entries, StoreError> {
+        Ok(self
+            .0
             .get(map)
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 }
 
@@ -176,6 +180,23 @@ fn the_key_value_maps() {
         &[],
     ));
     assert!(m.contains("Error: after"), "{m}");
+    // A store that cannot be read fails the run (even one that catches everything); the
+    // script never sees a guess.
+    let m = failed(go(
+        r#"export function main() { try { ccf.kv["public:broken"].get(ccf.strToBuf("k")); } catch (e) { return "swallowed"; } }"#,
+        &[],
+    ));
+    assert!(
+        m.contains("the ledger could not be read: disk on fire"),
+        "{m}"
+    );
+    // Writes have a cap of their own (they live outside the script's heap).
+    let m = failed(go(
+        r#"export function main() { const m = ccf.kv["public:app"]; const v = ccf.strToBuf("v".repeat(65536));
+            for (let i = 0; ; i++) m.set(ccf.strToBuf("k" + i), v); }"#,
+        &[],
+    ));
+    assert!(m.contains("a run may write at most 4194304 bytes"), "{m}");
 }
 
 #[test]
@@ -270,4 +291,70 @@ fn limits_end_a_run_and_the_next_one_runs() {
         ok(go("export const main = () => 'still here';", &[])).0,
         "still here"
     );
+}
+
+/// A run on a [`vellum_js::Worker`], waited for.
+fn on(worker: &vellum_js::Worker, code: &str, opts: RuntimeOptions) -> Outcome {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut call = Call::new("f", code, &[]);
+    call.options = opts;
+    worker.submit(&call, Data::new(), Box::new(move |o| tx.send(o).unwrap()));
+    rx.recv().unwrap().unwrap()
+}
+
+#[test]
+fn a_worker_reuses_its_engine_but_no_run_sees_another() {
+    let w = vellum_js::Worker::start().unwrap();
+    let opts = RuntimeOptions {
+        max_execution_time_ms: 200,
+        ..RuntimeOptions::default()
+    };
+    // Globals do not outlive a run, nor do changes to built-ins.
+    let leak = "export function main() { globalThis.left = 'over'; Array.prototype.evil = 1; \
+                ccf.kv['public:app'].set(ccf.strToBuf('w'), ccf.strToBuf('x')); return 'set'; }";
+    assert_eq!(ok(on(&w, leak, opts)).0, "set");
+    let look = "export function main() { return String(globalThis.left) + ' ' + String([].evil) \
+                + ' ' + String(ccf.kv['public:app'].get(ccf.strToBuf('w'))); }";
+    // (The store is the caller's: a run's writes are returned, never kept by the worker.)
+    assert_eq!(ok(on(&w, look, opts)).0, "undefined undefined undefined");
+    // Each limit ends its run, and the worker goes on.
+    for (bomb, want) in [
+        (
+            "export function main() { for (;;) {} }",
+            "execution time limit",
+        ),
+        (
+            "export function main() { let a = []; for (;;) a.push(new Array(100000).fill(1)); }",
+            "out of memory",
+        ),
+        (
+            "function f(n) { return f(n + 1) + 1; }\nexport function main() { return f(0); }",
+            "Maximum call stack size exceeded",
+        ),
+        (
+            "export function main() { throw new Error('boom'); }",
+            "Error: boom",
+        ),
+    ] {
+        let m = failed(on(&w, bomb, opts));
+        assert!(m.contains(want), "{m}");
+        assert_eq!(
+            ok(on(&w, "export const main = () => 'still here';", opts)).0,
+            "still here"
+        );
+    }
+    // Runs queued from many threads all run.
+    let w = Arc::new(w);
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let code = format!("export const main = () => 'run {i}';");
+                ok(on(&w, &code, RuntimeOptions::default())).0
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), format!("run {i}"));
+    }
 }

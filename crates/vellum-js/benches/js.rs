@@ -1,0 +1,54 @@
+//! Criterion benchmarks of the JavaScript sandbox: a cold run (a fresh engine on a fresh
+//! thread, as [`vellum_js::run`] does) against a warm one (a [`vellum_js::Worker`] reusing its
+//! engine, a fresh context per run), for a trivial function and for one that reads and writes
+//! a key. Results and the command are in `docs/benchmarks.md`.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::{Arc, mpsc};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use vellum_js::{Call, EmptyStore, Outcome, Worker, run};
+
+const TRIVIAL: &str = "export function main() { return 'ok'; }";
+const KV: &str = r#"export function main(k) {
+    const m = ccf.kv["public:app"];
+    const v = m.get(ccf.strToBuf(k));
+    m.set(ccf.strToBuf(k), ccf.strToBuf(v === undefined ? "1" : ccf.bufToStr(v) + "1"));
+    return "done";
+}"#;
+
+fn ok(o: Outcome) -> String {
+    match o {
+        Outcome::Succeeded { return_value, .. } => return_value,
+        Outcome::Failed { message } => panic!("{message}"),
+    }
+}
+
+fn runs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("udf run");
+    let args = ["key".to_owned()];
+    let store = Arc::new(EmptyStore::writable("public:app"));
+    for (name, code) in [("trivial", TRIVIAL), ("kv read+write", KV)] {
+        g.bench_function(format!("cold {name}"), |b| {
+            b.iter(|| black_box(ok(run(&Call::new("f", code, &args), store.clone()))))
+        });
+        let worker = Worker::start().unwrap();
+        g.bench_function(format!("warm {name}"), |b| {
+            b.iter(|| {
+                let (tx, rx) = mpsc::sync_channel(1);
+                worker.submit(
+                    &Call::new("f", code, &args),
+                    store.clone(),
+                    Box::new(move |o| tx.send(o).unwrap()),
+                );
+                black_box(ok(rx.recv().unwrap().unwrap()))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, runs);
+criterion_main!(benches);
