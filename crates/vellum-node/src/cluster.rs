@@ -301,6 +301,9 @@ pub enum ForwardReply {
     TooManyCollections(u64),
     /// The receiver has applied the transaction asked about.
     Applied,
+    /// A function ran: how it ended, and the transaction of what it wrote (none if it wrote
+    /// nothing or failed).
+    Ran(Option<(u64, u64)>, crate::scripts::RunResult),
 }
 
 impl ForwardReply {
@@ -315,6 +318,7 @@ impl ForwardReply {
             ForwardReply::Failed(_) => "Failed",
             ForwardReply::TooManyCollections(_) => "TooManyCollections",
             ForwardReply::Applied => "Applied",
+            ForwardReply::Ran(..) => "Ran",
         }
     }
 }

@@ -315,6 +315,15 @@ pub enum Refusal {
     /// No such user-defined function.
     #[error("no function {0:?}")]
     NoSuchFunction(String),
+    /// A hook threw or hit a limit: nothing was written.
+    #[error("{0}")]
+    HookFailed(String),
+    /// More hooks than a write may run.
+    #[error("a write may run at most {} hooks", crate::scripts::MAX_HOOKS)]
+    TooManyHooks,
+    /// The JavaScript engine could not run (not the function's fault).
+    #[error("{0}")]
+    Sandbox(String),
 }
 
 impl From<crate::cluster::NotAJoinToken> for Refusal {

@@ -36,6 +36,7 @@ pub mod functions;
 pub mod node;
 pub mod ops;
 mod raft;
+pub mod scripts;
 pub mod server;
 pub mod service;
 mod service_state;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::scripts::{Execute, Hooks};
 use crate::users::{Action, RoleName};
 
 /// Who asked for an operation.
@@ -39,7 +40,13 @@ pub enum Op {
         contents: String,
         /// Its tags (checked by `vellum_core::tables::check_tags`).
         tags: Vec<String>,
+        /// User-defined functions run around it, in its transaction.
+        #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+        hooks: Hooks,
     },
+    /// Run a user-defined function (`userDefinedFunctions/execute`); what it writes is one
+    /// transaction.
+    Execute(Execute),
     /// Give a user exactly these roles (`users/write`). Custom roles must be defined.
     SetRoles {
         /// The user.
@@ -106,6 +113,7 @@ impl Op {
     pub fn needs(&self) -> Needs {
         match self {
             Op::Append { .. } => Needs::Action(Action::APPEND),
+            Op::Execute(_) => Needs::Action(Action::FUNCTIONS_EXECUTE),
             Op::SetRoles { .. } => Needs::Action(Action::USERS_WRITE),
             Op::RemoveUser { .. } => Needs::Action(Action::USERS_DELETE),
             Op::DefineRoles { .. } => Needs::Action(Action::ROLES_WRITE),
@@ -114,6 +122,18 @@ impl Op {
             Op::DeleteFunction { .. } => Needs::Action(Action::FUNCTIONS_DELETE),
             Op::JoinToken { .. } | Op::Retire { .. } => Needs::Operator,
         }
+    }
+
+    /// Everything it needs of its caller: [`Op::needs`], and for a write with hooks, leave to
+    /// run functions.
+    pub fn needs_all(&self) -> Vec<Needs> {
+        let mut all = vec![self.needs()];
+        if let Op::Append { hooks, .. } = self
+            && !hooks.is_empty()
+        {
+            all.push(Needs::Action(Action::FUNCTIONS_EXECUTE));
+        }
+        all
     }
 
     /// Whether it changes who may do what: every node must honour it on the next request.
@@ -130,6 +150,6 @@ impl Op {
     /// Whether the caller is answered once it is applied (it changes who may do what), rather
     /// than as soon as it has a transaction id.
     pub fn answered_when_applied(&self) -> bool {
-        !matches!(self, Op::Append { .. })
+        !matches!(self, Op::Append { .. } | Op::Execute(_))
     }
 }

@@ -39,9 +39,26 @@ impl TestServer {
         limits: crate::server::Limits,
         configure: impl FnOnce(&mut crate::NodeConfig),
     ) -> TestServer {
+        TestServer::start_in(tempfile::tempdir().unwrap(), limits, configure).await
+    }
+
+    /// Starts the node again in `dir` (from [`TestServer::stop`]), with the default limits
+    /// and page size `page_size`.
+    pub async fn restart(dir: tempfile::TempDir, page_size: usize) -> TestServer {
+        let limits = crate::server::Limits {
+            page_size,
+            ..Default::default()
+        };
+        TestServer::start_in(dir, limits, |_| {}).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        limits: crate::server::Limits,
+        configure: impl FnOnce(&mut crate::NodeConfig),
+    ) -> TestServer {
         use crate::service::{Service, ServiceConfig, TokenIssuer, TokenKeys};
         let page_size = limits.page_size;
-        let dir = tempfile::tempdir().unwrap();
         // A token issuer: P-256 key, JWKS file.
         let (key_pem, jwks) = es256_key();
         let jwks_path = dir.path().join("jwks.json");

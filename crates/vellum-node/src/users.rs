@@ -60,6 +60,8 @@ impl Action {
     pub const FUNCTIONS_WRITE: Action = Action("userDefinedFunctions/write");
     /// Delete user-defined functions (Vellum's name).
     pub const FUNCTIONS_DELETE: Action = Action("userDefinedFunctions/delete");
+    /// Run user-defined functions, standalone or as hooks (Vellum's name).
+    pub const FUNCTIONS_EXECUTE: Action = Action("userDefinedFunctions/execute");
 
     /// Its whole ACL action string.
     pub fn full(self) -> String {
@@ -84,7 +86,7 @@ const READER_ACTIONS: &[Action] = &[
     Action::ROLES_READ,
     Action::FUNCTIONS_READ,
 ];
-const CONTRIBUTOR_ACTIONS: &[Action] = &[Action::APPEND];
+const CONTRIBUTOR_ACTIONS: &[Action] = &[Action::APPEND, Action::FUNCTIONS_EXECUTE];
 const ADMINISTRATOR_ACTIONS: &[Action] = &[
     Action::USERS_READ,
     Action::USERS_READ_ALL,
@@ -97,7 +99,8 @@ const ADMINISTRATOR_ACTIONS: &[Action] = &[
 ];
 
 /// The actions a built-in role allows: a Reader reads entries, receipts, status, collections,
-/// governance, quotes and role definitions; a Contributor also appends; an Administrator also
+/// governance, quotes, role definitions and functions; a Contributor also appends and runs
+/// functions (which may write); an Administrator also
 /// reads and manages users and manages roles. (ACL's test rig also lets Readers read users;
 /// Vellum keeps the list of users, which names identities, to Administrators.)
 pub fn builtin_actions(role: Role) -> impl Iterator<Item = Action> {

@@ -1232,7 +1232,7 @@ async fn tags_are_written_queried_over_pages_and_refused_when_bad() {
             json!({"contents": "w"}),
             "InvalidQueryParameterValue",
         ),
-        ("", json!({"contents": "h", "preHooks": []}), "InvalidInput"),
+        ("", json!({"contents": "h", "preHooks": {}}), "InvalidInput"),
     ] {
         let (status, v) = body(
             c.post(format!(

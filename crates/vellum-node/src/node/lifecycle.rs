@@ -127,6 +127,9 @@ impl LedgerNode {
             chunk_size,
             max_collections: cfg.max_collections,
             join_lock: tokio::sync::Mutex::new(()),
+            scripts: crate::scripts::Scripts::start()
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .map_err(DataDirError::open("the JavaScript worker"))?,
             startup: Startup {
                 founding,
                 fresh,

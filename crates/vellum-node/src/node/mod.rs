@@ -8,7 +8,10 @@
 mod admission;
 mod lifecycle;
 mod reads;
+mod runs;
 mod writes;
+
+pub use writes::Performed;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -164,6 +167,8 @@ pub struct LedgerNode {
     chunk_size: u64,
     max_collections: usize,
     join_lock: tokio::sync::Mutex<()>,
+    /// User-defined functions' runs (on the primary).
+    scripts: crate::scripts::Scripts,
 }
 
 impl std::fmt::Debug for LedgerNode {

@@ -16,6 +16,7 @@ use crate::cluster::{Forward, ForwardReply};
 use crate::ops::{Caller, Needs, Op};
 use crate::raft::network::{FORWARD_PATH, PeerError};
 use crate::raft::types::{Ticket, Tx};
+use crate::scripts::{Hooks, RunResult};
 use crate::users::{Role, RoleName};
 use crate::{ForwardError, NodeError, RaftFailure, RaftStep, Refusal, Stopped};
 
@@ -48,19 +49,32 @@ impl LedgerNode {
         Some((id, addr))
     }
 
+    /// [`LedgerNode::perform_full`] for an operation that always writes: its transaction id.
+    pub async fn perform(&self, caller: Option<&Caller>, op: Op) -> Result<TxId, NodeError> {
+        self.perform_full(caller, op)
+            .await?
+            .txid
+            .ok_or_else(|| ForwardError::Unexpected("Ran").into())
+    }
+
     /// Performs `op` for `caller`, whose rights the caller of this method has checked against
     /// this node's tables (the API does, answering in ACL's words): on the primary at once; on
     /// a backup by forwarding the operation and its caller to the primary, which checks them
     /// again against its own tables. Returns the transaction id as soon as the primary assigned
     /// it (Pending), or, for operations that change who may do what, once this node has applied
     /// it. `caller` `None` is the process embedding the node, trusted: it can only write on the
-    /// primary.
-    pub async fn perform(&self, caller: Option<&Caller>, op: Op) -> Result<TxId, NodeError> {
+    /// primary. Also returns how a function it ran ended (see [`LedgerNode::perform`] for
+    /// operations that always write).
+    pub async fn perform_full(
+        &self,
+        caller: Option<&Caller>,
+        op: Op,
+    ) -> Result<Performed, NodeError> {
         let applied = op.answered_when_applied();
         let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
         loop {
             match self.primary() {
-                Some((id, _)) if id == self.raft_id => match self.perform_here(&op).await {
+                Some((id, _)) if id == self.raft_id => match self.perform_here(caller, &op).await {
                     Err(NodeError::NotPrimary(_)) if tokio::time::Instant::now() < deadline => {}
                     r => return r,
                 },
@@ -78,7 +92,13 @@ impl LedgerNode {
                             if applied {
                                 self.wait_applied(seqno, FORWARD_TIMEOUT).await?;
                             }
-                            return Ok(txid);
+                            return Ok(Performed::written(txid));
+                        }
+                        Ok(ForwardReply::Ran(txid, result)) => {
+                            return Ok(Performed {
+                                txid: txid.map(|(v, s)| TxId::new(v, s)),
+                                result: Some(result),
+                            });
                         }
                         Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..))
                             if tokio::time::Instant::now() < deadline => {}
@@ -104,13 +124,30 @@ impl LedgerNode {
         }
     }
 
-    /// On the primary: builds `op`'s write set from this node's tables, and records it.
-    pub(super) async fn perform_here(&self, op: &Op) -> Result<TxId, NodeError> {
+    /// On the primary: builds `op`'s write set from this node's tables (running the functions
+    /// it names), and records it.
+    pub(super) async fn perform_here(
+        &self,
+        caller: Option<&Caller>,
+        op: &Op,
+    ) -> Result<Performed, NodeError> {
         let ws = match op {
             Op::Append {
                 collection,
                 contents,
                 tags,
+                hooks,
+            } if !hooks.is_empty() => {
+                return self
+                    .append_with_hooks(caller, collection, contents, tags, hooks)
+                    .await;
+            }
+            Op::Execute(e) => return self.execute_here(caller, e).await,
+            Op::Append {
+                collection,
+                contents,
+                tags,
+                ..
             } => {
                 let tags = tables::check_tags(tags).map_err(Refusal::Tags)?;
                 entry_write_set(collection, contents, tags)
@@ -180,7 +217,7 @@ impl LedgerNode {
         if op.changes_access() {
             self.spread(txid.seqno).await;
         }
-        Ok(txid)
+        Ok(Performed::written(txid))
     }
 
     /// Waits (at most [`SPREAD_TIMEOUT`]) until every other node of the membership has applied
@@ -293,14 +330,25 @@ impl LedgerNode {
         ws: Arc<EntryBuilder>,
         applied: bool,
     ) -> Result<TxId, NodeError> {
+        let proposal = self.propose(ws, applied).await?;
+        self.settle(proposal).await
+    }
+
+    /// Hands a write set to Raft on this node, which must be the primary: once this returns,
+    /// any write set proposed later lands after it in the log.
+    pub(super) async fn propose(
+        &self,
+        ws: Arc<EntryBuilder>,
+        applied: bool,
+    ) -> Result<Proposal<'_>, NodeError> {
         if let Some(why) = self.ledger.engine().poisoned() {
             return Err(Stopped::LedgerFailed(why.to_owned()).into());
         }
         self.admit_collection(&ws)?;
         // Counted here, on the primary, so that writes forwarded by backups count too.
         let arriving = self.signing.arriving();
-        let (ticket, mut assigned) = Ticket::new();
-        let (responder, mut done) = crate::raft::types::QuietResponder::new_pair();
+        let (ticket, assigned) = Ticket::new();
+        let (responder, done) = crate::raft::types::QuietResponder::new_pair();
         self.raft
             .client_write_ff(
                 Tx::Write {
@@ -311,6 +359,23 @@ impl LedgerNode {
             )
             .await
             .map_err(|e| RaftFailure::new(RaftStep::Write, e))?;
+        Ok(Proposal {
+            arriving,
+            assigned,
+            done,
+            applied,
+        })
+    }
+
+    /// Waits for a proposed write's transaction id: as soon as it is assigned, or, for a write
+    /// proposed to be answered once applied, once it is.
+    pub(super) async fn settle(&self, p: Proposal<'_>) -> Result<TxId, NodeError> {
+        let Proposal {
+            arriving,
+            mut assigned,
+            mut done,
+            applied,
+        } = p;
         if applied {
             // It waits for a signature: the signer must not wait for it.
             drop(arriving);
@@ -320,7 +385,7 @@ impl LedgerNode {
                 Err(_) => Err(self.stop_reason().into()),
             };
         }
-        tokio::select! {
+        let txid = tokio::select! {
             biased;
             t = &mut assigned => t.map_err(|_| self.stop_reason().into()),
             r = &mut done => match r {
@@ -331,7 +396,9 @@ impl LedgerNode {
                     Err(_) => Err(self.stop_reason().into()),
                 },
             },
-        }
+        };
+        drop(arriving);
+        txid
     }
 
     /// On the primary: refuses a write that would start a collection past the limit, and
@@ -358,12 +425,23 @@ impl LedgerNode {
             _ if self.primary().map(|p| p.0) != Some(self.raft_id) => ForwardReply::NotPrimary,
             Forward::Op { caller, op } => {
                 // The caller's rights are checked here again, by this node's tables.
-                let done = match self.authorise(&caller, op.needs()) {
-                    Ok(()) => self.perform_here(&op).await,
+                let allowed = op
+                    .needs_all()
+                    .into_iter()
+                    .try_for_each(|n| self.authorise(&caller, n));
+                let done = match allowed {
+                    Ok(()) => self.perform_here(Some(&caller), &op).await,
                     Err(e) => Err(e),
                 };
                 match done {
-                    Ok(t) => ForwardReply::Done(t.view, t.seqno),
+                    Ok(Performed {
+                        txid,
+                        result: Some(result),
+                    }) => ForwardReply::Ran(txid.map(|t| (t.view, t.seqno)), result),
+                    Ok(Performed { txid: Some(t), .. }) => ForwardReply::Done(t.view, t.seqno),
+                    Ok(Performed { txid: None, .. }) => {
+                        ForwardReply::Failed("no transaction and no result".into())
+                    }
                     Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
                     Err(NodeError::TooManyCollections(n)) => ForwardReply::TooManyCollections(n),
                     Err(NodeError::NotAllowed { user_id }) => ForwardReply::NotAllowed(user_id),
@@ -465,12 +543,38 @@ impl LedgerNode {
         contents: &str,
         tags: Vec<String>,
     ) -> Result<TxId, NodeError> {
+        self.append_hooked(caller, collection, contents, tags, Hooks::default())
+            .await
+    }
+
+    /// Appends an application entry with tags to `collection`, running `hooks` in its
+    /// transaction, for a Contributor (see [`LedgerNode::perform`]); a hook that fails refuses
+    /// the write ([`Refusal::HookFailed`]) and nothing is written.
+    pub async fn append_hooked(
+        &self,
+        caller: Option<&Caller>,
+        collection: &str,
+        contents: &str,
+        tags: Vec<String>,
+        hooks: Hooks,
+    ) -> Result<TxId, NodeError> {
         let op = Op::Append {
             collection: collection.to_owned(),
             contents: contents.to_owned(),
             tags,
+            hooks,
         };
         self.perform(caller, op).await
+    }
+
+    /// Runs a user-defined function for a caller allowed `userDefinedFunctions/execute`, on
+    /// the primary: how it ended, and the transaction of what it wrote.
+    pub async fn execute(
+        &self,
+        caller: Option<&Caller>,
+        run: crate::scripts::Execute,
+    ) -> Result<Performed, NodeError> {
+        self.perform_full(caller, Op::Execute(run)).await
     }
 
     /// Appends an application entry to `collection` for a Contributor (see
@@ -486,6 +590,35 @@ impl LedgerNode {
     }
 }
 
+/// What performing an operation gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Performed {
+    /// Its transaction: every operation but a function run that wrote nothing (or failed) has
+    /// one.
+    pub txid: Option<TxId>,
+    /// How the function it ran ended (a standalone run only).
+    pub result: Option<RunResult>,
+}
+
+impl Performed {
+    fn written(txid: TxId) -> Performed {
+        Performed {
+            txid: Some(txid),
+            result: None,
+        }
+    }
+}
+
+/// A write set handed to Raft, whose transaction id is still to come.
+pub(super) struct Proposal<'a> {
+    arriving: crate::signing::Arriving<'a>,
+    assigned: tokio::sync::oneshot::Receiver<TxId>,
+    done: tokio::sync::oneshot::Receiver<
+        openraft::raft::ClientWriteResult<crate::raft::types::TypeConfig>,
+    >,
+    applied: bool,
+}
+
 /// How long a backup waits for a primary to forward a write to.
 pub(super) const FORWARD_WAIT: Duration = Duration::from_secs(10);
 /// How long a forwarded call may take.
@@ -497,7 +630,7 @@ const SPREAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// An application entry's write set, with a fresh `LedgerEntryV1` application claim: its key
 /// is recorded (privately) in the entry's record and its digest is the transaction's claims
 /// digest, so the entry's receipt can reveal the claim (`acl-2024-api.md` §7).
-fn entry_write_set(collection: &str, contents: &str, tags: Vec<String>) -> EntryBuilder {
+pub(super) fn entry_write_set(collection: &str, contents: &str, tags: Vec<String>) -> EntryBuilder {
     let mut key = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
     let (record, claims_digest) =

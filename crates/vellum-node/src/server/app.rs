@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::routing::get;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -24,6 +24,7 @@ use super::context::{
     write_failed,
 };
 use super::query::Query;
+use crate::users::Action;
 
 /// The `/app` routes and the identity route.
 pub(super) fn routes() -> Router<Arc<AppState>> {
@@ -46,6 +47,8 @@ async fn post_entry(
     State(st): St,
     auth: Authorized<Append>,
     RawQuery(raw): RawQuery,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
@@ -97,13 +100,9 @@ async fn post_entry(
         }
         None => return Err(ApiError::bad("InvalidInput", "missing \"contents\"")),
     };
-    for hooks in ["preHooks", "postHooks"] {
-        if v.get(hooks).is_some() {
-            return Err(ApiError::bad(
-                "InvalidInput",
-                format!("{hooks:?}: user-defined functions are not supported by this service yet"),
-            ));
-        }
+    let hooks = super::functions::hooks_of(&v)?;
+    if !hooks.is_empty() {
+        st.require(&auth.caller, Action::FUNCTIONS_EXECUTE, &method, &uri)?;
     }
     if contents.len() > st.cfg.limits.max_contents {
         return Err(ApiError::new(
@@ -129,7 +128,7 @@ async fn post_entry(
     };
     let txid = st
         .node
-        .append_tagged(auth.caller.identity(), &collection, contents, tags)
+        .append_hooked(auth.caller.identity(), &collection, contents, tags, hooks)
         .await
         .map_err(write_failed)?;
     let key = if q.legacy() {

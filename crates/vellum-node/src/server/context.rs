@@ -268,6 +268,19 @@ pub(super) fn write_failed(e: crate::NodeError) -> ApiError {
             "ServiceUnavailable",
             format!("{e}; the write may or may not have been recorded"),
         ),
+        crate::NodeError::Refused(crate::Refusal::HookFailed(m)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)
+        }
+        crate::NodeError::Refused(r @ crate::Refusal::Sandbox(_)) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            r.to_string(),
+        ),
+        crate::NodeError::Refused(crate::Refusal::NoSuchFunction(id)) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "FunctionNotFound",
+            format!("no user-defined function {id:?}"),
+        ),
         crate::NodeError::Refused(r) => ApiError::bad("InvalidInput", r.to_string()),
         crate::NodeError::NotAllowed { user_id } => ApiError::new(
             StatusCode::FORBIDDEN,
@@ -482,6 +495,8 @@ actions! {
     FunctionsWrite => Action::FUNCTIONS_WRITE;
     /// Delete user-defined functions.
     FunctionsDelete => Action::FUNCTIONS_DELETE;
+    /// Run user-defined functions.
+    FunctionsExecute => Action::FUNCTIONS_EXECUTE;
 }
 
 /// The caller, allowed `R`'s action by one of its roles: 401 without a valid credential, 403

@@ -1,0 +1,209 @@
+//! User-defined functions run on the primary: standalone, and as hooks in a write's
+//! transaction (see [`crate::scripts`] for how runs stay consistent with each other).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use vellum_core::TxId;
+use vellum_core::entry::EntryBuilder;
+use vellum_js::{Call, Outcome, Writes};
+
+use super::LedgerNode;
+use super::writes::{Performed, entry_write_set};
+use crate::ops::Caller;
+use crate::scripts::{Execute, Hook, Hooks, LedgerStore, MAX_HOOKS, RunResult, map_writes, merge};
+use crate::{NodeError, Refusal};
+
+impl LedgerNode {
+    /// The store a run reads: the applied state, the writes of runs proposed since, then
+    /// `layers` (earlier hooks of the same write); post-hooks also see `written`.
+    fn store(
+        &self,
+        mut layers: Vec<Arc<Writes>>,
+        written: Option<(String, String)>,
+    ) -> Arc<LedgerStore> {
+        let applied = self.commit.borrow().applied;
+        let mut all = self.scripts.layers(applied);
+        all.append(&mut layers);
+        Arc::new(LedgerStore {
+            index: self.index.clone(),
+            ledger: self.ledger.clone(),
+            layers: all,
+            written,
+        })
+    }
+
+    fn code_of(&self, id: &str) -> Result<String, NodeError> {
+        self.state
+            .with_functions(|f| f.get(id).cloned())
+            .ok_or_else(|| Refusal::NoSuchFunction(id.to_owned()).into())
+    }
+
+    /// Runs one function for `caller` with `context` (to which `userId` and `request` are
+    /// added) over `store`.
+    async fn run_one(
+        &self,
+        caller: Option<&Caller>,
+        function_id: &str,
+        code: &str,
+        hook: &Hook,
+        mut context: serde_json::Value,
+        store: Arc<LedgerStore>,
+    ) -> Result<Outcome, NodeError> {
+        context["userId"] = json!(caller.map(Caller::user_id).unwrap_or_default());
+        let mut call = Call::new(function_id, code, &hook.arguments);
+        call.export = hook.export.as_deref().unwrap_or("main");
+        call.context = context;
+        call.options = hook.options.unwrap_or_default();
+        // A run has no entropy of its own: its Math.random is seeded by where the ledger is.
+        call.seed = self.ledger.last_seqno();
+        self.scripts
+            .run(&call, store)
+            .await
+            .map_err(|e| Refusal::Sandbox(e.to_string()).into())
+    }
+
+    /// Runs a function standalone; what it writes is one transaction.
+    pub(super) async fn execute_here(
+        &self,
+        caller: Option<&Caller>,
+        e: &Execute,
+    ) -> Result<Performed, NodeError> {
+        let code = self.code_of(&e.function_id)?;
+        let hook = Hook {
+            function_id: e.function_id.clone(),
+            export: Some(e.export.clone()),
+            arguments: e.arguments.clone(),
+            options: Some(e.options),
+        };
+        let context = json!({"request": {
+            "method": "POST",
+            "url": format!("/app/userDefinedFunctions/{}:execute", e.function_id),
+        }});
+        let turn = self.scripts.turn.lock().await;
+        let store = self.store(Vec::new(), None);
+        let outcome = self
+            .run_one(caller, &e.function_id, &code, &hook, context, store)
+            .await?;
+        let (return_value, writes) = match outcome {
+            Outcome::Failed { message } => {
+                return Ok(Performed {
+                    txid: None,
+                    result: Some(RunResult::Failed(message)),
+                });
+            }
+            Outcome::Succeeded {
+                return_value,
+                writes,
+            } => (return_value, writes),
+        };
+        let txid = if writes.is_empty() {
+            None
+        } else {
+            let ws = EntryBuilder {
+                maps: map_writes(&writes),
+                ..EntryBuilder::default()
+            };
+            Some(self.record(ws, writes, turn).await?)
+        };
+        Ok(Performed {
+            txid,
+            result: Some(RunResult::Succeeded(return_value)),
+        })
+    }
+
+    /// Appends an entry with hooks: the pre-hooks, the entry, the post-hooks, all in one
+    /// transaction; a hook that fails refuses the write and nothing is written.
+    pub(super) async fn append_with_hooks(
+        &self,
+        caller: Option<&Caller>,
+        collection: &str,
+        contents: &str,
+        tags: &[String],
+        hooks: &Hooks,
+    ) -> Result<Performed, NodeError> {
+        if hooks.len() > MAX_HOOKS {
+            return Err(Refusal::TooManyHooks.into());
+        }
+        let tags = vellum_core::tables::check_tags(tags).map_err(Refusal::Tags)?;
+        // Every function must exist before anything runs.
+        let mut runs = Vec::with_capacity(hooks.len());
+        for (hook, post) in hooks
+            .pre
+            .iter()
+            .map(|h| (h, false))
+            .chain(hooks.post.iter().map(|h| (h, true)))
+        {
+            runs.push((hook, post, self.code_of(&hook.function_id)?));
+        }
+        let context = json!({
+            "collectionId": collection,
+            "contents": contents,
+            "request": {"method": "POST", "url": "/app/transactions"},
+        });
+        let turn = self.scripts.turn.lock().await;
+        let mut layers: Vec<Arc<Writes>> = Vec::new();
+        for (hook, post, code) in runs {
+            let written = post.then(|| (collection.to_owned(), contents.to_owned()));
+            let store = self.store(layers.clone(), written);
+            let outcome = self
+                .run_one(
+                    caller,
+                    &hook.function_id,
+                    &code,
+                    hook,
+                    context.clone(),
+                    store,
+                )
+                .await?;
+            match outcome {
+                Outcome::Failed { message } => return Err(Refusal::HookFailed(message).into()),
+                Outcome::Succeeded { writes, .. } => {
+                    if !writes.is_empty() {
+                        layers.push(Arc::new(writes));
+                    }
+                }
+            }
+        }
+        let mut all = Writes::new();
+        for l in layers {
+            merge(&mut all, Arc::unwrap_or_clone(l));
+        }
+        let mut ws = entry_write_set(collection, contents, tags);
+        ws.maps.extend(map_writes(&all));
+        let txid = self.record(ws, all, turn).await?;
+        Ok(Performed {
+            txid: Some(txid),
+            result: None,
+        })
+    }
+
+    /// Records a run's write set: proposed while the run still holds its turn (so that the
+    /// log keeps runs in the order they ran), its writes kept as pending until applied.
+    async fn record(
+        &self,
+        ws: EntryBuilder,
+        writes: Writes,
+        turn: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<TxId, NodeError> {
+        let pending = (!writes.is_empty()).then(|| self.scripts.propose(Arc::new(writes)));
+        let proposal = match self.propose(Arc::new(ws), false).await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(id) = pending {
+                    self.scripts.dropped(id);
+                }
+                return Err(e);
+            }
+        };
+        drop(turn);
+        let r = self.settle(proposal).await;
+        if let Some(id) = pending {
+            match &r {
+                Ok(txid) => self.scripts.assigned(id, txid.seqno),
+                Err(_) => self.scripts.dropped(id),
+            }
+        }
+        r
+    }
+}

@@ -1,0 +1,366 @@
+//! Running user-defined functions on the primary: standalone (`:execute`) and as hooks around
+//! a write (`acl-2024-api.md` §5.2 to §5.4).
+//!
+//! # Consistency
+//!
+//! A function reads the application maps and what it writes is recorded as (part of) one
+//! transaction. Runs are serialised on the primary: one run at a time, each reading the state
+//! every earlier run left, whether or not that state has been applied yet. To get that without
+//! waiting for each run's transaction to commit (a run would then cost a round of Raft and an
+//! `fsync`), the primary keeps the writes of runs it has proposed and not yet applied
+//! ([`Scripts`]'s pending list) and lays them over the index's state. A run's transaction is
+//! handed to Raft before the next run starts, so the log holds them in the order they ran: no
+//! run's writes can land before those of a run it read from.
+//!
+//! A pending write leaves the list once the index has applied it, oldest first (a write whose
+//! transaction id is not known yet holds back the ones behind it, so that an older write never
+//! shows over a newer one). A write that fails to be proposed leaves at once. A primary that
+//! loses its place may hold writes the next primary drops; it runs nothing until it is primary
+//! again, and by then it has applied past them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use vellum_core::entry::MapWrites;
+use vellum_js::{
+    Call, Entries, MapAccess, Outcome, RuntimeOptions, SandboxError, Store, StoreError, Worker,
+    Writes,
+};
+use vellum_ledger::index::is_app_map;
+use vellum_ledger::live_index::LiveIndex;
+
+use crate::raft::ledger::Ledger;
+
+/// The most hooks one write may run (ACL: 5; Vellum counts pre- and post-hooks together).
+pub const MAX_HOOKS: usize = 5;
+
+/// The read-only view of the latest entry of each collection (key: the collection id, value:
+/// the entry's contents), under ACL's name for public ledgers.
+pub const LOGS_PUBLIC: &str = "public:confidentialledger.logs";
+/// The same view under ACL's name for private ledgers.
+pub const LOGS_PRIVATE: &str = "private:confidentialledger.logs";
+
+/// One hook of a write (`preHooks`/`postHooks` items).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    /// The function.
+    pub function_id: String,
+    /// The export to call (`main` if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
+    /// Its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arguments: Vec<String>,
+    /// Its runtime options (ACL's UDF defaults if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<RuntimeOptions>,
+}
+
+/// The hooks of a write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hooks {
+    /// Run before the entry is written, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre: Vec<Hook>,
+    /// Run after the entry is written, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post: Vec<Hook>,
+}
+
+impl Hooks {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.pre.is_empty() && self.post.is_empty()
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.pre.len() + self.post.len()
+    }
+}
+
+/// A standalone run of a function (`POST /app/userDefinedFunctions/{id}:execute`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execute {
+    /// The function.
+    pub function_id: String,
+    /// The export to call.
+    pub export: String,
+    /// Its arguments.
+    pub arguments: Vec<String>,
+    /// Its runtime options.
+    pub options: RuntimeOptions,
+}
+
+/// How a run ended, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunResult {
+    /// It returned this value (ACL's string form).
+    Succeeded(String),
+    /// It threw, or hit a limit: nothing it wrote was recorded.
+    Failed(String),
+}
+
+/// The state a run reads: the index's application maps, under the writes of runs proposed and
+/// not yet applied, under the writes of earlier hooks of the same write; and the latest entry
+/// of each collection, read-only.
+pub(crate) struct LedgerStore {
+    pub(crate) index: Arc<LiveIndex>,
+    pub(crate) ledger: Arc<Ledger>,
+    /// Writes laid over the index, oldest first.
+    pub(crate) layers: Vec<Arc<Writes>>,
+    /// An entry written in the same transaction, seen by post-hooks: (collection, contents).
+    pub(crate) written: Option<(String, String)>,
+}
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl LedgerStore {
+    fn latest_contents(&self, collection: &str) -> Result<Option<String>, StoreError> {
+        if let Some((c, contents)) = &self.written
+            && c == collection
+        {
+            return Ok(Some(contents.clone()));
+        }
+        let Some(seqno) = self.index.latest(collection).map_err(failed)? else {
+            return Ok(None);
+        };
+        let (_, ws) = self.ledger.engine().write_set(seqno).map_err(failed)?;
+        let record = vellum_ledger::index::entry_write(&ws.maps)
+            .and_then(|(_, v)| vellum_core::tables::ENTRIES.decode_value(v).ok());
+        Ok(record.map(|r| r.contents))
+    }
+}
+
+impl Store for LedgerStore {
+    fn access(&self, map: &str) -> MapAccess {
+        let bare = map
+            .strip_prefix("public:")
+            .or_else(|| map.strip_prefix("private:"))
+            .unwrap_or(map);
+        if map == LOGS_PUBLIC || map == LOGS_PRIVATE {
+            MapAccess::Read
+        } else if bare.starts_with("confidentialledger.") || map.len() > MAX_MAP_NAME {
+            // ACL's own tables; Vellum keeps them elsewhere and shows none but the logs.
+            MapAccess::None
+        } else if is_app_map(map) {
+            MapAccess::ReadWrite
+        } else {
+            MapAccess::None
+        }
+    }
+
+    fn get(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if map == LOGS_PUBLIC || map == LOGS_PRIVATE {
+            let Ok(collection) = std::str::from_utf8(key) else {
+                return Ok(None);
+            };
+            return Ok(self.latest_contents(collection)?.map(String::into_bytes));
+        }
+        for layer in self.layers.iter().rev() {
+            if let Some(v) = layer.get(map).and_then(|m| m.get(key)) {
+                return Ok(v.clone());
+            }
+        }
+        self.index.kv_get(map, key).map_err(failed)
+    }
+
+    fn entries(&self, map: &str) -> Result<Entries, StoreError> {
+        if map == LOGS_PUBLIC || map == LOGS_PRIVATE {
+            let mut out = Vec::new();
+            let mut collections = self.index.collections().map_err(failed)?;
+            if let Some((c, _)) = &self.written
+                && !collections.contains(c)
+            {
+                collections.push(c.clone());
+            }
+            for c in collections {
+                if let Some(contents) = self.latest_contents(&c)? {
+                    out.push((c.into_bytes(), contents.into_bytes()));
+                }
+            }
+            return Ok(out);
+        }
+        let mut all: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .index
+            .kv_entries(map)
+            .map_err(failed)?
+            .into_iter()
+            .collect();
+        for layer in &self.layers {
+            for (k, v) in layer.get(map).into_iter().flatten() {
+                match v {
+                    Some(v) => all.insert(k.clone(), v.clone()),
+                    None => all.remove(k),
+                };
+            }
+        }
+        Ok(all.into_iter().collect())
+    }
+}
+
+/// The longest map name a function may use.
+pub const MAX_MAP_NAME: usize = 256;
+
+/// A run's writes as a write set's maps.
+pub(crate) fn map_writes(writes: &Writes) -> Vec<MapWrites> {
+    writes
+        .iter()
+        .map(|(name, keys)| {
+            let mut m = MapWrites::with_writes(name.clone(), Vec::new());
+            for (k, v) in keys {
+                match v {
+                    Some(v) => m.writes.push((k.clone(), v.clone())),
+                    None => m.removes.push(k.clone()),
+                }
+            }
+            m
+        })
+        .collect()
+}
+
+/// `later` laid over `earlier`.
+pub(crate) fn merge(earlier: &mut Writes, later: Writes) {
+    for (map, keys) in later {
+        earlier.entry(map).or_default().extend(keys);
+    }
+}
+
+struct Pending {
+    id: u64,
+    seqno: Option<u64>,
+    writes: Arc<Writes>,
+}
+
+/// The primary's JavaScript runs: one worker, one run at a time, and the writes proposed and
+/// not yet applied (see the module documentation).
+pub(crate) struct Scripts {
+    worker: Worker,
+    /// Held from a run's start until its transaction is handed to Raft.
+    pub(crate) turn: tokio::sync::Mutex<()>,
+    pending: Mutex<VecDeque<Pending>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Scripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scripts").finish_non_exhaustive()
+    }
+}
+
+impl Scripts {
+    pub(crate) fn start() -> Result<Scripts, SandboxError> {
+        Ok(Scripts {
+            worker: Worker::start()?,
+            turn: tokio::sync::Mutex::new(()),
+            pending: Mutex::new(VecDeque::new()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pending writes, oldest first, once those the index has applied (up to `applied`)
+    /// have left.
+    pub(crate) fn layers(&self, applied: u64) -> Vec<Arc<Writes>> {
+        let mut p = self.pending();
+        while p
+            .front()
+            .is_some_and(|f| f.seqno.is_some_and(|s| s <= applied))
+        {
+            p.pop_front();
+        }
+        p.iter().map(|e| e.writes.clone()).collect()
+    }
+
+    /// Records writes about to be proposed; returns the id to report their fate with.
+    pub(crate) fn propose(&self, writes: Arc<Writes>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.pending().push_back(Pending {
+            id,
+            seqno: None,
+            writes,
+        });
+        id
+    }
+
+    /// The writes `id` were given `seqno`.
+    pub(crate) fn assigned(&self, id: u64, seqno: u64) {
+        if let Some(e) = self.pending().iter_mut().find(|e| e.id == id) {
+            e.seqno = Some(seqno);
+        }
+    }
+
+    /// The writes `id` were not proposed after all.
+    pub(crate) fn dropped(&self, id: u64) {
+        self.pending().retain(|e| e.id != id);
+    }
+
+    /// Runs `call` over `store` on the worker.
+    pub(crate) async fn run(
+        &self,
+        call: &Call<'_>,
+        store: Arc<dyn Store>,
+    ) -> Result<Outcome, SandboxError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.worker.submit(
+            call,
+            store,
+            Box::new(move |o| {
+                let _ = tx.send(o);
+            }),
+        );
+        rx.await
+            .map_err(|_| SandboxError::Thread("the worker stopped".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn w(map: &str, k: &str, v: Option<&str>) -> Arc<Writes> {
+        let mut all = Writes::new();
+        all.entry(map.to_owned())
+            .or_default()
+            .insert(k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec()));
+        Arc::new(all)
+    }
+
+    #[test]
+    fn pending_writes_leave_oldest_first() {
+        let s = Scripts::start().unwrap();
+        let a = s.propose(w("m", "k", Some("1")));
+        let b = s.propose(w("m", "k", Some("2")));
+        let c = s.propose(w("m", "k", None));
+        // b is applied, but a's seqno is not known yet: nothing leaves, b still shows over a.
+        s.assigned(b, 11);
+        assert_eq!(s.layers(20).len(), 3);
+        s.assigned(a, 10);
+        // a and b leave once applied; c, never proposed, leaves at once.
+        assert_eq!(s.layers(9).len(), 3);
+        assert_eq!(s.layers(11).len(), 1);
+        s.dropped(c);
+        assert!(s.layers(11).is_empty());
+    }
+
+    #[test]
+    fn writes_to_maps() {
+        let mut all = (*w("public:a", "k", Some("v"))).clone();
+        merge(&mut all, (*w("public:a", "x", None)).clone());
+        merge(&mut all, (*w("public:a", "k", Some("v2"))).clone());
+        let m = map_writes(&all);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].writes, vec![(b"k".to_vec(), b"v2".to_vec())]);
+        assert_eq!(m[0].removes, vec![b"x".to_vec()]);
+    }
+}
