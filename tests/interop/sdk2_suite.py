@@ -1,7 +1,8 @@
 """Runs Microsoft's azure-confidentialledger 2.0.0b2 SDK, unchanged, against a running Vellum
 node, at its default api-version (2024-12-09-preview): the examples of its own README (tags,
 users, receipt verification with application claims), ledger users with several roles,
-custom roles, and the paged lists, with the sync and the async (aiohttp) client and with a
+custom roles, user-defined functions (stored, run, and run as hooks around a write), and the
+paged lists, with the sync and the async (aiohttp) client and with a
 certificate and a token credential.
 
 Usage: python sdk2_suite.py   (configuration from the environment, set by the Rust test;
@@ -23,6 +24,12 @@ from azure.confidentialledger import (
 )
 from azure.confidentialledger.aio import ConfidentialLedgerClient as AsyncClient
 from azure.confidentialledger.receipt import verify_receipt
+from azure.confidentialledger.models import (
+    JsRuntimeOptions,
+    LedgerEntry,
+    UserDefinedFunctionExecutionProperties,
+    UserDefinedFunctionHook,
+)
 import azure.confidentialledger
 
 ENDPOINT = os.environ["VELLUM_ENDPOINT"]
@@ -277,6 +284,82 @@ def functions_flow(c, tag):
         check(f"{tag}: delete_user_defined_function", True)
 
 
+RUN_CODE = """
+export function main(name) {
+    const m = ccf.kv["public:sdk2"];
+    const v = m.get(ccf.strToBuf(name));
+    const n = v === undefined ? 1 : Number(ccf.bufToStr(v)) + 1;
+    m.set(ccf.strToBuf(name), ccf.strToBuf(String(n)));
+    return n;
+}
+export function read(name) {
+    const v = ccf.kv["public:sdk2"].get(ccf.strToBuf(name));
+    return v === undefined ? "none" : ccf.bufToStr(v);
+}
+export function spin() { for (;;) {} }
+export function isNumber() {
+    if (isNaN(Number(context.contents))) throw new Error("Contents is not a number");
+}
+export function countWrite() { main("writes:" + context.collectionId); }
+"""
+
+
+def props(export=None, args=None, **options):
+    return UserDefinedFunctionExecutionProperties(
+        arguments=args,
+        exported_function_name=export,
+        runtime_options=JsRuntimeOptions(**options) if options else None,
+    )
+
+
+def run_flow(c, tag):
+    """Runs functions (`execute_user_defined_function`) and hooks (`preHooks`/`postHooks` on
+    `create_ledger_entry`), with the SDK's own models."""
+    fid = f"run-{tag.replace('/', '-')}"
+    c.create_user_defined_function(fid, {"code": RUN_CODE})
+    r = c.execute_user_defined_function(fid, props(args=[fid]))
+    check(f"{tag}: execute_user_defined_function", r.status == "Succeeded" and r.result.return_value == "1", r)
+    r = c.execute_user_defined_function(fid, props(args=[fid]))
+    check(f"{tag}: a run sees the last run's write", r.result.return_value == "2", r)
+    r = c.execute_user_defined_function(fid, props("read", [fid]))
+    check(f"{tag}: exportedFunctionName", r.result.return_value == "2", r)
+    r = c.execute_user_defined_function(fid, props("spin", max_execution_time_ms=200))
+    check(
+        f"{tag}: runtimeOptions bound a run (Failed, not an HTTP error)",
+        r.status == "Failed" and "execution time limit of 200 ms" in r.error.message,
+        r,
+    )
+    r = c.execute_user_defined_function(fid)
+    check(f"{tag}: execute without a body", r.status == "Succeeded" and r.result.return_value.isdigit(), r)
+    coll = f"hooked-{tag.replace('/', '-')}"
+    entry = LedgerEntry(
+        contents="42",
+        pre_hooks=[UserDefinedFunctionHook(function_id=fid, properties=props("isNumber"))],
+        post_hooks=[UserDefinedFunctionHook(function_id=fid, properties=props("countWrite"))],
+    )
+    w = c.create_ledger_entry(entry, collection_id=coll)
+    c.begin_wait_for_commit(w["transactionId"]).wait()
+    got = c.get_current_ledger_entry(collection_id=coll)
+    r = c.execute_user_defined_function(fid, props("read", [f"writes:{coll}"]))
+    check(f"{tag}: hooks run in the write", got["contents"] == "42" and r.result.return_value == "1", (got, r))
+    bad = LedgerEntry(
+        contents="forty-two",
+        pre_hooks=[UserDefinedFunctionHook(function_id=fid, properties=props("isNumber"))],
+    )
+    try:
+        c.create_ledger_entry(bad, collection_id=coll, retry_total=0)
+        check(f"{tag}: a throwing pre-hook refuses the write", False)
+    except HttpResponseError as e:
+        check(
+            f"{tag}: a throwing pre-hook refuses the write (500 InternalError)",
+            e.status_code == 500 and "Contents is not a number" in str(e),
+            e,
+        )
+    got = c.get_current_ledger_entry(collection_id=coll)
+    check(f"{tag}: nothing written", got["contents"] == "42", got)
+    c.delete_user_defined_function(fid)
+
+
 async def async_flow(credential, tag):
     async with AsyncClient(ENDPOINT, credential, ledger_certificate_path=CERT) as c:
         r = await c.create_ledger_entry(
@@ -305,6 +388,18 @@ async def async_flow(credential, tag):
         listed = [x["id"] async for x in c.list_user_defined_functions()]
         check(f"{tag}: async create and list user-defined functions", f["id"] == fid and fid in listed)
         await c.delete_user_defined_function(fid)
+        fid = f"arun-{tag.replace('/', '-')}"
+        await c.create_user_defined_function(fid, {"code": RUN_CODE})
+        r = await c.execute_user_defined_function(fid, props(args=[fid]))
+        check(f"{tag}: async execute_user_defined_function", r.result.return_value == "1", r)
+        hooked = LedgerEntry(
+            contents="7",
+            post_hooks=[UserDefinedFunctionHook(function_id=fid, properties=props("countWrite"))],
+        )
+        await c.create_ledger_entry(hooked, collection_id=fid)
+        r = await c.execute_user_defined_function(fid, props("read", [f"writes:{fid}"]))
+        check(f"{tag}: async hooks", r.result.return_value == "1", r)
+        await c.delete_user_defined_function(fid)
 
 
 def main():
@@ -321,6 +416,8 @@ def main():
     custom_role_reader_flow(admin)
     functions_flow(admin, "sync/cert")
     functions_flow(token, "sync/token")
+    run_flow(admin, "sync/cert")
+    run_flow(token, "sync/token")
     lists_flow(admin, "sync/cert")
     asyncio.run(async_flow(ConfidentialLedgerCertificateCredential(certificate_path=ADMIN), "async/cert"))
     asyncio.run(async_flow(AsyncStaticToken(), "async/token"))
