@@ -175,7 +175,14 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("vellum: {e:#}");
+            // One line, whatever the service sent (a function's stack comes on lines of its own).
+            let text = format!("{e:#}");
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("vellum: {}", line.join(" "));
             match e.downcast_ref::<vellum_client::Error>() {
                 Some(ce) => ExitCode::from(ledger::exit_code(ce)),
                 None => ExitCode::from(EXIT_ERROR),

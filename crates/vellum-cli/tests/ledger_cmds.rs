@@ -248,6 +248,31 @@ fn every_ledger_subcommand() {
         code.trim_end()
     );
     assert_eq!(ok(&node.run(&["functions", "list"])), "greet");
+    // Run: what it returned; a throw is a one-line message and exit 1.
+    assert_eq!(
+        ok(&node.run(&["functions", "run", "greet", "ada"])),
+        "hello ada"
+    );
+    let err = fails(
+        &node.run(&["functions", "run", "greet", "--export", "nothere"]),
+        1,
+    );
+    assert!(err.contains("no function \"nothere\""), "{err}");
+    // Hooks on a write: one that throws refuses it.
+    let check = dir.path().join("check.js");
+    std::fs::write(
+        &check,
+        "export function isNumber() { if (isNaN(Number(context.contents))) throw new Error('not a number'); }",
+    )
+    .unwrap();
+    ok(&node.run(&["functions", "put", "check", check.to_str().unwrap()]));
+    ok(&node.run(&["append", "12", "--pre-hook", "check:isNumber"]));
+    let err = fails(
+        &node.run(&["append", "twelve", "--pre-hook", "check:isNumber"]),
+        6,
+    );
+    assert!(err.contains("Error: not a number"), "{err}");
+    ok(&node.run(&["functions", "delete", "check"]));
     let bad = dir.path().join("bad.js");
     std::fs::write(&bad, "export function main( {").unwrap();
     let err = fails(

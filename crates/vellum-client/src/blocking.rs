@@ -269,6 +269,19 @@ impl ConfidentialLedgerClient {
             .block_on(self.inner.list_user_defined_functions(options))
     }
 
+    /// See [`client::ConfidentialLedgerClient::execute_user_defined_function`].
+    pub fn execute_user_defined_function(
+        &self,
+        function_id: &str,
+        run: Option<crate::models::FunctionRun>,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::FunctionExecution> {
+        self.rt.block_on(
+            self.inner
+                .execute_user_defined_function(function_id, run, options),
+        )
+    }
+
     /// See [`client::ConfidentialLedgerClient::delete_user_defined_function`].
     pub fn delete_user_defined_function(
         &self,

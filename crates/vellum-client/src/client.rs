@@ -118,6 +118,11 @@ pub struct AppendToLedgerOptions {
     pub wait_for_commit: bool,
     /// Polling, when waiting.
     pub poll: PollOptions,
+    /// User-defined functions run in the write's transaction before the entry (a hook that
+    /// throws refuses the write; nothing is written).
+    pub pre_hooks: Vec<crate::models::Hook>,
+    /// User-defined functions run in the write's transaction after the entry.
+    pub post_hooks: Vec<crate::models::Hook>,
     /// Per-call options.
     pub method_options: MethodOptions,
 }
@@ -501,8 +506,15 @@ impl ConfidentialLedgerClient {
             path.push('?');
             path.push_str(&q);
         }
-        let body = serde_json::to_vec(&serde_json::json!({ "contents": entry_contents }))
-            .map_err(data_err("the entry"))?;
+        let mut body = serde_json::json!({ "contents": entry_contents });
+        if !o.pre_hooks.is_empty() {
+            body["preHooks"] = serde_json::to_value(&o.pre_hooks).map_err(data_err("the hooks"))?;
+        }
+        if !o.post_hooks.is_empty() {
+            body["postHooks"] =
+                serde_json::to_value(&o.post_hooks).map_err(data_err("the hooks"))?;
+        }
+        let body = serde_json::to_vec(&body).map_err(data_err("the entry"))?;
         // Asking Vellum to answer once committed saves the status poll; other services
         // ignore the header and are polled as before.
         let wait: &[(&str, &str)] = if o.wait_for_commit {
@@ -1098,6 +1110,54 @@ impl ConfidentialLedgerClient {
             )
             .await?;
         serde_json::from_value(Value::Array(all)).map_err(data_err("the functions"))
+    }
+
+    /// Runs a user-defined function (on the primary): how it ended, and the transaction of
+    /// what it wrote. A function that throws is [`FunctionOutcome::Failed`], not an error.
+    ///
+    /// [`FunctionOutcome::Failed`]: crate::models::FunctionOutcome::Failed
+    pub async fn execute_user_defined_function(
+        &self,
+        function_id: &str,
+        run: Option<crate::models::FunctionRun>,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::FunctionExecution> {
+        use crate::models::{FunctionExecution, FunctionOutcome};
+        let body = serde_json::to_vec(&run.unwrap_or_default()).map_err(data_err("the run"))?;
+        let path = format!("{}:execute", Self::function_path(function_id)?);
+        let (_, txid, resp) = self
+            .send(
+                Method::POST,
+                &path,
+                Some(("application/json", body)),
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        let v: Value = serde_json::from_slice(&resp).map_err(data_err("the run's outcome"))?;
+        let outcome = match v["status"].as_str() {
+            Some("Succeeded") => FunctionOutcome::Succeeded(
+                v["result"]["returnValue"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            Some("Failed") => FunctionOutcome::Failed(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::DataConversion,
+                    format!("the run's outcome has no known status: {v}"),
+                ));
+            }
+        };
+        Ok(FunctionExecution {
+            outcome,
+            transaction_id: txid,
+        })
     }
 
     /// Deletes a user-defined function (Administrator only).

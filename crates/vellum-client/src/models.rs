@@ -222,6 +222,134 @@ pub struct UserDefinedFunction {
     pub code: String,
 }
 
+/// ACL's JavaScript runtime options (`JsRuntimeOptions`): each one left `None` takes the
+/// service's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JsRuntimeOptions {
+    /// Heap limit, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_heap_bytes: Option<u64>,
+    /// Stack limit, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_stack_bytes: Option<u64>,
+    /// Time limit, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_execution_time_ms: Option<u64>,
+    /// Interpreters kept for reuse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_cached_interpreters: Option<u64>,
+    /// Log a failed run's exception on the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_exception_details: Option<bool>,
+    /// Return a failed run's stack with its message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_exception_details: Option<bool>,
+}
+
+impl JsRuntimeOptions {
+    /// Only a time limit.
+    pub fn with_time_limit_ms(ms: u64) -> Self {
+        JsRuntimeOptions {
+            max_execution_time_ms: Some(ms),
+            ..Default::default()
+        }
+    }
+}
+
+/// How to run a user-defined function (ACL's `UserDefinedFunctionExecutionProperties`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct FunctionRun {
+    /// Its arguments, passed positionally.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub arguments: Vec<String>,
+    /// The export to call (`main` when `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exported_function_name: Option<String>,
+    /// Limits for this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_options: Option<JsRuntimeOptions>,
+}
+
+impl FunctionRun {
+    /// A run of `main` with these arguments.
+    pub fn with_arguments<S: Into<String>>(arguments: impl IntoIterator<Item = S>) -> Self {
+        FunctionRun {
+            arguments: arguments.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The same run, of another export.
+    pub fn export(mut self, name: impl Into<String>) -> Self {
+        self.exported_function_name = Some(name.into());
+        self
+    }
+
+    /// The same run, with these limits.
+    pub fn options(mut self, options: JsRuntimeOptions) -> Self {
+        self.runtime_options = Some(options);
+        self
+    }
+}
+
+/// A function run in a write's transaction, before or after the entry is written (ACL's
+/// `UserDefinedFunctionHook`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Hook {
+    /// The function.
+    pub function_id: String,
+    /// How to run it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<FunctionRun>,
+}
+
+impl Hook {
+    /// A hook running `main` of `function_id`.
+    pub fn new(function_id: impl Into<String>) -> Self {
+        Hook {
+            function_id: function_id.into(),
+            properties: None,
+        }
+    }
+
+    /// A hook running `function_id` as `run` says.
+    pub fn with(function_id: impl Into<String>, run: FunctionRun) -> Self {
+        Hook {
+            function_id: function_id.into(),
+            properties: Some(run),
+        }
+    }
+}
+
+/// How a run of a user-defined function ended. Either way the request succeeded: a function
+/// that throws is an outcome, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FunctionOutcome {
+    /// It returned this value (a string as it is, `undefined` as `""`, anything else as
+    /// JSON).
+    Succeeded(String),
+    /// It threw or hit a limit, with this message; nothing it wrote was recorded.
+    Failed(String),
+}
+
+/// A run of a user-defined function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FunctionExecution {
+    /// How it ended.
+    pub outcome: FunctionOutcome,
+    /// The transaction id the service gave the run: the transaction that recorded what it
+    /// wrote, or, for a run that wrote nothing, the last one the service had (as CCF names
+    /// the state a read saw).
+    pub transaction_id: Option<String>,
+}
+
 /// A consortium member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
