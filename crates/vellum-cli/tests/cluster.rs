@@ -15,7 +15,25 @@ use std::time::{Duration, Instant};
 
 use harness::{Cluster, heavy};
 use vellum_client::ConfidentialLedgerClient;
+use vellum_client::models::{FunctionOutcome, FunctionRun, Hook};
 use vellum_client::{AppendToLedgerOptions, GetLedgerEntryOptions};
+
+/// A counter per name, a reader of it, and a check that an entry is a number.
+const TALLY: &str = r#"
+export function main(name) {
+    const m = ccf.kv["public:tally"], k = ccf.strToBuf(name), v = m.get(k);
+    const n = v === undefined ? 1 : Number(ccf.bufToStr(v)) + 1;
+    m.set(k, ccf.strToBuf(String(n)));
+    return n;
+}
+export function read(name) {
+    const v = ccf.kv["public:tally"].get(ccf.strToBuf(name));
+    return v === undefined ? "none" : ccf.bufToStr(v);
+}
+export function isNumber() {
+    if (isNaN(Number(context.contents))) throw new Error("not a number");
+}
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_hold_identical_verified_ledgers_and_serve_the_sdk_from_a_backup() {
@@ -123,6 +141,81 @@ async fn three_nodes_hold_identical_verified_ledgers_and_serve_the_sdk_from_a_ba
         }
     }
     println!("access changes held on every node at {:?}", t0.elapsed());
+    // User-defined functions: stored through a backup, run through every node (backups
+    // forward runs to the primary, which serialises them), hooks on writes a backup forwards.
+    c.admin(backup)
+        .create_user_defined_function("tally", TALLY, None)
+        .await
+        .unwrap();
+    for k in 0..9usize {
+        let r = c
+            .admin(k % 3)
+            .execute_user_defined_function(
+                "tally",
+                Some(FunctionRun::with_arguments(["runs"])),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.outcome,
+            FunctionOutcome::Succeeded((k + 1).to_string()),
+            "via node {}",
+            k % 3
+        );
+    }
+    let hooked = |contents: &str| {
+        let check = Hook::with("tally", FunctionRun::default().export("isNumber"));
+        let count = Hook::with("tally", FunctionRun::with_arguments(["hooked"]));
+        (
+            contents.to_owned(),
+            AppendToLedgerOptions {
+                sub_ledger_id: Some("hooked".into()),
+                pre_hooks: vec![check],
+                post_hooks: vec![count],
+                wait_for_commit: true,
+                ..Default::default()
+            },
+        )
+    };
+    let (contents, opts) = hooked("12");
+    c.admin(backup)
+        .append_to_ledger(&contents, Some(opts))
+        .await
+        .unwrap();
+    let (contents, opts) = hooked("twelve");
+    let err = c
+        .admin(backup)
+        .append_to_ledger(&contents, Some(opts))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Error: not a number"), "{err}");
+    // Every node applies the hooked write (backups a moment after the primary commits it).
+    for n in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let latest = c
+                .admin(n)
+                .get_ledger_entry(Some(GetLedgerEntryOptions {
+                    sub_ledger_id: Some("hooked".into()),
+                    ..Default::default()
+                }))
+                .await;
+            match latest {
+                Ok(e) if e.contents == "12" => break,
+                other if Instant::now() > deadline => panic!("node {n}: {other:?}"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    let read = FunctionRun::with_arguments(["hooked"]).export("read");
+    let r = c
+        .admin(backup)
+        .execute_user_defined_function("tally", Some(read), None)
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, FunctionOutcome::Succeeded("1".into()));
+    println!("functions and hooks across nodes at {:?}", t0.elapsed());
     let dirs = c.stop_all();
     println!("stopped at {:?}", t0.elapsed());
     let committed = harness::assert_identical_chunks(&dirs);

@@ -41,7 +41,6 @@ pub enum Op {
         /// Its tags (checked by `vellum_core::tables::check_tags`).
         tags: Vec<String>,
         /// User-defined functions run around it, in its transaction.
-        #[serde(default, skip_serializing_if = "Hooks::is_empty")]
         hooks: Hooks,
     },
     /// Run a user-defined function (`userDefinedFunctions/execute`); what it writes is one

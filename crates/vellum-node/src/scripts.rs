@@ -48,13 +48,10 @@ pub struct Hook {
     /// The function.
     pub function_id: String,
     /// The export to call (`main` if absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<String>,
     /// Its arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub arguments: Vec<String>,
     /// Its runtime options (ACL's UDF defaults if absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<RuntimeOptions>,
 }
 
@@ -62,10 +59,8 @@ pub struct Hook {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hooks {
     /// Run before the entry is written, in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pre: Vec<Hook>,
     /// Run after the entry is written, in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub post: Vec<Hook>,
 }
 
@@ -351,6 +346,50 @@ mod tests {
         assert_eq!(s.layers(11).len(), 1);
         s.dropped(c);
         assert!(s.layers(11).is_empty());
+    }
+
+    /// Operations cross the node channel as postcard (not self-describing: a field skipped
+    /// when empty would shift every field after it).
+    #[test]
+    fn runs_and_hooks_cross_the_node_channel() {
+        let hook = Hook {
+            function_id: "f".into(),
+            export: None,
+            arguments: Vec::new(),
+            options: Some(RuntimeOptions::default()),
+        };
+        for op in [
+            crate::ops::Op::Append {
+                collection: "c".into(),
+                contents: "x".into(),
+                tags: vec!["t".into()],
+                hooks: Hooks {
+                    pre: vec![hook.clone()],
+                    post: Vec::new(),
+                },
+            },
+            crate::ops::Op::Append {
+                collection: "c".into(),
+                contents: "x".into(),
+                tags: Vec::new(),
+                hooks: Hooks::default(),
+            },
+            crate::ops::Op::Execute(Execute {
+                function_id: "f".into(),
+                export: "main".into(),
+                arguments: vec!["a".into()],
+                options: RuntimeOptions::default(),
+            }),
+        ] {
+            let bytes = postcard::to_allocvec(&op).unwrap();
+            assert_eq!(postcard::from_bytes::<crate::ops::Op>(&bytes).unwrap(), op);
+        }
+        let reply = crate::cluster::ForwardReply::Ran(Some((2, 9)), RunResult::Failed("m".into()));
+        let bytes = postcard::to_allocvec(&reply).unwrap();
+        let back: crate::cluster::ForwardReply = postcard::from_bytes(&bytes).unwrap();
+        assert!(
+            matches!(back, crate::cluster::ForwardReply::Ran(Some((2, 9)), RunResult::Failed(m)) if m == "m")
+        );
     }
 
     #[test]
