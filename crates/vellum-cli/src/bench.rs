@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use vellum_client::models::{FunctionOutcome, FunctionRun, Hook, JsRuntimeOptions};
 use vellum_client::{
     AppendToLedgerOptions, ConfidentialLedgerClient, GetLedgerEntriesOptions, GetLedgerEntryOptions,
 };
@@ -52,7 +53,23 @@ pub enum Workload {
     Tag,
     /// A request the server answers without touching the ledger (`POST /node/null`).
     Null,
+    /// Run a user-defined function that reads and writes one key (of 1,000): each run is a
+    /// transaction. The function is stored first (Administrator).
+    Udf,
+    /// Append an entry with one trivial pre-hook (a function that does nothing): compare
+    /// with `write` for a hook's cost.
+    Hook,
 }
+
+/// The function the `udf` and `hook` workloads store and run.
+const BENCH_FUNCTION: &str = "vellum-bench";
+const BENCH_CODE: &str = r#"export function main(k) {
+    const m = ccf.kv["public:vellum-bench"], key = ccf.strToBuf(k), v = m.get(key);
+    m.set(key, ccf.strToBuf(v === undefined ? "1" : String(Number(ccf.bufToStr(v)) + 1)));
+    return "ok";
+}
+export function noop() {}
+"#;
 
 /// Options of `vellum bench`.
 #[derive(clap::Args, Debug)]
@@ -86,6 +103,10 @@ pub struct BenchArgs {
     /// For the tag workload: one seeded entry in this many carries the tag `rare`.
     #[arg(long, default_value_t = 10_000)]
     pub tag_every: usize,
+    /// For the udf and hook workloads: let runs reuse an interpreter (runtime option
+    /// `max_cached_interpreters` 1) instead of ACL's default, a fresh one per run.
+    #[arg(long)]
+    pub reuse_interpreters: bool,
     /// Write an SVG plot of throughput and latency per second.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
@@ -103,6 +124,8 @@ type Samples = Vec<(u32, u32)>;
 struct Shared {
     client: ConfidentialLedgerClient,
     workload: Workload,
+    /// Runtime options of the udf and hook workloads' runs.
+    js_options: Option<JsRuntimeOptions>,
     contents: String,
     seed: Vec<String>,
     collection: String,
@@ -192,6 +215,32 @@ async fn one(s: &Shared, i: u64) -> anyhow::Result<()> {
         }
         Workload::Null => {
             s.client.vellum_null(s.contents.as_bytes()).await?;
+        }
+        Workload::Udf => {
+            let mut run = FunctionRun::with_arguments([format!("k{}", i % 1000)]);
+            if let Some(o) = &s.js_options {
+                run = run.options(o.clone());
+            }
+            let r = s
+                .client
+                .execute_user_defined_function(BENCH_FUNCTION, Some(run), None)
+                .await?;
+            if let FunctionOutcome::Failed(m) = r.outcome {
+                anyhow::bail!("the function failed: {m}");
+            }
+        }
+        Workload::Hook => {
+            let opts = AppendToLedgerOptions {
+                pre_hooks: vec![Hook::with(BENCH_FUNCTION, {
+                    let run = FunctionRun::default().export("noop");
+                    match &s.js_options {
+                        Some(o) => run.options(o.clone()),
+                        None => run,
+                    }
+                })],
+                ..Default::default()
+            };
+            s.client.append_to_ledger(&s.contents, Some(opts)).await?;
         }
     }
     Ok(())
@@ -385,6 +434,13 @@ async fn run_async(
             )
             .await?
         }
+        Workload::Udf | Workload::Hook => {
+            client
+                .create_user_defined_function(BENCH_FUNCTION, BENCH_CODE, None)
+                .await
+                .context("storing the benchmark's function (needs an Administrator)")?;
+            Vec::new()
+        }
         _ => Vec::new(),
     };
     let tagged = tag_every
@@ -398,6 +454,11 @@ async fn run_async(
     let shared = Arc::new(Shared {
         client,
         workload: args.workload,
+        js_options: args.reuse_interpreters.then(|| {
+            let mut o = JsRuntimeOptions::default();
+            o.max_cached_interpreters = Some(1);
+            o
+        }),
         contents: "x".repeat(args.size),
         seed: seeded,
         collection,

@@ -1,7 +1,9 @@
-//! Criterion benchmarks of the JavaScript sandbox: a cold run (a fresh engine on a fresh
-//! thread, as [`vellum_js::run`] does) against a warm one (a [`vellum_js::Worker`] reusing its
-//! engine, a fresh context per run), for a trivial function and for one that reads and writes
-//! a key. Results and the command are in `docs/benchmarks.md`.
+//! Criterion benchmarks of the JavaScript sandbox, for a trivial function and for one that
+//! reads and writes a key: a cold run (a fresh interpreter on a thread of its own, as
+//! [`vellum_js::run`] does), a fresh run on a [`vellum_js::Worker`] (a fresh interpreter,
+//! ACL's default for user-defined functions) and a warm one (the worker reuses the
+//! interpreter, the module loaded: `max_cached_interpreters` > 0). Results and the command are
+//! in `docs/benchmarks.md`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,17 +37,18 @@ fn runs(c: &mut Criterion) {
             b.iter(|| black_box(ok(run(&Call::new("f", code, &args), store.clone()))))
         });
         let worker = Worker::start().unwrap();
-        g.bench_function(format!("warm {name}"), |b| {
-            b.iter(|| {
-                let (tx, rx) = mpsc::sync_channel(1);
-                worker.submit(
-                    &Call::new("f", code, &args),
-                    store.clone(),
-                    Box::new(move |o| tx.send(o).unwrap()),
-                );
-                black_box(ok(rx.recv().unwrap().unwrap()))
-            })
-        });
+        for (kind, reuse) in [("fresh", None), ("warm", Some("k".to_owned()))] {
+            let mut call = Call::new("f", code, &args);
+            call.reuse = reuse;
+            call.options.max_cached_interpreters = 1;
+            g.bench_function(format!("{kind} {name}"), |b| {
+                b.iter(|| {
+                    let (tx, rx) = mpsc::sync_channel(1);
+                    worker.submit(&call, store.clone(), Box::new(move |o| tx.send(o).unwrap()));
+                    black_box(ok(rx.recv().unwrap().unwrap()))
+                })
+            });
+        }
     }
     g.finish();
 }

@@ -48,6 +48,8 @@ pub const MAX_STACK_BYTES: u64 = 8 << 20;
 /// The longest a run may take, whatever its options ask (ACL: "a UDF or hook may run at most
 /// 5 s").
 pub const MAX_EXECUTION_TIME_MS: u64 = 5_000;
+/// The most interpreters a [`Worker`] keeps for reuse, whatever the options ask.
+pub const MAX_CACHED_INTERPRETERS: u64 = 64;
 /// The longest return value, in bytes of its string form.
 pub const MAX_RETURN_BYTES: usize = 1 << 20;
 /// The most a run may write, in bytes of keys and values (writes live outside the script's
@@ -64,7 +66,8 @@ pub struct RuntimeOptions {
     pub max_stack_bytes: u64,
     /// Time limit, milliseconds.
     pub max_execution_time_ms: u64,
-    /// Interpreters kept for reuse (accepted; a UDF run always gets a fresh one).
+    /// Interpreters kept for reuse by runs that ask for it ([`Call::reuse`]); 0, the default
+    /// for user-defined functions, gives every run a fresh interpreter, as ACL documents.
     pub max_cached_interpreters: u64,
     /// Log a failed run's exception (the caller logs: the sandbox has no logger).
     pub log_exception_details: bool,
@@ -74,13 +77,13 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     /// The defaults ACL documents for user-defined functions: 10 MiB heap, 1 MiB stack,
-    /// 1,000 ms, exception details logged and returned.
+    /// 1,000 ms, exception details logged and returned, and no interpreter reuse.
     fn default() -> Self {
         RuntimeOptions {
             max_heap_bytes: 10 << 20,
             max_stack_bytes: 1 << 20,
             max_execution_time_ms: 1_000,
-            max_cached_interpreters: 10,
+            max_cached_interpreters: 0,
             log_exception_details: true,
             return_exception_details: true,
         }
@@ -184,6 +187,11 @@ pub struct Call<'a> {
     pub options: RuntimeOptions,
     /// The seed of its `Math.random` (a run has no other entropy).
     pub seed: u64,
+    /// Runs with the same key may share an interpreter on a [`Worker`], when
+    /// `options.max_cached_interpreters` allows: the module is loaded once and its top-level
+    /// state persists from run to run (CCF's interpreter reuse). `None`: a fresh interpreter.
+    /// The key must change when the code does.
+    pub reuse: Option<String>,
 }
 
 impl<'a> Call<'a> {
@@ -197,6 +205,7 @@ impl<'a> Call<'a> {
             context: serde_json::json!({}),
             options: RuntimeOptions::default(),
             seed: 0,
+            reuse: None,
         }
     }
 }
@@ -323,6 +332,7 @@ struct OwnedCall {
     context: String,
     options: RuntimeOptions,
     seed: u64,
+    reuse: Option<String>,
 }
 
 impl From<&Call<'_>> for OwnedCall {
@@ -336,6 +346,7 @@ impl From<&Call<'_>> for OwnedCall {
             context: call.context.to_string(),
             options: call.options.clamped(),
             seed: call.seed,
+            reuse: call.reuse.clone(),
         }
     }
 }
@@ -377,6 +388,17 @@ impl Overlay {
     }
 }
 
+impl Overlay {
+    fn over(store: Arc<dyn Store>) -> Overlay {
+        Overlay {
+            store,
+            writes: Writes::new(),
+            written: 0,
+            broken: None,
+        }
+    }
+}
+
 /// A store failure as the exception a script sees.
 fn store_failed(ctx: &Ctx<'_>, e: StoreError) -> rquickjs::Error {
     rquickjs::Exception::throw_internal(ctx, &format!("the ledger could not be read: {e}"))
@@ -397,52 +419,103 @@ fn failed(id: &str, name: &str, message: &str, stack: Option<&str>) -> Outcome {
 }
 
 fn run_here(call: &OwnedCall, store: Arc<dyn Store>) -> Result<Outcome, SandboxError> {
-    let rt = Runtime::new().map_err(|e| SandboxError::Engine(e.to_string()))?;
-    Ok(run_in(&rt, call, store)?.0)
+    let started = Instant::now();
+    match load(call, store.clone(), started)? {
+        Ok(interp) => Ok(run_on(&interp, call, store, started).0),
+        Err(failed) => Ok(failed),
+    }
 }
 
-/// Runs `call` in a fresh context of `rt`, bounded by the call's options. The second value
-/// is true if the run hit a limit (time or heap): the runtime is best discarded.
-fn run_in(
-    rt: &Runtime,
-    call: &OwnedCall,
-    store: Arc<dyn Store>,
-) -> Result<(Outcome, bool), SandboxError> {
-    let o = call.options;
+/// An interpreter: an engine of its own (so its heap limit is its own), a context with the
+/// `ccf` global and one function's module loaded, and the run state its natives share. Fields
+/// drop in order: the module before the context, the context before the engine.
+struct Interp {
+    ns: rquickjs::Persistent<Object<'static>>,
+    overlay: Rc<RefCell<Overlay>>,
+    ctx: Context,
+    rt: Runtime,
+}
+
+/// Sets `rt`'s limits for a run with options `o` that started at `started`.
+fn arm(rt: &Runtime, o: &RuntimeOptions, started: Instant) {
     let limit = Duration::from_millis(o.max_execution_time_ms);
     rt.set_memory_limit(o.max_heap_bytes as usize);
     rt.set_max_stack_size(o.max_stack_bytes as usize);
-    let started = Instant::now();
     rt.set_interrupt_handler(Some(Box::new(move || started.elapsed() > limit)));
-    let ctx = Context::full(rt).map_err(|e| SandboxError::Engine(e.to_string()))?;
-    let overlay = Rc::new(RefCell::new(Overlay {
-        store,
-        writes: Writes::new(),
-        written: 0,
-        broken: None,
-    }));
-    let mut hit_limit = false;
-    let outcome = ctx.with(|ctx| {
-        let r = setup(&ctx, &overlay, call).and_then(|()| invoke(&ctx, call));
+}
+
+fn engine(e: rquickjs::Error) -> SandboxError {
+    SandboxError::Engine(e.to_string())
+}
+
+/// A fresh interpreter with `call`'s module loaded (its top level run, within the call's
+/// limits, counted from `started`), over `store`. `Ok(Err(outcome))`: loading failed, by the
+/// code's fault.
+fn load(
+    call: &OwnedCall,
+    store: Arc<dyn Store>,
+    started: Instant,
+) -> Result<Result<Interp, Outcome>, SandboxError> {
+    let rt = Runtime::new().map_err(engine)?;
+    arm(&rt, &call.options, started);
+    let ctx = Context::full(&rt).map_err(engine)?;
+    let overlay = Rc::new(RefCell::new(Overlay::over(store)));
+    let limit = Duration::from_millis(call.options.max_execution_time_ms);
+    let loaded = ctx.with(|ctx| {
+        let r = setup(&ctx, &overlay, call).and_then(|()| {
+            let module =
+                Module::declare(ctx.clone(), call.function_id.as_str(), call.code.as_str())?;
+            let (module, done) = module.eval()?;
+            done.finish::<()>()?;
+            module.namespace()
+        });
         match r {
-            Ok(v) => v,
-            Err(e) => {
-                let timed_out = started.elapsed() > limit;
-                let oom = matches!(e, rquickjs::Error::Allocation);
-                hit_limit = timed_out || oom;
-                let d = describe(&ctx, e, call, timed_out, limit);
-                if let Outcome::Failed { message } = &d {
-                    hit_limit |= message.contains("out of memory");
-                }
-                d
-            }
+            Ok(ns) => Ok(rquickjs::Persistent::save(&ctx, ns)),
+            Err(e) => Err(describe(&ctx, e, call, started.elapsed() > limit, limit)),
         }
     });
-    drop(ctx);
     rt.set_interrupt_handler(None);
-    rt.run_gc();
-    let broken = overlay.borrow_mut().broken.take();
-    let outcome = match (outcome, broken) {
+    Ok(match loaded {
+        Ok(ns) => Ok(Interp {
+            ns,
+            overlay,
+            ctx,
+            rt,
+        }),
+        Err(failed) => Err(failed),
+    })
+}
+
+/// Runs `call` on a loaded interpreter over `store`. The second value is true if the
+/// interpreter may serve another run: the run succeeded (a run that threw or hit a limit may
+/// have left its state half changed).
+fn run_on(
+    interp: &Interp,
+    call: &OwnedCall,
+    store: Arc<dyn Store>,
+    started: Instant,
+) -> (Outcome, bool) {
+    arm(&interp.rt, &call.options, started);
+    *interp.overlay.borrow_mut() = Overlay::over(store);
+    let limit = Duration::from_millis(call.options.max_execution_time_ms);
+    let outcome = interp.ctx.with(|ctx| {
+        let r = ctx
+            .json_parse(call.context.clone())
+            .and_then(|c| ctx.globals().set("context", c))
+            .and_then(|()| interp.ns.clone().restore(&ctx))
+            .and_then(|ns| invoke(&ctx, &ns, call));
+        match r {
+            Ok(v) => v,
+            Err(e) => describe(&ctx, e, call, started.elapsed() > limit, limit),
+        }
+    });
+    interp.rt.set_interrupt_handler(None);
+    // The store is the caller's: the interpreter keeps none of it between runs.
+    let mut o = std::mem::replace(
+        &mut *interp.overlay.borrow_mut(),
+        Overlay::over(Arc::new(EmptyStore::default())),
+    );
+    let outcome = match (outcome, o.broken.take()) {
         (_, Some(e)) => failed(
             &call.function_id,
             "InternalError",
@@ -451,11 +524,64 @@ fn run_in(
         ),
         (Outcome::Succeeded { return_value, .. }, None) => Outcome::Succeeded {
             return_value,
-            writes: std::mem::take(&mut overlay.borrow_mut().writes),
+            writes: o.writes,
         },
         (failed, None) => failed,
     };
-    Ok((outcome, hit_limit))
+    let reusable = matches!(outcome, Outcome::Succeeded { .. });
+    (outcome, reusable)
+}
+
+/// Interpreters kept for reuse, by key, least recently used first.
+#[derive(Default)]
+struct Cache {
+    kept: Vec<(String, Interp)>,
+}
+
+impl Cache {
+    fn take(&mut self, key: &str) -> Option<Interp> {
+        let i = self.kept.iter().position(|(k, _)| k == key)?;
+        Some(self.kept.remove(i).1)
+    }
+
+    fn keep(&mut self, key: String, interp: Interp, at_most: usize) {
+        self.kept.push((key, interp));
+        while self.kept.len() > at_most {
+            self.kept.remove(0);
+        }
+    }
+}
+
+/// A run on the worker: on a kept interpreter if the call may reuse one, else a fresh one.
+/// Also returns the interpreter if it is not kept, for the caller to drop once it has passed
+/// the outcome on (freeing an engine takes a while).
+fn run_cached(
+    cache: &mut Cache,
+    call: &OwnedCall,
+    store: Arc<dyn Store>,
+) -> (Result<Outcome, SandboxError>, Option<Interp>) {
+    let started = Instant::now();
+    let at_most = call
+        .options
+        .max_cached_interpreters
+        .min(MAX_CACHED_INTERPRETERS) as usize;
+    let key = call.reuse.as_ref().filter(|_| at_most > 0);
+    let interp = match key.and_then(|k| cache.take(k)) {
+        Some(i) => i,
+        None => match load(call, store.clone(), started) {
+            Ok(Ok(i)) => i,
+            Ok(Err(failed)) => return (Ok(failed), None),
+            Err(e) => return (Err(e), None),
+        },
+    };
+    let (outcome, reusable) = run_on(&interp, call, store, started);
+    match key {
+        Some(k) if reusable => {
+            cache.keep(k.clone(), interp, at_most);
+            (Ok(outcome), None)
+        }
+        _ => (Ok(outcome), Some(interp)),
+    }
 }
 
 /// What a [`Worker`] is told when a run ends.
@@ -467,10 +593,11 @@ struct Job {
     done: Done,
 }
 
-/// A thread that runs calls one after another, reusing one QuickJS runtime: each run still
-/// gets a fresh context (its own globals, nothing left over from the run before), but not a
-/// fresh engine and thread, which is most of a cold run's cost (`docs/benchmarks.md`). A run
-/// that hits a limit retires the runtime; the next run gets a new one.
+/// A thread that runs calls one after another. A call gets a fresh interpreter unless it asks
+/// to reuse one ([`Call::reuse`], within `max_cached_interpreters`): then the worker keeps
+/// the interpreter after a successful run, its module loaded, and the next run with the same
+/// key skips the engine, the `ccf` global and the module's load, most of a fresh run's cost
+/// (`docs/benchmarks.md`). A run that fails retires its interpreter.
 ///
 /// ```
 /// use std::sync::{Arc, mpsc};
@@ -505,19 +632,11 @@ impl Worker {
             .name("vellum-js".into())
             .stack_size((MAX_STACK_BYTES as usize) * 2 + (1 << 20))
             .spawn(move || {
-                let mut rt: Option<Runtime> = None;
+                let mut cache = Cache::default();
                 while let Ok(job) = rx.recv() {
-                    let r = match rt.take().map_or_else(Runtime::new, Ok) {
-                        Ok(runtime) => {
-                            let r = run_in(&runtime, &job.call, job.store);
-                            if matches!(r, Ok((_, false))) {
-                                rt = Some(runtime);
-                            }
-                            r.map(|(o, _)| o)
-                        }
-                        Err(e) => Err(SandboxError::Engine(e.to_string())),
-                    };
+                    let (r, spent) = run_cached(&mut cache, &job.call, job.store);
                     (job.done)(r);
+                    drop(spent);
                 }
             })
             .map_err(|e| SandboxError::Thread(e.to_string()))?;
@@ -758,12 +877,9 @@ fn writable(ctx: &Ctx<'_>, o: &Overlay, map: &str) -> rquickjs::Result<()> {
     }
 }
 
-/// Loads the module and calls the export.
-fn invoke<'js>(ctx: &Ctx<'js>, call: &OwnedCall) -> rquickjs::Result<Outcome> {
-    let module = Module::declare(ctx.clone(), call.function_id.as_str(), call.code.as_str())?;
-    let (module, done) = module.eval()?;
-    done.finish::<()>()?;
-    let f: Value<'js> = module.get(call.export.as_str())?;
+/// Calls the export.
+fn invoke<'js>(ctx: &Ctx<'js>, ns: &Object<'js>, call: &OwnedCall) -> rquickjs::Result<Outcome> {
+    let f: Value<'js> = ns.get(call.export.as_str())?;
     let Some(f) = f.as_function() else {
         return Ok(failed(
             &call.function_id,

@@ -358,3 +358,62 @@ fn a_worker_reuses_its_engine_but_no_run_sees_another() {
         assert_eq!(h.join().unwrap(), format!("run {i}"));
     }
 }
+
+/// A run asking to reuse an interpreter under `key` (up to `cached` kept).
+fn reusing(
+    worker: &vellum_js::Worker,
+    code: &str,
+    export: &str,
+    key: Option<&str>,
+    cached: u64,
+) -> Outcome {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut call = Call::new("f", code, &[]);
+    call.export = export;
+    call.options.max_cached_interpreters = cached;
+    call.reuse = key.map(str::to_owned);
+    call.context = serde_json::json!({"n": export});
+    worker.submit(&call, Data::new(), Box::new(move |o| tx.send(o).unwrap()));
+    rx.recv().unwrap().unwrap()
+}
+
+#[test]
+fn interpreters_are_reused_only_when_asked_and_never_after_a_failure() {
+    let w = vellum_js::Worker::start().unwrap();
+    let code = "let runs = 0;\n\
+                export function main() { runs += 1; return runs + ' ' + context.n; }\n\
+                export function fail() { runs += 100; throw new Error('no'); }\n\
+                export function peek() { return String(ccf.kv['public:app'].get(ccf.strToBuf('a')) !== undefined); }";
+    // A fresh interpreter every run: by default, and when the options keep none.
+    for (key, cached) in [(None, 10), (Some("k"), 0)] {
+        for _ in 0..2 {
+            assert_eq!(ok(reusing(&w, code, "main", key, cached)).0, "1 main");
+        }
+    }
+    // Asked for: the module's state carries over, `context` is each run's own.
+    assert_eq!(ok(reusing(&w, code, "main", Some("k"), 2)).0, "1 main");
+    assert_eq!(ok(reusing(&w, code, "main", Some("k"), 2)).0, "2 main");
+    assert_eq!(ok(reusing(&w, code, "peek", Some("k"), 2)).0, "true");
+    assert_eq!(ok(reusing(&w, code, "main", Some("k"), 2)).0, "3 main");
+    // Another key, another interpreter.
+    assert_eq!(ok(reusing(&w, code, "main", Some("other"), 2)).0, "1 main");
+    assert_eq!(ok(reusing(&w, code, "main", Some("k"), 2)).0, "4 main");
+    // A failure retires the interpreter: what the failed run changed is gone.
+    failed(reusing(&w, code, "fail", Some("k"), 2));
+    assert_eq!(ok(reusing(&w, code, "main", Some("k"), 2)).0, "1 main");
+    // At most `max_cached_interpreters` are kept: a third key pushes out the oldest.
+    assert_eq!(ok(reusing(&w, code, "main", Some("third"), 2)).0, "1 main");
+    assert_eq!(ok(reusing(&w, code, "main", Some("other"), 2)).0, "1 main");
+    // An endless loop in a reused interpreter still ends at the limit.
+    let spin = "export function main() { return 'ok'; }\nexport function spin() { for (;;) {} }";
+    assert_eq!(ok(reusing(&w, spin, "main", Some("s"), 1)).0, "ok");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut call = Call::new("f", spin, &[]);
+    call.export = "spin";
+    call.options.max_cached_interpreters = 1;
+    call.options.max_execution_time_ms = 100;
+    call.reuse = Some("s".into());
+    w.submit(&call, Data::new(), Box::new(move |o| tx.send(o).unwrap()));
+    let m = failed(rx.recv().unwrap().unwrap());
+    assert!(m.contains("execution time limit of 100 ms"), "{m}");
+}

@@ -236,6 +236,22 @@ async fn functions_run_write_and_are_bounded() {
     }
     assert_eq!(srv.node.last_txid(), before);
 
+    // A fresh interpreter per run, as ACL documents; runs that ask (max_cached_interpreters)
+    // share one, module state and all; storing new code starts afresh.
+    let stateful = "let n = 0;\nexport function main() { n += 1; return n; }";
+    put(&admin, &e, "stateful", stateful).await;
+    let reuse = json!({"runtimeOptions": {"max_cached_interpreters": 1}});
+    for (body, want) in [
+        (json!({}), "1"),
+        (json!({}), "1"),
+        (reuse.clone(), "1"),
+        (reuse.clone(), "2"),
+    ] {
+        assert_eq!(returned(&admin, &e, "stateful", body).await, want);
+    }
+    put(&admin, &e, "stateful", &format!("{stateful}\n")).await;
+    assert_eq!(returned(&admin, &e, "stateful", reuse).await, "1");
+
     // Bad requests: unknown function 404, a wrong suffix 405, bad bodies 400.
     let (s, v) = execute(&admin, &e, "nobody", json!({})).await;
     assert_eq!(

@@ -55,6 +55,15 @@ impl LedgerNode {
         call.export = hook.export.as_deref().unwrap_or("main");
         call.context = context;
         call.options = hook.options.unwrap_or_default();
+        // Asked for (max_cached_interpreters > 0): runs of the same code share an interpreter.
+        let key = (call.options.max_cached_interpreters > 0).then(|| {
+            use sha2::Digest;
+            format!(
+                "udf:{function_id}:{}",
+                hex::encode(sha2::Sha256::digest(code))
+            )
+        });
+        call.reuse = key;
         // A run has no entropy of its own: its Math.random is seeded by where the ledger is.
         call.seed = self.ledger.last_seqno();
         self.scripts
