@@ -24,7 +24,7 @@
 //!     &Call::new("greet", code, &["ada".to_owned()]),
 //!     Arc::new(EmptyStore::writable("public:greetings")),
 //! );
-//! let Outcome::Succeeded { return_value, writes } = outcome else { panic!() };
+//! let Outcome::Succeeded { return_value, writes, .. } = outcome else { panic!() };
 //! assert_eq!(return_value, "hello, ada");
 //! assert_eq!(writes["public:greetings"][b"ada".as_slice()], Some(b"hello".to_vec()));
 //! ```
@@ -192,6 +192,52 @@ pub struct Call<'a> {
     /// state persists from run to run (CCF's interpreter reuse). `None`: a fresh interpreter.
     /// The key must change when the code does.
     pub reuse: Option<String>,
+    /// The other modules `code` may import, by name (an app bundle's modules); `function_id`
+    /// is then the entry module's name, against which relative imports resolve.
+    pub modules: Option<Arc<Modules>>,
+    /// An HTTP request for an endpoint handler: the export is called with CCF's request
+    /// object instead of `arguments`, and its return value read as CCF's response object
+    /// ([`Effects::response`]).
+    pub http: Option<HttpRequest>,
+}
+
+/// Modules by name: an app bundle's sources.
+pub type Modules = BTreeMap<String, String>;
+
+/// A request for an endpoint handler.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    /// CCF's request fields but the body (`headers`, `params`, `url`, `path`, `route`,
+    /// `query`, `method`, `hostname`, `caller`), as a JSON object.
+    pub meta: serde_json::Value,
+    /// The body, whose `text()`, `json()` and `arrayBuffer()` the handler may call.
+    pub body: Vec<u8>,
+}
+
+/// What an endpoint handler answered (CCF's response object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// `statusCode` (200 when absent).
+    pub status: u16,
+    /// `headers`.
+    pub headers: Vec<(String, String)>,
+    /// The body's content type by its JavaScript type: a string `text/plain`, an ArrayBuffer
+    /// or typed array `application/octet-stream`, anything else `application/json`; `None`
+    /// without a body.
+    pub content_type: Option<&'static str>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// What a successful run asked of its caller besides its writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// An endpoint handler's response.
+    pub response: Option<HttpResponse>,
+    /// `ccf.rpc.setApplyWrites`: keep (or drop) the writes whatever the status.
+    pub apply_writes: Option<bool>,
+    /// `ccf.rpc.setClaimsDigest`: the transaction's claims digest.
+    pub claims_digest: Option<[u8; 32]>,
 }
 
 impl<'a> Call<'a> {
@@ -206,6 +252,8 @@ impl<'a> Call<'a> {
             options: RuntimeOptions::default(),
             seed: 0,
             reuse: None,
+            modules: None,
+            http: None,
         }
     }
 }
@@ -217,9 +265,12 @@ pub enum Outcome {
     Succeeded {
         /// The return value as ACL shows it: a string as it is, `undefined` and `null` as
         /// `""`, anything else as JSON (`true` → `"true"`, `{"a":1}` → `"{\"a\":1}"`).
+        /// Empty for an endpoint handler (its answer is [`Effects::response`]).
         return_value: String,
         /// What it wrote.
         writes: Writes,
+        /// What else it asked for.
+        effects: Effects,
     },
     /// It threw, ran out of time, heap or stack, or could not be loaded; nothing it wrote
     /// counts.
@@ -333,6 +384,8 @@ struct OwnedCall {
     options: RuntimeOptions,
     seed: u64,
     reuse: Option<String>,
+    modules: Option<Arc<Modules>>,
+    http: Option<HttpRequest>,
 }
 
 impl From<&Call<'_>> for OwnedCall {
@@ -347,6 +400,8 @@ impl From<&Call<'_>> for OwnedCall {
             options: call.options.clamped(),
             seed: call.seed,
             reuse: call.reuse.clone(),
+            modules: call.modules.clone(),
+            http: call.http.clone(),
         }
     }
 }
@@ -359,6 +414,9 @@ struct Overlay {
     written: usize,
     /// The store failed: the run fails, whatever the script did with the exception.
     broken: Option<StoreError>,
+    /// `ccf.rpc` calls.
+    apply_writes: Option<bool>,
+    claims_digest: Option<[u8; 32]>,
 }
 
 impl Overlay {
@@ -395,6 +453,8 @@ impl Overlay {
             writes: Writes::new(),
             written: 0,
             broken: None,
+            apply_writes: None,
+            claims_digest: None,
         }
     }
 }
@@ -402,6 +462,23 @@ impl Overlay {
 /// A store failure as the exception a script sees.
 fn store_failed(ctx: &Ctx<'_>, e: StoreError) -> rquickjs::Error {
     rquickjs::Exception::throw_internal(ctx, &format!("the ledger could not be read: {e}"))
+}
+
+/// The DER of the first PEM block in `pem`.
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let start = pem.find("-----BEGIN ")?;
+    let body_start = start + pem[start..].find('\n')? + 1;
+    let end = body_start + pem[body_start..].find("-----END ")?;
+    let b64: String = pem[body_start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Bytes from a binary string (one character per byte).
@@ -458,6 +535,12 @@ fn load(
 ) -> Result<Result<Interp, Outcome>, SandboxError> {
     let rt = Runtime::new().map_err(engine)?;
     arm(&rt, &call.options, started);
+    if let Some(modules) = &call.modules {
+        rt.set_loader(
+            BundleResolver(modules.clone()),
+            BundleLoader(modules.clone()),
+        );
+    }
     let ctx = Context::full(&rt).map_err(engine)?;
     let overlay = Rc::new(RefCell::new(Overlay::over(store)));
     let limit = Duration::from_millis(call.options.max_execution_time_ms);
@@ -522,9 +605,21 @@ fn run_on(
             &format!("the ledger could not be read: {e}"),
             None,
         ),
-        (Outcome::Succeeded { return_value, .. }, None) => Outcome::Succeeded {
+        (
+            Outcome::Succeeded {
+                return_value,
+                effects,
+                ..
+            },
+            None,
+        ) => Outcome::Succeeded {
             return_value,
             writes: o.writes,
+            effects: Effects {
+                apply_writes: o.apply_writes,
+                claims_digest: o.claims_digest,
+                ..effects
+            },
         },
         (failed, None) => failed,
     };
@@ -838,6 +933,48 @@ fn setup<'js>(
         })?,
     )?;
     n.set(
+        "binToBuf",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, b: String| -> rquickjs::Result<ArrayBuffer<'js>> {
+                ArrayBuffer::new(ctx, bytes(&b))
+            },
+        )?,
+    )?;
+    let ov = overlay.clone();
+    n.set(
+        "setApplyWrites",
+        Function::new(ctx.clone(), move |apply: bool| {
+            ov.borrow_mut().apply_writes = Some(apply);
+        })?,
+    )?;
+    let ov = overlay.clone();
+    n.set(
+        "setClaimsDigest",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, b: String| -> rquickjs::Result<()> {
+                let d: [u8; 32] = bytes(&b).try_into().map_err(|_| {
+                    rquickjs::Exception::throw_type(&ctx, "a claims digest is 32 bytes (SHA-256)")
+                })?;
+                ov.borrow_mut().claims_digest = Some(d);
+                Ok(())
+            },
+        )?,
+    )?;
+    n.set(
+        "pemToId",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, pem: String| -> rquickjs::Result<String> {
+                let der = pem_der(&pem).ok_or_else(|| {
+                    rquickjs::Exception::throw_type(&ctx, "not a PEM certificate")
+                })?;
+                Ok(hex_lower(&Sha256::digest(der)))
+            },
+        )?,
+    )?;
+    n.set(
         "sha256",
         Function::new(
             ctx.clone(),
@@ -888,6 +1025,23 @@ fn invoke<'js>(ctx: &Ctx<'js>, ns: &Object<'js>, call: &OwnedCall) -> rquickjs::
             None,
         ));
     };
+    if let Some(http) = &call.http {
+        let call_http: Function<'js> = ctx.globals().get("__vellum_http")?;
+        let meta = ctx.json_parse(http.meta.to_string())?;
+        let body = latin1(&http.body);
+        let encoded: String = call_http.call((f.clone(), meta, body))?;
+        let response = decode_response(&encoded).ok_or_else(|| {
+            rquickjs::Exception::throw_type(ctx, "the handler's response cannot be encoded")
+        })?;
+        return Ok(Outcome::Succeeded {
+            return_value: String::new(),
+            writes: Writes::new(),
+            effects: Effects {
+                response: Some(response),
+                ..Effects::default()
+            },
+        });
+    }
     let args = rquickjs::function::Rest(call.arguments.clone());
     let mut v: Value<'js> = f.call((args,))?;
     if let Some(p) = v.as_promise() {
@@ -917,7 +1071,93 @@ fn invoke<'js>(ctx: &Ctx<'js>, ns: &Object<'js>, call: &OwnedCall) -> rquickjs::
     Ok(Outcome::Succeeded {
         return_value,
         writes: Writes::new(),
+        effects: Effects::default(),
     })
+}
+
+/// Bytes as a binary string (one character per byte), the way they cross into scripts.
+fn latin1(b: &[u8]) -> String {
+    b.iter().map(|&c| char::from(c)).collect()
+}
+
+/// The prelude's encoding of a handler's response: `{"s": status, "h": [[name, value]],
+/// "t": "text"|"bin"|"json"|null, "b": body}` (a binary body as a binary string).
+fn decode_response(encoded: &str) -> Option<HttpResponse> {
+    let v: serde_json::Value = serde_json::from_str(encoded).ok()?;
+    let status = u16::try_from(v["s"].as_u64()?).ok()?;
+    let headers = v["h"]
+        .as_array()?
+        .iter()
+        .filter_map(|p| Some((p[0].as_str()?.to_owned(), p[1].as_str()?.to_owned())))
+        .collect();
+    let body = v["b"].as_str().unwrap_or_default();
+    let (content_type, body) = match v["t"].as_str() {
+        Some("text") => (Some("text/plain"), body.as_bytes().to_vec()),
+        Some("bin") => (Some("application/octet-stream"), bytes(body)),
+        Some("json") => (Some("application/json"), body.as_bytes().to_vec()),
+        _ => (None, Vec::new()),
+    };
+    Some(HttpResponse {
+        status,
+        headers,
+        content_type,
+        body,
+    })
+}
+
+/// Resolves an import against the importing module's name, as CCF does for an app bundle:
+/// `./x.js` and `../x.js` relative to the importer's directory, anything else from the
+/// bundle's root (a leading `/` ignored).
+struct BundleResolver(Arc<Modules>);
+
+impl rquickjs::loader::Resolver for BundleResolver {
+    fn resolve<'js>(
+        &mut self,
+        _: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        let mut parts: Vec<&str> = if name.starts_with("./") || name.starts_with("../") {
+            let mut dir: Vec<&str> = base.split('/').collect();
+            dir.pop();
+            dir
+        } else {
+            Vec::new()
+        };
+        for seg in name.trim_start_matches('/').split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                s => parts.push(s),
+            }
+        }
+        let resolved = parts.join("/");
+        if self.0.contains_key(&resolved) {
+            Ok(resolved)
+        } else {
+            Err(rquickjs::Error::new_resolving(base, name))
+        }
+    }
+}
+
+/// Loads a bundle's module by its resolved name.
+struct BundleLoader(Arc<Modules>);
+
+impl rquickjs::loader::Loader for BundleLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, rquickjs::module::Declared>> {
+        match self.0.get(name) {
+            Some(source) => Module::declare(ctx.clone(), name, source.as_str()),
+            None => Err(rquickjs::Error::new_loading(name)),
+        }
+    }
 }
 
 /// A failed run in ACL's words.

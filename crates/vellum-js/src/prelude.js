@@ -73,6 +73,9 @@
     s1 = x;
     return ((s0 + s1) >>> 0) / 4294967296;
   };
+  const noop = () => {};
+  // No logger: console calls are accepted and dropped.
+  globalThis.console = Object.freeze({ log: noop, info: noop, warn: noop, error: noop, debug: noop });
   globalThis.ccf = Object.freeze({
     kv,
     strToBuf: (s) => n.strToBuf(String(s)),
@@ -81,5 +84,47 @@
     bufToJsonCompatible: (b) => JSON.parse(n.bufToStr(toBin(b))),
     crypto: Object.freeze({ digest }),
     digest,
+    pemToId: (pem) => n.pemToId(String(pem)),
+    rpc: Object.freeze({
+      setApplyWrites: (b) => n.setApplyWrites(Boolean(b)),
+      setClaimsDigest: (b) => n.setClaimsDigest(toBin(b)),
+    }),
+    // Untrusted time stays off: the time is 0 whatever a script asks.
+    enableUntrustedDateTime: () => false,
+    enableMetricsLogging: () => false,
+  });
+  // An endpoint handler's call: CCF's request object in, CCF's response object out, encoded
+  // for the caller (see `decode_response`).
+  const binToBuf = n.binToBuf;
+  const bufToStrBin = n.bufToStr;
+  Object.defineProperty(globalThis, "__vellum_http", {
+    value: (f, meta, bodyBin) => {
+      const request = Object.assign({}, meta, {
+        body: Object.freeze({
+          text: () => bufToStrBin(bodyBin),
+          json: () => JSON.parse(bufToStrBin(bodyBin)),
+          arrayBuffer: () => binToBuf(bodyBin),
+        }),
+      });
+      const r = f(request) || {};
+      const headers = [];
+      for (const [k, v] of Object.entries(r.headers || {})) headers.push([String(k), String(v)]);
+      let t = null;
+      let b = "";
+      if (r.body !== undefined && r.body !== null) {
+        if (typeof r.body === "string") {
+          t = "text";
+          b = r.body;
+        } else if (r.body instanceof ArrayBuffer || ArrayBuffer.isView(r.body)) {
+          t = "bin";
+          b = toBin(r.body);
+        } else {
+          t = "json";
+          b = JSON.stringify(r.body);
+        }
+      }
+      const s = r.statusCode === undefined ? 200 : Number(r.statusCode);
+      return JSON.stringify({ s, h: headers, t, b });
+    },
   });
 })();

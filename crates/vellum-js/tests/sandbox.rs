@@ -63,6 +63,7 @@ fn ok(o: Outcome) -> (String, vellum_js::Writes) {
         Outcome::Succeeded {
             return_value,
             writes,
+            ..
         } => (return_value, writes),
         Outcome::Failed { message } => panic!("failed: {message}"),
     }
@@ -416,4 +417,144 @@ fn interpreters_are_reused_only_when_asked_and_never_after_a_failure() {
     w.submit(&call, Data::new(), Box::new(move |o| tx.send(o).unwrap()));
     let m = failed(rx.recv().unwrap().unwrap());
     assert!(m.contains("execution time limit of 100 ms"), "{m}");
+}
+
+/// Runs `export` of `entry` in `modules` as an endpoint handler for `meta` and `body`.
+fn handle(
+    modules: &[(&str, &str)],
+    entry: &str,
+    export: &str,
+    meta: serde_json::Value,
+    body: &[u8],
+) -> Outcome {
+    let modules: vellum_js::Modules = modules
+        .iter()
+        .map(|(n, c)| ((*n).to_owned(), (*c).to_owned()))
+        .collect();
+    let code = modules[entry].clone();
+    let mut call = Call::new(entry, &code, &[]);
+    call.export = export;
+    call.modules = Some(Arc::new(modules));
+    call.http = Some(vellum_js::HttpRequest {
+        meta,
+        body: body.to_vec(),
+    });
+    run(&call, Data::new())
+}
+
+fn response(o: Outcome) -> (vellum_js::HttpResponse, vellum_js::Effects) {
+    match o {
+        Outcome::Succeeded { effects, .. } => (effects.response.clone().unwrap(), effects),
+        Outcome::Failed { message } => panic!("failed: {message}"),
+    }
+}
+
+#[test]
+fn endpoint_handlers_import_modules_and_answer_http() {
+    // Imports resolve between the bundle's modules, relative to the importer.
+    let bundle = [
+        (
+            "test.js",
+            "import { foo } from \"./baz/baz.js\";\nexport function content(request) { return { statusCode: 200, body: { payload: foo() } }; }",
+        ),
+        (
+            "baz/baz.js",
+            "import { bar } from \"../util.js\";\nexport function foo() { return bar(); }",
+        ),
+        ("util.js", "export const bar = () => 'Test content';"),
+    ];
+    let (r, _) = response(handle(
+        &bundle,
+        "test.js",
+        "content",
+        serde_json::json!({}),
+        b"",
+    ));
+    assert_eq!((r.status, r.content_type), (200, Some("application/json")));
+    assert_eq!(r.body, br#"{"payload":"Test content"}"#);
+    // An import of a module the bundle does not have fails the run (no file is ever read).
+    let m = failed(handle(
+        &[(
+            "a.js",
+            "import { x } from \"/etc/passwd\";\nexport const main = () => x;",
+        )],
+        "a.js",
+        "main",
+        serde_json::json!({}),
+        b"",
+    ));
+    assert!(m.contains("/etc/passwd"), "{m}");
+    // The request: fields as given, the body three ways; the response: status, headers and
+    // a body whose type picks the content type.
+    let echo = [(
+        "app.js",
+        r#"export function echo(request) {
+            const body = request.body.json();
+            if (typeof body.value != "string") return { statusCode: 400, body: { error: "Invalid body type" } };
+            return { body: { echoed_value: body.value, method: request.method, id: request.params.id,
+                             text: request.body.text().length, bytes: request.body.arrayBuffer().byteLength } };
+        }
+        export const text = () => ({ headers: { "x-a": "1" }, body: "plain" });
+        export const bin = () => ({ statusCode: 201, body: new Uint8Array([0, 255, 7]) });
+        export const empty = () => undefined;
+        export function claims() {
+            ccf.rpc.setClaimsDigest(ccf.crypto.digest("SHA-256", ccf.strToBuf("claim")));
+            ccf.rpc.setApplyWrites(true);
+            return { statusCode: 409 };
+        }
+        export const id = (request) => ({ body: ccf.pemToId(request.caller.cert) });"#,
+    )];
+    let meta = serde_json::json!({"method": "POST", "params": {"id": "7"}});
+    let (r, _) = response(handle(
+        &echo,
+        "app.js",
+        "echo",
+        meta.clone(),
+        r#"{"value":"hé"}"#.as_bytes(),
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"echoed_value": "hé", "method": "POST", "id": "7", "text": 14, "bytes": 15})
+    );
+    let (r, _) = response(handle(&echo, "app.js", "echo", meta, br#"{"value":3}"#));
+    assert_eq!(r.status, 400);
+    let (r, _) = response(handle(&echo, "app.js", "text", serde_json::json!({}), b""));
+    assert_eq!(
+        (r.content_type, r.body.as_slice(), r.headers.clone()),
+        (
+            Some("text/plain"),
+            b"plain".as_slice(),
+            vec![("x-a".to_owned(), "1".to_owned())]
+        )
+    );
+    let (r, _) = response(handle(&echo, "app.js", "bin", serde_json::json!({}), b""));
+    assert_eq!(
+        (r.status, r.content_type, r.body),
+        (201, Some("application/octet-stream"), vec![0, 255, 7])
+    );
+    let (r, _) = response(handle(&echo, "app.js", "empty", serde_json::json!({}), b""));
+    assert_eq!((r.status, r.content_type), (200, None));
+    let (r, e) = response(handle(
+        &echo,
+        "app.js",
+        "claims",
+        serde_json::json!({}),
+        b"",
+    ));
+    assert_eq!((r.status, e.apply_writes), (409, Some(true)));
+    assert_eq!(e.claims_digest.unwrap()[..4], [0xdd, 0x1b, 0x3c, 0x31]); // SHA-256("claim")
+    let pem = "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n";
+    let (r, _) = response(handle(
+        &echo,
+        "app.js",
+        "id",
+        serde_json::json!({"caller": {"cert": pem}}),
+        b"",
+    ));
+    // SHA-256 of the bytes 00 01 02.
+    assert_eq!(
+        r.body,
+        b"ae4b3280e56e2faf83f414a6e3dabe9d5fbe18976544c05fed121accb85b53fc"
+    );
 }

@@ -104,6 +104,7 @@ impl LedgerNode {
             Outcome::Succeeded {
                 return_value,
                 writes,
+                ..
             } => (return_value, writes),
         };
         let txid = if writes.is_empty() {
