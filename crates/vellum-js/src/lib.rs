@@ -554,7 +554,13 @@ fn load(
         });
         match r {
             Ok(ns) => Ok(rquickjs::Persistent::save(&ctx, ns)),
-            Err(e) => Err(describe(&ctx, e, call, started.elapsed() > limit, limit)),
+            Err(e) => Err(Box::new(describe(
+                &ctx,
+                e,
+                call,
+                started.elapsed() > limit,
+                limit,
+            ))),
         }
     });
     rt.set_interrupt_handler(None);
@@ -565,7 +571,7 @@ fn load(
             ctx,
             rt,
         }),
-        Err(failed) => Err(failed),
+        Err(failed) => Err(*failed),
     })
 }
 
