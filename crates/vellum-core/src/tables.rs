@@ -307,6 +307,9 @@ pub const USERS: Table<Id, Json<UserRecord>> = Table::new("public:vellum.users")
 pub const ROLES: Table<Id, Json<RoleRecord>> = Table::new("public:vellum.roles");
 /// User-defined functions (JavaScript modules) by id; every change is a transaction.
 pub const FUNCTIONS: Table<Id, Json<FunctionRecord>> = Table::new("public:vellum.functions");
+/// User-defined endpoints: the deployed app bundle (`bundle`) and its runtime options
+/// (`runtime_options`), as JSON text.
+pub const APP: Table<Id, Text> = Table::new("public:vellum.app");
 /// Unspent join tokens by hex SHA-256 of their secret.
 pub const JOIN_TOKENS: Table<Id, Json<TokenRecord>> = Table::new("public:vellum.join_tokens");
 /// Raft's own record of a transaction (log id, membership): its format is `vellum-node`'s.

@@ -356,12 +356,20 @@ fn name_and_message(ex: &rquickjs::Exception<'_>) -> (String, String) {
 /// Compiles `code` as a module without running it: `Err` holds the syntax error as
 /// `NAME: MESSAGE` (a function is checked when it is stored, not first when it runs).
 pub fn check(code: &str) -> Result<(), String> {
-    let code = code.to_owned();
+    check_in("check", code, None)
+}
+
+/// [`check`] for module `name` of a bundle: its imports of `modules` resolve.
+pub fn check_in(name: &str, code: &str, modules: Option<Arc<Modules>>) -> Result<(), String> {
+    let (name, code) = (name.to_owned(), code.to_owned());
     let compile = move || -> Result<(), String> {
         let limit = Duration::from_millis(MAX_EXECUTION_TIME_MS);
-        let (_rt, ctx, _) =
+        let (rt, ctx, _) =
             bounded(MAX_HEAP_BYTES, MAX_STACK_BYTES, limit).map_err(|e| e.to_string())?;
-        ctx.with(|ctx| match Module::declare(ctx.clone(), "check", code) {
+        if let Some(m) = modules {
+            rt.set_loader(BundleResolver(m.clone()), BundleLoader(m));
+        }
+        ctx.with(|ctx| match Module::declare(ctx.clone(), name, code) {
             Ok(_) => Ok(()),
             Err(e) => Err(match CaughtError::from_error(&ctx, e) {
                 CaughtError::Exception(ex) => {

@@ -321,6 +321,21 @@ pub enum Refusal {
     /// More hooks than a write may run.
     #[error("a write may run at most {} hooks", crate::scripts::MAX_HOOKS)]
     TooManyHooks,
+    /// A function stored while endpoints are deployed (ACL's words).
+    #[error(
+        "User defined functions cannot be created when user defined endpoints are defined. \
+         Please apply an empty application bundle for user defined endpoints and retry"
+    )]
+    EndpointsDeployed,
+    /// A bundle with endpoints deployed while functions exist.
+    #[error(
+        "User defined endpoints cannot be deployed while user defined functions exist. \
+         Please delete every user defined function and retry"
+    )]
+    FunctionsExist,
+    /// A bundle that cannot be served.
+    #[error("the bundle: {0}")]
+    BadBundle(String),
     /// The JavaScript engine could not run (not the function's fault).
     #[error("{0}")]
     Sandbox(String),

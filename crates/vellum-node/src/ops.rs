@@ -46,6 +46,21 @@ pub enum Op {
     /// Run a user-defined function (`userDefinedFunctions/execute`); what it writes is one
     /// transaction.
     Execute(Execute),
+    /// Serve a request to a user-defined endpoint in `readwrite` mode. The node that took the
+    /// request authenticated it by the endpoint's policies; the caller object it built is in
+    /// the request.
+    Endpoint(crate::scripts::EndpointCall),
+    /// Deploy an app bundle (`userDefinedEndpoints/write`): its JSON, checked again and
+    /// compiled by the primary.
+    DeployBundle {
+        /// The bundle.
+        bundle: String,
+    },
+    /// Set the endpoints' runtime options (`userDefinedEndpoints/write`).
+    SetRuntimeOptions {
+        /// The options, whole.
+        options: vellum_js::RuntimeOptions,
+    },
     /// Give a user exactly these roles (`users/write`). Custom roles must be defined.
     SetRoles {
         /// The user.
@@ -105,6 +120,9 @@ pub enum Needs {
     Action(Action),
     /// A consortium member's certificate, or an Administrator.
     Operator,
+    /// What the endpoint's own authentication policies ask, checked by the node that took the
+    /// request (nodes trust each other's checks: the node channel is mutually authenticated).
+    Endpoint,
 }
 
 impl Op {
@@ -113,6 +131,10 @@ impl Op {
         match self {
             Op::Append { .. } => Needs::Action(Action::APPEND),
             Op::Execute(_) => Needs::Action(Action::FUNCTIONS_EXECUTE),
+            Op::Endpoint(_) => Needs::Endpoint,
+            Op::DeployBundle { .. } | Op::SetRuntimeOptions { .. } => {
+                Needs::Action(Action::ENDPOINTS_WRITE)
+            }
             Op::SetRoles { .. } => Needs::Action(Action::USERS_WRITE),
             Op::RemoveUser { .. } => Needs::Action(Action::USERS_DELETE),
             Op::DefineRoles { .. } => Needs::Action(Action::ROLES_WRITE),
@@ -135,7 +157,8 @@ impl Op {
         all
     }
 
-    /// Whether it changes who may do what: every node must honour it on the next request.
+    /// Whether it changes who may do what, or which code serves requests: every node must
+    /// honour it on the next request.
     pub fn changes_access(&self) -> bool {
         matches!(
             self,
@@ -143,12 +166,14 @@ impl Op {
                 | Op::RemoveUser { .. }
                 | Op::DefineRoles { .. }
                 | Op::DeleteRole { .. }
+                | Op::DeployBundle { .. }
+                | Op::SetRuntimeOptions { .. }
         )
     }
 
     /// Whether the caller is answered once it is applied (it changes who may do what), rather
     /// than as soon as it has a transaction id.
     pub fn answered_when_applied(&self) -> bool {
-        !matches!(self, Op::Append { .. } | Op::Execute(_))
+        !matches!(self, Op::Append { .. } | Op::Execute(_) | Op::Endpoint(_))
     }
 }

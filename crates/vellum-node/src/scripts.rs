@@ -96,12 +96,43 @@ pub enum RunResult {
     Succeeded(String),
     /// It threw, or hit a limit: nothing it wrote was recorded.
     Failed(String),
+    /// An endpoint's answer.
+    Http(HttpAnswer),
+}
+
+/// An endpoint's answer: its response, or 500 if its handler threw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpAnswer {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Content type of the body, if any.
+    pub content_type: Option<String>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// A request to a user-defined endpoint, as the node that took it saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointCall {
+    /// Upper-case method.
+    pub method: String,
+    /// The path after `/app`.
+    pub path: String,
+    /// CCF's request object but the body, JSON (caller object included).
+    pub meta: String,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
 /// The state a run reads: the index's application maps, under the writes of runs proposed and
 /// not yet applied, under the writes of earlier hooks of the same write; and the latest entry
 /// of each collection, read-only.
+#[derive(Clone)]
 pub(crate) struct LedgerStore {
+    /// Application maps may be read, not written (a `readonly` endpoint).
+    pub(crate) readonly: bool,
     pub(crate) index: Arc<LiveIndex>,
     pub(crate) ledger: Arc<Ledger>,
     /// Writes laid over the index, oldest first.
@@ -142,6 +173,8 @@ impl Store for LedgerStore {
         } else if bare.starts_with("confidentialledger.") || map.len() > MAX_MAP_NAME {
             // ACL's own tables; Vellum keeps them elsewhere and shows none but the logs.
             MapAccess::None
+        } else if is_app_map(map) && self.readonly {
+            MapAccess::Read
         } else if is_app_map(map) {
             MapAccess::ReadWrite
         } else {

@@ -9,6 +9,7 @@ use std::sync::{Mutex, RwLock};
 use vellum_core::entry::MapWrites;
 
 use crate::cluster::ClusterState;
+use crate::endpoints::{self, App, AppRecords};
 use crate::functions::{self, Functions};
 use crate::users::{Access, Action, Role};
 use crate::{lock, read_lock, write_lock};
@@ -18,6 +19,8 @@ use crate::{lock, read_lock, write_lock};
 pub(crate) struct ServiceState {
     access: RwLock<Access>,
     functions: RwLock<Functions>,
+    /// The app's records, and the app they parse to (parsed once per change).
+    app: RwLock<(AppRecords, std::sync::Arc<App>)>,
     cluster: RwLock<ClusterState>,
     /// Every collection applied, and on the primary those of writes admitted since.
     collections: Mutex<BTreeSet<String>>,
@@ -35,6 +38,7 @@ impl ServiceState {
         access: Option<&[u8]>,
         single_roles: Option<&[u8]>,
         functions: Option<&[u8]>,
+        app: Option<&[u8]>,
         cluster: Option<&[u8]>,
         collections: impl IntoIterator<Item = String>,
     ) -> io::Result<ServiceState> {
@@ -47,6 +51,11 @@ impl ServiceState {
         }
         if let Some(b) = functions {
             *write_lock(&s.functions) = serde_json::from_slice(b).map_err(other)?;
+        }
+        if let Some(b) = app {
+            let records: AppRecords = serde_json::from_slice(b).map_err(other)?;
+            let parsed = std::sync::Arc::new(App::from_records(&records));
+            *write_lock(&s.app) = (records, parsed);
         }
         if let Some(b) = cluster {
             *write_lock(&s.cluster) = serde_json::from_slice(b).map_err(other)?;
@@ -79,6 +88,27 @@ impl ServiceState {
     pub(crate) fn apply_functions(&self, m: &MapWrites) -> bool {
         // The name first: the lock is taken only for this table's writes.
         functions::follows(&m.name) && functions::apply(&mut write_lock(&self.functions), m)
+    }
+
+    /// The deployed app (user-defined endpoints and their options).
+    pub(crate) fn app(&self) -> std::sync::Arc<App> {
+        read_lock(&self.app).1.clone()
+    }
+
+    /// Applies a committed write to the app table; true if `m` was that table.
+    pub(crate) fn apply_app(&self, m: &MapWrites) -> bool {
+        if !endpoints::follows(&m.name) {
+            return false;
+        }
+        let mut app = write_lock(&self.app);
+        endpoints::apply(&mut app.0, m);
+        app.1 = std::sync::Arc::new(App::from_records(&app.0));
+        true
+    }
+
+    /// The app's records as JSON, for the index.
+    pub(crate) fn app_json(&self) -> io::Result<Vec<u8>> {
+        serde_json::to_vec(&read_lock(&self.app).0).map_err(other)
     }
 
     /// The user-defined functions as JSON, for the index.

@@ -60,6 +60,10 @@ impl Action {
     pub const FUNCTIONS_WRITE: Action = Action("userDefinedFunctions/write");
     /// Delete user-defined functions (Vellum's name).
     pub const FUNCTIONS_DELETE: Action = Action("userDefinedFunctions/delete");
+    /// Deploy user-defined endpoints and set their runtime options (Vellum's name).
+    pub const ENDPOINTS_WRITE: Action = Action("userDefinedEndpoints/write");
+    /// Read the deployed endpoints, modules and runtime options (Vellum's name).
+    pub const ENDPOINTS_READ: Action = Action("userDefinedEndpoints/read");
     /// Run user-defined functions, standalone or as hooks (Vellum's name).
     pub const FUNCTIONS_EXECUTE: Action = Action("userDefinedFunctions/execute");
 
@@ -85,6 +89,7 @@ const READER_ACTIONS: &[Action] = &[
     Action::ENCLAVES,
     Action::ROLES_READ,
     Action::FUNCTIONS_READ,
+    Action::ENDPOINTS_READ,
 ];
 const CONTRIBUTOR_ACTIONS: &[Action] = &[Action::APPEND, Action::FUNCTIONS_EXECUTE];
 const ADMINISTRATOR_ACTIONS: &[Action] = &[
@@ -96,6 +101,7 @@ const ADMINISTRATOR_ACTIONS: &[Action] = &[
     Action::ROLES_DELETE,
     Action::FUNCTIONS_WRITE,
     Action::FUNCTIONS_DELETE,
+    Action::ENDPOINTS_WRITE,
 ];
 
 /// The actions a built-in role allows: a Reader reads entries, receipts, status, collections,

@@ -21,6 +21,11 @@ impl LedgerNode {
         self.state.with_access(f)
     }
 
+    /// The deployed app: user-defined endpoints, their modules and runtime options.
+    pub fn app(&self) -> std::sync::Arc<crate::endpoints::App> {
+        self.state.app()
+    }
+
     /// Reads the user-defined functions (id → code) without copying them.
     pub fn with_functions<T>(&self, f: impl FnOnce(&crate::functions::Functions) -> T) -> T {
         self.state.with_functions(f)

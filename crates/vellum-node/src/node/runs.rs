@@ -11,7 +11,10 @@ use vellum_js::{Call, Outcome, Writes};
 use super::LedgerNode;
 use super::writes::{Performed, entry_write_set};
 use crate::ops::Caller;
-use crate::scripts::{Execute, Hook, Hooks, LedgerStore, MAX_HOOKS, RunResult, map_writes, merge};
+use crate::scripts::{
+    EndpointCall, Execute, Hook, Hooks, HttpAnswer, LedgerStore, MAX_HOOKS, RunResult, map_writes,
+    merge,
+};
 use crate::{NodeError, Refusal};
 
 impl LedgerNode {
@@ -26,6 +29,7 @@ impl LedgerNode {
         let mut all = self.scripts.layers(applied);
         all.append(&mut layers);
         Arc::new(LedgerStore {
+            readonly: false,
             index: self.index.clone(),
             ledger: self.ledger.clone(),
             layers: all,
@@ -188,6 +192,108 @@ impl LedgerNode {
         })
     }
 
+    /// Serves a request to a user-defined endpoint: a `readwrite` one on the primary (`local`
+    /// false: its writes recorded as one transaction, kept for a 2xx answer unless the handler
+    /// said otherwise with `ccf.rpc.setApplyWrites`), a `readonly` one here (`local` true:
+    /// it cannot write).
+    pub(super) async fn endpoint_here(
+        &self,
+        caller: Option<&Caller>,
+        call: &EndpointCall,
+        local: bool,
+    ) -> Result<Performed, NodeError> {
+        let answer = |a: HttpAnswer, txid: Option<TxId>| Performed {
+            txid,
+            result: Some(RunResult::Http(a)),
+        };
+        let app = self.app();
+        let Some(Ok((endpoint, _))) = app.route(&call.method, &call.path) else {
+            // The app changed since the request was routed.
+            return Ok(answer(
+                error_answer(404, "ResourceNotFound", "no such endpoint"),
+                None,
+            ));
+        };
+        let code = app
+            .modules
+            .get(&endpoint.module)
+            .cloned()
+            .unwrap_or_default();
+        let mut js = Call::new(&endpoint.module, &code, &[]);
+        js.export = &endpoint.function;
+        js.options = app.options;
+        js.modules = Some(app.modules.clone());
+        js.http = Some(vellum_js::HttpRequest {
+            meta: serde_json::from_str(&call.meta).unwrap_or_else(|_| json!({})),
+            body: call.body.clone(),
+        });
+        js.context = json!({"userId": caller.map(Caller::user_id).unwrap_or_default()});
+        js.seed = self.ledger.last_seqno();
+        js.reuse = endpoint.reuse_key.as_ref().map(|k| {
+            use sha2::Digest;
+            let bundle = app
+                .bundle
+                .as_ref()
+                .map(|b| b.to_string())
+                .unwrap_or_default();
+            format!("ude:{}:{k}", hex::encode(sha2::Sha256::digest(bundle)))
+        });
+        let turn = if local {
+            None
+        } else {
+            Some(self.scripts.turn.lock().await)
+        };
+        let mut store = Arc::unwrap_or_clone(self.store(Vec::new(), None));
+        store.readonly = local;
+        let outcome = self
+            .scripts
+            .run(&js, Arc::new(store))
+            .await
+            .map_err(|e| Refusal::Sandbox(e.to_string()))?;
+        let (writes, effects) = match outcome {
+            Outcome::Failed { message } => {
+                let shown = if app.options.return_exception_details {
+                    message
+                } else {
+                    "Exception thrown while executing.".to_owned()
+                };
+                return Ok(answer(error_answer(500, "InternalError", &shown), None));
+            }
+            Outcome::Succeeded {
+                writes, effects, ..
+            } => (writes, effects),
+        };
+        let response = effects.response.unwrap_or(vellum_js::HttpResponse {
+            status: 200,
+            headers: Vec::new(),
+            content_type: None,
+            body: Vec::new(),
+        });
+        let a = HttpAnswer {
+            status: response.status,
+            headers: response.headers,
+            content_type: response.content_type.map(str::to_owned),
+            body: response.body,
+        };
+        let keep = effects
+            .apply_writes
+            .unwrap_or((200..300).contains(&response.status));
+        let Some(turn) =
+            turn.filter(|_| keep && (!writes.is_empty() || effects.claims_digest.is_some()))
+        else {
+            return Ok(answer(a, None));
+        };
+        let mut ws = EntryBuilder {
+            maps: map_writes(&writes),
+            ..EntryBuilder::default()
+        };
+        if let Some(d) = effects.claims_digest {
+            ws.claims_digest = vellum_core::Hash(d);
+        }
+        let txid = self.record(ws, writes, turn).await?;
+        Ok(answer(a, Some(txid)))
+    }
+
     /// Records a run's write set: proposed while the run still holds its turn (so that the
     /// log keeps runs in the order they ran), its writes kept as pending until applied.
     async fn record(
@@ -215,5 +321,17 @@ impl LedgerNode {
             }
         }
         r
+    }
+}
+
+/// A CCF-style error as an endpoint's answer.
+fn error_answer(status: u16, code: &str, message: &str) -> HttpAnswer {
+    HttpAnswer {
+        status,
+        headers: Vec::new(),
+        content_type: Some("application/json".into()),
+        body: json!({"error": {"code": code, "message": message}})
+            .to_string()
+            .into_bytes(),
     }
 }

@@ -143,6 +143,22 @@ impl LedgerNode {
                     .await;
             }
             Op::Execute(e) => return self.execute_here(caller, e).await,
+            Op::Endpoint(call) => return self.endpoint_here(caller, call, false).await,
+            Op::DeployBundle { bundle } => {
+                let v: serde_json::Value =
+                    serde_json::from_str(bundle).map_err(|e| Refusal::BadBundle(e.to_string()))?;
+                let (normalised, endpoints, _) =
+                    crate::endpoints::parse_bundle(&v).map_err(Refusal::BadBundle)?;
+                if !endpoints.is_empty() && self.state.with_functions(|f| !f.is_empty()) {
+                    return Err(Refusal::FunctionsExist.into());
+                }
+                crate::endpoints::put(crate::endpoints::BUNDLE, &normalised.to_string())
+            }
+            Op::SetRuntimeOptions { options } => {
+                let json = serde_json::to_string(options)
+                    .map_err(|e| Refusal::BadBundle(e.to_string()))?;
+                crate::endpoints::put(crate::endpoints::RUNTIME_OPTIONS, &json)
+            }
             Op::Append {
                 collection,
                 contents,
@@ -183,6 +199,9 @@ impl LedgerNode {
                 crate::users::define_roles(&defined)
             }
             Op::PutFunction { id, code } => {
+                if self.state.app().is_deployed() {
+                    return Err(Refusal::EndpointsDeployed.into());
+                }
                 vellum_js::check(code)
                     .map_err(|e| Refusal::FunctionDoesNotCompile(id.clone(), e))?;
                 crate::functions::put(id, code)
@@ -251,6 +270,7 @@ impl LedgerNode {
     /// Whether `caller` may do what `needs` asks, by this node's tables.
     pub(super) fn authorise(&self, caller: &Caller, needs: Needs) -> Result<(), NodeError> {
         let ok = match needs {
+            Needs::Endpoint => true,
             Needs::Action(a) => self.allows(caller.user_id(), a),
             Needs::Operator => {
                 self.is_member(caller)
@@ -504,6 +524,46 @@ impl LedgerNode {
     ) -> Result<TxId, NodeError> {
         let id = id.to_owned();
         self.perform(caller, Op::DeleteFunction { id }).await
+    }
+
+    /// Serves a request to a user-defined endpoint whose policies the caller passed: a
+    /// `readonly` one on this node, a `readwrite` one on the primary (forwarded, with the caller
+    /// object the request carries). The answer is [`RunResult::Http`].
+    pub async fn serve_endpoint(
+        &self,
+        caller: Option<&Caller>,
+        call: crate::scripts::EndpointCall,
+        readonly: bool,
+    ) -> Result<Performed, NodeError> {
+        if readonly {
+            return self.endpoint_here(caller, &call, true).await;
+        }
+        // An anonymous caller (a `no_auth` endpoint) is forwarded under an empty token id: the
+        // endpoint needs nothing of it (see `Needs::Endpoint`).
+        let anonymous = Caller::Token(String::new());
+        self.perform_full(Some(caller.unwrap_or(&anonymous)), Op::Endpoint(call))
+            .await
+    }
+
+    /// Deploys an app bundle (JSON), for a caller allowed `userDefinedEndpoints/write`;
+    /// answers once applied on every node it can reach.
+    pub async fn deploy_bundle(
+        &self,
+        caller: Option<&Caller>,
+        bundle: String,
+    ) -> Result<TxId, NodeError> {
+        self.perform(caller, Op::DeployBundle { bundle }).await
+    }
+
+    /// Sets the endpoints' runtime options, for a caller allowed
+    /// `userDefinedEndpoints/write`.
+    pub async fn set_runtime_options(
+        &self,
+        caller: Option<&Caller>,
+        options: vellum_js::RuntimeOptions,
+    ) -> Result<TxId, NodeError> {
+        self.perform(caller, Op::SetRuntimeOptions { options })
+            .await
     }
 
     /// Deletes the custom role `name`, for a caller allowed `roleDefinitions/delete`; answers

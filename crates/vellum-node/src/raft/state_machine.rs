@@ -34,6 +34,8 @@ const MEMBERSHIP_KEY: &str = "raft.membership";
 const ACCESS_KEY: &str = "vellum.access";
 /// User-defined functions (id → code).
 const FUNCTIONS_KEY: &str = "vellum.functions";
+/// User-defined endpoints: the app's records (`endpoints::AppRecords`).
+const APP_KEY: &str = "vellum.app";
 /// Users as indexes written before users could hold several roles recorded them (id → role).
 const USERS_KEY: &str = "vellum.users";
 const CLUSTER_KEY: &str = "vellum.cluster";
@@ -186,6 +188,7 @@ impl StateMachine {
             index.blob(ACCESS_KEY).map_err(other)?.as_deref(),
             index.blob(USERS_KEY).map_err(other)?.as_deref(),
             index.blob(FUNCTIONS_KEY).map_err(other)?.as_deref(),
+            index.blob(APP_KEY).map_err(other)?.as_deref(),
             index.blob(CLUSTER_KEY).map_err(other)?.as_deref(),
             collections,
         )?;
@@ -242,6 +245,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut users_changed = false;
         let mut cluster_changed = false;
         let mut functions_changed = false;
+        let mut app_changed = false;
         let mut last_sig = None;
         let mut last_index = None;
         while let Some(item) = entries.next().await {
@@ -266,6 +270,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 users_changed |= self.state.apply_access(m);
                 cluster_changed |= self.state.apply_cluster(m);
                 functions_changed |= self.state.apply_functions(m);
+                app_changed |= self.state.apply_app(m);
             }
             txs.push(IndexedTx::from_maps(txid.seqno, txid.view, &stored.ws.maps));
             last_index = Some(entry.log_id.index);
@@ -283,6 +288,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         if functions_changed {
             blobs.push((FUNCTIONS_KEY.to_owned(), self.state.functions_json()?));
+        }
+        if app_changed {
+            blobs.push((APP_KEY.to_owned(), self.state.app_json()?));
         }
         if cluster_changed {
             blobs.push((CLUSTER_KEY.to_owned(), self.state.cluster_json()?));

@@ -196,7 +196,19 @@ fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, TokenError> {
 #[derive(Deserialize)]
 struct Claims {
     iss: String,
-    oid: Option<String>,
+}
+
+/// A token that passed [`TokenValidator::validate_claims`].
+#[derive(Debug, Clone)]
+pub struct ValidToken {
+    /// Its `oid`: the user id.
+    pub oid: String,
+    /// The issuer that signed it.
+    pub issuer: String,
+    /// Its header.
+    pub header: serde_json::Value,
+    /// Its claims.
+    pub payload: serde_json::Value,
 }
 
 /// Validates bearer tokens against the configured issuers.
@@ -238,6 +250,12 @@ impl TokenValidator {
     /// when the issuer has a single key), with that key's algorithm, and carries `iss`, `aud`
     /// (one of the issuer's audiences), `exp` and `nbf`, both within [`CLOCK_LEEWAY`].
     pub fn validate(&self, token: &str) -> Result<String, TokenError> {
+        self.validate_claims(token).map(|v| v.oid)
+    }
+
+    /// [`TokenValidator::validate`], with the token's issuer, header and (verified) payload,
+    /// as an endpoint's `jwt` caller object shows them.
+    pub fn validate_claims(&self, token: &str) -> Result<ValidToken, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
         // Only to pick the issuer; every claim is checked again with the signature below.
@@ -274,9 +292,19 @@ impl TokenValidator {
         v.set_required_spec_claims(&["exp", "nbf", "aud", "iss"]);
         v.validate_nbf = true;
         v.leeway = CLOCK_LEEWAY.as_secs();
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &v)
+        let payload = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
             .map_err(|e| TokenError::Invalid(e.to_string()))?
             .claims;
-        claims.oid.ok_or(TokenError::NoOid)
+        let oid = payload
+            .get("oid")
+            .and_then(serde_json::Value::as_str)
+            .ok_or(TokenError::NoOid)?
+            .to_owned();
+        Ok(ValidToken {
+            oid,
+            issuer: issuer.issuer.clone(),
+            header: serde_json::to_value(&header).unwrap_or_default(),
+            payload,
+        })
     }
 }

@@ -388,7 +388,7 @@ impl AppState {
 
 pub(super) type St = State<Arc<AppState>>;
 
-fn caller(req_ext: &axum::http::Extensions) -> Caller {
+pub(super) fn caller(req_ext: &axum::http::Extensions) -> Caller {
     req_ext
         .get::<Caller>()
         .cloned()
@@ -497,6 +497,10 @@ actions! {
     FunctionsDelete => Action::FUNCTIONS_DELETE;
     /// Run user-defined functions.
     FunctionsExecute => Action::FUNCTIONS_EXECUTE;
+    /// Read the deployed endpoints.
+    EndpointsRead => Action::ENDPOINTS_READ;
+    /// Deploy endpoints and set their runtime options.
+    EndpointsWrite => Action::ENDPOINTS_WRITE;
 }
 
 /// The caller, allowed `R`'s action by one of its roles: 401 without a valid credential, 403

@@ -203,7 +203,9 @@ async fn execute(
         Some(RunResult::Failed(message)) => {
             json!({"status": "Failed", "error": {"message": message}})
         }
-        None => return Err(ApiError::internal("the run reported no outcome")),
+        Some(RunResult::Http(_)) | None => {
+            return Err(ApiError::internal("the run reported no outcome"));
+        }
     };
     let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
     if let Some(txid) = done.txid

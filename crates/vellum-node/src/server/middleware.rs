@@ -184,14 +184,6 @@ async fn discard_body(body: axum::body::Body, most: u64, timeout: Duration) -> b
     tokio::time::timeout(timeout, read).await.unwrap_or(false)
 }
 
-pub(super) async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFound",
-        format!("no such resource: {}", uri.path()),
-    )
-}
-
 pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,

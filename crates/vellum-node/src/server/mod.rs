@@ -8,6 +8,7 @@ mod access;
 mod app;
 pub mod auth;
 mod context;
+mod endpoints;
 mod functions;
 pub mod limits;
 mod middleware;
@@ -216,8 +217,9 @@ fn router(st: Arc<context::AppState>) -> axum::Router {
     app::routes()
         .merge(access::routes())
         .merge(functions::routes())
+        .merge(endpoints::routes())
         .merge(peer::routes())
-        .fallback(middleware::not_found)
+        .fallback(endpoints::dispatch)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         // Bodies are read (and limited) by the middleware, after authentication.
         .layer(axum::extract::DefaultBodyLimit::disable())
