@@ -360,6 +360,71 @@ def run_flow(c, tag):
     c.delete_user_defined_function(fid)
 
 
+SAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "testdata", "acl-app-samples")
+
+
+def sample(path):
+    with open(os.path.join(SAMPLES, path)) as f:
+        return f.read()
+
+
+def endpoints_flow(c, tag, pem):
+    """User-defined endpoints with the SDK's own calls: Microsoft's UDE sample bundle and
+    basic JS app deployed (create_user_defined_endpoint), read back, their modules and the
+    runtime options read and patched; the apps served, with their client flows."""
+    import json
+    import requests
+
+    ude = json.loads(sample("ude-sample-bundle/sample-bundle.js"))
+    c.create_user_defined_endpoint(ude)
+    got = c.get_user_defined_endpoint()
+    check(f"{tag}: get_user_defined_endpoint", [m.name for m in got.modules] == ["test.js", "baz/baz.js"], got)
+    m = c.get_user_defined_endpoints_module(module_name="baz/baz.js")
+    check(f"{tag}: get_user_defined_endpoints_module", m.name == "baz/baz.js" and "Test content" in m.module, m)
+    r = requests.get(f"{ENDPOINT}/app/content", verify=CERT)
+    check(f"{tag}: the UDE sample's endpoint", r.status_code == 200 and r.json() == {"payload": "Test content"}, r.text)
+    o = c.get_runtime_options()
+    check(f"{tag}: get_runtime_options", o.max_heap_bytes == 104857600 and o.max_cached_interpreters == 10, o)
+    o = c.update_runtime_options(JsRuntimeOptions(max_execution_time_ms=1500))
+    check(f"{tag}: update_runtime_options merges", o.max_execution_time_ms == 1500 and o.max_heap_bytes == 104857600, o)
+    c.update_runtime_options(JsRuntimeOptions(max_execution_time_ms=1000))
+    basic = {
+        "metadata": json.loads(sample("basic-app-js/app.json")),
+        "modules": [{"name": "src/app.js", "module": sample("basic-app-js/src/app.js")}],
+    }
+    c.create_user_defined_endpoint(basic)
+    r = requests.post(f"{ENDPOINT}/app/echo", json={"value": tag}, verify=CERT, cert=pem)
+    check(f"{tag}: the basic app echoes", r.status_code == 200 and r.json() == {"echoed_value": tag}, r.text)
+    r = requests.post(f"{ENDPOINT}/app/echo", json={"value": 1}, verify=CERT, cert=pem)
+    check(f"{tag}: the basic app refuses a number", r.status_code == 400, r.text)
+    try:
+        c.create_user_defined_function("while-endpoints", {"code": "export const main = () => 1;"})
+        check(f"{tag}: no functions while endpoints are deployed", False)
+    except HttpResponseError as e:
+        check(f"{tag}: no functions while endpoints are deployed", e.status_code == 400, e)
+    c.create_user_defined_endpoint({"metadata": {"endpoints": {}}, "modules": []})
+    r = requests.post(f"{ENDPOINT}/app/echo", json={"value": "x"}, verify=CERT, cert=pem)
+    check(f"{tag}: the empty bundle removes the app", r.status_code == 404, r.text)
+
+
+async def async_endpoints_flow(credential, tag):
+    import json
+
+    async with AsyncClient(ENDPOINT, credential, ledger_certificate_path=CERT) as c:
+        ude = json.loads(sample("ude-sample-bundle/sample-bundle.js"))
+        await c.create_user_defined_endpoint(ude)
+        got = await c.get_user_defined_endpoint()
+        check(f"{tag}: async get_user_defined_endpoint", len(got.modules) == 2, got)
+        m = await c.get_user_defined_endpoints_module(module_name="test.js")
+        check(f"{tag}: async get_user_defined_endpoints_module", "./baz/baz.js" in m.module, m)
+        o = await c.update_runtime_options(JsRuntimeOptions(max_heap_bytes=52428800))
+        check(f"{tag}: async update_runtime_options", o.max_heap_bytes == 52428800, o)
+        o = await c.get_runtime_options()
+        check(f"{tag}: async get_runtime_options", o.max_heap_bytes == 52428800, o)
+        await c.update_runtime_options(JsRuntimeOptions(max_heap_bytes=104857600))
+        await c.create_user_defined_endpoint({"metadata": {"endpoints": {}}, "modules": []})
+
+
 async def async_flow(credential, tag):
     async with AsyncClient(ENDPOINT, credential, ledger_certificate_path=CERT) as c:
         r = await c.create_ledger_entry(
@@ -421,6 +486,11 @@ def main():
     lists_flow(admin, "sync/cert")
     asyncio.run(async_flow(ConfidentialLedgerCertificateCredential(certificate_path=ADMIN), "async/cert"))
     asyncio.run(async_flow(AsyncStaticToken(), "async/token"))
+    # Endpoints last: while they are deployed no function may be stored.
+    endpoints_flow(admin, "sync/cert", ADMIN)
+    endpoints_flow(token, "sync/token", ADMIN)
+    asyncio.run(async_endpoints_flow(ConfidentialLedgerCertificateCredential(certificate_path=ADMIN), "async/cert"))
+    asyncio.run(async_endpoints_flow(AsyncStaticToken(), "async/token"))
     print("ALL PASSED")
 
 
