@@ -233,11 +233,7 @@ impl App {
 
     /// The endpoint for `method` at `path` (after `/app`), with its path parameters; `Err` if
     /// the path matches an endpoint but not the method (405).
-    pub fn route(
-        &self,
-        method: &str,
-        path: &str,
-    ) -> Option<Result<(&Endpoint, Params), ()>> {
+    pub fn route(&self, method: &str, path: &str) -> Option<Result<(&Endpoint, Params), ()>> {
         let mut path_matched = false;
         for e in &self.endpoints {
             if let Some(params) = e.matches(path) {
