@@ -12,7 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use serde_json::json;
 use vellum_client::models::{
-    FunctionOutcome, FunctionRun, Hook, JsRuntimeOptions, TransactionReceipt, UserDefinedRole,
+    Bundle, FunctionOutcome, FunctionRun, Hook, JsRuntimeOptions, TransactionReceipt,
+    UserDefinedRole,
 };
 use vellum_client::{
     AppendToLedgerOptions, ConfidentialLedgerCertificateCredential, ConfidentialLedgerClient,
@@ -276,6 +277,12 @@ pub enum LedgerCommand {
     /// Example: vellum functions put greet greet.js ; vellum functions list
     #[command(subcommand)]
     Functions(FunctionsCommand),
+    /// Manage user-defined endpoints: a CCF JavaScript app bundle served under /app/
+    /// (deploying and changing options: Administrator).
+    ///
+    /// Example: vellum endpoints deploy ./my-app ; vellum endpoints get --module src/app.js
+    #[command(subcommand)]
+    Endpoints(EndpointsCommand),
     /// Manage custom roles (Administrator): a name and the actions it allows.
     ///
     /// Example: vellum roles set auditor Microsoft.ConfidentialLedger/ledger/receipts/read
@@ -413,6 +420,39 @@ pub enum FunctionsCommand {
         /// 5,000).
         #[arg(long, value_name = "MS")]
         timeout_ms: Option<u64>,
+    },
+}
+
+/// User-defined endpoints.
+#[derive(clap::Subcommand, Debug)]
+pub enum EndpointsCommand {
+    /// Deploy an app, replacing the one deployed: a CCF app directory (`app.json` and its
+    /// `.js` modules) or a bundle file (JSON: `{"metadata", "modules"}`).
+    ///
+    /// Example: vellum endpoints deploy ./basic-app-js
+    Deploy {
+        /// The app directory or bundle file.
+        path: PathBuf,
+    },
+    /// Print the deployed bundle (JSON), or one of its modules.
+    ///
+    /// Example: vellum endpoints get --module src/app.js
+    Get {
+        /// Print only this module's source.
+        #[arg(long, value_name = "NAME")]
+        module: Option<String>,
+    },
+    /// Remove every endpoint (deploys the empty bundle).
+    ///
+    /// Example: vellum endpoints remove
+    Remove,
+    /// Print the endpoints' runtime options, or change some of them.
+    ///
+    /// Example: vellum endpoints options --set max_execution_time_ms=2000
+    Options {
+        /// An option to change, NAME=VALUE (repeat for several).
+        #[arg(long, value_name = "NAME=VALUE")]
+        set: Vec<String>,
     },
 }
 
@@ -841,6 +881,102 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
                 client.delete_user(&user_id, None).await?;
                 print(json, json!({"removed": user_id}), || {
                     format!("removed {user_id}")
+                });
+            }
+        },
+        LedgerCommand::Endpoints(c) => match c {
+            EndpointsCommand::Deploy { path } => {
+                let bundle = if path.is_dir() {
+                    Bundle::from_dir(&path)
+                        .with_context(|| format!("reading the app in {}", path.display()))?
+                } else {
+                    let text = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_slice(&text).with_context(|| {
+                        format!(
+                            "{} is not a bundle (JSON: metadata, modules)",
+                            path.display()
+                        )
+                    })?
+                };
+                client.create_user_defined_endpoint(&bundle, None).await?;
+                let n = bundle.metadata["endpoints"]
+                    .as_object()
+                    .map_or(0, serde_json::Map::len);
+                print(
+                    json,
+                    json!({"deployed": path, "endpoints": n, "modules": bundle.modules.len()}),
+                    || {
+                        format!(
+                            "deployed {} endpoint path(s), {} module(s)",
+                            n,
+                            bundle.modules.len()
+                        )
+                    },
+                );
+            }
+            EndpointsCommand::Get { module } => match module {
+                Some(name) => {
+                    let m = client
+                        .get_user_defined_endpoints_module(&name, None)
+                        .await?;
+                    print(json, json!({"name": m.name, "module": m.module}), || {
+                        m.module.clone()
+                    });
+                }
+                None => {
+                    let b = client.get_user_defined_endpoint(None).await?;
+                    let v = serde_json::to_value(&b)?;
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+            },
+            EndpointsCommand::Remove => {
+                client
+                    .create_user_defined_endpoint(&Bundle::default(), None)
+                    .await?;
+                print(json, json!({"removed": true}), || {
+                    "removed every endpoint".into()
+                });
+            }
+            EndpointsCommand::Options { set } => {
+                let o = if set.is_empty() {
+                    client.get_runtime_options(None).await?
+                } else {
+                    let mut patch = serde_json::Map::new();
+                    for kv in &set {
+                        let (k, v) = kv
+                            .split_once('=')
+                            .with_context(|| format!("--set {kv:?}: NAME=VALUE"))?;
+                        const KNOWN: [&str; 6] = [
+                            "max_heap_bytes",
+                            "max_stack_bytes",
+                            "max_execution_time_ms",
+                            "max_cached_interpreters",
+                            "log_exception_details",
+                            "return_exception_details",
+                        ];
+                        anyhow::ensure!(
+                            KNOWN.contains(&k),
+                            "--set {kv:?}: unknown option; options are {}",
+                            KNOWN.join(", ")
+                        );
+                        let v: serde_json::Value = serde_json::from_str(v)
+                            .with_context(|| format!("--set {kv:?}: a number or true/false"))?;
+                        patch.insert(k.to_owned(), v);
+                    }
+                    let o: JsRuntimeOptions =
+                        serde_json::from_value(serde_json::Value::Object(patch))
+                            .context("--set: unknown option or wrong type")?;
+                    client.update_runtime_options(&o, None).await?
+                };
+                let v = serde_json::to_value(&o)?;
+                print(json, v.clone(), || {
+                    v.as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| format!("{k}\t{v}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 });
             }
         },

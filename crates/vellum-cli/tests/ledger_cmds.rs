@@ -357,6 +357,66 @@ fn every_ledger_subcommand() {
 }
 
 #[test]
+fn endpoints_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(&dir.path().join("data"));
+    let samples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/acl-app-samples");
+    // Microsoft's basic app, from its directory: app.json and src/app.js.
+    let basic = samples.join("basic-app-js");
+    assert_eq!(
+        ok(&node.run(&["endpoints", "deploy", basic.to_str().unwrap()])),
+        "deployed 1 endpoint path(s), 1 module(s)"
+    );
+    assert_eq!(
+        ok(&node.run(&["endpoints", "get", "--module", "src/app.js"])),
+        std::fs::read_to_string(basic.join("src/app.js"))
+            .unwrap()
+            .trim_end()
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&node.run(&["endpoints", "get"]))).unwrap();
+    assert_eq!(
+        v["metadata"]["endpoints"]["/echo"]["post"]["js_function"],
+        "echo_handler"
+    );
+    // The UDE sample, a bundle file.
+    let ude = samples.join("ude-sample-bundle/sample-bundle.js");
+    assert_eq!(
+        ok(&node.run(&["endpoints", "deploy", ude.to_str().unwrap()])),
+        "deployed 1 endpoint path(s), 2 module(s)"
+    );
+    // Options: read, changed, an unknown one refused before anything is sent.
+    let out = ok(&node.run(&[
+        "endpoints",
+        "options",
+        "--set",
+        "max_execution_time_ms=2000",
+    ]));
+    assert!(out.contains("max_execution_time_ms\t2000"), "{out}");
+    let out = ok(&node.run(&["endpoints", "options"]));
+    assert!(out.contains("max_heap_bytes\t104857600"), "{out}");
+    let err = fails(
+        &node.run(&["endpoints", "options", "--set", "max_speed=1"]),
+        2,
+    );
+    assert!(err.contains("unknown option"), "{err}");
+    // A bundle the service refuses: one line, exit 6 (the service said no).
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"metadata": {"endpoints": {"/x": {"get": {"js_module": "gone.js", "js_function": "f", "authn_policies": []}}}}, "modules": []}"#).unwrap();
+    let err = fails(
+        &node.run(&["endpoints", "deploy", bad.to_str().unwrap()]),
+        6,
+    );
+    assert!(err.contains("not in the bundle"), "{err}");
+    ok(&node.run(&["endpoints", "remove"]));
+    let v: serde_json::Value = serde_json::from_str(&ok(&node.run(&["endpoints", "get"]))).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"metadata": {"endpoints": {}}, "modules": []})
+    );
+}
+
+#[test]
 fn tags_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let node = serve(&dir.path().join("data"));

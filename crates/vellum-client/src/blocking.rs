@@ -282,6 +282,55 @@ impl ConfidentialLedgerClient {
         )
     }
 
+    /// See [`client::ConfidentialLedgerClient::create_user_defined_endpoint`].
+    pub fn create_user_defined_endpoint(
+        &self,
+        bundle: &crate::models::Bundle,
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        self.rt
+            .block_on(self.inner.create_user_defined_endpoint(bundle, options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::get_user_defined_endpoint`].
+    pub fn get_user_defined_endpoint(
+        &self,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::Bundle> {
+        self.rt
+            .block_on(self.inner.get_user_defined_endpoint(options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::get_user_defined_endpoints_module`].
+    pub fn get_user_defined_endpoints_module(
+        &self,
+        module_name: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::ModuleDef> {
+        self.rt.block_on(
+            self.inner
+                .get_user_defined_endpoints_module(module_name, options),
+        )
+    }
+
+    /// See [`client::ConfidentialLedgerClient::get_runtime_options`].
+    pub fn get_runtime_options(
+        &self,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::JsRuntimeOptions> {
+        self.rt.block_on(self.inner.get_runtime_options(options))
+    }
+
+    /// See [`client::ConfidentialLedgerClient::update_runtime_options`].
+    pub fn update_runtime_options(
+        &self,
+        runtime_options: &crate::models::JsRuntimeOptions,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::JsRuntimeOptions> {
+        self.rt
+            .block_on(self.inner.update_runtime_options(runtime_options, options))
+    }
+
     /// See [`client::ConfidentialLedgerClient::delete_user_defined_function`].
     pub fn delete_user_defined_function(
         &self,

@@ -1160,6 +1160,86 @@ impl ConfidentialLedgerClient {
         })
     }
 
+    /// Deploys an app bundle as user-defined endpoints, replacing the app before
+    /// (Administrator only); the empty bundle (`Bundle::default()`) removes every endpoint.
+    pub async fn create_user_defined_endpoint(
+        &self,
+        bundle: &crate::models::Bundle,
+        options: Option<MethodOptions>,
+    ) -> Result<()> {
+        let body = serde_json::to_vec(bundle).map_err(data_err("the bundle"))?;
+        self.send(
+            Method::PUT,
+            "/app/userDefinedEndpoints",
+            Some(("application/json", body)),
+            &options.unwrap_or_default(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The deployed app bundle (the empty bundle before any).
+    pub async fn get_user_defined_endpoint(
+        &self,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::Bundle> {
+        let v = self
+            .get_json("/app/userDefinedEndpoints", &options.unwrap_or_default())
+            .await?;
+        serde_json::from_value(v).map_err(data_err("the bundle"))
+    }
+
+    /// One module of the deployed bundle, by name.
+    pub async fn get_user_defined_endpoints_module(
+        &self,
+        module_name: &str,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::ModuleDef> {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("module_name", module_name)
+            .finish();
+        let v = self
+            .get_json(
+                &format!("/app/userDefinedEndpoints/modules?{q}"),
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_value(v).map_err(data_err("the module"))
+    }
+
+    /// The runtime options of user-defined endpoints.
+    pub async fn get_runtime_options(
+        &self,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::JsRuntimeOptions> {
+        let v = self
+            .get_json(
+                "/app/userDefinedEndpoints/runtimeOptions",
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_value(v).map_err(data_err("the runtime options"))
+    }
+
+    /// Changes the runtime options given (the others keep their values); returns all of them
+    /// (Administrator only).
+    pub async fn update_runtime_options(
+        &self,
+        runtime_options: &crate::models::JsRuntimeOptions,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::JsRuntimeOptions> {
+        let body = serde_json::to_vec(runtime_options).map_err(data_err("the options"))?;
+        let (_, _, resp) = self
+            .send(
+                Method::PATCH,
+                "/app/userDefinedEndpoints/runtimeOptions",
+                Some(("application/json", body)),
+                &options.unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_slice(&resp).map_err(data_err("the runtime options"))
+    }
+
     /// Deletes a user-defined function (Administrator only).
     pub async fn delete_user_defined_function(
         &self,

@@ -350,6 +350,98 @@ pub struct FunctionExecution {
     pub transaction_id: Option<String>,
 }
 
+/// One module of an app bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ModuleDef {
+    /// Its name, as endpoints and imports name it (`endpoints/app.js`).
+    pub name: String,
+    /// Its source (an ES module).
+    pub module: String,
+}
+
+impl ModuleDef {
+    /// A module.
+    pub fn new(name: impl Into<String>, module: impl Into<String>) -> Self {
+        ModuleDef {
+            name: name.into(),
+            module: module.into(),
+        }
+    }
+}
+
+/// A CCF JavaScript app bundle: user-defined endpoints (`metadata.endpoints`, CCF's
+/// `app.json`) and the modules that serve them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Bundle {
+    /// `{"endpoints": {PATH: {VERB: {js_module, js_function, authn_policies, mode, ...}}}}`.
+    pub metadata: serde_json::Value,
+    /// The modules.
+    pub modules: Vec<ModuleDef>,
+}
+
+impl Default for Bundle {
+    /// The empty bundle: deploying it removes every endpoint.
+    fn default() -> Self {
+        Bundle {
+            metadata: serde_json::json!({"endpoints": {}}),
+            modules: Vec::new(),
+        }
+    }
+}
+
+impl Bundle {
+    /// A bundle of `metadata` and `modules`.
+    pub fn new(metadata: serde_json::Value, modules: Vec<ModuleDef>) -> Self {
+        Bundle { metadata, modules }
+    }
+
+    /// A bundle from a CCF app directory: `app.json` is the metadata, every `.js` file under
+    /// the directory a module. Modules are named by their path under `src/` when the
+    /// directory has one and no endpoint names a module `src/...` (CCF's layout), else by
+    /// their path under the directory.
+    pub fn from_dir(dir: &std::path::Path) -> std::io::Result<Bundle> {
+        let metadata: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("app.json"))?)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let named_from_root = metadata["endpoints"]
+            .as_object()
+            .into_iter()
+            .flat_map(|eps| eps.values())
+            .filter_map(|verbs| verbs.as_object())
+            .flat_map(|verbs| verbs.values())
+            .filter_map(|p| p["js_module"].as_str())
+            .any(|m| m.trim_start_matches('/').starts_with("src/"));
+        let base = if dir.join("src").is_dir() && !named_from_root {
+            dir.join("src")
+        } else {
+            dir.to_path_buf()
+        };
+        let mut modules = Vec::new();
+        let mut stack = vec![base.clone()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "js") {
+                    let name = path
+                        .strip_prefix(&base)
+                        .unwrap_or(&path)
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    modules.push(ModuleDef::new(name, std::fs::read_to_string(&path)?));
+                }
+            }
+        }
+        modules.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Bundle { metadata, modules })
+    }
+}
+
 /// A consortium member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
