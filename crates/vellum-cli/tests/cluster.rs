@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use harness::{Cluster, heavy};
 use vellum_client::ConfidentialLedgerClient;
-use vellum_client::models::{FunctionOutcome, FunctionRun, Hook};
+use vellum_client::models::{Bundle, FunctionOutcome, FunctionRun, Hook, ModuleDef};
 use vellum_client::{AppendToLedgerOptions, GetLedgerEntryOptions};
 
 /// A counter per name, a reader of it, and a check that an entry is a number.
@@ -32,6 +32,21 @@ export function read(name) {
 }
 export function isNumber() {
     if (isNaN(Number(context.contents))) throw new Error("not a number");
+}
+"#;
+
+/// An endpoint counter: POST bumps (readwrite), GET reads (readonly), text answers.
+const TALLY_APP: &str = r#"
+const m = () => ccf.kv["public:tally-ep"];
+export function bump(request) {
+    const k = ccf.strToBuf(request.params.name), v = m().get(k);
+    const n = v === undefined ? 1 : Number(ccf.bufToStr(v)) + 1;
+    m().set(k, ccf.strToBuf(String(n)));
+    return { statusCode: 201, body: String(n) };
+}
+export function read(request) {
+    const v = m().get(ccf.strToBuf(request.params.name));
+    return { body: v === undefined ? "none" : ccf.bufToStr(v) };
 }
 "#;
 
@@ -216,6 +231,61 @@ async fn three_nodes_hold_identical_verified_ledgers_and_serve_the_sdk_from_a_ba
         .unwrap();
     assert_eq!(r.outcome, FunctionOutcome::Succeeded("1".into()));
     println!("functions and hooks across nodes at {:?}", t0.elapsed());
+    // User-defined endpoints: deployed through a backup, served identically by every node;
+    // readwrite requests to backups are forwarded and run on the primary, in order.
+    c.admin(backup)
+        .delete_user_defined_function("tally", None)
+        .await
+        .unwrap();
+    let bundle = Bundle::new(
+        serde_json::json!({"endpoints": {"/tally/{name}": {
+            "post": {"js_module": "tally.js", "js_function": "bump", "authn_policies": ["user_cert"],
+                     "forwarding_required": "always", "mode": "readwrite"},
+            "get": {"js_module": "tally.js", "js_function": "read", "authn_policies": ["no_auth"],
+                    "forwarding_required": "never", "mode": "readonly"},
+        }}}),
+        vec![ModuleDef::new("tally.js", TALLY_APP)],
+    );
+    c.admin(backup)
+        .create_user_defined_endpoint(&bundle, None)
+        .await
+        .unwrap();
+    let admin_pem = std::fs::read_to_string(c.nodes[0].data.join("admin.pem")).unwrap();
+    for k in 0..6usize {
+        let r = c
+            .https_client(Some(&admin_pem))
+            .post(format!("{}/app/tally/ep", c.nodes[k % 3].endpoint))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "via node {}", k % 3);
+        assert_eq!(
+            r.text().await.unwrap(),
+            (k + 1).to_string(),
+            "via node {}",
+            k % 3
+        );
+    }
+    for n in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = c
+                .https_client(None)
+                .get(format!("{}/app/tally/ep", c.nodes[n].endpoint))
+                .send()
+                .await
+                .unwrap();
+            let (status, text) = (r.status().as_u16(), r.text().await.unwrap());
+            if (status, text.as_str()) == (200, "6") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {n}: {status} {text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let got = c.admin(n).get_user_defined_endpoint(None).await.unwrap();
+        assert_eq!(got.modules, bundle.modules, "node {n}");
+    }
+    println!("endpoints across nodes at {:?}", t0.elapsed());
     let dirs = c.stop_all();
     println!("stopped at {:?}", t0.elapsed());
     let committed = harness::assert_identical_chunks(&dirs);
