@@ -24,7 +24,9 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use vellum_client::models::{FunctionOutcome, FunctionRun, Hook, JsRuntimeOptions};
+use vellum_client::models::{
+    Bundle, FunctionOutcome, FunctionRun, Hook, JsRuntimeOptions, ModuleDef,
+};
 use vellum_client::{
     AppendToLedgerOptions, ConfidentialLedgerClient, GetLedgerEntriesOptions, GetLedgerEntryOptions,
 };
@@ -59,7 +61,17 @@ pub enum Workload {
     /// Append an entry with one trivial pre-hook (a function that does nothing): compare
     /// with `write` for a hook's cost.
     Hook,
+    /// Call a deployed endpoint (`readonly`, no_auth) that reads one of 1,000 keys. The app
+    /// is deployed first, replacing any (Administrator; no user-defined function may exist).
+    Endpoint,
 }
+
+/// The app the `endpoint` workload deploys.
+const BENCH_APP: &str = r#"export function read(request) {
+    const v = ccf.kv["public:vellum-bench"].get(ccf.strToBuf(request.params.k));
+    return { body: v === undefined ? "none" : ccf.bufToStr(v) };
+}
+"#;
 
 /// The function the `udf` and `hook` workloads store and run.
 const BENCH_FUNCTION: &str = "vellum-bench";
@@ -104,7 +116,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub tag_every: usize,
     /// For the udf and hook workloads: let runs reuse an interpreter (runtime option
-    /// `max_cached_interpreters` 1) instead of ACL's default, a fresh one per run.
+    /// `max_cached_interpreters` 1) instead of ACL's default, a fresh one per run; for the
+    /// endpoint workload: deploy the endpoint with `interpreter_reuse`.
     #[arg(long)]
     pub reuse_interpreters: bool,
     /// Write an SVG plot of throughput and latency per second.
@@ -228,6 +241,11 @@ async fn one(s: &Shared, i: u64) -> anyhow::Result<()> {
             if let FunctionOutcome::Failed(m) = r.outcome {
                 anyhow::bail!("the function failed: {m}");
             }
+        }
+        Workload::Endpoint => {
+            s.client
+                .call_endpoint("GET", &format!("vellum-bench/k{}", i % 1000), None, None)
+                .await?;
         }
         Workload::Hook => {
             let opts = AppendToLedgerOptions {
@@ -433,6 +451,24 @@ async fn run_async(
                 progress,
             )
             .await?
+        }
+        Workload::Endpoint => {
+            let mut endpoint = serde_json::json!({"js_module": "bench.js", "js_function": "read",
+                "authn_policies": ["no_auth"], "forwarding_required": "never", "mode": "readonly"});
+            if args.reuse_interpreters {
+                endpoint["interpreter_reuse"] = json!({"key": "bench"});
+            }
+            let bundle = Bundle::new(
+                json!({"endpoints": {"/vellum-bench/{k}": {"get": endpoint}}}),
+                vec![ModuleDef::new("bench.js", BENCH_APP)],
+            );
+            client
+                .create_user_defined_endpoint(&bundle, None)
+                .await
+                .context(
+                    "deploying the benchmark's app (needs an Administrator, and no function)",
+                )?;
+            Vec::new()
         }
         Workload::Udf | Workload::Hook => {
             client

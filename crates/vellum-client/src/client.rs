@@ -1240,6 +1240,36 @@ impl ConfidentialLedgerClient {
         serde_json::from_slice(&resp).map_err(data_err("the runtime options"))
     }
 
+    /// Calls a deployed user-defined endpoint: `method` (`GET`, `POST`, ...) on
+    /// `/app/{path}` with an optional JSON body. A 4xx or 5xx answer is an error carrying the
+    /// service's message.
+    pub async fn call_endpoint(
+        &self,
+        method: &str,
+        path: &str,
+        json_body: Option<&Value>,
+        options: Option<MethodOptions>,
+    ) -> Result<crate::models::EndpointResponse> {
+        let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|e| Error::with_source(ErrorKind::InvalidArgument, "the HTTP method", e))?;
+        let body = match json_body {
+            Some(v) => Some((
+                "application/json",
+                serde_json::to_vec(v).map_err(data_err("the body"))?,
+            )),
+            None => None,
+        };
+        let path = format!("/app/{}", path.trim_start_matches('/'));
+        let (status, txid, body) = self
+            .send(m, &path, body, &options.unwrap_or_default())
+            .await?;
+        Ok(crate::models::EndpointResponse {
+            status: status.as_u16(),
+            body,
+            transaction_id: txid,
+        })
+    }
+
     /// Deletes a user-defined function (Administrator only).
     pub async fn delete_user_defined_function(
         &self,

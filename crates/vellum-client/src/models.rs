@@ -442,6 +442,19 @@ impl Bundle {
     }
 }
 
+/// A user-defined endpoint's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointResponse {
+    /// Its status (2xx: anything else is an error).
+    pub status: u16,
+    /// Its body.
+    pub body: Vec<u8>,
+    /// The transaction that recorded what the handler wrote (or, for a handler that wrote
+    /// nothing, the last one the service had).
+    pub transaction_id: Option<String>,
+}
+
 /// A consortium member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
