@@ -238,6 +238,9 @@ pub struct Effects {
     pub apply_writes: Option<bool>,
     /// `ccf.rpc.setClaimsDigest`: the transaction's claims digest.
     pub claims_digest: Option<[u8; 32]>,
+    /// The run used a key-value map (read or write): a run that used none depends on nothing
+    /// but its inputs, whatever else runs.
+    pub touched_state: bool,
 }
 
 impl<'a> Call<'a> {
@@ -422,6 +425,9 @@ struct Overlay {
     written: usize,
     /// The store failed: the run fails, whatever the script did with the exception.
     broken: Option<StoreError>,
+    /// The run used a key-value map (read or write): its outcome may depend on the order of
+    /// runs.
+    touched: std::cell::Cell<bool>,
     /// `ccf.rpc` calls.
     apply_writes: Option<bool>,
     claims_digest: Option<[u8; 32]>,
@@ -461,6 +467,7 @@ impl Overlay {
             writes: Writes::new(),
             written: 0,
             broken: None,
+            touched: std::cell::Cell::new(false),
             apply_writes: None,
             claims_digest: None,
         }
@@ -632,6 +639,7 @@ fn run_on(
             effects: Effects {
                 apply_writes: o.apply_writes,
                 claims_digest: o.claims_digest,
+                touched_state: o.touched.get(),
                 ..effects
             },
         },
@@ -1005,6 +1013,7 @@ fn setup<'js>(
 }
 
 fn readable(ctx: &Ctx<'_>, o: &Overlay, map: &str) -> rquickjs::Result<()> {
+    o.touched.set(true);
     match o.store.access(map) {
         MapAccess::Read | MapAccess::ReadWrite => Ok(()),
         MapAccess::None => Err(rquickjs::Exception::throw_type(
@@ -1015,6 +1024,7 @@ fn readable(ctx: &Ctx<'_>, o: &Overlay, map: &str) -> rquickjs::Result<()> {
 }
 
 fn writable(ctx: &Ctx<'_>, o: &Overlay, map: &str) -> rquickjs::Result<()> {
+    o.touched.set(true);
     match o.store.access(map) {
         MapAccess::ReadWrite => Ok(()),
         MapAccess::Read => Err(rquickjs::Exception::throw_type(

@@ -558,3 +558,23 @@ fn endpoint_handlers_import_modules_and_answer_http() {
         b"ae4b3280e56e2faf83f414a6e3dabe9d5fbe18976544c05fed121accb85b53fc"
     );
 }
+
+#[test]
+fn a_run_says_whether_it_used_the_maps() {
+    let touched = |code: &str| match go(code, &[]) {
+        Outcome::Succeeded { effects, .. } => effects.touched_state,
+        Outcome::Failed { message } => panic!("{message}"),
+    };
+    assert!(!touched(
+        "export const main = () => JSON.stringify({a: ccf.strToBuf('x').byteLength});"
+    ));
+    assert!(touched(
+        "export const main = () => ccf.kv['public:app'].has(ccf.strToBuf('a'));"
+    ));
+    assert!(touched(
+        "export const main = () => ccf.kv['public:confidentialledger.logs'].size;"
+    ));
+    assert!(touched(
+        "export function main() { ccf.kv['public:app'].set(ccf.strToBuf('k'), ccf.strToBuf('v')); }"
+    ));
+}

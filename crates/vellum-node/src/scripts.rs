@@ -272,6 +272,9 @@ pub(crate) struct Scripts {
     pub(crate) turn: tokio::sync::Mutex<()>,
     pending: Mutex<VecDeque<Pending>>,
     next_id: AtomicU64,
+    /// Functions (by id and a hash of their code) seen using the maps: they run in turn at
+    /// once, without a first try outside it.
+    touching: Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -287,6 +290,7 @@ impl Scripts {
             turn: tokio::sync::Mutex::new(()),
             pending: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
+            touching: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -330,6 +334,34 @@ impl Scripts {
     /// The writes `id` were not proposed after all.
     pub(crate) fn dropped(&self, id: u64) {
         self.pending().retain(|e| e.id != id);
+    }
+
+    fn code_key(id: &str, code: &str) -> (String, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        code.hash(&mut h);
+        (id.to_owned(), h.finish())
+    }
+
+    /// Whether function `id` with this code was seen using the maps.
+    pub(crate) fn touches(&self, id: &str, code: &str) -> bool {
+        self.touching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&Self::code_key(id, code))
+    }
+
+    /// Function `id` with this code used the maps.
+    pub(crate) fn touched(&self, id: &str, code: &str) {
+        let mut t = self
+            .touching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: forgetting only costs a first try outside the turn.
+        if t.len() >= 4096 {
+            t.clear();
+        }
+        t.insert(Self::code_key(id, code));
     }
 
     /// Runs `call` over `store` on the worker.

@@ -93,6 +93,29 @@ impl LedgerNode {
             "method": "POST",
             "url": format!("/app/userDefinedFunctions/{}:execute", e.function_id),
         }});
+        // First without the turn, unless this code is known to use the maps: a run that uses
+        // none depends on nothing but its inputs, so it needs no place in the order of runs.
+        if !self.scripts.touches(&e.function_id, &code) {
+            let store = self.store(Vec::new(), None);
+            let outcome = self
+                .run_one(caller, &e.function_id, &code, &hook, context.clone(), store)
+                .await?;
+            match outcome {
+                Outcome::Succeeded {
+                    return_value,
+                    effects,
+                    ..
+                } if !effects.touched_state => {
+                    return Ok(Performed {
+                        txid: None,
+                        result: Some(RunResult::Succeeded(return_value)),
+                    });
+                }
+                Outcome::Succeeded { .. } => self.scripts.touched(&e.function_id, &code),
+                // A failure is run again in turn: it may have come from the maps.
+                Outcome::Failed { .. } => {}
+            }
+        }
         let turn = self.scripts.turn.lock().await;
         let store = self.store(Vec::new(), None);
         let outcome = self
@@ -155,30 +178,42 @@ impl LedgerNode {
             "contents": contents,
             "request": {"method": "POST", "url": "/app/transactions"},
         });
-        let turn = self.scripts.turn.lock().await;
-        let mut layers: Vec<Arc<Writes>> = Vec::new();
-        for (hook, post, code) in runs {
-            let written = post.then(|| (collection.to_owned(), contents.to_owned()));
-            let store = self.store(layers.clone(), written);
-            let outcome = self
-                .run_one(
-                    caller,
-                    &hook.function_id,
-                    &code,
-                    hook,
-                    context.clone(),
-                    store,
-                )
+        // First without the turn, unless some hook's code is known to use the maps: hooks that
+        // use none (validating the entry, say) need no place in the order of runs, and the
+        // write goes on as a plain one.
+        let known = runs
+            .iter()
+            .any(|(h, _, code)| self.scripts.touches(&h.function_id, code));
+        if !known {
+            let (result, touched) = self
+                .run_hooks(caller, &runs, collection, contents, &context)
                 .await?;
-            match outcome {
-                Outcome::Failed { message } => return Err(Refusal::HookFailed(message).into()),
-                Outcome::Succeeded { writes, .. } => {
-                    if !writes.is_empty() {
-                        layers.push(Arc::new(writes));
+            match (result, touched.is_empty()) {
+                (Ok(_), true) => {
+                    let ws = entry_write_set(collection, contents, tags);
+                    let txid = self.write_here(Arc::new(ws), false).await?;
+                    return Ok(Performed {
+                        txid: Some(txid),
+                        result: None,
+                    });
+                }
+                (Err(message), true) => return Err(Refusal::HookFailed(message).into()),
+                (_, false) => {
+                    for (id, code) in touched {
+                        self.scripts.touched(&id, &code);
                     }
                 }
             }
         }
+        let turn = self.scripts.turn.lock().await;
+        let layers = match self
+            .run_hooks(caller, &runs, collection, contents, &context)
+            .await?
+            .0
+        {
+            Ok(layers) => layers,
+            Err(message) => return Err(Refusal::HookFailed(message).into()),
+        };
         let mut all = Writes::new();
         for l in layers {
             merge(&mut all, Arc::unwrap_or_clone(l));
@@ -190,6 +225,50 @@ impl LedgerNode {
             txid: Some(txid),
             result: None,
         })
+    }
+
+    /// Runs a write's hooks in order, each over the writes of those before it: their writes
+    /// (one layer per hook that wrote), or the first failure's message; and the (function id,
+    /// code) of the hooks that used the maps.
+    #[allow(clippy::type_complexity)]
+    async fn run_hooks(
+        &self,
+        caller: Option<&Caller>,
+        runs: &[(&Hook, bool, String)],
+        collection: &str,
+        contents: &str,
+        context: &serde_json::Value,
+    ) -> Result<(Result<Vec<Arc<Writes>>, String>, Vec<(String, String)>), NodeError> {
+        let mut layers: Vec<Arc<Writes>> = Vec::new();
+        let mut touched = Vec::new();
+        for (hook, post, code) in runs {
+            let written = post.then(|| (collection.to_owned(), contents.to_owned()));
+            let store = self.store(layers.clone(), written);
+            let outcome = self
+                .run_one(
+                    caller,
+                    &hook.function_id,
+                    code,
+                    hook,
+                    context.clone(),
+                    store,
+                )
+                .await?;
+            match outcome {
+                Outcome::Failed { message } => return Ok((Err(message), touched)),
+                Outcome::Succeeded {
+                    writes, effects, ..
+                } => {
+                    if effects.touched_state {
+                        touched.push((hook.function_id.clone(), code.clone()));
+                    }
+                    if !writes.is_empty() {
+                        layers.push(Arc::new(writes));
+                    }
+                }
+            }
+        }
+        Ok((Ok(layers), touched))
     }
 
     /// Serves a request to a user-defined endpoint: a `readwrite` one on the primary (`local`
