@@ -8,7 +8,7 @@
 //! every earlier run left, whether or not that state has been applied yet. To get that without
 //! waiting for each run's transaction to commit (a run would then cost a round of Raft and an
 //! `fsync`), the primary keeps the writes of runs it has proposed and not yet applied
-//! ([`Scripts`]'s pending list) and lays them over the index's state. A run's transaction is
+//! (the `Scripts` pending list) and lays them over the index's state. A run's transaction is
 //! handed to Raft before the next run starts, so the log holds them in the order they ran: no
 //! run's writes can land before those of a run it read from.
 //!
