@@ -74,6 +74,9 @@
     return ((s0 + s1) >>> 0) / 4294967296;
   };
   const noop = () => {};
+  const unavailable = (what) => () => {
+    throw new TypeError(what + " is not available in Vellum yet");
+  };
   // No logger: console calls are accepted and dropped.
   globalThis.console = Object.freeze({ log: noop, info: noop, warn: noop, error: noop, debug: noop });
   globalThis.ccf = Object.freeze({
@@ -88,6 +91,18 @@
     rpc: Object.freeze({
       setApplyWrites: (b) => n.setApplyWrites(Boolean(b)),
       setClaimsDigest: (b) => n.setClaimsDigest(toBin(b)),
+    }),
+    // Not provided yet: present (CCF's helper library binds them when it loads), failing when
+    // called.
+    consensus: Object.freeze({
+      getLastCommittedTxId: unavailable("ccf.consensus"),
+      getStatusForTxId: unavailable("ccf.consensus"),
+      getViewForSeqno: unavailable("ccf.consensus"),
+    }),
+    historical: Object.freeze({
+      getStateRange: unavailable("ccf.historical"),
+      dropCachedStates: unavailable("ccf.historical"),
+      dropCachedStateRange: unavailable("ccf.historical"),
     }),
     // Untrusted time stays off: the time is 0 whatever a script asks.
     enableUntrustedDateTime: () => false,

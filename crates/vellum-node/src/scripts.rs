@@ -41,6 +41,12 @@ pub const MAX_HOOKS: usize = 5;
 pub const LOGS_PUBLIC: &str = "public:confidentialledger.logs";
 /// The same view under ACL's name for private ledgers.
 pub const LOGS_PRIVATE: &str = "private:confidentialledger.logs";
+/// ACL's users-to-roles table, read-only (`acl-2024-api.md` §4.4): key a user id as a JSON
+/// string, value the user's role names as a JSON array.
+pub const USER_ROLES: &str = "public:confidentialledger.roles.user_roles_mapping";
+/// ACL's custom role tables, one per role (this prefix, then the role's name), read-only: key
+/// an action as a JSON string, value `{}`.
+pub const ROLE_DEFINITIONS: &str = "public:confidentialledger.roles.user_roles_definitions.";
 
 /// One hook of a write (`preHooks`/`postHooks` items).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +145,8 @@ pub(crate) struct LedgerStore {
     pub(crate) layers: Vec<Arc<Writes>>,
     /// An entry written in the same transaction, seen by post-hooks: (collection, contents).
     pub(crate) written: Option<(String, String)>,
+    /// Users and roles, for ACL's role tables.
+    pub(crate) state: Arc<crate::service_state::ServiceState>,
 }
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
@@ -146,6 +154,33 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl LedgerStore {
+    /// One of ACL's role tables, from the users and roles as applied.
+    fn role_table(&self, map: &str) -> Entries {
+        let quoted = |s: &str| serde_json::Value::from(s).to_string().into_bytes();
+        self.state.with_access(|a| {
+            if map == USER_ROLES {
+                a.users
+                    .iter()
+                    .map(|(id, roles)| {
+                        let names: Vec<String> = roles.iter().map(ToString::to_string).collect();
+                        (
+                            quoted(id),
+                            serde_json::json!(names).to_string().into_bytes(),
+                        )
+                    })
+                    .collect()
+            } else {
+                let role = map.strip_prefix(ROLE_DEFINITIONS).unwrap_or_default();
+                a.roles
+                    .get(role)
+                    .into_iter()
+                    .flatten()
+                    .map(|action| (quoted(action), b"{}".to_vec()))
+                    .collect()
+            }
+        })
+    }
+
     fn latest_contents(&self, collection: &str) -> Result<Option<String>, StoreError> {
         if let Some((c, contents)) = &self.written
             && c == collection
@@ -168,7 +203,11 @@ impl Store for LedgerStore {
             .strip_prefix("public:")
             .or_else(|| map.strip_prefix("private:"))
             .unwrap_or(map);
-        if map == LOGS_PUBLIC || map == LOGS_PRIVATE {
+        if map == LOGS_PUBLIC
+            || map == LOGS_PRIVATE
+            || map == USER_ROLES
+            || map.starts_with(ROLE_DEFINITIONS)
+        {
             MapAccess::Read
         } else if bare.starts_with("confidentialledger.") || map.len() > MAX_MAP_NAME {
             // ACL's own tables; Vellum keeps them elsewhere and shows none but the logs.
@@ -183,6 +222,14 @@ impl Store for LedgerStore {
     }
 
     fn get(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if map == USER_ROLES || map.starts_with(ROLE_DEFINITIONS) {
+            let key = key.to_vec();
+            return Ok(self
+                .role_table(map)
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v));
+        }
         if map == LOGS_PUBLIC || map == LOGS_PRIVATE {
             let Ok(collection) = std::str::from_utf8(key) else {
                 return Ok(None);
@@ -198,6 +245,9 @@ impl Store for LedgerStore {
     }
 
     fn entries(&self, map: &str) -> Result<Entries, StoreError> {
+        if map == USER_ROLES || map.starts_with(ROLE_DEFINITIONS) {
+            return Ok(self.role_table(map));
+        }
         if map == LOGS_PUBLIC || map == LOGS_PRIVATE {
             let mut out = Vec::new();
             let mut collections = self.index.collections().map_err(failed)?;

@@ -404,3 +404,95 @@ async fn microsofts_sample_bundles_deploy_and_serve() {
     let _dir = srv.stop().await;
     common::audit(&ledger, &secret);
 }
+
+/// Microsoft's banking sample, built from its sources (`testdata/acl-app-samples/README.md`),
+/// set up as the samples' `test_acl.sh` sets it up on ACL (the bundle, two custom roles, a
+/// manager and a teller), then its own `test.sh` (curl) runs unchanged against the node: it
+/// reads ACL's role tables, derives callers from `ccf.pemToId`, keeps balances in a private
+/// map and sets a claims digest on transfers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banking_sample_passes_its_own_test_script() {
+    let have_curl = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_curl {
+        assert!(
+            !common::interop_required(),
+            "VELLUM_REQUIRE_INTEROP=1 but no curl"
+        );
+        eprintln!("skipping: no curl");
+        return;
+    }
+    let srv = TestServer::start(10).await;
+    let e = srv.endpoint.clone();
+    let admin = srv.client(Some(&srv.admin_pem()));
+    let r = admin
+        .post(format!("{e}/app/transactions?{V}"))
+        .json(&json!({"contents": "an entry, for the audit's claims check"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bundle: Value = serde_json::from_str(&sample("banking-app/bundle.json")).unwrap();
+    let (s, v) = deploy(&admin, &e, &bundle).await;
+    assert_eq!(s, 201, "{v}");
+    for role in [
+        r#"{"roles":[{"role_name":"manager","role_actions":["/banking/accounts/post","/banking/accounts/put","/banking/accounts/get","/banking/accounts/patch"]}]}"#,
+        r#"{"roles":[{"role_name":"teller","role_actions":["/banking/accounts/put","/banking/accounts/get","/banking/accounts/patch"]}]}"#,
+    ] {
+        let r = admin
+            .put(format!("{e}/app/roles?{V}"))
+            .header("content-type", "application/json")
+            .body(role)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let certs = tempfile::tempdir().unwrap();
+    for (name, roles) in [
+        ("manager", json!(["manager", "administrator"])),
+        ("teller", json!(["teller"])),
+    ] {
+        let id = Identity::client(name, SystemTime::now(), 30).unwrap();
+        std::fs::write(certs.path().join(format!("{name}_cert.pem")), &id.cert_pem).unwrap();
+        std::fs::write(certs.path().join(format!("{name}_privk.pem")), id.key_pem()).unwrap();
+        let fp = id.cert.acl_fingerprint();
+        let r = admin
+            .patch(format!(
+                "{e}/app/ledgerUsers/{}?{V}",
+                fp.replace(':', "%3A")
+            ))
+            .header("content-type", "application/merge-patch+json")
+            .body(json!({"user_id": fp, "assignedRoles": roles}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let script = common::repo().join("testdata/acl-app-samples/banking-app/test.sh");
+    let (ledger, dir) = (e.clone(), certs.path().to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(script)
+            .args(["--ledger", &ledger, "--cert-dir"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("Test Completed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("[Pass]").count(), 17, "{stdout}");
+    println!("{stdout}");
+    let ledger = srv.node.ledger_dir();
+    let secret = srv.node.ledger_secret().clone();
+    let _dir = srv.stop().await;
+    common::audit(&ledger, &secret);
+}

@@ -34,6 +34,7 @@ impl LedgerNode {
             ledger: self.ledger.clone(),
             layers: all,
             written,
+            state: self.state.clone(),
         })
     }
 
