@@ -304,6 +304,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 report.unsigned_tail
                             );
                         }
+                        for change in &report.code_changes {
+                            outln!("code: {change}");
+                        }
                         for note in &report.notes {
                             outln!("note: {note}");
                         }

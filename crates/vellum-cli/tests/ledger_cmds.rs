@@ -414,6 +414,43 @@ fn endpoints_from_the_command_line() {
         v,
         serde_json::json!({"metadata": {"endpoints": {}}, "modules": []})
     );
+    // The audit shows who deployed what, and when.
+    let admin_id = vellum_core::crypto::Certificate::from_pem(
+        &std::fs::read_to_string(node.data.join("admin.pem")).unwrap(),
+    )
+    .unwrap()
+    .acl_fingerprint();
+    let data = node.data.clone();
+    drop(node);
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["audit", "--json", "--include-uncommitted"])
+        .arg(data.join("ledger"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes: Vec<(String, String)> = v["code_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["what"].as_str().unwrap().to_owned(),
+                c["by"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let what: Vec<&str> = changes.iter().map(|(w, _)| w.as_str()).collect();
+    assert_eq!(
+        what,
+        [
+            "app deployed",
+            "app deployed",
+            "runtime options set",
+            "app deployed"
+        ],
+        "{v}"
+    );
+    assert!(changes.iter().all(|(_, by)| *by == admin_id), "{changes:?}");
 }
 
 #[test]

@@ -310,6 +310,19 @@ pub const FUNCTIONS: Table<Id, Json<FunctionRecord>> = Table::new("public:vellum
 /// User-defined endpoints: the deployed app bundle (`bundle`) and its runtime options
 /// (`runtime_options`), as JSON text.
 pub const APP: Table<Id, Text> = Table::new("public:vellum.app");
+/// Who made a change of code (a function stored or deleted, an app deployed, runtime options
+/// set), written in the same transaction: key [`CHANGED_BY_KEY`], value the caller's user id
+/// (`{"user_id": ...}`; none for the process embedding the node).
+pub const CHANGED_BY: Table<Id, Json<ChangedBy>> = Table::new("public:vellum.changed_by");
+/// The one key of [`CHANGED_BY`].
+pub const CHANGED_BY_KEY: &str = "caller";
+
+/// A record of [`CHANGED_BY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedBy {
+    /// The caller's user id (a certificate fingerprint or a token's object id).
+    pub user_id: String,
+}
 /// Unspent join tokens by hex SHA-256 of their secret.
 pub const JOIN_TOKENS: Table<Id, Json<TokenRecord>> = Table::new("public:vellum.join_tokens");
 /// Raft's own record of a transaction (log id, membership): its format is `vellum-node`'s.

@@ -157,6 +157,18 @@ impl Op {
         all
     }
 
+    /// Whether it changes code (functions, the app, its options): its transaction records
+    /// who asked (`vellum_core::tables::CHANGED_BY`), so that the audit can show it.
+    pub fn changes_code(&self) -> bool {
+        matches!(
+            self,
+            Op::PutFunction { .. }
+                | Op::DeleteFunction { .. }
+                | Op::DeployBundle { .. }
+                | Op::SetRuntimeOptions { .. }
+        )
+    }
+
     /// Whether it changes who may do what, or which code serves requests: every node must
     /// honour it on the next request.
     pub fn changes_access(&self) -> bool {

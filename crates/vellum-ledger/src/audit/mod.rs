@@ -290,9 +290,89 @@ pub struct AuditReport {
     pub claims_checked: u64,
     /// Current service certificate (PEM), if recorded.
     pub service_cert: Option<String>,
+    /// Every change of the code the service runs (user-defined functions, the app bundle and
+    /// its runtime options), in ledger order, with who asked for it.
+    pub code_changes: Vec<CodeChange>,
     /// What is odd but not a failure: checks CCF's verifier does not make, on transactions a
     /// verified signature covers (so the service wrote them so) or that no signature covers.
     pub notes: Vec<AuditNote>,
+}
+
+/// A change of the code the service runs, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CodeChange {
+    /// The transaction.
+    pub txid: TxId,
+    /// What changed: `function ID stored`, `function ID deleted`, `app deployed`, `runtime
+    /// options set`.
+    pub what: String,
+    /// The caller's user id, if the transaction names one.
+    pub by: Option<String>,
+    /// SHA-256 of the new code (a function's, or the bundle's JSON), hex.
+    pub digest: Option<String>,
+}
+
+impl std::fmt::Display for CodeChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.txid, self.what)?;
+        if let Some(d) = &self.digest {
+            write!(f, " (sha256 {})", &d[..16.min(d.len())])?;
+        }
+        match &self.by {
+            Some(by) => write!(f, " by {by}"),
+            None => write!(f, " by the node itself"),
+        }
+    }
+}
+
+/// The code changes in a transaction's public maps.
+fn code_changes(txid: TxId, maps: &[entry::MapWrites]) -> Vec<CodeChange> {
+    use sha2::Digest as _;
+    let by = maps
+        .iter()
+        .find(|m| m.name == tables::CHANGED_BY.name())
+        .and_then(|m| m.writes.first())
+        .and_then(|(_, v)| tables::CHANGED_BY.decode_value(v).ok())
+        .map(|c| c.user_id);
+    let digest = |b: &[u8]| Some(hex::encode(sha2::Sha256::digest(b)));
+    let mut out = Vec::new();
+    for m in maps {
+        if m.name == tables::FUNCTIONS.name() {
+            for (k, v) in &m.writes {
+                let code = tables::FUNCTIONS
+                    .decode_value(v)
+                    .map(|r| r.code)
+                    .unwrap_or_default();
+                out.push((
+                    format!("function {} stored", String::from_utf8_lossy(k)),
+                    digest(code.as_bytes()),
+                ));
+            }
+            for k in &m.removes {
+                out.push((
+                    format!("function {} deleted", String::from_utf8_lossy(k)),
+                    None,
+                ));
+            }
+        } else if m.name == tables::APP.name() {
+            for (k, v) in &m.writes {
+                let what = match k.as_slice() {
+                    b"bundle" => "app deployed".to_owned(),
+                    b"runtime_options" => "runtime options set".to_owned(),
+                    other => format!("app record {} set", String::from_utf8_lossy(other)),
+                };
+                out.push((what, digest(v)));
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(what, digest)| CodeChange {
+            txid,
+            what,
+            by: by.clone(),
+            digest,
+        })
+        .collect()
 }
 
 /// Something odd about a transaction that does not fail the audit.
@@ -483,6 +563,9 @@ impl Auditor {
         }
         let tables = Tables::of(&pd.maps, &READ_TABLES);
         self.apply_governance(&tables).map_err(fail)?;
+        self.report
+            .code_changes
+            .extend(code_changes(txid, &pd.maps));
         let is_sig = tables.get(tables::SIGNATURES.name()).is_some()
             || tables.get(tables::COSE_SIGNATURES.name()).is_some();
         let leaf = entry::leaf_for(&raw.write_set_digest(), &pd);

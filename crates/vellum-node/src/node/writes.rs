@@ -230,6 +230,15 @@ impl LedgerNode {
             }
             Op::Retire { node_id } => self.retire_write_set(node_id)?,
         };
+        let mut ws = ws;
+        if let (true, Some(c)) = (op.changes_code(), caller) {
+            ws = ws.map(tables::CHANGED_BY.write(
+                tables::CHANGED_BY_KEY,
+                &tables::ChangedBy {
+                    user_id: c.user_id().to_owned(),
+                },
+            ));
+        }
         let txid = self
             .write_here(Arc::new(ws), op.answered_when_applied())
             .await?;
