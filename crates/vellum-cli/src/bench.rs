@@ -462,6 +462,14 @@ async fn run_async(
                 json!({"endpoints": {"/vellum-bench/{k}": {"get": endpoint}}}),
                 vec![ModuleDef::new("bench.js", BENCH_APP)],
             );
+            // Functions and endpoints exclude each other: the udf workload's function goes.
+            if let Err(e) = client
+                .delete_user_defined_function(BENCH_FUNCTION, None)
+                .await
+                && e.status() != Some(404)
+            {
+                return Err(e).context("deleting the udf workload's function");
+            }
             client
                 .create_user_defined_endpoint(&bundle, None)
                 .await
@@ -471,6 +479,11 @@ async fn run_async(
             Vec::new()
         }
         Workload::Udf | Workload::Hook => {
+            // Functions and endpoints exclude each other: the endpoint workload's app goes.
+            client
+                .create_user_defined_endpoint(&Bundle::default(), None)
+                .await
+                .context("removing the endpoint workload's app (needs an Administrator)")?;
             client
                 .create_user_defined_function(BENCH_FUNCTION, BENCH_CODE, None)
                 .await

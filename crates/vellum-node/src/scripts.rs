@@ -322,8 +322,8 @@ pub(crate) struct Scripts {
     pub(crate) turn: tokio::sync::Mutex<()>,
     pending: Mutex<VecDeque<Pending>>,
     next_id: AtomicU64,
-    /// Functions (by id and a hash of their code) seen using the maps: they run in turn at
-    /// once, without a first try outside it.
+    /// Exports of functions (`ID#EXPORT`, with a hash of their code) seen using the maps:
+    /// they run in turn at once, without a first try outside it.
     touching: Mutex<std::collections::HashSet<(String, u64)>>,
 }
 

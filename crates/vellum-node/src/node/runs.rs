@@ -96,7 +96,8 @@ impl LedgerNode {
         }});
         // First without the turn, unless this code is known to use the maps: a run that uses
         // none depends on nothing but its inputs, so it needs no place in the order of runs.
-        if !self.scripts.touches(&e.function_id, &code) {
+        let export_id = format!("{}#{}", e.function_id, e.export);
+        if !self.scripts.touches(&export_id, &code) {
             let store = self.store(Vec::new(), None);
             let outcome = self
                 .run_one(caller, &e.function_id, &code, &hook, context.clone(), store)
@@ -112,7 +113,7 @@ impl LedgerNode {
                         result: Some(RunResult::Succeeded(return_value)),
                     });
                 }
-                Outcome::Succeeded { .. } => self.scripts.touched(&e.function_id, &code),
+                Outcome::Succeeded { .. } => self.scripts.touched(&export_id, &code),
                 // A failure is run again in turn: it may have come from the maps.
                 Outcome::Failed { .. } => {}
             }
@@ -184,7 +185,7 @@ impl LedgerNode {
         // write goes on as a plain one.
         let known = runs
             .iter()
-            .any(|(h, _, code)| self.scripts.touches(&h.function_id, code));
+            .any(|(h, _, code)| self.scripts.touches(&export_id(h), code));
         if !known {
             let (result, touched) = self
                 .run_hooks(caller, &runs, collection, contents, &context)
@@ -261,7 +262,7 @@ impl LedgerNode {
                     writes, effects, ..
                 } => {
                     if effects.touched_state {
-                        touched.push((hook.function_id.clone(), code.clone()));
+                        touched.push((export_id(hook), code.clone()));
                     }
                     if !writes.is_empty() {
                         layers.push(Arc::new(writes));
@@ -414,4 +415,15 @@ fn error_answer(status: u16, code: &str, message: &str) -> HttpAnswer {
             .to_string()
             .into_bytes(),
     }
+}
+
+/// A hook's function and export, as the record of runs that used the maps knows them (an
+/// export that only validates its input stays out of the turn even if another export of the
+/// same module uses the maps).
+fn export_id(hook: &Hook) -> String {
+    format!(
+        "{}#{}",
+        hook.function_id,
+        hook.export.as_deref().unwrap_or("main")
+    )
 }
