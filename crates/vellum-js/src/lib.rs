@@ -1208,6 +1208,15 @@ fn describe(
             let stack = ex.stack();
             failed(id, &name, &message, stack.as_deref().filter(|_| details))
         }
+        // QuickJS throws `null` when it cannot even allocate the error it meant to throw: the
+        // heap is exhausted. (A script's own `throw null` reads the same; the message says so.)
+        CaughtError::Value(v) if v.is_null() => failed(
+            id,
+            "InternalError",
+            "out of memory (the engine threw null: it could not allocate the error; a script's \
+             own `throw null` reads the same)",
+            None,
+        ),
         CaughtError::Value(v) => {
             let shown = ctx
                 .json_stringify(v)
