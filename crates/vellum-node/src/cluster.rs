@@ -303,7 +303,7 @@ pub enum ForwardReply {
     Applied,
     /// A function ran: how it ended, and the transaction of what it wrote (none if it wrote
     /// nothing or failed).
-    Ran(Option<(u64, u64)>, crate::scripts::RunResult),
+    Ran(Option<(u64, u64)>, crate::ops::RunResult),
 }
 
 impl ForwardReply {

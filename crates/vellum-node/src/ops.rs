@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::scripts::{Execute, Hooks};
 use crate::users::{Action, RoleName};
+use vellum_js::RuntimeOptions;
 
 /// Who asked for an operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub enum Op {
     /// Serve a request to a user-defined endpoint in `readwrite` mode. The node that took the
     /// request authenticated it by the endpoint's policies; the caller object it built is in
     /// the request.
-    Endpoint(crate::scripts::EndpointCall),
+    Endpoint(EndpointCall),
     /// Deploy an app bundle (`userDefinedEndpoints/write`): its JSON, checked again and
     /// compiled by the primary.
     DeployBundle {
@@ -188,4 +188,88 @@ impl Op {
     pub fn answered_when_applied(&self) -> bool {
         !matches!(self, Op::Append { .. } | Op::Execute(_) | Op::Endpoint(_))
     }
+}
+
+/// One hook of a write (`preHooks`/`postHooks` items).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    /// The function.
+    pub function_id: String,
+    /// The export to call (`main` if absent).
+    pub export: Option<String>,
+    /// Its arguments.
+    pub arguments: Vec<String>,
+    /// Its runtime options (ACL's UDF defaults if absent).
+    pub options: Option<RuntimeOptions>,
+}
+
+/// The hooks of a write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hooks {
+    /// Run before the entry is written, in order.
+    pub pre: Vec<Hook>,
+    /// Run after the entry is written, in order.
+    pub post: Vec<Hook>,
+}
+
+impl Hooks {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.pre.is_empty() && self.post.is_empty()
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.pre.len() + self.post.len()
+    }
+}
+
+/// A standalone run of a function (`POST /app/userDefinedFunctions/{id}:execute`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execute {
+    /// The function.
+    pub function_id: String,
+    /// The export to call.
+    pub export: String,
+    /// Its arguments.
+    pub arguments: Vec<String>,
+    /// Its runtime options.
+    pub options: RuntimeOptions,
+}
+
+/// How a run ended, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunResult {
+    /// It returned this value (ACL's string form).
+    Succeeded(String),
+    /// It threw, or hit a limit: nothing it wrote was recorded.
+    Failed(String),
+    /// An endpoint's answer.
+    Http(HttpAnswer),
+}
+
+/// An endpoint's answer: its response, or 500 if its handler threw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpAnswer {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Content type of the body, if any.
+    pub content_type: Option<String>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// A request to a user-defined endpoint, as the node that took it saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointCall {
+    /// Upper-case method.
+    pub method: String,
+    /// The path after `/app`.
+    pub path: String,
+    /// CCF's request object but the body, JSON (caller object included).
+    pub meta: String,
+    /// The body.
+    pub body: Vec<u8>,
 }

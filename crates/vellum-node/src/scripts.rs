@@ -22,11 +22,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use vellum_core::entry::MapWrites;
 use vellum_js::{
-    Call, Entries, MapAccess, Outcome, RuntimeOptions, SandboxError, Store, StoreError, Worker,
-    Writes,
+    Call, Entries, MapAccess, Outcome, SandboxError, Store, StoreError, Worker, Writes,
 };
 use vellum_ledger::index::is_app_map;
 use vellum_ledger::live_index::LiveIndex;
@@ -47,90 +45,6 @@ pub const USER_ROLES: &str = "public:confidentialledger.roles.user_roles_mapping
 /// ACL's custom role tables, one per role (this prefix, then the role's name), read-only: key
 /// an action as a JSON string, value `{}`.
 pub const ROLE_DEFINITIONS: &str = "public:confidentialledger.roles.user_roles_definitions.";
-
-/// One hook of a write (`preHooks`/`postHooks` items).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hook {
-    /// The function.
-    pub function_id: String,
-    /// The export to call (`main` if absent).
-    pub export: Option<String>,
-    /// Its arguments.
-    pub arguments: Vec<String>,
-    /// Its runtime options (ACL's UDF defaults if absent).
-    pub options: Option<RuntimeOptions>,
-}
-
-/// The hooks of a write.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hooks {
-    /// Run before the entry is written, in order.
-    pub pre: Vec<Hook>,
-    /// Run after the entry is written, in order.
-    pub post: Vec<Hook>,
-}
-
-impl Hooks {
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.pre.is_empty() && self.post.is_empty()
-    }
-
-    /// How many there are.
-    pub fn len(&self) -> usize {
-        self.pre.len() + self.post.len()
-    }
-}
-
-/// A standalone run of a function (`POST /app/userDefinedFunctions/{id}:execute`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Execute {
-    /// The function.
-    pub function_id: String,
-    /// The export to call.
-    pub export: String,
-    /// Its arguments.
-    pub arguments: Vec<String>,
-    /// Its runtime options.
-    pub options: RuntimeOptions,
-}
-
-/// How a run ended, as the API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RunResult {
-    /// It returned this value (ACL's string form).
-    Succeeded(String),
-    /// It threw, or hit a limit: nothing it wrote was recorded.
-    Failed(String),
-    /// An endpoint's answer.
-    Http(HttpAnswer),
-}
-
-/// An endpoint's answer: its response, or 500 if its handler threw.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HttpAnswer {
-    /// Status.
-    pub status: u16,
-    /// Headers.
-    pub headers: Vec<(String, String)>,
-    /// Content type of the body, if any.
-    pub content_type: Option<String>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-/// A request to a user-defined endpoint, as the node that took it saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointCall {
-    /// Upper-case method.
-    pub method: String,
-    /// The path after `/app`.
-    pub path: String,
-    /// CCF's request object but the body, JSON (caller object included).
-    pub meta: String,
-    /// The body.
-    pub body: Vec<u8>,
-}
 
 /// The state a run reads: the index's application maps, under the writes of runs proposed and
 /// not yet applied, under the writes of earlier hooks of the same write; and the latest entry
@@ -437,6 +351,8 @@ impl Scripts {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::ops::{Execute, Hook, Hooks, RunResult};
+    use vellum_js::RuntimeOptions;
 
     fn w(map: &str, k: &str, v: Option<&str>) -> Arc<Writes> {
         let mut all = Writes::new();

@@ -10,11 +10,8 @@ use vellum_js::{Call, Outcome, Writes};
 
 use super::LedgerNode;
 use super::writes::{Performed, entry_write_set};
-use crate::ops::Caller;
-use crate::scripts::{
-    EndpointCall, Execute, Hook, Hooks, HttpAnswer, LedgerStore, MAX_HOOKS, RunResult, map_writes,
-    merge,
-};
+use crate::ops::{Caller, EndpointCall, Execute, Hook, Hooks, HttpAnswer, RunResult};
+use crate::scripts::{LedgerStore, MAX_HOOKS, map_writes, merge};
 use crate::{NodeError, Refusal};
 
 impl LedgerNode {

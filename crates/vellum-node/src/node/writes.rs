@@ -14,9 +14,9 @@ use vellum_ledger::index::entry_write;
 use super::LedgerNode;
 use crate::cluster::{Forward, ForwardReply};
 use crate::ops::{Caller, Needs, Op};
+use crate::ops::{Hooks, RunResult};
 use crate::raft::network::{FORWARD_PATH, PeerError};
 use crate::raft::types::{Ticket, Tx};
-use crate::scripts::{Hooks, RunResult};
 use crate::users::{Role, RoleName};
 use crate::{ForwardError, NodeError, RaftFailure, RaftStep, Refusal, Stopped};
 
@@ -541,7 +541,7 @@ impl LedgerNode {
     pub async fn serve_endpoint(
         &self,
         caller: Option<&Caller>,
-        call: crate::scripts::EndpointCall,
+        call: crate::ops::EndpointCall,
         readonly: bool,
     ) -> Result<Performed, NodeError> {
         if readonly {
@@ -641,7 +641,7 @@ impl LedgerNode {
     pub async fn execute(
         &self,
         caller: Option<&Caller>,
-        run: crate::scripts::Execute,
+        run: crate::ops::Execute,
     ) -> Result<Performed, NodeError> {
         self.perform_full(caller, Op::Execute(run)).await
     }

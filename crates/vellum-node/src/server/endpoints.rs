@@ -22,7 +22,7 @@ use super::context::{
 use super::peer::PeerCertDer;
 use super::query::Query;
 use crate::endpoints::{Endpoint, MAX_BUNDLE_BYTES, Policy, empty_bundle};
-use crate::scripts::{EndpointCall, RunResult};
+use crate::ops::{EndpointCall, RunResult};
 
 /// The admin routes.
 pub(super) fn routes() -> Router<Arc<AppState>> {

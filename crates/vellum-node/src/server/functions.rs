@@ -22,7 +22,8 @@ use super::context::{
 };
 use super::query::Query;
 use crate::functions::MAX_FUNCTION_ID;
-use crate::scripts::{Execute, Hook, Hooks, MAX_HOOKS, RunResult};
+use crate::ops::{Execute, Hook, Hooks, RunResult};
+use crate::scripts::MAX_HOOKS;
 use vellum_js::RuntimeOptions;
 
 /// The routes.
