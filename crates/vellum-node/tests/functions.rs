@@ -65,6 +65,17 @@ export function seesEntry() {
 }
 "#;
 
+/// The last transaction id once every transaction is signed: a baseline that a signature
+/// for an earlier write cannot move while a test checks that nothing was written.
+async fn settled(srv: &TestServer) -> Option<vellum_core::TxId> {
+    let last = srv.node.last_txid()?;
+    srv.node
+        .wait_committed(last, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    srv.node.last_txid()
+}
+
 async fn put(c: &reqwest::Client, e: &str, id: &str, code: &str) {
     let r = c
         .put(format!("{e}/app/userDefinedFunctions/{id}?{V24}"))
@@ -117,7 +128,7 @@ async fn functions_run_write_and_are_bounded() {
         )
     );
     assert!(srv.node.last_txid() > before);
-    let before = srv.node.last_txid();
+    let before = settled(&srv).await;
     let body = json!({"arguments": ["a"], "exportedFunctionName": "read"});
     assert_eq!(returned(&admin, &e, "counter", body.clone()).await, "1");
     assert_eq!(srv.node.last_txid(), before);
@@ -217,7 +228,7 @@ async fn functions_run_write_and_are_bounded() {
     for (id, code, _) in bombs {
         put(&admin, &e, id, code).await;
     }
-    let before = srv.node.last_txid();
+    let before = settled(&srv).await;
     for (id, _, want) in bombs {
         let opts =
             json!({"runtimeOptions": {"max_execution_time_ms": 300, "max_heap_bytes": 33554432}});
@@ -387,7 +398,7 @@ async fn hooks_run_in_the_write_and_a_failing_one_refuses_it() {
 
     // A pre-hook that throws: 500 InternalError in ACL's words, and nothing written, not the
     // entry, not what earlier hooks wrote.
-    let before = srv.node.last_txid();
+    let before = settled(&srv).await;
     for body in [
         json!({"contents": "forty-two", "preHooks": [
             {"functionId": "validate", "properties": {"exportedFunctionName": "count"}},
