@@ -189,6 +189,9 @@ pub struct App {
     pub modules: Arc<Modules>,
     /// The runtime options of its runs.
     pub options: RuntimeOptions,
+    /// Hex SHA-256 of the bundle as recorded (empty without one): interpreters reused by
+    /// key are reused only by the same bundle.
+    pub digest: String,
 }
 
 impl Default for App {
@@ -206,6 +209,10 @@ impl App {
             .get(RUNTIME_OPTIONS)
             .and_then(|j| serde_json::from_str(j).ok())
             .unwrap_or_else(default_options);
+        let digest = records.get(BUNDLE).map_or_else(String::new, |j| {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(j))
+        });
         let parsed = records
             .get(BUNDLE)
             .and_then(|j| serde_json::from_str::<Value>(j).ok())
@@ -216,12 +223,14 @@ impl App {
                 endpoints,
                 modules: Arc::new(modules),
                 options,
+                digest,
             },
             None => App {
                 bundle: None,
                 endpoints: Vec::new(),
                 modules: Arc::new(Modules::new()),
                 options,
+                digest,
             },
         }
     }
@@ -381,6 +390,7 @@ mod tests {
             endpoints: eps,
             modules: Arc::new(modules),
             options: default_options(),
+            digest: String::new(),
         };
         let (e, params) = app.route("PUT", "/account/al%20ice").unwrap().unwrap();
         assert_eq!(

@@ -307,15 +307,10 @@ impl LedgerNode {
         });
         js.context = json!({"userId": caller.map(Caller::user_id).unwrap_or_default()});
         js.seed = self.ledger.last_seqno();
-        js.reuse = endpoint.reuse_key.as_ref().map(|k| {
-            use sha2::Digest;
-            let bundle = app
-                .bundle
-                .as_ref()
-                .map(|b| b.to_string())
-                .unwrap_or_default();
-            format!("ude:{}:{k}", hex::encode(sha2::Sha256::digest(bundle)))
-        });
+        js.reuse = endpoint
+            .reuse_key
+            .as_ref()
+            .map(|k| format!("ude:{}:{k}", app.digest));
         let turn = if local {
             None
         } else {
