@@ -330,22 +330,6 @@ fn on_js_thread<T: Send + 'static>(
         .map_err(|_| SandboxError::Thread("it panicked".into()))
 }
 
-/// A fresh interpreter bounded to `heap` and `stack` bytes and to `limit` from now (the
-/// instant returned).
-fn bounded(
-    heap: u64,
-    stack: u64,
-    limit: Duration,
-) -> rquickjs::Result<(Runtime, Context, Instant)> {
-    let rt = Runtime::new()?;
-    rt.set_memory_limit(heap as usize);
-    rt.set_max_stack_size(stack as usize);
-    let started = Instant::now();
-    rt.set_interrupt_handler(Some(Box::new(move || started.elapsed() > limit)));
-    let ctx = Context::full(&rt)?;
-    Ok((rt, ctx, started))
-}
-
 /// An exception's `name` (default `Error`) and message.
 fn name_and_message(ex: &rquickjs::Exception<'_>) -> (String, String) {
     let name = ex
@@ -366,9 +350,16 @@ pub fn check(code: &str) -> Result<(), String> {
 pub fn check_in(name: &str, code: &str, modules: Option<Arc<Modules>>) -> Result<(), String> {
     let (name, code) = (name.to_owned(), code.to_owned());
     let compile = move || -> Result<(), String> {
-        let limit = Duration::from_millis(MAX_EXECUTION_TIME_MS);
-        let (rt, ctx, _) =
-            bounded(MAX_HEAP_BYTES, MAX_STACK_BYTES, limit).map_err(|e| e.to_string())?;
+        let rt = Runtime::new().map_err(|e| e.to_string())?;
+        // Compiling is bounded by the ceilings, as the longest run would be.
+        let ceilings = RuntimeOptions {
+            max_heap_bytes: MAX_HEAP_BYTES,
+            max_stack_bytes: MAX_STACK_BYTES,
+            max_execution_time_ms: MAX_EXECUTION_TIME_MS,
+            ..RuntimeOptions::default()
+        };
+        arm(&rt, &ceilings, Instant::now());
+        let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
         if let Some(m) = modules {
             rt.set_loader(BundleResolver(m.clone()), BundleLoader(m));
         }
