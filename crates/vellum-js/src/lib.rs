@@ -382,7 +382,7 @@ struct OwnedCall {
     code: String,
     export: String,
     arguments: Vec<String>,
-    context: String,
+    context: serde_json::Value,
     options: RuntimeOptions,
     seed: u64,
     reuse: Option<String>,
@@ -398,7 +398,7 @@ impl From<&Call<'_>> for OwnedCall {
             code: call.code.to_owned(),
             export: call.export.to_owned(),
             arguments: call.arguments.to_vec(),
-            context: call.context.to_string(),
+            context: call.context.clone(),
             options: call.options.clamped(),
             seed: call.seed,
             reuse: call.reuse.clone(),
@@ -594,8 +594,7 @@ fn run_on(
     *interp.overlay.borrow_mut() = Overlay::over(store);
     let limit = Duration::from_millis(call.options.max_execution_time_ms);
     let outcome = interp.ctx.with(|ctx| {
-        let r = ctx
-            .json_parse(call.context.clone())
+        let r = to_js(&ctx, &call.context)
             .and_then(|c| ctx.globals().set("context", c))
             .and_then(|()| interp.ns.clone().restore(&ctx))
             .and_then(|ns| invoke(&ctx, &ns, call));
@@ -690,6 +689,134 @@ fn run_cached(
         }
         _ => (Ok(outcome), Some(interp)),
     }
+}
+
+/// The most stack a run made on the caller's own thread ([`run_inline`]) may use. A run that
+/// needs more fails there and is made again on a [`Worker`], whose stack fits any run.
+pub const INLINE_STACK_BYTES: u64 = 256 << 10;
+/// The longest a run made on the caller's thread may take: the caller's thread is usually an
+/// async executor's, which must not be held long. A run that takes longer is made again on a
+/// [`Worker`], and its code is not run inline on that thread again.
+pub const INLINE_RUN_MS: u64 = 2;
+/// The longest loading a function's module on the caller's thread may take (once per thread
+/// and code).
+pub const INLINE_LOAD_MS: u64 = 50;
+/// Stack the caller's thread must have left, beyond [`INLINE_STACK_BYTES`], for a run to be
+/// made on it: QuickJS checks its stack at calls, and native code between two checks needs
+/// room too.
+const INLINE_STACK_MARGIN: usize = 256 << 10;
+/// The most codes a thread remembers as too slow to run inline.
+const MAX_SLOW_KEYS: usize = 1024;
+
+/// Interpreters kept by a thread that runs calls inline, and the codes it will not run so.
+#[derive(Default)]
+struct Inline {
+    cache: Cache,
+    slow: std::collections::HashSet<String>,
+}
+
+thread_local! {
+    static INLINE: RefCell<Inline> = RefCell::new(Inline::default());
+}
+
+/// Makes a run that may reuse an interpreter ([`Call::reuse`] with `max_cached_interpreters`
+/// above 0) on the calling thread, on an interpreter that thread keeps, so that a short run
+/// costs no hand-over to a [`Worker`] and back (most of a warm run's cost: see
+/// `docs/benchmarks.md`). Returns `None` when the run was not made here, or did not succeed
+/// here: the caller then submits it to a [`Worker`], which makes it afresh with the call's own
+/// limits and reports its failure the way a run always does. A run made here succeeds only if
+/// it would on a worker: it has the call's heap limit and at most [`INLINE_STACK_BYTES`] of
+/// stack and [`INLINE_RUN_MS`] of time, within the call's own.
+///
+/// Each thread keeps interpreters of its own (up to `max_cached_interpreters` of them), so a
+/// module's top-level state is not shared between threads, as in CCF, whose worker threads
+/// each keep theirs. Runs are made here only while the thread has stack enough to spare.
+///
+/// ```
+/// use std::sync::Arc;
+/// use vellum_js::{Call, EmptyStore, Outcome, run_inline};
+///
+/// let args = ["hi".to_owned()];
+/// let mut call = Call::new("f", "export const main = (a) => a + '!';", &args);
+/// call.options.max_cached_interpreters = 1;
+/// call.reuse = Some("f:v1".to_owned());
+/// let Some(Outcome::Succeeded { return_value, .. }) =
+///     run_inline(&call, Arc::new(EmptyStore::default()))
+/// else {
+///     panic!()
+/// };
+/// assert_eq!(return_value, "hi!");
+/// ```
+pub fn run_inline(call: &Call<'_>, store: Arc<dyn Store>) -> Option<Outcome> {
+    let key = call.reuse.as_deref()?;
+    let at_most = call
+        .options
+        .max_cached_interpreters
+        .min(MAX_CACHED_INTERPRETERS) as usize;
+    if at_most == 0 {
+        return None;
+    }
+    // A thread whose runs are not made here (the slow set) or that is already running one
+    // (the cache is borrowed) leaves the run to the worker.
+    let taken = INLINE.with(|i| {
+        let mut i = i.try_borrow_mut().ok()?;
+        if i.slow.contains(key) {
+            return None;
+        }
+        Some(i.cache.take(key))
+    })?;
+    let mut owned = OwnedCall::from(call);
+    let own_limit = owned.options.max_execution_time_ms;
+    owned.options.max_stack_bytes = owned.options.max_stack_bytes.min(INLINE_STACK_BYTES);
+    let interp = match taken {
+        Some(interp) => interp,
+        None => {
+            // QuickJS measures its stack from where the engine was made: this thread must
+            // have the room below here.
+            let room = stacker::remaining_stack()?;
+            if room < INLINE_STACK_BYTES as usize + INLINE_STACK_MARGIN {
+                return None;
+            }
+            owned.options.max_execution_time_ms = own_limit.min(INLINE_LOAD_MS);
+            let started = Instant::now();
+            match load(&owned, store.clone(), started) {
+                Ok(Ok(interp)) => interp,
+                Ok(Err(_)) | Err(_) => {
+                    if started.elapsed() >= Duration::from_millis(INLINE_LOAD_MS) {
+                        slow(key);
+                    }
+                    return None;
+                }
+            }
+        }
+    };
+    owned.options.max_execution_time_ms = own_limit.min(INLINE_RUN_MS);
+    let started = Instant::now();
+    let (outcome, reusable) = run_on(&interp, &owned, store, started);
+    if !reusable {
+        if started.elapsed() >= Duration::from_millis(INLINE_RUN_MS) {
+            slow(key);
+        }
+        return None;
+    }
+    INLINE.with(|i| {
+        if let Ok(mut i) = i.try_borrow_mut() {
+            i.cache.keep(key.to_owned(), interp, at_most);
+        }
+    });
+    Some(outcome)
+}
+
+/// Code `key` is not to be run inline on this thread any more.
+fn slow(key: &str) {
+    INLINE.with(|i| {
+        if let Ok(mut i) = i.try_borrow_mut() {
+            if i.slow.len() >= MAX_SLOW_KEYS {
+                i.slow.clear();
+            }
+            i.slow.insert(key.to_owned());
+        }
+    });
 }
 
 /// What a [`Worker`] is told when a run ends.
@@ -999,7 +1126,7 @@ fn setup<'js>(
     let globals = ctx.globals();
     globals.set("__vellum", n)?;
     ctx.eval::<(), _>(include_str!("prelude.js"))?;
-    globals.set("context", ctx.json_parse(call.context.clone())?)?;
+    globals.set("context", to_js(ctx, &call.context)?)?;
     Ok(())
 }
 
@@ -1042,7 +1169,7 @@ fn invoke<'js>(ctx: &Ctx<'js>, ns: &Object<'js>, call: &OwnedCall) -> rquickjs::
     };
     if let Some(http) = &call.http {
         let call_http: Function<'js> = ctx.globals().get("__vellum_http")?;
-        let meta = ctx.json_parse(http.meta.to_string())?;
+        let meta = to_js(ctx, &http.meta)?;
         let body = latin1(&http.body);
         let encoded: String = call_http.call((f.clone(), meta, body))?;
         let response = decode_response(&encoded).ok_or_else(|| {
@@ -1087,6 +1214,43 @@ fn invoke<'js>(ctx: &Ctx<'js>, ns: &Object<'js>, call: &OwnedCall) -> rquickjs::
         return_value,
         writes: Writes::new(),
         effects: Effects::default(),
+    })
+}
+
+/// A JSON value as the JavaScript value `JSON.parse` would make of its text, built directly
+/// (a run's `context` and a request's fields cross on every run: printing and parsing them
+/// cost more than the run of a short function). Keys become own properties, `__proto__`
+/// included, as with `JSON.parse`. The values are the node's own (a context, a request's
+/// fields), a few levels deep.
+fn to_js<'js>(ctx: &Ctx<'js>, v: &serde_json::Value) -> rquickjs::Result<Value<'js>> {
+    use rquickjs::object::Property;
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => Value::new_null(ctx.clone()),
+        J::Bool(b) => Value::new_bool(ctx.clone(), *b),
+        J::Number(n) => match n.as_i64().and_then(|i| i32::try_from(i).ok()) {
+            Some(i) => Value::new_int(ctx.clone(), i),
+            None => Value::new_float(ctx.clone(), n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => rquickjs::String::from_str(ctx.clone(), s)?.into_value(),
+        J::Array(items) => {
+            let a = Array::new(ctx.clone())?;
+            for (i, item) in items.iter().enumerate() {
+                a.set(i, to_js(ctx, item)?)?;
+            }
+            a.into_value()
+        }
+        J::Object(fields) => {
+            let o = Object::new(ctx.clone())?;
+            for (k, item) in fields {
+                let p = Property::from(to_js(ctx, item)?)
+                    .writable()
+                    .enumerable()
+                    .configurable();
+                o.prop(k.as_str(), p)?;
+            }
+            o.into_value()
+        }
     })
 }
 

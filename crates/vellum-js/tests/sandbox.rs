@@ -578,3 +578,114 @@ fn a_run_says_whether_it_used_the_maps() {
         "export function main() { ccf.kv['public:app'].set(ccf.strToBuf('k'), ccf.strToBuf('v')); }"
     ));
 }
+
+/// A call of `export` in `code` that may reuse an interpreter under `key`.
+fn inline_call<'a>(code: &'a str, export: &'a str, key: &str) -> Call<'a> {
+    let mut call = Call::new("f", code, &[]);
+    call.export = export;
+    call.options.max_cached_interpreters = 1;
+    call.reuse = Some(key.to_owned());
+    call
+}
+
+#[test]
+fn short_runs_are_made_inline_and_the_rest_left_to_the_worker() {
+    let code = "let runs = 0;\n\
+                export function main() { runs += 1; return runs + ' ' + context.n; }\n\
+                export function deep(n) { return n == 0 ? 0 : deep(n - 1) + 1; }\n\
+                export function recurse() { return String(deep(8000)); }\n\
+                export function fail() { throw new Error('no'); }\n\
+                export function spin() { for (;;) {} }";
+    let inline = |export: &str, key: &str| {
+        let mut call = inline_call(code, export, key);
+        call.context = serde_json::json!({"n": export});
+        vellum_js::run_inline(&call, Data::new())
+    };
+    // A short run is made here, on an interpreter this thread keeps.
+    assert_eq!(ok(inline("main", "k").unwrap()).0, "1 main");
+    assert_eq!(ok(inline("main", "k").unwrap()).0, "2 main");
+    // Another thread keeps interpreters of its own (as CCF's worker threads do).
+    std::thread::scope(|s| {
+        s.spawn(|| assert_eq!(ok(inline("main", "k").unwrap()).0, "1 main"));
+    });
+    assert_eq!(ok(inline("main", "k").unwrap()).0, "3 main");
+    // Not made here: a call that may not reuse an interpreter...
+    let mut fresh = inline_call(code, "main", "k");
+    fresh.options.max_cached_interpreters = 0;
+    assert!(vellum_js::run_inline(&fresh, Data::new()).is_none());
+    fresh.options.max_cached_interpreters = 1;
+    fresh.reuse = None;
+    assert!(vellum_js::run_inline(&fresh, Data::new()).is_none());
+    // ... a run that fails (the worker makes it again and reports it) and retires the
+    // interpreter ...
+    assert!(inline("fail", "k").is_none());
+    assert_eq!(ok(inline("main", "k").unwrap()).0, "1 main");
+    // ... a run that needs more stack than a run made here may use, which the worker's
+    // stack holds ...
+    assert!(inline("recurse", "k").is_none());
+    let w = vellum_js::Worker::start().unwrap();
+    let mut deep = inline_call(code, "recurse", "k");
+    deep.options.max_stack_bytes = vellum_js::MAX_STACK_BYTES;
+    let (tx, rx) = std::sync::mpsc::channel();
+    w.submit(&deep, Data::new(), Box::new(move |o| tx.send(o).unwrap()));
+    assert_eq!(ok(rx.recv().unwrap().unwrap()).0, "8000");
+    // ... and a run longer than a run made here may take: made on the worker, with the
+    // call's own limit, and from then on this code is never tried here.
+    let t = Instant::now();
+    assert!(inline("spin", "slow").is_none());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(inline("main", "slow").is_none());
+    let mut spin = inline_call(code, "spin", "slow");
+    spin.options.max_execution_time_ms = 100;
+    let (tx, rx) = std::sync::mpsc::channel();
+    w.submit(&spin, Data::new(), Box::new(move |o| tx.send(o).unwrap()));
+    let m = failed(rx.recv().unwrap().unwrap());
+    assert!(m.contains("execution time limit of 100 ms"), "{m}");
+    // The thread's other codes still run here (on a new interpreter: the deep run, which
+    // failed here, retired the one before).
+    assert_eq!(ok(inline("main", "k").unwrap()).0, "1 main");
+    assert_eq!(ok(inline("main", "k").unwrap()).0, "2 main");
+}
+
+#[test]
+fn context_is_made_as_json_parse_would() {
+    let mut call = Call::new(
+        "f",
+        "export function main() {\n\
+             const own = Object.prototype.hasOwnProperty.call(context, '__proto__');\n\
+             return JSON.stringify([own, Object.getPrototypeOf(context) === Object.prototype,\n\
+                 context.a, context.n, context.big, context.f, context.t, context.z, context.s]);\n\
+         }",
+        &[],
+    );
+    call.context = serde_json::json!({
+        "__proto__": {"x": 1},
+        "a": [1, "two", null, {"b": false}],
+        "n": -7,
+        "big": 1u64 << 40,
+        "f": 0.5,
+        "t": true,
+        "z": null,
+        "s": "é\u{0}\u{1F600}",
+    });
+    let (v, _) = ok(run(&call, Data::new()));
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([
+            true,
+            true,
+            [1, "two", null, {"b": false}],
+            -7,
+            1u64 << 40,
+            0.5,
+            true,
+            null,
+            "é\u{0}\u{1F600}"
+        ])
+    );
+}

@@ -328,12 +328,16 @@ impl Scripts {
         t.insert(Self::code_key(id, code));
     }
 
-    /// Runs `call` over `store` on the worker.
+    /// Runs `call` over `store`: a run that may reuse an interpreter on this thread first, if
+    /// it is short ([`vellum_js::run_inline`]), else on the worker.
     pub(crate) async fn run(
         &self,
         call: &Call<'_>,
         store: Arc<dyn Store>,
     ) -> Result<Outcome, SandboxError> {
+        if let Some(outcome) = vellum_js::run_inline(call, store.clone()) {
+            return Ok(outcome);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.worker.submit(
             call,
