@@ -382,7 +382,7 @@ struct OwnedCall {
     code: String,
     export: String,
     arguments: Vec<String>,
-    context: serde_json::Value,
+    context: Arc<serde_json::Value>,
     options: RuntimeOptions,
     seed: u64,
     reuse: Option<String>,
@@ -398,7 +398,7 @@ impl From<&Call<'_>> for OwnedCall {
             code: call.code.to_owned(),
             export: call.export.to_owned(),
             arguments: call.arguments.to_vec(),
-            context: call.context.clone(),
+            context: Arc::new(call.context.clone()),
             options: call.options.clamped(),
             seed: call.seed,
             reuse: call.reuse.clone(),
@@ -410,6 +410,10 @@ impl From<&Call<'_>> for OwnedCall {
 
 /// The run's writes, and its view: its own writes over the store.
 struct Overlay {
+    /// Tells runs apart (the prelude makes `context` once a run).
+    run: u64,
+    /// The run's `context` global, made when the script first reads it.
+    context: Arc<serde_json::Value>,
     store: Arc<dyn Store>,
     writes: Writes,
     /// Bytes of keys and values set so far.
@@ -452,8 +456,12 @@ impl Overlay {
 }
 
 impl Overlay {
-    fn over(store: Arc<dyn Store>) -> Overlay {
+    /// The state of a new run over `store`, whose `context` global is `context`.
+    fn over(store: Arc<dyn Store>, context: Arc<serde_json::Value>) -> Overlay {
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Overlay {
+            run: RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            context,
             store,
             writes: Writes::new(),
             written: 0,
@@ -548,7 +556,7 @@ fn load(
         );
     }
     let ctx = Context::full(&rt).map_err(engine)?;
-    let overlay = Rc::new(RefCell::new(Overlay::over(store)));
+    let overlay = Rc::new(RefCell::new(Overlay::over(store, call.context.clone())));
     let limit = Duration::from_millis(call.options.max_execution_time_ms);
     let loaded = ctx.with(|ctx| {
         let r = setup(&ctx, &overlay, call).and_then(|()| {
@@ -591,12 +599,13 @@ fn run_on(
     started: Instant,
 ) -> (Outcome, bool) {
     arm(&interp.rt, &call.options, started);
-    *interp.overlay.borrow_mut() = Overlay::over(store);
+    *interp.overlay.borrow_mut() = Overlay::over(store, call.context.clone());
     let limit = Duration::from_millis(call.options.max_execution_time_ms);
     let outcome = interp.ctx.with(|ctx| {
-        let r = to_js(&ctx, &call.context)
-            .and_then(|c| ctx.globals().set("context", c))
-            .and_then(|()| interp.ns.clone().restore(&ctx))
+        let r = interp
+            .ns
+            .clone()
+            .restore(&ctx)
             .and_then(|ns| invoke(&ctx, &ns, call));
         match r {
             Ok(v) => v,
@@ -607,7 +616,7 @@ fn run_on(
     // The store is the caller's: the interpreter keeps none of it between runs.
     let mut o = std::mem::replace(
         &mut *interp.overlay.borrow_mut(),
-        Overlay::over(Arc::new(EmptyStore::default())),
+        Overlay::over(Arc::new(EmptyStore::default()), Arc::default()),
     );
     let outcome = match (outcome, o.broken.take()) {
         (_, Some(e)) => failed(
@@ -929,6 +938,23 @@ fn setup<'js>(
     let halves = [(seed >> 32) as u32 | 1, seed as u32 | 1];
     n.set("seed", Function::new(ctx.clone(), move || halves.to_vec())?)?;
     let ov = overlay.clone();
+    // A number (not a BigInt): runs are counted well below 2^53.
+    n.set(
+        "run",
+        Function::new(ctx.clone(), move || ov.borrow().run as f64)?,
+    )?;
+    let ov = overlay.clone();
+    n.set(
+        "context",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>| -> rquickjs::Result<Value<'js>> {
+                let context = ov.borrow().context.clone();
+                to_js(&ctx, &context)
+            },
+        )?,
+    )?;
+    let ov = overlay.clone();
     n.set(
         "get",
         Function::new(
@@ -1126,7 +1152,6 @@ fn setup<'js>(
     let globals = ctx.globals();
     globals.set("__vellum", n)?;
     ctx.eval::<(), _>(include_str!("prelude.js"))?;
-    globals.set("context", to_js(ctx, &call.context)?)?;
     Ok(())
 }
 

@@ -60,6 +60,27 @@
     apply: () => new RealDate(0).toString(),
   });
   RealDate.now = () => 0;
+  // The global `context`: each run's own, made on first use in a run (most runs of a hook
+  // never read it, and making it costs more than such a run). Assigning it replaces it for the
+  // rest of the run.
+  let contextRun = -1;
+  let contextValue;
+  Object.defineProperty(globalThis, "context", {
+    get: () => {
+      const run = n.run();
+      if (run !== contextRun) {
+        contextRun = run;
+        contextValue = n.context();
+      }
+      return contextValue;
+    },
+    set: (v) => {
+      contextRun = n.run();
+      contextValue = v;
+    },
+    enumerable: true,
+    configurable: false,
+  });
   // No entropy: Math.random is a xorshift generator (32-bit lanes) from the caller's seed, so a run is a function of
   // its inputs.
   let [s0, s1] = n.seed();
