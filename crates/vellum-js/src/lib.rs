@@ -29,6 +29,7 @@
 //! assert_eq!(writes["public:greetings"][b"ada".as_slice()], Some(b"hello".to_vec()));
 //! ```
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -182,7 +183,7 @@ pub struct Call<'a> {
     pub arguments: &'a [String],
     /// The global `context` object (ACL: `userId`, `request`, and for hooks `collectionId`
     /// and `contents`).
-    pub context: serde_json::Value,
+    pub context: Arc<serde_json::Value>,
     /// Its limits (clamped by [`run`]).
     pub options: RuntimeOptions,
     /// The seed of its `Math.random` (a run has no other entropy).
@@ -251,7 +252,7 @@ impl<'a> Call<'a> {
             code,
             export: "main",
             arguments,
-            context: serde_json::json!({}),
+            context: Arc::new(serde_json::json!({})),
             options: RuntimeOptions::default(),
             seed: 0,
             reuse: None,
@@ -312,7 +313,7 @@ pub fn run(call: &Call<'_>, store: Arc<dyn Store>) -> Outcome {
 
 /// [`run`], telling a failure of the sandbox apart from the function's own.
 pub fn try_run(call: &Call<'_>, store: Arc<dyn Store>) -> Result<Outcome, SandboxError> {
-    let owned = OwnedCall::from(call);
+    let owned = Clamped::of(call).into_owned();
     on_js_thread(move || run_here(&owned, store))?
 }
 
@@ -377,33 +378,51 @@ pub fn check_in(name: &str, code: &str, modules: Option<Arc<Modules>>) -> Result
     on_js_thread(compile).map_err(|e| e.to_string())?
 }
 
-struct OwnedCall {
-    function_id: String,
-    code: String,
-    export: String,
-    arguments: Vec<String>,
+/// A call as the sandbox makes it, its options clamped: borrowed from the [`Call`] for a run
+/// made at once, owned for one queued on a [`Worker`].
+struct Clamped<'a> {
+    function_id: Cow<'a, str>,
+    code: Cow<'a, str>,
+    export: Cow<'a, str>,
+    arguments: Cow<'a, [String]>,
     context: Arc<serde_json::Value>,
     options: RuntimeOptions,
     seed: u64,
-    reuse: Option<String>,
+    reuse: Option<Cow<'a, str>>,
     modules: Option<Arc<Modules>>,
-    http: Option<HttpRequest>,
+    http: Option<Cow<'a, HttpRequest>>,
 }
 
-impl From<&Call<'_>> for OwnedCall {
-    /// The call with its options clamped.
-    fn from(call: &Call<'_>) -> OwnedCall {
-        OwnedCall {
-            function_id: call.function_id.to_owned(),
-            code: call.code.to_owned(),
-            export: call.export.to_owned(),
-            arguments: call.arguments.to_vec(),
-            context: Arc::new(call.context.clone()),
+impl<'a> Clamped<'a> {
+    /// `call` with its options clamped, borrowed.
+    fn of(call: &'a Call<'_>) -> Clamped<'a> {
+        Clamped {
+            function_id: Cow::Borrowed(call.function_id),
+            code: Cow::Borrowed(call.code),
+            export: Cow::Borrowed(call.export),
+            arguments: Cow::Borrowed(call.arguments),
+            context: call.context.clone(),
             options: call.options.clamped(),
             seed: call.seed,
-            reuse: call.reuse.clone(),
+            reuse: call.reuse.as_deref().map(Cow::Borrowed),
             modules: call.modules.clone(),
-            http: call.http.clone(),
+            http: call.http.as_ref().map(Cow::Borrowed),
+        }
+    }
+
+    /// The same call, owning its parts.
+    fn into_owned(self) -> Clamped<'static> {
+        Clamped {
+            function_id: Cow::Owned(self.function_id.into_owned()),
+            code: Cow::Owned(self.code.into_owned()),
+            export: Cow::Owned(self.export.into_owned()),
+            arguments: Cow::Owned(self.arguments.into_owned()),
+            context: self.context,
+            options: self.options,
+            seed: self.seed,
+            reuse: self.reuse.map(|r| Cow::Owned(r.into_owned())),
+            modules: self.modules,
+            http: self.http.map(|h| Cow::Owned(h.into_owned())),
         }
     }
 }
@@ -509,7 +528,7 @@ fn failed(id: &str, name: &str, message: &str, stack: Option<&str>) -> Outcome {
     Outcome::Failed { message: m }
 }
 
-fn run_here(call: &OwnedCall, store: Arc<dyn Store>) -> Result<Outcome, SandboxError> {
+fn run_here(call: &Clamped<'_>, store: Arc<dyn Store>) -> Result<Outcome, SandboxError> {
     let started = Instant::now();
     match load(call, store.clone(), started)? {
         Ok(interp) => Ok(run_on(&interp, call, store, started).0),
@@ -543,7 +562,7 @@ fn engine(e: rquickjs::Error) -> SandboxError {
 /// limits, counted from `started`), over `store`. `Ok(Err(outcome))`: loading failed, by the
 /// code's fault.
 fn load(
-    call: &OwnedCall,
+    call: &Clamped<'_>,
     store: Arc<dyn Store>,
     started: Instant,
 ) -> Result<Result<Interp, Outcome>, SandboxError> {
@@ -560,8 +579,7 @@ fn load(
     let limit = Duration::from_millis(call.options.max_execution_time_ms);
     let loaded = ctx.with(|ctx| {
         let r = setup(&ctx, &overlay, call).and_then(|()| {
-            let module =
-                Module::declare(ctx.clone(), call.function_id.as_str(), call.code.as_str())?;
+            let module = Module::declare(ctx.clone(), &*call.function_id, &*call.code)?;
             let (module, done) = module.eval()?;
             done.finish::<()>()?;
             module.namespace()
@@ -594,7 +612,7 @@ fn load(
 /// have left its state half changed).
 fn run_on(
     interp: &Interp,
-    call: &OwnedCall,
+    call: &Clamped<'_>,
     store: Arc<dyn Store>,
     started: Instant,
 ) -> (Outcome, bool) {
@@ -673,7 +691,7 @@ impl Cache {
 /// the outcome on (freeing an engine takes a while).
 fn run_cached(
     cache: &mut Cache,
-    call: &OwnedCall,
+    call: &Clamped<'_>,
     store: Arc<dyn Store>,
 ) -> (Result<Outcome, SandboxError>, Option<Interp>) {
     let started = Instant::now();
@@ -693,7 +711,7 @@ fn run_cached(
     let (outcome, reusable) = run_on(&interp, call, store, started);
     match key {
         Some(k) if reusable => {
-            cache.keep(k.clone(), interp, at_most);
+            cache.keep(k.to_string(), interp, at_most);
             (Ok(outcome), None)
         }
         _ => (Ok(outcome), Some(interp)),
@@ -774,7 +792,7 @@ pub fn run_inline(call: &Call<'_>, store: Arc<dyn Store>) -> Option<Outcome> {
         }
         Some(i.cache.take(key))
     })?;
-    let mut owned = OwnedCall::from(call);
+    let mut owned = Clamped::of(call);
     let own_limit = owned.options.max_execution_time_ms;
     owned.options.max_stack_bytes = owned.options.max_stack_bytes.min(INLINE_STACK_BYTES);
     let interp = match taken {
@@ -832,7 +850,7 @@ fn slow(key: &str) {
 pub type Done = Box<dyn FnOnce(Result<Outcome, SandboxError>) + Send>;
 
 struct Job {
-    call: OwnedCall,
+    call: Clamped<'static>,
     store: Arc<dyn Store>,
     done: Done,
 }
@@ -894,7 +912,7 @@ impl Worker {
     /// [`SandboxError::Thread`] at once if the worker has stopped).
     pub fn submit(&self, call: &Call<'_>, store: Arc<dyn Store>, done: Done) {
         let job = Job {
-            call: OwnedCall::from(call),
+            call: Clamped::of(call).into_owned(),
             store,
             done,
         };
@@ -930,7 +948,7 @@ impl Drop for Worker {
 fn setup<'js>(
     ctx: &Ctx<'js>,
     overlay: &Rc<RefCell<Overlay>>,
-    call: &OwnedCall,
+    call: &Clamped<'_>,
 ) -> rquickjs::Result<()> {
     let n = Object::new(ctx.clone())?;
     // Two non-zero 32-bit seeds for the prelude's xorshift generator.
@@ -1182,8 +1200,8 @@ fn writable(ctx: &Ctx<'_>, o: &Overlay, map: &str) -> rquickjs::Result<()> {
 }
 
 /// Calls the export.
-fn invoke<'js>(ctx: &Ctx<'js>, ns: &Object<'js>, call: &OwnedCall) -> rquickjs::Result<Outcome> {
-    let f: Value<'js> = ns.get(call.export.as_str())?;
+fn invoke<'js>(ctx: &Ctx<'js>, ns: &Object<'js>, call: &Clamped<'_>) -> rquickjs::Result<Outcome> {
+    let f: Value<'js> = ns.get(&*call.export)?;
     let Some(f) = f.as_function() else {
         return Ok(failed(
             &call.function_id,
@@ -1209,7 +1227,7 @@ fn invoke<'js>(ctx: &Ctx<'js>, ns: &Object<'js>, call: &OwnedCall) -> rquickjs::
             },
         });
     }
-    let args = rquickjs::function::Rest(call.arguments.clone());
+    let args = rquickjs::function::Rest(call.arguments.to_vec());
     let mut v: Value<'js> = f.call((args,))?;
     if let Some(p) = v.as_promise() {
         v = p.clone().finish::<Value<'js>>()?;
@@ -1368,7 +1386,7 @@ impl rquickjs::loader::Loader for BundleLoader {
 fn describe(
     ctx: &Ctx<'_>,
     e: rquickjs::Error,
-    call: &OwnedCall,
+    call: &Clamped<'_>,
     timed_out: bool,
     limit: Duration,
 ) -> Outcome {

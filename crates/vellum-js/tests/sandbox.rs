@@ -213,7 +213,7 @@ fn helpers_crypto_context_and_no_clock_or_entropy() {
         }"#,
         &[],
     );
-    call.context = serde_json::json!({"userId": "alice"});
+    call.context = Arc::new(serde_json::json!({"userId": "alice"}));
     call.seed = 7;
     let (a, _) = ok(run(&call, Data::new()));
     let v: serde_json::Value = serde_json::from_str(&a).unwrap();
@@ -373,7 +373,7 @@ fn reusing(
     call.export = export;
     call.options.max_cached_interpreters = cached;
     call.reuse = key.map(str::to_owned);
-    call.context = serde_json::json!({"n": export});
+    call.context = Arc::new(serde_json::json!({"n": export}));
     worker.submit(&call, Data::new(), Box::new(move |o| tx.send(o).unwrap()));
     rx.recv().unwrap().unwrap()
 }
@@ -598,7 +598,7 @@ fn short_runs_are_made_inline_and_the_rest_left_to_the_worker() {
                 export function spin() { for (;;) {} }";
     let inline = |export: &str, key: &str| {
         let mut call = inline_call(code, export, key);
-        call.context = serde_json::json!({"n": export});
+        call.context = Arc::new(serde_json::json!({"n": export}));
         vellum_js::run_inline(&call, Data::new())
     };
     // A short run is made here, on an interpreter this thread keeps.
@@ -662,7 +662,7 @@ fn context_is_made_as_json_parse_would() {
          }",
         &[],
     );
-    call.context = serde_json::json!({
+    call.context = Arc::new(serde_json::json!({
         "__proto__": {"x": 1},
         "a": [1, "two", null, {"b": false}],
         "n": -7,
@@ -671,7 +671,7 @@ fn context_is_made_as_json_parse_would() {
         "t": true,
         "z": null,
         "s": "é\u{0}\u{1F600}",
-    });
+    }));
     let (v, _) = ok(run(&call, Data::new()));
     let v: serde_json::Value = serde_json::from_str(&v).unwrap();
     assert_eq!(

@@ -236,9 +236,13 @@ pub(crate) struct Scripts {
     pub(crate) turn: tokio::sync::Mutex<()>,
     pending: Mutex<VecDeque<Pending>>,
     next_id: AtomicU64,
-    /// Exports of functions (`ID#EXPORT`, with a hash of their code) seen using the maps:
-    /// they run in turn at once, without a first try outside it.
-    touching: Mutex<std::collections::HashSet<(String, u64)>>,
+    /// Exports of functions (a hash of `ID#EXPORT` and their code) seen using the maps: they
+    /// run in turn at once, without a first try outside it. (Two exports with the same hash
+    /// would only cost the other one its first try.)
+    touching: Mutex<std::collections::HashSet<u64>>,
+    /// Functions' reuse keys ([`vellum_js::Call::reuse`]) by function id, with the code each
+    /// names: the key holds the code's digest, computed once per code, not once per run.
+    reuse_keys: Mutex<std::collections::HashMap<String, (String, String)>>,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -255,6 +259,7 @@ impl Scripts {
             pending: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
             touching: Mutex::new(std::collections::HashSet::new()),
+            reuse_keys: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -300,11 +305,34 @@ impl Scripts {
         self.pending().retain(|e| e.id != id);
     }
 
-    fn code_key(id: &str, code: &str) -> (String, u64) {
+    fn code_key(id: &str, code: &str) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
         code.hash(&mut h);
-        (id.to_owned(), h.finish())
+        h.finish()
+    }
+
+    /// The reuse key of function `id` with `code`: runs of the same code share interpreters,
+    /// and a new code gets new ones.
+    pub(crate) fn reuse_key(&self, id: &str, code: &str) -> String {
+        let mut keys = self
+            .reuse_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((known, key)) = keys.get(id)
+            && known == code
+        {
+            return key.clone();
+        }
+        use sha2::Digest;
+        let key = format!("udf:{id}:{}", hex::encode(sha2::Sha256::digest(code)));
+        // Bounded: forgetting only costs a digest.
+        if keys.len() >= 4096 {
+            keys.clear();
+        }
+        keys.insert(id.to_owned(), (code.to_owned(), key.clone()));
+        key
     }
 
     /// Whether function `id` with this code was seen using the maps.

@@ -41,31 +41,22 @@ impl LedgerNode {
             .ok_or_else(|| Refusal::NoSuchFunction(id.to_owned()).into())
     }
 
-    /// Runs one function for `caller` with `context` (to which `userId` and `request` are
-    /// added) over `store`.
+    /// Runs one function with `context` (see [`run_context`]) over `store`.
     async fn run_one(
         &self,
-        caller: Option<&Caller>,
         function_id: &str,
         code: &str,
         hook: &Hook,
-        mut context: serde_json::Value,
+        context: Arc<serde_json::Value>,
         store: Arc<LedgerStore>,
     ) -> Result<Outcome, NodeError> {
-        context["userId"] = json!(caller.map(Caller::user_id).unwrap_or_default());
         let mut call = Call::new(function_id, code, &hook.arguments);
         call.export = hook.export.as_deref().unwrap_or("main");
         call.context = context;
         call.options = hook.options.unwrap_or_default();
         // Asked for (max_cached_interpreters > 0): runs of the same code share an interpreter.
-        let key = (call.options.max_cached_interpreters > 0).then(|| {
-            use sha2::Digest;
-            format!(
-                "udf:{function_id}:{}",
-                hex::encode(sha2::Sha256::digest(code))
-            )
-        });
-        call.reuse = key;
+        call.reuse = (call.options.max_cached_interpreters > 0)
+            .then(|| self.scripts.reuse_key(function_id, code));
         // A run has no entropy of its own: its Math.random is seeded by where the ledger is.
         call.seed = self.ledger.last_seqno();
         self.scripts
@@ -87,17 +78,20 @@ impl LedgerNode {
             arguments: e.arguments.clone(),
             options: Some(e.options),
         };
-        let context = json!({"request": {
-            "method": "POST",
-            "url": format!("/app/userDefinedFunctions/{}:execute", e.function_id),
-        }});
+        let context = run_context(
+            caller,
+            json!({"request": {
+                "method": "POST",
+                "url": format!("/app/userDefinedFunctions/{}:execute", e.function_id),
+            }}),
+        );
         // First without the turn, unless this code is known to use the maps: a run that uses
         // none depends on nothing but its inputs, so it needs no place in the order of runs.
         let export_id = format!("{}#{}", e.function_id, e.export);
         if !self.scripts.touches(&export_id, &code) {
             let store = self.store(Vec::new(), None);
             let outcome = self
-                .run_one(caller, &e.function_id, &code, &hook, context.clone(), store)
+                .run_one(&e.function_id, &code, &hook, context.clone(), store)
                 .await?;
             match outcome {
                 Outcome::Succeeded {
@@ -118,7 +112,7 @@ impl LedgerNode {
         let turn = self.scripts.turn.lock().await;
         let store = self.store(Vec::new(), None);
         let outcome = self
-            .run_one(caller, &e.function_id, &code, &hook, context, store)
+            .run_one(&e.function_id, &code, &hook, context, store)
             .await?;
         let (return_value, writes) = match outcome {
             Outcome::Failed { message } => {
@@ -172,11 +166,14 @@ impl LedgerNode {
         {
             runs.push((hook, post, self.code_of(&hook.function_id)?));
         }
-        let context = json!({
-            "collectionId": collection,
-            "contents": contents,
-            "request": {"method": "POST", "url": "/app/transactions"},
-        });
+        let context = run_context(
+            caller,
+            json!({
+                "collectionId": collection,
+                "contents": contents,
+                "request": {"method": "POST", "url": "/app/transactions"},
+            }),
+        );
         // First without the turn, unless some hook's code is known to use the maps: hooks that
         // use none (validating the entry, say) need no place in the order of runs, and the
         // write goes on as a plain one.
@@ -185,7 +182,7 @@ impl LedgerNode {
             .any(|(h, _, code)| self.scripts.touches(&export_id(h), code));
         if !known {
             let (result, touched) = self
-                .run_hooks(caller, &runs, collection, contents, &context)
+                .run_hooks(&runs, collection, contents, &context)
                 .await?;
             match (result, touched.is_empty()) {
                 (Ok(_), true) => {
@@ -206,7 +203,7 @@ impl LedgerNode {
         }
         let turn = self.scripts.turn.lock().await;
         let layers = match self
-            .run_hooks(caller, &runs, collection, contents, &context)
+            .run_hooks(&runs, collection, contents, &context)
             .await?
             .0
         {
@@ -232,11 +229,10 @@ impl LedgerNode {
     #[allow(clippy::type_complexity)]
     async fn run_hooks(
         &self,
-        caller: Option<&Caller>,
         runs: &[(&Hook, bool, String)],
         collection: &str,
         contents: &str,
-        context: &serde_json::Value,
+        context: &Arc<serde_json::Value>,
     ) -> Result<(Result<Vec<Arc<Writes>>, String>, Vec<(String, String)>), NodeError> {
         let mut layers: Vec<Arc<Writes>> = Vec::new();
         let mut touched = Vec::new();
@@ -244,14 +240,7 @@ impl LedgerNode {
             let written = post.then(|| (collection.to_owned(), contents.to_owned()));
             let store = self.store(layers.clone(), written);
             let outcome = self
-                .run_one(
-                    caller,
-                    &hook.function_id,
-                    code,
-                    hook,
-                    context.clone(),
-                    store,
-                )
+                .run_one(&hook.function_id, code, hook, context.clone(), store)
                 .await?;
             match outcome {
                 Outcome::Failed { message } => return Ok((Err(message), touched)),
@@ -305,7 +294,7 @@ impl LedgerNode {
             meta: serde_json::from_str(&call.meta).unwrap_or_else(|_| json!({})),
             body: call.body.clone(),
         });
-        js.context = json!({"userId": caller.map(Caller::user_id).unwrap_or_default()});
+        js.context = run_context(caller, json!({}));
         js.seed = self.ledger.last_seqno();
         js.reuse = endpoint
             .reuse_key
@@ -395,6 +384,13 @@ impl LedgerNode {
         }
         r
     }
+}
+
+/// A run's `context` global: `fields`, and the caller's id as `userId` (empty for the process
+/// embedding the node).
+fn run_context(caller: Option<&Caller>, mut fields: serde_json::Value) -> Arc<serde_json::Value> {
+    fields["userId"] = json!(caller.map(Caller::user_id).unwrap_or_default());
+    Arc::new(fields)
 }
 
 /// A CCF-style error as an endpoint's answer.
