@@ -678,11 +678,16 @@ impl Cache {
         Some(self.kept.remove(i).1)
     }
 
-    fn keep(&mut self, key: String, interp: Interp, at_most: usize) {
+    /// Keeps `interp` under `key`, the least recently used going beyond `at_most`: how many
+    /// went.
+    fn keep(&mut self, key: String, interp: Interp, at_most: usize) -> usize {
         self.kept.push((key, interp));
+        let mut gone = 0;
         while self.kept.len() > at_most {
             self.kept.remove(0);
+            gone += 1;
         }
+        gone
     }
 }
 
@@ -735,11 +740,25 @@ const INLINE_STACK_MARGIN: usize = 256 << 10;
 /// The most codes a thread remembers as too slow to run inline.
 const MAX_SLOW_KEYS: usize = 1024;
 
+/// The most interpreters all threads together keep for runs made inline (each thread keeps
+/// up to a call's `max_cached_interpreters` of its own, until all of them keep this many).
+pub const MAX_INLINE_INTERPRETERS: usize = 64;
+
+/// Interpreters kept by threads for runs made inline, all threads together.
+static INLINE_KEPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Interpreters kept by a thread that runs calls inline, and the codes it will not run so.
 #[derive(Default)]
 struct Inline {
     cache: Cache,
     slow: std::collections::HashSet<String>,
+}
+
+impl Drop for Inline {
+    /// The thread ends: its interpreters go.
+    fn drop(&mut self) {
+        INLINE_KEPT.fetch_sub(self.cache.kept.len(), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 thread_local! {
@@ -755,9 +774,10 @@ thread_local! {
 /// it would on a worker: it has the call's heap limit and at most [`INLINE_STACK_BYTES`] of
 /// stack and [`INLINE_RUN_MS`] of time, within the call's own.
 ///
-/// Each thread keeps interpreters of its own (up to `max_cached_interpreters` of them), so a
-/// module's top-level state is not shared between threads, as in CCF, whose worker threads
-/// each keep theirs. Runs are made here only while the thread has stack enough to spare.
+/// Each thread keeps interpreters of its own (up to `max_cached_interpreters` of them, and
+/// [`MAX_INLINE_INTERPRETERS`] for all threads together), so a module's top-level state is
+/// not shared between threads: as in CCF, a run must not care whether its interpreter is
+/// fresh or reused. Runs are made here only while the thread has stack enough to spare.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -790,7 +810,11 @@ pub fn run_inline(call: &Call<'_>, store: Arc<dyn Store>) -> Option<Outcome> {
         if i.slow.contains(key) {
             return None;
         }
-        Some(i.cache.take(key))
+        let taken = i.cache.take(key);
+        if taken.is_some() {
+            INLINE_KEPT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(taken)
     })?;
     let mut owned = Clamped::of(call);
     let own_limit = owned.options.max_execution_time_ms;
@@ -798,6 +822,11 @@ pub fn run_inline(call: &Call<'_>, store: Arc<dyn Store>) -> Option<Outcome> {
     let interp = match taken {
         Some(interp) => interp,
         None => {
+            // Threads keep as many interpreters as they may: a new one would not be kept, and
+            // loading one for every run belongs on the worker.
+            if INLINE_KEPT.load(std::sync::atomic::Ordering::Relaxed) >= MAX_INLINE_INTERPRETERS {
+                return None;
+            }
             // QuickJS measures its stack from where the engine was made: this thread must
             // have the room below here.
             let room = stacker::remaining_stack()?;
@@ -828,7 +857,14 @@ pub fn run_inline(call: &Call<'_>, store: Arc<dyn Store>) -> Option<Outcome> {
     }
     INLINE.with(|i| {
         if let Ok(mut i) = i.try_borrow_mut() {
-            i.cache.keep(key.to_owned(), interp, at_most);
+            // Counted before it is kept, so that threads together never keep more.
+            let kept = INLINE_KEPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if kept >= MAX_INLINE_INTERPRETERS {
+                INLINE_KEPT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            let gone = i.cache.keep(key.to_owned(), interp, at_most);
+            INLINE_KEPT.fetch_sub(gone, std::sync::atomic::Ordering::Relaxed);
         }
     });
     Some(outcome)
