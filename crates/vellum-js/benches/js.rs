@@ -1,9 +1,10 @@
 //! Criterion benchmarks of the JavaScript sandbox, for a trivial function and for one that
 //! reads and writes a key: a cold run (a fresh interpreter on a thread of its own, as
 //! [`vellum_js::run`] does), a fresh run on a [`vellum_js::Worker`] (a fresh interpreter,
-//! ACL's default for user-defined functions) and a warm one (the worker reuses the
-//! interpreter, the module loaded: `max_cached_interpreters` > 0). Results and the command are
-//! in `docs/benchmarks.md`.
+//! ACL's default for user-defined functions), a warm one (the worker reuses the
+//! interpreter, the module loaded: `max_cached_interpreters` > 0) and an inline one (the same,
+//! made on the calling thread by [`vellum_js::run_inline`], as the node makes short runs).
+//! Results and the command are in `docs/benchmarks.md`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +12,7 @@ use std::hint::black_box;
 use std::sync::{Arc, mpsc};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vellum_js::{Call, EmptyStore, Outcome, Worker, run};
+use vellum_js::{Call, EmptyStore, Outcome, Worker, run, run_inline};
 
 const TRIVIAL: &str = "export function main() { return 'ok'; }";
 const KV: &str = r#"export function main(k) {
@@ -21,9 +22,14 @@ const KV: &str = r#"export function main(k) {
     return "done";
 }"#;
 
-fn ok(o: Outcome) -> String {
+/// The return value of a run that succeeded, which must be `want` (each code returns its own,
+/// so a run of the wrong code shows).
+fn ok(o: Outcome, want: &str) -> String {
     match o {
-        Outcome::Succeeded { return_value, .. } => return_value,
+        Outcome::Succeeded { return_value, .. } => {
+            assert_eq!(return_value, want);
+            return_value
+        }
         Outcome::Failed { message } => panic!("{message}"),
     }
 }
@@ -32,12 +38,14 @@ fn runs(c: &mut Criterion) {
     let mut g = c.benchmark_group("udf run");
     let args = ["key".to_owned()];
     let store = Arc::new(EmptyStore::writable("public:app"));
-    for (name, code) in [("trivial", TRIVIAL), ("kv read+write", KV)] {
+    for (name, code, want) in [("trivial", TRIVIAL, "ok"), ("kv read+write", KV, "done")] {
         g.bench_function(format!("cold {name}"), |b| {
-            b.iter(|| black_box(ok(run(&Call::new("f", code, &args), store.clone()))))
+            b.iter(|| black_box(ok(run(&Call::new("f", code, &args), store.clone()), want)))
         });
         let worker = Worker::start().unwrap();
-        for (kind, reuse) in [("fresh", None), ("warm", Some("k".to_owned()))] {
+        // The reuse key names the code: each code its own.
+        let key = format!("k-{name}");
+        for (kind, reuse) in [("fresh", None), ("warm", Some(key.clone()))] {
             let mut call = Call::new("f", code, &args);
             call.reuse = reuse;
             call.options.max_cached_interpreters = 1;
@@ -45,10 +53,16 @@ fn runs(c: &mut Criterion) {
                 b.iter(|| {
                     let (tx, rx) = mpsc::sync_channel(1);
                     worker.submit(&call, store.clone(), Box::new(move |o| tx.send(o).unwrap()));
-                    black_box(ok(rx.recv().unwrap().unwrap()))
+                    black_box(ok(rx.recv().unwrap().unwrap(), want))
                 })
             });
         }
+        let mut call = Call::new("f", code, &args);
+        call.reuse = Some(key);
+        call.options.max_cached_interpreters = 1;
+        g.bench_function(format!("inline {name}"), |b| {
+            b.iter(|| black_box(ok(run_inline(&call, store.clone()).unwrap(), want)))
+        });
     }
     g.finish();
 }
