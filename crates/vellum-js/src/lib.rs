@@ -728,7 +728,7 @@ fn run_cached(
 pub const INLINE_STACK_BYTES: u64 = 256 << 10;
 /// The longest a run made on the caller's thread may take: the caller's thread is usually an
 /// async executor's, which must not be held long. A run that takes longer is made again on a
-/// [`Worker`], and its code is not run inline on that thread again.
+/// [`Worker`], and its code is not run inline on that thread for [`INLINE_RETRY_AFTER`].
 pub const INLINE_RUN_MS: u64 = 2;
 /// The longest loading a function's module on the caller's thread may take (once per thread
 /// and code).
@@ -737,6 +737,10 @@ pub const INLINE_LOAD_MS: u64 = 50;
 /// made on it: QuickJS checks its stack at calls, and native code between two checks needs
 /// room too.
 const INLINE_STACK_MARGIN: usize = 256 << 10;
+/// How long a thread leaves a code that ran out of time here to the worker before it tries
+/// again (the time is wall-clock: a short run can run out of it when its thread is preempted
+/// on a busy machine, which must not keep that code off the thread for good).
+pub const INLINE_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// The most codes a thread remembers as too slow to run inline.
 const MAX_SLOW_KEYS: usize = 1024;
 
@@ -751,7 +755,8 @@ static INLINE_KEPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUs
 #[derive(Default)]
 struct Inline {
     cache: Cache,
-    slow: std::collections::HashSet<String>,
+    /// Codes left to the worker, until when.
+    slow: std::collections::HashMap<String, Instant>,
 }
 
 impl Drop for Inline {
@@ -807,8 +812,11 @@ pub fn run_inline(call: &Call<'_>, store: Arc<dyn Store>) -> Option<Outcome> {
     // (the cache is borrowed) leaves the run to the worker.
     let taken = INLINE.with(|i| {
         let mut i = i.try_borrow_mut().ok()?;
-        if i.slow.contains(key) {
-            return None;
+        if let Some(until) = i.slow.get(key) {
+            if Instant::now() < *until {
+                return None;
+            }
+            i.slow.remove(key);
         }
         let taken = i.cache.take(key);
         if taken.is_some() {
@@ -870,14 +878,15 @@ pub fn run_inline(call: &Call<'_>, store: Arc<dyn Store>) -> Option<Outcome> {
     Some(outcome)
 }
 
-/// Code `key` is not to be run inline on this thread any more.
+/// Code `key` is not to be run inline on this thread for [`INLINE_RETRY_AFTER`].
 fn slow(key: &str) {
     INLINE.with(|i| {
         if let Ok(mut i) = i.try_borrow_mut() {
             if i.slow.len() >= MAX_SLOW_KEYS {
                 i.slow.clear();
             }
-            i.slow.insert(key.to_owned());
+            i.slow
+                .insert(key.to_owned(), Instant::now() + INLINE_RETRY_AFTER);
         }
     });
 }
