@@ -29,6 +29,8 @@
 //! assert_eq!(writes["public:greetings"][b"ada".as_slice()], Some(b"hello".to_vec()));
 //! ```
 
+mod crypto;
+
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -1202,6 +1204,30 @@ fn setup<'js>(
                 Ok(hex_lower(&Sha256::digest(der)))
             },
         )?,
+    )?;
+    n.set(
+        "verifySignature",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>,
+             alg: String,
+             key: String,
+             sig: String,
+             data: String|
+             -> rquickjs::Result<bool> {
+                let alg: crypto::Algorithm = serde_json::from_str(&alg).map_err(|e| {
+                    rquickjs::Exception::throw_type(&ctx, &format!("bad signing algorithm: {e}"))
+                })?;
+                crypto::verify_signature(&alg, &key, &bytes(&sig), &bytes(&data))
+                    .map_err(|e| rquickjs::Exception::throw_type(&ctx, &e.0))
+            },
+        )?,
+    )?;
+    n.set(
+        "isValidX509CertBundle",
+        Function::new(ctx.clone(), |pem: String| {
+            crypto::is_valid_cert_bundle(&pem)
+        })?,
     )?;
     n.set(
         "sha256",

@@ -53,6 +53,7 @@
     if (alg !== "SHA-256") throw new TypeError("unsupported digest algorithm " + alg);
     return n.sha256(toBin(b));
   };
+  const isValidX509CertBundle = (pem) => n.isValidX509CertBundle(String(pem));
   // No clock: as CCF without `enableUntrustedDateTime`, the time is 0 (1970-01-01).
   const RealDate = Date;
   globalThis.Date = new Proxy(RealDate, {
@@ -106,8 +107,14 @@
     bufToStr: (b) => n.bufToStr(toBin(b)),
     jsonCompatibleToBuf: (v) => n.strToBuf(JSON.stringify(v)),
     bufToJsonCompatible: (b) => JSON.parse(n.bufToStr(toBin(b))),
-    crypto: Object.freeze({ digest }),
+    crypto: Object.freeze({
+      digest,
+      verifySignature: (alg, key, sig, data) =>
+        n.verifySignature(JSON.stringify(alg), String(key), toBin(sig), toBin(data)),
+      isValidX509CertBundle,
+    }),
     digest,
+    isValidX509CertBundle,
     pemToId: (pem) => n.pemToId(String(pem)),
     rpc: Object.freeze({
       setApplyWrites: (b) => n.setApplyWrites(Boolean(b)),

@@ -689,3 +689,162 @@ fn context_is_made_as_json_parse_would() {
         ])
     );
 }
+
+/// PEM of DER with `label`.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn signatures_are_checked_as_ccf_crypto_does() {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{self, KeyPair};
+    let code = r#"
+        const unhex = (h) => new Uint8Array(h.match(/../g).map((b) => parseInt(b, 16))).buffer;
+        export function main(alg, key, sig, data) {
+            try {
+                return String(ccf.crypto.verifySignature(JSON.parse(alg), key, unhex(sig),
+                    ccf.strToBuf(data)));
+            } catch (e) {
+                return e.name + ": " + e.message;
+            }
+        }
+        export function bundle(pem) { return String(ccf.crypto.isValidX509CertBundle(pem)); }"#;
+    let verify = |alg: &str, key: &str, sig: &[u8], data: &str| {
+        let args = [alg.to_owned(), key.to_owned(), hex(sig), data.to_owned()];
+        ok(run(&Call::new("f", code, &args), Data::new())).0
+    };
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let data = "what was signed";
+
+    // ECDSA P-256 and P-384, signatures in IEEE P1363 form (r || s), as CCF expects.
+    for (signing, alg) in [
+        (
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            r#"{"name":"ECDSA","hash":"SHA-256"}"#,
+        ),
+        (
+            &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            r#"{"name":"ECDSA","hash":"SHA-384"}"#,
+        ),
+    ] {
+        let kp = signature::EcdsaKeyPair::generate(signing).unwrap();
+        let key = pem("PUBLIC KEY", kp.public_key().as_der().unwrap().as_ref());
+        let sig = kp.sign(&rng, data.as_bytes()).unwrap();
+        assert_eq!(verify(alg, &key, sig.as_ref(), data), "true");
+        assert_eq!(verify(alg, &key, sig.as_ref(), "something else"), "false");
+        let mut bad = sig.as_ref().to_vec();
+        bad[5] ^= 1;
+        assert_eq!(verify(alg, &key, &bad, data), "false");
+        assert_eq!(verify(alg, &key, &bad[..7], data), "false");
+        // The wrong algorithm for the key is the script's error.
+        let m = verify(r#"{"name":"EdDSA"}"#, &key, sig.as_ref(), data);
+        assert!(
+            m.starts_with("TypeError: ") && m.contains("not a key for EdDSA"),
+            "{m}"
+        );
+        let m = verify(r#"{"name":"ECDSA"}"#, &key, sig.as_ref(), data);
+        assert!(m.contains("needs a hash"), "{m}");
+    }
+
+    // A certificate's key, as CCF takes it too.
+    let cert_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["signer".to_owned()])
+        .unwrap()
+        .self_signed(&cert_key)
+        .unwrap();
+    let signer = signature::EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &cert_key.serialize_der(),
+    )
+    .unwrap();
+    let sig = signer.sign(&rng, data.as_bytes()).unwrap();
+    let alg = r#"{"name":"ECDSA","hash":"SHA-256"}"#;
+    assert_eq!(verify(alg, &cert.pem(), sig.as_ref(), data), "true");
+
+    // EdDSA (Ed25519).
+    let ed = signature::Ed25519KeyPair::generate().unwrap();
+    let key = pem("PUBLIC KEY", ed.public_key().as_der().unwrap().as_ref());
+    let sig = ed.sign(data.as_bytes());
+    assert_eq!(
+        verify(r#"{"name":"EdDSA"}"#, &key, sig.as_ref(), data),
+        "true"
+    );
+    assert_eq!(
+        verify(r#"{"name":"EdDSA"}"#, &key, sig.as_ref(), "x"),
+        "false"
+    );
+
+    // RSASSA-PKCS1-v1_5 with SHA-256.
+    let rsa = signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let key = pem("PUBLIC KEY", rsa.public_key().as_der().unwrap().as_ref());
+    let mut sig = vec![0; rsa.public_modulus_len()];
+    rsa.sign(
+        &signature::RSA_PKCS1_SHA256,
+        &rng,
+        data.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    let alg = r#"{"name":"RSASSA-PKCS1-v1_5","hash":"SHA-256"}"#;
+    assert_eq!(verify(alg, &key, &sig, data), "true");
+    sig[0] ^= 1;
+    assert_eq!(verify(alg, &key, &sig, data), "false");
+
+    // Unusable input is thrown, never a crash.
+    for (alg, key, want) in [
+        (
+            r#"{"name":"RSA-OAEP"}"#,
+            key.as_str(),
+            "unknown signing algorithm",
+        ),
+        (alg, "not a key", "not PEM"),
+        (
+            alg,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            "cannot be read",
+        ),
+        (
+            r#"{"hash":"SHA-256"}"#,
+            key.as_str(),
+            "bad signing algorithm",
+        ),
+    ] {
+        let m = verify(alg, key, &sig, data);
+        assert!(m.starts_with("TypeError: ") && m.contains(want), "{m}");
+    }
+
+    // Certificate bundles: syntax only.
+    let bundle = |p: &str| {
+        let args = [p.to_owned()];
+        let mut call = Call::new("f", code, &args);
+        call.export = "bundle";
+        ok(run(&call, Data::new())).0
+    };
+    let other = rcgen::CertificateParams::new(vec!["other".to_owned()])
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    assert_eq!(bundle(&cert.pem()), "true");
+    assert_eq!(bundle(&format!("{}{}", cert.pem(), other.pem())), "true");
+    assert_eq!(bundle(""), "false");
+    assert_eq!(bundle(&key), "false");
+    assert_eq!(
+        bundle("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+        "false"
+    );
+}
