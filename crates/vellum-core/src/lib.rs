@@ -14,7 +14,8 @@
 //!   by the service key, serialized tree), and the one verifier of their signatures that
 //!   replicas and the offline auditor share;
 //! * [`receipt`] — JSON and COSE receipts, ACL application claims, and verifiers;
-//! * [`crypto`] — keys, certificates, node/member/user ids, ACL's fingerprint form.
+//! * [`crypto`] — keys, certificates, node/member/user ids, ACL's fingerprint form;
+//! * [`gov`] — governance requests as CCF's members sign them (COSE_Sign1 envelopes).
 //!
 //! What it does **not** do: I/O, async, clocks or randomness of its own (callers pass keys,
 //! times and randomness in). Ledger files live in `vellum-ledger`.
@@ -52,6 +53,7 @@
 pub mod cose;
 pub mod crypto;
 pub mod entry;
+pub mod gov;
 pub mod hash;
 pub mod merkle;
 pub mod receipt;
