@@ -147,10 +147,15 @@ fn header(name: &str, what: &str) -> GovError {
 }
 
 impl Envelope {
-    /// Reads a governance request: a COSE_Sign1 (tagged or not) with an embedded payload and
-    /// CCF's protected headers, each of the right type; a ballot or withdrawal names its
-    /// proposal.
+    /// Reads a governance request: a COSE_Sign1, tagged as CCF requires, with an embedded
+    /// payload and CCF's protected headers, each of the right type; a ballot or withdrawal
+    /// names its proposal.
     pub fn parse(bytes: &[u8]) -> Result<Envelope, GovError> {
+        match ciborium::from_reader::<Value, _>(bytes) {
+            Ok(Value::Tag(cose::TAG_COSE_SIGN1, _)) => {}
+            Ok(_) => return Err(GovError::Malformed("the COSE_Sign1 is not tagged".into())),
+            Err(_) => return Err(GovError::Malformed("not CBOR".into())),
+        }
         let s = cose::decode_sign1(bytes)?;
         let payload = s
             .payload

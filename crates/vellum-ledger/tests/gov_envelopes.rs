@@ -196,4 +196,9 @@ fn member_envelopes_cross_between_ccf_tools_and_vellum() {
         Envelope::parse(b"not cbor"),
         Err(GovError::Malformed(_))
     ));
+    // Untagged: CCF refuses it ("COSE_Sign1 is not tagged").
+    assert!(matches!(
+        Envelope::parse(&signed[1..]),
+        Err(GovError::Malformed(m)) if m.contains("not tagged")
+    ));
 }
