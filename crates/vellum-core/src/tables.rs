@@ -293,6 +293,24 @@ pub const MEMBERS_CERTS: Table<Id, Text> = Table::new("public:ccf.gov.members.ce
 pub const MEMBERS_INFO: Table<Id, Json<MemberInfo>> = Table::new("public:ccf.gov.members.info");
 /// The constitution's JavaScript source.
 pub const CONSTITUTION: Table<Singleton, JsonText> = Table::new("public:ccf.gov.constitution");
+/// Members' RSA public encryption keys (PEM) by member id (recovery shares are encrypted to
+/// them).
+pub const MEMBERS_ENCRYPTION_PUBLIC_KEYS: Table<Id, Text> =
+    Table::new("public:ccf.gov.members.encryption_public_keys");
+/// Members' acknowledgements of the service state by member id.
+pub const MEMBERS_ACKS: Table<Id, Json<MemberAck>> = Table::new("public:ccf.gov.members.acks");
+/// Proposals by proposal id: the request body as the member signed it.
+pub const PROPOSALS: Table<Id, Raw> = Table::new("public:ccf.gov.proposals");
+/// Proposals' state, proposer and ballots by proposal id.
+pub const PROPOSALS_INFO: Table<Id, Json<ProposalInfo>> =
+    Table::new("public:ccf.gov.proposals_info");
+/// The latest signed governance request of each member (base64 of the COSE_Sign1), by member
+/// id.
+pub const COSE_HISTORY: Table<Id, JsonText> = Table::new("public:ccf.gov.cose_history");
+/// Recent proposals, for replay protection: key `CREATED_AT:SHA256(signature)` (created_at
+/// as 10 decimal digits), value the proposal id.
+pub const COSE_RECENT_PROPOSALS: Table<Id, JsonText> =
+    Table::new("public:ccf.gov.cose_recent_proposals");
 /// User certificates (PEM) by CCF user id (hex SHA-256 of the certificate).
 pub const USERS_CERTS: Table<Id, Text> = Table::new("public:ccf.gov.users.certs");
 /// Users by CCF user id.
@@ -504,6 +522,67 @@ pub enum MemberStatus {
     Accepted,
     /// Acknowledged: may vote.
     Active,
+}
+
+/// A member's acknowledgement in [`MEMBERS_ACKS`]: the state digest it was last given, and
+/// the signed ack (base64 of the COSE_Sign1) once it acknowledged it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MemberAck {
+    /// The ack, as signed (written first: CCF's JSON keys are in alphabetical order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cose_sign1_req: Option<String>,
+    /// The state digest (hex), empty before the member asked for one.
+    #[serde(default)]
+    pub state_digest: String,
+}
+
+/// A proposal's state, as CCF names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProposalState {
+    /// Collecting ballots.
+    Open,
+    /// Accepted and applied.
+    Accepted,
+    /// Withdrawn by its proposer.
+    Withdrawn,
+    /// Rejected by the constitution.
+    Rejected,
+    /// `resolve` or `apply` threw.
+    Failed,
+    /// Dropped (another proposal changed what it was about).
+    Dropped,
+}
+
+/// Why a constitution call failed, in [`ProposalInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The error's message.
+    pub reason: String,
+    /// Its stack, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+}
+
+/// A proposal's record in [`PROPOSALS_INFO`], in CCF's layout: CCF's field names, in the
+/// alphabetical order its JSON library writes them, absent fields left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalInfo {
+    /// Ballots by member id: each a JavaScript module exporting `vote`.
+    #[serde(default)]
+    pub ballots: std::collections::BTreeMap<String, String>,
+    /// Why `resolve` or `apply` failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// How each ballot voted, once the proposal closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_votes: Option<std::collections::BTreeMap<String, bool>>,
+    /// Who proposed it.
+    pub proposer_id: String,
+    /// Its state.
+    pub state: ProposalState,
+    /// Ballots that threw, once the proposal closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote_failures: Option<std::collections::BTreeMap<String, Failure>>,
 }
 
 /// A user's record in CCF's [`USERS_INFO`].
