@@ -26,7 +26,7 @@ fn proposal_records_round_trip_byte_for_byte() {
         .decode_value(accepted.as_bytes())
         .unwrap();
     assert_eq!(info.state, ProposalState::Accepted);
-    assert_eq!(info.final_votes.unwrap()[M], true);
+    assert!(info.final_votes.unwrap()[M]);
     assert!(info.vote_failures.unwrap().is_empty());
 
     // Acks: at genesis, then signed.
