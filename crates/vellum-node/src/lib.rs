@@ -34,6 +34,7 @@ mod datadir;
 pub mod endpoints;
 mod error;
 pub mod functions;
+pub mod gov;
 pub mod node;
 pub mod ops;
 mod raft;

@@ -11,6 +11,7 @@ use vellum_core::entry::MapWrites;
 use crate::cluster::ClusterState;
 use crate::endpoints::{self, App, AppRecords};
 use crate::functions::{self, Functions};
+use crate::gov::GovTables;
 use crate::users::{Access, Action, Role};
 use crate::{lock, read_lock, write_lock};
 
@@ -19,6 +20,8 @@ use crate::{lock, read_lock, write_lock};
 pub(crate) struct ServiceState {
     access: RwLock<Access>,
     functions: RwLock<Functions>,
+    /// CCF's governance tables, whole.
+    gov: RwLock<GovTables>,
     /// The app's records, and the app they parse to (parsed once per change).
     app: RwLock<(AppRecords, std::sync::Arc<App>)>,
     cluster: RwLock<ClusterState>,
@@ -38,6 +41,7 @@ impl ServiceState {
         access: Option<&[u8]>,
         single_roles: Option<&[u8]>,
         functions: Option<&[u8]>,
+        gov: Option<&[u8]>,
         app: Option<&[u8]>,
         cluster: Option<&[u8]>,
         collections: impl IntoIterator<Item = String>,
@@ -51,6 +55,9 @@ impl ServiceState {
         }
         if let Some(b) = functions {
             *write_lock(&s.functions) = serde_json::from_slice(b).map_err(other)?;
+        }
+        if let Some(b) = gov {
+            *write_lock(&s.gov) = GovTables::from_json(b).map_err(other)?;
         }
         if let Some(b) = app {
             let records: AppRecords = serde_json::from_slice(b).map_err(other)?;
@@ -88,6 +95,21 @@ impl ServiceState {
     pub(crate) fn apply_functions(&self, m: &MapWrites) -> bool {
         // The name first: the lock is taken only for this table's writes.
         functions::follows(&m.name) && functions::apply(&mut write_lock(&self.functions), m)
+    }
+
+    /// Reads the governance tables without copying them.
+    pub(crate) fn with_gov<T>(&self, f: impl FnOnce(&GovTables) -> T) -> T {
+        f(&read_lock(&self.gov))
+    }
+
+    /// Applies a committed write to the governance tables; true if `m` was one of them.
+    pub(crate) fn apply_gov(&self, m: &MapWrites) -> bool {
+        crate::gov::follows(&m.name) && write_lock(&self.gov).apply(m)
+    }
+
+    /// The governance tables as JSON, for the index.
+    pub(crate) fn gov_json(&self) -> io::Result<Vec<u8>> {
+        read_lock(&self.gov).to_json().map_err(other)
     }
 
     /// The deployed app (user-defined endpoints and their options).

@@ -26,6 +26,12 @@ impl LedgerNode {
         self.state.app()
     }
 
+    /// Reads CCF's governance tables, as of the last applied transaction, without copying
+    /// them.
+    pub fn with_gov<T>(&self, f: impl FnOnce(&crate::gov::GovTables) -> T) -> T {
+        self.state.with_gov(f)
+    }
+
     /// Reads the user-defined functions (id → code) without copying them.
     pub fn with_functions<T>(&self, f: impl FnOnce(&crate::functions::Functions) -> T) -> T {
         self.state.with_functions(f)

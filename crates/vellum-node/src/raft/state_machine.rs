@@ -34,6 +34,8 @@ const MEMBERSHIP_KEY: &str = "raft.membership";
 const ACCESS_KEY: &str = "vellum.access";
 /// User-defined functions (id → code).
 const FUNCTIONS_KEY: &str = "vellum.functions";
+/// The index blob holding CCF's governance tables.
+const GOV_KEY: &str = "vellum.gov";
 /// User-defined endpoints: the app's records (`endpoints::AppRecords`).
 const APP_KEY: &str = "vellum.app";
 /// Users as indexes written before users could hold several roles recorded them (id → role).
@@ -188,10 +190,30 @@ impl StateMachine {
             index.blob(ACCESS_KEY).map_err(other)?.as_deref(),
             index.blob(USERS_KEY).map_err(other)?.as_deref(),
             index.blob(FUNCTIONS_KEY).map_err(other)?.as_deref(),
+            index.blob(GOV_KEY).map_err(other)?.as_deref(),
             index.blob(APP_KEY).map_err(other)?.as_deref(),
             index.blob(CLUSTER_KEY).map_err(other)?.as_deref(),
             collections,
         )?;
+        // An index written before the governance tables were kept: they are read back from
+        // the applied transactions once (their public write sets), and kept from then on.
+        let last = index.last_seqno();
+        if last > 0 && index.blob(GOV_KEY).map_err(other)?.is_none() {
+            let engine = ledger.engine();
+            for seqno in 1..=last {
+                let (_, ws) = engine.write_set(seqno).map_err(other)?;
+                for m in &ws.maps {
+                    state.apply_gov(m);
+                }
+            }
+            index
+                .apply(Vec::new(), vec![(GOV_KEY.to_owned(), state.gov_json()?)])
+                .map_err(other)?;
+            tracing::info!(
+                seqnos = last,
+                "read the governance tables back from the ledger"
+            );
+        }
         Ok(StateMachine {
             ledger,
             state: Arc::new(state),
@@ -245,6 +267,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut users_changed = false;
         let mut cluster_changed = false;
         let mut functions_changed = false;
+        let mut gov_changed = false;
         let mut app_changed = false;
         let mut last_sig = None;
         let mut last_index = None;
@@ -270,6 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 users_changed |= self.state.apply_access(m);
                 cluster_changed |= self.state.apply_cluster(m);
                 functions_changed |= self.state.apply_functions(m);
+                gov_changed |= self.state.apply_gov(m);
                 app_changed |= self.state.apply_app(m);
             }
             txs.push(IndexedTx::from_maps(txid.seqno, txid.view, &stored.ws.maps));
@@ -288,6 +312,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         if functions_changed {
             blobs.push((FUNCTIONS_KEY.to_owned(), self.state.functions_json()?));
+        }
+        if gov_changed {
+            blobs.push((GOV_KEY.to_owned(), self.state.gov_json()?));
         }
         if app_changed {
             blobs.push((APP_KEY.to_owned(), self.state.app_json()?));

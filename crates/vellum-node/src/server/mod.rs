@@ -10,6 +10,7 @@ pub mod auth;
 mod context;
 mod endpoints;
 mod functions;
+mod gov;
 pub mod limits;
 mod middleware;
 mod parse_errors;
@@ -217,6 +218,7 @@ fn router(st: Arc<context::AppState>) -> axum::Router {
     app::routes()
         .merge(access::routes())
         .merge(functions::routes())
+        .merge(gov::routes())
         .merge(endpoints::routes())
         .merge(peer::routes())
         .fallback(endpoints::dispatch)

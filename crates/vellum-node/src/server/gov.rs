@@ -1,0 +1,204 @@
+//! CCF's governance API (`/gov`, api-version `2024-07-01`, also `2023-06-01-preview`), the
+//! reads: `/gov/service/constitution`, `/gov/service/info`, `/gov/service/members[/{id}]`,
+//! `/gov/members/proposals[/{id}[/actions | /ballots/{member}]]`. No credential is needed, as
+//! in CCF: the tables are public. Answers and errors have CCF's shapes and codes.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use vellum_core::tables;
+
+use super::context::{ApiError, AppState, PathParam, St, ok_json};
+use crate::gov::proposal_json;
+
+/// The api-versions the governance API answers, oldest first.
+pub const GOV_API_VERSIONS: [&str; 2] = ["2023-06-01-preview", "2024-07-01"];
+
+/// The routes.
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/gov/service/constitution", get(constitution))
+        .route("/gov/service/info", get(service_info))
+        .route("/gov/service/members", get(members))
+        .route("/gov/service/members/{member_id}", get(member))
+        .route("/gov/members/proposals", get(proposals))
+        .route("/gov/members/proposals/{proposal_id}", get(proposal))
+        .route("/gov/members/proposals/{proposal_id}/actions", get(actions))
+        .route(
+            "/gov/members/proposals/{proposal_id}/ballots/{member_id}",
+            get(ballot),
+        )
+}
+
+/// CCF's check of the `api-version` query parameter, required on every governance request.
+fn api_version(raw: Option<&str>) -> Result<(), ApiError> {
+    let supported = format!(
+        "The supported api-versions are: {}",
+        GOV_API_VERSIONS.join(", ")
+    );
+    let given = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "api-version")
+        .map(|(_, v)| v.into_owned());
+    match given {
+        None => Err(ApiError::bad(
+            "MissingApiVersionParameter",
+            format!(
+                "The api-version query parameter (?api-version=) is required for all requests. \
+                 {supported}"
+            ),
+        )),
+        Some(v) if GOV_API_VERSIONS.contains(&v.as_str()) => Ok(()),
+        Some(v) => Err(ApiError::bad(
+            "UnsupportedApiVersionValue",
+            format!("Unsupported api-version '{v}'. {supported}"),
+        )),
+    }
+}
+
+/// An entity id as CCF takes it in a path: 64 hex characters.
+fn hex_id(s: &str, what: &str) -> Result<String, ApiError> {
+    if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        Ok(s.to_owned())
+    } else {
+        Err(ApiError::bad(
+            "InvalidResourceName",
+            format!("'{s}' is not a valid hex-encoded {what} ID"),
+        ))
+    }
+}
+
+fn not_found(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, code, message)
+}
+
+/// A body with its content type.
+fn typed(body: Vec<u8>, content_type: &'static str) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+async fn constitution(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let c = st
+        .node
+        .with_gov(|g| g.constitution())
+        .ok_or_else(|| not_found("ResourceNotFound", "Constitution not found".into()))?;
+    Ok(typed(c.into_bytes(), "text/javascript"))
+}
+
+async fn service_info(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let info = st
+        .node
+        .with_gov(|g| {
+            g.get(
+                tables::SERVICE_INFO.name(),
+                &vellum_core::entry::SINGLETON_KEY,
+            )
+            .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        })
+        .ok_or_else(|| not_found("ResourceNotFound", "Service info not yet available".into()))?;
+    Ok(ok_json(json!({
+        "status": info.get("status").cloned().unwrap_or_default(),
+        "certificate": info.get("cert").cloned().unwrap_or_default(),
+        "recoveryCount": info.get("recovery_count").cloned().unwrap_or(json!(0)),
+        "serviceData": info.get("service_data").cloned().unwrap_or_default(),
+    })))
+}
+
+async fn members(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    Ok(ok_json(json!({"value": st.node.with_gov(|g| g.members())})))
+}
+
+async fn member(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let id = hex_id(&id, "member")?;
+    let m = st
+        .node
+        .with_gov(|g| g.member(&id))
+        .ok_or_else(|| not_found("ResourceNotFound", format!("Member {id} does not exist.")))?;
+    Ok(ok_json(m))
+}
+
+async fn proposals(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let list: Vec<_> = st
+        .node
+        .with_gov(|g| g.proposals())
+        .iter()
+        .map(|(id, info)| proposal_json(id, info))
+        .collect();
+    Ok(ok_json(json!({ "value": list })))
+}
+
+async fn proposal(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let id = hex_id(&id, "proposal")?;
+    let info = st
+        .node
+        .with_gov(|g| g.proposal_info(&id))
+        .ok_or_else(|| not_found("ProposalNotFound", format!("Could not find proposal {id}.")))?;
+    Ok(ok_json(proposal_json(&id, &info)))
+}
+
+async fn actions(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let id = hex_id(&id, "proposal")?;
+    let body = st
+        .node
+        .with_gov(|g| g.proposal(&id).map(<[u8]>::to_vec))
+        .ok_or_else(|| not_found("ProposalNotFound", format!("Could not find proposal {id}.")))?;
+    Ok(typed(body, "application/json"))
+}
+
+async fn ballot(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let Path((proposal_id, member_id)) = path.map_err(|e| {
+        ApiError::bad(
+            "InvalidResourceName",
+            format!("malformed path segment: {e}"),
+        )
+    })?;
+    let proposal_id = hex_id(&proposal_id, "proposal")?;
+    let member_id = hex_id(&member_id, "member")?;
+    let info = st
+        .node
+        .with_gov(|g| g.proposal_info(&proposal_id))
+        .ok_or_else(|| {
+            not_found(
+                "ProposalNotFound",
+                format!("Proposal {proposal_id} does not exist."),
+            )
+        })?;
+    let ballot = info.ballots.get(&member_id).ok_or_else(|| {
+        not_found(
+            "VoteNotFound",
+            format!("Member {member_id} has not voted for proposal {proposal_id}."),
+        )
+    })?;
+    Ok(typed(ballot.clone().into_bytes(), "text/javascript"))
+}
