@@ -7,12 +7,10 @@ use vellum_core::tables::{
     UserInfo,
 };
 
-/// Vellum's default constitution (JavaScript), as recorded in `public:ccf.gov.constitution`.
-pub const DEFAULT_CONSTITUTION: &str = "export function validate(input) { return { valid: true }; }\n\
-export function resolve(proposal, proposerId, votes) {\n  \
-const yes = votes.filter((v) => v.vote).length;\n  \
-return yes > 0 ? \"Accepted\" : \"Open\";\n}\n\
-export function apply(proposal, proposalId) {}\n";
+/// Vellum's default constitution (JavaScript), as recorded in `public:ccf.gov.constitution`:
+/// CCF's `validate`, `resolve` and `apply` with CCF's action names for what Vellum supports, a
+/// proposal passing once more than half of the active members vote for it.
+pub const DEFAULT_CONSTITUTION: &str = include_str!("constitution.js");
 
 /// The measurement string of CCF's virtual (no TEE) attestation.
 pub use vellum_core::tables::VIRTUAL_MEASUREMENT;

@@ -111,6 +111,69 @@ pub enum Op {
         /// The node.
         node_id: String,
     },
+    /// A governance request (CCF's `/gov` API): it carries its member's signature, which the
+    /// primary checks against its own tables.
+    Gov(GovRequest),
+}
+
+/// A signed governance request, as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GovRequest {
+    /// What the route asks.
+    pub kind: GovKind,
+    /// The COSE_Sign1, as sent.
+    pub envelope: Vec<u8>,
+}
+
+/// The governance routes that write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GovKind {
+    /// `POST /gov/members/proposals:create`.
+    Propose,
+    /// `POST /gov/members/proposals/{proposal_id}/ballots/{member_id}:submit`.
+    Ballot {
+        /// The proposal in the path.
+        proposal_id: String,
+        /// The member in the path.
+        member_id: String,
+    },
+    /// `POST /gov/members/proposals/{proposal_id}:withdraw`.
+    Withdraw {
+        /// The proposal in the path.
+        proposal_id: String,
+    },
+    /// `POST /gov/members/state-digests/{member_id}:update`.
+    UpdateDigest {
+        /// The member in the path.
+        member_id: String,
+    },
+    /// `POST /gov/members/state-digests/{member_id}:ack`.
+    Ack {
+        /// The member in the path.
+        member_id: String,
+    },
+}
+
+impl GovKind {
+    /// The `ccf.gov.msg.type` a request to this route must be signed as.
+    pub fn msg_type(&self) -> vellum_core::gov::MsgType {
+        use vellum_core::gov::MsgType;
+        match self {
+            GovKind::Propose => MsgType::Proposal,
+            GovKind::Ballot { .. } => MsgType::Ballot,
+            GovKind::Withdraw { .. } => MsgType::Withdrawal,
+            GovKind::UpdateDigest { .. } => MsgType::StateDigest,
+            GovKind::Ack { .. } => MsgType::Ack,
+        }
+    }
+
+    /// Whether only an active member may send it (CCF: proposals, ballots, withdrawals).
+    pub fn needs_active_member(&self) -> bool {
+        matches!(
+            self,
+            GovKind::Propose | GovKind::Ballot { .. } | GovKind::Withdraw { .. }
+        )
+    }
 }
 
 /// What an operation needs of its caller.
@@ -123,6 +186,9 @@ pub enum Needs {
     /// What the endpoint's own authentication policies ask, checked by the node that took the
     /// request (nodes trust each other's checks: the node channel is mutually authenticated).
     Endpoint,
+    /// Nothing of the caller: the request carries a member's signature, which the primary
+    /// checks itself.
+    Signed,
 }
 
 impl Op {
@@ -142,6 +208,7 @@ impl Op {
             Op::PutFunction { .. } => Needs::Action(Action::FUNCTIONS_WRITE),
             Op::DeleteFunction { .. } => Needs::Action(Action::FUNCTIONS_DELETE),
             Op::JoinToken { .. } | Op::Retire { .. } => Needs::Operator,
+            Op::Gov(_) => Needs::Signed,
         }
     }
 
@@ -186,7 +253,10 @@ impl Op {
     /// Whether the caller is answered once it is applied (it changes who may do what), rather
     /// than as soon as it has a transaction id.
     pub fn answered_when_applied(&self) -> bool {
-        !matches!(self, Op::Append { .. } | Op::Execute(_) | Op::Endpoint(_))
+        !matches!(
+            self,
+            Op::Append { .. } | Op::Execute(_) | Op::Endpoint(_) | Op::Gov(_)
+        )
     }
 }
 

@@ -7,9 +7,12 @@
 
 mod common;
 
+use std::time::SystemTime;
+
 use common::TestServer;
 use serde_json::Value;
 use vellum_core::crypto::Certificate;
+use vellum_core::gov::{Envelope, MsgType};
 
 const V: &str = "api-version=2024-07-01";
 
@@ -168,4 +171,349 @@ async fn governance_reads_speak_ccfs_api() {
         .await;
         assert!(body.contains("export function resolve"), "{damage}: {body}");
     }
+}
+
+/// A member's signing key and certificate.
+struct Member {
+    key: vellum_core::crypto::SigningKey,
+    cert: Certificate,
+    cert_pem: String,
+}
+
+impl Member {
+    fn id(&self) -> String {
+        self.cert.id()
+    }
+
+    fn sign(
+        &self,
+        msg: MsgType,
+        created_at: i64,
+        proposal_id: Option<&str>,
+        body: &Value,
+    ) -> Vec<u8> {
+        Envelope::sign(
+            msg,
+            created_at,
+            proposal_id,
+            body.to_string().as_bytes(),
+            &self.key,
+            &self.cert,
+        )
+        .unwrap()
+    }
+}
+
+fn new_member(cn: &str) -> Member {
+    let id = vellum_ledger::identity::Identity::client(cn, SystemTime::now(), 30).unwrap();
+    Member {
+        key: id.signing_key.clone(),
+        cert: id.cert.clone(),
+        cert_pem: id.cert_pem.clone(),
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// POSTs a signed request; the status and JSON body (null if none).
+async fn post_cose(c: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = c
+        .post(url)
+        .header("content-type", "application/cose")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (s, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Acks the state digest as `m` (update, then ack): `m` becomes Active.
+async fn activate(c: &reqwest::Client, e: &str, m: &Member) {
+    let id = m.id();
+    let mut digest = None;
+    for _ in 0..100 {
+        let (s, v) = post_cose(
+            c,
+            &format!("{e}/gov/members/state-digests/{id}:update?{V}"),
+            m.sign(MsgType::StateDigest, now(), None, &serde_json::json!({})),
+        )
+        .await;
+        if s == 200 {
+            digest = Some(v["stateDigest"].as_str().unwrap().to_owned());
+            break;
+        }
+        // No signature yet: the service signs within moments of starting.
+        assert_eq!(s, 500, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let digest = digest.unwrap();
+    assert_eq!(digest.len(), 64);
+    let (s, v) = post_cose(
+        c,
+        &format!("{e}/gov/members/state-digests/{id}:ack?{V}"),
+        m.sign(
+            MsgType::Ack,
+            now(),
+            None,
+            &serde_json::json!({"stateDigest": digest}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+}
+
+async fn propose(c: &reqwest::Client, e: &str, m: &Member, actions: Value) -> (u16, Value) {
+    post_cose(
+        c,
+        &format!("{e}/gov/members/proposals:create?{V}"),
+        m.sign(
+            MsgType::Proposal,
+            now(),
+            None,
+            &serde_json::json!({"actions": actions}),
+        ),
+    )
+    .await
+}
+
+async fn vote(c: &reqwest::Client, e: &str, m: &Member, pid: &str, yes: bool) -> (u16, Value) {
+    let ballot = format!("export function vote (proposal, proposerId) {{ return {yes} }}");
+    post_cose(
+        c,
+        &format!(
+            "{e}/gov/members/proposals/{pid}/ballots/{}:submit?{V}",
+            m.id()
+        ),
+        m.sign(
+            MsgType::Ballot,
+            now(),
+            Some(pid),
+            &serde_json::json!({"ballot": ballot}),
+        ),
+    )
+    .await
+}
+
+async fn member_status(c: &reqwest::Client, e: &str, id: &str) -> String {
+    let (_, _, body) = get(c, &format!("{e}/gov/service/members/{id}?{V}")).await;
+    serde_json::from_str::<Value>(&body).unwrap()["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_ack_propose_and_vote_under_the_constitution() {
+    let srv = TestServer::start(10).await;
+    let e = srv.endpoint.clone();
+    let c = srv.client(None);
+    let m0 = Member {
+        key: vellum_core::crypto::SigningKey::from_pkcs8_pem(
+            &std::fs::read_to_string(srv.path("member0_key.pem")).unwrap(),
+        )
+        .unwrap(),
+        cert_pem: std::fs::read_to_string(srv.path("member0_cert.pem")).unwrap(),
+        cert: Certificate::from_pem(
+            &std::fs::read_to_string(srv.path("member0_cert.pem")).unwrap(),
+        )
+        .unwrap(),
+    };
+    let m1 = new_member("member1");
+    let stranger = new_member("stranger");
+
+    // An Accepted member may not propose; it acks the state digest and becomes Active.
+    let (s, v) = propose(&c, &e, &m0, serde_json::json!([])).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("InvalidAuthenticationInfo")),
+        "{v}"
+    );
+    activate(&c, &e, &m0).await;
+    assert_eq!(member_status(&c, &e, &m0.id()).await, "Active");
+
+    // Add a member: the proposal is open until a majority of active members (1 of 1) votes.
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_member", "args": {"cert": m1.cert_pem, "member_data": {"role": "auditor"}}}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["proposalState"], "Open");
+    assert_eq!(v["proposerId"], m0.id().as_str());
+    assert_eq!(v["ballotCount"], 0);
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let (s, _, actions) = get(&c, &format!("{e}/gov/members/proposals/{pid}/actions?{V}")).await;
+    assert_eq!(s, 200);
+    assert!(actions.contains("set_member"));
+    let (s, v) = vote(&c, &e, &m0, &pid, true).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["proposalState"], "Accepted");
+    assert_eq!(v["finalVotes"][m0.id()], true);
+    assert_eq!(member_status(&c, &e, &m1.id()).await, "Accepted");
+    let (_, _, ballot) = get(
+        &c,
+        &format!("{e}/gov/members/proposals/{pid}/ballots/{}?{V}", m0.id()),
+    )
+    .await;
+    assert!(ballot.contains("return true"), "{ballot}");
+    activate(&c, &e, &m1).await;
+
+    // Two active members: one vote is not a majority; the proposal stays open.
+    let new_constitution = format!(
+        "{}\n// replaced by proposal\n",
+        vellum_ledger::genesis::DEFAULT_CONSTITUTION
+    );
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_constitution", "args": {"constitution": new_constitution}}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let (_, v) = vote(&c, &e, &m0, &pid, true).await;
+    assert_eq!(v["proposalState"], "Open", "{v}");
+    assert_eq!(v["ballotCount"], 1);
+    // The same ballot again changes nothing; a different one is refused.
+    let (s, v) = vote(&c, &e, &m0, &pid, true).await;
+    assert_eq!((s, v["proposalState"].as_str()), (200, Some("Open")));
+    let (s, v) = vote(&c, &e, &m0, &pid, false).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("VoteAlreadyExists"))
+    );
+    let (s, v) = vote(&c, &e, &m1, &pid, true).await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Accepted")),
+        "{v}"
+    );
+    let (_, _, body) = get(&c, &format!("{e}/gov/service/constitution?{V}")).await;
+    assert!(body.ends_with("// replaced by proposal\n"), "{body}");
+
+    // Withdrawal: only by the proposer, and a withdrawn proposal takes no votes.
+    let (_, v) = propose(
+        &c,
+        &e,
+        &m1,
+        serde_json::json!([{"name": "remove_member", "args": {"member_id": m0.id()}}]),
+    )
+    .await;
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let withdraw_url = format!("{e}/gov/members/proposals/{pid}:withdraw?{V}");
+    let withdraw = |m: &Member| {
+        post_cose(
+            &c,
+            &withdraw_url,
+            m.sign(MsgType::Withdrawal, now(), Some(&pid), &Value::Null),
+        )
+    };
+    let (s, v) = withdraw(&m0).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("AuthorizationFailed"))
+    );
+    let (s, v) = withdraw(&m1).await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Withdrawn")),
+        "{v}"
+    );
+    let (s, v) = vote(&c, &e, &m0, &pid, true).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("ProposalNotOpen"))
+    );
+
+    // Forged, misattributed, replayed, stale and mistyped envelopes are refused.
+    let good = m0.sign(
+        MsgType::Proposal,
+        now(),
+        None,
+        &serde_json::json!({"actions": []}),
+    );
+    let (s, _) = post_cose(
+        &c,
+        &format!("{e}/gov/members/proposals:create?{V}"),
+        good.clone(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, v) = post_cose(
+        &c,
+        &format!("{e}/gov/members/proposals:create?{V}"),
+        good.clone(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("ProposalReplay")),
+        "{v}"
+    );
+    let mut forged = good.clone();
+    let n = forged.len();
+    forged[n - 5] ^= 1;
+    let (s, v) = post_cose(&c, &format!("{e}/gov/members/proposals:create?{V}"), forged).await;
+    assert_eq!(
+        (s, v["error"]["message"].as_str()),
+        (401, Some("Failed to validate COSE Sign1"))
+    );
+    let (s, v) = propose(&c, &e, &stranger, serde_json::json!([])).await;
+    assert_eq!(
+        (s, v["error"]["message"].as_str()),
+        (401, Some("Signer is not a known member"))
+    );
+    let old = m0.sign(
+        MsgType::Proposal,
+        now() - 3600,
+        None,
+        &serde_json::json!({"actions": []}),
+    );
+    let (s, v) = post_cose(&c, &format!("{e}/gov/members/proposals:create?{V}"), old).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("ProposalCreatedTooLongAgo")),
+        "{v}"
+    );
+    let ballot_as_proposal = m0.sign(MsgType::Ballot, now(), Some(&pid), &serde_json::json!({}));
+    let (s, _) = post_cose(
+        &c,
+        &format!("{e}/gov/members/proposals:create?{V}"),
+        ballot_as_proposal,
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, v) = post_cose(
+        &c,
+        &format!("{e}/gov/members/proposals:create?{V}"),
+        b"not cose".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("InvalidAuthenticationInfo"))
+    );
+    // An invalid proposal, by the constitution's validate.
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "no_such_action", "args": {}}]),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("ProposalFailedToValidate")),
+        "{v}"
+    );
 }

@@ -6,6 +6,7 @@
 //! nodes, joining, retiring, the membership reconciler) and `reads`.
 
 mod admission;
+mod governance;
 mod lifecycle;
 mod reads;
 mod runs;

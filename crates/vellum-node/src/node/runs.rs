@@ -358,7 +358,7 @@ impl LedgerNode {
 
     /// Records a run's write set: proposed while the run still holds its turn (so that the
     /// log keeps runs in the order they ran), its writes kept as pending until applied.
-    async fn record(
+    pub(super) async fn record(
         &self,
         ws: EntryBuilder,
         writes: Writes,

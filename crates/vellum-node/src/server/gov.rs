@@ -6,15 +6,18 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use vellum_core::tables;
 
-use super::context::{ApiError, AppState, PathParam, St, ok_json};
+use super::context::{ApiError, AppState, PathParam, St, TXID_HEADER, ok_json, write_failed};
 use crate::gov::proposal_json;
+use crate::ops::{GovKind, GovRequest};
 
 /// The api-versions the governance API answers, oldest first.
 pub const GOV_API_VERSIONS: [&str; 2] = ["2023-06-01-preview", "2024-07-01"];
@@ -27,12 +30,192 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/gov/service/members", get(members))
         .route("/gov/service/members/{member_id}", get(member))
         .route("/gov/members/proposals", get(proposals))
-        .route("/gov/members/proposals/{proposal_id}", get(proposal))
+        .route("/gov/members/proposals:create", post(create))
+        .route(
+            "/gov/members/proposals/{proposal_id}",
+            get(proposal).post(withdraw),
+        )
         .route("/gov/members/proposals/{proposal_id}/actions", get(actions))
         .route(
             "/gov/members/proposals/{proposal_id}/ballots/{member_id}",
-            get(ballot),
+            get(ballot).post(submit_ballot),
         )
+        .route(
+            "/gov/members/state-digests/{member_id}",
+            get(state_digest).post(digest_post),
+        )
+}
+
+/// The content type of a signed governance request.
+const COSE: &str = "application/cose";
+
+/// Sends a signed request to the primary and answers what it answered.
+async fn signed(
+    st: &AppState,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+    kind: GovKind,
+) -> Result<Response, ApiError> {
+    api_version(raw_query)?;
+    match headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationInfo",
+                "Missing content-type header",
+            ));
+        }
+        Some(ct) if ct.eq_ignore_ascii_case(COSE.as_bytes()) => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationInfo",
+                format!("Content type is not set to {COSE}"),
+            ));
+        }
+    }
+    let req = GovRequest {
+        kind,
+        envelope: body.to_vec(),
+    };
+    let (a, txid) = st.node.govern(req).await.map_err(write_failed)?;
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, a.body).into_response();
+    let h = resp.headers_mut();
+    if let Some(ct) = a.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert(header::CONTENT_TYPE, ct);
+    }
+    for (k, v) in a.headers {
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            h.insert(k, v);
+        }
+    }
+    if let Some(txid) = txid
+        && let Ok(v) = HeaderValue::from_str(&txid.to_string())
+    {
+        h.insert(TXID_HEADER, v);
+    }
+    Ok(resp)
+}
+
+/// A path segment with CCF's action suffix (`ID:withdraw`): the id, if the suffix is `action`.
+fn with_action<'a>(segment: &'a str, action: &str) -> Result<&'a str, ApiError> {
+    match segment.rsplit_once(':') {
+        Some((id, a)) if a == action => Ok(id),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("Unknown path: {segment}"),
+        )),
+    }
+}
+
+async fn create(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    signed(&st, q.as_deref(), &headers, body, GovKind::Propose).await
+}
+
+async fn withdraw(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    PathParam(segment): PathParam,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = hex_id(with_action(&segment, "withdraw")?, "proposal")?;
+    signed(
+        &st,
+        q.as_deref(),
+        &headers,
+        body,
+        GovKind::Withdraw { proposal_id: id },
+    )
+    .await
+}
+
+async fn submit_ballot(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Path((proposal_id, segment)) = path.map_err(|e| {
+        ApiError::bad(
+            "InvalidResourceName",
+            format!("malformed path segment: {e}"),
+        )
+    })?;
+    let proposal_id = hex_id(&proposal_id, "proposal")?;
+    let member_id = hex_id(with_action(&segment, "submit")?, "member")?;
+    signed(
+        &st,
+        q.as_deref(),
+        &headers,
+        body,
+        GovKind::Ballot {
+            proposal_id,
+            member_id,
+        },
+    )
+    .await
+}
+
+async fn digest_post(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    PathParam(segment): PathParam,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let kind = match segment.rsplit_once(':') {
+        Some((id, "update")) => GovKind::UpdateDigest {
+            member_id: hex_id(id, "member")?,
+        },
+        Some((id, "ack")) => GovKind::Ack {
+            member_id: hex_id(id, "member")?,
+        },
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                format!("Unknown path: {segment}"),
+            ));
+        }
+    };
+    signed(&st, q.as_deref(), &headers, body, kind).await
+}
+
+async fn state_digest(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let id = hex_id(&id, "member")?;
+    let ack = st
+        .node
+        .with_gov(|g| {
+            g.get(tables::MEMBERS_ACKS.name(), id.as_bytes())
+                .and_then(|v| tables::MEMBERS_ACKS.decode_value(v).ok())
+        })
+        .ok_or_else(|| {
+            not_found(
+                "ResourceNotFound",
+                format!("No ACK record exists for member {id}."),
+            )
+        })?;
+    Ok(ok_json(
+        json!({"memberId": id, "stateDigest": ack.state_digest}),
+    ))
 }
 
 /// CCF's check of the `api-version` query parameter, required on every governance request.

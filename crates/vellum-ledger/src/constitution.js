@@ -1,0 +1,186 @@
+// Vellum's default constitution: CCF's three exports (validate, resolve, apply) over CCF's
+// governance tables, with CCF's action names and arguments for what Vellum supports. A
+// proposal passes once more than half of the active members vote for it.
+//
+// Written for Vellum; a service may start with another constitution (`vellum serve
+// --constitution FILE`) or replace this one by proposal (`set_constitution`).
+
+const T = {
+  constitution: "public:ccf.gov.constitution",
+  memberCerts: "public:ccf.gov.members.certs",
+  memberInfo: "public:ccf.gov.members.info",
+  memberKeys: "public:ccf.gov.members.encryption_public_keys",
+  memberAcks: "public:ccf.gov.members.acks",
+  userCerts: "public:ccf.gov.users.certs",
+  userInfo: "public:ccf.gov.users.info",
+  proposalsInfo: "public:ccf.gov.proposals_info",
+};
+
+// The key of a table with one value: eight zero bytes, as CCF writes it.
+const SINGLETON = new ArrayBuffer(8);
+
+const kv = (name) => ccf.kv[name];
+const key = (s) => ccf.strToBuf(s);
+const getJson = (table, k) => {
+  const v = kv(table).get(key(k));
+  return v === undefined ? undefined : ccf.bufToJsonCompatible(v);
+};
+
+function fail(message) {
+  throw new Error(message);
+}
+
+function checkType(value, type, field) {
+  const ok =
+    type === "array" ? Array.isArray(value) : typeof value === type && value !== null;
+  if (!ok) fail(`${field} must be of type ${type} but is ${value === null ? "null" : typeof value}`);
+}
+
+function checkOptionalType(value, type, field) {
+  if (value !== undefined) checkType(value, type, field);
+}
+
+function checkCert(value, field) {
+  checkType(value, "string", field);
+  if (!ccf.crypto.isValidX509CertBundle(value)) fail(`${field} must be a valid X509 certificate (bundle) in PEM format`);
+}
+
+function checkId(value, field) {
+  checkType(value, "string", field);
+  if (!/^[0-9a-f]{64}$/.test(value)) fail(`${field} must be a hex-encoded SHA-256 id (64 lower-case hex characters)`);
+}
+
+function activeMembers() {
+  let n = 0;
+  kv(T.memberInfo).forEach((v) => {
+    if (ccf.bufToJsonCompatible(v).status === "Active") n += 1;
+  });
+  return n;
+}
+
+const actions = new Map([
+  [
+    "set_constitution",
+    {
+      validate: (args) => checkType(args.constitution, "string", "constitution"),
+      apply: (args, proposalId) => {
+        kv(T.constitution).set(SINGLETON, ccf.jsonCompatibleToBuf(args.constitution));
+        // Proposals made under the old constitution are dropped.
+        const open = [];
+        kv(T.proposalsInfo).forEach((v, k) => {
+          const id = ccf.bufToStr(k);
+          const info = ccf.bufToJsonCompatible(v);
+          if (id !== proposalId && info.state === "Open") open.push([k, info]);
+        });
+        for (const [k, info] of open) {
+          info.state = "Dropped";
+          kv(T.proposalsInfo).set(k, ccf.jsonCompatibleToBuf(info));
+        }
+      },
+    },
+  ],
+  [
+    "set_member",
+    {
+      validate: (args) => {
+        checkCert(args.cert, "cert");
+        checkOptionalType(args.encryption_pub_key, "string", "encryption_pub_key");
+      },
+      apply: (args) => {
+        const id = ccf.pemToId(args.cert);
+        kv(T.memberCerts).set(key(id), ccf.strToBuf(args.cert));
+        const info = { status: "Accepted" };
+        if (args.member_data !== undefined) info.member_data = args.member_data;
+        kv(T.memberInfo).set(key(id), ccf.jsonCompatibleToBuf(info));
+        if (args.encryption_pub_key !== undefined) {
+          kv(T.memberKeys).set(key(id), ccf.strToBuf(args.encryption_pub_key));
+        }
+      },
+    },
+  ],
+  [
+    "remove_member",
+    {
+      validate: (args) => checkId(args.member_id, "member_id"),
+      apply: (args) => {
+        for (const t of [T.memberCerts, T.memberInfo, T.memberKeys, T.memberAcks]) {
+          kv(t).delete(key(args.member_id));
+        }
+      },
+    },
+  ],
+  [
+    "set_member_data",
+    {
+      validate: (args) => checkId(args.member_id, "member_id"),
+      apply: (args) => {
+        const info = getJson(T.memberInfo, args.member_id);
+        if (info === undefined) fail(`Member ${args.member_id} does not exist`);
+        info.member_data = args.member_data;
+        kv(T.memberInfo).set(key(args.member_id), ccf.jsonCompatibleToBuf(info));
+      },
+    },
+  ],
+  [
+    "set_user",
+    {
+      validate: (args) => checkCert(args.cert, "cert"),
+      apply: (args) => {
+        const id = ccf.pemToId(args.cert);
+        kv(T.userCerts).set(key(id), ccf.strToBuf(args.cert));
+        if (args.user_data !== undefined) {
+          kv(T.userInfo).set(key(id), ccf.jsonCompatibleToBuf({ user_data: args.user_data }));
+        }
+      },
+    },
+  ],
+  [
+    "remove_user",
+    {
+      validate: (args) => checkId(args.user_id, "user_id"),
+      apply: (args) => {
+        kv(T.userCerts).delete(key(args.user_id));
+        kv(T.userInfo).delete(key(args.user_id));
+      },
+    },
+  ],
+]);
+
+export function validate(input) {
+  let proposal;
+  try {
+    proposal = JSON.parse(input);
+  } catch (e) {
+    return { valid: false, description: `the proposal is not JSON: ${e.message}` };
+  }
+  if (proposal === null || !Array.isArray(proposal.actions)) {
+    return { valid: false, description: "a proposal is {\"actions\": [{\"name\": ..., \"args\": {...}}, ...]}" };
+  }
+  const errors = [];
+  proposal.actions.forEach((a, i) => {
+    const action = a && actions.get(a.name);
+    if (action === undefined) {
+      errors.push(`actions[${i}]: unknown action ${JSON.stringify(a && a.name)}`);
+      return;
+    }
+    try {
+      checkType(a.args, "object", "args");
+      action.validate(a.args);
+    } catch (e) {
+      errors.push(`actions[${i}] (${a.name}): ${e.message}`);
+    }
+  });
+  if (errors.length > 0) return { valid: false, description: errors.join("; ") };
+  return { valid: true, description: "OK" };
+}
+
+export function resolve(proposal, proposerId, votes) {
+  const inFavour = votes.filter((v) => v.vote).length;
+  return inFavour > Math.floor(activeMembers() / 2) ? "Accepted" : "Open";
+}
+
+export function apply(proposal, proposalId) {
+  for (const a of JSON.parse(proposal).actions) {
+    actions.get(a.name).apply(a.args, proposalId);
+  }
+}

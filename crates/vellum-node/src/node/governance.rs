@@ -1,0 +1,893 @@
+//! Governance on the primary: CCF's member requests (`/gov`, api-version `2024-07-01`), each
+//! a COSE_Sign1 signed by a member, checked here against the governance tables, and the
+//! constitution run over those tables (`validate` on a proposal, each ballot's `vote`, then
+//! `resolve`, and `apply` once accepted), all in one transaction, as CCF does
+//! (`src/node/gov/handlers/proposals.h` and `acks.h` in CCF). Requests are served in turn with
+//! the other runs that use tables ([`crate::scripts`]), over the applied tables and the writes
+//! proposed since.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use vellum_core::crypto::Certificate;
+use vellum_core::entry::EntryBuilder;
+use vellum_core::gov::Envelope;
+use vellum_core::tables::{self, Failure, MemberAck, ProposalInfo, ProposalState};
+use vellum_js::{Call, Entries, MapAccess, Modules, Outcome, Store, StoreError, Writes};
+
+use super::LedgerNode;
+use super::writes::Performed;
+use crate::gov::{GovTables, proposal_json};
+use crate::ops::{GovKind, GovRequest, HttpAnswer, RunResult};
+use crate::scripts::map_writes;
+use crate::{NodeError, Refusal};
+
+/// How many recent proposals are kept for replay protection (CCF's default window).
+const RECENT_PROPOSALS_WINDOW: usize = 100;
+/// How long a governance request's answer waits for its transaction to be applied here.
+const GOV_APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The largest `created_at` CCF takes (ten decimal digits).
+const MAX_CREATED_AT: i64 = 9_999_999_999;
+
+/// The governance tables as a request sees them: the applied tables, the writes proposed and
+/// not yet applied, then the request's own.
+#[derive(Clone)]
+struct GovView {
+    base: Arc<GovTables>,
+    layers: Vec<Arc<Writes>>,
+    own: Writes,
+}
+
+impl GovView {
+    fn get(&self, map: &str, key: &[u8]) -> Option<Vec<u8>> {
+        if let Some(v) = self.own.get(map).and_then(|m| m.get(key)) {
+            return v.clone();
+        }
+        for l in self.layers.iter().rev() {
+            if let Some(v) = l.get(map).and_then(|m| m.get(key)) {
+                return v.clone();
+            }
+        }
+        self.base.get(map, key).map(<[u8]>::to_vec)
+    }
+
+    fn rows(&self, map: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let mut all: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .base
+            .rows(map)
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        for l in self
+            .layers
+            .iter()
+            .chain(std::iter::once(&Arc::new(self.own.clone())))
+        {
+            for (k, v) in l.get(map).into_iter().flatten() {
+                match v {
+                    Some(v) => all.insert(k.clone(), v.clone()),
+                    None => all.remove(k),
+                };
+            }
+        }
+        all
+    }
+
+    fn put(&mut self, map: &str, key: &[u8], value: Vec<u8>) {
+        self.own
+            .entry(map.to_owned())
+            .or_default()
+            .insert(key.to_vec(), Some(value));
+    }
+
+    fn remove(&mut self, map: &str, key: &[u8]) {
+        self.own
+            .entry(map.to_owned())
+            .or_default()
+            .insert(key.to_vec(), None);
+    }
+
+    fn info(&self, proposal_id: &str) -> Option<ProposalInfo> {
+        let v = self.get(tables::PROPOSALS_INFO.name(), proposal_id.as_bytes())?;
+        tables::PROPOSALS_INFO.decode_value(&v).ok()
+    }
+
+    fn put_info(&mut self, proposal_id: &str, info: &ProposalInfo) {
+        let (k, v) = tables::PROPOSALS_INFO.entry(proposal_id, info);
+        self.put(tables::PROPOSALS_INFO.name(), &k, v);
+    }
+
+    fn member_status(&self, member_id: &str) -> Option<String> {
+        let v = self.get(tables::MEMBERS_INFO.name(), member_id.as_bytes())?;
+        let info: serde_json::Value = serde_json::from_slice(&v).ok()?;
+        info.get("status")?.as_str().map(str::to_owned)
+    }
+}
+
+/// The governance tables as the constitution sees them: readable, and writable in `apply`.
+struct GovStore {
+    view: GovView,
+    writable: bool,
+}
+
+impl Store for GovStore {
+    fn access(&self, map: &str) -> MapAccess {
+        match (crate::gov::follows(map), self.writable) {
+            (true, true) => MapAccess::ReadWrite,
+            (true, false) => MapAccess::Read,
+            _ => MapAccess::None,
+        }
+    }
+
+    fn get(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.view.get(map, key))
+    }
+
+    fn entries(&self, map: &str) -> Result<Entries, StoreError> {
+        Ok(self.view.rows(map).into_iter().collect())
+    }
+}
+
+/// A CCF-style error answer.
+fn error(status: u16, code: &str, message: impl Into<String>) -> HttpAnswer {
+    HttpAnswer {
+        status,
+        headers: Vec::new(),
+        content_type: Some("application/json".into()),
+        body: json!({"error": {"code": code, "message": message.into()}})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+/// CCF's answer to a request its authentication policy refused.
+fn unauthenticated(message: impl Into<String>) -> HttpAnswer {
+    let mut a = error(401, "InvalidAuthenticationInfo", message);
+    a.headers.push((
+        "www-authenticate".into(),
+        "COSE-SIGN1 realm=\"Signed request access\"".into(),
+    ));
+    a
+}
+
+fn json_answer(status: u16, v: &serde_json::Value) -> HttpAnswer {
+    HttpAnswer {
+        status,
+        headers: Vec::new(),
+        content_type: Some("application/json".into()),
+        body: v.to_string().into_bytes(),
+    }
+}
+
+fn no_content() -> HttpAnswer {
+    HttpAnswer {
+        status: 204,
+        headers: Vec::new(),
+        content_type: None,
+        body: Vec::new(),
+    }
+}
+
+/// The message of a failed run without the sandbox's `Error while executing function ID: `.
+fn reason(message: &str) -> (String, Option<String>) {
+    let m = message
+        .split_once(": ")
+        .filter(|(head, _)| head.starts_with("Error while executing function"))
+        .map_or(message, |(_, rest)| rest);
+    match m.split_once('\n') {
+        Some((first, trace)) => (first.to_owned(), Some(trace.to_owned())),
+        None => (m.to_owned(), None),
+    }
+}
+
+/// The module that calls the constitution's exports with CCF's arguments and reports what
+/// they returned in a form the node reads back.
+const CALLER: &str = r#"import * as c from "constitution.js";
+export function validate(p) {
+  const r = c.validate(p);
+  const obj = typeof r === "object" && r !== null;
+  return JSON.stringify({ obj, valid: obj && r.valid === true,
+    description: obj && typeof r.description === "string" ? r.description : "" });
+}
+export function resolve(p, proposerId, votes, proposalId) {
+  return JSON.stringify({ state: String(c.resolve(p, proposerId, JSON.parse(votes), proposalId)) });
+}
+export function apply(p, proposalId) {
+  c.apply(p, proposalId);
+  return "";
+}
+"#;
+
+/// The module that runs one ballot.
+const BALLOT_CALLER: &str = r#"import { vote } from "ballot.js";
+export function run(p, proposerId) {
+  return JSON.stringify(vote(p, proposerId) === true);
+}
+"#;
+
+impl LedgerNode {
+    /// Serves a signed governance request: on the primary, or forwarded to it. The answer is
+    /// CCF's, status and body, with the transaction that recorded it, if any.
+    pub async fn govern(
+        &self,
+        req: GovRequest,
+    ) -> Result<(HttpAnswer, Option<vellum_core::TxId>), NodeError> {
+        // The request carries its own credential: it is forwarded under an empty token id.
+        let anonymous = crate::ops::Caller::Token(String::new());
+        let done = self
+            .perform_full(Some(&anonymous), crate::ops::Op::Gov(req))
+            .await?;
+        let Some(RunResult::Http(a)) = done.result else {
+            return Err(crate::ForwardError::Unexpected("a governance answer").into());
+        };
+        // Answered once this node has applied it: the member's next request, and every read
+        // here, sees what it changed (CCF's governance reads its own writes too).
+        if let Some(txid) = done.txid {
+            self.wait_applied(txid.seqno, GOV_APPLY_TIMEOUT).await?;
+        }
+        Ok((a, done.txid))
+    }
+
+    /// The digest a member acknowledges: the root its last signature signed (hex).
+    fn state_digest(&self) -> Option<String> {
+        let engine = self.ledger.engine();
+        let seqno = engine.last_signature()?;
+        let (_, ws) = engine.write_set(seqno).ok()?;
+        let m = tables::SIGNATURES.find(&ws.maps)?;
+        let (_, v) = m.writes.first()?;
+        let record = tables::SIGNATURES.decode_value(v).ok()?;
+        Some(record.root.to_hex())
+    }
+
+    /// Runs a constitution export over `view` (writable for `apply`).
+    async fn constitution_call(
+        &self,
+        constitution: &str,
+        export: &str,
+        args: &[String],
+        view: &GovView,
+        writable: bool,
+    ) -> Result<Outcome, NodeError> {
+        let mut modules = Modules::new();
+        modules.insert("constitution.js".into(), constitution.to_owned());
+        modules.insert("vellum_gov.js".into(), CALLER.to_owned());
+        let mut call = Call::new("vellum_gov.js", CALLER, args);
+        call.export = export;
+        call.modules = Some(Arc::new(modules));
+        call.options = gov_options();
+        call.seed = self.ledger.last_seqno();
+        let store = Arc::new(GovStore {
+            view: view.clone(),
+            writable,
+        });
+        self.scripts
+            .run(&call, store)
+            .await
+            .map_err(|e| Refusal::Sandbox(e.to_string()).into())
+    }
+
+    /// CCF's resolution of a proposal: its ballots, then `resolve`, and `apply` if accepted.
+    /// Leaves the new state (and, if it closed, the final votes) in `info` and `view`.
+    async fn resolve_proposal(
+        &self,
+        view: &mut GovView,
+        constitution: &str,
+        proposal_id: &str,
+        proposal: &str,
+        info: &mut ProposalInfo,
+    ) -> Result<(), NodeError> {
+        let mut votes = BTreeMap::new();
+        let mut failures = BTreeMap::new();
+        for (member, ballot) in &info.ballots {
+            let mut modules = Modules::new();
+            modules.insert("ballot.js".into(), ballot.clone());
+            modules.insert("vellum_ballot.js".into(), BALLOT_CALLER.to_owned());
+            let args = [proposal.to_owned(), info.proposer_id.clone()];
+            let mut call = Call::new("vellum_ballot.js", BALLOT_CALLER, &args);
+            call.export = "run";
+            call.modules = Some(Arc::new(modules));
+            call.options = gov_options();
+            let store = Arc::new(GovStore {
+                view: view.clone(),
+                writable: false,
+            });
+            match self.scripts.run(&call, store).await {
+                Ok(Outcome::Succeeded { return_value, .. }) => {
+                    votes.insert(member.clone(), return_value == "true");
+                }
+                Ok(Outcome::Failed { message }) => {
+                    let (reason, trace) = reason(&message);
+                    failures.insert(member.clone(), Failure { reason, trace });
+                }
+                Err(e) => return Err(Refusal::Sandbox(e.to_string()).into()),
+            }
+        }
+        let votes_json: Vec<_> = votes
+            .iter()
+            .map(|(m, v)| json!({"member_id": m, "vote": v}))
+            .collect();
+        let args = [
+            proposal.to_owned(),
+            info.proposer_id.clone(),
+            serde_json::Value::from(votes_json).to_string(),
+            proposal_id.to_owned(),
+        ];
+        let outcome = self
+            .constitution_call(constitution, "resolve", &args, view, false)
+            .await?;
+        info.state = match outcome {
+            Outcome::Failed { message } => {
+                let (reason, trace) = reason(&message);
+                info.failure = Some(Failure {
+                    reason: format!("Failed to resolve(): {reason}"),
+                    trace,
+                });
+                ProposalState::Failed
+            }
+            Outcome::Succeeded { return_value, .. } => {
+                let state = serde_json::from_str::<serde_json::Value>(&return_value)
+                    .ok()
+                    .and_then(|v| v["state"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                match state.as_str() {
+                    "Open" => ProposalState::Open,
+                    "Accepted" => ProposalState::Accepted,
+                    "Rejected" => ProposalState::Rejected,
+                    other => {
+                        info.failure = Some(Failure {
+                            reason: format!("resolve() returned invalid status value: \"{other}\""),
+                            trace: None,
+                        });
+                        ProposalState::Failed
+                    }
+                }
+            }
+        };
+        view.put_info(proposal_id, info);
+        if info.state == ProposalState::Open {
+            return Ok(());
+        }
+        remove_other_closed_proposals(view, proposal_id);
+        info.final_votes = Some(votes);
+        info.vote_failures = Some(failures);
+        view.put_info(proposal_id, info);
+        if info.state == ProposalState::Accepted {
+            let args = [proposal.to_owned(), proposal_id.to_owned()];
+            match self
+                .constitution_call(constitution, "apply", &args, view, true)
+                .await?
+            {
+                Outcome::Succeeded { writes, .. } => {
+                    for (map, keys) in writes {
+                        for (k, v) in keys {
+                            match v {
+                                Some(v) => view.put(&map, &k, v),
+                                None => view.remove(&map, &k),
+                            }
+                        }
+                    }
+                }
+                Outcome::Failed { message } => {
+                    let (reason, trace) = reason(&message);
+                    info.state = ProposalState::Failed;
+                    info.failure = Some(Failure {
+                        reason: format!("Failed to apply(): {reason}"),
+                        trace,
+                    });
+                    view.put_info(proposal_id, info);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves a governance request on the primary (see the module documentation).
+    pub(super) async fn gov_here(&self, req: &GovRequest) -> Result<Performed, NodeError> {
+        let turn = self.scripts.turn.lock().await;
+        let applied = self.commit.borrow().applied;
+        let mut view = GovView {
+            base: Arc::new(self.state.with_gov(Clone::clone)),
+            layers: self.scripts.layers(applied),
+            own: Writes::new(),
+        };
+        let answer = match self.authenticate(req, &view) {
+            Err(refused) => refused,
+            Ok((envelope, member_id)) => {
+                self.gov_request(req, &envelope, &member_id, &mut view)
+                    .await?
+            }
+        };
+        let answer = Performed {
+            txid: None,
+            result: Some(RunResult::Http(answer)),
+        };
+        // A request that failed, or changed nothing, records nothing.
+        let ok = matches!(&answer.result, Some(RunResult::Http(a)) if a.status < 300);
+        if !ok || view.own.is_empty() {
+            return Ok(answer);
+        }
+        let ws = EntryBuilder {
+            maps: map_writes(&view.own),
+            ..EntryBuilder::default()
+        };
+        let txid = self.record(ws, view.own, turn).await?;
+        Ok(Performed {
+            txid: Some(txid),
+            ..answer
+        })
+    }
+
+    /// CCF's member COSE_Sign1 authentication: the envelope's shape, its signer a known member
+    /// whose certificate verifies it, signed as the route's message type, and for proposals,
+    /// ballots and withdrawals an active member.
+    fn authenticate(
+        &self,
+        req: &GovRequest,
+        view: &GovView,
+    ) -> Result<(Envelope, String), HttpAnswer> {
+        let e = Envelope::parse(&req.envelope).map_err(|e| unauthenticated(e.to_string()))?;
+        let cert = view
+            .get(tables::MEMBERS_CERTS.name(), e.kid.as_bytes())
+            .ok_or_else(|| unauthenticated("Signer is not a known member"))?;
+        let cert = Certificate::from_pem(&String::from_utf8_lossy(&cert))
+            .map_err(|e| unauthenticated(format!("the member's certificate: {e}")))?;
+        e.verify(&cert)
+            .map_err(|_| unauthenticated("Failed to validate COSE Sign1"))?;
+        let want = req.kind.msg_type();
+        if e.msg_type != want {
+            return Err(unauthenticated(format!(
+                "Found ccf.gov.msg.type '{}', expected '{}'",
+                e.msg_type.as_str(),
+                want.as_str()
+            )));
+        }
+        if req.kind.needs_active_member() && view.member_status(&e.kid).as_deref() != Some("Active")
+        {
+            return Err(unauthenticated(format!(
+                "Signer {} is not an active member",
+                e.kid
+            )));
+        }
+        let id = e.kid.clone();
+        Ok((e, id))
+    }
+
+    async fn gov_request(
+        &self,
+        req: &GovRequest,
+        e: &Envelope,
+        signer: &str,
+        view: &mut GovView,
+    ) -> Result<HttpAnswer, NodeError> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&req.envelope);
+        let history = |view: &mut GovView| {
+            let (k, v) = tables::COSE_HISTORY.entry(signer, &b64);
+            view.put(tables::COSE_HISTORY.name(), &k, v);
+        };
+        let signed_proposal = |url: &str| -> Result<(), HttpAnswer> {
+            if e.proposal_id.as_deref() == Some(url) {
+                Ok(())
+            } else {
+                Err(error(
+                    400,
+                    "InvalidResourceName",
+                    "Authenticated proposal id does not match URL",
+                ))
+            }
+        };
+        Ok(match &req.kind {
+            GovKind::UpdateDigest { member_id } | GovKind::Ack { member_id }
+                if member_id != signer =>
+            {
+                error(
+                    400,
+                    "InvalidAuthenticationInfo",
+                    format!(
+                        "Member ID from path parameter ({member_id}) does not match member ID \
+                         from body signature ({signer})."
+                    ),
+                )
+            }
+            GovKind::UpdateDigest { member_id } => {
+                let Some(digest) = self.state_digest() else {
+                    return Ok(error(
+                        500,
+                        "InternalError",
+                        "Service has no signatures to ack yet - try again soon.",
+                    ));
+                };
+                let mut ack = view
+                    .get(tables::MEMBERS_ACKS.name(), member_id.as_bytes())
+                    .and_then(|v| tables::MEMBERS_ACKS.decode_value(&v).ok())
+                    .unwrap_or_default();
+                ack.state_digest = digest.clone();
+                let (k, v) = tables::MEMBERS_ACKS.entry(member_id, &ack);
+                view.put(tables::MEMBERS_ACKS.name(), &k, v);
+                json_answer(200, &json!({"memberId": member_id, "stateDigest": digest}))
+            }
+            GovKind::Ack { member_id } => {
+                let Some(mut ack) = view
+                    .get(tables::MEMBERS_ACKS.name(), member_id.as_bytes())
+                    .and_then(|v| tables::MEMBERS_ACKS.decode_value(&v).ok())
+                else {
+                    return Ok(error(
+                        403,
+                        "AuthorizationFailed",
+                        format!("No ACK record exists for member {member_id}."),
+                    ));
+                };
+                let signed: Option<String> =
+                    serde_json::from_slice::<serde_json::Value>(&e.payload)
+                        .ok()
+                        .and_then(|v| v["stateDigest"].as_str().map(str::to_owned));
+                let signed = signed.unwrap_or_default();
+                if signed != ack.state_digest {
+                    return Ok(error(
+                        400,
+                        "StateDigestMismatch",
+                        format!(
+                            "Submitted state digest is not valid.\nExpected\n {}\nReceived\n {}",
+                            ack.state_digest, signed
+                        ),
+                    ));
+                }
+                ack = MemberAck {
+                    cose_sign1_req: Some(b64.clone()),
+                    state_digest: signed,
+                };
+                let (k, v) = tables::MEMBERS_ACKS.entry(member_id, &ack);
+                view.put(tables::MEMBERS_ACKS.name(), &k, v);
+                // Active, keeping whatever else the member's record holds.
+                let mut info: serde_json::Value = view
+                    .get(tables::MEMBERS_INFO.name(), member_id.as_bytes())
+                    .and_then(|v| serde_json::from_slice(&v).ok())
+                    .unwrap_or_else(|| json!({}));
+                info["status"] = "Active".into();
+                view.put(
+                    tables::MEMBERS_INFO.name(),
+                    member_id.as_bytes(),
+                    info.to_string().into_bytes(),
+                );
+                no_content()
+            }
+            GovKind::Propose => self.create_proposal(e, signer, view, &b64).await?,
+            GovKind::Ballot {
+                proposal_id,
+                member_id,
+            } => {
+                if let Err(a) = signed_proposal(proposal_id) {
+                    return Ok(a);
+                }
+                if member_id != signer {
+                    return Ok(error(
+                        400,
+                        "InvalidResourceName",
+                        "Authenticated member id does not match URL",
+                    ));
+                }
+                let not_found = || {
+                    error(
+                        404,
+                        "ProposalNotFound",
+                        format!("Could not find proposal {proposal_id}."),
+                    )
+                };
+                let Some(mut info) = view.info(proposal_id) else {
+                    return Ok(not_found());
+                };
+                if info.state != ProposalState::Open {
+                    return Ok(error(
+                        400,
+                        "ProposalNotOpen",
+                        format!(
+                            "Proposal {proposal_id} is currently in state {} - only Open \
+                             proposals can receive votes",
+                            state_name(info.state)
+                        ),
+                    ));
+                }
+                let Some(proposal) = view.get(tables::PROPOSALS.name(), proposal_id.as_bytes())
+                else {
+                    return Ok(not_found());
+                };
+                let ballot = serde_json::from_slice::<serde_json::Value>(&e.payload)
+                    .ok()
+                    .and_then(|v| v["ballot"].as_str().map(str::to_owned));
+                let Some(ballot) = ballot else {
+                    return Ok(error(
+                        400,
+                        "InvalidInput",
+                        "Signed request body is not a JSON object containing required string \
+                         field \"ballot\"",
+                    ));
+                };
+                let Some(constitution) = self.current_constitution(view) else {
+                    return Ok(error(
+                        500,
+                        "InternalError",
+                        "No constitution is set - ballots cannot be evaluated",
+                    ));
+                };
+                match info.ballots.get(member_id) {
+                    Some(b) if *b == ballot => {
+                        return Ok(json_answer(200, &proposal_json(proposal_id, &info)));
+                    }
+                    Some(_) => {
+                        return Ok(error(
+                            400,
+                            "VoteAlreadyExists",
+                            format!(
+                                "Different ballot already submitted by {member_id} for \
+                                 {proposal_id}."
+                            ),
+                        ));
+                    }
+                    None => {}
+                }
+                info.ballots.insert(member_id.clone(), ballot);
+                history(view);
+                let proposal = String::from_utf8_lossy(&proposal).into_owned();
+                self.resolve_proposal(view, &constitution, proposal_id, &proposal, &mut info)
+                    .await?;
+                if info.state == ProposalState::Failed {
+                    return Ok(failed_answer(&info));
+                }
+                json_answer(200, &proposal_json(proposal_id, &info))
+            }
+            GovKind::Withdraw { proposal_id } => {
+                if let Err(a) = signed_proposal(proposal_id) {
+                    return Ok(a);
+                }
+                let Some(mut info) = view.info(proposal_id) else {
+                    return Ok(no_content());
+                };
+                if info.proposer_id != signer {
+                    return Ok(error(
+                        403,
+                        "AuthorizationFailed",
+                        format!(
+                            "Proposal {proposal_id} can only be withdrawn by proposer {}, not \
+                             caller {signer}.",
+                            info.proposer_id
+                        ),
+                    ));
+                }
+                match info.state {
+                    ProposalState::Open => {
+                        info.state = ProposalState::Withdrawn;
+                        view.put_info(proposal_id, &info);
+                        remove_other_closed_proposals(view, proposal_id);
+                        history(view);
+                    }
+                    ProposalState::Withdrawn => {}
+                    other => {
+                        return Ok(error(
+                            400,
+                            "ProposalNotOpen",
+                            format!(
+                                "Proposal {proposal_id} is currently in state {} and cannot be \
+                                 withdrawn.",
+                                state_name(other)
+                            ),
+                        ));
+                    }
+                }
+                json_answer(200, &proposal_json(proposal_id, &info))
+            }
+        })
+    }
+
+    /// The constitution in force for this request.
+    fn current_constitution(&self, view: &GovView) -> Option<String> {
+        let v = view.get(
+            tables::CONSTITUTION.name(),
+            &vellum_core::entry::SINGLETON_KEY,
+        )?;
+        tables::CONSTITUTION.decode_value(&v).ok()
+    }
+
+    /// `proposals:create`: validated by the constitution, its time checked against recent
+    /// proposals, recorded, and resolved (it may pass at once).
+    async fn create_proposal(
+        &self,
+        e: &Envelope,
+        signer: &str,
+        view: &mut GovView,
+        b64: &str,
+    ) -> Result<HttpAnswer, NodeError> {
+        // The id binds the proposal to the state it was made against: SHA-256 of the Merkle
+        // root, then of SHA-256 of the signature.
+        let request_digest = Sha256::digest(&e.signature);
+        let root = self.ledger.engine().root()?;
+        let mut h = Sha256::new();
+        h.update(root.0);
+        h.update(request_digest);
+        let proposal_id = hex::encode(h.finalize());
+        let Some(constitution) = self.current_constitution(view) else {
+            return Ok(error(
+                500,
+                "InternalError",
+                "No constitution is set - proposals cannot be evaluated",
+            ));
+        };
+        let proposal = String::from_utf8_lossy(&e.payload).into_owned();
+        match self
+            .constitution_call(
+                &constitution,
+                "validate",
+                std::slice::from_ref(&proposal),
+                view,
+                false,
+            )
+            .await?
+        {
+            Outcome::Failed { message } => {
+                let (reason, trace) = reason(&message);
+                return Ok(error(
+                    500,
+                    "InternalError",
+                    format!(
+                        "Failed to execute validation: {reason} {}",
+                        trace.unwrap_or_default()
+                    ),
+                ));
+            }
+            Outcome::Succeeded { return_value, .. } => {
+                let v: serde_json::Value = serde_json::from_str(&return_value).unwrap_or_default();
+                if v["obj"] != true {
+                    return Ok(error(
+                        500,
+                        "InternalError",
+                        "Validation failed to return an object",
+                    ));
+                }
+                if v["valid"] != true {
+                    return Ok(error(
+                        400,
+                        "ProposalFailedToValidate",
+                        format!(
+                            "Proposal failed to validate: {}",
+                            v["description"].as_str().unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+        }
+        if view
+            .get(tables::PROPOSALS.name(), proposal_id.as_bytes())
+            .is_some()
+        {
+            return Ok(error(500, "InternalError", "Proposal ID collision."));
+        }
+        view.put(
+            tables::PROPOSALS.name(),
+            proposal_id.as_bytes(),
+            e.payload.clone(),
+        );
+        let mut info = ProposalInfo {
+            ballots: BTreeMap::new(),
+            failure: None,
+            final_votes: None,
+            proposer_id: signer.to_owned(),
+            state: ProposalState::Open,
+            vote_failures: None,
+        };
+        view.put_info(&proposal_id, &info);
+        let (k, v) = tables::COSE_HISTORY.entry(signer, b64);
+        view.put(tables::COSE_HISTORY.name(), &k, v);
+        if e.created_at > MAX_CREATED_AT {
+            return Ok(error(
+                400,
+                "InvalidCreatedAt",
+                "Header parameter created_at value is too large",
+            ));
+        }
+        if let Err(a) = check_submission_time(view, e.created_at, &request_digest, &proposal_id) {
+            return Ok(a);
+        }
+        self.resolve_proposal(view, &constitution, &proposal_id, &proposal, &mut info)
+            .await?;
+        if info.state == ProposalState::Failed {
+            return Ok(failed_answer(&info));
+        }
+        Ok(json_answer(200, &proposal_json(&proposal_id, &info)))
+    }
+}
+
+/// CCF's runtime options for the constitution (its defaults, which CCF never lowers).
+fn gov_options() -> vellum_js::RuntimeOptions {
+    vellum_js::RuntimeOptions {
+        max_heap_bytes: 100 << 20,
+        max_stack_bytes: 1 << 20,
+        max_execution_time_ms: 1_000,
+        ..vellum_js::RuntimeOptions::default()
+    }
+}
+
+/// The answer to a proposal whose `resolve` or `apply` failed: nothing is recorded.
+fn failed_answer(info: &ProposalInfo) -> HttpAnswer {
+    let f = info.failure.clone().unwrap_or(Failure {
+        reason: String::new(),
+        trace: None,
+    });
+    error(
+        500,
+        "InternalError",
+        serde_json::to_string(&f).unwrap_or_default(),
+    )
+}
+
+fn state_name(s: ProposalState) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Drops every closed proposal but `keep` (CCF keeps closed proposals only until the next one
+/// closes).
+fn remove_other_closed_proposals(view: &mut GovView, keep: &str) {
+    let closed: Vec<Vec<u8>> = view
+        .rows(tables::PROPOSALS_INFO.name())
+        .into_iter()
+        .filter(|(k, v)| {
+            k.as_slice() != keep.as_bytes()
+                && tables::PROPOSALS_INFO
+                    .decode_value(v)
+                    .is_ok_and(|i| i.state != ProposalState::Open)
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for k in closed {
+        view.remove(tables::PROPOSALS.name(), &k);
+        view.remove(tables::PROPOSALS_INFO.name(), &k);
+    }
+}
+
+/// CCF's replay protection: a proposal's `created_at` and signature must not repeat one in
+/// the window of recent proposals, and must not be older than the window's median; the window
+/// keeps the latest [`RECENT_PROPOSALS_WINDOW`].
+fn check_submission_time(
+    view: &mut GovView,
+    created_at: i64,
+    request_digest: &[u8],
+    proposal_id: &str,
+) -> Result<(), HttpAnswer> {
+    let table = tables::COSE_RECENT_PROPOSALS.name();
+    let key = format!("{created_at:0>10}:{}", hex::encode(request_digest));
+    if let Some(v) = view.get(table, key.as_bytes()) {
+        let colliding = tables::COSE_RECENT_PROPOSALS
+            .decode_value(&v)
+            .unwrap_or_default();
+        return Err(error(
+            400,
+            "ProposalReplay",
+            format!("Proposal submission replay, already exists as proposal {colliding}"),
+        ));
+    }
+    let keys: Vec<Vec<u8>> = view.rows(table).into_keys().collect();
+    if let Some(median) = keys.get(keys.len() / 2) {
+        let min = String::from_utf8_lossy(median)
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if key.split(':').next().unwrap_or_default() < min.as_str() {
+            return Err(error(
+                400,
+                "ProposalCreatedTooLongAgo",
+                format!("Proposal created too long ago, created_at must be greater than {min}"),
+            ));
+        }
+    }
+    let (k, v) = tables::COSE_RECENT_PROPOSALS.entry(&key, proposal_id);
+    view.put(table, &k, v);
+    if keys.len() + 1 > RECENT_PROPOSALS_WINDOW {
+        for k in keys.iter().take(keys.len() + 1 - RECENT_PROPOSALS_WINDOW) {
+            view.remove(table, k);
+        }
+    }
+    Ok(())
+}
