@@ -517,3 +517,50 @@ async fn members_ack_propose_and_vote_under_the_constitution() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccfs_member_tools_drive_governance_unchanged() {
+    let Some(py) = common::python() else {
+        assert!(
+            !common::interop_required(),
+            "VELLUM_REQUIRE_INTEROP=1 but no Python with ccf"
+        );
+        eprintln!("SKIPPED: no Python with ccf (run scripts/test.sh)");
+        return;
+    };
+    let srv = TestServer::start(10).await;
+    let m1 = vellum_ledger::identity::Identity::client("member1", SystemTime::now(), 30).unwrap();
+    std::fs::write(srv.path("member1_cert.pem"), &m1.cert_pem).unwrap();
+    std::fs::write(srv.path("member1_key.pem"), m1.key_pem()).unwrap();
+    std::fs::write(srv.path("ca.pem"), srv.service_cert()).unwrap();
+    let script = common::repo().join("tests/interop/gov_with_ccf_tools.sh");
+    let endpoint = srv.endpoint.clone();
+    let args: Vec<std::path::PathBuf> = [
+        "ca.pem",
+        "member0_cert.pem",
+        "member0_key.pem",
+        "member1_cert.pem",
+        "member1_key.pem",
+    ]
+    .iter()
+    .map(|f| srv.path(f))
+    .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg(endpoint)
+            .args(args)
+            .env("VELLUM_PYTHON", py)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("gov flow with ccf_cose_sign1 and curl: ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
