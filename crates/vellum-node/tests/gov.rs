@@ -516,6 +516,25 @@ async fn members_ack_propose_and_vote_under_the_constitution() {
         (400, Some("ProposalFailedToValidate")),
         "{v}"
     );
+
+    // Every proposal, ballot and ack is a transaction in CCF's tables: the ledger (with an
+    // entry, whose claim the audit checks) verifies, with Vellum's auditor and with CCF's own
+    // (FULL).
+    let r = srv
+        .client(Some(&srv.admin_pem()))
+        .post(format!(
+            "{e}/app/transactions?api-version=2024-12-09-preview"
+        ))
+        .json(&serde_json::json!({"contents": "after governance"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ledger = srv.node.ledger_dir();
+    let secret = srv.node.ledger_secret().clone();
+    let _dir = srv.stop().await;
+    common::audit(&ledger, &secret);
+    common::ccf_full(&ledger);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
