@@ -14,6 +14,7 @@ const T = {
   userCerts: "public:ccf.gov.users.certs",
   userInfo: "public:ccf.gov.users.info",
   proposalsInfo: "public:ccf.gov.proposals_info",
+  signatures: "public:ccf.internal.signatures",
 };
 
 // The key of a table with one value: eight zero bytes, as CCF writes it.
@@ -37,7 +38,7 @@ function checkType(value, type, field) {
 }
 
 function checkOptionalType(value, type, field) {
-  if (value !== undefined) checkType(value, type, field);
+  if (value !== undefined && value !== null) checkType(value, type, field);
 }
 
 function checkCert(value, field) {
@@ -85,15 +86,30 @@ const actions = new Map([
       validate: (args) => {
         checkCert(args.cert, "cert");
         checkOptionalType(args.encryption_pub_key, "string", "encryption_pub_key");
+        checkOptionalType(args.member_data, "object", "member_data");
+        if (args.recovery_role !== undefined && args.encryption_pub_key === undefined) {
+          fail("Cannot specify a recovery_role value when encryption_pub_key is not specified");
+        }
       },
       apply: (args) => {
         const id = ccf.pemToId(args.cert);
         kv(T.memberCerts).set(key(id), ccf.strToBuf(args.cert));
-        const info = { status: "Accepted" };
-        if (args.member_data !== undefined) info.member_data = args.member_data;
-        kv(T.memberInfo).set(key(id), ccf.jsonCompatibleToBuf(info));
-        if (args.encryption_pub_key !== undefined) {
+        if (args.encryption_pub_key === undefined || args.encryption_pub_key === null) {
+          kv(T.memberKeys).delete(key(id));
+        } else {
           kv(T.memberKeys).set(key(id), ccf.strToBuf(args.encryption_pub_key));
+        }
+        // CCF's record, field for field and in its order.
+        const info = {};
+        info.member_data = args.member_data;
+        info.recovery_role = args.recovery_role;
+        info.status = "Accepted";
+        kv(T.memberInfo).set(key(id), ccf.jsonCompatibleToBuf(info));
+        // The state to acknowledge: the root of the latest signature.
+        const sig = kv(T.signatures).get(SINGLETON);
+        if (sig !== undefined) {
+          const ack = { state_digest: ccf.bufToJsonCompatible(sig).root };
+          kv(T.memberAcks).set(key(id), ccf.jsonCompatibleToBuf(ack));
         }
       },
     },
@@ -112,7 +128,10 @@ const actions = new Map([
   [
     "set_member_data",
     {
-      validate: (args) => checkId(args.member_id, "member_id"),
+      validate: (args) => {
+        checkId(args.member_id, "member_id");
+        checkType(args.member_data, "object", "member_data");
+      },
       apply: (args) => {
         const info = getJson(T.memberInfo, args.member_id);
         if (info === undefined) fail(`Member ${args.member_id} does not exist`);
@@ -124,11 +143,16 @@ const actions = new Map([
   [
     "set_user",
     {
-      validate: (args) => checkCert(args.cert, "cert"),
+      validate: (args) => {
+        checkCert(args.cert, "cert");
+        checkOptionalType(args.user_data, "object", "user_data");
+      },
       apply: (args) => {
         const id = ccf.pemToId(args.cert);
         kv(T.userCerts).set(key(id), ccf.strToBuf(args.cert));
-        if (args.user_data !== undefined) {
+        if (args.user_data === undefined || args.user_data === null) {
+          kv(T.userInfo).delete(key(id));
+        } else {
           kv(T.userInfo).set(key(id), ccf.jsonCompatibleToBuf({ user_data: args.user_data }));
         }
       },

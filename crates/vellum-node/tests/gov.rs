@@ -583,3 +583,105 @@ async fn ccfs_member_tools_drive_governance_unchanged() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The operator member of `srv`.
+fn operator(srv: &TestServer) -> Member {
+    let pem = std::fs::read_to_string(srv.path("member0_cert.pem")).unwrap();
+    Member {
+        key: vellum_core::crypto::SigningKey::from_pkcs8_pem(
+            &std::fs::read_to_string(srv.path("member0_key.pem")).unwrap(),
+        )
+        .unwrap(),
+        cert: Certificate::from_pem(&pem).unwrap(),
+        cert_pem: pem,
+    }
+}
+
+/// Proposes `actions` as the only active member, and votes: the proposal passes.
+async fn pass(c: &reqwest::Client, e: &str, m: &Member, actions: Value) {
+    let (s, v) = propose(c, e, m, actions).await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let (s, v) = vote(c, e, m, &pid, true).await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Accepted")),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccfs_default_constitution_runs_unchanged_with_the_same_outcomes() {
+    let ccf_constitution =
+        std::fs::read_to_string(common::repo().join("testdata/ccf-constitution/default.js"))
+            .unwrap();
+    let (m1, u1, u2) = (new_member("m1"), new_member("u1"), new_member("u2"));
+    let mut outcomes = Vec::new();
+    for ccf in [false, true] {
+        let srv = TestServer::start(10).await;
+        let (e, c) = (srv.endpoint.clone(), srv.client(None));
+        let m0 = operator(&srv);
+        activate(&c, &e, &m0).await;
+        if ccf {
+            pass(
+                &c,
+                &e,
+                &m0,
+                serde_json::json!([{"name": "set_constitution", "args": {"constitution": ccf_constitution}}]),
+            )
+            .await;
+            let (_, _, body) = get(&c, &format!("{e}/gov/service/constitution?{V}")).await;
+            assert_eq!(body, ccf_constitution);
+        }
+        for actions in [
+            serde_json::json!([{"name": "set_member", "args": {"cert": m1.cert_pem, "member_data": {"team": "audit"}}}]),
+            serde_json::json!([{"name": "set_user", "args": {"cert": u1.cert_pem, "user_data": {"desk": 7}}}]),
+            serde_json::json!([{"name": "set_user", "args": {"cert": u2.cert_pem}}]),
+            serde_json::json!([{"name": "set_member_data", "args": {"member_id": m1.id(), "member_data": {"team": "ops"}}}]),
+            serde_json::json!([{"name": "remove_user", "args": {"user_id": u2.id()}}]),
+        ] {
+            pass(&c, &e, &m0, actions).await;
+        }
+        // The new member can ack what the constitution gave it, and becomes Active.
+        activate(&c, &e, &m1).await;
+        // Both refuse what is malformed, each in its own words.
+        let (s, v) = propose(
+            &c,
+            &e,
+            &m0,
+            serde_json::json!([{"name": "set_member", "args": {"cert": "not a certificate"}}]),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("ProposalFailedToValidate")),
+            "{v}"
+        );
+        let rows = srv.node.with_gov(|g| {
+            let row = |t: &str, k: &str| {
+                g.get(t, k.as_bytes())
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            vec![
+                row("public:ccf.gov.members.certs", &m1.id()),
+                row("public:ccf.gov.members.info", &m1.id()),
+                row("public:ccf.gov.members.encryption_public_keys", &m1.id()),
+                row("public:ccf.gov.users.certs", &u1.id()),
+                row("public:ccf.gov.users.info", &u1.id()),
+                row("public:ccf.gov.users.certs", &u2.id()),
+                row("public:ccf.gov.users.info", &u2.id()),
+            ]
+        });
+        outcomes.push(rows);
+        srv.stop().await;
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    let ours = &outcomes[0];
+    assert_eq!(ours[0].as_deref(), Some(m1.cert_pem.as_str()));
+    assert_eq!(
+        ours[1].as_deref(),
+        Some(r#"{"member_data":{"team":"ops"},"status":"Active"}"#)
+    );
+    assert_eq!(ours[4].as_deref(), Some(r#"{"user_data":{"desk":7}}"#));
+    assert_eq!((ours[5].as_deref(), ours[6].as_deref()), (None, None));
+}

@@ -106,14 +106,21 @@ impl GovView {
     }
 }
 
-/// The governance tables as the constitution sees them: readable, and writable in `apply`.
+/// The governance tables as the constitution sees them: readable, and writable in `apply`;
+/// and, read-only, CCF's `public:ccf.internal.signatures` (the latest signature, whose root
+/// CCF's constitution gives a new member to acknowledge).
 struct GovStore {
     view: GovView,
     writable: bool,
+    /// The latest signature record, as the ledger holds it.
+    signature: Option<Vec<u8>>,
 }
 
 impl Store for GovStore {
     fn access(&self, map: &str) -> MapAccess {
+        if map == tables::SIGNATURES.name() {
+            return MapAccess::Read;
+        }
         match (crate::gov::follows(map), self.writable) {
             (true, true) => MapAccess::ReadWrite,
             (true, false) => MapAccess::Read,
@@ -122,10 +129,24 @@ impl Store for GovStore {
     }
 
     fn get(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if map == tables::SIGNATURES.name() {
+            return Ok(self
+                .signature
+                .clone()
+                .filter(|_| key == vellum_core::entry::SINGLETON_KEY));
+        }
         Ok(self.view.get(map, key))
     }
 
     fn entries(&self, map: &str) -> Result<Entries, StoreError> {
+        if map == tables::SIGNATURES.name() {
+            return Ok(self
+                .signature
+                .clone()
+                .map(|s| (vellum_core::entry::SINGLETON_KEY.to_vec(), s))
+                .into_iter()
+                .collect());
+        }
         Ok(self.view.rows(map).into_iter().collect())
     }
 }
@@ -230,14 +251,20 @@ impl LedgerNode {
         Ok((a, done.txid))
     }
 
-    /// The digest a member acknowledges: the root its last signature signed (hex).
-    fn state_digest(&self) -> Option<String> {
+    /// The latest signature record, as the ledger holds it (`public:ccf.internal.signatures`).
+    fn last_signature_record(&self) -> Option<Vec<u8>> {
         let engine = self.ledger.engine();
         let seqno = engine.last_signature()?;
         let (_, ws) = engine.write_set(seqno).ok()?;
         let m = tables::SIGNATURES.find(&ws.maps)?;
-        let (_, v) = m.writes.first()?;
-        let record = tables::SIGNATURES.decode_value(v).ok()?;
+        m.writes.first().map(|(_, v)| v.clone())
+    }
+
+    /// The digest a member acknowledges: the root its last signature signed (hex).
+    fn state_digest(&self) -> Option<String> {
+        let record = tables::SIGNATURES
+            .decode_value(&self.last_signature_record()?)
+            .ok()?;
         Some(record.root.to_hex())
     }
 
@@ -261,6 +288,7 @@ impl LedgerNode {
         let store = Arc::new(GovStore {
             view: view.clone(),
             writable,
+            signature: self.last_signature_record(),
         });
         self.scripts
             .run(&call, store)
@@ -292,6 +320,7 @@ impl LedgerNode {
             let store = Arc::new(GovStore {
                 view: view.clone(),
                 writable: false,
+                signature: self.last_signature_record(),
             });
             match self.scripts.run(&call, store).await {
                 Ok(Outcome::Succeeded { return_value, .. }) => {
