@@ -47,6 +47,11 @@ pub struct ServeArgs {
     /// joining nodes take the service's). Default 4 MiB.
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<u64>,
+    /// The constitution a new service starts with (first start only): a JavaScript module
+    /// exporting CCF's validate, resolve and apply (default: Vellum's, which passes a proposal
+    /// on a majority of active members).
+    #[arg(long, value_name = "FILE")]
+    pub constitution: Option<PathBuf>,
     /// Largest entry contents in bytes (ACL: 8192).
     #[arg(long, value_name = "BYTES")]
     pub max_entry_bytes: Option<usize>,
@@ -134,6 +139,7 @@ impl ServeArgs {
             signature_interval,
             signature_delay_ms,
             chunk_size,
+            constitution,
             max_entry_bytes,
             max_collections,
             max_collection_id_bytes,
@@ -203,6 +209,13 @@ fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
             .ok()
             .context("--signature-delay-ms must be between 0.1 and 60000")?;
         node.signature_delay = Some(delay);
+    }
+    if let Some(path) = &args.constitution {
+        let code = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the constitution {}", path.display()))?;
+        vellum_node::gov::check_constitution(&code)
+            .map_err(|e| anyhow::anyhow!("the constitution {}: {e}", path.display()))?;
+        node.bootstrap.constitution = code;
     }
     node.bootstrap.dns_names = args.dns_names.clone();
     node.bootstrap.ips = args.ips.clone();

@@ -327,3 +327,48 @@ async fn damaged_ledger_files_are_reported_not_served() {
     let name = chunk.file_name().unwrap().to_string_lossy().into_owned();
     assert!(err.contains(&name), "{err}");
 }
+
+/// `--constitution FILE` starts a service under another constitution (here CCF's own default,
+/// from `testdata/`), served at `/gov/service/constitution`; a file that is not a constitution
+/// is refused at start with a one-line reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_can_start_with_another_constitution() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/ccf-constitution/default.js");
+    let arg = file.to_string_lossy().into_owned();
+    let (mut child, endpoint, _) = common::start_serve(&data, &["--constitution", &arg]);
+    let got = client(&data)
+        .get(format!(
+            "{endpoint}/gov/service/constitution?api-version=2024-07-01"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(got, std::fs::read_to_string(&file).unwrap());
+    assert!(sigterm(&mut child).success());
+
+    let bad = dir.path().join("bad.js");
+    std::fs::write(
+        &bad,
+        "export function validate() { return {valid: true}; }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .arg("--constitution")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not export resolve, apply") && err.lines().count() == 1,
+        "{err}"
+    );
+}

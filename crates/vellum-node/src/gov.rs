@@ -155,6 +155,28 @@ impl GovTables {
     }
 }
 
+/// Checks that `code` is a constitution: an ES module that loads and exports CCF's
+/// `validate`, `resolve` and `apply` functions. The error says what is wrong.
+pub fn check_constitution(code: &str) -> Result<(), String> {
+    let mut modules = vellum_js::Modules::new();
+    modules.insert("constitution.js".into(), code.to_owned());
+    let probe = "import * as c from \"constitution.js\";\n\
+                 export function main() {\n\
+                   return [\"validate\", \"resolve\", \"apply\"]\n\
+                     .filter((f) => typeof c[f] !== \"function\").join(\", \");\n\
+                 }";
+    modules.insert("check.js".into(), probe.to_owned());
+    let mut call = vellum_js::Call::new("check.js", probe, &[]);
+    call.modules = Some(std::sync::Arc::new(modules));
+    match vellum_js::run(&call, std::sync::Arc::new(vellum_js::EmptyStore::default())) {
+        vellum_js::Outcome::Succeeded { return_value, .. } if return_value.is_empty() => Ok(()),
+        vellum_js::Outcome::Succeeded { return_value, .. } => {
+            Err(format!("the constitution does not export {return_value}"))
+        }
+        vellum_js::Outcome::Failed { message } => Err(message),
+    }
+}
+
 /// A proposal as CCF's API shows it: `proposalId`, `proposerId`, `proposalState`,
 /// `ballotCount`, and once closed `finalVotes` and `voteFailures`, and `failure`.
 pub fn proposal_json(id: &str, info: &ProposalInfo) -> serde_json::Value {
@@ -180,6 +202,15 @@ pub fn proposal_json(id: &str, info: &ProposalInfo) -> serde_json::Value {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn constitutions_are_checked() {
+        check_constitution(vellum_ledger::genesis::DEFAULT_CONSTITUTION).unwrap();
+        let e = check_constitution("export function validate() {}").unwrap_err();
+        assert!(e.contains("does not export resolve, apply"), "{e}");
+        let e = check_constitution("export function validate( {").unwrap_err();
+        assert!(e.contains("SyntaxError"), "{e}");
+    }
 
     #[test]
     fn tables_follow_writes_and_survive_the_index() {
