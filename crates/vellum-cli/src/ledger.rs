@@ -283,6 +283,13 @@ pub enum LedgerCommand {
     /// Example: vellum endpoints deploy ./my-app ; vellum endpoints get --module src/app.js
     #[command(subcommand)]
     Endpoints(EndpointsCommand),
+    /// Govern the service as a consortium member, in CCF's protocol: requests are signed
+    /// with the member's key (--member-cert and --member-key, or VELLUM_MEMBER_CERT and
+    /// VELLUM_MEMBER_KEY); reads need no credential.
+    ///
+    /// Example: vellum gov ack ; vellum gov propose add-member.json ; vellum gov vote ID
+    #[command(subcommand)]
+    Gov(GovCommand),
     /// Manage custom roles (Administrator): a name and the actions it allows.
     ///
     /// Example: vellum roles set auditor Microsoft.ConfidentialLedger/ledger/receipts/read
@@ -421,6 +428,207 @@ pub enum FunctionsCommand {
         #[arg(long, value_name = "MS")]
         timeout_ms: Option<u64>,
     },
+}
+
+/// Governance (CCF's `/gov` API).
+#[derive(clap::Subcommand, Debug)]
+pub enum GovCommand {
+    /// Acknowledge the service's state: an Accepted member becomes Active (and may propose
+    /// and vote).
+    ///
+    /// Example: vellum gov ack --member-cert member0_cert.pem --member-key member0_key.pem
+    Ack {
+        #[command(flatten)]
+        member: MemberArgs,
+    },
+    /// Submit a proposal: a JSON file `{"actions": [{"name": ..., "args": {...}}]}`, or one
+    /// action with --action NAME and --args JSON. Prints the proposal's id and state.
+    ///
+    /// Example: vellum gov propose --action set_member --args '{"cert": "-----BEGIN..."}'
+    Propose {
+        /// The proposal file ("-" for standard input).
+        #[arg(value_name = "FILE", required_unless_present = "action")]
+        file: Option<PathBuf>,
+        /// One action's name, instead of a file.
+        #[arg(long, conflicts_with = "file")]
+        action: Option<String>,
+        /// That action's arguments (JSON).
+        #[arg(long, requires = "action", default_value = "{}")]
+        args: String,
+        #[command(flatten)]
+        member: MemberArgs,
+    },
+    /// Vote on a proposal (for it, or --against). Prints its state after the ballot.
+    ///
+    /// Example: vellum gov vote 3f2a... --against
+    Vote {
+        /// The proposal's id.
+        id: String,
+        /// Vote against.
+        #[arg(long)]
+        against: bool,
+        #[command(flatten)]
+        member: MemberArgs,
+    },
+    /// Withdraw a proposal you made.
+    ///
+    /// Example: vellum gov withdraw 3f2a...
+    Withdraw {
+        /// The proposal's id.
+        id: String,
+        #[command(flatten)]
+        member: MemberArgs,
+    },
+    /// List the proposals the service keeps, with their states.
+    ///
+    /// Example: vellum gov list --json
+    List,
+    /// Show a proposal: its state, ballots and actions.
+    ///
+    /// Example: vellum gov show 3f2a...
+    Show {
+        /// The proposal's id.
+        id: String,
+    },
+    /// List the consortium's members and their states.
+    ///
+    /// Example: vellum gov members
+    Members,
+}
+
+/// A member's signing identity.
+#[derive(clap::Args, Debug)]
+pub struct MemberArgs {
+    /// The member's certificate (PEM).
+    #[arg(long, env = "VELLUM_MEMBER_CERT", value_name = "PEM")]
+    member_cert: Option<PathBuf>,
+    /// The member's private key (PKCS#8 PEM).
+    #[arg(long, env = "VELLUM_MEMBER_KEY", value_name = "PEM")]
+    member_key: Option<PathBuf>,
+}
+
+impl MemberArgs {
+    fn load(&self) -> anyhow::Result<vellum_client::governance::Member> {
+        let cert = self
+            .member_cert
+            .as_ref()
+            .context("no member certificate: pass --member-cert or set VELLUM_MEMBER_CERT")?;
+        let key = self
+            .member_key
+            .as_ref()
+            .context("no member key: pass --member-key or set VELLUM_MEMBER_KEY")?;
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        Ok(vellum_client::governance::Member::from_pem(
+            &read(cert)?,
+            &read(key)?,
+        )?)
+    }
+}
+
+/// Runs a governance command: it needs the endpoint and the service certificate only.
+async fn run_gov(conn: &Connection, cmd: &GovCommand) -> anyhow::Result<ExitCode> {
+    let json = conn.json;
+    let c = conn.resolved()?;
+    let endpoint = c
+        .endpoint
+        .context("no ledger endpoint: pass --endpoint or set VELLUM_ENDPOINT")?;
+    let ca = c.ca.context(
+        "no ledger certificate: pass --ca or set VELLUM_CA (e.g. vellum-data/service_cert.pem)",
+    )?;
+    let ca = std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()))?;
+    let gov = vellum_client::governance::GovernanceClient::new(&endpoint, &ca)?;
+    let state_line = |v: &serde_json::Value| {
+        format!(
+            "{}\t{}\t{} ballot(s)",
+            v["proposalId"].as_str().unwrap_or_default(),
+            v["proposalState"].as_str().unwrap_or_default(),
+            v["ballotCount"]
+        )
+    };
+    match cmd {
+        GovCommand::Ack { member } => {
+            let m = member.load()?;
+            gov.ack(&m).await?;
+            print(
+                json,
+                json!({"memberId": m.id(), "status": "Active"}),
+                || format!("member {} acknowledged the state: Active", m.id()),
+            );
+        }
+        GovCommand::Propose {
+            file,
+            action,
+            args,
+            member,
+        } => {
+            let m = member.load()?;
+            let proposal: serde_json::Value = match (file, action) {
+                (_, Some(name)) => {
+                    let args: serde_json::Value = serde_json::from_str(args)
+                        .with_context(|| format!("--args is not JSON: {args}"))?;
+                    json!({"actions": [{"name": name, "args": args}]})
+                }
+                (Some(path), None) => {
+                    let text = if path.as_os_str() == "-" {
+                        let mut s = String::new();
+                        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                        s
+                    } else {
+                        std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?
+                    };
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not JSON", path.display()))?
+                }
+                (None, None) => anyhow::bail!("give a proposal file or --action"),
+            };
+            let v = gov.propose(&m, &proposal).await?;
+            print(json, v.clone(), || state_line(&v));
+        }
+        GovCommand::Vote {
+            id,
+            against,
+            member,
+        } => {
+            let m = member.load()?;
+            let v = gov.vote(&m, id, !against).await?;
+            print(json, v.clone(), || state_line(&v));
+        }
+        GovCommand::Withdraw { id, member } => {
+            let m = member.load()?;
+            let v = gov.withdraw(&m, id).await?;
+            print(json, v.clone(), || state_line(&v));
+        }
+        GovCommand::List => {
+            let all = gov.proposals().await?;
+            print(json, json!(all), || {
+                all.iter().map(state_line).collect::<Vec<_>>().join("\n")
+            });
+        }
+        GovCommand::Show { id } => {
+            let mut v = gov.proposal(id).await?;
+            v["actions"] = gov.proposal_actions(id).await?["actions"].clone();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        GovCommand::Members => {
+            let all = gov.members().await?;
+            print(json, json!(all), || {
+                all.iter()
+                    .map(|m| {
+                        format!(
+                            "{}\t{}",
+                            m["memberId"].as_str().unwrap_or_default(),
+                            m["status"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// User-defined endpoints.
@@ -593,6 +801,7 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
     let json = conn.json;
     // Commands that need no authenticated client.
     match &cmd {
+        LedgerCommand::Gov(g) => return run_gov(conn, g).await,
         LedgerCommand::Receipt {
             file: Some(file), ..
         } => {
@@ -1173,7 +1382,8 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
                 },
             );
         }
-        LedgerCommand::Identity { .. } => {}
+        // Served above, before a client is made.
+        LedgerCommand::Identity { .. } | LedgerCommand::Gov(_) => {}
     }
     Ok(ExitCode::SUCCESS)
 }

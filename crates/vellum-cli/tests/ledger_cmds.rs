@@ -535,3 +535,87 @@ fn help_examples_and_completions() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn governance_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(&dir.path().join("data"));
+    let d = node.data.clone();
+    let (cert, key) = (d.join("member0_cert.pem"), d.join("member0_key.pem"));
+    let member = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([
+            "--member-cert",
+            cert.to_str().unwrap(),
+            "--member-key",
+            key.to_str().unwrap(),
+        ]);
+        node.run_as(None, &all, None)
+    };
+    // Members, with no credential at all.
+    let out = ok(&node.run_as(None, &["gov", "members"], None));
+    assert!(out.ends_with("\tAccepted"), "{out}");
+    // An Accepted member cannot propose yet: a one-line error, exit 4 (authentication).
+    let err = fails(
+        &member(&[
+            "gov",
+            "propose",
+            "--action",
+            "set_member_data",
+            "--args",
+            "{}",
+        ]),
+        4,
+    );
+    assert!(err.contains("not an active member"), "{err}");
+    let out = ok(&member(&["gov", "ack"]));
+    assert!(out.ends_with("Active"), "{out}");
+    // Propose from a file, vote, list, show.
+    let new_member =
+        vellum_ledger::identity::Identity::client("m1", std::time::SystemTime::now(), 30).unwrap();
+    let file = dir.path().join("add.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"actions": [{"name": "set_member", "args": {"cert": new_member.cert_pem}}]})
+            .to_string(),
+    )
+    .unwrap();
+    let out = ok(&member(&["gov", "propose", file.to_str().unwrap()]));
+    let id = out.split('\t').next().unwrap().to_owned();
+    assert!(out.contains("\tOpen\t"), "{out}");
+    let out = ok(&member(&["gov", "vote", &id]));
+    assert!(out.contains("\tAccepted\t"), "{out}");
+    let listed = ok(&node.run_as(None, &["gov", "list", "--json"], None));
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(v[0]["proposalState"], "Accepted");
+    let shown = ok(&node.run_as(None, &["gov", "show", &id], None));
+    assert!(
+        shown.contains("set_member") && shown.contains("\"proposalState\": \"Accepted\""),
+        "{shown}"
+    );
+    assert_eq!(
+        ok(&node.run_as(None, &["gov", "members"], None))
+            .lines()
+            .count(),
+        2
+    );
+    // A proposal withdrawn, then voted on: not open any more (exit 6, the service refused).
+    let out = ok(&member(&[
+        "gov",
+        "propose",
+        "--action",
+        "remove_member",
+        "--args",
+        &serde_json::json!({"member_id": new_member.cert.id()}).to_string(),
+    ]));
+    let id = out.split('\t').next().unwrap().to_owned();
+    assert!(ok(&member(&["gov", "withdraw", &id])).contains("\tWithdrawn\t"));
+    let err = fails(&member(&["gov", "vote", &id, "--against"]), 6);
+    assert!(err.contains("Withdrawn"), "{err}");
+    // Unknown proposal: exit 5; no member key: a one-line usage error, exit 2.
+    fails(
+        &node.run_as(None, &["gov", "show", &"0".repeat(64)], None),
+        5,
+    );
+    fails(&node.run_as(None, &["gov", "ack"], None), 2);
+}

@@ -4,6 +4,7 @@ pub mod blocking;
 mod client;
 mod credentials;
 mod error;
+pub mod governance;
 mod identity;
 pub mod models;
 
