@@ -128,6 +128,10 @@ enum Command {
         /// Never show a progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Also print the governance history: members' states, proposals and their outcomes,
+        /// constitutions, users set by governance.
+        #[arg(long)]
+        governance: bool,
     },
     /// Write a sample ledger with receipts (ledger/, receipts/, service_cert.pem, ledger_secret).
     ///
@@ -242,6 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ledger_secret,
             include_uncommitted,
             no_progress,
+            governance,
         } => {
             if !dir.is_dir() {
                 anyhow::bail!("{} is not a directory", dir.display());
@@ -306,6 +311,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                         for change in &report.code_changes {
                             outln!("code: {change}");
+                        }
+                        if governance {
+                            for event in &report.governance {
+                                outln!("gov: {event}");
+                            }
                         }
                         for note in &report.notes {
                             outln!("note: {note}");

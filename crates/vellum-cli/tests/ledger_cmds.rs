@@ -618,4 +618,38 @@ fn governance_from_the_command_line() {
         5,
     );
     fails(&node.run_as(None, &["gov", "ack"], None), 2);
+
+    // The audit tells the governance history from the ledger alone.
+    let mut node = node;
+    Command::new("kill")
+        .args(["-TERM", &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    node.child.wait().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args([
+            "audit",
+            "--include-uncommitted",
+            "--governance",
+            "--no-progress",
+        ])
+        .arg(d.join("ledger"))
+        .output()
+        .unwrap();
+    let report = ok(&out);
+    let gov: Vec<&str> = report.lines().filter(|l| l.starts_with("gov: ")).collect();
+    let operator =
+        vellum_core::crypto::Certificate::from_pem(&std::fs::read_to_string(&cert).unwrap())
+            .unwrap()
+            .id();
+    for want in [
+        format!("member {operator} Accepted"),
+        format!("member {operator} Active"),
+        format!("member {} Accepted", new_member.cert.id()),
+        "constitution set".to_owned(),
+        ": Accepted, 1 ballot(s)".to_owned(),
+        format!("{id} by {operator}: Withdrawn"),
+    ] {
+        assert!(gov.iter().any(|l| l.contains(&want)), "{want}: {report}");
+    }
 }

@@ -293,6 +293,9 @@ pub struct AuditReport {
     /// Every change of the code the service runs (user-defined functions, the app bundle and
     /// its runtime options), in ledger order, with who asked for it.
     pub code_changes: Vec<CodeChange>,
+    /// Governance, in ledger order: members' states, proposals and their outcomes, the
+    /// constitution, users set by governance (CCF's `public:ccf.gov.*` tables).
+    pub governance: Vec<GovEvent>,
     /// What is odd but not a failure: checks CCF's verifier does not make, on transactions a
     /// verified signature covers (so the service wrote them so) or that no signature covers.
     pub notes: Vec<AuditNote>,
@@ -323,6 +326,77 @@ impl std::fmt::Display for CodeChange {
             None => write!(f, " by the node itself"),
         }
     }
+}
+
+/// A governance event, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GovEvent {
+    /// The transaction.
+    pub txid: TxId,
+    /// What happened: `member ID Accepted`, `proposal ID by MEMBER: Open, 0 ballot(s)`,
+    /// `constitution set (sha256 ...)`, `user ID set`, ...
+    pub what: String,
+}
+
+impl std::fmt::Display for GovEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.txid, self.what)
+    }
+}
+
+/// The governance events in a transaction's public maps.
+fn governance(txid: TxId, maps: &[entry::MapWrites]) -> Vec<GovEvent> {
+    use sha2::Digest as _;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut out = Vec::new();
+    for m in maps {
+        let name = m.name.as_str();
+        if name == tables::MEMBERS_INFO.name() {
+            for (k, v) in &m.writes {
+                let status = serde_json::from_slice::<serde_json::Value>(v)
+                    .ok()
+                    .and_then(|v| v["status"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "?".into());
+                out.push(format!("member {} {status}", text(k)));
+            }
+            for k in &m.removes {
+                out.push(format!("member {} removed", text(k)));
+            }
+        } else if name == tables::PROPOSALS_INFO.name() {
+            for (k, v) in &m.writes {
+                if let Ok(info) = tables::PROPOSALS_INFO.decode_value(v) {
+                    let state = serde_json::to_value(info.state)
+                        .ok()
+                        .and_then(|s| s.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    out.push(format!(
+                        "proposal {} by {}: {state}, {} ballot(s)",
+                        text(k),
+                        info.proposer_id,
+                        info.ballots.len()
+                    ));
+                }
+            }
+        } else if name == tables::CONSTITUTION.name() {
+            for (_, v) in &m.writes {
+                let code = tables::CONSTITUTION.decode_value(v).unwrap_or_default();
+                out.push(format!(
+                    "constitution set (sha256 {})",
+                    &hex::encode(sha2::Sha256::digest(code.as_bytes()))[..16]
+                ));
+            }
+        } else if name == tables::USERS_CERTS.name() {
+            for (k, _) in &m.writes {
+                out.push(format!("user {} set", text(k)));
+            }
+            for k in &m.removes {
+                out.push(format!("user {} removed", text(k)));
+            }
+        }
+    }
+    out.into_iter()
+        .map(|what| GovEvent { txid, what })
+        .collect()
 }
 
 /// The code changes in a transaction's public maps.
@@ -566,6 +640,7 @@ impl Auditor {
         self.report
             .code_changes
             .extend(code_changes(txid, &pd.maps));
+        self.report.governance.extend(governance(txid, &pd.maps));
         let is_sig = tables.get(tables::SIGNATURES.name()).is_some()
             || tables.get(tables::COSE_SIGNATURES.name()).is_some();
         let leaf = entry::leaf_for(&raw.write_set_digest(), &pd);
