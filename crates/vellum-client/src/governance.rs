@@ -52,10 +52,17 @@ impl std::fmt::Debug for Member {
 }
 
 impl Member {
-    /// A member from its certificate and PKCS#8 private key, both PEM.
+    /// A member from its certificate and PKCS#8 private key, both PEM (each may be a file
+    /// holding both, as `vellum keygen` writes them).
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Member> {
         let cert = Certificate::from_pem(cert_pem)
             .map_err(|e| Error::with_source(ErrorKind::Credential, "the member certificate", e))?;
+        const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+        const END: &str = "-----END PRIVATE KEY-----";
+        let key_pem = match (key_pem.find(BEGIN), key_pem.find(END)) {
+            (Some(b), Some(e)) if e > b => &key_pem[b..e + END.len()],
+            _ => key_pem,
+        };
         let key = SigningKey::from_pkcs8_pem(key_pem)
             .map_err(|e| Error::with_source(ErrorKind::Credential, "the member key", e))?;
         if key.public_key().spki_der() != cert.spki_der() {
