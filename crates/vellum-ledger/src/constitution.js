@@ -15,7 +15,20 @@ const T = {
   userInfo: "public:ccf.gov.users.info",
   proposalsInfo: "public:ccf.gov.proposals_info",
   signatures: "public:ccf.internal.signatures",
+  ledgerUsers: "public:vellum.users",
+  ledgerRoles: "public:vellum.roles",
 };
+
+const BUILTIN_ROLES = ["Administrator", "Contributor", "Reader"];
+
+// A ledger user's id: given, or an ACL certificate fingerprint (upper-case hex pairs joined
+// by ':') from a certificate.
+function ledgerUserId(args) {
+  if (args.cert !== undefined) {
+    return ccf.pemToId(args.cert).toUpperCase().match(/../g).join(":");
+  }
+  return args.user_id;
+}
 
 // The key of a table with one value: eight zero bytes, as CCF writes it.
 const SINGLETON = new ArrayBuffer(8);
@@ -155,6 +168,53 @@ const actions = new Map([
         } else {
           kv(T.userInfo).set(key(id), ccf.jsonCompatibleToBuf({ user_data: args.user_data }));
         }
+      },
+    },
+  ],
+  [
+    "set_ledger_user",
+    {
+      // Vellum: an ACL user (the same users /app/users manages) with these roles.
+      validate: (args) => {
+        if (args.cert !== undefined) {
+          checkCert(args.cert, "cert");
+        } else {
+          checkType(args.user_id, "string", "user_id");
+          if (args.user_id.length === 0 || args.user_id.length > 256) fail("user_id must be 1 to 256 characters");
+        }
+        checkType(args.roles, "array", "roles");
+        if (args.roles.length === 0) fail("roles must name at least one role");
+        for (const r of args.roles) {
+          checkType(r, "string", "roles[]");
+          const builtin = BUILTIN_ROLES.find((b) => b.toLowerCase() === r.toLowerCase());
+          if (builtin === undefined && !kv(T.ledgerRoles).has(key(r))) fail(`role ${r} is not defined`);
+        }
+      },
+      apply: (args) => {
+        const roles = [];
+        for (const r of args.roles) {
+          const name = BUILTIN_ROLES.find((b) => b.toLowerCase() === r.toLowerCase()) || r;
+          if (!roles.includes(name)) roles.push(name);
+        }
+        // Vellum's record: one built-in role as `assignedRole`, anything else as
+        // `assignedRoles`.
+        const record =
+          roles.length === 1 && BUILTIN_ROLES.includes(roles[0])
+            ? { assignedRole: roles[0] }
+            : { assignedRoles: roles };
+        kv(T.ledgerUsers).set(key(ledgerUserId(args)), ccf.jsonCompatibleToBuf(record));
+      },
+    },
+  ],
+  [
+    "remove_ledger_user",
+    {
+      validate: (args) => {
+        if (args.cert !== undefined) checkCert(args.cert, "cert");
+        else checkType(args.user_id, "string", "user_id");
+      },
+      apply: (args) => {
+        kv(T.ledgerUsers).delete(key(ledgerUserId(args)));
       },
     },
   ],

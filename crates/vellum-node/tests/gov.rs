@@ -784,3 +784,73 @@ async fn a_throwing_constitution_records_nothing_and_concurrent_proposals_all_la
         assert_eq!((s, v["proposalState"].as_str()), (200, Some("Accepted")), "{v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_manage_ledger_users_by_proposal() {
+    let srv = TestServer::start(10).await;
+    let (e, c) = (srv.endpoint.clone(), srv.client(None));
+    let m0 = operator(&srv);
+    activate(&c, &e, &m0).await;
+    let user = vellum_ledger::identity::Identity::client("by vote", SystemTime::now(), 30).unwrap();
+    let as_user = srv.client(Some(&user.combined_pem()));
+    let append = || async {
+        as_user
+            .post(format!(
+                "{e}/app/transactions?api-version=2024-12-09-preview"
+            ))
+            .json(&serde_json::json!({"contents": "by a user the consortium admitted"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(append().await, 403);
+    // Unknown roles are refused by the constitution's validate.
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_ledger_user", "args": {"cert": user.cert_pem, "roles": ["Janitor"]}}]),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("ProposalFailedToValidate")),
+        "{v}"
+    );
+    pass(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_ledger_user", "args": {"cert": user.cert_pem, "roles": ["contributor"]}}]),
+    )
+    .await;
+    assert_eq!(append().await, 200);
+    // The ACL API sees the same user, under its ACL id.
+    let admin = srv.client(Some(&srv.admin_pem()));
+    let id = user.cert.acl_fingerprint();
+    let v: Value = admin
+        .get(format!(
+            "{e}/app/ledgerUsers/{id}?api-version=2024-12-09-preview"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["assignedRoles"],
+        serde_json::json!(["Contributor"]),
+        "{v}"
+    );
+    pass(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "remove_ledger_user", "args": {"user_id": id}}]),
+    )
+    .await;
+    assert_eq!(append().await, 403);
+}

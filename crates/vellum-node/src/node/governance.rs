@@ -121,7 +121,10 @@ impl Store for GovStore {
         if map == tables::SIGNATURES.name() {
             return MapAccess::Read;
         }
-        match (crate::gov::follows(map), self.writable) {
+        // Vellum's ledger users and custom roles (what /app/users manages): members may
+        // manage users by proposal too.
+        let ledger_access = map == tables::USERS.name() || map == tables::ROLES.name();
+        match (crate::gov::follows(map) || ledger_access, self.writable) {
             (true, true) => MapAccess::ReadWrite,
             (true, false) => MapAccess::Read,
             _ => MapAccess::None,
@@ -416,8 +419,42 @@ impl LedgerNode {
     pub(super) async fn gov_here(&self, req: &GovRequest) -> Result<Performed, NodeError> {
         let turn = self.scripts.turn.lock().await;
         let applied = self.commit.borrow().applied;
+        // The governance tables, and Vellum's users and custom roles as applied (members may
+        // manage users by proposal: the constitution reads and writes them as tables).
+        let mut base = self.state.with_gov(Clone::clone);
+        let (users, roles) = self.state.with_access(|a| {
+            (
+                a.users
+                    .iter()
+                    .map(|(id, roles)| {
+                        tables::USERS.entry(
+                            id,
+                            &tables::UserRecord {
+                                roles: roles.clone(),
+                            },
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+                a.roles
+                    .iter()
+                    .map(|(name, actions)| {
+                        tables::ROLES.entry(
+                            name,
+                            &tables::RoleRecord {
+                                actions: actions.clone(),
+                            },
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        });
+        for (name, rows) in [(tables::USERS.name(), users), (tables::ROLES.name(), roles)] {
+            if !rows.is_empty() {
+                base.0.insert(name.to_owned(), rows.into_iter().collect());
+            }
+        }
         let mut view = GovView {
-            base: Arc::new(self.state.with_gov(Clone::clone)),
+            base: Arc::new(base),
             layers: self.scripts.layers(applied),
             own: Writes::new(),
         };
