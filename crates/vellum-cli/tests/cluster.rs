@@ -1021,6 +1021,56 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(seen, "Active", "the restarted node");
+
+    // The consortium retires that node by proposal (two votes of two): consensus goes on
+    // with the other two.
+    let retired = c.node_id(primary);
+    let (s, v) = gov_post(
+        &http,
+        &b0,
+        "/gov/members/proposals:create",
+        m0.sign(
+            MsgType::Proposal,
+            None,
+            &serde_json::json!({"actions": [{"name": "remove_node", "args": {"node_id": retired}}]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    for m in [&m0, &m1] {
+        let (s, v) = gov_post(
+            &http,
+            &b1,
+            &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id()),
+            m.sign(MsgType::Ballot, Some(&pid), &ballot),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let node: serde_json::Value = http
+        .get(format!("{b1}/gov/service/nodes/{retired}?{GOV}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(node["status"], "Retired", "{node}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = c.admin(backups[0]).list_nodes(None).await.unwrap();
+        let voters: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.role == "primary" || n.role == "backup")
+            .map(|n| n.node_id.clone())
+            .collect();
+        if voters.len() == 2 && !voters.contains(&retired) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still voting: {voters:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let dirs = c.stop_all();
-    harness::assert_identical_chunks(&dirs);
+    harness::assert_identical_chunks(&dirs[..]);
 }

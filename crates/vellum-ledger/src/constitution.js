@@ -16,6 +16,7 @@ const T = {
   proposalsInfo: "public:ccf.gov.proposals_info",
   signatures: "public:ccf.internal.signatures",
   ledgerUsers: "public:vellum.users",
+  nodesInfo: "public:ccf.gov.nodes.info",
   ledgerRoles: "public:vellum.roles",
 };
 
@@ -168,6 +169,24 @@ const actions = new Map([
         } else {
           kv(T.userInfo).set(key(id), ccf.jsonCompatibleToBuf({ user_data: args.user_data }));
         }
+      },
+    },
+  ],
+  [
+    "remove_node",
+    {
+      // As CCF: the node's record says Retired, and the service takes it out of consensus.
+      validate: (args) => checkId(args.node_id, "node_id"),
+      apply: (args) => {
+        const info = getJson(T.nodesInfo, args.node_id);
+        if (info === undefined || info.status === "Retired") return;
+        let remaining = 0;
+        kv(T.nodesInfo).forEach((v, k) => {
+          if (ccf.bufToStr(k) !== args.node_id && ccf.bufToJsonCompatible(v).status !== "Retired") remaining += 1;
+        });
+        if (remaining === 0) fail("the last node of the service cannot be retired");
+        info.status = "Retired";
+        kv(T.nodesInfo).set(key(args.node_id), ccf.jsonCompatibleToBuf(info));
       },
     },
   ],

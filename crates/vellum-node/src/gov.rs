@@ -131,6 +131,30 @@ impl GovTables {
             .collect()
     }
 
+    /// A node as CCF's `/gov/service/nodes` describes it (`nodeId`, `status`, `nodeData`,
+    /// `certificate`, `retiredCommitted`), or `None` if unknown.
+    pub fn node(&self, id: &str) -> Option<serde_json::Value> {
+        let info: serde_json::Value =
+            serde_json::from_slice(self.get(tables::NODES_INFO.name(), id.as_bytes())?).ok()?;
+        let mut n = serde_json::json!({
+            "nodeId": id,
+            "status": info.get("status").cloned().unwrap_or_default(),
+            "nodeData": info.get("node_data").cloned().unwrap_or_default(),
+            "retiredCommitted": info.get("retired_committed").cloned().unwrap_or(false.into()),
+        });
+        if let Some(cert) = self.get(tables::NODES_ENDORSED_CERTIFICATES.name(), id.as_bytes()) {
+            n["certificate"] = String::from_utf8_lossy(cert).into();
+        }
+        Some(n)
+    }
+
+    /// Every node, by id.
+    pub fn nodes(&self) -> Vec<serde_json::Value> {
+        self.rows(tables::NODES_INFO.name())
+            .filter_map(|(k, _)| self.node(std::str::from_utf8(k).ok()?))
+            .collect()
+    }
+
     /// A proposal's record.
     pub fn proposal_info(&self, id: &str) -> Option<ProposalInfo> {
         let v = self.get(tables::PROPOSALS_INFO.name(), id.as_bytes())?;

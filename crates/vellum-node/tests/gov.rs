@@ -854,3 +854,40 @@ async fn members_manage_ledger_users_by_proposal() {
     .await;
     assert_eq!(append().await, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_node_cannot_be_retired_by_proposal() {
+    let srv = TestServer::start(10).await;
+    let (e, c) = (srv.endpoint.clone(), srv.client(None));
+    let m0 = operator(&srv);
+    activate(&c, &e, &m0).await;
+    let (_, _, body) = get(&c, &format!("{e}/gov/service/nodes?{V}")).await;
+    let nodes: Value = serde_json::from_str(&body).unwrap();
+    let nodes = nodes["value"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0]["status"], "Trusted");
+    let id = nodes[0]["nodeId"].as_str().unwrap().to_owned();
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "remove_node", "args": {"node_id": id}}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let (s, v) = vote(&c, &e, &m0, &pid, true).await;
+    assert_eq!(s, 500, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the last node of the service cannot be retired"),
+        "{v}"
+    );
+    let (_, _, body) = get(&c, &format!("{e}/gov/service/nodes/{id}?{V}")).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["status"],
+        "Trusted"
+    );
+}

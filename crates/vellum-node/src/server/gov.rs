@@ -29,6 +29,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/gov/service/info", get(service_info))
         .route("/gov/service/members", get(members))
         .route("/gov/service/members/{member_id}", get(member))
+        .route("/gov/service/nodes", get(nodes))
+        .route("/gov/service/nodes/{node_id}", get(node))
         .route("/gov/members/proposals", get(proposals))
         .route("/gov/members/proposals:create", post(create))
         .route(
@@ -313,6 +315,25 @@ async fn member(
         .with_gov(|g| g.member(&id))
         .ok_or_else(|| not_found("ResourceNotFound", format!("Member {id} does not exist.")))?;
     Ok(ok_json(m))
+}
+
+async fn nodes(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    Ok(ok_json(json!({"value": st.node.with_gov(|g| g.nodes())})))
+}
+
+async fn node(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let id = hex_id(&id, "node")?;
+    let n = st
+        .node
+        .with_gov(|g| g.node(&id))
+        .ok_or_else(|| not_found("ResourceNotFound", format!("Node {id} does not exist.")))?;
+    Ok(ok_json(n))
 }
 
 async fn proposals(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
