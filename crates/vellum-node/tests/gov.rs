@@ -365,6 +365,20 @@ async fn members_ack_propose_and_vote_under_the_constitution() {
     )
     .await;
     assert!(ballot.contains("return true"), "{ballot}");
+    // Until it acks, the new member may not vote (CCF: only active members).
+    let (s, v) = vote(&c, &e, &m1, &"ab".repeat(32), true).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("InvalidAuthenticationInfo")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an active member"),
+        "{v}"
+    );
     activate(&c, &e, &m1).await;
 
     // Two active members: one vote is not a majority; the proposal stays open.
@@ -418,6 +432,9 @@ async fn members_ack_propose_and_vote_under_the_constitution() {
             m.sign(MsgType::Withdrawal, now(), Some(&pid), &Value::Null),
         )
     };
+    // A vote first (against: the proposal stays open), then the withdrawal.
+    let (s, v) = vote(&c, &e, &m0, &pid, false).await;
+    assert_eq!((s, v["proposalState"].as_str()), (200, Some("Open")), "{v}");
     let (s, v) = withdraw(&m0).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
