@@ -311,6 +311,35 @@ pub(super) fn read_failed(e: crate::NodeError) -> ApiError {
     }
 }
 
+/// An answer made on the primary (an endpoint handler's, or a governance request's) as the
+/// HTTP response: its status, headers and body, and the transaction that recorded it, if any.
+pub(super) fn answer_response(
+    a: crate::ops::HttpAnswer,
+    txid: Option<vellum_core::TxId>,
+) -> Response {
+    use axum::http::{HeaderName, HeaderValue, header};
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, a.body).into_response();
+    let h = resp.headers_mut();
+    if let Some(ct) = a.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert(header::CONTENT_TYPE, ct);
+    }
+    for (k, v) in a.headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            h.insert(k, v);
+        }
+    }
+    if let Some(txid) = txid
+        && let Ok(v) = HeaderValue::from_str(&txid.to_string())
+    {
+        h.insert(TXID_HEADER, v);
+    }
+    resp
+}
+
 pub(super) fn ok_json(v: Value) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
 }

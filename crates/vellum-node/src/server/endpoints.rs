@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::context::{
     ApiError, ApiResult, AppState, Authorized, EndpointsRead, EndpointsWrite, St, TXID_HEADER,
-    body_bytes, caller, json_body, ok_json, write_failed,
+    answer_response, body_bytes, caller, json_body, ok_json, write_failed,
 };
 use super::peer::PeerCertDer;
 use super::query::Query;
@@ -214,26 +214,7 @@ async fn serve(st: &Arc<AppState>, req: Request) -> Result<Response, ApiError> {
     let Some(RunResult::Http(a)) = done.result else {
         return Err(ApiError::internal("the endpoint gave no answer"));
     };
-    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (status, a.body).into_response();
-    let h = resp.headers_mut();
-    if let Some(ct) = a.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        h.insert(header::CONTENT_TYPE, ct);
-    }
-    for (k, v) in a.headers {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(&v),
-        ) {
-            h.insert(k, v);
-        }
-    }
-    if let Some(txid) = done.txid
-        && let Ok(v) = HeaderValue::from_str(&txid.to_string())
-    {
-        h.insert(TXID_HEADER, v);
-    }
-    Ok(resp)
+    Ok(answer_response(a, done.txid))
 }
 
 /// The caller object of the first of the endpoint's policies the request passes (CCF's

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 use vellum_core::tables;
 
-use super::context::{ApiError, AppState, PathParam, St, TXID_HEADER, ok_json, write_failed};
+use super::context::{ApiError, AppState, PathParam, St, answer_response, ok_json, write_failed};
 use crate::gov::proposal_json;
 use crate::ops::{GovKind, GovRequest};
 
@@ -82,26 +82,7 @@ async fn signed(
         envelope: body.to_vec(),
     };
     let (a, txid) = st.node.govern(req).await.map_err(write_failed)?;
-    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (status, a.body).into_response();
-    let h = resp.headers_mut();
-    if let Some(ct) = a.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        h.insert(header::CONTENT_TYPE, ct);
-    }
-    for (k, v) in a.headers {
-        if let (Ok(k), Ok(v)) = (
-            header::HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(&v),
-        ) {
-            h.insert(k, v);
-        }
-    }
-    if let Some(txid) = txid
-        && let Ok(v) = HeaderValue::from_str(&txid.to_string())
-    {
-        h.insert(TXID_HEADER, v);
-    }
-    Ok(resp)
+    Ok(answer_response(a, txid))
 }
 
 /// A path segment with CCF's action suffix (`ID:withdraw`): the id, if the suffix is `action`.
@@ -303,23 +284,34 @@ async fn members(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiEr
     Ok(ok_json(json!({"value": st.node.with_gov(|g| g.members())})))
 }
 
+async fn nodes(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    Ok(ok_json(json!({"value": st.node.with_gov(|g| g.nodes())})))
+}
+
+/// One member or node by id, as `describe` shows it.
+fn one(
+    st: &AppState,
+    q: Option<&str>,
+    id: &str,
+    kind: &str,
+    describe: impl FnOnce(&crate::gov::GovTables, &str) -> Option<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    api_version(q)?;
+    let id = hex_id(id, &kind.to_ascii_lowercase())?;
+    let found = st
+        .node
+        .with_gov(|g| describe(g, &id))
+        .ok_or_else(|| not_found("ResourceNotFound", format!("{kind} {id} does not exist.")))?;
+    Ok(ok_json(found))
+}
+
 async fn member(
     State(st): St,
     RawQuery(q): RawQuery,
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
-    api_version(q.as_deref())?;
-    let id = hex_id(&id, "member")?;
-    let m = st
-        .node
-        .with_gov(|g| g.member(&id))
-        .ok_or_else(|| not_found("ResourceNotFound", format!("Member {id} does not exist.")))?;
-    Ok(ok_json(m))
-}
-
-async fn nodes(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    api_version(q.as_deref())?;
-    Ok(ok_json(json!({"value": st.node.with_gov(|g| g.nodes())})))
+    one(&st, q.as_deref(), &id, "Member", |g, id| g.member(id))
 }
 
 async fn node(
@@ -327,13 +319,7 @@ async fn node(
     RawQuery(q): RawQuery,
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
-    api_version(q.as_deref())?;
-    let id = hex_id(&id, "node")?;
-    let n = st
-        .node
-        .with_gov(|g| g.node(&id))
-        .ok_or_else(|| not_found("ResourceNotFound", format!("Node {id} does not exist.")))?;
-    Ok(ok_json(n))
+    one(&st, q.as_deref(), &id, "Node", |g, id| g.node(id))
 }
 
 async fn proposals(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
