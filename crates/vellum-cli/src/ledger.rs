@@ -137,8 +137,8 @@ impl Connection {
             .context("no ledger endpoint: pass --endpoint or set VELLUM_ENDPOINT")
     }
 
-    /// A client from the resolved settings.
-    pub fn client(&self) -> anyhow::Result<ConfidentialLedgerClient> {
+    /// The resolved endpoint and ledger certificate (its path), both required.
+    fn endpoint_and_ca(&self) -> anyhow::Result<(String, PathBuf)> {
         let c = self.resolved()?;
         let endpoint = c
             .endpoint
@@ -146,6 +146,13 @@ impl Connection {
         let ca = c.ca.context(
             "no ledger certificate: pass --ca or set VELLUM_CA (e.g. vellum-data/service_cert.pem)",
         )?;
+        Ok((endpoint, ca))
+    }
+
+    /// A client from the resolved settings.
+    pub fn client(&self) -> anyhow::Result<ConfidentialLedgerClient> {
+        let (endpoint, ca) = self.endpoint_and_ca()?;
+        let c = self.resolved()?;
         let credential: LedgerCredential = match (c.cert, c.token) {
             (Some(cert), _) => ConfidentialLedgerCertificateCredential::new(cert)?.into(),
             (None, Some(token)) => {
@@ -530,13 +537,7 @@ impl MemberArgs {
 /// Runs a governance command: it needs the endpoint and the service certificate only.
 async fn run_gov(conn: &Connection, cmd: &GovCommand) -> anyhow::Result<ExitCode> {
     let json = conn.json;
-    let c = conn.resolved()?;
-    let endpoint = c
-        .endpoint
-        .context("no ledger endpoint: pass --endpoint or set VELLUM_ENDPOINT")?;
-    let ca = c.ca.context(
-        "no ledger certificate: pass --ca or set VELLUM_CA (e.g. vellum-data/service_cert.pem)",
-    )?;
+    let (endpoint, ca) = conn.endpoint_and_ca()?;
     let ca = std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()))?;
     let gov = vellum_client::governance::GovernanceClient::new(&endpoint, &ca)?;
     let state_line = |v: &serde_json::Value| {
