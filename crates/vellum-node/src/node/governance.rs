@@ -417,6 +417,23 @@ impl LedgerNode {
 
     /// Serves a governance request on the primary (see the module documentation).
     pub(super) async fn gov_here(&self, req: &GovRequest) -> Result<Performed, NodeError> {
+        // A request that does not authenticate against the tables as they stand is answered
+        // without waiting for the turn: anyone may send these bodies, and a flood of forged
+        // ones must not delay the runs that take turns. (It is checked again in turn.)
+        {
+            let applied = self.commit.borrow().applied;
+            let before = GovView {
+                base: Arc::new(self.state.with_gov(Clone::clone)),
+                layers: self.scripts.layers(applied),
+                own: Writes::new(),
+            };
+            if let Err(refused) = self.authenticate(req, &before) {
+                return Ok(Performed {
+                    txid: None,
+                    result: Some(RunResult::Http(refused)),
+                });
+            }
+        }
         let turn = self.scripts.turn.lock().await;
         let applied = self.commit.borrow().applied;
         // The governance tables, and Vellum's users and custom roles as applied (members may
