@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use harness::{Cluster, heavy};
 use vellum_client::ConfidentialLedgerClient;
+use vellum_client::governance::Member;
 use vellum_client::models::{Bundle, FunctionOutcome, FunctionRun, Hook, ModuleDef};
 use vellum_client::{AppendToLedgerOptions, GetLedgerEntryOptions};
 
@@ -771,50 +772,14 @@ async fn a_connection_flood_does_not_stop_the_cluster() {
     c.stop_all();
 }
 
-/// A member's key and certificate, and its signed requests.
-struct Member {
-    key: vellum_core::crypto::SigningKey,
-    cert: vellum_core::crypto::Certificate,
-    cert_pem: String,
-}
-
-impl Member {
-    fn from_dir(dir: &std::path::Path, name: &str) -> Member {
-        let cert_pem = std::fs::read_to_string(dir.join(format!("{name}_cert.pem"))).unwrap();
-        Member {
-            key: vellum_core::crypto::SigningKey::from_pkcs8_pem(
-                &std::fs::read_to_string(dir.join(format!("{name}_key.pem"))).unwrap(),
-            )
-            .unwrap(),
-            cert: vellum_core::crypto::Certificate::from_pem(&cert_pem).unwrap(),
-            cert_pem,
-        }
-    }
-
-    fn id(&self) -> String {
-        self.cert.id()
-    }
-
-    fn sign(
-        &self,
-        msg: vellum_core::gov::MsgType,
-        pid: Option<&str>,
-        body: &serde_json::Value,
-    ) -> Vec<u8> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        vellum_core::gov::Envelope::sign(
-            msg,
-            now,
-            pid,
-            body.to_string().as_bytes(),
-            &self.key,
-            &self.cert,
-        )
-        .unwrap()
-    }
+/// `m`'s signed request of type `msg` carrying `body` (JSON).
+fn sign(
+    m: &Member,
+    msg: vellum_core::gov::MsgType,
+    pid: Option<&str>,
+    body: &serde_json::Value,
+) -> Vec<u8> {
+    m.sign(msg, pid, body.to_string().as_bytes()).unwrap()
 }
 
 const GOV: &str = "api-version=2024-07-01";
@@ -855,7 +820,7 @@ async fn ack(http: &reqwest::Client, endpoint: &str, m: &Member) {
             http,
             endpoint,
             &format!("/gov/members/state-digests/{id}:update"),
-            m.sign(MsgType::StateDigest, None, &serde_json::json!({})),
+            sign(m, MsgType::StateDigest, None, &serde_json::json!({})),
         )
         .await;
         if s == 200 {
@@ -868,7 +833,8 @@ async fn ack(http: &reqwest::Client, endpoint: &str, m: &Member) {
         http,
         endpoint,
         &format!("/gov/members/state-digests/{id}:ack"),
-        m.sign(
+        sign(
+            m,
             MsgType::Ack,
             None,
             &serde_json::json!({ "stateDigest": digest }),
@@ -895,15 +861,12 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
     let mut c = Cluster::start(3, &[]).await;
     c.wait_voters(3).await;
     let http = c.https_client(None);
-    let m0 = Member::from_dir(&c.nodes[0].data, "member0");
+    let read = |f: &str| std::fs::read_to_string(c.nodes[0].data.join(f)).unwrap();
+    let m0 = Member::from_pem(&read("member0_cert.pem"), &read("member0_key.pem")).unwrap();
     let m1_id =
         vellum_ledger::identity::Identity::client("member1", std::time::SystemTime::now(), 30)
             .unwrap();
-    let m1 = Member {
-        key: m1_id.signing_key.clone(),
-        cert: m1_id.cert.clone(),
-        cert_pem: m1_id.cert_pem.clone(),
-    };
+    let m1 = Member::from_pem(&m1_id.cert_pem, &m1_id.key_pem()).unwrap();
     let primary = c.primary().await;
     let backups: Vec<usize> = (0..3).filter(|&i| i != primary).collect();
     let (b0, b1) = (
@@ -918,10 +881,10 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         &http,
         &b0,
         "/gov/members/proposals:create",
-        m0.sign(
+        sign(&m0,
             MsgType::Proposal,
             None,
-            &serde_json::json!({"actions": [{"name": "set_member", "args": {"cert": m1.cert_pem}}]}),
+            &serde_json::json!({"actions": [{"name": "set_member", "args": {"cert": m1_id.cert_pem}}]}),
         ),
     )
     .await;
@@ -932,7 +895,7 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         &http,
         &b1,
         &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m0.id()),
-        m0.sign(MsgType::Ballot, Some(&pid), &ballot),
+        sign(&m0, MsgType::Ballot, Some(&pid), &ballot),
     )
     .await;
     assert_eq!(
@@ -967,7 +930,7 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         &http,
         &b1,
         "/gov/members/proposals:create",
-        m1.sign(
+        sign(&m1,
             MsgType::Proposal,
             None,
             &serde_json::json!({"actions": [{"name": "set_constitution", "args": {"constitution": replaced}}]}),
@@ -981,7 +944,7 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         &http,
         &b0,
         &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m1.id()),
-        m1.sign(MsgType::Ballot, Some(&pid), &ballot),
+        sign(&m1, MsgType::Ballot, Some(&pid), &ballot),
     )
     .await;
     assert_eq!((s, v["proposalState"].as_str()), (200, Some("Open")), "{v}");
@@ -989,7 +952,7 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         &http,
         &b1,
         &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m0.id()),
-        m0.sign(MsgType::Ballot, Some(&pid), &ballot),
+        sign(&m0, MsgType::Ballot, Some(&pid), &ballot),
     )
     .await;
     assert_eq!(
@@ -1029,7 +992,7 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         &http,
         &b0,
         "/gov/members/proposals:create",
-        m0.sign(
+        sign(&m0,
             MsgType::Proposal,
             None,
             &serde_json::json!({"actions": [{"name": "remove_node", "args": {"node_id": retired}}]}),
@@ -1043,7 +1006,7 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
             &http,
             &b1,
             &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id()),
-            m.sign(MsgType::Ballot, Some(&pid), &ballot),
+            sign(m, MsgType::Ballot, Some(&pid), &ballot),
         )
         .await;
         assert_eq!(s, 200, "{v}");

@@ -44,13 +44,12 @@ fn public_key_der(pem: &str) -> Result<Vec<u8>, Unusable> {
 }
 
 /// The verification algorithm for `alg` over a key of `key_type` (an OID, dotted) with curve
-/// `curve` (for EC keys), and whether its signatures are IEEE P1363 (`r || s`), which `aws-lc-rs`
-/// takes as DER for some curves.
+/// `curve` (for EC keys), and the form it takes signatures in.
 fn algorithm_for(
     alg: &Algorithm,
     key_type: &str,
     curve: Option<&str>,
-) -> Result<(&'static dyn VerificationAlgorithm, bool), Unusable> {
+) -> Result<(&'static dyn VerificationAlgorithm, Form), Unusable> {
     let hash = alg.hash.as_deref();
     let needs_hash = || Unusable(format!("{} needs a hash (\"SHA-256\")", alg.name));
     let unsupported = |what: &str| {
@@ -66,20 +65,25 @@ fn algorithm_for(
     Ok(match (alg.name.as_str(), key_type) {
         ("ECDSA", EC) => {
             let hash = hash.ok_or_else(needs_hash)?;
-            let a: &'static dyn VerificationAlgorithm = match (curve, hash) {
-                (Some("1.2.840.10045.3.1.7"), "SHA-256") => &signature::ECDSA_P256_SHA256_ASN1,
-                (Some("1.2.840.10045.3.1.7"), "SHA-384") => &signature::ECDSA_P256_SHA384_ASN1,
-                (Some("1.2.840.10045.3.1.7"), "SHA-512") => &signature::ECDSA_P256_SHA512_ASN1,
-                (Some("1.3.132.0.34"), "SHA-256") => &signature::ECDSA_P384_SHA256_ASN1,
-                (Some("1.3.132.0.34"), "SHA-384") => &signature::ECDSA_P384_SHA384_ASN1,
-                (Some("1.3.132.0.34"), "SHA-512") => &signature::ECDSA_P384_SHA512_ASN1,
-                (Some("1.3.132.0.35"), "SHA-256") => &signature::ECDSA_P521_SHA256_ASN1,
-                (Some("1.3.132.0.35"), "SHA-384") => &signature::ECDSA_P521_SHA384_ASN1,
-                (Some("1.3.132.0.35"), "SHA-512") => &signature::ECDSA_P521_SHA512_ASN1,
-                (Some("1.3.132.0.10"), "SHA-256") => &signature::ECDSA_P256K1_SHA256_ASN1,
+            // The P1363 (`r || s`) form CCF uses, as aws-lc-rs takes it where it has the
+            // pair; the other pairs take DER, which the curve's own crate makes.
+            const P256: Option<&str> = Some("1.2.840.10045.3.1.7");
+            const P384: Option<&str> = Some("1.3.132.0.34");
+            const P521: Option<&str> = Some("1.3.132.0.35");
+            const K256: Option<&str> = Some("1.3.132.0.10");
+            match (curve, hash) {
+                (P256, "SHA-256") => (&signature::ECDSA_P256_SHA256_FIXED, Form::Raw),
+                (P256, "SHA-384") => (&signature::ECDSA_P256_SHA384_ASN1, Form::DerP256),
+                (P256, "SHA-512") => (&signature::ECDSA_P256_SHA512_ASN1, Form::DerP256),
+                (P384, "SHA-256") => (&signature::ECDSA_P384_SHA256_ASN1, Form::DerP384),
+                (P384, "SHA-384") => (&signature::ECDSA_P384_SHA384_FIXED, Form::Raw),
+                (P384, "SHA-512") => (&signature::ECDSA_P384_SHA512_ASN1, Form::DerP384),
+                (P521, "SHA-256") => (&signature::ECDSA_P521_SHA256_FIXED, Form::Raw),
+                (P521, "SHA-384") => (&signature::ECDSA_P521_SHA384_FIXED, Form::Raw),
+                (P521, "SHA-512") => (&signature::ECDSA_P521_SHA512_FIXED, Form::Raw),
+                (K256, "SHA-256") => (&signature::ECDSA_P256K1_SHA256_FIXED, Form::Raw),
                 _ => return Err(unsupported(hash)),
-            };
-            (a, true)
+            }
         }
         ("RSASSA-PKCS1-v1_5", RSA) => {
             let a: &'static dyn VerificationAlgorithm = match hash.ok_or_else(needs_hash)? {
@@ -88,9 +92,9 @@ fn algorithm_for(
                 "SHA-512" => &signature::RSA_PKCS1_2048_8192_SHA512,
                 other => return Err(unsupported(other)),
             };
-            (a, false)
+            (a, Form::Raw)
         }
-        ("EdDSA", ED25519) => (&signature::ED25519, false),
+        ("EdDSA", ED25519) => (&signature::ED25519, Form::Raw),
         ("ECDSA" | "RSASSA-PKCS1-v1_5" | "EdDSA", _) => {
             return Err(Unusable(format!(
                 "the key (type {key_type}) is not a key for {}",
@@ -105,43 +109,12 @@ fn algorithm_for(
     })
 }
 
-/// An IEEE P1363 ECDSA signature (`r || s`, each half the length) as DER
-/// (`SEQUENCE { INTEGER r, INTEGER s }`); `None` if its length is odd or zero.
-fn p1363_to_der(sig: &[u8]) -> Option<Vec<u8>> {
-    if sig.is_empty() || !sig.len().is_multiple_of(2) {
-        return None;
-    }
-    let (r, s) = sig.split_at(sig.len() / 2);
-    let integer = |n: &[u8]| {
-        let n = match n.iter().position(|&b| b != 0) {
-            Some(i) => &n[i..],
-            None => &[0u8][..],
-        };
-        let mut out = vec![0x02];
-        let pad = n[0] & 0x80 != 0;
-        push_len(&mut out, n.len() + usize::from(pad));
-        if pad {
-            out.push(0);
-        }
-        out.extend_from_slice(n);
-        out
-    };
-    let body = [integer(r), integer(s)].concat();
-    let mut out = vec![0x30];
-    push_len(&mut out, body.len());
-    out.extend_from_slice(&body);
-    Some(out)
-}
-
-/// A DER length (signatures stay far below 64 KiB).
-fn push_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else if len < 0x100 {
-        out.extend_from_slice(&[0x81, len as u8]);
-    } else {
-        out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]);
-    }
+/// How a signature reaches aws-lc-rs: as given, or an IEEE P1363 ECDSA signature (`r || s`)
+/// turned into DER for a curve and hash aws-lc-rs takes only in DER.
+enum Form {
+    Raw,
+    DerP256,
+    DerP384,
 }
 
 /// `ccf.crypto.verifySignature`: whether `sig` is `key`'s signature of `data` under `alg`.
@@ -162,14 +135,18 @@ pub(crate) fn verify_signature(
         .as_ref()
         .and_then(|p| p.as_oid().ok())
         .map(|o| o.to_id_string());
-    let (algorithm, p1363) = algorithm_for(alg, &key_type, curve.as_deref())?;
-    let sig = if p1363 {
-        match p1363_to_der(sig) {
-            Some(der) => der,
-            None => return Ok(false),
-        }
-    } else {
-        sig.to_vec()
+    let (algorithm, form) = algorithm_for(alg, &key_type, curve.as_deref())?;
+    // A signature that is not `r || s` of the curve's size does not verify.
+    let sig = match form {
+        Form::Raw => sig.to_vec(),
+        Form::DerP256 => match p256::ecdsa::Signature::from_slice(sig) {
+            Ok(s) => s.to_der().as_bytes().to_vec(),
+            Err(_) => return Ok(false),
+        },
+        Form::DerP384 => match p384::ecdsa::Signature::from_slice(sig) {
+            Ok(s) => s.to_der().as_bytes().to_vec(),
+            Err(_) => return Ok(false),
+        },
     };
     let key = UnparsedPublicKey::new(algorithm, &spki.subject_public_key.data[..]);
     Ok(key.verify(data, &sig).is_ok())
@@ -192,28 +169,4 @@ pub(crate) fn is_valid_cert_bundle(pem: &str) -> bool {
         any = true;
     }
     any
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn p1363_signatures_become_der() {
-        // Leading zeros go, a high bit gets a zero byte.
-        assert_eq!(
-            p1363_to_der(&[0, 1, 0x80, 2]).unwrap(),
-            vec![0x30, 0x08, 0x02, 0x01, 0x01, 0x02, 0x03, 0x00, 0x80, 0x02]
-        );
-        assert_eq!(
-            p1363_to_der(&[0, 0, 0, 0]).unwrap(),
-            vec![0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00]
-        );
-        assert!(p1363_to_der(&[1, 2, 3]).is_none());
-        assert!(p1363_to_der(&[]).is_none());
-        // P-521 sizes need a long length.
-        let der = p1363_to_der(&[0xff; 132]).unwrap();
-        assert_eq!(&der[..3], &[0x30, 0x81, 138]);
-    }
 }

@@ -39,6 +39,9 @@ struct GovView {
     base: Arc<GovTables>,
     layers: Vec<Arc<Writes>>,
     own: Writes,
+    /// The latest signature record as the ledger holds it (CCF's constitution reads
+    /// `public:ccf.internal.signatures`), read once for the request.
+    signature: Option<Vec<u8>>,
 }
 
 impl GovView {
@@ -60,11 +63,8 @@ impl GovView {
             .rows(map)
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect();
-        for l in self
-            .layers
-            .iter()
-            .chain(std::iter::once(&Arc::new(self.own.clone())))
-        {
+        let own = std::iter::once(&self.own);
+        for l in self.layers.iter().map(Arc::as_ref).chain(own) {
             for (k, v) in l.get(map).into_iter().flatten() {
                 match v {
                     Some(v) => all.insert(k.clone(), v.clone()),
@@ -112,8 +112,6 @@ impl GovView {
 struct GovStore {
     view: GovView,
     writable: bool,
-    /// The latest signature record, as the ledger holds it.
-    signature: Option<Vec<u8>>,
 }
 
 impl Store for GovStore {
@@ -134,6 +132,7 @@ impl Store for GovStore {
     fn get(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if map == tables::SIGNATURES.name() {
             return Ok(self
+                .view
                 .signature
                 .clone()
                 .filter(|_| key == vellum_core::entry::SINGLETON_KEY));
@@ -144,6 +143,7 @@ impl Store for GovStore {
     fn entries(&self, map: &str) -> Result<Entries, StoreError> {
         if map == tables::SIGNATURES.name() {
             return Ok(self
+                .view
                 .signature
                 .clone()
                 .map(|s| (vellum_core::entry::SINGLETON_KEY.to_vec(), s))
@@ -291,7 +291,6 @@ impl LedgerNode {
         let store = Arc::new(GovStore {
             view: view.clone(),
             writable,
-            signature: self.last_signature_record(),
         });
         self.scripts
             .run(&call, store)
@@ -323,7 +322,6 @@ impl LedgerNode {
             let store = Arc::new(GovStore {
                 view: view.clone(),
                 writable: false,
-                signature: self.last_signature_record(),
             });
             match self.scripts.run(&call, store).await {
                 Ok(Outcome::Succeeded { return_value, .. }) => {
@@ -426,6 +424,7 @@ impl LedgerNode {
                 base: Arc::new(self.state.with_gov(Clone::clone)),
                 layers: self.scripts.layers(applied),
                 own: Writes::new(),
+                signature: None,
             };
             if let Err(refused) = self.authenticate(req, &before) {
                 return Ok(Performed {
@@ -474,6 +473,7 @@ impl LedgerNode {
             base: Arc::new(base),
             layers: self.scripts.layers(applied),
             own: Writes::new(),
+            signature: self.last_signature_record(),
         };
         let answer = match self.authenticate(req, &view) {
             Err(refused) => refused,

@@ -95,16 +95,11 @@ async fn admit_body(st: &AppState, caller: &Caller, req: Request) -> Result<Requ
         r
     };
     let (parts, body) = req.into_parts();
-    // A governance request carries its own credential, a member's signature over the body
-    // (checked by the primary): its body is read whoever sends it, within the limit.
-    let signed = parts.uri.path().starts_with("/gov/")
-        && parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/cose"));
     match caller {
         Caller::User(_) => {}
-        _ if signed => {}
+        // A governance request carries its own credential, a member's signature over the body
+        // (checked by the primary): its body is read whoever sends it, within the limit.
+        _ if is_signed_gov(&parts) => {}
         other => {
             let why = match other {
                 Caller::Invalid(why) => why.clone(),
@@ -165,6 +160,15 @@ async fn admit_body(st: &AppState, caller: &Caller, req: Request) -> Result<Requ
         }
     };
     Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// Whether a request is a signed governance request (`/gov/`, `application/cose`).
+fn is_signed_gov(parts: &axum::http::request::Parts) -> bool {
+    parts.uri.path().starts_with("/gov/")
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/cose"))
 }
 
 /// The most of a refused body read (and thrown away) from a caller without a credential.
