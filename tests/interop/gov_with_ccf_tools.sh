@@ -2,14 +2,16 @@
 # Governance driven by CCF's own member tooling, unchanged: `ccf_cose_sign1` (the `ccf` Python
 # package) signs each request and `curl` submits it, as CCF's documentation shows.
 #
-# usage: gov_with_ccf_tools.sh ENDPOINT SERVICE_CERT M0_CERT M0_KEY M1_CERT M1_KEY
+# usage: gov_with_ccf_tools.sh ENDPOINT SERVICE_CERT M0_CERT M0_KEY M1_CERT M1_KEY USER_CERT [NODE_ID]
 # with VELLUM_PYTHON a Python whose bin directory holds ccf_cose_sign1.
 #
 # Flow: member 0 acks the state digest (Accepted -> Active), proposes member 1 and votes;
-# member 1 acks; member 0 proposes a new constitution, which one vote of two leaves Open, and
-# member 1's vote passes.
+# member 1 acks; both vote a user in; if NODE_ID is given (a node that joined and waits
+# Pending), both vote to trust it; member 0 proposes a new constitution, which one vote of two
+# leaves Open, and member 1's vote passes.
 set -euo pipefail
-EP=$1 CA=$2 M0_CERT=$3 M0_KEY=$4 M1_CERT=$5 M1_KEY=$6
+shopt -s inherit_errexit
+EP=$1 CA=$2 M0_CERT=$3 M0_KEY=$4 M1_CERT=$5 M1_KEY=$6 USER_CERT=$7 NODE_ID=${8:-}
 PY=$VELLUM_PYTHON
 SIGN="$(dirname "$PY")/ccf_cose_sign1"
 V="api-version=2024-07-01"
@@ -79,6 +81,29 @@ echo "member 1 ($M1) added by proposal $P"
 
 activate "$M1_CERT" "$M1_KEY"
 echo "member 1 acked: Active"
+
+# pass FILE: member 0 proposes, one vote of two leaves it Open, member 1's vote passes it.
+pass() {
+  local p
+  p=$(sign proposal "$M0_CERT" "$M0_KEY" "$1" | post /gov/members/proposals:create | field '["proposalId"]')
+  [ "$(vote "$M0_CERT" "$M0_KEY" "$p")" = Open ]
+  [ "$(vote "$M1_CERT" "$M1_KEY" "$p")" = Accepted ]
+  echo "$p"
+}
+
+"$PY" -c "import json, sys; print(json.dumps({'actions': [{'name': 'set_user', 'args': {'cert': open(sys.argv[1]).read()}}]}))" "$USER_CERT" > "$WORK/user.json"
+P=$(pass "$WORK/user.json")
+echo "a user ($(member_id "$USER_CERT")) added by proposal $P, two votes of two"
+
+if [ -n "$NODE_ID" ]; then
+  [ "$(get "/gov/service/nodes/$NODE_ID" | field '["status"]')" = Pending ]
+  printf '{"actions": [{"name": "transition_node_to_trusted", "args": {"node_id": "%s", "valid_from": "%s"}}]}' \
+    "$NODE_ID" "$(date -u +%Y%m%d%H%M%SZ)" > "$WORK/trust.json"
+  P=$(pass "$WORK/trust.json")
+  [ "$(get "/gov/service/nodes/$NODE_ID" | field '["status"]')" = Trusted ]
+  get "/gov/service/nodes/$NODE_ID" | field '["certificate"]' | grep -q "BEGIN CERTIFICATE"
+  echo "node $NODE_ID, which joined Pending, trusted by proposal $P"
+fi
 
 get /gov/service/constitution > "$WORK/constitution.js"
 echo "// replaced with CCF's member tools" >> "$WORK/constitution.js"

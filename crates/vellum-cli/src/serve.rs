@@ -85,9 +85,14 @@ pub struct ServeArgs {
     #[serde(default)]
     pub jwt_audiences: Vec<String>,
     /// Join the service that a node at this URL belongs to (first start only), e.g.
-    /// `https://10.0.0.1:8443`; needs --join-token.
-    #[arg(long, value_name = "URL", requires = "join_token")]
+    /// `https://10.0.0.1:8443`; needs --join-token, or, on a service that admits nodes by vote,
+    /// --join-service-cert (the node then waits until the members trust it).
+    #[arg(long, value_name = "URL")]
     pub join: Option<String>,
+    /// The service certificate (PEM file) of the service to join without a token: it pins the
+    /// service as a token would.
+    #[arg(long, value_name = "FILE", requires = "join")]
+    pub join_service_cert: Option<PathBuf>,
     /// A one-time join token (`vellum node token` on the service).
     #[arg(
         long,
@@ -149,6 +154,7 @@ impl ServeArgs {
             jwks_url,
             join,
             join_token,
+            join_service_cert,
             advertise,
             max_connections,
             max_connections_per_address,
@@ -259,13 +265,23 @@ fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
         });
     }
     if let Some(url) = &args.join {
-        let token = args
-            .join_token
-            .clone()
-            .context("--join needs --join-token (or VELLUM_JOIN_TOKEN)")?;
+        let service_cert_pem = match &args.join_service_cert {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the service certificate {}", p.display()))?,
+            ),
+            None => None,
+        };
+        if args.join_token.is_none() && service_cert_pem.is_none() {
+            anyhow::bail!(
+                "--join needs --join-token (or VELLUM_JOIN_TOKEN), or --join-service-cert on a \
+                 service that admits nodes by vote"
+            );
+        }
         cfg.join = Some(JoinConfig {
             url: url.clone(),
-            token,
+            token: args.join_token.clone(),
+            service_cert_pem,
         });
     }
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -280,8 +296,21 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = cfg.node.data_dir.clone();
     // Registered before the start, so that a signal during it is not lost.
     let shutdown = shutdown_signal()?;
-    let service = Service::start(cfg)
-        .await
+    // A node that joins by vote may wait long for the members: a signal ends the wait (nothing
+    // is provisioned until it is admitted; the next start asks again as the same node). Any
+    // other start runs to its end, and the signal is then served as a shutdown.
+    let joining = cfg.join.is_some();
+    let mut shutdown = Box::pin(shutdown);
+    let start = Service::start(cfg);
+    let started = if joining {
+        tokio::select! {
+            s = start => s,
+            () = &mut shutdown => anyhow::bail!("stopped while joining the service"),
+        }
+    } else {
+        start.await
+    };
+    let service = started
         .map_err(anyhow::Error::new)
         .with_context(|| format!("starting the node in {}", data_dir.display()))?;
     if let (Some((node_id, admitted_at)), Some(url)) = (service.joined(), &args.join) {

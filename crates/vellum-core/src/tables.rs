@@ -282,6 +282,9 @@ pub const TREE: Table<Singleton, Raw> = Table::new("public:ccf.internal.tree");
 /// The service's certificate and status.
 pub const SERVICE_INFO: Table<Singleton, Json<ServiceInfo>> =
     Table::new("public:ccf.gov.service.info");
+/// The service's configuration (CCF's: consensus, recovery threshold, certificate limits).
+pub const SERVICE_CONFIG: Table<Singleton, Json<ServiceConfiguration>> =
+    Table::new("public:ccf.gov.service.config");
 /// Nodes by node id (hex SHA-256 of the node key).
 pub const NODES_INFO: Table<Id, Json<NodeInfo>> = Table::new("public:ccf.gov.nodes.info");
 /// Service-endorsed node certificates (PEM) by node id.
@@ -341,6 +344,30 @@ pub struct ChangedBy {
     /// The caller's user id (a certificate fingerprint or a token's object id).
     pub user_id: String,
 }
+/// How the service admits a joining node (a governance setting: members change it by
+/// proposal, `set_join_policy`); absent: [`Admission::Token`].
+pub const JOIN_POLICY: Table<Singleton, Json<JoinPolicy>> =
+    Table::new("public:vellum.gov.join_policy");
+
+/// The record of [`JOIN_POLICY`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinPolicy {
+    /// What admits a node.
+    pub admission: Admission,
+}
+
+/// What admits a joining node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admission {
+    /// A one-time join token from an operator: the node is `Trusted` at once.
+    #[default]
+    Token,
+    /// A vote: the node is recorded `Pending` until a `transition_node_to_trusted` proposal
+    /// passes (CCF's flow); tokens admit no one.
+    Vote,
+}
+
 /// Unspent join tokens by hex SHA-256 of their secret.
 pub const JOIN_TOKENS: Table<Id, Json<TokenRecord>> = Table::new("public:vellum.join_tokens");
 /// Raft's own record of a transaction (log id, membership): its format is `vellum-node`'s.
@@ -460,6 +487,13 @@ pub struct NodeInfo {
     pub raft_id: Option<u64>,
     /// Its status.
     pub status: NodeStatus,
+    /// The certificate signing request (PEM) it joined with, from which a vote that trusts it
+    /// makes its endorsed certificate (CCF's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_signing_request: Option<String>,
+    /// The seqno of the ledger secret it was trusted under (CCF's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_secret_seqno: Option<u64>,
 }
 
 /// The measurement string of CCF's virtual (no TEE) attestation.
@@ -473,6 +507,8 @@ impl NodeInfo {
             code_digest: Some(hex::encode(VIRTUAL_MEASUREMENT)),
             raft_id: None,
             status,
+            certificate_signing_request: None,
+            ledger_secret_seqno: None,
         }
     }
 
@@ -482,6 +518,34 @@ impl NodeInfo {
             address: Some(address.to_owned()),
             raft_id: Some(raft_id),
             ..NodeInfo::new(status)
+        }
+    }
+}
+
+/// The record of [`SERVICE_CONFIG`], field for field and in CCF's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceConfiguration {
+    /// How many recovery shares recover the service.
+    pub recovery_threshold: u64,
+    /// `CFT` (Raft).
+    pub consensus: String,
+    /// The longest a node certificate may be valid.
+    pub maximum_node_certificate_validity_days: u64,
+    /// The longest the service certificate may be valid.
+    pub maximum_service_certificate_validity_days: u64,
+    /// How many recent proposals are kept for replay protection.
+    pub recent_cose_proposals_window_size: u64,
+}
+
+impl Default for ServiceConfiguration {
+    /// CCF's defaults.
+    fn default() -> ServiceConfiguration {
+        ServiceConfiguration {
+            recovery_threshold: 1,
+            consensus: "CFT".into(),
+            maximum_node_certificate_validity_days: 365,
+            maximum_service_certificate_validity_days: 365,
+            recent_cose_proposals_window_size: 100,
         }
     }
 }

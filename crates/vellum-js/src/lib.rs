@@ -134,6 +134,14 @@ pub trait Store: Send + Sync {
     fn get(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every (key, value) of `map`.
     fn entries(&self, map: &str) -> Result<Entries, StoreError>;
+    /// A service of the host beyond the maps, for the runs that are offered one (a
+    /// constitution's `ccf.network` and `ccf.node` calls): `name`, and its arguments as a JSON
+    /// array; the answer is JSON, an error is thrown to the script as an `Error` with the
+    /// message. None is offered by default.
+    fn host(&self, name: &str, args: &str) -> Result<String, String> {
+        let _ = args;
+        Err(format!("{name} is not available here"))
+    }
 }
 
 /// A store with no data, where one map (or none) may be written: for tests and examples.
@@ -1228,6 +1236,22 @@ fn setup<'js>(
         Function::new(ctx.clone(), |pem: String| {
             crypto::is_valid_cert_bundle(&pem)
         })?,
+    )?;
+    let ov = overlay.clone();
+    n.set(
+        "host",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, name: String, args: String| -> rquickjs::Result<String> {
+                let o = ov.borrow();
+                o.touched.set(true);
+                let store = o.store.clone();
+                drop(o);
+                store
+                    .host(&name, &args)
+                    .map_err(|e| rquickjs::Exception::throw_message(&ctx, &e))
+            },
+        )?,
     )?;
     n.set(
         "sha256",

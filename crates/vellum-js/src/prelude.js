@@ -95,6 +95,12 @@
     s1 = x;
     return ((s0 + s1) >>> 0) / 4294967296;
   };
+  // Services of the host (a constitution's): arguments and answer cross as JSON.
+  const host = (name, ...args) => JSON.parse(n.host(name, JSON.stringify(args)));
+  const bufStr = (b) => n.bufToStr(toBin(b));
+  const bufJson = (b) => JSON.parse(bufStr(b));
+  const jsonBuf = (v) => n.strToBuf(JSON.stringify(v));
+  const JWT_KEYS = "public:ccf.gov.jwt.public_signing_keys_metadata";
   const noop = () => {};
   const unavailable = (what) => () => {
     throw new TypeError(what + " is not available in Vellum yet");
@@ -120,6 +126,49 @@
       setApplyWrites: (b) => n.setApplyWrites(Boolean(b)),
       setClaimsDigest: (b) => n.setClaimsDigest(toBin(b)),
     }),
+    // Offered to a constitution only (elsewhere they throw, as in CCF's applications).
+    network: Object.freeze({
+      generateEndorsedCertificate: (csr, validFrom, validityPeriodDays) =>
+        host("network.generateEndorsedCertificate", String(csr), String(validFrom), Number(validityPeriodDays)),
+      getLatestLedgerSecretSeqno: () => host("network.getLatestLedgerSecretSeqno"),
+    }),
+    node: Object.freeze({
+      triggerLedgerRekey: () => host("node.triggerLedgerRekey"),
+      triggerRecoverySharesRefresh: () => host("node.triggerRecoverySharesRefresh"),
+      transitionServiceToOpen: () => host("node.transitionServiceToOpen"),
+    }),
+    // CCF's JWT key store: the host turns a JWKS into CCF's records (kid -> the keys with that
+    // id, each with its issuer); they are written here like any other write of the run.
+    setJwtPublicSigningKeys: (issuer, metadata, jwks) => {
+      const records = host("jwt.keyRecords", String(issuer), metadata, jwks);
+      const table = kv[JWT_KEYS];
+      const byKid = new Map();
+      table.forEach((v, k) => {
+        const kept = bufJson(v).filter((r) => r.issuer !== issuer);
+        byKid.set(bufStr(k), kept);
+      });
+      for (const [kid, record] of records) {
+        if (!byKid.has(kid)) byKid.set(kid, []);
+        byKid.get(kid).push(record);
+      }
+      for (const [kid, list] of byKid) {
+        if (list.length) table.set(n.strToBuf(kid), jsonBuf(list));
+        else table.delete(n.strToBuf(kid));
+      }
+    },
+    removeJwtPublicSigningKeys: (issuer) => {
+      const table = kv[JWT_KEYS];
+      const updates = [];
+      table.forEach((v, k) => {
+        const list = bufJson(v);
+        const kept = list.filter((r) => r.issuer !== issuer);
+        if (kept.length !== list.length) updates.push([k, kept]);
+      });
+      for (const [k, kept] of updates) {
+        if (kept.length) table.set(k, jsonBuf(kept));
+        else table.delete(k);
+      }
+    },
     // Not provided yet: present (CCF's helper library binds them when it loads), failing when
     // called.
     consensus: Object.freeze({

@@ -17,10 +17,15 @@ const T = {
   signatures: "public:ccf.internal.signatures",
   ledgerUsers: "public:vellum.users",
   nodesInfo: "public:ccf.gov.nodes.info",
+  nodeCerts: "public:ccf.gov.nodes.endorsed_certificates",
+  joinPolicy: "public:vellum.gov.join_policy",
   ledgerRoles: "public:vellum.roles",
 };
 
 const BUILTIN_ROLES = ["Administrator", "Contributor", "Reader"];
+
+// The longest a node certificate a vote endorses may be valid (CCF's default).
+const MAX_NODE_CERT_DAYS = 365;
 
 // A ledger user's id: given, or an ACL certificate fingerprint (upper-case hex pairs joined
 // by ':') from a certificate.
@@ -173,9 +178,79 @@ const actions = new Map([
     },
   ],
   [
+    "transition_node_to_trusted",
+    {
+      // As CCF: a Pending node becomes Trusted, with a certificate the service key endorses
+      // from the signing request it joined with; the service then brings it into consensus.
+      validate: (args) => {
+        checkId(args.node_id, "node_id");
+        checkType(args.valid_from, "string", "valid_from");
+        if (args.validity_period_days !== undefined) {
+          if (!Number.isInteger(args.validity_period_days) || args.validity_period_days < 1) {
+            fail("validity_period_days must be an integer of at least 1");
+          }
+          if (args.validity_period_days > MAX_NODE_CERT_DAYS) {
+            fail(`validity_period_days may be at most ${MAX_NODE_CERT_DAYS}`);
+          }
+        }
+      },
+      apply: (args) => {
+        const info = getJson(T.nodesInfo, args.node_id);
+        if (info === undefined) fail(`No such node: ${args.node_id}`);
+        if (info.status !== "Pending") return;
+        if (info.certificate_signing_request === undefined) fail(`node ${args.node_id} sent no certificate signing request`);
+        info.status = "Trusted";
+        info.ledger_secret_seqno = ccf.network.getLatestLedgerSecretSeqno();
+        kv(T.nodesInfo).set(key(args.node_id), ccf.jsonCompatibleToBuf(info));
+        const cert = ccf.network.generateEndorsedCertificate(
+          info.certificate_signing_request,
+          args.valid_from,
+          args.validity_period_days ?? MAX_NODE_CERT_DAYS,
+        );
+        kv(T.nodeCerts).set(key(args.node_id), ccf.strToBuf(cert));
+      },
+    },
+  ],
+  [
+    "set_node_data",
+    {
+      validate: (args) => checkId(args.node_id, "node_id"),
+      apply: (args) => {
+        const info = getJson(T.nodesInfo, args.node_id);
+        if (info === undefined) fail(`Node ${args.node_id} does not exist`);
+        info.node_data = args.node_data;
+        kv(T.nodesInfo).set(key(args.node_id), ccf.jsonCompatibleToBuf(info));
+      },
+    },
+  ],
+  [
+    "set_join_policy",
+    {
+      // Vellum: what admits a joining node, a one-time join token from an operator ("token")
+      // or a vote (a transition_node_to_trusted proposal) after it joins Pending ("vote").
+      validate: (args) => {
+        if (args.admission !== "token" && args.admission !== "vote") fail('admission must be "token" or "vote"');
+      },
+      apply: (args) => {
+        kv(T.joinPolicy).set(SINGLETON, ccf.jsonCompatibleToBuf({ admission: args.admission }));
+      },
+    },
+  ],
+  [
+    "trigger_ledger_rekey",
+    {
+      validate: (args) => {
+        if (Object.keys(args).length > 0) fail("trigger_ledger_rekey takes no arguments");
+      },
+      apply: () => ccf.node.triggerLedgerRekey(),
+    },
+  ],
+  [
     "remove_node",
     {
-      // As CCF: the node's record says Retired, and the service takes it out of consensus.
+      // As CCF: the node's record says Retired, and the service takes it out of consensus. A
+      // node that waits Pending is refused from then on (CCF deletes its record instead; it
+      // would then be recorded again the next time it asks).
       validate: (args) => checkId(args.node_id, "node_id"),
       apply: (args) => {
         const info = getJson(T.nodesInfo, args.node_id);

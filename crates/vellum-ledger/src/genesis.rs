@@ -59,7 +59,8 @@ impl Genesis<'_> {
             )
             .map(tables::NODES_ENDORSED_CERTIFICATES.write(node_id, node_cert))
             .map(tables::NODES_INFO.write(node_id, &NodeInfo::new(NodeStatus::Trusted)))
-            .map(service_info(self.service_cert_pem, ServiceStatus::Opening));
+            .map(service_info(self.service_cert_pem, ServiceStatus::Opening))
+            .map(tables::SERVICE_CONFIG.write(&(), &tables::ServiceConfiguration::default()));
         if !with_cert.is_empty() {
             b = b.map(tables::USERS_CERTS.writes(with_cert));
         }

@@ -145,6 +145,16 @@ impl Identity {
         Identity::assemble(key, signing_key, p, &cert)
     }
 
+    /// A certificate signing request for this identity's key: see [`node_csr`].
+    pub fn node_csr(
+        &self,
+        cn: &str,
+        dns: &[&str],
+        ips: &[IpAddr],
+    ) -> Result<String, IdentityError> {
+        csr_for(&self.key, cn, dns, ips)
+    }
+
     /// A self-signed client identity (a member or a certificate user).
     pub fn client(cn: &str, now: SystemTime, days: u64) -> Result<Identity, IdentityError> {
         let (key, signing_key) = new_key()?;
@@ -174,6 +184,56 @@ pub fn endorse_node(
     let public = rcgen::SubjectPublicKeyInfo::from_der(node_spki_der)?;
     let p = node_params(cn, dns, ips, now, days)?;
     Ok(p.signed_by(&public, &issuer)?.pem())
+}
+
+fn csr_for(key: &KeyPair, cn: &str, dns: &[&str], ips: &[IpAddr]) -> Result<String, IdentityError> {
+    let mut p = params(cn, SystemTime::now(), 1);
+    p.subject_alt_names = node_params(cn, dns, ips, SystemTime::now(), 1)?.subject_alt_names;
+    Ok(p.serialize_request(key)?.pem()?)
+}
+
+/// A certificate signing request (PEM) for the key `key_pem` (PKCS#8), asking for `dns` names
+/// and `ips`: what a node that joins by vote sends; the certificate a vote makes from it
+/// ([`endorse_csr`]) carries these names.
+pub fn node_csr(
+    key_pem: &str,
+    cn: &str,
+    dns: &[&str],
+    ips: &[IpAddr],
+) -> Result<String, IdentityError> {
+    csr_for(&KeyPair::from_pem(key_pem)?, cn, dns, ips)
+}
+
+/// The public key (SubjectPublicKeyInfo, DER) of a certificate signing request, once its
+/// signature is checked: the request proves that whoever made it holds that key.
+pub fn csr_spki(csr_pem: &str) -> Result<Vec<u8>, IdentityError> {
+    use rcgen::PublicKeyData;
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+    Ok(csr.public_key.subject_public_key_info())
+}
+
+/// Endorses the key of a node's certificate signing request with the service key, valid for
+/// `days` from `valid_from`, with the subject and names the request asks for: what a vote that
+/// trusts a node makes (CCF's `ccf.network.generateEndorsedCertificate`). The request's
+/// signature is checked first. The profile is otherwise that of [`endorse_node`].
+pub fn endorse_csr(
+    service_cert_pem: &str,
+    service_key_pem: &str,
+    csr_pem: &str,
+    valid_from: SystemTime,
+    days: u64,
+) -> Result<String, IdentityError> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+    let mut p = node_params("Vellum Node", &[], &[], valid_from, days)?;
+    if csr.params.distinguished_name.iter().next().is_some() {
+        p.distinguished_name = csr.params.distinguished_name.clone();
+    }
+    p.subject_alt_names = csr.params.subject_alt_names.clone();
+    p.not_before = valid_from.into();
+    p.not_after = (valid_from + Duration::from_secs(days.saturating_mul(86_400))).into();
+    let key = KeyPair::from_pem(service_key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(service_cert_pem, key)?;
+    Ok(p.signed_by(&csr.public_key, &issuer)?.pem())
 }
 
 #[cfg(test)]
@@ -208,5 +268,33 @@ mod tests {
             cert.verify_issued_by(&other.cert.public_key().unwrap())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_vote_endorses_the_key_and_names_of_a_signing_request() {
+        let now = SystemTime::now();
+        let service = Identity::service("s", now, 1).unwrap();
+        let node = Identity::client("joining", now, 1).unwrap();
+        let ip = IpAddr::from([10, 0, 0, 9]);
+        let csr = node
+            .node_csr("Vellum Node", &["node9.example"], &[ip])
+            .unwrap();
+        assert_eq!(csr_spki(&csr).unwrap(), node.cert.spki_der());
+        let from = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let pem = endorse_csr(&service.cert_pem, &service.key_pem(), &csr, from, 30).unwrap();
+        let cert = Certificate::from_pem(&pem).unwrap();
+        assert_eq!(cert.spki_der(), node.cert.spki_der());
+        cert.verify_issued_by(&service.cert.public_key().unwrap())
+            .unwrap();
+        let der = cert.der();
+        let has = |b: &[u8]| der.windows(b.len()).any(|w| w == b);
+        assert!(has(b"node9.example") && has(&[10, 0, 0, 9]));
+        // A request whose signature does not hold is refused.
+        let mut der = pem::parse(&csr).unwrap().into_contents();
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        let forged = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
+        assert!(csr_spki(&forged).is_err());
+        assert!(endorse_csr(&service.cert_pem, &service.key_pem(), &forged, from, 30).is_err());
     }
 }

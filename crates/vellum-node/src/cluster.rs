@@ -203,10 +203,12 @@ pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// What a joining node asks for (`POST /node/join`, JSON).
+/// What a joining node asks for (`POST /node/join`, JSON). A node asks again with the same
+/// request (and key) until it is trusted: the answer is then the same as the first time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinRequest {
-    /// The join token.
+    /// The join token (empty on a service that admits nodes by vote).
+    #[serde(default)]
     pub token: String,
     /// Where other nodes will reach it (`host:port`, an address in its certificate).
     pub address: String,
@@ -216,6 +218,52 @@ pub struct JoinRequest {
     /// IP addresses for its certificate (127.0.0.1 is always added).
     #[serde(default)]
     pub ips: Vec<IpAddr>,
+    /// A certificate signing request (PEM) for its key, naming its addresses: what the vote
+    /// that trusts it endorses (CCF's `certificate_signing_request`). Needed to join by vote.
+    #[serde(default)]
+    pub csr: Option<String>,
+}
+
+/// The service's answer to a join request.
+#[derive(Debug, Clone)]
+pub enum JoinOutcome {
+    /// Admitted: the node's endorsed certificate and the service's secrets.
+    Admitted(Box<JoinResponse>),
+    /// Recorded `Pending` (this node id): the members must trust it by proposal; ask again.
+    Pending(String),
+}
+
+/// The answer to a join request that waits for a vote (`202 Accepted`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinPending {
+    /// The node's id.
+    pub node_id: String,
+    /// `Pending`.
+    pub node_status: NodeStatus,
+}
+
+/// The names a joining node's certificate gets: `localhost`, 127.0.0.1, the names and addresses
+/// it asked for, and the host of its `HOST:PORT` address (a name or an address), each once.
+pub fn joining_names(request: &JoinRequest) -> Result<(Vec<String>, Vec<IpAddr>), crate::Refusal> {
+    let host = request
+        .address
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
+        .ok_or_else(|| crate::Refusal::NotHostPort(request.address.clone()))?;
+    let mut dns: Vec<String> = vec!["localhost".into()];
+    dns.extend(request.dns_names.iter().cloned());
+    let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
+    ips.extend(request.ips.iter().copied());
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ips.push(ip),
+        Err(_) => dns.push(host),
+    }
+    dns.sort();
+    dns.dedup();
+    ips.sort();
+    ips.dedup();
+    Ok((dns, ips))
 }
 
 /// What an admitted node receives. Holds the service's secrets: sent only over mutual TLS to
@@ -304,6 +352,8 @@ pub enum ForwardReply {
     /// A function ran: how it ended, and the transaction of what it wrote (none if it wrote
     /// nothing or failed).
     Ran(Option<(u64, u64)>, crate::ops::RunResult),
+    /// A joining node is recorded `Pending` (its node id).
+    JoinPending(String),
 }
 
 impl ForwardReply {
@@ -319,23 +369,38 @@ impl ForwardReply {
             ForwardReply::TooManyCollections(_) => "TooManyCollections",
             ForwardReply::Applied => "Applied",
             ForwardReply::Ran(..) => "Ran",
+            ForwardReply::JoinPending(_) => "JoinPending",
         }
     }
 }
 
-/// Asks the service at `endpoint` (`https://host:port` of any of its nodes) to admit this node.
+/// How often a node that waits for a vote asks again.
+pub const JOIN_POLL: Duration = Duration::from_secs(1);
+
+/// Asks the service at `endpoint` (`https://host:port` of any of its nodes) to admit this node,
+/// and, if the service admits nodes by vote, asks again every [`JOIN_POLL`] until the members
+/// trust it (or refuse it).
 ///
 /// `identity_pem` is the new node's self-signed certificate and key: the key becomes the node
-/// key. The service certificate is first fetched without verification and checked against the
-/// digest in the token; everything after that, the request and the secrets in the answer,
-/// travels over mutual TLS pinned to that certificate.
+/// key. The service certificate is first fetched without verification and checked against
+/// `service_cert_pem` if given, else against the digest in the token; everything after that,
+/// the request and the secrets in the answer, travels over mutual TLS pinned to that
+/// certificate.
 pub async fn request_join(
     endpoint: &str,
     request: &JoinRequest,
     identity_pem: &str,
+    service_cert_pem: Option<&str>,
 ) -> Result<JoinResponse, JoinError> {
     crate::server::tls::provider();
-    let token: JoinToken = request.token.parse()?;
+    let pinned: [u8; 32] = match service_cert_pem {
+        Some(pem) => {
+            let cert = Certificate::from_pem(pem)
+                .map_err(|e| JoinError::Identity(format!("the service certificate given: {e}")))?;
+            Sha256::digest(cert.der()).into()
+        }
+        None => request.token.parse::<JoinToken>()?.service_cert_digest,
+    };
     let endpoint = endpoint.trim_end_matches('/');
     let unreachable =
         |e: &dyn std::fmt::Display| JoinError::Unreachable(format!("{endpoint}: {e}"));
@@ -361,7 +426,7 @@ pub async fn request_join(
         })?
         .to_owned();
     let service = Certificate::from_pem(&service_pem).map_err(|e| unreachable(&e))?;
-    if Sha256::digest(service.der())[..] != token.service_cert_digest[..] {
+    if Sha256::digest(service.der())[..] != pinned[..] {
         return Err(JoinError::WrongService(endpoint.to_owned()));
     }
     let identity = reqwest::Identity::from_pem(identity_pem.as_bytes())
@@ -374,29 +439,63 @@ pub async fn request_join(
         .timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| JoinError::Identity(e.to_string()))?;
-    let resp = client
-        .post(format!("{endpoint}/node/join"))
-        .json(request)
-        .send()
-        .await
-        .map_err(|e| JoinError::Unreachable(format!("joining through {endpoint}: {e}")))?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| unreachable(&e))?;
-    if !status.is_success() {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        return Err(JoinError::Refused {
-            status: status.as_u16(),
-            message,
-        });
+    let mut waiting = false;
+    loop {
+        let sent = client
+            .post(format!("{endpoint}/node/join"))
+            .json(request)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            // Once recorded, a node keeps asking through a change of primary.
+            Err(e) if waiting => {
+                tracing::warn!(error = %e, "asking again to be admitted");
+                tokio::time::sleep(JOIN_POLL).await;
+                continue;
+            }
+            Err(e) => {
+                return Err(JoinError::Unreachable(format!(
+                    "joining through {endpoint}: {e}"
+                )));
+            }
+        };
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| unreachable(&e))?;
+        if status == reqwest::StatusCode::ACCEPTED {
+            let pending: JoinPending =
+                serde_json::from_slice(&body).map_err(|e| unreachable(&e))?;
+            if !waiting {
+                tracing::info!(
+                    node_id = %pending.node_id,
+                    "waiting for the members to trust this node (a transition_node_to_trusted proposal)"
+                );
+                waiting = true;
+            }
+            tokio::time::sleep(JOIN_POLL).await;
+            continue;
+        }
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            if waiting && status.is_server_error() {
+                tracing::warn!(%status, %message, "asking again to be admitted");
+                tokio::time::sleep(JOIN_POLL).await;
+                continue;
+            }
+            return Err(JoinError::Refused {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        let joined: JoinResponse = serde_json::from_slice(&body).map_err(|e| unreachable(&e))?;
+        if joined.service_cert_pem.trim() != service_pem.trim() {
+            return Err(JoinError::WrongService(endpoint.to_owned()));
+        }
+        return Ok(joined);
     }
-    let joined: JoinResponse = serde_json::from_slice(&body).map_err(|e| unreachable(&e))?;
-    if joined.service_cert_pem.trim() != service_pem.trim() {
-        return Err(JoinError::WrongService(endpoint.to_owned()));
-    }
-    Ok(joined)
 }
 
 #[cfg(test)]
@@ -463,5 +562,39 @@ mod tests {
             removes: vec![id.into_bytes()],
         });
         assert_eq!(state.nodes.len(), 1);
+    }
+
+    fn request(address: &str, dns: &[&str], ips: &[&str]) -> JoinRequest {
+        JoinRequest {
+            token: String::new(),
+            address: address.into(),
+            dns_names: dns.iter().map(|s| s.to_string()).collect(),
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            csr: None,
+        }
+    }
+
+    #[test]
+    fn a_joining_node_is_named_by_its_address_and_what_it_asked_for() {
+        let (dns, ips) = joining_names(&request(
+            "node2.example:8443",
+            &["b.example"],
+            &["10.0.0.2"],
+        ))
+        .unwrap();
+        assert_eq!(dns, ["b.example", "localhost", "node2.example"]);
+        assert_eq!(
+            ips,
+            [
+                "10.0.0.2".parse::<std::net::IpAddr>().unwrap(),
+                [127, 0, 0, 1].into()
+            ]
+        );
+        let (dns, ips) = joining_names(&request("[::1]:9000", &[], &["127.0.0.1"])).unwrap();
+        assert_eq!(dns, ["localhost"]);
+        assert_eq!(ips.len(), 2, "{ips:?}");
+        for bad in ["node2", ":8443", "node2:0", "node2:x"] {
+            assert!(joining_names(&request(bad, &[], &[])).is_err(), "{bad}");
+        }
     }
 }

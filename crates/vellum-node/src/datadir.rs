@@ -131,6 +131,10 @@ pub struct DataDir {
 
 /// Creates the data directory and its `raft/` (mode 0700 whatever the umask) and refuses to go
 /// on if others can write to it or to the ledger directory.
+/// Where a joining node keeps its certificate and key until it is admitted.
+const JOINING_CERT: &str = "joining_cert.pem";
+const JOINING_KEY: &str = "joining_key.pem";
+
 fn private_dirs(root: &Path) -> Result<(), DataDirError> {
     use vellum_ledger::files::{check_private_dir, create_private_dir};
     let raft = root.join("raft");
@@ -241,6 +245,22 @@ impl DataDir {
         root.join("node.json").exists()
     }
 
+    /// The certificate and key (PEM) a node joins with, kept in `root` until it is admitted, so
+    /// that a node restarted while it waits for a vote asks again as the same node: made on the
+    /// first call, read back on the next.
+    pub fn joining_identity(root: &Path) -> Result<(String, String), DataDirError> {
+        private_dirs(root)?;
+        let (cert, key) = (root.join(JOINING_CERT), root.join(JOINING_KEY));
+        if cert.exists() && key.exists() {
+            return Ok((read_string(&cert)?, read_string(&key)?));
+        }
+        let id = Identity::client("Vellum Node", SystemTime::now(), 3650)
+            .map_err(DataDirError::crypto("the joining node's identity"))?;
+        write_file(&key, id.key_pem().as_bytes())?;
+        write_file(&cert, id.cert_pem.as_bytes())?;
+        Ok((id.cert_pem.clone(), id.key_pem()))
+    }
+
     /// Provisions `root` for a node admitted to a running service: the secrets it received,
     /// its endorsed certificate and its key. No genesis: its ledger arrives by replication.
     pub fn provision_joined(
@@ -278,6 +298,10 @@ impl DataDir {
             chunk_size: Some(joined.chunk_size),
         };
         nf.write(root)?;
+        // The key is node_key.pem now; a leftover copy would only be another secret on disk.
+        for f in [JOINING_CERT, JOINING_KEY] {
+            let _ = std::fs::remove_file(root.join(f));
+        }
         tracing::info!(dir = %root.display(), node_id = %nf.node_id, "provisioned a node that joined a service");
         Ok(())
     }

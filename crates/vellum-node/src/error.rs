@@ -339,6 +339,16 @@ pub enum Refusal {
     /// The JavaScript engine could not run (not the function's fault).
     #[error("{0}")]
     Sandbox(String),
+    /// A join without a token on a service that admits nodes by token.
+    #[error("this service admits nodes by join token (its join policy): ask an operator for one")]
+    TokenRequired,
+    /// Too many nodes wait for a vote already.
+    #[error("{0} nodes already wait to be trusted: the members must trust or remove one first")]
+    TooManyPending(usize),
+    /// A joining node's certificate signing request is missing, unreadable, or not for the
+    /// key it presented.
+    #[error("the joining node's certificate signing request: {0}")]
+    JoiningRequest(String),
 }
 
 impl From<crate::cluster::NotAJoinToken> for Refusal {

@@ -11,12 +11,14 @@ use vellum_core::entry::MapWrites;
 use vellum_core::entry::SINGLETON_KEY;
 use vellum_core::tables::{self, ProposalInfo};
 
-/// The prefix of every governance table.
+/// The prefix of CCF's governance tables.
 pub const PREFIX: &str = "public:ccf.gov.";
+/// The prefix of Vellum's own governance settings (the join policy).
+pub const VELLUM_PREFIX: &str = "public:vellum.gov.";
 
-/// Whether map `name` is a governance table.
+/// Whether map `name` is a governance table (CCF's or Vellum's).
 pub fn follows(name: &str) -> bool {
-    name.starts_with(PREFIX)
+    name.starts_with(PREFIX) || name.starts_with(VELLUM_PREFIX)
 }
 
 /// Every governance table: name → key → value, as written.
@@ -91,6 +93,13 @@ impl GovTables {
             .into_iter()
             .flatten()
             .map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
+    /// How the service admits joining nodes.
+    pub fn join_policy(&self) -> tables::JoinPolicy {
+        self.get(tables::JOIN_POLICY.name(), &SINGLETON_KEY)
+            .and_then(|v| tables::JOIN_POLICY.decode_value(v).ok())
+            .unwrap_or_default()
     }
 
     /// The constitution's source.

@@ -23,8 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vellum_ledger::identity::Identity;
-
 use crate::config::{ConfigError, rule};
 use crate::datadir::DataDir;
 use crate::server::{ApiConfig, Issuer, Limits, Server, TokenValidator};
@@ -50,13 +48,17 @@ pub struct TokenIssuer {
     pub keys: TokenKeys,
 }
 
-/// Joining a running service (first start only).
+/// Joining a running service (first start only). The service is pinned by the join token
+/// (which carries the digest of its certificate) or by its certificate: a service that admits
+/// nodes by vote takes no token, and the node waits, asking again, until the members trust it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinConfig {
     /// A node of the service, `https://HOST:PORT`.
     pub url: String,
-    /// A join token from an operator of the service.
-    pub token: String,
+    /// A join token from an operator of the service (a service that admits nodes by token).
+    pub token: Option<String>,
+    /// The service certificate (PEM), to join without a token.
+    pub service_cert_pem: Option<String>,
 }
 
 /// Everything a service node runs with. [`ServiceConfig::new`] holds every default.
@@ -116,7 +118,15 @@ impl ServiceConfig {
             "empty",
         )?;
         if let Some(j) = &self.join {
-            rule(!j.token.is_empty(), "join-token", "non-empty", "empty")?;
+            if let Some(t) = &j.token {
+                rule(!t.trim().is_empty(), "join-token", "non-empty", "empty")?;
+            }
+            rule(
+                j.token.is_some() || j.service_cert_pem.is_some(),
+                "join",
+                "a join token or the service certificate to pin the service",
+                "neither",
+            )?;
             rule(
                 j.url.starts_with("https://"),
                 "join",
@@ -377,22 +387,31 @@ async fn join_service(
         url: j.url.clone(),
         message,
     };
-    let identity = Identity::client("Vellum Node", std::time::SystemTime::now(), 3650)
-        .map_err(|e| err(format!("creating the node key: {e}")))?;
+    let (cert_pem, key_pem) =
+        DataDir::joining_identity(data_dir).map_err(|e| err(format!("the node key: {e}")))?;
     let mut ips = node.bootstrap.ips.clone();
     if let Ok(a) = node.advertise.parse::<SocketAddr>() {
         ips.push(a.ip());
     }
-    let request = crate::cluster::JoinRequest {
-        token: j.token.clone(),
+    let mut request = crate::cluster::JoinRequest {
+        token: j.token.clone().unwrap_or_default(),
         address: node.advertise.clone(),
         dns_names: node.bootstrap.dns_names.clone(),
         ips,
+        csr: None,
     };
-    let joined = crate::cluster::request_join(&j.url, &request, &identity.combined_pem())
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    DataDir::provision_joined(data_dir, &joined, &identity.key_pem())
+    let (dns, ips) = crate::cluster::joining_names(&request).map_err(|e| err(e.to_string()))?;
+    let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+    request.csr = Some(
+        vellum_ledger::identity::node_csr(&key_pem, "Vellum Node", &dns, &ips)
+            .map_err(|e| err(format!("the certificate signing request: {e}")))?,
+    );
+    let identity = format!("{cert_pem}{key_pem}");
+    let joined =
+        crate::cluster::request_join(&j.url, &request, &identity, j.service_cert_pem.as_deref())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+    DataDir::provision_joined(data_dir, &joined, &key_pem)
         .map_err(|e| err(format!("provisioning {}: {e}", data_dir.display())))?;
     Ok((joined.node_id.to_string(), joined.admitted_at.to_string()))
 }

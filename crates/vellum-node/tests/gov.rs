@@ -565,26 +565,54 @@ async fn ccfs_member_tools_drive_governance_unchanged() {
         return;
     };
     let srv = TestServer::start(10).await;
+    let (e, c) = (srv.endpoint.clone(), srv.client(None));
+    // The service admits nodes by vote (one member: its vote passes), and a node joins without
+    // a token: it waits Pending for CCF's tools to trust it.
+    let m0 = operator(&srv);
+    activate(&c, &e, &m0).await;
+    pass(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_join_policy", "args": {"admission": "vote"}}]),
+    )
+    .await;
+    let (s, _, body) = get(&c, &format!("{e}/gov/service/join-policy?{V}")).await;
+    assert_eq!((s, body.as_str()), (200, r#"{"admission":"vote"}"#));
+    let joiner_dir = tempfile::tempdir().unwrap();
+    let mut cfg = vellum_node::service::ServiceConfig::new(joiner_dir.path());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.join = Some(vellum_node::service::JoinConfig {
+        url: e.clone(),
+        token: None,
+        service_cert_pem: Some(srv.service_cert()),
+    });
+    let joining = tokio::spawn(vellum_node::service::Service::start(cfg));
+    let node_id = pending_node(&c, &e).await;
+
     let m1 = vellum_ledger::identity::Identity::client("member1", SystemTime::now(), 30).unwrap();
+    let user = vellum_ledger::identity::Identity::client("user1", SystemTime::now(), 30).unwrap();
     std::fs::write(srv.path("member1_cert.pem"), &m1.cert_pem).unwrap();
     std::fs::write(srv.path("member1_key.pem"), m1.key_pem()).unwrap();
+    std::fs::write(srv.path("user1_cert.pem"), &user.cert_pem).unwrap();
     std::fs::write(srv.path("ca.pem"), srv.service_cert()).unwrap();
     let script = common::repo().join("tests/interop/gov_with_ccf_tools.sh");
-    let endpoint = srv.endpoint.clone();
-    let args: Vec<std::path::PathBuf> = [
+    let mut args: Vec<std::ffi::OsString> = [
         "ca.pem",
         "member0_cert.pem",
         "member0_key.pem",
         "member1_cert.pem",
         "member1_key.pem",
+        "user1_cert.pem",
     ]
     .iter()
-    .map(|f| srv.path(f))
+    .map(|f| srv.path(f).into_os_string())
     .collect();
+    args.insert(0, e.clone().into());
+    args.push(node_id.clone().into());
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("bash")
             .arg(script)
-            .arg(endpoint)
             .args(args)
             .env("VELLUM_PYTHON", py)
             .output()
@@ -599,6 +627,64 @@ async fn ccfs_member_tools_drive_governance_unchanged() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The user is in CCF's users table.
+    let user_id = user.cert.id();
+    assert!(srv.node.with_gov(|g| {
+        g.get(vellum_core::tables::USERS_CERTS.name(), user_id.as_bytes())
+            .is_some()
+    }));
+
+    // The trusted node, which kept asking, received its certificate (endorsed by the service
+    // key from the signing request it joined with) and the service's secrets, and serves.
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(60), joining)
+        .await
+        .expect("the trusted node starts")
+        .unwrap()
+        .unwrap();
+    assert_eq!(joined.joined().map(|(id, _)| id), Some(node_id.as_str()));
+    let cert = Certificate::from_pem(
+        &std::fs::read_to_string(joiner_dir.path().join("node_cert.pem")).unwrap(),
+    )
+    .unwrap();
+    let service = Certificate::from_pem(&srv.service_cert()).unwrap();
+    cert.verify_issued_by(&service.public_key().unwrap())
+        .unwrap();
+    assert!(!joiner_dir.path().join("joining_key.pem").exists());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while srv
+        .node
+        .nodes()
+        .iter()
+        .filter(|n| n.role == "backup")
+        .count()
+        < 1
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            srv.node.nodes()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    joined.stop().await.unwrap();
+}
+
+/// Waits until a node is recorded `Pending`; its id.
+async fn pending_node(c: &reqwest::Client, e: &str) -> String {
+    for _ in 0..200 {
+        let (_, _, body) = get(c, &format!("{e}/gov/service/nodes?{V}")).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if let Some(n) = v["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["status"] == "Pending")
+        {
+            return n["nodeId"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no node joined Pending");
 }
 
 /// The operator member of `srv`.

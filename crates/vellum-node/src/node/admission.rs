@@ -15,7 +15,8 @@ use vellum_core::tables::{self, NodeInfo, NodeStatus};
 use super::writes::FORWARD_WAIT;
 use super::{ClusterNode, LedgerNode};
 use crate::cluster::{
-    ClusterState, Forward, ForwardReply, JoinRequest, JoinResponse, JoinToken, raft_id_of,
+    ClusterState, Forward, ForwardReply, JoinOutcome, JoinRequest, JoinResponse, JoinToken,
+    raft_id_of,
 };
 use crate::ops::{Caller, Op};
 use crate::raft::Raft;
@@ -138,7 +139,7 @@ impl LedgerNode {
         &self,
         request: JoinRequest,
         cert_der: &[u8],
-    ) -> Result<JoinResponse, NodeError> {
+    ) -> Result<JoinOutcome, NodeError> {
         let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
         loop {
             match self.primary() {
@@ -151,7 +152,8 @@ impl LedgerNode {
                         cert_der: cert_der.to_vec(),
                     };
                     match self.forward(&addr, &msg).await {
-                        Ok(ForwardReply::Joined(j)) => return Ok(*j),
+                        Ok(ForwardReply::Joined(j)) => return Ok(JoinOutcome::Admitted(j)),
+                        Ok(ForwardReply::JoinPending(id)) => return Ok(JoinOutcome::Pending(id)),
                         Ok(ForwardReply::Refused(r)) => return Err(r.into()),
                         Ok(ForwardReply::NotPrimary) | Err(PeerError::Connect(..)) => {}
                         Ok(ForwardReply::Failed(m)) => return Err(ForwardError::Failed(m).into()),
@@ -168,23 +170,54 @@ impl LedgerNode {
         }
     }
 
+    /// On the primary: answers a join request. A node the ledger knows gets the answer its
+    /// status gives (asking again is how a node waits for a vote, or recovers an answer it
+    /// lost); a new node is admitted as the join policy says: at once with a join token, or
+    /// recorded `Pending` until the members trust it by proposal.
     pub(super) async fn admit_here(
         &self,
         request: JoinRequest,
         cert_der: &[u8],
-    ) -> Result<JoinResponse, NodeError> {
+    ) -> Result<JoinOutcome, NodeError> {
         use vellum_core::crypto::{Certificate, node_id_of};
         let _one_at_a_time = self.join_lock.lock().await;
-        let token = self.spendable_token(&request.token)?;
         let cert = Certificate::from_der(cert_der)
             .map_err(|e| Refusal::JoiningCertificate(e.to_string()))?;
         let node_id = node_id_of(&cert);
         // A node id is hex SHA-256 of the key, made just above.
         let raft_id = raft_id_of(&node_id).unwrap_or_default();
-        if self.cluster().nodes.contains_key(&node_id) {
-            return Err(Refusal::AlreadyJoined(node_id).into());
+        let cluster = self.cluster();
+        match cluster.nodes.get(&node_id).map(|r| r.status) {
+            Some(NodeStatus::Retired) => return Err(Refusal::AlreadyRetired(node_id).into()),
+            Some(NodeStatus::Pending) => return Ok(JoinOutcome::Pending(node_id)),
+            Some(NodeStatus::Trusted) => {
+                // Trusted (by a vote, or its first answer was lost): the same answer again, to
+                // the holder of the key, once its endorsed certificate is recorded.
+                return Ok(match cluster.certs.get(&node_id) {
+                    Some(pem) => {
+                        let at = self.commit.borrow().committed;
+                        let view = self.ledger.engine().view_at(at).unwrap_or_default();
+                        JoinOutcome::Admitted(Box::new(self.join_response(
+                            node_id,
+                            raft_id,
+                            pem.clone(),
+                            TxId::new(view, at),
+                        )))
+                    }
+                    None => JoinOutcome::Pending(node_id),
+                });
+            }
+            None => {}
         }
-        let (dns, ips) = joining_names(&request)?;
+        let policy = self.state.with_gov(crate::gov::GovTables::join_policy);
+        if policy.admission == tables::Admission::Vote {
+            return self.record_pending(&request, &cert, node_id, raft_id).await;
+        }
+        if request.token.trim().is_empty() {
+            return Err(Refusal::TokenRequired.into());
+        }
+        let token = self.spendable_token(&request.token)?;
+        let (dns, ips) = crate::cluster::joining_names(&request)?;
         let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
         let node_cert_pem = vellum_ledger::identity::endorse_node(
             &self.data.keys.service_cert_pem,
@@ -206,7 +239,66 @@ impl LedgerNode {
         );
         let txid = self.write_here(Arc::new(ws), true).await?;
         tracing::info!(%node_id, raft_id, address = %request.address, %txid, "admitted a node");
-        Ok(JoinResponse {
+        Ok(JoinOutcome::Admitted(Box::new(self.join_response(
+            node_id,
+            raft_id,
+            node_cert_pem,
+            txid,
+        ))))
+    }
+
+    /// Records a node that joins by vote as `Pending`, with its certificate signing request.
+    async fn record_pending(
+        &self,
+        request: &JoinRequest,
+        cert: &vellum_core::crypto::Certificate,
+        node_id: String,
+        raft_id: u64,
+    ) -> Result<JoinOutcome, NodeError> {
+        let csr = request.csr.as_deref().ok_or_else(|| {
+            Refusal::JoiningRequest(
+                "missing: a node that joins by vote sends one (a newer `vellum serve` does)".into(),
+            )
+        })?;
+        if csr.len() > MAX_CSR_BYTES {
+            return Err(
+                Refusal::JoiningRequest(format!("larger than {MAX_CSR_BYTES} bytes")).into(),
+            );
+        }
+        let spki = vellum_ledger::identity::csr_spki(csr)
+            .map_err(|e| Refusal::JoiningRequest(e.to_string()))?;
+        if spki != cert.spki_der() {
+            return Err(
+                Refusal::JoiningRequest("it is not for the key the node presented".into()).into(),
+            );
+        }
+        crate::cluster::joining_names(request)?;
+        let pending = self
+            .cluster()
+            .nodes
+            .values()
+            .filter(|r| r.status == NodeStatus::Pending)
+            .count();
+        if pending >= MAX_PENDING_NODES {
+            return Err(Refusal::TooManyPending(pending).into());
+        }
+        let mut info = NodeInfo::cluster(NodeStatus::Pending, raft_id, &request.address);
+        info.certificate_signing_request = Some(csr.to_owned());
+        let ws = EntryBuilder::default().map(tables::NODES_INFO.write(&node_id, &info));
+        let txid = self.write_here(Arc::new(ws), true).await?;
+        tracing::info!(%node_id, address = %request.address, %txid, "a node waits to be trusted by a vote");
+        Ok(JoinOutcome::Pending(node_id))
+    }
+
+    /// What an admitted node receives.
+    fn join_response(
+        &self,
+        node_id: String,
+        raft_id: u64,
+        node_cert_pem: String,
+        admitted_at: TxId,
+    ) -> JoinResponse {
+        JoinResponse {
             node_id,
             raft_id,
             node_cert_pem,
@@ -214,9 +306,9 @@ impl LedgerNode {
             service_key_pem: self.data.service_key_pem.clone(),
             ledger_secret_hex: hex::encode(self.data.keys.secret.as_bytes()),
             chunk_size: self.chunk_size,
-            admitted_at: txid.to_string(),
+            admitted_at: admitted_at.to_string(),
             trusted_node_certs: self.trusted_node_certs(),
-        })
+        }
     }
 
     /// The service certificate, parsed.
@@ -289,6 +381,12 @@ impl LedgerNode {
         )))
     }
 }
+
+/// How many nodes may wait for a vote at once (each is a transaction anyone who reaches the
+/// service can cause, on a service that admits nodes by vote).
+const MAX_PENDING_NODES: usize = 8;
+/// The largest certificate signing request a joining node may send.
+const MAX_CSR_BYTES: usize = 16 << 10;
 
 /// How close to the primary's log a learner must be to become a voter.
 const PROMOTE_LAG: u64 = 100;
@@ -373,68 +471,6 @@ pub(super) async fn reconciler(
         tracing::info!("{what}");
         if let Err(e) = raft.change_membership(c, false).await {
             tracing::warn!(error = %e, "membership change failed: {what}");
-        }
-    }
-}
-
-/// The names a joining node's certificate gets: `localhost`, 127.0.0.1, the names and addresses
-/// it asked for, and the host of its `HOST:PORT` address (a name or an address), each once.
-fn joining_names(request: &JoinRequest) -> Result<(Vec<String>, Vec<std::net::IpAddr>), NodeError> {
-    let host = request
-        .address
-        .rsplit_once(':')
-        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
-        .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
-        .ok_or_else(|| Refusal::NotHostPort(request.address.clone()))?;
-    let mut dns: Vec<String> = vec!["localhost".into()];
-    dns.extend(request.dns_names.iter().cloned());
-    let mut ips: Vec<std::net::IpAddr> = vec![std::net::IpAddr::from([127, 0, 0, 1])];
-    ips.extend(request.ips.iter().copied());
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ips.push(ip),
-        Err(_) => dns.push(host),
-    }
-    dns.sort();
-    dns.dedup();
-    ips.sort();
-    ips.dedup();
-    Ok((dns, ips))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(address: &str, dns: &[&str], ips: &[&str]) -> JoinRequest {
-        JoinRequest {
-            token: String::new(),
-            address: address.into(),
-            dns_names: dns.iter().map(|s| s.to_string()).collect(),
-            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
-        }
-    }
-
-    #[test]
-    fn a_joining_node_is_named_by_its_address_and_what_it_asked_for() {
-        let (dns, ips) = joining_names(&request(
-            "node2.example:8443",
-            &["b.example"],
-            &["10.0.0.2"],
-        ))
-        .unwrap();
-        assert_eq!(dns, ["b.example", "localhost", "node2.example"]);
-        assert_eq!(
-            ips,
-            [
-                "10.0.0.2".parse::<std::net::IpAddr>().unwrap(),
-                [127, 0, 0, 1].into()
-            ]
-        );
-        let (dns, ips) = joining_names(&request("[::1]:9000", &[], &["127.0.0.1"])).unwrap();
-        assert_eq!(dns, ["localhost"]);
-        assert_eq!(ips.len(), 2, "{ips:?}");
-        for bad in ["node2", ":8443", "node2:0", "node2:x"] {
-            assert!(joining_names(&request(bad, &[], &[])).is_err(), "{bad}");
         }
     }
 }

@@ -112,6 +112,83 @@ impl GovView {
 struct GovStore {
     view: GovView,
     writable: bool,
+    /// What `apply` may call beyond the tables (`ccf.network`): none for the other exports.
+    host: Option<Arc<GovHost>>,
+}
+
+/// The service's powers a constitution's `apply` uses: endorsing a node it trusts.
+struct GovHost {
+    service_cert_pem: String,
+    service_key_pem: String,
+}
+
+/// The seqno of the ledger secret in use: the genesis secret, until the ledger is rekeyed.
+const LEDGER_SECRET_SEQNO: u64 = 1;
+
+impl GovHost {
+    /// CCF's `ccf.network` calls, as [`Store::host`] takes them.
+    fn call(&self, name: &str, args: &str) -> Result<String, String> {
+        let args: Vec<serde_json::Value> =
+            serde_json::from_str(args).map_err(|e| format!("{name}: arguments: {e}"))?;
+        match name {
+            "network.getLatestLedgerSecretSeqno" => Ok(LEDGER_SECRET_SEQNO.to_string()),
+            "network.generateEndorsedCertificate" => {
+                let csr = args.first().and_then(|v| v.as_str()).unwrap_or_default();
+                let from = args.get(1).and_then(|v| v.as_str()).unwrap_or_default();
+                let days = args
+                    .get(2)
+                    .and_then(serde_json::Value::as_f64)
+                    .filter(|d| d.fract() == 0.0 && *d >= 1.0 && *d <= 36_500.0)
+                    .ok_or("the validity period must be a whole number of days, 1 to 36500")?;
+                let valid_from = parse_valid_from(from)
+                    .ok_or_else(|| format!("valid_from {from:?} is not a date and time"))?;
+                let pem = vellum_ledger::identity::endorse_csr(
+                    &self.service_cert_pem,
+                    &self.service_key_pem,
+                    csr,
+                    valid_from,
+                    days as u64,
+                )
+                .map_err(|e| {
+                    format!("cannot endorse the node's certificate signing request: {e}")
+                })?;
+                Ok(serde_json::Value::from(pem).to_string())
+            }
+            "node.triggerLedgerRekey" | "node.triggerRecoverySharesRefresh" => Err(format!(
+                "ccf.{name} is not available in this version of Vellum"
+            )),
+            _ => Err(format!("ccf.{name} is not available here")),
+        }
+    }
+}
+
+/// A certificate's start as CCF's proposals give it: `YYYYMMDDHHMMSSZ`, `YYMMDDHHMMSSZ`
+/// (ASN.1's forms) or `YYYY-MM-DD HH:MM:SS` / RFC 3339 (fractions of a second ignored).
+fn parse_valid_from(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.trim();
+    let digits: String = s
+        .split(['.', '+'])
+        .next()?
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let (y, rest) = match digits.len() {
+        14 => (digits[..4].parse::<i32>().ok()?, &digits[4..]),
+        12 => {
+            let yy = digits[..2].parse::<i32>().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
+        }
+        _ => return None,
+    };
+    let n = |i: usize| rest.get(i..i + 2)?.parse::<u8>().ok();
+    let month = time::Month::try_from(n(0)?).ok()?;
+    let date = time::Date::from_calendar_date(y, month, n(2)?).ok()?;
+    let t = time::Time::from_hms(n(4)?, n(6)?, n(8)?).ok()?;
+    let unix = time::PrimitiveDateTime::new(date, t)
+        .assume_utc()
+        .unix_timestamp();
+    let secs = u64::try_from(unix).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 impl Store for GovStore {
@@ -151,6 +228,13 @@ impl Store for GovStore {
                 .collect());
         }
         Ok(self.view.rows(map).into_iter().collect())
+    }
+
+    fn host(&self, name: &str, args: &str) -> Result<String, String> {
+        match &self.host {
+            Some(h) => h.call(name, args),
+            None => Err(format!("ccf.{name} may be called only in apply()")),
+        }
     }
 }
 
@@ -288,9 +372,16 @@ impl LedgerNode {
         call.modules = Some(Arc::new(modules));
         call.options = gov_options();
         call.seed = self.ledger.last_seqno();
+        let host = writable.then(|| {
+            Arc::new(GovHost {
+                service_cert_pem: self.data.keys.service_cert_pem.clone(),
+                service_key_pem: self.data.service_key_pem.clone(),
+            })
+        });
         let store = Arc::new(GovStore {
             view: view.clone(),
             writable,
+            host,
         });
         self.scripts
             .run(&call, store)
@@ -322,6 +413,7 @@ impl LedgerNode {
             let store = Arc::new(GovStore {
                 view: view.clone(),
                 writable: false,
+                host: None,
             });
             match self.scripts.run(&call, store).await {
                 Ok(Outcome::Succeeded { return_value, .. }) => {

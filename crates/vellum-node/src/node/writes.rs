@@ -481,7 +481,8 @@ impl LedgerNode {
             }
             Forward::Join { request, cert_der } => {
                 match self.admit_here(request, &cert_der).await {
-                    Ok(j) => ForwardReply::Joined(Box::new(j)),
+                    Ok(crate::cluster::JoinOutcome::Admitted(j)) => ForwardReply::Joined(j),
+                    Ok(crate::cluster::JoinOutcome::Pending(id)) => ForwardReply::JoinPending(id),
                     Err(NodeError::NotPrimary(_)) => ForwardReply::NotPrimary,
                     Err(NodeError::Refused(r)) => ForwardReply::Refused(r),
                     Err(e) => ForwardReply::Failed(e.to_string()),

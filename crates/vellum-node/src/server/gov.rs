@@ -1,5 +1,6 @@
 //! CCF's governance API (`/gov`, api-version `2024-07-01`, also `2023-06-01-preview`), the
 //! reads: `/gov/service/constitution`, `/gov/service/info`, `/gov/service/members[/{id}]`,
+//! `/gov/service/nodes[/{id}]`, `/gov/service/join-policy`,
 //! `/gov/members/proposals[/{id}[/actions | /ballots/{member}]]`. No credential is needed, as
 //! in CCF: the tables are public. Answers and errors have CCF's shapes and codes.
 
@@ -29,6 +30,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/gov/service/info", get(service_info))
         .route("/gov/service/members", get(members))
         .route("/gov/service/members/{member_id}", get(member))
+        .route("/gov/service/join-policy", get(join_policy))
         .route("/gov/service/nodes", get(nodes))
         .route("/gov/service/nodes/{node_id}", get(node))
         .route("/gov/members/proposals", get(proposals))
@@ -282,6 +284,16 @@ async fn service_info(State(st): St, RawQuery(q): RawQuery) -> Result<Response, 
 async fn members(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     api_version(q.as_deref())?;
     Ok(ok_json(json!({"value": st.node.with_gov(|g| g.members())})))
+}
+
+/// What admits a joining node (Vellum's setting, `set_join_policy`): `{"admission": "token"}`
+/// or `{"admission": "vote"}`. Vellum's nodes run no TEE: there are no measurements to list.
+async fn join_policy(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let policy = st.node.with_gov(crate::gov::GovTables::join_policy);
+    Ok(ok_json(
+        serde_json::to_value(policy).map_err(ApiError::internal)?,
+    ))
 }
 
 async fn nodes(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {

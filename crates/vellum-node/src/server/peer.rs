@@ -235,12 +235,30 @@ async fn join(State(st): St, ext: Extensions, body: Result<Bytes, BytesRejection
     let req: JoinRequest = serde_json::from_value(json_body(&body)?)
         .map_err(|e| ApiError::bad("InvalidInput", format!("join request: {e}")))?;
     let joined = st.node.admit(req, &der).await.map_err(|e| match e {
+        crate::NodeError::Refused(r @ crate::Refusal::TooManyPending(_)) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyPendingNodes",
+            r.to_string(),
+        ),
         crate::NodeError::Refused(r) => {
             ApiError::new(StatusCode::FORBIDDEN, "NotAllowed", r.to_string())
         }
         other => write_failed(other),
     })?;
-    Ok(ok_json(
-        serde_json::to_value(&joined).map_err(ApiError::internal)?,
-    ))
+    match joined {
+        crate::cluster::JoinOutcome::Admitted(j) => Ok(ok_json(
+            serde_json::to_value(&j).map_err(ApiError::internal)?,
+        )),
+        crate::cluster::JoinOutcome::Pending(node_id) => {
+            let body = crate::cluster::JoinPending {
+                node_id,
+                node_status: NodeStatus::Pending,
+            };
+            Ok((
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::to_value(&body).map_err(ApiError::internal)?),
+            )
+                .into_response())
+        }
+    }
 }
