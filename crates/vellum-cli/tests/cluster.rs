@@ -970,9 +970,10 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         .unwrap();
     assert_eq!(got, replaced);
 
-    // The dead node comes back and catches up; the ledgers are identical (what verifies them
-    // with CCF's tools is the single-node governance test: this ledger is one chunk, not yet
-    // closed).
+    // With the new primary, through the backups, every refusal holds as on one node.
+    refusals_hold_after_a_change_of_primary(&http, &b0, &b1, &m0, &m1_id).await;
+
+    // The dead node comes back and catches up; the ledgers are identical.
     c.restart(primary).await;
     let e = c.nodes[primary].endpoint.clone();
     let mut seen = String::new();
@@ -1036,4 +1037,270 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
     }
     let dirs = c.stop_all();
     harness::assert_identical_chunks(&dirs[..]);
+    // Every proposal, ballot and outcome verifies with CCF's own verifier (the last chunk is
+    // not closed yet: it is checked too).
+    harness::verify_full_including_uncommitted(&dirs[backups[0]]);
+}
+
+/// Forged, foreign, replayed and stale envelopes, a ballot by a member that has not acked, a
+/// proposal withdrawn after a vote, a constitution that throws, and concurrent proposals, on
+/// a cluster whose primary changed, sent to its backups `b0` and `b1`. `m0` and `m1` are its
+/// two active members.
+async fn refusals_hold_after_a_change_of_primary(
+    http: &reqwest::Client,
+    b0: &str,
+    b1: &str,
+    m0: &Member,
+    m1_id: &vellum_ledger::identity::Identity,
+) {
+    use vellum_core::gov::{Envelope, MsgType};
+    let m1 = Member::from_pem(&m1_id.cert_pem, &m1_id.key_pem()).unwrap();
+    let create = "/gov/members/proposals:create";
+    let ballot = |yes: bool| serde_json::json!({"ballot": format!("export function vote (p, id) {{ return {yes} }}")});
+    let code = |v: &serde_json::Value| v["error"]["code"].as_str().unwrap_or("").to_owned();
+    let msg = |v: &serde_json::Value| v["error"]["message"].as_str().unwrap_or("").to_owned();
+    let empty = serde_json::json!({"actions": []});
+
+    // A replayed envelope.
+    let good = sign(&m1, MsgType::Proposal, None, &empty);
+    let (s, v) = gov_post(http, b0, create, good.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = gov_post(http, b1, create, good.clone()).await;
+    assert_eq!((s, code(&v).as_str()), (400, "ProposalReplay"), "{v}");
+    // A forged signature.
+    let mut forged = good.clone();
+    let n = forged.len();
+    forged[n - 5] ^= 1;
+    let (s, v) = gov_post(http, b0, create, forged).await;
+    assert_eq!(
+        (s, msg(&v).as_str()),
+        (401, "Failed to validate COSE Sign1"),
+        "{v}"
+    );
+    // A signer that is no member.
+    let stranger =
+        vellum_ledger::identity::Identity::client("stranger", std::time::SystemTime::now(), 30)
+            .unwrap();
+    let stranger = Member::from_pem(&stranger.cert_pem, &stranger.key_pem()).unwrap();
+    let (s, v) = gov_post(
+        http,
+        b1,
+        create,
+        sign(&stranger, MsgType::Proposal, None, &empty),
+    )
+    .await;
+    assert_eq!(
+        (s, msg(&v).as_str()),
+        (401, "Signer is not a known member"),
+        "{v}"
+    );
+    // A stale envelope (an hour old).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let old = Envelope::sign(
+        MsgType::Proposal,
+        now - 3600,
+        None,
+        empty.to_string().as_bytes(),
+        &m1_id.signing_key,
+        &m1_id.cert,
+    )
+    .unwrap();
+    let (s, v) = gov_post(http, b0, create, old).await;
+    assert_eq!(
+        (s, code(&v).as_str()),
+        (400, "ProposalCreatedTooLongAgo"),
+        "{v}"
+    );
+
+    // A member added by vote who has not acked may not vote.
+    let m2_id =
+        vellum_ledger::identity::Identity::client("member2", std::time::SystemTime::now(), 30)
+            .unwrap();
+    let m2 = Member::from_pem(&m2_id.cert_pem, &m2_id.key_pem()).unwrap();
+    let add =
+        serde_json::json!({"actions": [{"name": "set_member", "args": {"cert": m2_id.cert_pem}}]});
+    let (s, v) = gov_post(http, b1, create, sign(m0, MsgType::Proposal, None, &add)).await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    for (m, via) in [(m0, b0), (&m1, b1)] {
+        let path = format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id());
+        let (s, v) = gov_post(
+            http,
+            via,
+            &path,
+            sign(m, MsgType::Ballot, Some(&pid), &ballot(true)),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    assert_eq!(member_status(http, b0, &m2.id()).await, "Accepted");
+    let (s, v) = gov_post(http, b0, create, sign(m0, MsgType::Proposal, None, &empty)).await;
+    assert_eq!(s, 200, "{v}");
+    let open = v["proposalId"].as_str().unwrap().to_owned();
+    let path = format!("/gov/members/proposals/{open}/ballots/{}:submit", m2.id());
+    let (s, v) = gov_post(
+        http,
+        b1,
+        &path,
+        sign(&m2, MsgType::Ballot, Some(&open), &ballot(true)),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v).as_str()),
+        (401, "InvalidAuthenticationInfo"),
+        "{v}"
+    );
+
+    // Withdrawn after a vote: by its proposer only, and it takes no more votes.
+    let remove =
+        serde_json::json!({"actions": [{"name": "remove_member", "args": {"member_id": m2.id()}}]});
+    let (s, v) = gov_post(
+        http,
+        b0,
+        create,
+        sign(&m1, MsgType::Proposal, None, &remove),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let vote_path = format!("/gov/members/proposals/{pid}/ballots/{}:submit", m0.id());
+    let (s, v) = gov_post(
+        http,
+        b1,
+        &vote_path,
+        sign(m0, MsgType::Ballot, Some(&pid), &ballot(false)),
+    )
+    .await;
+    assert_eq!((s, v["proposalState"].as_str()), (200, Some("Open")), "{v}");
+    let withdraw = format!("/gov/members/proposals/{pid}:withdraw");
+    let (s, v) = gov_post(
+        http,
+        b0,
+        &withdraw,
+        sign(
+            m0,
+            MsgType::Withdrawal,
+            Some(&pid),
+            &serde_json::Value::Null,
+        ),
+    )
+    .await;
+    assert_eq!((s, code(&v).as_str()), (403, "AuthorizationFailed"), "{v}");
+    let (s, v) = gov_post(
+        http,
+        b1,
+        &withdraw,
+        sign(
+            &m1,
+            MsgType::Withdrawal,
+            Some(&pid),
+            &serde_json::Value::Null,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Withdrawn")),
+        "{v}"
+    );
+    let (s, v) = gov_post(
+        http,
+        b0,
+        &vote_path,
+        sign(m0, MsgType::Ballot, Some(&pid), &ballot(true)),
+    )
+    .await;
+    assert_eq!((s, code(&v).as_str()), (400, "ProposalNotOpen"), "{v}");
+
+    // Concurrent proposals, half through each backup: all land, each under its own id.
+    let sends = (0..6).map(|i| {
+        let body = serde_json::json!({"actions": [{"name": "set_member_data", "args": {"member_id": m0.id(), "member_data": {"n": i}}}]});
+        let signed = sign(if i % 2 == 0 { m0 } else { &m1 }, MsgType::Proposal, None, &body);
+        let via = if i % 2 == 0 { b0 } else { b1 };
+        async move { gov_post(http, via, create, signed).await }
+    });
+    let mut ids: Vec<String> = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|(s, v)| {
+            assert_eq!(s, 200, "{v}");
+            v["proposalId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6);
+
+    // A constitution whose apply throws: the ballot that would pass the proposal is refused
+    // with CCF's 500, and nothing is recorded; the members then restore the default.
+    let get_constitution = || async {
+        http.get(format!("{b0}/gov/service/constitution?{GOV}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let current = get_constitution().await;
+    let throwing = current.replace(
+        "export function apply(proposal, proposalId) {",
+        "export function apply(proposal, proposalId) {\n  if (proposal.includes(\"boom\")) throw new Error(\"apply broke\");",
+    );
+    assert_ne!(throwing, current);
+    let m1 = &m1;
+    let pass_by_both = |actions: serde_json::Value| async move {
+        let (s, v) = gov_post(
+            http,
+            b0,
+            create,
+            sign(m0, MsgType::Proposal, None, &actions),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let pid = v["proposalId"].as_str().unwrap().to_owned();
+        let mut last = (0, serde_json::Value::Null);
+        for (m, via) in [(m0, b1), (m1, b0)] {
+            let path = format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id());
+            last = gov_post(
+                http,
+                via,
+                &path,
+                sign(m, MsgType::Ballot, Some(&pid), &ballot(true)),
+            )
+            .await;
+        }
+        (pid, last)
+    };
+    let (_, (s, v)) = pass_by_both(serde_json::json!({"actions": [{"name": "set_constitution", "args": {"constitution": throwing}}]})).await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Accepted")),
+        "{v}"
+    );
+    let (pid, (s, v)) = pass_by_both(serde_json::json!({"actions": [{"name": "set_member_data", "args": {"member_id": m0.id(), "member_data": {"boom": true}}}]})).await;
+    assert_eq!((s, code(&v).as_str()), (500, "InternalError"), "{v}");
+    assert!(
+        msg(&v).contains("Failed to apply(): Error: apply broke"),
+        "{v}"
+    );
+    let state: serde_json::Value = http
+        .get(format!("{b1}/gov/members/proposals/{pid}?{GOV}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["proposalState"], "Open", "{state}");
+    let (_, (s, v)) = pass_by_both(serde_json::json!({"actions": [{"name": "set_constitution", "args": {"constitution": current}}]})).await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Accepted")),
+        "{v}"
+    );
+    assert_eq!(get_constitution().await, current);
 }

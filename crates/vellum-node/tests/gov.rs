@@ -994,3 +994,164 @@ async fn the_last_node_cannot_be_retired_by_proposal() {
         "Trusted"
     );
 }
+
+/// POSTs a join request to `e` as the holder of `identity` (certificate and key, one PEM).
+async fn join_as(srv: &TestServer, identity: &str, request: serde_json::Value) -> (u16, Value) {
+    let r = srv
+        .client(Some(identity))
+        .post(format!("{}/node/join", srv.endpoint))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_by_vote_are_bounded_and_bound_to_the_joining_key() {
+    let srv = TestServer::start(10).await;
+    let (e, c) = (srv.endpoint.clone(), srv.client(None));
+    let m0 = operator(&srv);
+    activate(&c, &e, &m0).await;
+    let node =
+        |cn: &str| vellum_ledger::identity::Identity::client(cn, SystemTime::now(), 30).unwrap();
+    let csr = |id: &vellum_ledger::identity::Identity| {
+        id.node_csr(
+            "Vellum Node",
+            &["localhost"],
+            &["127.0.0.1".parse().unwrap()],
+        )
+        .unwrap()
+    };
+    let request = |csr: Option<String>| serde_json::json!({"address": "127.0.0.1:9", "csr": csr});
+
+    // Under the default policy a join needs a token.
+    let a = node("a");
+    let (s, v) = join_as(&srv, &a.combined_pem(), request(Some(csr(&a)))).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("join token"),
+        "{v}"
+    );
+
+    pass(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_join_policy", "args": {"admission": "vote"}}]),
+    )
+    .await;
+    // A signing request for another key than the one presented, or none, is refused.
+    let b = node("b");
+    let (s, v) = join_as(&srv, &a.combined_pem(), request(Some(csr(&b)))).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not for the key"),
+        "{v}"
+    );
+    let (s, v) = join_as(&srv, &a.combined_pem(), request(None)).await;
+    assert_eq!(s, 403, "{v}");
+    let mut tampered = csr(&a).into_bytes();
+    let mid = tampered.len() / 2;
+    tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
+    let (s, v) = join_as(
+        &srv,
+        &a.combined_pem(),
+        request(Some(String::from_utf8(tampered).unwrap())),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+
+    // A proper one is recorded Pending; asking again changes nothing.
+    let (s, v) = join_as(&srv, &a.combined_pem(), request(Some(csr(&a)))).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["node_status"], "Pending");
+    let a_id = v["node_id"].as_str().unwrap().to_owned();
+    let before = srv.node.cluster();
+    let (s, v) = join_as(&srv, &a.combined_pem(), request(Some(csr(&a)))).await;
+    assert_eq!((s, v["node_id"].as_str()), (202, Some(a_id.as_str())));
+    assert_eq!(srv.node.cluster(), before, "asking again records nothing");
+
+    // At most eight wait at once.
+    for i in 1..8 {
+        let n = node(&format!("n{i}"));
+        let (s, v) = join_as(&srv, &n.combined_pem(), request(Some(csr(&n)))).await;
+        assert_eq!(s, 202, "{i}: {v}");
+    }
+    let n = node("ninth");
+    let (s, v) = join_as(&srv, &n.combined_pem(), request(Some(csr(&n)))).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("TooManyPendingNodes")),
+        "{v}"
+    );
+
+    // A waiting node the members remove is refused from then on, and no longer counts.
+    pass(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "remove_node", "args": {"node_id": a_id}}]),
+    )
+    .await;
+    let (s, v) = join_as(&srv, &a.combined_pem(), request(Some(csr(&a)))).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("retired"),
+        "{v}"
+    );
+    let (s, v) = join_as(&srv, &n.combined_pem(), request(Some(csr(&n)))).await;
+    assert_eq!(s, 202, "{v}");
+
+    // A trust proposal for a node that is not waiting, or with a bad date, fails.
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "transition_node_to_trusted", "args": {"node_id": "ab".repeat(32), "valid_from": "20261205000000Z"}}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let (s, v) = vote(&c, &e, &m0, &pid, true).await;
+    assert_eq!(s, 500, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No such node"),
+        "{v}"
+    );
+    let n_id = srv
+        .node
+        .nodes()
+        .into_iter()
+        .find(|x| x.status == vellum_core::tables::NodeStatus::Pending)
+        .unwrap()
+        .node_id;
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "transition_node_to_trusted", "args": {"node_id": n_id, "valid_from": "yesterday"}}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let (s, v) = vote(&c, &e, &m0, &pid, true).await;
+    assert_eq!(s, 500, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("valid_from"),
+        "{v}"
+    );
+}

@@ -610,6 +610,29 @@ pub fn verify_offline(data: &Path) {
     }
 }
 
+/// `ccf.ledger` FULL over a node's whole ledger, the chunk not yet closed included (skipped
+/// without a Python with `ccf`, unless interop is required).
+pub fn verify_full_including_uncommitted(data: &Path) {
+    let Some(py) = python() else {
+        eprintln!("skipping ccf.ledger FULL: no Python with ccf");
+        return;
+    };
+    let out = Command::new(py)
+        .arg(repo().join("tests/interop/verify_ledger_full.py"))
+        .arg(data.join("ledger"))
+        .arg("--include-uncommitted")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "ccf.ledger FULL over {}:\n{stdout}{}",
+        data.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A test that fails (or forgets `stop_all`) must not leave its nodes running: they would
 /// outlive the test run, holding ports and CPU (the machines have two cores).
 impl Drop for Cluster {
