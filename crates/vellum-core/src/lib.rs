@@ -55,6 +55,7 @@ pub mod crypto;
 pub mod entry;
 pub mod gov;
 pub mod hash;
+pub mod jwk;
 pub mod merkle;
 pub mod receipt;
 pub mod signature;

@@ -314,6 +314,14 @@ pub const COSE_HISTORY: Table<Id, JsonText> = Table::new("public:ccf.gov.cose_hi
 /// as 10 decimal digits), value the proposal id.
 pub const COSE_RECENT_PROPOSALS: Table<Id, JsonText> =
     Table::new("public:ccf.gov.cose_recent_proposals");
+/// Token issuers the members trust, by issuer (`iss`): the metadata of `set_jwt_issuer` (CCF's
+/// `auto_refresh`, `ca_cert_bundle_name`; Vellum also reads `audiences`).
+pub const JWT_ISSUERS: Table<Id, Json<serde_json::Value>> =
+    Table::new("public:ccf.gov.jwt.issuers");
+/// Token issuers' signing keys by `kid`: a JSON list of `{"public_key": base64 of the
+/// SubjectPublicKeyInfo (DER), "issuer", "constraint"?}` (CCF's `OpenIDJWKMetadata`).
+pub const JWT_PUBLIC_SIGNING_KEYS: Table<Id, Json<serde_json::Value>> =
+    Table::new("public:ccf.gov.jwt.public_signing_keys_metadata_v2");
 /// User certificates (PEM) by CCF user id (hex SHA-256 of the certificate).
 pub const USERS_CERTS: Table<Id, Text> = Table::new("public:ccf.gov.users.certs");
 /// Users by CCF user id.

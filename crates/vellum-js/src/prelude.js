@@ -100,7 +100,7 @@
   const bufStr = (b) => n.bufToStr(toBin(b));
   const bufJson = (b) => JSON.parse(bufStr(b));
   const jsonBuf = (v) => n.strToBuf(JSON.stringify(v));
-  const JWT_KEYS = "public:ccf.gov.jwt.public_signing_keys_metadata";
+  const JWT_KEYS = "public:ccf.gov.jwt.public_signing_keys_metadata_v2";
   const noop = () => {};
   const unavailable = (what) => () => {
     throw new TypeError(what + " is not available in Vellum yet");

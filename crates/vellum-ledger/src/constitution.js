@@ -19,6 +19,7 @@ const T = {
   nodesInfo: "public:ccf.gov.nodes.info",
   nodeCerts: "public:ccf.gov.nodes.endorsed_certificates",
   joinPolicy: "public:vellum.gov.join_policy",
+  jwtIssuers: "public:ccf.gov.jwt.issuers",
   ledgerRoles: "public:vellum.roles",
 };
 
@@ -68,6 +69,15 @@ function checkCert(value, field) {
 function checkId(value, field) {
   checkType(value, "string", field);
   if (!/^[0-9a-f]{64}$/.test(value)) fail(`${field} must be a hex-encoded SHA-256 id (64 lower-case hex characters)`);
+}
+
+function checkJwks(jwks) {
+  checkType(jwks.keys, "array", "jwks.keys");
+  jwks.keys.forEach((k, i) => {
+    checkType(k, "object", `jwks.keys[${i}]`);
+    checkType(k.kid, "string", `jwks.keys[${i}].kid`);
+    checkType(k.kty, "string", `jwks.keys[${i}].kty`);
+  });
 }
 
 function activeMembers() {
@@ -233,6 +243,58 @@ const actions = new Map([
       },
       apply: (args) => {
         kv(T.joinPolicy).set(SINGLETON, ccf.jsonCompatibleToBuf({ admission: args.admission }));
+      },
+    },
+  ],
+  [
+    "set_jwt_issuer",
+    {
+      // As CCF: an issuer whose tokens authenticate users (their `oid` is the user id), with
+      // its keys (a JWKS) if given. Vellum also reads `audiences` (default: ACL's). Vellum does
+      // not fetch keys itself: `auto_refresh` is refused.
+      validate: (args) => {
+        checkType(args.issuer, "string", "issuer");
+        if (args.issuer.length === 0) fail("issuer must not be empty");
+        if (args.auto_refresh === true) fail("auto_refresh is not supported: give the issuer's keys in jwks");
+        checkOptionalType(args.jwks, "object", "jwks");
+        if (args.jwks !== undefined && args.jwks !== null) checkJwks(args.jwks);
+        if (args.audiences !== undefined) {
+          checkType(args.audiences, "array", "audiences");
+          for (const a of args.audiences) checkType(a, "string", "audiences[]");
+        }
+      },
+      apply: (args) => {
+        const metadata = Object.assign({}, args);
+        const jwks = metadata.jwks;
+        delete metadata.jwks;
+        if (jwks) ccf.setJwtPublicSigningKeys(args.issuer, metadata, jwks);
+        kv(T.jwtIssuers).set(key(args.issuer), ccf.jsonCompatibleToBuf(metadata));
+      },
+    },
+  ],
+  [
+    "set_jwt_public_signing_keys",
+    {
+      validate: (args) => {
+        checkType(args.issuer, "string", "issuer");
+        checkType(args.jwks, "object", "jwks");
+        checkJwks(args.jwks);
+      },
+      apply: (args) => {
+        const metadata = getJson(T.jwtIssuers, args.issuer);
+        if (metadata === undefined) fail(`issuer ${args.issuer} not found`);
+        ccf.setJwtPublicSigningKeys(args.issuer, metadata, args.jwks);
+      },
+    },
+  ],
+  [
+    "remove_jwt_issuer",
+    {
+      validate: (args) => checkType(args.issuer, "string", "issuer"),
+      apply: (args) => {
+        if (!kv(T.jwtIssuers).has(key(args.issuer))) return;
+        kv(T.jwtIssuers).delete(key(args.issuer));
+        ccf.removeJwtPublicSigningKeys(args.issuer);
       },
     },
   ],

@@ -95,6 +95,98 @@ impl GovTables {
             .map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
 
+    /// CCF's `/gov/service/jwk`: the trusted issuers, their keys (PEM) by `kid`, and CA
+    /// bundles (none in Vellum).
+    pub fn jwk_json(&self) -> serde_json::Value {
+        use base64::Engine as _;
+        let mut issuers = serde_json::Map::new();
+        for (iss, meta) in self.rows(tables::JWT_ISSUERS.name()) {
+            let meta: serde_json::Value = serde_json::from_slice(meta).unwrap_or_default();
+            let mut i =
+                serde_json::json!({"autoRefresh": meta["auto_refresh"].as_bool().unwrap_or(false)});
+            if let Some(b) = meta["ca_cert_bundle_name"].as_str() {
+                i["caCertBundleName"] = b.into();
+            }
+            issuers.insert(String::from_utf8_lossy(iss).into_owned(), i);
+        }
+        let mut keys = serde_json::Map::new();
+        for (kid, v) in self.rows(tables::JWT_PUBLIC_SIGNING_KEYS.name()) {
+            let list: Vec<serde_json::Value> = serde_json::from_slice(v).unwrap_or_default();
+            let described: Vec<serde_json::Value> = list
+                .iter()
+                .map(|r| {
+                    let der = r["public_key"]
+                        .as_str()
+                        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                        .unwrap_or_default();
+                    serde_json::json!({
+                        "publicKey": pem::encode(&pem::Pem::new("PUBLIC KEY", der)),
+                        "issuer": r["issuer"],
+                        "constraint": r["constraint"],
+                    })
+                })
+                .collect();
+            keys.insert(String::from_utf8_lossy(kid).into_owned(), described.into());
+        }
+        serde_json::json!({"issuers": issuers, "keys": keys, "caCertBundles": {}})
+    }
+
+    /// A user of CCF's users tables as `/gov/service/users` describes it.
+    pub fn user(&self, id: &str) -> Option<serde_json::Value> {
+        let cert = self.get(tables::USERS_CERTS.name(), id.as_bytes())?;
+        let info: serde_json::Value = self
+            .get(tables::USERS_INFO.name(), id.as_bytes())
+            .and_then(|v| serde_json::from_slice(v).ok())
+            .unwrap_or_default();
+        Some(serde_json::json!({
+            "userId": id,
+            "certificate": String::from_utf8_lossy(cert),
+            "userData": info,
+        }))
+    }
+
+    /// Every user of CCF's users tables.
+    pub fn users(&self) -> Vec<serde_json::Value> {
+        self.rows(tables::USERS_CERTS.name())
+            .filter_map(|(k, _)| self.user(std::str::from_utf8(k).ok()?))
+            .collect()
+    }
+
+    /// Whether the members trust any token issuer.
+    pub fn has_jwt_issuers(&self) -> bool {
+        self.rows(tables::JWT_ISSUERS.name()).next().is_some()
+    }
+
+    /// The token issuer `iss` the members trust, with its audiences and keys.
+    pub fn jwt_issuer(&self, iss: &str) -> Option<crate::server::auth::LedgerIssuer> {
+        let meta: serde_json::Value =
+            serde_json::from_slice(self.get(tables::JWT_ISSUERS.name(), iss.as_bytes())?).ok()?;
+        let audiences = meta["audiences"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut keys = Vec::new();
+        for (kid, v) in self.rows(tables::JWT_PUBLIC_SIGNING_KEYS.name()) {
+            let Ok(list) = serde_json::from_slice::<Vec<serde_json::Value>>(v) else {
+                continue;
+            };
+            for rec in list.iter().filter(|r| r["issuer"] == iss) {
+                let der = rec["public_key"].as_str().and_then(|b| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.decode(b).ok()
+                });
+                if let Some(der) = der {
+                    keys.push((String::from_utf8_lossy(kid).into_owned(), der));
+                }
+            }
+        }
+        Some(crate::server::auth::LedgerIssuer::new(audiences, keys))
+    }
+
     /// How the service admits joining nodes.
     pub fn join_policy(&self) -> tables::JoinPolicy {
         self.get(tables::JOIN_POLICY.name(), &SINGLETON_KEY)

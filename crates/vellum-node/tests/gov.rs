@@ -578,7 +578,16 @@ async fn ccfs_member_tools_drive_governance_unchanged() {
     )
     .await;
     let (s, _, body) = get(&c, &format!("{e}/gov/service/join-policy?{V}")).await;
-    assert_eq!((s, body.as_str()), (200, r#"{"admission":"vote"}"#));
+    let policy: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (s, &policy["admission"]),
+        (200, &Value::from("vote")),
+        "{policy}"
+    );
+    assert_eq!(
+        policy["virtual"]["measurements"],
+        serde_json::json!([vellum_core::tables::VIRTUAL_MEASUREMENT])
+    );
     let joiner_dir = tempfile::tempdir().unwrap();
     let mut cfg = vellum_node::service::ServiceConfig::new(joiner_dir.path());
     cfg.listen = "127.0.0.1:0".parse().unwrap();
@@ -719,12 +728,33 @@ async fn ccfs_default_constitution_runs_unchanged_with_the_same_outcomes() {
         std::fs::read_to_string(common::repo().join("testdata/ccf-constitution/default.js"))
             .unwrap();
     let (m1, u1, u2) = (new_member("m1"), new_member("u1"), new_member("u2"));
+    let joiner =
+        vellum_ledger::identity::Identity::client("joiner", SystemTime::now(), 30).unwrap();
+    let joiner_id = vellum_core::crypto::node_id_of(&joiner.cert);
+    let joiner_request = serde_json::json!({
+        "address": "127.0.0.1:9",
+        "csr": joiner.node_csr("Vellum Node", &["localhost"], &["127.0.0.1".parse().unwrap()]).unwrap(),
+    });
+    let jwk = serde_json::from_str::<Value>(&vellum_node::testing::es256_key().1).unwrap()["keys"]
+        [0]
+    .clone();
     let mut outcomes = Vec::new();
     for ccf in [false, true] {
         let srv = TestServer::start(10).await;
         let (e, c) = (srv.endpoint.clone(), srv.client(None));
         let m0 = operator(&srv);
         activate(&c, &e, &m0).await;
+        // A node waits to be trusted (the join policy is Vellum's setting: set under Vellum's
+        // constitution in both runs).
+        pass(
+            &c,
+            &e,
+            &m0,
+            serde_json::json!([{"name": "set_join_policy", "args": {"admission": "vote"}}]),
+        )
+        .await;
+        let (s, v) = join_as(&srv, &joiner.combined_pem(), joiner_request.clone()).await;
+        assert_eq!(s, 202, "{v}");
         if ccf {
             pass(
                 &c,
@@ -742,6 +772,9 @@ async fn ccfs_default_constitution_runs_unchanged_with_the_same_outcomes() {
             serde_json::json!([{"name": "set_user", "args": {"cert": u2.cert_pem}}]),
             serde_json::json!([{"name": "set_member_data", "args": {"member_id": m1.id(), "member_data": {"team": "ops"}}}]),
             serde_json::json!([{"name": "remove_user", "args": {"user_id": u2.id()}}]),
+            serde_json::json!([{"name": "set_jwt_issuer", "args": {"issuer": "https://issuer.test", "jwks": {"keys": [jwk]}}}]),
+            serde_json::json!([{"name": "transition_node_to_trusted", "args": {"node_id": joiner_id, "valid_from": "20261205000000Z"}}]),
+            serde_json::json!([{"name": "set_node_data", "args": {"node_id": joiner_id, "node_data": {"rack": 3}}}]),
         ] {
             pass(&c, &e, &m0, actions).await;
         }
@@ -773,6 +806,11 @@ async fn ccfs_default_constitution_runs_unchanged_with_the_same_outcomes() {
                 row("public:ccf.gov.users.info", &u1.id()),
                 row("public:ccf.gov.users.certs", &u2.id()),
                 row("public:ccf.gov.users.info", &u2.id()),
+                row("public:ccf.gov.jwt.issuers", "https://issuer.test"),
+                row("public:ccf.gov.jwt.public_signing_keys_metadata_v2", "k1"),
+                row("public:ccf.gov.nodes.info", &joiner_id),
+                row("public:ccf.gov.nodes.endorsed_certificates", &joiner_id)
+                    .map(|c| c.starts_with("-----BEGIN CERTIFICATE-----").to_string()),
             ]
         });
         outcomes.push(rows);
@@ -787,6 +825,27 @@ async fn ccfs_default_constitution_runs_unchanged_with_the_same_outcomes() {
     );
     assert_eq!(ours[4].as_deref(), Some(r#"{"user_data":{"desk":7}}"#));
     assert_eq!((ours[5].as_deref(), ours[6].as_deref()), (None, None));
+    assert_eq!(
+        ours[7].as_deref(),
+        Some(r#"{"issuer":"https://issuer.test"}"#)
+    );
+    let keys: Value = serde_json::from_str(ours[8].as_deref().unwrap()).unwrap();
+    assert_eq!(keys[0]["issuer"], "https://issuer.test", "{keys}");
+    let node: Value = serde_json::from_str(ours[9].as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (
+            &node["status"],
+            &node["ledger_secret_seqno"],
+            &node["node_data"]
+        ),
+        (
+            &Value::from("Trusted"),
+            &Value::from(1),
+            &serde_json::json!({"rack": 3})
+        ),
+        "{node}"
+    );
+    assert_eq!(ours[10].as_deref(), Some("true"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1153,5 +1212,207 @@ async fn joins_by_vote_are_bounded_and_bound_to_the_joining_key() {
             .unwrap()
             .contains("valid_from"),
         "{v}"
+    );
+}
+
+/// A token from `iss` for `oid`, signed with `key` under `kid` with `alg`, for audience `aud`.
+fn token_from(
+    iss: &str,
+    aud: &str,
+    oid: &str,
+    alg: jsonwebtoken::Algorithm,
+    kid: &str,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
+    let now = now();
+    let claims = serde_json::json!({
+        "iss": iss, "aud": aud, "oid": oid, "iat": now, "nbf": now - 60, "exp": now + 3600,
+    });
+    let mut h = jsonwebtoken::Header::new(alg);
+    h.kid = Some(kid.into());
+    jsonwebtoken::encode(&h, &claims, key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_trust_a_token_issuer_by_proposal() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let srv = TestServer::start(10).await;
+    let (e, c) = (srv.endpoint.clone(), srv.client(None));
+    let m0 = operator(&srv);
+    activate(&c, &e, &m0).await;
+    let iss = "https://login.by-vote.test/v2.0";
+    let aud = "https://confidential-ledger.azure.com";
+    let (ec_der, ec_jwks) = vellum_node::testing::es256_key();
+    let mut ec_jwk: Value = serde_json::from_str::<Value>(&ec_jwks).unwrap()["keys"][0].clone();
+    ec_jwk["kid"] = "ec1".into();
+    let (rsa_der, rsa_jwk) = vellum_node::testing::rsa_key("rsa1", None);
+    let ec = EncodingKey::from_ec_der(&ec_der);
+    let rsa = EncodingKey::from_rsa_der(&rsa_der);
+    let read = |token: String| {
+        let c = c.clone();
+        let e = e.clone();
+        async move {
+            c.get(format!(
+                "{e}/app/collections?api-version=2024-12-09-preview"
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+        }
+    };
+    pass(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_ledger_user", "args": {"user_id": "oid-by-vote", "roles": ["Reader"]}}]),
+    )
+    .await;
+    let ec_token = token_from(iss, aud, "oid-by-vote", Algorithm::ES256, "ec1", &ec);
+    assert_eq!(read(ec_token.clone()).await, 401, "not trusted yet");
+
+    // Auto-refresh is refused by validate; keys without a kid by the constitution too.
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_jwt_issuer", "args": {"issuer": iss, "auto_refresh": true, "ca_cert_bundle_name": "x"}}]),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("ProposalFailedToValidate")),
+        "{v}"
+    );
+    pass(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_jwt_issuer", "args": {"issuer": iss, "jwks": {"keys": [ec_jwk, rsa_jwk]}}}]),
+    )
+    .await;
+    // CCF's read of the issuers and keys.
+    let (s, _, body) = get(&c, &format!("{e}/gov/service/jwk?{V}")).await;
+    let jwk: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(jwk["issuers"][iss]["autoRefresh"], false, "{jwk}");
+    for kid in ["ec1", "rsa1"] {
+        assert_eq!(jwk["keys"][kid][0]["issuer"], iss, "{jwk}");
+        assert!(
+            jwk["keys"][kid][0]["publicKey"]
+                .as_str()
+                .unwrap()
+                .starts_with("-----BEGIN PUBLIC KEY-----")
+        );
+    }
+
+    // Tokens from it now authenticate, with either key, each with its own algorithm only.
+    assert_eq!(read(ec_token.clone()).await, 200);
+    assert_eq!(
+        read(token_from(
+            iss,
+            aud,
+            "oid-by-vote",
+            Algorithm::RS256,
+            "rsa1",
+            &rsa
+        ))
+        .await,
+        200
+    );
+    assert_eq!(
+        read(token_from(
+            iss,
+            aud,
+            "oid-by-vote",
+            Algorithm::RS512,
+            "rsa1",
+            &rsa
+        ))
+        .await,
+        401
+    );
+    assert_eq!(
+        read(token_from(
+            iss,
+            aud,
+            "oid-by-vote",
+            Algorithm::ES256,
+            "rsa1",
+            &ec
+        ))
+        .await,
+        401
+    );
+    assert_eq!(
+        read(token_from(
+            iss,
+            aud,
+            "oid-by-vote",
+            Algorithm::ES256,
+            "nokey",
+            &ec
+        ))
+        .await,
+        401
+    );
+    assert_eq!(
+        read(token_from(
+            iss,
+            "https://elsewhere",
+            "oid-by-vote",
+            Algorithm::ES256,
+            "ec1",
+            &ec
+        ))
+        .await,
+        401
+    );
+    // Signed by another key under a recorded kid.
+    let (other, _) = vellum_node::testing::es256_key();
+    assert_eq!(
+        read(token_from(
+            iss,
+            aud,
+            "oid-by-vote",
+            Algorithm::ES256,
+            "ec1",
+            &EncodingKey::from_ec_der(&other)
+        ))
+        .await,
+        401
+    );
+    // A user the token names but the ledger does not know is authenticated, not allowed.
+    assert_eq!(
+        read(token_from(
+            iss,
+            aud,
+            "stranger",
+            Algorithm::ES256,
+            "ec1",
+            &ec
+        ))
+        .await,
+        403
+    );
+    // The issuer configured on the command line still works alongside.
+    assert_eq!(read(srv.token("oid-by-vote")).await, 200);
+
+    // Removed by proposal: its tokens no longer authenticate, and its keys are gone.
+    pass(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "remove_jwt_issuer", "args": {"issuer": iss}}]),
+    )
+    .await;
+    assert_eq!(read(ec_token).await, 401);
+    let (_, _, body) = get(&c, &format!("{e}/gov/service/jwk?{V}")).await;
+    let jwk: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        jwk,
+        serde_json::json!({"issuers": {}, "keys": {}, "caCertBundles": {}})
     );
 }

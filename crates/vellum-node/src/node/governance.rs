@@ -154,12 +154,47 @@ impl GovHost {
                 })?;
                 Ok(serde_json::Value::from(pem).to_string())
             }
+            "jwt.keyRecords" => jwt_key_records(&args).map(|v| v.to_string()),
             "node.triggerLedgerRekey" | "node.triggerRecoverySharesRefresh" => Err(format!(
                 "ccf.{name} is not available in this version of Vellum"
             )),
             _ => Err(format!("ccf.{name} is not available here")),
         }
     }
+}
+
+/// The most keys one issuer's key set may hold.
+const MAX_JWKS_KEYS: usize = 64;
+
+/// CCF's records of an issuer's signing keys (`ccf.setJwtPublicSigningKeys(issuer, metadata,
+/// jwks)`): `[kid, {"public_key": base64 of the key's SubjectPublicKeyInfo, "issuer"}]` for each
+/// key; the prelude writes them under their `kid`.
+fn jwt_key_records(args: &[serde_json::Value]) -> Result<serde_json::Value, String> {
+    let issuer = args
+        .first()
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .ok_or("the issuer must be a non-empty string")?;
+    let keys = args
+        .get(2)
+        .and_then(|j| j["keys"].as_array())
+        .ok_or("jwks must be {\"keys\": [...]}")?;
+    if keys.len() > MAX_JWKS_KEYS {
+        return Err(format!("a key set may hold at most {MAX_JWKS_KEYS} keys"));
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        let kid = k["kid"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("jwks.keys[{i}] has no kid"))?;
+        let spki = vellum_core::jwk::spki_of_jwk(k).map_err(|e| format!("jwks.keys[{i}]: {e}"))?;
+        out.push(json!([kid, {
+            "public_key": base64::engine::general_purpose::STANDARD.encode(spki),
+            "issuer": issuer,
+        }]));
+    }
+    Ok(serde_json::Value::Array(out))
 }
 
 /// A certificate's start as CCF's proposals give it: `YYYYMMDDHHMMSSZ`, `YYMMDDHHMMSSZ`

@@ -211,6 +211,26 @@ pub struct ValidToken {
     pub payload: serde_json::Value,
 }
 
+/// An issuer the members trust by proposal (`set_jwt_issuer`), as the governance tables hold
+/// it: its accepted audiences and its keys (`kid`, SubjectPublicKeyInfo DER).
+#[derive(Debug, Clone, Default)]
+pub struct LedgerIssuer {
+    /// Accepted `aud` values (the issuer's `audiences` metadata, else ACL's default).
+    pub audiences: Vec<String>,
+    /// Its signing keys.
+    pub keys: Vec<(String, Vec<u8>)>,
+}
+
+impl LedgerIssuer {
+    /// An issuer with these audiences (none: ACL's default) and keys.
+    pub fn new(audiences: Vec<String>, keys: Vec<(String, Vec<u8>)>) -> LedgerIssuer {
+        LedgerIssuer {
+            audiences: audiences_or_default(audiences),
+            keys,
+        }
+    }
+}
+
 /// Validates bearer tokens against the configured issuers.
 #[derive(Debug, Clone, Default)]
 pub struct TokenValidator {
@@ -256,16 +276,27 @@ impl TokenValidator {
     /// [`TokenValidator::validate`], with the token's issuer, header and (verified) payload,
     /// as an endpoint's `jwt` caller object shows them.
     pub fn validate_claims(&self, token: &str) -> Result<ValidToken, TokenError> {
+        self.validate_with(token, |_| None)
+    }
+
+    /// [`TokenValidator::validate_claims`], also trusting the issuers the members recorded:
+    /// `ledger(iss)` gives the one named `iss`, if any. An issuer configured on the command
+    /// line takes precedence over one of the same name in the ledger.
+    pub fn validate_with(
+        &self,
+        token: &str,
+        ledger: impl FnOnce(&str) -> Option<LedgerIssuer>,
+    ) -> Result<ValidToken, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
         // Only to pick the issuer; every claim is checked again with the signature below.
         let unverified: Claims = jsonwebtoken::dangerous::insecure_decode_claims(token)
             .map_err(|e| TokenError::Malformed(e.to_string()))?;
-        let issuer = self
-            .issuers
-            .iter()
-            .find(|i| i.issuer == unverified.iss)
-            .ok_or_else(|| TokenError::UntrustedIssuer(unverified.iss.clone()))?;
+        let Some(issuer) = self.issuers.iter().find(|i| i.issuer == unverified.iss) else {
+            let recorded = ledger(&unverified.iss)
+                .ok_or_else(|| TokenError::UntrustedIssuer(unverified.iss.clone()))?;
+            return validate_recorded(token, &header, &unverified.iss, &recorded);
+        };
         let jwk = {
             let keys = crate::read_lock(&issuer.keys);
             match &header.kid {
@@ -286,25 +317,72 @@ impl TokenValidator {
             });
         }
         let key = DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::IssuerKey(e.to_string()))?;
-        let mut v = Validation::new(alg);
-        v.set_audience(&issuer.audiences);
-        v.set_issuer(&[&issuer.issuer]);
-        v.set_required_spec_claims(&["exp", "nbf", "aud", "iss"]);
-        v.validate_nbf = true;
-        v.leeway = CLOCK_LEEWAY.as_secs();
-        let payload = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
-            .map_err(|e| TokenError::Invalid(e.to_string()))?
-            .claims;
-        let oid = payload
-            .get("oid")
-            .and_then(serde_json::Value::as_str)
-            .ok_or(TokenError::NoOid)?
-            .to_owned();
-        Ok(ValidToken {
-            oid,
-            issuer: issuer.issuer.clone(),
-            header: serde_json::to_value(&header).unwrap_or_default(),
-            payload,
-        })
+        verify(token, &header, alg, &key, &issuer.issuer, &issuer.audiences)
     }
+}
+
+/// Checks a token against an issuer the members recorded: the key its `kid` names (without a
+/// `kid`, the issuer's only key), with the one algorithm that key allows (RS256 for RSA, ES256
+/// or ES384 by curve).
+fn validate_recorded(
+    token: &str,
+    header: &jsonwebtoken::Header,
+    issuer: &str,
+    recorded: &LedgerIssuer,
+) -> Result<ValidToken, TokenError> {
+    use vellum_core::jwk::TokenKey;
+    let spki = match &header.kid {
+        Some(kid) => recorded.keys.iter().find(|(k, _)| k == kid),
+        None if recorded.keys.len() == 1 => recorded.keys.first(),
+        None if recorded.keys.is_empty() => None,
+        None => return Err(TokenError::AmbiguousKey),
+    }
+    .map(|(_, spki)| spki)
+    .ok_or(TokenError::UnknownKey)?;
+    let (alg, key) = match vellum_core::jwk::token_key_of_spki(spki)
+        .map_err(|e| TokenError::IssuerKey(e.to_string()))?
+    {
+        TokenKey::Rsa(pkcs1) => (Algorithm::RS256, DecodingKey::from_rsa_der(&pkcs1)),
+        TokenKey::P256(point) => (Algorithm::ES256, DecodingKey::from_ec_der(&point)),
+        TokenKey::P384(point) => (Algorithm::ES384, DecodingKey::from_ec_der(&point)),
+    };
+    if header.alg != alg {
+        return Err(TokenError::Algorithm {
+            token: header.alg,
+            key: alg,
+        });
+    }
+    verify(token, header, alg, &key, issuer, &recorded.audiences)
+}
+
+/// The signature and the claims (`aud`, `iss`, `exp`, `nbf`, all required) of a token whose key
+/// and algorithm are chosen; its `oid`.
+fn verify(
+    token: &str,
+    header: &jsonwebtoken::Header,
+    alg: Algorithm,
+    key: &DecodingKey,
+    issuer: &str,
+    audiences: &[String],
+) -> Result<ValidToken, TokenError> {
+    let mut v = Validation::new(alg);
+    v.set_audience(audiences);
+    v.set_issuer(&[issuer]);
+    v.set_required_spec_claims(&["exp", "nbf", "aud", "iss"]);
+    v.validate_nbf = true;
+    v.leeway = CLOCK_LEEWAY.as_secs();
+    let payload = jsonwebtoken::decode::<serde_json::Value>(token, key, &v)
+        .map_err(|e| TokenError::Invalid(e.to_string()))?
+        .claims;
+    let oid = payload
+        .get("oid")
+        .and_then(serde_json::Value::as_str)
+        .ok_or(TokenError::NoOid)?
+        .to_owned();
+    Ok(ValidToken {
+        oid,
+        issuer: issuer.to_owned(),
+        header: serde_json::to_value(header).unwrap_or_default(),
+        payload,
+    })
 }

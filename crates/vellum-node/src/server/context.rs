@@ -345,6 +345,23 @@ pub(super) fn ok_json(v: Value) -> Response {
 }
 
 impl AppState {
+    /// Validates a bearer token against the issuers configured on the command line and those
+    /// the members trust by proposal; `None` when there are neither (tokens are not enabled).
+    pub(crate) fn validate_token(
+        &self,
+        token: &str,
+    ) -> Option<Result<super::auth::ValidToken, super::auth::TokenError>> {
+        if self.cfg.tokens.is_empty() && !self.node.with_gov(crate::gov::GovTables::has_jwt_issuers)
+        {
+            return None;
+        }
+        Some(
+            self.cfg
+                .tokens
+                .validate_with(token, |iss| self.node.with_gov(|g| g.jwt_issuer(iss))),
+        )
+    }
+
     pub(crate) fn new(node: Arc<LedgerNode>, cfg: ApiConfig) -> AppState {
         let host_data = std::env::current_exe()
             .and_then(std::fs::read)

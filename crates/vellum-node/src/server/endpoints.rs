@@ -285,7 +285,7 @@ fn passes(
                 .to_str()
                 .ok()?
                 .strip_prefix("Bearer ")?;
-            let t = st.cfg.tokens.validate_claims(token.trim()).ok()?;
+            let t = st.validate_token(token.trim())?.ok()?;
             Some(json!({"policy": "jwt", "jwt": {
                 "keyIssuer": t.issuer,
                 "header": t.header,

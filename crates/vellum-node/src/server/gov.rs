@@ -1,6 +1,7 @@
 //! CCF's governance API (`/gov`, api-version `2024-07-01`, also `2023-06-01-preview`), the
 //! reads: `/gov/service/constitution`, `/gov/service/info`, `/gov/service/members[/{id}]`,
-//! `/gov/service/nodes[/{id}]`, `/gov/service/join-policy`,
+//! `/gov/service/nodes[/{id}]`, `/gov/service/users[/{id}]`, `/gov/service/join-policy`,
+//! `/gov/service/jwk`,
 //! `/gov/members/proposals[/{id}[/actions | /ballots/{member}]]`. No credential is needed, as
 //! in CCF: the tables are public. Answers and errors have CCF's shapes and codes.
 
@@ -31,6 +32,9 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/gov/service/members", get(members))
         .route("/gov/service/members/{member_id}", get(member))
         .route("/gov/service/join-policy", get(join_policy))
+        .route("/gov/service/jwk", get(jwk))
+        .route("/gov/service/users", get(users))
+        .route("/gov/service/users/{user_id}", get(user))
         .route("/gov/service/nodes", get(nodes))
         .route("/gov/service/nodes/{node_id}", get(node))
         .route("/gov/members/proposals", get(proposals))
@@ -286,14 +290,36 @@ async fn members(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiEr
     Ok(ok_json(json!({"value": st.node.with_gov(|g| g.members())})))
 }
 
-/// What admits a joining node (Vellum's setting, `set_join_policy`): `{"admission": "token"}`
-/// or `{"admission": "vote"}`. Vellum's nodes run no TEE: there are no measurements to list.
+/// CCF's join policy: Vellum's nodes run no TEE, so only the virtual measurement is allowed;
+/// and Vellum's setting (`set_join_policy`): `"admission": "token"` or `"vote"`.
 async fn join_policy(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     api_version(q.as_deref())?;
     let policy = st.node.with_gov(crate::gov::GovTables::join_policy);
-    Ok(ok_json(
-        serde_json::to_value(policy).map_err(ApiError::internal)?,
-    ))
+    Ok(ok_json(json!({
+        "sgx": {"measurements": []},
+        "virtual": {"measurements": [tables::VIRTUAL_MEASUREMENT], "hostData": []},
+        "snp": {"measurements": [], "hostData": {}, "uvmEndorsements": {}, "tcbVersions": {}},
+        "admission": policy.admission,
+    })))
+}
+
+/// CCF's token issuers and their keys.
+async fn jwk(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    Ok(ok_json(st.node.with_gov(crate::gov::GovTables::jwk_json)))
+}
+
+async fn users(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    Ok(ok_json(json!({"value": st.node.with_gov(|g| g.users())})))
+}
+
+async fn user(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    one(&st, q.as_deref(), &id, "User", |g, id| g.user(id))
 }
 
 async fn nodes(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {

@@ -23,13 +23,11 @@ pub(super) async fn context(State(st): St, req: Request, next: Next) -> Response
     let id = st.requests.fetch_add(1, Ordering::Relaxed);
     let caller = match req.headers().get(header::AUTHORIZATION) {
         Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
-            Some(token) if !st.cfg.tokens.is_empty() => {
-                match st.cfg.tokens.validate(token.trim()) {
-                    Ok(oid) => Caller::User(crate::ops::Caller::Token(oid)),
-                    Err(e) => Caller::Invalid(e.to_string()),
-                }
-            }
-            Some(_) => Caller::Invalid("bearer tokens are not enabled on this ledger".into()),
+            Some(token) => match st.validate_token(token.trim()) {
+                Some(Ok(t)) => Caller::User(crate::ops::Caller::Token(t.oid)),
+                Some(Err(e)) => Caller::Invalid(e.to_string()),
+                None => Caller::Invalid("bearer tokens are not enabled on this ledger".into()),
+            },
             None => Caller::Invalid("malformed Authorization header".into()),
         },
         None => match req.extensions().get::<PeerCertificate>() {
