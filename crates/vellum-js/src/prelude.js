@@ -132,6 +132,11 @@
         host("network.generateEndorsedCertificate", String(csr), String(validFrom), Number(validityPeriodDays)),
       getLatestLedgerSecretSeqno: () => host("network.getLatestLedgerSecretSeqno"),
     }),
+    // Vellum's own service to a constitution: an app bundle as `/app/userDefinedEndpoints`
+    // would store it (normalised JSON text), or an exception saying why it cannot be.
+    vellum: Object.freeze({
+      normaliseBundle: (bundle) => host("app.normalise", bundle),
+    }),
     node: Object.freeze({
       triggerLedgerRekey: () => host("node.triggerLedgerRekey"),
       triggerRecoverySharesRefresh: () => host("node.triggerRecoverySharesRefresh"),

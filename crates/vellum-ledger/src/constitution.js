@@ -20,6 +20,7 @@ const T = {
   nodeCerts: "public:ccf.gov.nodes.endorsed_certificates",
   joinPolicy: "public:vellum.gov.join_policy",
   jwtIssuers: "public:ccf.gov.jwt.issuers",
+  app: "public:vellum.app",
   ledgerRoles: "public:vellum.roles",
 };
 
@@ -295,6 +296,31 @@ const actions = new Map([
         if (!kv(T.jwtIssuers).has(key(args.issuer))) return;
         kv(T.jwtIssuers).delete(key(args.issuer));
         ccf.removeJwtPublicSigningKeys(args.issuer);
+      },
+    },
+  ],
+  [
+    "set_js_app",
+    {
+      // CCF's action, deploying what Vellum serves: ACL's user-defined endpoints (the bundle
+      // that PUT /app/userDefinedEndpoints takes, checked by the same rules).
+      validate: (args) => {
+        checkType(args.bundle, "object", "bundle");
+        checkOptionalType(args.disable_bytecode_cache, "boolean", "disable_bytecode_cache");
+        ccf.vellum.normaliseBundle(args.bundle);
+      },
+      apply: (args) => {
+        kv(T.app).set(key("bundle"), ccf.strToBuf(ccf.vellum.normaliseBundle(args.bundle)));
+      },
+    },
+  ],
+  [
+    "remove_js_app",
+    {
+      validate: () => {},
+      apply: () => {
+        const empty = ccf.vellum.normaliseBundle({ metadata: { endpoints: {} }, modules: [] });
+        kv(T.app).set(key("bundle"), ccf.strToBuf(empty));
       },
     },
   ],

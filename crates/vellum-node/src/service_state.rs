@@ -117,6 +117,11 @@ impl ServiceState {
         read_lock(&self.app).1.clone()
     }
 
+    /// The app's records (bundle, runtime options), JSON text by key.
+    pub(crate) fn app_records(&self) -> crate::endpoints::AppRecords {
+        read_lock(&self.app).0.clone()
+    }
+
     /// Applies a committed write to the app table; true if `m` was that table.
     pub(crate) fn apply_app(&self, m: &MapWrites) -> bool {
         if !endpoints::follows(&m.name) {

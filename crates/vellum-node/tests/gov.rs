@@ -1416,3 +1416,95 @@ async fn members_trust_a_token_issuer_by_proposal() {
         serde_json::json!({"issuers": {}, "keys": {}, "caCertBundles": {}})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_deploy_and_remove_the_app_by_proposal() {
+    let srv = TestServer::start(10).await;
+    let (e, c) = (srv.endpoint.clone(), srv.client(None));
+    let m0 = operator(&srv);
+    activate(&c, &e, &m0).await;
+    let bundle = serde_json::json!({
+        "metadata": {"endpoints": {"/hello": {"get": {
+            "js_module": "m.js", "js_function": "hello", "authn_policies": ["no_auth"],
+            "forwarding_required": "never", "mode": "readonly"}}}},
+        "modules": [{"name": "m.js", "module": "export function hello() { return { body: 'hi by vote' }; }"}],
+    });
+    let hello = || async {
+        let r = c
+            .get(format!("{e}/app/hello?api-version=2024-12-09-preview"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(hello().await.0, 404);
+    // A bundle the API would refuse is refused by validate, in the API's words.
+    let mut broken = bundle.clone();
+    broken["metadata"]["endpoints"]["/hello"]["get"]
+        .as_object_mut()
+        .unwrap()
+        .remove("js_module");
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_js_app", "args": {"bundle": broken}}]),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("ProposalFailedToValidate")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("js_module"),
+        "{v}"
+    );
+
+    pass(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_js_app", "args": {"bundle": bundle}}]),
+    )
+    .await;
+    assert_eq!(hello().await, (200, "hi by vote".to_owned()));
+    // The ACL API shows what the members deployed; CCF's read describes its endpoints.
+    let admin = srv.client(Some(&srv.admin_pem()));
+    let deployed: Value = admin
+        .get(format!(
+            "{e}/app/userDefinedEndpoints?api-version=2024-12-09-preview"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deployed["modules"][0]["name"], "m.js", "{deployed}");
+    let (s, _, body) = get(&c, &format!("{e}/gov/service/javascript-app?{V}")).await;
+    let app: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(
+        app["endpoints"]["/hello"]["GET"]["jsFunction"], "hello",
+        "{app}"
+    );
+    assert_eq!(
+        app["endpoints"]["/hello"]["GET"]["mode"], "readonly",
+        "{app}"
+    );
+
+    pass(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "remove_js_app", "args": {}}]),
+    )
+    .await;
+    assert_eq!(hello().await.0, 404);
+    let (_, _, body) = get(&c, &format!("{e}/gov/service/javascript-app?{V}")).await;
+    assert_eq!(body, r#"{"endpoints":{}}"#);
+}

@@ -114,6 +114,8 @@ struct GovStore {
     writable: bool,
     /// What `apply` may call beyond the tables (`ccf.network`): none for the other exports.
     host: Option<Arc<GovHost>>,
+    /// Whether user-defined functions exist (an app with endpoints may not be deployed then).
+    functions_exist: bool,
 }
 
 /// The service's powers a constitution's `apply` uses: endorsing a node it trusts.
@@ -161,6 +163,25 @@ impl GovHost {
             _ => Err(format!("ccf.{name} is not available here")),
         }
     }
+}
+
+/// A bundle (`[bundle]`, JSON) as `/app/userDefinedEndpoints` would store it, under the same
+/// rules (endpoints exclude user-defined functions).
+fn normalise_bundle(args: &str, functions_exist: bool) -> Result<String, String> {
+    let args: Vec<serde_json::Value> = serde_json::from_str(args).map_err(|e| e.to_string())?;
+    let bundle = args.first().ok_or("a bundle is needed")?;
+    if bundle.to_string().len() > crate::endpoints::MAX_BUNDLE_BYTES {
+        return Err(format!(
+            "a bundle is at most {} bytes",
+            crate::endpoints::MAX_BUNDLE_BYTES
+        ));
+    }
+    let (normalised, endpoints, _) = crate::endpoints::parse_bundle(bundle)?;
+    if !endpoints.is_empty() && functions_exist {
+        return Err(Refusal::FunctionsExist.to_string());
+    }
+    // As text (a JSON string): the constitution stores it as it is.
+    Ok(serde_json::Value::from(normalised.to_string()).to_string())
 }
 
 /// The most keys one issuer's key set may hold.
@@ -231,9 +252,10 @@ impl Store for GovStore {
         if map == tables::SIGNATURES.name() {
             return MapAccess::Read;
         }
-        // Vellum's ledger users and custom roles (what /app/users manages): members may
-        // manage users by proposal too.
-        let ledger_access = map == tables::USERS.name() || map == tables::ROLES.name();
+        // Vellum's ledger users and custom roles (what /app/users manages) and the app (what
+        // /app/userDefinedEndpoints deploys): members may manage them by proposal too.
+        let ledger_access =
+            map == tables::USERS.name() || map == tables::ROLES.name() || map == tables::APP.name();
         match (crate::gov::follows(map) || ledger_access, self.writable) {
             (true, true) => MapAccess::ReadWrite,
             (true, false) => MapAccess::Read,
@@ -266,6 +288,9 @@ impl Store for GovStore {
     }
 
     fn host(&self, name: &str, args: &str) -> Result<String, String> {
+        if name == "app.normalise" {
+            return normalise_bundle(args, self.functions_exist);
+        }
         match &self.host {
             Some(h) => h.call(name, args),
             None => Err(format!("ccf.{name} may be called only in apply()")),
@@ -417,6 +442,7 @@ impl LedgerNode {
             view: view.clone(),
             writable,
             host,
+            functions_exist: self.state.with_functions(|f| !f.is_empty()),
         });
         self.scripts
             .run(&call, store)
@@ -449,6 +475,7 @@ impl LedgerNode {
                 view: view.clone(),
                 writable: false,
                 host: None,
+                functions_exist: false,
             });
             match self.scripts.run(&call, store).await {
                 Ok(Outcome::Succeeded { return_value, .. }) => {
@@ -562,8 +589,8 @@ impl LedgerNode {
         }
         let turn = self.scripts.turn.lock().await;
         let applied = self.commit.borrow().applied;
-        // The governance tables, and Vellum's users and custom roles as applied (members may
-        // manage users by proposal: the constitution reads and writes them as tables).
+        // The governance tables, and Vellum's users, custom roles and app as applied (members
+        // may manage them by proposal: the constitution reads and writes them as tables).
         let mut base = self.state.with_gov(Clone::clone);
         let (users, roles) = self.state.with_access(|a| {
             (
@@ -591,7 +618,17 @@ impl LedgerNode {
                     .collect::<Vec<_>>(),
             )
         });
-        for (name, rows) in [(tables::USERS.name(), users), (tables::ROLES.name(), roles)] {
+        let app: Vec<_> = self
+            .state
+            .app_records()
+            .iter()
+            .map(|(k, v)| tables::APP.entry(k, v))
+            .collect();
+        for (name, rows) in [
+            (tables::USERS.name(), users),
+            (tables::ROLES.name(), roles),
+            (tables::APP.name(), app),
+        ] {
             if !rows.is_empty() {
                 base.0.insert(name.to_owned(), rows.into_iter().collect());
             }

@@ -1,7 +1,7 @@
 //! CCF's governance API (`/gov`, api-version `2024-07-01`, also `2023-06-01-preview`), the
 //! reads: `/gov/service/constitution`, `/gov/service/info`, `/gov/service/members[/{id}]`,
 //! `/gov/service/nodes[/{id}]`, `/gov/service/users[/{id}]`, `/gov/service/join-policy`,
-//! `/gov/service/jwk`,
+//! `/gov/service/jwk`, `/gov/service/javascript-app`,
 //! `/gov/members/proposals[/{id}[/actions | /ballots/{member}]]`. No credential is needed, as
 //! in CCF: the tables are public. Answers and errors have CCF's shapes and codes.
 
@@ -33,6 +33,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/gov/service/members/{member_id}", get(member))
         .route("/gov/service/join-policy", get(join_policy))
         .route("/gov/service/jwk", get(jwk))
+        .route("/gov/service/javascript-app", get(javascript_app))
         .route("/gov/service/users", get(users))
         .route("/gov/service/users/{user_id}", get(user))
         .route("/gov/service/nodes", get(nodes))
@@ -301,6 +302,39 @@ async fn join_policy(State(st): St, RawQuery(q): RawQuery) -> Result<Response, A
         "snp": {"measurements": [], "hostData": {}, "uvmEndorsements": {}, "tcbVersions": {}},
         "admission": policy.admission,
     })))
+}
+
+/// CCF's description of the deployed app's endpoints (ACL's user-defined endpoints):
+/// `{"endpoints": {PATH: {VERB: {jsModule, jsFunction, forwardingRequired,
+/// redirectionStrategy, authnPolicies, mode, openApi}}}}`.
+async fn javascript_app(State(st): St, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let app = st.node.app();
+    let mut endpoints = serde_json::Map::new();
+    let declared = app
+        .bundle
+        .as_ref()
+        .and_then(|b| b["metadata"]["endpoints"].as_object().cloned())
+        .unwrap_or_default();
+    for (path, verbs) in declared {
+        let mut ops = serde_json::Map::new();
+        for (verb, p) in verbs.as_object().into_iter().flatten() {
+            ops.insert(
+                verb.to_ascii_uppercase(),
+                json!({
+                    "jsModule": p["js_module"],
+                    "jsFunction": p["js_function"],
+                    "forwardingRequired": p["forwarding_required"],
+                    "redirectionStrategy": p.get("redirection_strategy").cloned().unwrap_or_else(|| "none".into()),
+                    "authnPolicies": p["authn_policies"],
+                    "mode": p["mode"],
+                    "openApi": p.get("openapi").cloned().unwrap_or_else(|| json!({})),
+                }),
+            );
+        }
+        endpoints.insert(path, ops.into());
+    }
+    Ok(ok_json(json!({"endpoints": endpoints})))
 }
 
 /// CCF's token issuers and their keys.
