@@ -1035,11 +1035,116 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         assert!(Instant::now() < deadline, "still voting: {voters:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The members switch to joins by vote. A node joins through a backup with no token (the
+    // CLI's --join-service-cert), waits Pending, and is trusted by two votes of two: it
+    // receives its certificate and becomes a voter.
+    let (_, (s, v)) = pass_by_both(
+        &http,
+        &b0,
+        &b1,
+        &m0,
+        &m1,
+        serde_json::json!({"actions": [{"name": "set_join_policy", "args": {"admission": "vote"}}]}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Accepted")),
+        "{v}"
+    );
+    let pending = c.join_by_vote(backups[1]);
+    let mut waiting = None;
+    for _ in 0..200 {
+        let nodes: serde_json::Value = http
+            .get(format!("{b0}/gov/service/nodes?{GOV}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        waiting = nodes["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["status"] == "Pending")
+            .map(|n| n["nodeId"].as_str().unwrap().to_owned());
+        if waiting.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waiting = waiting.expect("a node waits Pending");
+    let (_, (s, v)) = pass_by_both(
+        &http,
+        &b0,
+        &b1,
+        &m0,
+        &m1,
+        serde_json::json!({"actions": [{"name": "transition_node_to_trusted", "args": {"node_id": waiting, "valid_from": "20261205000000Z"}}]}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Accepted")),
+        "{v}"
+    );
+    c.adopt(pending).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nodes = c.admin(backups[0]).list_nodes(None).await.unwrap();
+        let voters: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.role == "primary" || n.role == "backup")
+            .map(|n| n.node_id.clone())
+            .collect();
+        if voters.len() == 3 && voters.contains(&waiting) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not yet a voter: {voters:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let dirs = c.stop_all();
     harness::assert_identical_chunks(&dirs[..]);
     // Every proposal, ballot and outcome verifies with CCF's own verifier (the last chunk is
     // not closed yet: it is checked too).
     harness::verify_full_including_uncommitted(&dirs[backups[0]]);
+}
+
+/// `m0` proposes `actions` through `b0`; `m0` votes through `b1`, then `m1` through `b0`: the
+/// proposal id and the answer to the last ballot.
+async fn pass_by_both(
+    http: &reqwest::Client,
+    b0: &str,
+    b1: &str,
+    m0: &Member,
+    m1: &Member,
+    actions: serde_json::Value,
+) -> (String, (u16, serde_json::Value)) {
+    use vellum_core::gov::MsgType;
+    let ballot = serde_json::json!({"ballot": "export function vote (p, id) { return true }"});
+    let (s, v) = gov_post(
+        http,
+        b0,
+        "/gov/members/proposals:create",
+        sign(m0, MsgType::Proposal, None, &actions),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let mut last = (0, serde_json::Value::Null);
+    for (m, via) in [(m0, b1), (m1, b0)] {
+        let path = format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id());
+        last = gov_post(
+            http,
+            via,
+            &path,
+            sign(m, MsgType::Ballot, Some(&pid), &ballot),
+        )
+        .await;
+    }
+    (pid, last)
 }
 
 /// Forged, foreign, replayed and stale envelopes, a ballot by a member that has not acked, a
@@ -1252,29 +1357,7 @@ async fn refusals_hold_after_a_change_of_primary(
     );
     assert_ne!(throwing, current);
     let m1 = &m1;
-    let pass_by_both = |actions: serde_json::Value| async move {
-        let (s, v) = gov_post(
-            http,
-            b0,
-            create,
-            sign(m0, MsgType::Proposal, None, &actions),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        let pid = v["proposalId"].as_str().unwrap().to_owned();
-        let mut last = (0, serde_json::Value::Null);
-        for (m, via) in [(m0, b1), (m1, b0)] {
-            let path = format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id());
-            last = gov_post(
-                http,
-                via,
-                &path,
-                sign(m, MsgType::Ballot, Some(&pid), &ballot(true)),
-            )
-            .await;
-        }
-        (pid, last)
-    };
+    let pass_by_both = |actions: serde_json::Value| pass_by_both(http, b0, b1, m0, m1, actions);
     let (_, (s, v)) = pass_by_both(serde_json::json!({"actions": [{"name": "set_constitution", "args": {"constitution": throwing}}]})).await;
     assert_eq!(
         (s, v["proposalState"].as_str()),

@@ -75,9 +75,21 @@ fn spawn(
     data: &Path,
     listen: &str,
     args: &[String],
-    join: Option<(&str, &str)>,
+    join: &[String],
     log: &Path,
 ) -> Result<(Child, String), String> {
+    serving(start(prefix, data, listen, args, join, log), log)
+}
+
+/// Starts `vellum serve` (stdout piped, stderr appended to `log`).
+fn start(
+    prefix: &[String],
+    data: &Path,
+    listen: &str,
+    args: &[String],
+    join: &[String],
+    log: &Path,
+) -> Child {
     let mut cmd = match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
@@ -90,6 +102,7 @@ fn spawn(
         .arg("--data-dir")
         .arg(data)
         .args(args)
+        .args(join)
         .env("RUST_LOG", "info,openraft=warn")
         .stdout(Stdio::piped())
         .stderr(
@@ -99,10 +112,11 @@ fn spawn(
                 .open(log)
                 .unwrap(),
         );
-    if let Some((url, token)) = join {
-        cmd.args(["--join", url, "--join-token", token]);
-    }
-    let mut child = cmd.spawn().unwrap();
+    cmd.spawn().unwrap()
+}
+
+/// Waits until a started node serves; its endpoint.
+fn serving(mut child: Child, log: &Path) -> Result<(Child, String), String> {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     loop {
         let Some(Ok(line)) = lines.next() else {
@@ -134,6 +148,26 @@ fn signal(child: &Child, sig: &str) {
     let _ = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status();
+}
+
+/// A node started by [`Cluster::join_by_vote`], not yet serving. Dropped before it is
+/// adopted (a test failed), it is killed: it would otherwise wait for a vote forever.
+pub struct PendingNode {
+    started: Option<tokio::task::JoinHandle<Result<(Child, String), String>>>,
+    pid: u32,
+    data: PathBuf,
+    log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Drop for PendingNode {
+    fn drop(&mut self) {
+        if self.started.is_some() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
+    }
 }
 
 impl Cluster {
@@ -210,7 +244,9 @@ impl Cluster {
                 &data2,
                 &listen2,
                 &args2,
-                join.as_ref().map(|(u, t)| (u.as_str(), t.as_str())),
+                &join
+                    .map(|(u, t)| vec!["--join".to_owned(), u, "--join-token".to_owned(), t])
+                    .unwrap_or_default(),
                 &log2,
             )
         })
@@ -227,6 +263,65 @@ impl Cluster {
             log,
             prefix,
             listen,
+        });
+    }
+
+    /// Starts a node that joins through node `via` without a token, pinning the service by its
+    /// certificate: on a service that admits nodes by vote it waits `Pending` until trusted.
+    /// [`Cluster::adopt`] waits until it serves and adds it to the cluster.
+    pub fn join_by_vote(&self, via: usize) -> PendingNode {
+        let i = self.nodes.len();
+        let data = self.dir.path().join(format!("node{i}"));
+        let log = self.dir.path().join(format!("node{i}.log"));
+        let args = self.nodes[0].args.clone();
+        let join = vec![
+            "--join".to_owned(),
+            self.nodes[via].endpoint.clone(),
+            "--join-service-cert".to_owned(),
+            self.nodes[0]
+                .data
+                .join("service_cert.pem")
+                .display()
+                .to_string(),
+        ];
+        let child = start(&[], &data, "127.0.0.1:0", &args, &join, &log);
+        let pid = child.id();
+        let log2 = log.clone();
+        let started = tokio::task::spawn_blocking(move || serving(child, &log2));
+        PendingNode {
+            started: Some(started),
+            pid,
+            data,
+            log,
+            args,
+        }
+    }
+
+    /// Waits until a node from [`Cluster::join_by_vote`] serves, and adds it.
+    pub async fn adopt(&mut self, mut p: PendingNode) {
+        let started = p.started.take().unwrap();
+        let Ok(joined) = tokio::time::timeout(Duration::from_secs(60), started).await else {
+            let _ = Command::new("kill")
+                .args(["-KILL", &p.pid.to_string()])
+                .status();
+            panic!(
+                "the node did not join within 60 s; its log:\n{}",
+                tail(&p.log)
+            );
+        };
+        let (child, endpoint) = joined
+            .unwrap()
+            .unwrap_or_else(|e| panic!("joining by vote: {e}"));
+        let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        self.nodes.push(NodeProc {
+            child: Some(child),
+            data: p.data.clone(),
+            port,
+            endpoint,
+            args: p.args.clone(),
+            log: p.log.clone(),
+            prefix: Vec::new(),
+            listen: "127.0.0.1:0".into(),
         });
     }
 
@@ -346,7 +441,7 @@ impl Cluster {
             n.prefix.clone(),
         );
         let (child, _) =
-            tokio::task::spawn_blocking(move || spawn(&prefix, &data, &listen, &args, None, &log))
+            tokio::task::spawn_blocking(move || spawn(&prefix, &data, &listen, &args, &[], &log))
                 .await
                 .unwrap()
                 .unwrap_or_else(|e| panic!("restarting node {i}: {e}"));
