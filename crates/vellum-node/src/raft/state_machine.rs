@@ -8,7 +8,11 @@
 //! The index is the state machine's persistent state: it records the last applied seqno and the
 //! membership. Its commits are not synced (it is derived data); a durable commit is made at
 //! most once a second and at shutdown, and after a crash openraft re-applies from the index's
-//! last durable seqno.
+//! last durable seqno. A change of the nodes (a join, a trust, a retirement) is made durable
+//! at once: after a crash, a node whose index had rolled back to before a join would refuse the
+//! newcomer's certificate on the node channel, and, were the newcomer primary, could not learn
+//! what was committed until another node led (seen as a restarted primary that stayed a
+//! candidate for 30 s).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -326,6 +330,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .add_collections(txs.iter().filter_map(|t| t.collection.as_ref()));
         // Readable at once; written to redb in the background (see `LiveIndex`).
         self.index.apply(txs, blobs).map_err(other)?;
+        if cluster_changed {
+            // Rare, and what the node channel's trust rests on after a crash: durable now.
+            self.index.flush().map_err(other)?;
+        }
         if let Some(sig) = last_sig {
             self.ledger.engine().commit(sig).map_err(other)?;
         }
