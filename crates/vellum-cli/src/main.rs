@@ -38,6 +38,7 @@ macro_rules! outln {
 
 mod bench;
 mod ledger;
+mod seal;
 mod serve;
 
 /// Vellum: a confidential, verifiable ledger compatible with Azure Confidential Ledger.
@@ -98,6 +99,13 @@ enum Command {
     ///
     /// Example: vellum bench --workload write -c 64 -n 50000 --plot write.svg
     Bench(bench::BenchArgs),
+    /// Seal a stopped node's secrets (the ledger secret, the service and node keys) under a
+    /// key file or passphrase, in place: the data directory alone then reveals none of them.
+    /// Start the node with the same key (`vellum serve --seal-key-file` or
+    /// `--seal-passphrase-file`). Running it again finishes an interrupted run.
+    ///
+    /// Example: vellum seal --data-dir /var/lib/vellum --key-file /etc/vellum/seal.key
+    Seal(seal::SealArgs),
     /// Print shell completions.
     ///
     /// Example: vellum completions bash > /etc/bash_completion.d/vellum
@@ -119,9 +127,16 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// File with the ledger secret (64 hex characters): also check every GCM tag and
-        /// commit evidence.
+        /// commit evidence. A sealed one (`DATA/ledger_secret.sealed`) is unsealed with
+        /// --seal-key-file, --seal-passphrase-file or VELLUM_SEAL_PASSPHRASE.
         #[arg(long, value_name = "FILE")]
         ledger_secret: Option<PathBuf>,
+        /// The key file that seals the --ledger-secret file's data directory.
+        #[arg(long, value_name = "FILE", conflicts_with = "seal_passphrase_file")]
+        seal_key_file: Option<PathBuf>,
+        /// The file whose first line is the passphrase that seals it.
+        #[arg(long, value_name = "FILE")]
+        seal_passphrase_file: Option<PathBuf>,
         /// Also read chunks not yet marked .committed.
         #[arg(long)]
         include_uncommitted: bool,
@@ -195,9 +210,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn read_secret(path: &PathBuf) -> anyhow::Result<LedgerSecret> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+/// A ledger secret file: plain hex, or `ledger_secret.sealed` of a sealed data directory,
+/// unsealed with the key the options name.
+fn read_secret(
+    path: &PathBuf,
+    (key_file, passphrase_file): (Option<&std::path::Path>, Option<&std::path::Path>),
+) -> anyhow::Result<LedgerSecret> {
+    let text = if path.extension().is_some_and(|e| e == "sealed") {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let key = seal::seal_key(key_file, passphrase_file, dir)?;
+        let sealer = vellum_node::seal::Sealer::open(dir, key.as_ref())?.ok_or_else(|| {
+            anyhow::anyhow!("{} is not in a sealed data directory", path.display())
+        })?;
+        let bytes = sealer.read(dir, "ledger_secret")?;
+        zeroize::Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned())
+    } else {
+        zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        )
+    };
     let mut key = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut key).with_context(|| {
         format!(
@@ -212,6 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ledger(cmd) => ledger::run(&cli.conn, cmd),
         Command::Bench(args) => bench::run(&cli.conn, args),
+        Command::Seal(args) => seal::seal(&args).map(|()| ExitCode::SUCCESS),
         Command::Keygen { out, name, days } => {
             if out.exists() {
                 anyhow::bail!("{} exists; not overwriting a key", out.display());
@@ -244,15 +279,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             json,
             ledger_secret,
+            seal_key_file,
+            seal_passphrase_file,
             include_uncommitted,
             no_progress,
             governance,
         } => {
+            let seal = (seal_key_file.as_deref(), seal_passphrase_file.as_deref());
             if !dir.is_dir() {
                 anyhow::bail!("{} is not a directory", dir.display());
             }
             let opts = AuditOptions {
-                ledger_secret: ledger_secret.as_ref().map(read_secret).transpose()?,
+                ledger_secret: ledger_secret
+                    .as_ref()
+                    .map(|p| read_secret(p, seal))
+                    .transpose()?,
                 include_uncommitted,
             };
             let bar = if json || no_progress || !std::io::stderr().is_terminal() {

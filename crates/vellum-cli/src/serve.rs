@@ -123,6 +123,17 @@ pub struct ServeArgs {
     /// --max-connections, at least 64.
     #[arg(long, value_name = "N")]
     pub max_connections_per_address: Option<usize>,
+    /// The key that seals the data directory's secrets (the ledger secret, the service and
+    /// node keys): a file of at least 32 random bytes, kept away from the data directory. A
+    /// new directory is sealed with it; a sealed one needs it at every start (`vellum seal`
+    /// seals an existing one).
+    #[arg(long, value_name = "FILE", conflicts_with = "seal_passphrase_file")]
+    pub seal_key_file: Option<PathBuf>,
+    /// As --seal-key-file, with a passphrase on this file's first line (or in
+    /// VELLUM_SEAL_PASSPHRASE, or typed at a prompt when a sealed directory starts on a
+    /// terminal), stretched with Argon2id.
+    #[arg(long, value_name = "FILE")]
+    pub seal_passphrase_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -158,6 +169,8 @@ impl ServeArgs {
             advertise,
             max_connections,
             max_connections_per_address,
+            seal_key_file,
+            seal_passphrase_file,
             handshake_timeout,
             header_timeout,
             body_timeout
@@ -193,6 +206,11 @@ fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("./vellum-data"));
     let mut cfg = ServiceConfig::new(&data_dir);
+    cfg.node.seal = crate::seal::seal_key(
+        args.seal_key_file.as_deref(),
+        args.seal_passphrase_file.as_deref(),
+        &data_dir,
+    )?;
     if let Some(l) = args.listen {
         cfg.listen = l;
     }

@@ -598,7 +598,27 @@ async fn joining_needs_a_valid_unspent_token_and_nodes_can_be_removed() {
 /// refuses a new collection with the same error as the primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collection_limit_holds_across_nodes() {
-    let mut c = Cluster::start(2, &["--max-collections", "2"]).await;
+    // Every node's secrets sealed under one key file (the joining node's too, as it provisions).
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("seal.key");
+    std::fs::write(&key, [0x42u8; 32]).unwrap();
+    let mut c = Cluster::start(
+        2,
+        &[
+            "--max-collections",
+            "2",
+            "--seal-key-file",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    for n in &c.nodes {
+        for name in ["ledger_secret", "service_key.pem", "node_key.pem"] {
+            assert!(!n.data.join(name).exists(), "{name} in the clear");
+            assert!(n.data.join(format!("{name}.sealed")).exists());
+        }
+        assert!(!n.data.join("joining_key.pem.sealed").exists());
+    }
     let primary = c.primary().await;
     let backup = 1 - primary;
     let write = |node: usize, collection: &str| {

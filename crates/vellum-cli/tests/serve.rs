@@ -372,3 +372,223 @@ async fn a_service_can_start_with_another_constitution() {
         "{err}"
     );
 }
+
+/// Runs `vellum` with `args` (and `env`) to its end: (success, stdout + stderr).
+fn vellum(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(args)
+        .env_remove("VELLUM_SEAL_PASSPHRASE")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn any_file_holds(dir: &std::path::Path, needle: &[u8]) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if let Some(f) = any_file_holds(&p, needle) {
+                return Some(f);
+            }
+        } else if std::fs::read(&p)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_data_directory_opens_only_with_its_key() {
+    use std::ffi::OsStr;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = dir.path().join("seal.key");
+    std::fs::write(&key, [0x5a; 32]).unwrap();
+    let key_arg = key.to_str().unwrap();
+    let (mut child, endpoint, _) = common::start_serve(&data, &["--seal-key-file", key_arg]);
+    let r = client(&data)
+        .post(format!(
+            "{endpoint}/app/transactions?api-version=2022-05-13"
+        ))
+        .json(&serde_json::json!({"contents": "kept under seal"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(sigterm(&mut child).success());
+    for name in ["ledger_secret", "service_key.pem", "node_key.pem"] {
+        assert!(!data.join(name).exists(), "{name} in the clear");
+        assert!(
+            data.join(format!("{name}.sealed")).exists(),
+            "{name}.sealed"
+        );
+    }
+    // The secrets are nowhere in the directory in the clear.
+    let sealer = vellum_node::seal::Sealer::open(
+        &data,
+        Some(&vellum_node::seal::SealKey::KeyFile(key.clone())),
+    )
+    .unwrap()
+    .unwrap();
+    for name in ["ledger_secret", "service_key.pem", "node_key.pem"] {
+        let plain = sealer.read(&data, name).unwrap();
+        let body: Vec<u8> = plain
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.starts_with(b"-----"))
+            .flatten()
+            .copied()
+            .take(48)
+            .collect();
+        assert_eq!(
+            any_file_holds(&data, &body),
+            None,
+            "{name} found in the clear"
+        );
+    }
+
+    // A copy of the directory, elsewhere: no key, the wrong key, a passphrase, all refused
+    // with a one-line reason; nothing is started.
+    let copy = dir.path().join("copy");
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&data)
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let serve = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("serve"),
+            OsStr::new("--listen"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--data-dir"),
+            copy.as_os_str(),
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        vellum(&args, env)
+    };
+    let (ok, text) = serve(&[], &[]);
+    assert!(!ok && text.contains("is sealed"), "{text}");
+    let wrong = dir.path().join("wrong.key");
+    std::fs::write(&wrong, [0x5b; 32]).unwrap();
+    let (ok, text) = serve(&["--seal-key-file", wrong.to_str().unwrap()], &[]);
+    assert!(!ok && text.contains("does not open"), "{text}");
+    let (ok, text) = serve(&[], &[("VELLUM_SEAL_PASSPHRASE", "guess")]);
+    assert!(!ok && text.contains("sealed with a key-file"), "{text}");
+
+    // The auditor opens the sealed ledger secret with the key, and not without.
+    let audit = |extra: &[&str]| {
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("audit"),
+            OsStr::new("--no-progress"),
+            OsStr::new("--ledger-secret"),
+        ];
+        let secret = copy.join("ledger_secret.sealed");
+        let ledger = copy.join("ledger");
+        let owned = [secret.into_os_string(), ledger.into_os_string()];
+        args.push(&owned[0]);
+        args.push(&owned[1]);
+        args.extend(extra.iter().map(OsStr::new));
+        vellum(&args, &[])
+    };
+    let (ok, text) = audit(&[]);
+    assert!(!ok && text.contains("is sealed"), "{text}");
+    let (ok, text) = audit(&["--seal-key-file", key_arg]);
+    assert!(ok, "{text}");
+
+    // With the key, the copy serves what was written.
+    let (mut child, endpoint, _) = common::start_serve(&copy, &["--seal-key-file", key_arg]);
+    let v: serde_json::Value = client(&copy)
+        .get(format!(
+            "{endpoint}/app/transactions?api-version=2022-05-13"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["entries"][0]["contents"], "kept under seal", "{v}");
+    assert!(sigterm(&mut child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vellum_seal_migrates_a_plain_directory() {
+    use std::ffi::OsStr;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, _) = start(&data);
+    assert!(sigterm(&mut child).success());
+    let secret = std::fs::read(data.join("ledger_secret")).unwrap();
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "a long passphrase\n").unwrap();
+    // A key for a plain directory is refused: seal it first.
+    let (ok, text) = vellum(
+        &[
+            OsStr::new("serve"),
+            OsStr::new("--listen"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--data-dir"),
+            data.as_os_str(),
+            OsStr::new("--seal-passphrase-file"),
+            pass.as_os_str(),
+        ],
+        &[],
+    );
+    assert!(!ok && text.contains("vellum seal"), "{text}");
+    let (ok, text) = vellum(
+        &[
+            OsStr::new("seal"),
+            OsStr::new("--data-dir"),
+            data.as_os_str(),
+            OsStr::new("--passphrase-file"),
+            pass.as_os_str(),
+        ],
+        &[],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("sealed ledger_secret, service_key.pem, node_key.pem"),
+        "{text}"
+    );
+    assert!(!data.join("ledger_secret").exists());
+    assert_eq!(any_file_holds(&data, &secret[..32]), None);
+    // The passphrase from the environment opens it.
+    let (mut child, endpoint, _) = {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vellum"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("VELLUM_SEAL_PASSPHRASE", "a long passphrase")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (e, rest) = common::announcement(&mut c);
+        (c, e, rest)
+    };
+    let r = client(&data)
+        .get(format!(
+            "{endpoint}/app/transactions?api-version=2022-05-13"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(sigterm(&mut child).success());
+}

@@ -32,6 +32,11 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Makes the entries of `dir` (files created, renamed or removed in it) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 /// Creates `dir` and any missing parents with mode 0700 (whatever the umask). Directories that
 /// exist already are left as they are: see [`check_private_dir`].
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {

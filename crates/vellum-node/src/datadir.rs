@@ -8,6 +8,8 @@
 //!   node_cert.pem           this node's certificate, endorsed by the service key
 //!   node_key.pem      0600  this node's key (signs Merkle roots)
 //!   ledger_secret     0600  the ledger secret (hex): seals entries, derives commit evidence
+//!   seal.json               (a sealed directory) how its secrets are sealed; the three files
+//!                           above are then `NAME.sealed` instead (see `crate::seal`)
 //!   genesis.json            the genesis write set, until the ledger holds it
 //!   node.json               this node's Raft id; written last: its presence marks a
 //!                           complete provisioning
@@ -30,6 +32,7 @@ use vellum_ledger::engine::NodeKeys;
 use vellum_ledger::genesis::{DEFAULT_CONSTITUTION, Genesis};
 use vellum_ledger::identity::Identity;
 
+use crate::seal::{SealKey, Sealer};
 use crate::users::Role;
 use crate::{DataDirError, Malformed};
 use vellum_core::tables::{self, UserRecord};
@@ -163,6 +166,23 @@ fn write_file(p: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     write_durably(p, bytes).map_err(DataDirError::io(p))
 }
 
+/// A secret file's text: unsealed if the directory is sealed.
+fn secret_text(root: &Path, name: &str, sealer: Option<&Sealer>) -> Result<String, DataDirError> {
+    let bytes = crate::seal::read_secret_file(root, name, sealer)?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| DataDirError::malformed(&root.join(name), Malformed::NotUtf8))
+}
+
+/// Writes a secret file: sealed if the directory is sealed.
+fn write_secret_file(
+    root: &Path,
+    name: &str,
+    bytes: &[u8],
+    sealer: Option<&Sealer>,
+) -> Result<(), DataDirError> {
+    Ok(crate::seal::write_secret_file(root, name, bytes, sealer)?)
+}
+
 fn read_secret(p: &Path, text: &str) -> Result<[u8; 32], DataDirError> {
     let mut key = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut key)
@@ -186,19 +206,31 @@ impl DataDir {
         self.root.join("raft").join("vote.json")
     }
 
-    /// Opens `root`, provisioning a new service there first if it holds none.
-    pub fn open_or_create(root: &Path, bootstrap: &Bootstrap) -> Result<DataDir, DataDirError> {
+    /// Opens `root`, provisioning a new service there first if it holds none. A sealed
+    /// directory needs `seal`, its key; a new one is sealed with it if given.
+    pub fn open_or_create(
+        root: &Path,
+        bootstrap: &Bootstrap,
+        seal: Option<&SealKey>,
+    ) -> Result<DataDir, DataDirError> {
         private_dirs(root)?;
-        if !root.join("node.json").exists() {
-            provision(root, bootstrap)?;
-        }
+        let sealer = if root.join("node.json").exists() {
+            Sealer::open(root, seal)?
+        } else {
+            let sealer = seal.map(|k| Sealer::create(root, k)).transpose()?;
+            provision(root, bootstrap, sealer.as_ref())?;
+            sealer
+        };
         let node: NodeFile = read_json(&root.join("node.json"))?;
         let secret_path = root.join("ledger_secret");
-        let key = read_secret(&secret_path, &read_string(&secret_path)?)?;
-        let service_key_pem = read_string(&root.join("service_key.pem"))?;
+        let key = read_secret(
+            &secret_path,
+            &secret_text(root, "ledger_secret", sealer.as_ref())?,
+        )?;
+        let service_key_pem = secret_text(root, "service_key.pem", sealer.as_ref())?;
         let service_key = SigningKey::from_pkcs8_pem(&service_key_pem)
             .map_err(DataDirError::crypto("service_key.pem"))?;
-        let node_key_pem = read_string(&root.join("node_key.pem"))?;
+        let node_key_pem = secret_text(root, "node_key.pem", sealer.as_ref())?;
         let node_key = SigningKey::from_pkcs8_pem(&node_key_pem)
             .map_err(DataDirError::crypto("node_key.pem"))?;
         let keys = NodeKeys {
@@ -248,15 +280,31 @@ impl DataDir {
     /// The certificate and key (PEM) a node joins with, kept in `root` until it is admitted, so
     /// that a node restarted while it waits for a vote asks again as the same node: made on the
     /// first call, read back on the next.
-    pub fn joining_identity(root: &Path) -> Result<(String, String), DataDirError> {
+    /// With `seal`, the directory is sealed from here on and the key kept sealed.
+    pub fn joining_identity(
+        root: &Path,
+        seal: Option<&SealKey>,
+    ) -> Result<(String, String), DataDirError> {
         private_dirs(root)?;
-        let (cert, key) = (root.join(JOINING_CERT), root.join(JOINING_KEY));
-        if cert.exists() && key.exists() {
-            return Ok((read_string(&cert)?, read_string(&key)?));
+        let sealer = match seal {
+            Some(k) if Sealer::is_sealed(root) => Sealer::open(root, Some(k))?,
+            Some(k) => Some(Sealer::create(root, k)?),
+            None => Sealer::open(root, None)?,
+        };
+        let cert = root.join(JOINING_CERT);
+        let key_there = match &sealer {
+            Some(_) => root.join(format!("{JOINING_KEY}.sealed")).exists(),
+            None => root.join(JOINING_KEY).exists(),
+        };
+        if cert.exists() && key_there {
+            return Ok((
+                read_string(&cert)?,
+                secret_text(root, JOINING_KEY, sealer.as_ref())?,
+            ));
         }
         let id = Identity::client("Vellum Node", SystemTime::now(), 3650)
             .map_err(DataDirError::crypto("the joining node's identity"))?;
-        write_file(&key, id.key_pem().as_bytes())?;
+        write_secret_file(root, JOINING_KEY, id.key_pem().as_bytes(), sealer.as_ref())?;
         write_file(&cert, id.cert_pem.as_bytes())?;
         Ok((id.cert_pem.clone(), id.key_pem()))
     }
@@ -267,8 +315,14 @@ impl DataDir {
         root: &Path,
         joined: &crate::cluster::JoinResponse,
         node_key_pem: &str,
+        seal: Option<&SealKey>,
     ) -> Result<(), DataDirError> {
         private_dirs(root)?;
+        let sealer = match seal {
+            Some(k) if Sealer::is_sealed(root) => Sealer::open(root, Some(k))?,
+            Some(k) => Some(Sealer::create(root, k)?),
+            None => Sealer::open(root, None)?,
+        };
         read_secret(
             Path::new("the ledger secret received"),
             &joined.ledger_secret_hex,
@@ -278,16 +332,19 @@ impl DataDir {
         if node_id_of(&cert) != joined.node_id {
             return Err(DataDirError::NotOurCertificate);
         }
-        let files: [(&str, &str); 5] = [
+        let secrets: [(&str, &str); 3] = [
             ("service_key.pem", &joined.service_key_pem),
-            ("service_cert.pem", &joined.service_cert_pem),
             ("node_key.pem", node_key_pem),
-            ("node_cert.pem", &joined.node_cert_pem),
             ("ledger_secret", &joined.ledger_secret_hex),
         ];
-        for (name, text) in files {
-            write_file(&root.join(name), text.as_bytes())?;
+        for (name, text) in secrets {
+            write_secret_file(root, name, text.as_bytes(), sealer.as_ref())?;
         }
+        write_file(
+            &root.join("service_cert.pem"),
+            joined.service_cert_pem.as_bytes(),
+        )?;
+        write_file(&root.join("node_cert.pem"), joined.node_cert_pem.as_bytes())?;
         write_file(
             &root.join("peers.pem"),
             joined.trusted_node_certs.concat().as_bytes(),
@@ -299,7 +356,7 @@ impl DataDir {
         };
         nf.write(root)?;
         // The key is node_key.pem now; a leftover copy would only be another secret on disk.
-        for f in [JOINING_CERT, JOINING_KEY] {
+        for f in [JOINING_CERT, JOINING_KEY, "joining_key.pem.sealed"] {
             let _ = std::fs::remove_file(root.join(f));
         }
         tracing::info!(dir = %root.display(), node_id = %nf.node_id, "provisioned a node that joined a service");
@@ -316,7 +373,7 @@ impl DataDir {
     }
 }
 
-fn provision(root: &Path, b: &Bootstrap) -> Result<(), DataDirError> {
+fn provision(root: &Path, b: &Bootstrap, sealer: Option<&Sealer>) -> Result<(), DataDirError> {
     let now = SystemTime::now();
     let mut b = b.clone();
     if b.operator_and_admin {
@@ -381,11 +438,21 @@ fn provision(root: &Path, b: &Bootstrap) -> Result<(), DataDirError> {
             .maps
             .push(tables::USERS.writes(records.iter().map(|(id, r)| (*id, r))));
     }
-    write_file(&root.join("service_key.pem"), service.key_pem().as_bytes())?;
+    write_secret_file(
+        root,
+        "service_key.pem",
+        service.key_pem().as_bytes(),
+        sealer,
+    )?;
     write_file(&root.join("service_cert.pem"), service.cert_pem.as_bytes())?;
-    write_file(&root.join("node_key.pem"), node.key_pem().as_bytes())?;
+    write_secret_file(root, "node_key.pem", node.key_pem().as_bytes(), sealer)?;
     write_file(&root.join("node_cert.pem"), node.cert_pem.as_bytes())?;
-    write_file(&root.join("ledger_secret"), hex::encode(secret).as_bytes())?;
+    write_secret_file(
+        root,
+        "ledger_secret",
+        hex::encode(secret).as_bytes(),
+        sealer,
+    )?;
     let genesis_path = root.join("genesis.json");
     let genesis_json =
         serde_json::to_vec(&genesis).map_err(|e| DataDirError::malformed(&genesis_path, e))?;

@@ -22,9 +22,10 @@ pub enum NodeError {
     /// The node's TLS identity (for the node channel) cannot be used.
     #[error(transparent)]
     Tls(#[from] crate::server::tls::TlsError),
-    /// The data directory could not be provisioned or read.
+    /// The data directory could not be provisioned or read. (Not a `source`: its text already
+    /// says all its causes say, and a chain of causes would print them twice.)
     #[error("data directory: {0}")]
-    DataDir(#[from] DataDirError),
+    DataDir(DataDirError),
     /// The ledger.
     #[error(transparent)]
     Engine(EngineError),
@@ -126,6 +127,9 @@ pub enum DataDirError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The secrets could not be sealed or unsealed.
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
     /// The identity a service sent a joining node does not fit it.
     #[error("the certificate received is not for this node's key")]
     NotOurCertificate,
@@ -349,6 +353,12 @@ pub enum Refusal {
     /// key it presented.
     #[error("the joining node's certificate signing request: {0}")]
     JoiningRequest(String),
+}
+
+impl From<DataDirError> for NodeError {
+    fn from(e: DataDirError) -> NodeError {
+        NodeError::DataDir(e)
+    }
 }
 
 impl From<crate::cluster::NotAJoinToken> for Refusal {

@@ -39,6 +39,7 @@ pub mod node;
 pub mod ops;
 mod raft;
 pub mod scripts;
+pub mod seal;
 pub mod server;
 pub mod service;
 mod service_state;

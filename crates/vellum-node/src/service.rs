@@ -266,7 +266,7 @@ impl Service {
             read(&data_dir.join("node_cert.pem"))?,
             read(&data_dir.join("service_cert.pem"))?
         );
-        let key = read(&data_dir.join("node_key.pem"))?;
+        let key = node.node_key_pem().to_owned();
         let server = Server::with_listener(
             listener,
             node.clone(),
@@ -387,8 +387,8 @@ async fn join_service(
         url: j.url.clone(),
         message,
     };
-    let (cert_pem, key_pem) =
-        DataDir::joining_identity(data_dir).map_err(|e| err(format!("the node key: {e}")))?;
+    let (cert_pem, key_pem) = DataDir::joining_identity(data_dir, node.seal.as_ref())
+        .map_err(|e| err(format!("the node key: {e}")))?;
     let mut ips = node.bootstrap.ips.clone();
     if let Ok(a) = node.advertise.parse::<SocketAddr>() {
         ips.push(a.ip());
@@ -411,7 +411,7 @@ async fn join_service(
         crate::cluster::request_join(&j.url, &request, &identity, j.service_cert_pem.as_deref())
             .await
             .map_err(|e| err(e.to_string()))?;
-    DataDir::provision_joined(data_dir, &joined, &key_pem)
+    DataDir::provision_joined(data_dir, &joined, &key_pem, node.seal.as_ref())
         .map_err(|e| err(format!("provisioning {}: {e}", data_dir.display())))?;
     Ok((joined.node_id.to_string(), joined.admitted_at.to_string()))
 }

@@ -42,7 +42,7 @@ impl LedgerNode {
     /// [`LedgerNode::ready`] completes.
     pub async fn open(cfg: NodeConfig) -> Result<LedgerNode, NodeError> {
         cfg.validate()?;
-        let data = DataDir::open_or_create(&cfg.data_dir, &cfg.bootstrap)?;
+        let data = DataDir::open_or_create(&cfg.data_dir, &cfg.bootstrap, cfg.seal.as_ref())?;
         let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
         let engine = open_ledger(&data, chunk_size)?;
         let fresh = engine.last_seqno() == 0;
@@ -186,6 +186,12 @@ impl LedgerNode {
     /// The service certificate (PEM).
     pub fn service_cert_pem(&self) -> &str {
         &self.data.keys.service_cert_pem
+    }
+
+    /// This node's key (PKCS#8 PEM), as the data directory holds it (unsealed if sealed): its
+    /// TLS key.
+    pub fn node_key_pem(&self) -> &str {
+        &self.data.node_key_pem
     }
 
     /// This node's CCF node id.

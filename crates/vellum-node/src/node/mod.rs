@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub max_collections: usize,
     /// What a new service starts with (ignored once provisioned).
     pub bootstrap: Bootstrap,
+    /// The key the data directory's secrets are sealed with ([`crate::seal`]): needed to open
+    /// a sealed directory; a new one is sealed with it. `None`: secrets in the clear.
+    pub seal: Option<crate::seal::SealKey>,
 }
 
 /// The smallest ledger chunk size a node accepts.
@@ -96,6 +99,7 @@ impl NodeConfig {
             max_collections: DEFAULT_MAX_COLLECTIONS,
             chunk_size: 4 << 20,
             bootstrap: Bootstrap::default(),
+            seal: None,
         }
     }
 }
