@@ -26,6 +26,13 @@ if [ ! -d "$JS/node_modules/@azure-rest/confidential-ledger" ]; then
   echo "==> installing the JS client for interop tests in $JS"
   (cd "$JS" && npm ci --no-audit --no-fund --ignore-scripts)
 fi
+# SoftHSM2, the PKCS#11 token the sealing tests keep a key in (Debian's softhsm2).
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
+  echo "==> installing SoftHSM2 for the PKCS#11 tests"
+  SUDO=""; if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get install -y -qq softhsm2 >/dev/null \
+    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq softhsm2 >/dev/null; }
+fi
 export VELLUM_PYTHON="$VENV/bin/python"
 export VELLUM_PYTHON_SDK2="$VENV2/bin/python"
 export VELLUM_REQUIRE_INTEROP=1

@@ -137,6 +137,9 @@ enum Command {
         /// The file whose first line is the passphrase that seals it.
         #[arg(long, value_name = "FILE")]
         seal_passphrase_file: Option<PathBuf>,
+        /// The PKCS#11 URI of the token key that seals it.
+        #[arg(long, value_name = "URI")]
+        seal_pkcs11: Option<String>,
         /// Also read chunks not yet marked .committed.
         #[arg(long)]
         include_uncommitted: bool,
@@ -214,14 +217,18 @@ fn main() -> ExitCode {
 /// unsealed with the key the options name.
 fn read_secret(
     path: &PathBuf,
-    (key_file, passphrase_file): (Option<&std::path::Path>, Option<&std::path::Path>),
+    (key_file, passphrase_file, pkcs11): (
+        Option<&std::path::Path>,
+        Option<&std::path::Path>,
+        Option<&str>,
+    ),
 ) -> anyhow::Result<LedgerSecret> {
     let text = if path.extension().is_some_and(|e| e == "sealed") {
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        let key = seal::seal_key(key_file, passphrase_file, dir)?;
+        let key = seal::seal_key(key_file, passphrase_file, pkcs11, dir)?;
         let sealer = vellum_node::seal::Sealer::open(dir, key.as_ref())?.ok_or_else(|| {
             anyhow::anyhow!("{} is not in a sealed data directory", path.display())
         })?;
@@ -281,11 +288,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ledger_secret,
             seal_key_file,
             seal_passphrase_file,
+            seal_pkcs11,
             include_uncommitted,
             no_progress,
             governance,
         } => {
-            let seal = (seal_key_file.as_deref(), seal_passphrase_file.as_deref());
+            let seal = (
+                seal_key_file.as_deref(),
+                seal_passphrase_file.as_deref(),
+                seal_pkcs11.as_deref(),
+            );
             if !dir.is_dir() {
                 anyhow::bail!("{} is not a directory", dir.display());
             }

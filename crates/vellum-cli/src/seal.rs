@@ -1,5 +1,6 @@
-//! The seal key, from the command line: a key file, a passphrase file, `VELLUM_SEAL_PASSPHRASE`,
-//! or (a sealed directory, on a terminal) a passphrase typed at a prompt; and `vellum seal`.
+//! The seal key, from the command line: a PKCS#11 URI, a key file, a passphrase file,
+//! `VELLUM_SEAL_PASSPHRASE`, or (a sealed directory, on a terminal) a passphrase typed at a
+//! prompt; and `vellum seal`.
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -10,14 +11,29 @@ use zeroize::Zeroizing;
 
 /// The environment variable a passphrase may come from.
 pub const PASSPHRASE_ENV: &str = "VELLUM_SEAL_PASSPHRASE";
+/// The environment variable a PKCS#11 PIN may come from (when the URI gives none).
+pub const PIN_ENV: &str = "VELLUM_SEAL_PKCS11_PIN";
 
 /// The seal key the options name for `data_dir`, if any. On a terminal, a sealed directory with
 /// no key given asks for its passphrase.
 pub fn seal_key(
     key_file: Option<&Path>,
     passphrase_file: Option<&Path>,
+    pkcs11: Option<&str>,
     data_dir: &Path,
 ) -> anyhow::Result<Option<SealKey>> {
+    if let Some(uri) = pkcs11 {
+        let mut uri: vellum_node::hsm::Pkcs11Uri = uri.parse()?;
+        if uri.pin.is_none() {
+            if let Ok(pin) = std::env::var(PIN_ENV) {
+                uri.pin = Some(Zeroizing::new(pin));
+            } else if std::io::stdin().is_terminal() {
+                let pin = rpassword::prompt_password(format!("PIN of token {}: ", uri.token))?;
+                uri.pin = Some(Zeroizing::new(pin));
+            }
+        }
+        return Ok(Some(SealKey::Pkcs11(uri)));
+    }
     if let Some(f) = key_file {
         return Ok(Some(SealKey::KeyFile(f.to_path_buf())));
     }
@@ -55,8 +71,13 @@ pub struct SealArgs {
     pub key_file: Option<PathBuf>,
     /// Seal with the passphrase on this file's first line (else VELLUM_SEAL_PASSPHRASE, else
     /// a prompt).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "pkcs11")]
     pub passphrase_file: Option<PathBuf>,
+    /// Seal with a key kept in a PKCS#11 token, named by a PKCS#11 URI
+    /// (`pkcs11:token=T;object=K?module-path=LIB&pin-source=file:PIN`; the PIN else from
+    /// VELLUM_SEAL_PKCS11_PIN); the key is created in the token if it has none by that label.
+    #[arg(long, value_name = "URI", conflicts_with = "key_file")]
+    pub pkcs11: Option<String>,
     /// Print what was done as JSON.
     #[arg(long)]
     pub json: bool,
@@ -72,6 +93,7 @@ pub fn seal(args: &SealArgs) -> anyhow::Result<()> {
     let key = match seal_key(
         args.key_file.as_deref(),
         args.passphrase_file.as_deref(),
+        args.pkcs11.as_deref(),
         &args.data_dir,
     )? {
         Some(k) => k,

@@ -132,8 +132,14 @@ pub struct ServeArgs {
     /// As --seal-key-file, with a passphrase on this file's first line (or in
     /// VELLUM_SEAL_PASSPHRASE, or typed at a prompt when a sealed directory starts on a
     /// terminal), stretched with Argon2id.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "seal_pkcs11")]
     pub seal_passphrase_file: Option<PathBuf>,
+    /// As --seal-key-file, with a key kept in a PKCS#11 token (an HSM), named by a PKCS#11 URI:
+    /// `pkcs11:token=T;object=K?module-path=LIB&pin-source=file:PIN` (the PIN else from
+    /// VELLUM_SEAL_PKCS11_PIN, or a prompt). The key is created in the token if it has none by
+    /// that label, and never leaves it.
+    #[arg(long, value_name = "URI", conflicts_with = "seal_key_file")]
+    pub seal_pkcs11: Option<String>,
 }
 
 impl ServeArgs {
@@ -171,6 +177,7 @@ impl ServeArgs {
             max_connections_per_address,
             seal_key_file,
             seal_passphrase_file,
+            seal_pkcs11,
             handshake_timeout,
             header_timeout,
             body_timeout
@@ -209,6 +216,7 @@ fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     cfg.node.seal = crate::seal::seal_key(
         args.seal_key_file.as_deref(),
         args.seal_passphrase_file.as_deref(),
+        args.seal_pkcs11.as_deref(),
         &data_dir,
     )?;
     if let Some(l) = args.listen {

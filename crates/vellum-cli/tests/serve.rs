@@ -592,3 +592,129 @@ async fn vellum_seal_migrates_a_plain_directory() {
     assert_eq!(r.status(), 200);
     assert!(sigterm(&mut child).success());
 }
+
+/// A SoftHSM2 token labelled `vellum` (PIN 1234) in its own configuration under `dir`: the
+/// configuration file and the module, or `None` if SoftHSM2 is not installed (required in CI).
+fn softhsm_token(dir: &std::path::Path) -> Option<(std::path::PathBuf, &'static str)> {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    if !std::path::Path::new(MODULE).exists() {
+        assert!(
+            std::env::var("VELLUM_REQUIRE_INTEROP").as_deref() != Ok("1"),
+            "VELLUM_REQUIRE_INTEROP=1 but SoftHSM2 is not installed"
+        );
+        eprintln!("SKIPPED: SoftHSM2 is not installed (apt-get install softhsm2)");
+        return None;
+    }
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "vellum",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((conf, MODULE))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pkcs11_token_seals_the_data_directory() {
+    use std::ffi::OsStr;
+    let dir = tempfile::tempdir().unwrap();
+    let Some((conf, module)) = softhsm_token(&dir.path().join("hsm")) else {
+        return;
+    };
+    let data = dir.path().join("data");
+    let uri = |pin: &str| {
+        format!("pkcs11:token=vellum;object=vellum-seal?module-path={module}&pin-value={pin}")
+    };
+    let serve = |conf: &std::path::Path, uri: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vellum"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(["--seal-pkcs11", uri])
+            .env("SOFTHSM2_CONF", conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (e, _) = common::announcement(&mut c);
+        (c, e)
+    };
+    // Start (the key is made in the token), write and sign, stop; start again.
+    let (mut child, endpoint) = serve(&conf, &uri("1234"));
+    let r = client(&data)
+        .post(format!(
+            "{endpoint}/app/transactions?api-version=2022-05-13"
+        ))
+        .json(&serde_json::json!({"contents": "under a token's key"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(sigterm(&mut child).success());
+    let record = std::fs::read_to_string(data.join("seal.json")).unwrap();
+    assert!(record.contains("\"pkcs11\""), "{record}");
+    assert!(!data.join("ledger_secret").exists());
+    let (mut child, endpoint) = serve(&conf, &uri("1234"));
+    let v: serde_json::Value = client(&data)
+        .get(format!(
+            "{endpoint}/app/transactions?api-version=2022-05-13"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["entries"][0]["contents"], "under a token's key", "{v}");
+    assert!(sigterm(&mut child).success());
+
+    // A wrong PIN, or another token that has no such key, opens nothing.
+    let start = |conf: &std::path::Path, uri: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+            .args([
+                OsStr::new("serve"),
+                OsStr::new("--listen"),
+                OsStr::new("127.0.0.1:0"),
+                OsStr::new("--data-dir"),
+                data.as_os_str(),
+                OsStr::new("--seal-pkcs11"),
+                OsStr::new(uri),
+            ])
+            .env("SOFTHSM2_CONF", conf)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, text) = start(&conf, &uri("0000"));
+    assert!(!ok && text.contains("logging in"), "{text}");
+    let (other, _) = softhsm_token(&dir.path().join("other-hsm")).unwrap();
+    let (ok, text) = start(&other, &uri("1234"));
+    assert!(!ok && text.contains("no key labelled"), "{text}");
+}

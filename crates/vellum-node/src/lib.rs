@@ -35,6 +35,7 @@ pub mod endpoints;
 mod error;
 pub mod functions;
 pub mod gov;
+pub mod hsm;
 pub mod node;
 pub mod ops;
 mod raft;

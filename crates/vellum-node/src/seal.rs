@@ -3,8 +3,9 @@
 //! the directory (a stolen disk, a backup) reveals none of them.
 //!
 //! The KEK comes from the operator at each start ([`SealKey`]): a passphrase (stretched with
-//! Argon2id, 64 MiB, 3 passes: about half a second here, against guessing) or a key file of at
-//! least 32 random bytes (derived with HKDF-SHA256). `seal.json` records which, with the salt
+//! Argon2id, 64 MiB, 3 passes: about half a second here, against guessing), a key file of at
+//! least 32 random bytes (derived with HKDF-SHA256), or a PKCS#11 token (a random KEK, wrapped
+//! by an AES key that never leaves the token: [`crate::hsm`]). `seal.json` records which, with the salt
 //! and a check value that tells a wrong key from a damaged file. Each secret file `NAME`
 //! becomes `NAME.sealed`:
 //!
@@ -48,6 +49,9 @@ pub enum SealKey {
     Passphrase(Zeroizing<String>),
     /// A file of at least 32 random bytes.
     KeyFile(PathBuf),
+    /// A key in a PKCS#11 token ([`crate::hsm`]): the KEK is random, kept in `seal.json`
+    /// wrapped by that key, which never leaves the token.
+    Pkcs11(crate::hsm::Pkcs11Uri),
 }
 
 impl std::fmt::Debug for SealKey {
@@ -55,6 +59,7 @@ impl std::fmt::Debug for SealKey {
         match self {
             SealKey::Passphrase(_) => f.write_str("SealKey::Passphrase(..)"),
             SealKey::KeyFile(p) => write!(f, "SealKey::KeyFile({})", p.display()),
+            SealKey::Pkcs11(u) => write!(f, "SealKey::Pkcs11({u:?})"),
         }
     }
 }
@@ -119,6 +124,9 @@ struct SealRecord {
     /// Argon2id's memory (KiB), passes and lanes, for a passphrase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     argon2: Option<(u32, u32, u32)>,
+    /// The KEK wrapped by the token's key (base64), for a PKCS#11 key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wrapped_kek: Option<String>,
     /// [`CHECK`] sealed under the KEK (base64): tells a wrong key from a damaged file.
     check: String,
 }
@@ -167,6 +175,24 @@ fn derive(key: &SealKey, record: &SealRecord) -> Result<Zeroizing<[u8; 32]>, Sea
                 .expand(b"vellum seal kek v1", kek.as_mut())
                 .map_err(|e| SealError::BadKey(e.to_string()))?;
         }
+        (SealKey::Pkcs11(uri), "pkcs11") => {
+            let wrapped = record
+                .wrapped_kek
+                .as_deref()
+                .and_then(|w| base64::engine::general_purpose::STANDARD.decode(w).ok())
+                .ok_or_else(|| SealError::Record {
+                    path: SEAL_FILE.into(),
+                    why: "no wrapped key".into(),
+                })?;
+            let plain =
+                crate::hsm::unwrap(uri, &wrapped).map_err(|e| SealError::BadKey(e.to_string()))?;
+            if plain.len() != 32 {
+                return Err(SealError::BadKey(
+                    "the token returned a key of another size".into(),
+                ));
+            }
+            kek.copy_from_slice(&plain);
+        }
         (_, other) => {
             return Err(SealError::BadKey(format!(
                 "this data directory is sealed with a {other}, not the kind of key given"
@@ -182,11 +208,22 @@ impl Sealer {
     pub fn create(root: &Path, key: &SealKey) -> Result<Sealer, SealError> {
         let mut salt = [0u8; 16];
         OsRng.fill_bytes(&mut salt);
+        let wrapped_kek = match key {
+            SealKey::Pkcs11(uri) => {
+                let mut kek = Zeroizing::new([0u8; 32]);
+                OsRng.fill_bytes(kek.as_mut());
+                let w = crate::hsm::wrap(uri, kek.as_ref())
+                    .map_err(|e| SealError::BadKey(e.to_string()))?;
+                Some(base64::engine::general_purpose::STANDARD.encode(w))
+            }
+            _ => None,
+        };
         let mut record = SealRecord {
             version: 1,
             kek: match key {
                 SealKey::Passphrase(_) => "passphrase".into(),
                 SealKey::KeyFile(_) => "key-file".into(),
+                SealKey::Pkcs11(_) => "pkcs11".into(),
             },
             salt: base64::engine::general_purpose::STANDARD.encode(salt),
             argon2: matches!(key, SealKey::Passphrase(_)).then_some((
@@ -194,6 +231,7 @@ impl Sealer {
                 ARGON2_T,
                 ARGON2_P,
             )),
+            wrapped_kek,
             check: String::new(),
         };
         let sealer = Sealer {

@@ -1,0 +1,257 @@
+//! A key held in a PKCS#11 token (an HSM, a cloud HSM; SoftHSM2 in tests), through the
+//! `cryptoki` crate: a sealed data directory's key-encryption key is kept wrapped by an AES-256
+//! key that never leaves the token (created there, sensitive, not extractable), so the
+//! directory opens only where the token is reachable and its PIN known.
+//!
+//! The token and key are named by a PKCS#11 URI (RFC 7512), as p11-kit and OpenSSL take them:
+//!
+//! ```text
+//! pkcs11:token=vellum;object=vellum-seal?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/vellum/pin
+//! ```
+//!
+//! `pin-value=` gives the PIN inline; without either, the caller supplies it.
+
+use std::path::PathBuf;
+
+use cryptoki::context::{CInitializeArgs, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use rand_core::{OsRng, RngCore};
+use zeroize::Zeroizing;
+
+/// A PKCS#11 URI's parts Vellum uses.
+#[derive(Clone)]
+pub struct Pkcs11Uri {
+    /// The PKCS#11 module (`module-path`).
+    pub module: PathBuf,
+    /// The token's label (`token`).
+    pub token: String,
+    /// The key's label (`object`).
+    pub object: String,
+    /// The user PIN (`pin-value`, or read from `pin-source=file:...`), if the URI gives it.
+    pub pin: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Pkcs11Uri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Uri")
+            .field("module", &self.module)
+            .field("token", &self.token)
+            .field("object", &self.object)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the token could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("PKCS#11: {0}")]
+pub struct HsmError(pub String);
+
+fn err(what: &str) -> impl FnOnce(cryptoki::error::Error) -> HsmError + '_ {
+    move |e| HsmError(format!("{what}: {e}"))
+}
+
+fn decode(s: &str) -> Result<String, HsmError> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| HsmError(format!("{s:?} is not UTF-8 once percent-decoded")))
+}
+
+impl std::str::FromStr for Pkcs11Uri {
+    type Err = HsmError;
+
+    fn from_str(uri: &str) -> Result<Pkcs11Uri, HsmError> {
+        let rest = uri
+            .strip_prefix("pkcs11:")
+            .ok_or_else(|| HsmError("a PKCS#11 URI starts with pkcs11:".into()))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (mut token, mut object, mut module, mut pin) = (None, None, None, None);
+        for attr in path.split(';').filter(|a| !a.is_empty()) {
+            let (k, v) = attr
+                .split_once('=')
+                .ok_or_else(|| HsmError(format!("{attr:?} is not NAME=VALUE")))?;
+            match k {
+                "token" => token = Some(decode(v)?),
+                "object" => object = Some(decode(v)?),
+                // Other path attributes (manufacturer, serial, type, ...) narrow nothing here.
+                _ => {}
+            }
+        }
+        for attr in query.split('&').filter(|a| !a.is_empty()) {
+            let (k, v) = attr
+                .split_once('=')
+                .ok_or_else(|| HsmError(format!("{attr:?} is not NAME=VALUE")))?;
+            match k {
+                "module-path" => module = Some(PathBuf::from(decode(v)?)),
+                "pin-value" => pin = Some(Zeroizing::new(decode(v)?)),
+                "pin-source" => {
+                    let v = decode(v)?;
+                    let file = v.strip_prefix("file:").unwrap_or(&v);
+                    let text = Zeroizing::new(
+                        std::fs::read_to_string(file)
+                            .map_err(|e| HsmError(format!("pin-source {file}: {e}")))?,
+                    );
+                    pin = Some(Zeroizing::new(
+                        text.lines().next().unwrap_or_default().to_owned(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(Pkcs11Uri {
+            module: module.ok_or_else(|| HsmError("the URI needs ?module-path=".into()))?,
+            token: token.ok_or_else(|| HsmError("the URI needs token=".into()))?,
+            object: object.ok_or_else(|| HsmError("the URI needs object=".into()))?,
+            pin,
+        })
+    }
+}
+
+/// A logged-in session on the URI's token (the module stays loaded while it lives).
+struct Token {
+    _ctx: Pkcs11,
+    session: Session,
+}
+
+fn open(uri: &Pkcs11Uri) -> Result<Token, HsmError> {
+    let ctx = Pkcs11::new(&uri.module).map_err(err("loading the module"))?;
+    match ctx.initialize(CInitializeArgs::OsThreads) {
+        Ok(()) | Err(cryptoki::error::Error::AlreadyInitialized) => {}
+        Err(e) => return Err(HsmError(format!("initializing the module: {e}"))),
+    }
+    let mut found = None;
+    for slot in ctx.get_slots_with_token().map_err(err("listing slots"))? {
+        let info = ctx.get_token_info(slot).map_err(err("reading a token"))?;
+        if info.label().trim_end() == uri.token {
+            found = Some(slot);
+            break;
+        }
+    }
+    let slot = found.ok_or_else(|| HsmError(format!("no token labelled {:?}", uri.token)))?;
+    let session = ctx
+        .open_rw_session(slot)
+        .map_err(err("opening a session"))?;
+    let pin = uri
+        .pin
+        .as_ref()
+        .ok_or_else(|| HsmError("no PIN: give pin-source or pin-value in the URI".into()))?;
+    session
+        .login(
+            UserType::User,
+            Some(&AuthPin::from(pin.as_str().to_owned())),
+        )
+        .map_err(err("logging in to the token"))?;
+    Ok(Token { _ctx: ctx, session })
+}
+
+fn find_key(t: &Token, label: &str) -> Result<Option<ObjectHandle>, HsmError> {
+    let found = t
+        .session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(err("finding the key"))?;
+    Ok(found.first().copied())
+}
+
+/// Encrypts `plain` (AES-256-GCM) under the URI's key, creating the key in the token if it
+/// has none by that label: `iv (12 bytes) || ciphertext || tag`.
+pub fn wrap(uri: &Pkcs11Uri, plain: &[u8]) -> Result<Vec<u8>, HsmError> {
+    let t = open(uri)?;
+    let key = match find_key(&t, &uri.object)? {
+        Some(k) => k,
+        None => t
+            .session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Label(uri.object.as_bytes().to_vec()),
+                ],
+            )
+            .map_err(err("creating the key"))?,
+    };
+    let mut iv = [0u8; 12];
+    OsRng.fill_bytes(&mut iv);
+    let mut iv_param = iv;
+    let params = GcmParams::new(&mut iv_param, b"vellum seal kek", 128.into())
+        .map_err(err("the GCM parameters"))?;
+    let ct = t
+        .session
+        .encrypt(&Mechanism::AesGcm(params), key, plain)
+        .map_err(err("encrypting"))?;
+    let mut out = iv.to_vec();
+    out.extend(ct);
+    Ok(out)
+}
+
+/// Decrypts what [`wrap`] made, with the URI's key.
+pub fn unwrap(uri: &Pkcs11Uri, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+    if wrapped.len() < 12 + 16 {
+        return Err(HsmError("the wrapped key is too short".into()));
+    }
+    let t = open(uri)?;
+    let key = find_key(&t, &uri.object)?
+        .ok_or_else(|| HsmError(format!("no key labelled {:?} in the token", uri.object)))?;
+    let mut iv: [u8; 12] = [0; 12];
+    iv.copy_from_slice(&wrapped[..12]);
+    let params = GcmParams::new(&mut iv, b"vellum seal kek", 128.into())
+        .map_err(err("the GCM parameters"))?;
+    t.session
+        .decrypt(&Mechanism::AesGcm(params), key, &wrapped[12..])
+        .map(Zeroizing::new)
+        .map_err(err("decrypting (another token or key?)"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn pkcs11_uris_name_the_module_token_key_and_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("pin");
+        std::fs::write(&pin, "1234\n").unwrap();
+        let uri: Pkcs11Uri = format!(
+            "pkcs11:token=my%20token;object=seal;manufacturer=SoftHSM?module-path=/usr/lib/x.so&pin-source=file:{}",
+            pin.display()
+        )
+        .parse()
+        .unwrap();
+        assert_eq!(
+            (
+                uri.module.to_str().unwrap(),
+                uri.token.as_str(),
+                uri.object.as_str()
+            ),
+            ("/usr/lib/x.so", "my token", "seal")
+        );
+        assert_eq!(uri.pin.unwrap().as_str(), "1234");
+        let uri: Pkcs11Uri = "pkcs11:token=t;object=o?module-path=/m.so&pin-value=9"
+            .parse()
+            .unwrap();
+        assert_eq!(uri.pin.unwrap().as_str(), "9");
+        for bad in [
+            "token=t;object=o?module-path=/m",
+            "pkcs11:object=o?module-path=/m",
+            "pkcs11:token=t?module-path=/m",
+            "pkcs11:token=t;object=o",
+            "pkcs11:token;object=o?module-path=/m",
+        ] {
+            assert!(bad.parse::<Pkcs11Uri>().is_err(), "{bad}");
+        }
+    }
+}
