@@ -279,6 +279,10 @@ pub const COSE_SIGNATURES: Table<Singleton, JsonText> =
     Table::new("public:ccf.internal.cose_signatures");
 /// The serialized Merkle tree up to the signature (its format: [`crate::merkle`]).
 pub const TREE: Table<Singleton, Raw> = Table::new("public:ccf.internal.tree");
+/// Recovery shares (CCF's): the latest ledger secret wrapped by a key that is split among the
+/// recovery members, each share encrypted to its member.
+pub const RECOVERY_SHARES: Table<Singleton, Json<RecoverySharesInfo>> =
+    Table::new("public:ccf.internal.recovery_shares");
 /// The service's certificate and status.
 pub const SERVICE_INFO: Table<Singleton, Json<ServiceInfo>> =
     Table::new("public:ccf.gov.service.info");
@@ -528,6 +532,18 @@ impl NodeInfo {
             ..NodeInfo::new(status)
         }
     }
+}
+
+/// The record of [`RECOVERY_SHARES`], field for field and in CCF's order (bytes as base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverySharesInfo {
+    /// The latest ledger secret, wrapped by the wrapping key the shares make.
+    pub wrapped_latest_ledger_secret: String,
+    /// Each recovery member's share, encrypted to its key, by member id.
+    pub encrypted_shares: std::collections::BTreeMap<String, String>,
+    /// Where the previous ledger secret was recorded (after a rekey).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_stored_version: Option<u64>,
 }
 
 /// The record of [`SERVICE_CONFIG`], field for field and in CCF's order.

@@ -39,6 +39,7 @@ pub mod hsm;
 pub mod node;
 pub mod ops;
 mod raft;
+pub mod recovery;
 pub mod scripts;
 pub mod seal;
 pub mod server;
