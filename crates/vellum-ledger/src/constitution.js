@@ -21,6 +21,7 @@ const T = {
   joinPolicy: "public:vellum.gov.join_policy",
   jwtIssuers: "public:ccf.gov.jwt.issuers",
   app: "public:vellum.app",
+  serviceConfig: "public:ccf.gov.service.config",
   ledgerRoles: "public:vellum.roles",
 };
 
@@ -296,6 +297,33 @@ const actions = new Map([
         if (!kv(T.jwtIssuers).has(key(args.issuer))) return;
         kv(T.jwtIssuers).delete(key(args.issuer));
         ccf.removeJwtPublicSigningKeys(args.issuer);
+      },
+    },
+  ],
+  [
+    "set_recovery_threshold",
+    {
+      // As CCF: how many recovery members' shares recover the ledger secret; at most the
+      // number of recovery members (active members with an encryption key). Shares are issued
+      // anew in the same transaction.
+      validate: (args) => {
+        if (!Number.isInteger(args.recovery_threshold) || args.recovery_threshold < 1 || args.recovery_threshold > 254) {
+          fail("recovery_threshold must be an integer from 1 to 254");
+        }
+      },
+      apply: (args) => {
+        let n = 0;
+        kv(T.memberInfo).forEach((v, k) => {
+          if (ccf.bufToJsonCompatible(v).status === "Active" && kv(T.memberKeys).has(k)) n += 1;
+        });
+        if (args.recovery_threshold > n) {
+          fail(`a recovery threshold of ${args.recovery_threshold} is more than the ${n} recovery members`);
+        }
+        const raw = kv(T.serviceConfig).get(SINGLETON);
+        if (raw === undefined) fail("the service configuration could not be found");
+        const c = ccf.bufToJsonCompatible(raw);
+        c.recovery_threshold = args.recovery_threshold;
+        kv(T.serviceConfig).set(SINGLETON, ccf.jsonCompatibleToBuf(c));
       },
     },
   ],

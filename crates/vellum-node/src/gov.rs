@@ -16,9 +16,12 @@ pub const PREFIX: &str = "public:ccf.gov.";
 /// The prefix of Vellum's own governance settings (the join policy).
 pub const VELLUM_PREFIX: &str = "public:vellum.gov.";
 
-/// Whether map `name` is a governance table (CCF's or Vellum's).
+/// Whether map `name` is a governance table (CCF's or Vellum's), or CCF's recovery shares
+/// (governance issues them and members read theirs through `/gov`).
 pub fn follows(name: &str) -> bool {
-    name.starts_with(PREFIX) || name.starts_with(VELLUM_PREFIX)
+    name.starts_with(PREFIX)
+        || name.starts_with(VELLUM_PREFIX)
+        || name == tables::RECOVERY_SHARES.name()
 }
 
 /// Every governance table: name → key → value, as written.
@@ -150,6 +153,12 @@ impl GovTables {
         self.rows(tables::USERS_CERTS.name())
             .filter_map(|(k, _)| self.user(std::str::from_utf8(k).ok()?))
             .collect()
+    }
+
+    /// The recovery shares as last issued.
+    pub fn recovery_shares(&self) -> Option<tables::RecoverySharesInfo> {
+        let v = self.get(tables::RECOVERY_SHARES.name(), &SINGLETON_KEY)?;
+        tables::RECOVERY_SHARES.decode_value(v).ok()
     }
 
     /// Whether the members trust any token issuer.

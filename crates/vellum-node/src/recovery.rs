@@ -176,7 +176,10 @@ mod tests {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
         (
             kp.serialize_pem(),
-            pem::encode(&pem::Pem::new("PUBLIC KEY", rcgen::PublicKeyData::subject_public_key_info(&kp))),
+            pem::encode(&pem::Pem::new(
+                "PUBLIC KEY",
+                rcgen::PublicKeyData::subject_public_key_info(&kp),
+            )),
         )
     }
 
@@ -191,12 +194,16 @@ mod tests {
             .collect();
         let info = issue(&secret, &members, 2).unwrap();
         assert_eq!(info.encrypted_shares.len(), 3);
-        let share = |i: usize| {
-            decrypt_share(&keys[i].0, &info.encrypted_shares[&format!("m{i}")]).unwrap()
-        };
+        let share =
+            |i: usize| decrypt_share(&keys[i].0, &info.encrypted_shares[&format!("m{i}")]).unwrap();
         let got = recover(&[share(0), share(2)], &info).unwrap();
         assert_eq!(got.as_bytes(), secret.as_bytes());
-        assert_eq!(recover(&[share(1), share(0), share(2)], &info).unwrap().as_bytes(), secret.as_bytes());
+        assert_eq!(
+            recover(&[share(1), share(0), share(2)], &info)
+                .unwrap()
+                .as_bytes(),
+            secret.as_bytes()
+        );
         assert!(recover(&[share(1)], &info).is_err(), "one share of two");
         // A share for another member's key does not decrypt; a damaged share does not recover.
         assert!(decrypt_share(&keys[0].0, &info.encrypted_shares["m1"]).is_err());

@@ -1508,3 +1508,109 @@ async fn members_deploy_and_remove_the_app_by_proposal() {
     let (_, _, body) = get(&c, &format!("{e}/gov/service/javascript-app?{V}")).await;
     assert_eq!(body, r#"{"endpoints":{}}"#);
 }
+
+/// An RSA-2048 encryption key for a member: (private PKCS#8 PEM, public SPKI PEM).
+fn encryption_key() -> (String, String) {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let public = rcgen::PublicKeyData::subject_public_key_info(&kp);
+    (
+        kp.serialize_pem(),
+        pem::encode(&pem::Pem::new("PUBLIC KEY", public)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_shares_go_to_active_members_with_keys_and_a_quorum_recovers_the_secret() {
+    use vellum_node::recovery::{decrypt_share, recover};
+    let srv = TestServer::start(10).await;
+    let (e, c) = (srv.endpoint.clone(), srv.client(None));
+    let m0 = operator(&srv);
+    activate(&c, &e, &m0).await;
+    let share_of = |m: &Member| {
+        let (c, e, id) = (c.clone(), e.clone(), m.id());
+        async move { get(&c, &format!("{e}/gov/recovery/encrypted-shares/{id}?{V}")).await }
+    };
+    // The operator holds no encryption key: no share.
+    let (s, _, body) = share_of(&m0).await;
+    assert_eq!(s, 404, "{body}");
+
+    // Two members with encryption keys; each gets a share once it acks (Active).
+    let (m1, m2) = (new_member("r1"), new_member("r2"));
+    let (k1, k2) = (encryption_key(), encryption_key());
+    for (m, k) in [(&m1, &k1), (&m2, &k2)] {
+        pass(
+            &c,
+            &e,
+            &m0,
+            serde_json::json!([{"name": "set_member", "args": {"cert": m.cert_pem, "encryption_pub_key": k.1}}]),
+        )
+        .await;
+        assert_eq!(share_of(m).await.0, 404, "no share before the ack");
+    }
+    activate(&c, &e, &m1).await;
+    let (s, _, body) = share_of(&m1).await;
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["memberId"], m1.id().as_str());
+    let secret = srv.node.ledger_secret().as_bytes().to_vec();
+    let info = srv.node.with_gov(|g| g.recovery_shares()).unwrap();
+    let s1 = decrypt_share(&k1.0, v["encryptedShare"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        recover(&[s1], &info).unwrap().as_bytes().to_vec(),
+        secret,
+        "1 of 1"
+    );
+
+    // The second recovery member acks; the members raise the threshold to 2 (three active
+    // members now: two votes pass it).
+    activate(&c, &e, &m2).await;
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_recovery_threshold", "args": {"recovery_threshold": 3}}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    vote(&c, &e, &m0, &pid, true).await;
+    let (s, v) = vote(&c, &e, &m1, &pid, true).await;
+    assert_eq!(s, 500, "three is more than the two recovery members: {v}");
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "set_recovery_threshold", "args": {"recovery_threshold": 2}}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    vote(&c, &e, &m0, &pid, true).await;
+    let (s, v) = vote(&c, &e, &m1, &pid, true).await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Accepted")),
+        "{v}"
+    );
+    let info = srv.node.with_gov(|g| g.recovery_shares()).unwrap();
+    assert_eq!(info.encrypted_shares.len(), 2);
+    let s1 = decrypt_share(&k1.0, &info.encrypted_shares[&m1.id()]).unwrap();
+    let s2 = decrypt_share(&k2.0, &info.encrypted_shares[&m2.id()]).unwrap();
+    assert!(
+        recover(&[s1.clone()], &info).is_err(),
+        "one share of two is not enough"
+    );
+    assert_eq!(
+        recover(&[s1, s2.clone()], &info)
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+        secret
+    );
+    // A share decrypted with the wrong key does not exist; a wrong share is refused.
+    assert!(decrypt_share(&k2.0, &info.encrypted_shares[&m1.id()]).is_err());
+    let mut wrong = s2.clone();
+    wrong[5] ^= 0x40;
+    let s1 = decrypt_share(&k1.0, &info.encrypted_shares[&m1.id()]).unwrap();
+    assert!(recover(&[s1, wrong], &info).is_err());
+}

@@ -157,7 +157,10 @@ impl GovHost {
                 Ok(serde_json::Value::from(pem).to_string())
             }
             "jwt.keyRecords" => jwt_key_records(&args).map(|v| v.to_string()),
-            "node.triggerLedgerRekey" | "node.triggerRecoverySharesRefresh" => Err(format!(
+            // Shares are issued anew whenever recovery members or the threshold change (see
+            // `refresh_recovery_shares`): nothing more to do.
+            "node.triggerRecoverySharesRefresh" => Ok("null".into()),
+            "node.triggerLedgerRekey" => Err(format!(
                 "ccf.{name} is not available in this version of Vellum"
             )),
             _ => Err(format!("ccf.{name} is not available here")),
@@ -655,6 +658,7 @@ impl LedgerNode {
         if !ok || view.own.is_empty() {
             return Ok(answer);
         }
+        self.refresh_recovery_shares(&mut view);
         let ws = EntryBuilder {
             maps: map_writes(&view.own),
             ..EntryBuilder::default()
@@ -664,6 +668,67 @@ impl LedgerNode {
             txid: Some(txid),
             ..answer
         })
+    }
+
+    /// Issues recovery shares anew, in the request's transaction, when it changed the recovery
+    /// members (the `Active` members with an encryption key) or the service configuration
+    /// (its recovery threshold). Shares that cannot be issued (a threshold above the number of
+    /// recovery members) leave the last ones in place, with a warning.
+    fn refresh_recovery_shares(&self, view: &mut GovView) {
+        let touched = [
+            tables::MEMBERS_INFO.name(),
+            tables::MEMBERS_ENCRYPTION_PUBLIC_KEYS.name(),
+            tables::SERVICE_CONFIG.name(),
+        ]
+        .iter()
+        .any(|t| view.own.contains_key(*t));
+        if !touched {
+            return;
+        }
+        let members: Vec<(String, String)> = view
+            .rows(tables::MEMBERS_INFO.name())
+            .into_iter()
+            .filter_map(|(id, info)| {
+                let info: serde_json::Value = serde_json::from_slice(&info).ok()?;
+                if info["status"] != "Active" {
+                    return None;
+                }
+                let key = view.get(tables::MEMBERS_ENCRYPTION_PUBLIC_KEYS.name(), &id)?;
+                Some((String::from_utf8(id).ok()?, String::from_utf8(key).ok()?))
+            })
+            .collect();
+        let config = view
+            .get(
+                tables::SERVICE_CONFIG.name(),
+                &vellum_core::entry::SINGLETON_KEY,
+            )
+            .and_then(|v| tables::SERVICE_CONFIG.decode_value(&v).ok())
+            .unwrap_or_default();
+        let current = view
+            .get(
+                tables::RECOVERY_SHARES.name(),
+                &vellum_core::entry::SINGLETON_KEY,
+            )
+            .and_then(|v| tables::RECOVERY_SHARES.decode_value(&v).ok());
+        let same_members = current.as_ref().is_some_and(|c| {
+            c.encrypted_shares
+                .keys()
+                .eq(members.iter().map(|(id, _)| id))
+        });
+        if members.is_empty()
+            || (same_members && !view.own.contains_key(tables::SERVICE_CONFIG.name()))
+        {
+            return;
+        }
+        let threshold = usize::try_from(config.recovery_threshold).unwrap_or(usize::MAX);
+        match crate::recovery::issue(&self.data.keys.secret, &members, threshold) {
+            Ok(info) => {
+                let (k, v) = tables::RECOVERY_SHARES.entry(&(), &info);
+                view.put(tables::RECOVERY_SHARES.name(), &k, v);
+                tracing::info!(members = members.len(), threshold, "issued recovery shares");
+            }
+            Err(e) => tracing::warn!(error = %e, "recovery shares not issued"),
+        }
     }
 
     /// CCF's member COSE_Sign1 authentication: the envelope's shape, its signer a known member

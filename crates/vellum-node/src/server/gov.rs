@@ -1,7 +1,7 @@
 //! CCF's governance API (`/gov`, api-version `2024-07-01`, also `2023-06-01-preview`), the
 //! reads: `/gov/service/constitution`, `/gov/service/info`, `/gov/service/members[/{id}]`,
 //! `/gov/service/nodes[/{id}]`, `/gov/service/users[/{id}]`, `/gov/service/join-policy`,
-//! `/gov/service/jwk`, `/gov/service/javascript-app`,
+//! `/gov/service/jwk`, `/gov/service/javascript-app`, `/gov/recovery/encrypted-shares/{id}`,
 //! `/gov/members/proposals[/{id}[/actions | /ballots/{member}]]`. No credential is needed, as
 //! in CCF: the tables are public. Answers and errors have CCF's shapes and codes.
 
@@ -34,6 +34,10 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/gov/service/join-policy", get(join_policy))
         .route("/gov/service/jwk", get(jwk))
         .route("/gov/service/javascript-app", get(javascript_app))
+        .route(
+            "/gov/recovery/encrypted-shares/{member_id}",
+            get(encrypted_share),
+        )
         .route("/gov/service/users", get(users))
         .route("/gov/service/users/{user_id}", get(user))
         .route("/gov/service/nodes", get(nodes))
@@ -335,6 +339,28 @@ async fn javascript_app(State(st): St, RawQuery(q): RawQuery) -> Result<Response
         endpoints.insert(path, ops.into());
     }
     Ok(ok_json(json!({"endpoints": endpoints})))
+}
+
+/// CCF's `/gov/recovery/encrypted-shares/{memberId}`: the member's recovery share, encrypted
+/// to its encryption key (`{"memberId", "encryptedShare"}`, base64).
+async fn encrypted_share(
+    State(st): St,
+    RawQuery(q): RawQuery,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    api_version(q.as_deref())?;
+    let id = hex_id(&id, "member")?;
+    let share = st
+        .node
+        .with_gov(|g| g.recovery_shares())
+        .and_then(|r| r.encrypted_shares.get(&id).cloned())
+        .ok_or_else(|| {
+            not_found(
+                "ResourceNotFound",
+                format!("Recovery share not found for member {id}."),
+            )
+        })?;
+    Ok(ok_json(json!({"memberId": id, "encryptedShare": share})))
 }
 
 /// CCF's token issuers and their keys.
