@@ -497,6 +497,22 @@ pub enum GovCommand {
         /// The proposal's id.
         id: String,
     },
+    /// Fetch this member's recovery share and decrypt it with the member's encryption key
+    /// (RSA, PKCS#8 PEM); prints it (base64), or writes it to --out (mode 0600). A quorum of
+    /// shares recovers the ledger secret from the ledger files alone
+    /// (`vellum audit DIR --recovery-share FILE ...`).
+    ///
+    /// Example: vellum gov share --encryption-key member1_enc_key.pem --out member1.share
+    Share {
+        /// The member's private encryption key (PKCS#8 PEM).
+        #[arg(long, value_name = "PEM")]
+        encryption_key: PathBuf,
+        /// Write the share here instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        member: MemberArgs,
+    },
     /// List the consortium's members and their states.
     ///
     /// Example: vellum gov members
@@ -612,6 +628,37 @@ async fn run_gov(conn: &Connection, cmd: &GovCommand) -> anyhow::Result<ExitCode
             let mut v = gov.proposal(id).await?;
             v["actions"] = gov.proposal_actions(id).await?["actions"].clone();
             println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        GovCommand::Share {
+            encryption_key,
+            out,
+            member,
+        } => {
+            let m = member.load()?;
+            let key = zeroize::Zeroizing::new(
+                std::fs::read_to_string(encryption_key)
+                    .with_context(|| format!("reading {}", encryption_key.display()))?,
+            );
+            let encrypted = gov.encrypted_share(&m.id()).await?;
+            let share = vellum_node::recovery::decrypt_share(&key, &encrypted)?;
+            use base64::Engine as _;
+            let text = zeroize::Zeroizing::new(
+                base64::engine::general_purpose::STANDARD.encode(share.as_slice()),
+            );
+            match out {
+                Some(path) => {
+                    vellum_ledger::files::write_durably(path, text.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    print(json, json!({"memberId": m.id(), "out": path}), || {
+                        format!(
+                            "member {}'s recovery share written to {}",
+                            m.id(),
+                            path.display()
+                        )
+                    });
+                }
+                None => println!("{}", text.as_str()),
+            }
         }
         GovCommand::Members => {
             let all = gov.members().await?;

@@ -140,6 +140,11 @@ enum Command {
         /// The PKCS#11 URI of the token key that seals it.
         #[arg(long, value_name = "URI")]
         seal_pkcs11: Option<String>,
+        /// A recovery member's decrypted share (`vellum gov share`), instead of the ledger
+        /// secret: with a quorum of them, the secret is recovered from the last recovery shares
+        /// the ledger records. Repeatable.
+        #[arg(long, value_name = "FILE", conflicts_with = "ledger_secret")]
+        recovery_share: Vec<PathBuf>,
         /// Also read chunks not yet marked .committed.
         #[arg(long)]
         include_uncommitted: bool,
@@ -211,6 +216,38 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The ledger secret, recovered from recovery members' decrypted shares (base64 files) and the
+/// last recovery shares record of the ledger in `dir` (read by a first, public-only audit).
+fn secret_from_shares(
+    dir: &std::path::Path,
+    shares: &[PathBuf],
+    include_uncommitted: bool,
+) -> anyhow::Result<LedgerSecret> {
+    use base64::Engine as _;
+    let opts = AuditOptions {
+        ledger_secret: None,
+        include_uncommitted,
+    };
+    let report = vellum_ledger::audit::audit_dir(dir, &opts, |_| {})
+        .map_err(|f| anyhow::anyhow!("reading the ledger for its recovery shares: {f}"))?;
+    let info = report
+        .recovery_shares
+        .context("the ledger records no recovery shares")?;
+    let shares = shares
+        .iter()
+        .map(|p| {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            );
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map(zeroize::Zeroizing::new)
+                .with_context(|| format!("{}: not a share (base64)", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(vellum_node::recovery::recover(&shares, &info)?)
 }
 
 /// A ledger secret file: plain hex, or `ledger_secret.sealed` of a sealed data directory,
@@ -289,6 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seal_key_file,
             seal_passphrase_file,
             seal_pkcs11,
+            recovery_share,
             include_uncommitted,
             no_progress,
             governance,
@@ -301,11 +339,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !dir.is_dir() {
                 anyhow::bail!("{} is not a directory", dir.display());
             }
+            let secret = match (&ledger_secret, recovery_share.is_empty()) {
+                (Some(p), _) => Some(read_secret(p, seal)?),
+                (None, false) => Some(secret_from_shares(
+                    &dir,
+                    &recovery_share,
+                    include_uncommitted,
+                )?),
+                (None, true) => None,
+            };
             let opts = AuditOptions {
-                ledger_secret: ledger_secret
-                    .as_ref()
-                    .map(|p| read_secret(p, seal))
-                    .transpose()?,
+                ledger_secret: secret,
                 include_uncommitted,
             };
             let bar = if json || no_progress || !std::io::stderr().is_terminal() {

@@ -653,3 +653,113 @@ fn governance_from_the_command_line() {
         assert!(gov.iter().any(|l| l.contains(&want)), "{want}: {report}");
     }
 }
+
+#[test]
+fn a_recovery_share_from_the_command_line_recovers_the_secret_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(&dir.path().join("data"));
+    let d = node.data.clone();
+    let as_member = |cert: &Path, key: &Path, args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([
+            "--member-cert",
+            cert.to_str().unwrap(),
+            "--member-key",
+            key.to_str().unwrap(),
+        ]);
+        node.run_as(None, &all, None)
+    };
+    let (c0, k0) = (d.join("member0_cert.pem"), d.join("member0_key.pem"));
+    ok(&as_member(&c0, &k0, &["gov", "ack"]));
+    // A second member with an RSA encryption key.
+    let m1 =
+        vellum_ledger::identity::Identity::client("m1", std::time::SystemTime::now(), 30).unwrap();
+    let (c1, k1, e1) = (
+        dir.path().join("m1_cert.pem"),
+        dir.path().join("m1_key.pem"),
+        dir.path().join("m1_enc.pem"),
+    );
+    std::fs::write(&c1, &m1.cert_pem).unwrap();
+    std::fs::write(&k1, m1.key_pem()).unwrap();
+    let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    std::fs::write(&e1, rsa.serialize_pem()).unwrap();
+    let public = pem::encode(&pem::Pem::new(
+        "PUBLIC KEY",
+        rcgen::PublicKeyData::subject_public_key_info(&rsa),
+    ));
+    let args = serde_json::json!({"cert": m1.cert_pem, "encryption_pub_key": public}).to_string();
+    let out = ok(&as_member(
+        &c0,
+        &k0,
+        &["gov", "propose", "--action", "set_member", "--args", &args],
+    ));
+    let id = out.split('\t').next().unwrap().to_owned();
+    assert!(ok(&as_member(&c0, &k0, &["gov", "vote", &id])).contains("\tAccepted\t"));
+    // No share before the ack (404: exit 5); after it, the member's share, decrypted.
+    let share = dir.path().join("m1.share");
+    let e1s = e1.to_str().unwrap();
+    let share_args = [
+        "gov",
+        "share",
+        "--encryption-key",
+        e1s,
+        "--out",
+        share.to_str().unwrap(),
+    ];
+    fails(&as_member(&c1, &k1, &share_args), 5);
+    ok(&as_member(&c1, &k1, &["gov", "ack"]));
+    ok(&as_member(&c1, &k1, &share_args));
+    // Another member's key does not decrypt it.
+    let wrong = dir.path().join("wrong.pem");
+    std::fs::write(
+        &wrong,
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
+            .unwrap()
+            .serialize_pem(),
+    )
+    .unwrap();
+    let err = fails(
+        &as_member(
+            &c1,
+            &k1,
+            &["gov", "share", "--encryption-key", wrong.to_str().unwrap()],
+        ),
+        2,
+    );
+    assert!(err.contains("does not decrypt"), "{err}");
+
+    // The node stopped, the share (a threshold of 1) recovers the ledger secret from the
+    // ledger files alone: the audit checks every GCM tag with it.
+    let mut node = node;
+    Command::new("kill")
+        .args(["-TERM", &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    node.child.wait().unwrap();
+    let audit = |share: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_vellum"))
+            .args([
+                "audit",
+                "--include-uncommitted",
+                "--no-progress",
+                "--recovery-share",
+            ])
+            .arg(share)
+            .arg(d.join("ledger"))
+            .output()
+            .unwrap()
+    };
+    let report = ok(&audit(&share));
+    assert!(
+        report.contains("GCM tags and commit evidence checked"),
+        "{report}"
+    );
+    // A damaged share recovers nothing: a one-line error.
+    let text = std::fs::read_to_string(&share).unwrap();
+    let bad = dir.path().join("bad.share");
+    let mut chars: Vec<char> = text.trim().chars().collect();
+    chars[4] = if chars[4] == 'A' { 'B' } else { 'A' };
+    std::fs::write(&bad, chars.into_iter().collect::<String>()).unwrap();
+    let err = fails(&audit(&bad), 2);
+    assert!(err.contains("do not open the ledger secret"), "{err}");
+}

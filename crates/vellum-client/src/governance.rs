@@ -175,6 +175,15 @@ impl GovernanceClient {
             .unwrap_or_default())
     }
 
+    /// A member's recovery share, encrypted to its encryption key (base64), as CCF's
+    /// `/gov/recovery/encrypted-shares/{memberId}` returns it.
+    pub async fn encrypted_share(&self, member_id: &str) -> Result<String> {
+        let v = self
+            .get(&format!("/gov/recovery/encrypted-shares/{member_id}"))
+            .await?;
+        Ok(v["encryptedShare"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// The constitution's source.
     pub async fn constitution(&self) -> Result<String> {
         let v = self.get("/gov/service/constitution").await?;

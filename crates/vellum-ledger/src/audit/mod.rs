@@ -299,6 +299,10 @@ pub struct AuditReport {
     /// What is odd but not a failure: checks CCF's verifier does not make, on transactions a
     /// verified signature covers (so the service wrote them so) or that no signature covers.
     pub notes: Vec<AuditNote>,
+    /// The last recovery shares the ledger records (`public:ccf.internal.recovery_shares`): with
+    /// a quorum of its members' decrypted shares, the ledger secret.
+    #[serde(skip)]
+    pub recovery_shares: Option<tables::RecoverySharesInfo>,
 }
 
 /// A change of the code the service runs, as the ledger records it.
@@ -641,6 +645,12 @@ impl Auditor {
             .code_changes
             .extend(code_changes(txid, &pd.maps));
         self.report.governance.extend(governance(txid, &pd.maps));
+        if let Some(m) = tables::RECOVERY_SHARES.find(&pd.maps)
+            && let Some((_, v)) = m.writes.first()
+            && let Ok(info) = tables::RECOVERY_SHARES.decode_value(v)
+        {
+            self.report.recovery_shares = Some(info);
+        }
         let is_sig = tables.get(tables::SIGNATURES.name()).is_some()
             || tables.get(tables::COSE_SIGNATURES.name()).is_some();
         let leaf = entry::leaf_for(&raw.write_set_digest(), &pd);
