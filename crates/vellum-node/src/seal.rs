@@ -3,7 +3,7 @@
 //! the directory (a stolen disk, a backup) reveals none of them.
 //!
 //! The KEK comes from the operator at each start ([`SealKey`]): a passphrase (stretched with
-//! Argon2id, 64 MiB, 3 passes: about half a second here, against guessing), a key file of at
+//! Argon2id, 64 MiB, 3 passes: about 0.15 s here, against guessing), a key file of at
 //! least 32 random bytes (derived with HKDF-SHA256), or a PKCS#11 token (a random KEK, wrapped
 //! by an AES key that never leaves the token: [`crate::hsm`]). `seal.json` records which, with the salt
 //! and a check value that tells a wrong key from a damaged file. Each secret file `NAME`
