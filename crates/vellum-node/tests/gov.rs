@@ -728,6 +728,7 @@ async fn ccfs_default_constitution_runs_unchanged_with_the_same_outcomes() {
         std::fs::read_to_string(common::repo().join("testdata/ccf-constitution/default.js"))
             .unwrap();
     let (m1, u1, u2) = (new_member("m1"), new_member("u1"), new_member("u2"));
+    let m1_encryption = encryption_key();
     let joiner =
         vellum_ledger::identity::Identity::client("joiner", SystemTime::now(), 30).unwrap();
     let joiner_id = vellum_core::crypto::node_id_of(&joiner.cert);
@@ -767,7 +768,7 @@ async fn ccfs_default_constitution_runs_unchanged_with_the_same_outcomes() {
             assert_eq!(body, ccf_constitution);
         }
         for actions in [
-            serde_json::json!([{"name": "set_member", "args": {"cert": m1.cert_pem, "member_data": {"team": "audit"}}}]),
+            serde_json::json!([{"name": "set_member", "args": {"cert": m1.cert_pem, "member_data": {"team": "audit"}, "encryption_pub_key": m1_encryption.1}}]),
             serde_json::json!([{"name": "set_user", "args": {"cert": u1.cert_pem, "user_data": {"desk": 7}}}]),
             serde_json::json!([{"name": "set_user", "args": {"cert": u2.cert_pem}}]),
             serde_json::json!([{"name": "set_member_data", "args": {"member_id": m1.id(), "member_data": {"team": "ops"}}}]),
@@ -811,6 +812,14 @@ async fn ccfs_default_constitution_runs_unchanged_with_the_same_outcomes() {
                 row("public:ccf.gov.nodes.info", &joiner_id),
                 row("public:ccf.gov.nodes.endorsed_certificates", &joiner_id)
                     .map(|c| c.starts_with("-----BEGIN CERTIFICATE-----").to_string()),
+                // The recovery member once it acked (shares are random: who holds one).
+                g.recovery_shares().map(|r| {
+                    r.encrypted_shares
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }),
             ]
         });
         outcomes.push(rows);
@@ -846,6 +855,7 @@ async fn ccfs_default_constitution_runs_unchanged_with_the_same_outcomes() {
         "{node}"
     );
     assert_eq!(ours[10].as_deref(), Some("true"));
+    assert_eq!(ours[11].as_deref(), Some(m1.id().as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
