@@ -599,8 +599,8 @@ fn softhsm_token(dir: &std::path::Path) -> Option<(std::path::PathBuf, &'static 
     const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
     if !std::path::Path::new(MODULE).exists() {
         assert!(
-            std::env::var("VELLUM_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "VELLUM_REQUIRE_INTEROP=1 but SoftHSM2 is not installed"
+            std::env::var("VELLUM_REQUIRE_SOFTHSM").as_deref() != Ok("1"),
+            "VELLUM_REQUIRE_SOFTHSM=1 but SoftHSM2 is not installed"
         );
         eprintln!("SKIPPED: SoftHSM2 is not installed (apt-get install softhsm2)");
         return None;
