@@ -513,6 +513,11 @@ pub enum GovCommand {
         #[command(flatten)]
         member: MemberArgs,
     },
+    /// List the service's nodes and their states (`Pending`: waiting for a
+    /// `transition_node_to_trusted` vote).
+    ///
+    /// Example: vellum gov nodes
+    Nodes,
     /// List the consortium's members and their states.
     ///
     /// Example: vellum gov members
@@ -659,6 +664,21 @@ async fn run_gov(conn: &Connection, cmd: &GovCommand) -> anyhow::Result<ExitCode
                 }
                 None => println!("{}", text.as_str()),
             }
+        }
+        GovCommand::Nodes => {
+            let all = gov.nodes().await?;
+            print(json, json!(all), || {
+                all.iter()
+                    .map(|n| {
+                        format!(
+                            "{}\t{}",
+                            n["nodeId"].as_str().unwrap_or_default(),
+                            n["status"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
         GovCommand::Members => {
             let all = gov.members().await?;

@@ -555,6 +555,12 @@ fn governance_from_the_command_line() {
     // Members, with no credential at all.
     let out = ok(&node.run_as(None, &["gov", "members"], None));
     assert!(out.ends_with("\tAccepted"), "{out}");
+    // Nodes too: the one node, Trusted.
+    let out = ok(&node.run_as(None, &["gov", "nodes"], None));
+    assert!(
+        out.ends_with("\tTrusted") && out.lines().count() == 1,
+        "{out}"
+    );
     // An Accepted member cannot propose yet: a one-line error, exit 4 (authentication).
     let err = fails(
         &member(&[

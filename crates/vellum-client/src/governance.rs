@@ -184,6 +184,15 @@ impl GovernanceClient {
         Ok(v["encryptedShare"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// The service's nodes (`{"value": [...]}`'s items: `nodeId`, `status`, ...), those
+    /// waiting `Pending` for a vote included.
+    pub async fn nodes(&self) -> Result<Vec<Value>> {
+        Ok(self.get("/gov/service/nodes").await?["value"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// The constitution's source.
     pub async fn constitution(&self) -> Result<String> {
         let v = self.get("/gov/service/constitution").await?;

@@ -82,6 +82,15 @@ function checkJwks(jwks) {
   });
 }
 
+// Active members that hold an encryption key: those recovery shares are issued to.
+function recoveryMembers() {
+  let n = 0;
+  kv(T.memberInfo).forEach((v, k) => {
+    if (ccf.bufToJsonCompatible(v).status === "Active" && kv(T.memberKeys).has(k)) n += 1;
+  });
+  return n;
+}
+
 function activeMembers() {
   let n = 0;
   kv(T.memberInfo).forEach((v) => {
@@ -150,6 +159,15 @@ const actions = new Map([
     {
       validate: (args) => checkId(args.member_id, "member_id"),
       apply: (args) => {
+        // As CCF: the recovery members that remain must still meet the recovery threshold.
+        const info = getJson(T.memberInfo, args.member_id);
+        if (info !== undefined && info.status === "Active" && kv(T.memberKeys).has(key(args.member_id))) {
+          const raw = kv(T.serviceConfig).get(SINGLETON);
+          const threshold = raw === undefined ? 1 : ccf.bufToJsonCompatible(raw).recovery_threshold;
+          if (recoveryMembers() - 1 < threshold) {
+            fail(`removing member ${args.member_id} would leave fewer recovery members than the recovery threshold (${threshold})`);
+          }
+        }
         for (const t of [T.memberCerts, T.memberInfo, T.memberKeys, T.memberAcks]) {
           kv(t).delete(key(args.member_id));
         }
@@ -312,10 +330,7 @@ const actions = new Map([
         }
       },
       apply: (args) => {
-        let n = 0;
-        kv(T.memberInfo).forEach((v, k) => {
-          if (ccf.bufToJsonCompatible(v).status === "Active" && kv(T.memberKeys).has(k)) n += 1;
-        });
+        const n = recoveryMembers();
         if (args.recovery_threshold > n) {
           fail(`a recovery threshold of ${args.recovery_threshold} is more than the ${n} recovery members`);
         }

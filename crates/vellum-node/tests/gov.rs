@@ -1617,6 +1617,26 @@ async fn recovery_shares_go_to_active_members_with_keys_and_a_quorum_recovers_th
             .to_vec(),
         secret
     );
+    // Removing a recovery member would leave fewer than the threshold: refused.
+    let (s, v) = propose(
+        &c,
+        &e,
+        &m0,
+        serde_json::json!([{"name": "remove_member", "args": {"member_id": m2.id()}}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    vote(&c, &e, &m0, &pid, true).await;
+    let (s, v) = vote(&c, &e, &m1, &pid, true).await;
+    assert_eq!(s, 500, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fewer recovery members"),
+        "{v}"
+    );
     // A share decrypted with the wrong key does not exist; a wrong share is refused.
     assert!(decrypt_share(&k2.0, &info.encrypted_shares[&m1.id()]).is_err());
     let mut wrong = s2.clone();
