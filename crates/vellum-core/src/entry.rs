@@ -626,6 +626,91 @@ impl LedgerSecret {
     }
 }
 
+/// The ledger secrets of a ledger: the first, and each one a rekey brought in with the seqno it
+/// applies from (the rekey transaction's seqno + 1, as CCF's). A transaction is sealed, and
+/// its commit evidence derived, under the secret that applies at its seqno.
+#[derive(Debug, Clone)]
+pub struct LedgerSecrets {
+    /// (applies from seqno, secret), by seqno; the first applies from 0.
+    list: Vec<(u64, LedgerSecret)>,
+}
+
+/// A rekey that does not come after the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a ledger secret from seqno {from} does not follow the last one's (from {last})")]
+pub struct SecretOrder {
+    /// The seqno the new secret would apply from.
+    pub from: u64,
+    /// The seqno the last secret applies from.
+    pub last: u64,
+}
+
+impl LedgerSecrets {
+    /// A ledger with one secret.
+    pub fn new(first: LedgerSecret) -> LedgerSecrets {
+        LedgerSecrets {
+            list: vec![(0, first)],
+        }
+    }
+
+    /// The secret that applies at `seqno`.
+    pub fn at(&self, seqno: u64) -> &LedgerSecret {
+        let i = self.list.partition_point(|(from, _)| *from <= seqno);
+        // The first applies from 0: `i` is at least 1.
+        &self.list[i.saturating_sub(1)].1
+    }
+
+    /// The secret that applies from now on.
+    pub fn latest(&self) -> &LedgerSecret {
+        &self.list[self.list.len() - 1].1
+    }
+
+    /// The first secret (the one a service opened with).
+    pub fn first(&self) -> &LedgerSecret {
+        &self.list[0].1
+    }
+
+    /// Adds a secret applying from `from` (after the last one's start).
+    pub fn push(&mut self, from: u64, secret: LedgerSecret) -> Result<(), SecretOrder> {
+        let last = self.list[self.list.len() - 1].0;
+        if from <= last {
+            return Err(SecretOrder { from, last });
+        }
+        self.list.push((from, secret));
+        Ok(())
+    }
+
+    /// Forgets the secrets that would apply only after `last_kept + 1` (the transactions
+    /// that brought them in were truncated).
+    pub fn truncate(&mut self, last_kept: u64) {
+        while self.list.len() > 1 && self.list[self.list.len() - 1].0 > last_kept + 1 {
+            self.list.pop();
+        }
+    }
+
+    /// (applies from seqno, secret), oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &LedgerSecret)> {
+        self.list.iter().map(|(f, s)| (*f, s))
+    }
+
+    /// Checks the GCM tag and decrypts the private maps of `entry`, under the secret of its
+    /// seqno.
+    pub fn open(&self, entry: &RawEntry<'_>) -> Result<Vec<MapWrites>, EntryError> {
+        self.at(entry.iv.seqno).open(entry)
+    }
+
+    /// The commit evidence of a transaction, under the secret of its seqno.
+    pub fn commit_evidence(&self, txid: TxId) -> String {
+        self.at(txid.seqno).commit_evidence(txid)
+    }
+}
+
+impl From<LedgerSecret> for LedgerSecrets {
+    fn from(first: LedgerSecret) -> LedgerSecrets {
+        LedgerSecrets::new(first)
+    }
+}
+
 /// SHA-256 of a commit-evidence string: what the public domain stores.
 pub fn commit_evidence_digest(commit_evidence: &str) -> Hash {
     Hash::digest(commit_evidence.as_bytes())

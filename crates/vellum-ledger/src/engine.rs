@@ -16,7 +16,7 @@ use base64::Engine as _;
 use vellum_core::cose::CwtClaims;
 use vellum_core::crypto::{Certificate, CryptoError, SigningKey};
 use vellum_core::entry::{
-    self, EncodedEntry, EntryBuilder, LedgerSecret, LegacyVersions, RawEntry,
+    self, EncodedEntry, EntryBuilder, LedgerSecret, LedgerSecrets, LegacyVersions, RawEntry,
 };
 use vellum_core::merkle::{MerkleTree, PathStep, TRIM_BLOCK, TreeError};
 use vellum_core::receipt::{CoseLeaf, LeafComponents, ProofElement, Receipt, cose_receipt};
@@ -40,8 +40,8 @@ pub struct NodeKeys {
     pub service_key: Option<SigningKey>,
     /// The service certificate (PEM).
     pub service_cert_pem: String,
-    /// The ledger secret.
-    pub secret: LedgerSecret,
+    /// The ledger secrets (the one a transaction is sealed under is the one of its seqno).
+    pub secrets: LedgerSecrets,
     /// CWT issuer and subject of COSE signatures.
     pub cose_issuer: String,
     /// CWT subject.
@@ -61,7 +61,7 @@ impl NodeKeys {
             node_cert_pem: node.cert_pem.clone(),
             service_key: Some(service.signing_key.clone()),
             service_cert_pem: service.cert_pem.clone(),
-            secret,
+            secrets: LedgerSecrets::new(secret),
             cose_issuer: "vellum.local".into(),
             cose_subject: "ledger.signature".into(),
         }
@@ -78,6 +78,9 @@ pub enum EngineError {
     /// The Merkle tree (an index or size outside it).
     #[error("merkle tree: {0}")]
     Tree(#[from] TreeError),
+    /// A ledger secret that cannot be added where it was asked for.
+    #[error("ledger secret: {0}")]
+    Secret(String),
     /// Signing or a certificate.
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
@@ -255,7 +258,7 @@ impl Engine {
         chunk_size: u64,
         keys: NodeKeys,
     ) -> Result<(Engine, Recovery), EngineError> {
-        match Checkpoint::read(dir, &keys.secret) {
+        match Checkpoint::read(dir, keys.secrets.first()) {
             Ok(Some(cp)) => {
                 let seqno = cp.seqno;
                 match Engine::open_checkpoint(dir, chunk_size, keys.clone(), cp) {
@@ -275,7 +278,7 @@ impl Engine {
                 tracing::warn!(error = %e, "the ledger checkpoint is unusable; reading every entry")
             }
         }
-        let (files, rec) = LedgerFiles::open(dir, chunk_size, Some(&keys.secret))?;
+        let (files, rec) = LedgerFiles::open(dir, chunk_size, Some(&keys.secrets))?;
         Ok((Engine::open(files, keys)?, rec))
     }
 
@@ -291,7 +294,7 @@ impl Engine {
             return Err(mismatch("tree size or last signature"));
         }
         let (files, rec) =
-            LedgerFiles::open_trusting(dir, chunk_size, Some(&keys.secret), &cp.chunks)?;
+            LedgerFiles::open_trusting(dir, chunk_size, Some(&keys.secrets), &cp.chunks)?;
         if files.committed_files_upto() < cp.seqno {
             return Err(mismatch("the covered chunks end early"));
         }
@@ -324,7 +327,7 @@ impl Engine {
         let Some(cp) = self.checkpoint()? else {
             return Ok(None);
         };
-        let bytes = cp.encode(&self.keys.secret);
+        let bytes = cp.encode(self.keys.secrets.first());
         Checkpoint::write(self.files.dir(), &bytes)?;
         self.checkpointed = cp.seqno;
         Ok(Some(cp.seqno))
@@ -367,7 +370,7 @@ impl Engine {
             }
         };
         let dir = self.files.dir().to_path_buf();
-        let secret = self.keys.secret.clone();
+        let secret = self.keys.secrets.first().clone();
         let seqno = cp.seqno;
         self.checkpointed = seqno;
         let spawned = std::thread::Builder::new()
@@ -463,11 +466,11 @@ impl Engine {
         let e = if self.legacy_versions {
             write_set.encode_with(
                 txid,
-                &self.keys.secret,
+                self.keys.secrets.at(txid.seqno),
                 LegacyVersions::older_ccf(txid.seqno),
             )
         } else {
-            write_set.encode(txid, &self.keys.secret)
+            write_set.encode(txid, self.keys.secrets.at(txid.seqno))
         };
         let sig = tables::is_signature(write_set.maps.iter().map(|m| m.name.as_str()));
         self.files.append(txid.seqno, &e.bytes, sig)?;
@@ -607,7 +610,8 @@ impl Engine {
     pub fn write_set(&self, seqno: u64) -> Result<(TxId, EntryBuilder), EngineError> {
         let bytes = self.files.read(seqno)?;
         let (raw, _) = RawEntry::parse(&bytes).map_err(|e| entry_err(seqno, e))?;
-        let ws = EntryBuilder::decode(&raw, &self.keys.secret).map_err(|e| entry_err(seqno, e))?;
+        let ws = EntryBuilder::decode(&raw, self.keys.secrets.at(seqno))
+            .map_err(|e| entry_err(seqno, e))?;
         Ok((raw.iv.txid(), ws))
     }
 
@@ -681,7 +685,26 @@ impl Engine {
         self.tree.retract_to(last_kept)?;
         self.views.truncate(last_kept);
         self.signatures.retain(|s| *s <= last_kept);
+        // A secret a truncated rekey brought in applies to nothing kept.
+        self.keys.secrets.truncate(last_kept);
         Ok(())
+    }
+
+    /// Seals transactions from seqno `from` on under `secret` (a rekey at `from - 1`). It must
+    /// come after the last transaction and the last secret's start. The caller makes `secret`
+    /// durable first: a ledger opened without a secret its entries need takes them for a torn
+    /// tail.
+    pub fn add_secret(&mut self, from: u64, secret: LedgerSecret) -> Result<(), EngineError> {
+        if from <= self.last_seqno() {
+            return Err(EngineError::Order {
+                last: self.last_seqno(),
+                got: TxId::new(self.views.last().unwrap_or(0), from),
+            });
+        }
+        self.keys
+            .secrets
+            .push(from, secret)
+            .map_err(|e| EngineError::Secret(e.to_string()))
     }
 
     /// The entry bytes at `seqno`.
@@ -734,7 +757,7 @@ impl Engine {
         let pd = raw.public_domain().map_err(|e| entry_err(txid.seqno, e))?;
         let write_set = if with_write_set {
             Some(
-                EntryBuilder::decode(&raw, &self.keys.secret)
+                EntryBuilder::decode(&raw, self.keys.secrets.at(txid.seqno))
                     .map_err(|e| entry_err(txid.seqno, e))?,
             )
         } else {
@@ -742,7 +765,7 @@ impl Engine {
         };
         let ws = raw.write_set_digest();
         let claims = pd.claims_digest.unwrap_or(Hash::ZERO);
-        let ce = self.keys.secret.commit_evidence(txid);
+        let ce = self.keys.secrets.commit_evidence(txid);
         let path = self.path(txid.seqno, s)?;
         let receipt = Receipt {
             cert: record.cert.clone(),

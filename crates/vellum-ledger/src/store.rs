@@ -21,7 +21,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use vellum_core::entry::{LedgerSecret, RawEntry};
+use vellum_core::entry::{LedgerSecrets, RawEntry};
 
 use crate::chunk::{self, CHUNK_HEADER_SIZE, Chunk, ChunkName, list_chunks};
 
@@ -161,7 +161,7 @@ impl LedgerFiles {
     pub fn open(
         dir: &Path,
         chunk_size: u64,
-        secret: Option<&LedgerSecret>,
+        secret: Option<&LedgerSecrets>,
     ) -> Result<(LedgerFiles, Recovery), StoreError> {
         LedgerFiles::open_trusting(dir, chunk_size, secret, &[])
     }
@@ -175,7 +175,7 @@ impl LedgerFiles {
     pub fn open_trusting(
         dir: &Path,
         chunk_size: u64,
-        secret: Option<&LedgerSecret>,
+        secret: Option<&LedgerSecrets>,
         trusted: &[crate::checkpoint::CoveredChunk],
     ) -> Result<(LedgerFiles, Recovery), StoreError> {
         crate::files::create_private_dir(dir).map_err(|e| io(dir, e))?;

@@ -48,7 +48,7 @@ fn keys(dir: &Path) -> NodeKeys {
             vellum_core::crypto::SigningKey::from_pkcs8_pem(&s("service_key")).unwrap(),
         ),
         service_cert_pem: s("service_cert"),
-        secret: LedgerSecret::from_bytes(SECRET),
+        secrets: LedgerSecret::from_bytes(SECRET).into(),
         cose_issuer: "vellum.local".into(),
         cose_subject: "ledger.signature".into(),
     }

@@ -119,7 +119,7 @@ fn replica_clone_ws(e: &Engine) -> Vec<(u64, EntryBuilder)> {
             let bytes = e.read(s).unwrap();
             let (raw, _) = RawEntry::parse(&bytes).unwrap();
             let mut maps = raw.public_domain().unwrap().maps;
-            maps.extend(e.keys().secret.open(&raw).unwrap());
+            maps.extend(e.keys().secrets.open(&raw).unwrap());
             (
                 s,
                 EntryBuilder {
@@ -454,4 +454,70 @@ fn a_checkpoint_does_not_hide_damage() {
     std::fs::write(&chunk, &original).unwrap();
     let (e, _) = Engine::open_dir(dir.path(), 2048, keys).unwrap();
     assert_eq!(e.opened_from(), Some(cp));
+}
+
+/// A rekey at seqno 20: transactions from 21 on are sealed under the new secret (their bytes
+/// open under it and not the old one), write sets and receipts read back across the switch, a
+/// restart with both secrets recovers every transaction, and a truncation of the rekey forgets
+/// the new secret.
+#[test]
+fn a_rekey_switches_the_secret_from_the_next_transaction() {
+    use vellum_core::entry::RawEntry;
+    let svc = Service::new();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = svc.node_keys();
+    let (mut e, _) = Engine::open_dir(dir.path(), 1 << 20, keys.clone()).unwrap();
+    let new_secret = LedgerSecret::from_bytes([8; 32]);
+    let run = |e: &mut Engine, range: std::ops::RangeInclusive<u64>| {
+        for s in range {
+            let txid = TxId::new(2, s);
+            if s % 5 == 0 {
+                e.append_signature(txid, 1).unwrap();
+            } else {
+                e.append(txid, &app(s)).unwrap();
+            }
+        }
+    };
+    run(&mut e, 1..=20);
+    // Not before a transaction already written.
+    assert!(e.add_secret(20, new_secret.clone()).is_err());
+    e.add_secret(21, new_secret.clone()).unwrap();
+    run(&mut e, 21..=40);
+    e.sync().unwrap();
+    e.commit(40).unwrap();
+    let opens = |s: u64, secret: &LedgerSecret| {
+        let bytes = e.read(s).unwrap();
+        let (raw, _) = RawEntry::parse(&bytes).unwrap();
+        secret.open(&raw).is_ok()
+    };
+    assert!(opens(19, &svc.secret) && !opens(19, &new_secret));
+    assert!(opens(21, &new_secret) && !opens(21, &svc.secret));
+    for s in [12, 21, 33] {
+        let (txid, ws) = e.write_set(s).unwrap();
+        assert_eq!(txid.seqno, s);
+        assert_eq!(ws.maps, app(s).maps, "seqno {s}");
+        let r = e.receipt(TxId::new(2, s), 40).unwrap();
+        r.receipt.verify(&svc.service.cert_pem, None).unwrap();
+    }
+    // A restart with both secrets recovers all 40.
+    let mut both = keys.clone();
+    both.secrets.push(21, new_secret.clone()).unwrap();
+    drop(e);
+    let (mut e, rec) = Engine::open_dir(dir.path(), 1 << 20, both).unwrap();
+    assert_eq!(rec.last_seqno, 40);
+    assert_eq!(e.write_set(33).unwrap().1.maps, app(33).maps);
+    // Truncated back to 20 (the rekey transaction kept), the new secret still applies from
+    // 21; truncated to 19 (the rekey transaction gone), it is forgotten, and what is written
+    // next is sealed under the old secret again.
+    e.truncate(20).unwrap();
+    e.append(TxId::new(3, 21), &app(21)).unwrap();
+    let bytes = e.read(21).unwrap();
+    let (raw, _) = RawEntry::parse(&bytes).unwrap();
+    assert!(new_secret.open(&raw).is_ok());
+    e.truncate(19).unwrap();
+    e.append(TxId::new(3, 20), &app(20)).unwrap();
+    e.append(TxId::new(3, 21), &app(21)).unwrap();
+    let bytes = e.read(21).unwrap();
+    let (raw, _) = RawEntry::parse(&bytes).unwrap();
+    assert!(svc.secret.open(&raw).is_ok());
 }

@@ -152,7 +152,7 @@ fn truncate_across_chunks_then_continue() {
 fn corruption_in_a_closed_chunk_is_reported_not_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let secret = LedgerSecret::from_bytes([1; 32]);
-    let (mut store, _) = LedgerFiles::open(dir.path(), 1000, Some(&secret)).unwrap();
+    let (mut store, _) = LedgerFiles::open(dir.path(), 1000, Some(&secret.clone().into())).unwrap();
     write_n(&mut store, 1, 30);
     store.sync().unwrap();
     store.commit(30).unwrap();
@@ -163,7 +163,7 @@ fn corruption_in_a_closed_chunk_is_reported_not_repaired() {
     // A byte of the GCM tag: framing is intact, only authentication can tell.
     b[20] ^= 0xff;
     std::fs::write(&path, &b).unwrap();
-    let err = LedgerFiles::open(dir.path(), 1000, Some(&secret)).unwrap_err();
+    let err = LedgerFiles::open(dir.path(), 1000, Some(&secret.clone().into())).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     // Framing damage is reported even without the secret.
     let mut framing = b.clone();
@@ -451,7 +451,8 @@ fn a_torn_entry_before_the_zeros_is_cut() {
     drop(f);
 
     let secret = LedgerSecret::from_bytes([1; 32]);
-    let (store, rec) = LedgerFiles::open(dir.path(), 1 << 20, Some(&secret)).unwrap();
+    let (store, rec) =
+        LedgerFiles::open(dir.path(), 1 << 20, Some(&secret.clone().into())).unwrap();
     assert_eq!((rec.last_seqno, rec.dropped_from), (7, Some(8)));
     assert_eq!(rec.dropped_bytes, len - data_len);
     assert_eq!(store.read(7).unwrap(), written[6]);

@@ -238,7 +238,7 @@ impl DataDir {
             node_cert_pem: read_string(&root.join("node_cert.pem"))?,
             service_key: Some(service_key),
             service_cert_pem: read_string(&root.join("service_cert.pem"))?,
-            secret: LedgerSecret::from_bytes(key),
+            secrets: LedgerSecret::from_bytes(key).into(),
             cose_issuer: "vellum.local".into(),
             cose_subject: "ledger.signature".into(),
         };

@@ -721,7 +721,7 @@ impl LedgerNode {
             return;
         }
         let threshold = usize::try_from(config.recovery_threshold).unwrap_or(usize::MAX);
-        match crate::recovery::issue(&self.data.keys.secret, &members, threshold) {
+        match crate::recovery::issue(self.data.keys.secrets.latest(), &members, threshold) {
             Ok(info) => {
                 let (k, v) = tables::RECOVERY_SHARES.entry(&(), &info);
                 view.put(tables::RECOVERY_SHARES.name(), &k, v);

@@ -229,7 +229,7 @@ impl LedgerNode {
 
     /// The ledger secret.
     pub fn ledger_secret(&self) -> &vellum_core::entry::LedgerSecret {
-        &self.data.keys.secret
+        self.data.keys.secrets.latest()
     }
 
     /// Whether this node is the primary.
