@@ -176,6 +176,10 @@ enum Command {
         /// verifier accept such ledgers.
         #[arg(long)]
         legacy_versions: bool,
+        /// Rekey the ledger this many times among the entries (CCF's historical secrets
+        /// records; `ledger_secret` holds the last secret).
+        #[arg(long, default_value_t = 0)]
+        rekeys: u64,
     },
 }
 
@@ -445,6 +449,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             signature_interval,
             chunk_size,
             legacy_versions,
+            rekeys,
         } => {
             if out.exists()
                 && std::fs::read_dir(&out)
@@ -464,6 +469,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     chunk_size,
                     now: SystemTime::now(),
                     legacy_versions,
+                    rekeys,
                 },
             )?;
             outln!(

@@ -609,6 +609,50 @@ impl LedgerSecret {
         format!("ce:{t}:{}", hex::encode(digest))
     }
 
+    /// This (past) secret sealed under `next`, the secret that replaces it at a rekey:
+    /// `nonce || ciphertext || tag` (AES-256-GCM; `nonce` must not repeat under `next`).
+    pub fn seal_under(&self, next: &LedgerSecret, nonce: [u8; 12]) -> Vec<u8> {
+        use aes_gcm::aead::Aead as _;
+        let ct = next
+            .cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                aes_gcm::aead::Payload {
+                    msg: &self.key,
+                    aad: PREVIOUS_SECRET_AAD,
+                },
+            )
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend(ct);
+        out
+    }
+
+    /// A past secret [`LedgerSecret::seal_under`] sealed under `self` (its successor).
+    pub fn open_sealed(&self, sealed: &[u8]) -> Result<LedgerSecret, EntryError> {
+        use aes_gcm::aead::Aead as _;
+        if sealed.len() != 12 + 32 + 16 {
+            return Err(EntryError::Authentication);
+        }
+        let (nonce, ct) = sealed.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| EntryError::Authentication)?;
+        let plain = self
+            .cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                aes_gcm::aead::Payload {
+                    msg: ct,
+                    aad: PREVIOUS_SECRET_AAD,
+                },
+            )
+            .map_err(|_| EntryError::Authentication)?;
+        let key: [u8; 32] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| EntryError::Authentication)?;
+        Ok(LedgerSecret::from_bytes(key))
+    }
+
     /// Checks the GCM tag and decrypts the private maps of `entry`.
     pub fn open(&self, entry: &RawEntry<'_>) -> Result<Vec<MapWrites>, EntryError> {
         let mut buf = entry.ciphertext.to_vec();
@@ -625,6 +669,9 @@ impl LedgerSecret {
         decode_maps(&mut r)
     }
 }
+
+/// The associated data of a past secret sealed under its successor.
+const PREVIOUS_SECRET_AAD: &[u8] = b"vellum previous ledger secret";
 
 /// The ledger secrets of a ledger: the first, and each one a rekey brought in with the seqno it
 /// applies from (the rekey transaction's seqno + 1, as CCF's). A transaction is sealed, and
@@ -702,6 +749,34 @@ impl LedgerSecrets {
     /// The commit evidence of a transaction, under the secret of its seqno.
     pub fn commit_evidence(&self, txid: TxId) -> String {
         self.at(txid.seqno).commit_evidence(txid)
+    }
+}
+
+impl LedgerSecrets {
+    /// The secrets of a rekeyed ledger, from the latest and the ledger's rekey records in
+    /// ledger order (`(seqno of the rekey transaction, record)`): each record holds the secret
+    /// before it, sealed under the one after.
+    pub fn from_chain(
+        latest: LedgerSecret,
+        records: &[(u64, crate::tables::EncryptedLedgerSecretInfo)],
+    ) -> Result<LedgerSecrets, EntryError> {
+        use base64::Engine as _;
+        let mut current = latest;
+        let mut list = Vec::with_capacity(records.len() + 1);
+        for (seqno, rec) in records.iter().rev() {
+            let Some(prev) = &rec.previous_ledger_secret else {
+                continue;
+            };
+            let sealed = base64::engine::general_purpose::STANDARD
+                .decode(&prev.encrypted_data)
+                .map_err(|_| EntryError::Authentication)?;
+            let past = current.open_sealed(&sealed)?;
+            list.push((rec.next_version.unwrap_or(seqno + 1), current));
+            current = past;
+        }
+        list.push((0, current));
+        list.reverse();
+        Ok(LedgerSecrets { list })
     }
 }
 

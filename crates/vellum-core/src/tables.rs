@@ -279,6 +279,10 @@ pub const COSE_SIGNATURES: Table<Singleton, JsonText> =
     Table::new("public:ccf.internal.cose_signatures");
 /// The serialized Merkle tree up to the signature (its format: [`crate::merkle`]).
 pub const TREE: Table<Singleton, Raw> = Table::new("public:ccf.internal.tree");
+/// At each rekey (CCF's): the previous ledger secret, sealed under the new one, and the seqno it
+/// applied from. Whoever holds the latest secret walks the chain back to the first.
+pub const HISTORICAL_LEDGER_SECRET: Table<Singleton, Json<EncryptedLedgerSecretInfo>> =
+    Table::new("public:ccf.internal.historical_encrypted_ledger_secret");
 /// Recovery shares (CCF's): the latest ledger secret wrapped by a key that is split among the
 /// recovery members, each share encrypted to its member.
 pub const RECOVERY_SHARES: Table<Singleton, Json<RecoverySharesInfo>> =
@@ -532,6 +536,31 @@ impl NodeInfo {
             ..NodeInfo::new(status)
         }
     }
+}
+
+/// The record of [`HISTORICAL_LEDGER_SECRET`], field for field and in CCF's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedLedgerSecretInfo {
+    /// The secret this rekey replaced (unset when a service opens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_ledger_secret: Option<PreviousLedgerSecretInfo>,
+    /// Where the next secret applies from, when not this transaction's seqno + 1 (CCF sets it
+    /// during recovery only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_version: Option<u64>,
+}
+
+/// A past ledger secret in [`EncryptedLedgerSecretInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousLedgerSecretInfo {
+    /// The past secret sealed under the one that replaced it (base64; Vellum's layout:
+    /// nonce (12) || ciphertext || tag, AES-256-GCM under the new secret).
+    pub encrypted_data: String,
+    /// The seqno the past secret applied from.
+    pub version: u64,
+    /// Where the secret before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_stored_version: Option<u64>,
 }
 
 /// The record of [`RECOVERY_SHARES`], field for field and in CCF's order (bytes as base64).

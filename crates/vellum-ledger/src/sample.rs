@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
 use vellum_core::entry::{EntryBuilder, LedgerSecret};
@@ -37,6 +38,10 @@ pub struct SampleOptions {
     /// Write every entry's max conflict version and map read versions non-zero, as older CCF
     /// releases did, rather than 0 as Vellum and current CCF do. Signatures cover them as usual.
     pub legacy_versions: bool,
+    /// Rekey the ledger this many times, spread among the entries: each rekey records the
+    /// previous secret sealed under the new one (CCF's historical secrets table), and what
+    /// follows is sealed under the new one. `ledger_secret` holds the last.
+    pub rekeys: u64,
 }
 
 impl Default for SampleOptions {
@@ -47,6 +52,7 @@ impl Default for SampleOptions {
             chunk_size: 8 * 1024,
             now: SystemTime::now(),
             legacy_versions: false,
+            rekeys: 0,
         }
     }
 }
@@ -164,6 +170,11 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
         )),
     )?;
     let mut since_sig = 1u64;
+    // Rekeys after every `rekey_every` entries.
+    let rekey_every = (opts.rekeys > 0).then(|| (opts.entries / (opts.rekeys + 1)).max(1));
+    let mut rekeys_done = 0u64;
+    let mut secret = secret;
+    let mut secret_from = 1u64;
 
     // Application entries, half with ACL application claims.
     let mut app: Vec<(TxId, Option<Vec<ApplicationClaim>>, Hash)> = Vec::new();
@@ -206,6 +217,36 @@ pub fn write_sample(out: &Path, opts: &SampleOptions) -> Result<SampleLedger, Sa
         )?;
         app.push((t, claims, digest));
         since_sig += 1;
+        if let Some(every) = rekey_every
+            && rekeys_done < opts.rekeys
+            && (i + 1) % every == 0
+        {
+            let mut k = [0u8; 32];
+            OsRng.fill_bytes(&mut k);
+            let next_secret = LedgerSecret::from_bytes(k);
+            let mut nonce = [0u8; 12];
+            OsRng.fill_bytes(&mut nonce);
+            let record = vellum_core::tables::EncryptedLedgerSecretInfo {
+                previous_ledger_secret: Some(vellum_core::tables::PreviousLedgerSecretInfo {
+                    encrypted_data: base64::engine::general_purpose::STANDARD
+                        .encode(secret.seal_under(&next_secret, nonce)),
+                    version: secret_from,
+                    previous_secret_stored_version: None,
+                }),
+                next_version: None,
+            };
+            let t = txid();
+            engine.append(
+                t,
+                &EntryBuilder::default()
+                    .map(vellum_core::tables::HISTORICAL_LEDGER_SECRET.write(&(), &record)),
+            )?;
+            engine.add_secret(t.seqno + 1, next_secret.clone())?;
+            secret = next_secret;
+            secret_from = t.seqno + 1;
+            rekeys_done += 1;
+            since_sig += 1;
+        }
         if since_sig >= opts.signature_interval {
             engine.append_signature(txid(), iat)?;
             since_sig = 0;

@@ -55,3 +55,52 @@ fn official_python_tools_accept_vellum_ledgers_and_receipts() {
         "{stdout}"
     );
 }
+
+/// A ledger rekeyed twice passes CCF's `verify_ledger_secrets_chain` (each rekey record's
+/// previous secret applies from the seqno after the rekey before it) and `ccf.ledger` FULL.
+#[test]
+fn ccfs_tools_accept_a_rekeyed_ledger() {
+    let Some(py) = python() else {
+        assert!(
+            !interop_required(),
+            "VELLUM_REQUIRE_INTEROP=1 but no Python"
+        );
+        eprintln!("SKIPPED: no Python with ccf (run scripts/test.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_sample(
+        dir.path(),
+        &SampleOptions {
+            entries: 30,
+            rekeys: 2,
+            chunk_size: 2048,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let code = "import sys, ccf.verify_ledger_secrets_chain as v\n\
+                sys.exit(0 if v.run([sys.argv[1]]) else 1)";
+    let out = Command::new(&py)
+        .args(["-c", code])
+        .arg(&s.ledger_dir)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.matches("previous_ledger_secret").count() == 2,
+        "verify_ledger_secrets_chain:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(&py)
+        .arg(common::repo().join("tests/interop/verify_ledger_full.py"))
+        .arg(&s.ledger_dir)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "ccf.ledger FULL:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -19,6 +19,7 @@ fn small() -> SampleOptions {
         chunk_size: 4096,
         now: SystemTime::now(),
         legacy_versions: false,
+        rekeys: 0,
     }
 }
 
@@ -153,4 +154,40 @@ fn every_flipped_byte_is_caught_and_named_with_the_secret() {
         }
     }
     println!("{flips} flips, all caught");
+}
+
+/// A ledger rekeyed twice: with only its latest secret, the auditor walks the rekey records
+/// back and checks every GCM tag and commit evidence; the first secret alone does not open
+/// the history.
+#[test]
+fn a_rekeyed_ledger_audits_with_its_latest_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_sample(
+        dir.path(),
+        &SampleOptions {
+            entries: 30,
+            rekeys: 2,
+            ..small()
+        },
+    )
+    .unwrap();
+    let opts = AuditOptions {
+        ledger_secret: Some(s.ledger_secret.clone()),
+        ..Default::default()
+    };
+    let r = audit_dir(&s.ledger_dir, &opts, |_| {}).unwrap();
+    assert!(r.secret_checked);
+    assert_eq!(r.transactions, s.transactions);
+    assert!(r.claims_checked > 0);
+    let other = vellum_core::entry::LedgerSecret::from_bytes([1; 32]);
+    let err = audit_dir(
+        &s.ledger_dir,
+        &AuditOptions {
+            ledger_secret: Some(other),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("rekey history"), "{err}");
 }

@@ -42,7 +42,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 use vellum_core::crypto::{Certificate, CryptoError};
-use vellum_core::entry::{self, EntryError, EntryType, LedgerSecret, RawEntry, SINGLETON_KEY};
+use vellum_core::entry::{
+    self, EntryError, EntryType, LedgerSecret, LedgerSecrets, RawEntry, SINGLETON_KEY,
+};
 use vellum_core::merkle::MerkleTree;
 use vellum_core::signature::{
     CoseRules, NodeSignature, RootSignatureError, verify_node_signature, verify_service_signature,
@@ -66,6 +68,11 @@ pub struct AuditOptions {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
+    /// The ledger secret given does not open the secrets the ledger's rekeys recorded.
+    #[error(
+        "the ledger secret given does not open the ledger's rekey history (not its latest secret?)"
+    )]
+    SecretChain,
     /// The directory or a file could not be read.
     #[error("cannot read {path}: {message}")]
     Io {
@@ -518,7 +525,8 @@ struct Suspicion {
 /// and no status), the service status and certificate as JSON values.
 #[derive(Debug)]
 pub(crate) struct Auditor {
-    opts: AuditOptions,
+    /// The ledger's secrets, from the secret given (and the ledger's rekey history).
+    secrets: Option<LedgerSecrets>,
     tree: MerkleTree,
     next_seqno: u64,
     node_status: HashMap<String, Value>,
@@ -568,7 +576,7 @@ impl Auditor {
                 secret_checked: opts.ledger_secret.is_some(),
                 ..Default::default()
             },
-            opts,
+            secrets: opts.ledger_secret.clone().map(LedgerSecrets::new),
             tree,
             next_seqno: 1,
             node_status: HashMap::new(),
@@ -621,7 +629,7 @@ impl Auditor {
                 "entry type 2 (claims without commit evidence) has no defined Merkle leaf".into(),
             )));
         }
-        if let Some(secret) = &self.opts.ledger_secret {
+        if let Some(secret) = &self.secrets {
             let private = secret.open(raw).map_err(|e| fail(AuditError::Entry(e)))?;
             let ce = entry::commit_evidence_digest(&secret.commit_evidence(txid));
             if pd.commit_evidence_digest.is_some_and(|d| d != ce) {
@@ -1083,11 +1091,54 @@ pub fn audit_dir(
         .iter()
         .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .collect();
+    // A rekeyed ledger: the secret given is its latest; the earlier ones come from the rekey
+    // records, read first.
+    let secrets = match &opts.ledger_secret {
+        Some(latest) => {
+            let records = rekey_records(&chunks);
+            Some(
+                LedgerSecrets::from_chain(latest.clone(), &records).map_err(|_| AuditFailure {
+                    file: None,
+                    txid: None,
+                    seqno: records.last().map(|(s, _)| *s),
+                    offset: None,
+                    error: AuditError::SecretChain,
+                })?,
+            )
+        }
+        None => None,
+    };
     let files = chunks.into_iter().map(|(name, path)| {
         let bytes = std::fs::read(&path).map_err(|e| io(&path, e));
         (name, path, bytes)
     });
-    audit_chunks(files, sizes.iter().sum(), opts, progress)
+    audit_chunks_with(files, sizes.iter().sum(), opts, secrets, progress)
+}
+
+/// The rekey records of the chunks (`(seqno, record)` in ledger order), as far as they can be
+/// read: what cannot is left to the audit itself to report.
+fn rekey_records(chunks: &[(ChunkName, PathBuf)]) -> Vec<(u64, tables::EncryptedLedgerSecretInfo)> {
+    let mut out = Vec::new();
+    for (name, path) in chunks {
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
+        let Ok(chunk) = Chunk::parse_for_audit(&bytes, name) else {
+            continue;
+        };
+        for ce in &chunk.entries {
+            let Ok(pd) = ce.entry.public_domain() else {
+                continue;
+            };
+            if let Some(m) = tables::HISTORICAL_LEDGER_SECRET.find(&pd.maps)
+                && let Some((_, v)) = m.writes.first()
+                && let Ok(rec) = tables::HISTORICAL_LEDGER_SECRET.decode_value(v)
+            {
+                out.push((ce.entry.iv.seqno, rec));
+            }
+        }
+    }
+    out
 }
 
 /// Audits chunk files given as `(name, path, bytes)` in seqno order (`path` only labels
@@ -1096,9 +1147,21 @@ pub fn audit_chunks(
     files: impl IntoIterator<Item = (ChunkName, PathBuf, Result<Vec<u8>, AuditFailure>)>,
     bytes_total: u64,
     opts: &AuditOptions,
+    progress: impl FnMut(AuditProgress),
+) -> Result<AuditReport, AuditFailure> {
+    let secrets = opts.ledger_secret.clone().map(LedgerSecrets::new);
+    audit_chunks_with(files, bytes_total, opts, secrets, progress)
+}
+
+fn audit_chunks_with(
+    files: impl IntoIterator<Item = (ChunkName, PathBuf, Result<Vec<u8>, AuditFailure>)>,
+    bytes_total: u64,
+    opts: &AuditOptions,
+    secrets: Option<LedgerSecrets>,
     mut progress: impl FnMut(AuditProgress),
 ) -> Result<AuditReport, AuditFailure> {
     let mut auditor = Auditor::new(opts.clone());
+    auditor.secrets = secrets;
     let mut paths: Vec<PathBuf> = Vec::new();
     let mut bytes_done = 0u64;
     for (fi, (name, path, bytes)) in files.into_iter().enumerate() {
