@@ -70,8 +70,8 @@ impl std::fmt::Debug for SealKey {
 pub enum SealError {
     /// The directory is sealed and no key was given.
     #[error(
-        "the data directory {0} is sealed: give its key (--seal-key-file, --seal-passphrase-file \
-         or VELLUM_SEAL_PASSPHRASE)"
+        "the data directory {0} is sealed: give its key (--seal-key-file, --seal-passphrase-file, \
+         VELLUM_SEAL_PASSPHRASE or --seal-pkcs11)"
     )]
     KeyNeeded(PathBuf),
     /// The key given does not open this directory.
