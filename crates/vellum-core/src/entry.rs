@@ -753,30 +753,18 @@ impl LedgerSecrets {
 }
 
 impl LedgerSecrets {
-    /// The secrets of a rekeyed ledger, from the latest and the ledger's rekey records in
-    /// ledger order (`(seqno of the rekey transaction, record)`): each record holds the secret
-    /// before it, sealed under the one after.
-    pub fn from_chain(
-        latest: LedgerSecret,
-        records: &[(u64, crate::tables::EncryptedLedgerSecretInfo)],
-    ) -> Result<LedgerSecrets, EntryError> {
-        use base64::Engine as _;
-        let mut current = latest;
-        let mut list = Vec::with_capacity(records.len() + 1);
-        for (seqno, rec) in records.iter().rev() {
-            let Some(prev) = &rec.previous_ledger_secret else {
-                continue;
-            };
-            let sealed = base64::engine::general_purpose::STANDARD
-                .decode(&prev.encrypted_data)
-                .map_err(|_| EntryError::Authentication)?;
-            let past = current.open_sealed(&sealed)?;
-            list.push((rec.next_version.unwrap_or(seqno + 1), current));
-            current = past;
+    /// Secrets from `(applies from seqno, secret)` pairs, oldest first; the first applies
+    /// from 0 whatever it says (see `tables::ledger_secrets_from_chain`).
+    pub fn from_list(list: Vec<(u64, LedgerSecret)>) -> Result<LedgerSecrets, SecretOrder> {
+        let mut it = list.into_iter();
+        let Some((_, first)) = it.next() else {
+            return Err(SecretOrder { from: 0, last: 0 });
+        };
+        let mut out = LedgerSecrets::new(first);
+        for (from, s) in it {
+            out.push(from, s)?;
         }
-        list.push((0, current));
-        list.reverse();
-        Ok(LedgerSecrets { list })
+        Ok(out)
     }
 }
 

@@ -550,6 +550,33 @@ pub struct EncryptedLedgerSecretInfo {
     pub next_version: Option<u64>,
 }
 
+/// The secrets of a rekeyed ledger, from the latest and the ledger's rekey records in ledger
+/// order (`(seqno of the rekey transaction, record)`): each record holds the secret before it,
+/// sealed under the one after, which applies from the rekey's seqno + 1.
+pub fn ledger_secrets_from_chain(
+    latest: crate::entry::LedgerSecret,
+    records: &[(u64, EncryptedLedgerSecretInfo)],
+) -> Result<crate::entry::LedgerSecrets, crate::entry::EntryError> {
+    use base64::Engine as _;
+    let bad = || crate::entry::EntryError::Authentication;
+    let mut current = latest;
+    let mut list = Vec::with_capacity(records.len() + 1);
+    for (seqno, rec) in records.iter().rev() {
+        let Some(prev) = &rec.previous_ledger_secret else {
+            continue;
+        };
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(&prev.encrypted_data)
+            .map_err(|_| bad())?;
+        let past = current.open_sealed(&sealed)?;
+        list.push((rec.next_version.unwrap_or(seqno + 1), current));
+        current = past;
+    }
+    list.push((0, current));
+    list.reverse();
+    crate::entry::LedgerSecrets::from_list(list).map_err(|_| bad())
+}
+
 /// A past ledger secret in [`EncryptedLedgerSecretInfo`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousLedgerSecretInfo {

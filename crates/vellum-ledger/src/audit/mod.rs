@@ -1097,12 +1097,14 @@ pub fn audit_dir(
         Some(latest) => {
             let records = rekey_records(&chunks);
             Some(
-                LedgerSecrets::from_chain(latest.clone(), &records).map_err(|_| AuditFailure {
-                    file: None,
-                    txid: None,
-                    seqno: records.last().map(|(s, _)| *s),
-                    offset: None,
-                    error: AuditError::SecretChain,
+                tables::ledger_secrets_from_chain(latest.clone(), &records).map_err(|_| {
+                    AuditFailure {
+                        file: None,
+                        txid: None,
+                        seqno: records.last().map(|(s, _)| *s),
+                        offset: None,
+                        error: AuditError::SecretChain,
+                    }
                 })?,
             )
         }
