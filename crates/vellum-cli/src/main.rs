@@ -223,20 +223,15 @@ fn main() -> ExitCode {
 }
 
 /// The ledger secret, recovered from recovery members' decrypted shares (base64 files) and the
-/// last recovery shares record of the ledger in `dir` (read by a first, public-only audit).
+/// last recovery shares record of the ledger in `dir` (the audit that follows checks the rest).
 fn secret_from_shares(
     dir: &std::path::Path,
     shares: &[PathBuf],
     include_uncommitted: bool,
 ) -> anyhow::Result<LedgerSecret> {
     use base64::Engine as _;
-    let opts = AuditOptions {
-        ledger_secret: None,
-        include_uncommitted,
-    };
-    let report = vellum_ledger::audit::audit_dir(dir, &opts, |_| {})
-        .map_err(|f| anyhow::anyhow!("reading the ledger for its recovery shares: {f}"))?;
-    let info = report
+    let info = vellum_ledger::audit::secret_records(dir, include_uncommitted)
+        .with_context(|| format!("reading the ledger in {}", dir.display()))?
         .recovery_shares
         .context("the ledger records no recovery shares")?;
     let shares = shares

@@ -132,12 +132,12 @@ pub struct DataDir {
     pub join_peers: Vec<Vec<u8>>,
 }
 
-/// Creates the data directory and its `raft/` (mode 0700 whatever the umask) and refuses to go
-/// on if others can write to it or to the ledger directory.
 /// Where a joining node keeps its certificate and key until it is admitted.
 const JOINING_CERT: &str = "joining_cert.pem";
 const JOINING_KEY: &str = "joining_key.pem";
 
+/// Creates the data directory and its `raft/` (mode 0700 whatever the umask) and refuses to go
+/// on if others can write to it or to the ledger directory.
 fn private_dirs(root: &Path) -> Result<(), DataDirError> {
     use vellum_ledger::files::{check_private_dir, create_private_dir};
     let raft = root.join("raft");
@@ -286,17 +286,9 @@ impl DataDir {
         seal: Option<&SealKey>,
     ) -> Result<(String, String), DataDirError> {
         private_dirs(root)?;
-        let sealer = match seal {
-            Some(k) if Sealer::is_sealed(root) => Sealer::open(root, Some(k))?,
-            Some(k) => Some(Sealer::create(root, k)?),
-            None => Sealer::open(root, None)?,
-        };
+        let sealer = Sealer::open_or_create(root, seal)?;
         let cert = root.join(JOINING_CERT);
-        let key_there = match &sealer {
-            Some(_) => root.join(format!("{JOINING_KEY}.sealed")).exists(),
-            None => root.join(JOINING_KEY).exists(),
-        };
-        if cert.exists() && key_there {
+        if cert.exists() && crate::seal::secret_file_exists(root, JOINING_KEY, sealer.as_ref()) {
             return Ok((
                 read_string(&cert)?,
                 secret_text(root, JOINING_KEY, sealer.as_ref())?,
@@ -318,11 +310,7 @@ impl DataDir {
         seal: Option<&SealKey>,
     ) -> Result<(), DataDirError> {
         private_dirs(root)?;
-        let sealer = match seal {
-            Some(k) if Sealer::is_sealed(root) => Sealer::open(root, Some(k))?,
-            Some(k) => Some(Sealer::create(root, k)?),
-            None => Sealer::open(root, None)?,
-        };
+        let sealer = Sealer::open_or_create(root, seal)?;
         read_secret(
             Path::new("the ledger secret received"),
             &joined.ledger_secret_hex,
@@ -356,8 +344,12 @@ impl DataDir {
         };
         nf.write(root)?;
         // The key is node_key.pem now; a leftover copy would only be another secret on disk.
-        for f in [JOINING_CERT, JOINING_KEY, "joining_key.pem.sealed"] {
-            let _ = std::fs::remove_file(root.join(f));
+        for f in [
+            root.join(JOINING_CERT),
+            root.join(JOINING_KEY),
+            crate::seal::sealed_path(root, JOINING_KEY),
+        ] {
+            let _ = std::fs::remove_file(f);
         }
         tracing::info!(dir = %root.display(), node_id = %nf.node_id, "provisioned a node that joined a service");
         Ok(())

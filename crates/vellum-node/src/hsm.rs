@@ -22,6 +22,9 @@ use cryptoki::types::AuthPin;
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
+/// The associated data of a KEK wrapped in the token.
+const KEK_AAD: &[u8] = b"vellum seal kek";
+
 /// A PKCS#11 URI's parts Vellum uses.
 #[derive(Clone)]
 pub struct Pkcs11Uri {
@@ -185,8 +188,8 @@ pub fn wrap(uri: &Pkcs11Uri, plain: &[u8]) -> Result<Vec<u8>, HsmError> {
     let mut iv = [0u8; 12];
     OsRng.fill_bytes(&mut iv);
     let mut iv_param = iv;
-    let params = GcmParams::new(&mut iv_param, b"vellum seal kek", 128.into())
-        .map_err(err("the GCM parameters"))?;
+    let params =
+        GcmParams::new(&mut iv_param, KEK_AAD, 128.into()).map_err(err("the GCM parameters"))?;
     let ct = t
         .session
         .encrypt(&Mechanism::AesGcm(params), key, plain)
@@ -206,8 +209,7 @@ pub fn unwrap(uri: &Pkcs11Uri, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, Hsm
         .ok_or_else(|| HsmError(format!("no key labelled {:?} in the token", uri.object)))?;
     let mut iv: [u8; 12] = [0; 12];
     iv.copy_from_slice(&wrapped[..12]);
-    let params = GcmParams::new(&mut iv, b"vellum seal kek", 128.into())
-        .map_err(err("the GCM parameters"))?;
+    let params = GcmParams::new(&mut iv, KEK_AAD, 128.into()).map_err(err("the GCM parameters"))?;
     t.session
         .decrypt(&Mechanism::AesGcm(params), key, &wrapped[12..])
         .map(Zeroizing::new)

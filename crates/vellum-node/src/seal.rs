@@ -285,6 +285,15 @@ impl Sealer {
         }
     }
 
+    /// The sealer for `root` given `key`: its seal opened if it has one, else a new seal made
+    /// with `key`; `None` for a plain directory and no key.
+    pub fn open_or_create(root: &Path, key: Option<&SealKey>) -> Result<Option<Sealer>, SealError> {
+        match key {
+            Some(k) if !Sealer::is_sealed(root) => Sealer::create(root, k).map(Some),
+            _ => Sealer::open(root, key),
+        }
+    }
+
     /// Whether `root` is sealed.
     pub fn is_sealed(root: &Path) -> bool {
         root.join(SEAL_FILE).exists()
@@ -332,14 +341,14 @@ impl Sealer {
 
     /// Writes `NAME.sealed` in `root`: `plain` sealed under the KEK, bound to `name`.
     pub fn write(&self, root: &Path, name: &str, plain: &[u8]) -> Result<(), SealError> {
-        let path = root.join(format!("{name}.sealed"));
+        let path = sealed_path(root, name);
         let sealed = self.seal_bytes(name, plain)?;
         vellum_ledger::files::write_durably(&path, &sealed).map_err(io(&path))
     }
 
     /// Reads `NAME.sealed` in `root`.
     pub fn read(&self, root: &Path, name: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        let path = root.join(format!("{name}.sealed"));
+        let path = sealed_path(root, name);
         let sealed = std::fs::read(&path).map_err(io(&path))?;
         self.unseal_bytes(name, &sealed)
             .ok_or(SealError::Damaged(path))
@@ -351,11 +360,8 @@ impl Sealer {
 /// removes the plain files. A run that was interrupted is finished by running it again with
 /// the same key. Returns the files sealed.
 pub fn seal_dir(root: &Path, key: &SealKey) -> Result<Vec<String>, SealError> {
-    let sealer = if Sealer::is_sealed(root) {
-        Sealer::open(root, Some(key))?.ok_or_else(|| SealError::KeyNeeded(root.to_path_buf()))?
-    } else {
-        Sealer::create(root, key)?
-    };
+    let sealer = Sealer::open_or_create(root, Some(key))?
+        .ok_or_else(|| SealError::KeyNeeded(root.to_path_buf()))?;
     let mut sealed = Vec::new();
     for name in SEALED_FILES {
         let plain_path = root.join(name);
@@ -365,7 +371,7 @@ pub fn seal_dir(root: &Path, key: &SealKey) -> Result<Vec<String>, SealError> {
         let plain = Zeroizing::new(std::fs::read(&plain_path).map_err(io(&plain_path))?);
         sealer.write(root, name, &plain)?;
         if sealer.read(root, name)?.as_slice() != plain.as_slice() {
-            return Err(SealError::Damaged(root.join(format!("{name}.sealed"))));
+            return Err(SealError::Damaged(sealed_path(root, name)));
         }
         sealed.push(name.to_owned());
     }
@@ -375,6 +381,19 @@ pub fn seal_dir(root: &Path, key: &SealKey) -> Result<Vec<String>, SealError> {
     }
     vellum_ledger::files::sync_dir(root).map_err(io(root))?;
     Ok(sealed)
+}
+
+/// Where secret file `name` of `root` is kept sealed: `NAME.sealed`.
+pub fn sealed_path(root: &Path, name: &str) -> PathBuf {
+    root.join(format!("{name}.sealed"))
+}
+
+/// Whether secret file `name` of `root` is there (sealed, if `sealer` is given).
+pub fn secret_file_exists(root: &Path, name: &str, sealer: Option<&Sealer>) -> bool {
+    match sealer {
+        Some(_) => sealed_path(root, name).exists(),
+        None => root.join(name).exists(),
+    }
 }
 
 /// Reads secret file `name` of `root`: unsealed with `sealer` if the directory is sealed,

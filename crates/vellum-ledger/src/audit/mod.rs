@@ -306,10 +306,6 @@ pub struct AuditReport {
     /// What is odd but not a failure: checks CCF's verifier does not make, on transactions a
     /// verified signature covers (so the service wrote them so) or that no signature covers.
     pub notes: Vec<AuditNote>,
-    /// The last recovery shares the ledger records (`public:ccf.internal.recovery_shares`): with
-    /// a quorum of its members' decrypted shares, the ledger secret.
-    #[serde(skip)]
-    pub recovery_shares: Option<tables::RecoverySharesInfo>,
 }
 
 /// A change of the code the service runs, as the ledger records it.
@@ -653,12 +649,6 @@ impl Auditor {
             .code_changes
             .extend(code_changes(txid, &pd.maps));
         self.report.governance.extend(governance(txid, &pd.maps));
-        if let Some(m) = tables::RECOVERY_SHARES.find(&pd.maps)
-            && let Some((_, v)) = m.writes.first()
-            && let Ok(info) = tables::RECOVERY_SHARES.decode_value(v)
-        {
-            self.report.recovery_shares = Some(info);
-        }
         let is_sig = tables.get(tables::SIGNATURES.name()).is_some()
             || tables.get(tables::COSE_SIGNATURES.name()).is_some();
         let leaf = entry::leaf_for(&raw.write_set_digest(), &pd);
@@ -1095,7 +1085,7 @@ pub fn audit_dir(
     // records, read first.
     let secrets = match &opts.ledger_secret {
         Some(latest) => {
-            let records = rekey_records(&chunks);
+            let records = scan_secret_records(&chunks).rekeys;
             Some(
                 tables::ledger_secrets_from_chain(latest.clone(), &records).map_err(|_| {
                     AuditFailure {
@@ -1117,10 +1107,28 @@ pub fn audit_dir(
     audit_chunks_with(files, sizes.iter().sum(), opts, secrets, progress)
 }
 
-/// The rekey records of the chunks (`(seqno, record)` in ledger order), as far as they can be
-/// read: what cannot is left to the audit itself to report.
-fn rekey_records(chunks: &[(ChunkName, PathBuf)]) -> Vec<(u64, tables::EncryptedLedgerSecretInfo)> {
-    let mut out = Vec::new();
+/// What a ledger records about its secrets, in its public domain.
+#[derive(Debug, Clone, Default)]
+pub struct SecretRecords {
+    /// The rekeys, `(seqno, record)` in ledger order: with the latest secret, every earlier one.
+    pub rekeys: Vec<(u64, tables::EncryptedLedgerSecretInfo)>,
+    /// The last recovery shares: with a quorum of its members' decrypted shares, the latest
+    /// secret.
+    pub recovery_shares: Option<tables::RecoverySharesInfo>,
+}
+
+/// Reads what the ledger in `dir` records about its secrets (committed chunks only unless
+/// `include_uncommitted`), without checking anything else: entries that cannot be read are
+/// skipped, for the audit to report.
+pub fn secret_records(dir: &Path, include_uncommitted: bool) -> std::io::Result<SecretRecords> {
+    Ok(scan_secret_records(&list_chunks(
+        dir,
+        !include_uncommitted,
+    )?))
+}
+
+fn scan_secret_records(chunks: &[(ChunkName, PathBuf)]) -> SecretRecords {
+    let mut out = SecretRecords::default();
     for (name, path) in chunks {
         let Ok(bytes) = std::fs::read(path) else {
             continue;
@@ -1136,7 +1144,13 @@ fn rekey_records(chunks: &[(ChunkName, PathBuf)]) -> Vec<(u64, tables::Encrypted
                 && let Some((_, v)) = m.writes.first()
                 && let Ok(rec) = tables::HISTORICAL_LEDGER_SECRET.decode_value(v)
             {
-                out.push((ce.entry.iv.seqno, rec));
+                out.rekeys.push((ce.entry.iv.seqno, rec));
+            }
+            if let Some(m) = tables::RECOVERY_SHARES.find(&pd.maps)
+                && let Some((_, v)) = m.writes.first()
+                && let Ok(info) = tables::RECOVERY_SHARES.decode_value(v)
+            {
+                out.recovery_shares = Some(info);
             }
         }
     }

@@ -195,7 +195,7 @@ impl LedgerNode {
                 // the holder of the key, once its endorsed certificate is recorded.
                 return Ok(match cluster.certs.get(&node_id) {
                     Some(pem) => {
-                        let at = self.commit.borrow().committed;
+                        let at = self.committed_seqno();
                         let view = self.ledger.engine().view_at(at).unwrap_or_default();
                         JoinOutcome::Admitted(Box::new(self.join_response(
                             node_id,
@@ -211,7 +211,9 @@ impl LedgerNode {
         }
         let policy = self.state.with_gov(crate::gov::GovTables::join_policy);
         if policy.admission == tables::Admission::Vote {
-            return self.record_pending(&request, &cert, node_id, raft_id).await;
+            return self
+                .record_pending(&request, &cert, &cluster, node_id, raft_id)
+                .await;
         }
         if request.token.trim().is_empty() {
             return Err(Refusal::TokenRequired.into());
@@ -252,6 +254,7 @@ impl LedgerNode {
         &self,
         request: &JoinRequest,
         cert: &vellum_core::crypto::Certificate,
+        cluster: &ClusterState,
         node_id: String,
         raft_id: u64,
     ) -> Result<JoinOutcome, NodeError> {
@@ -273,8 +276,7 @@ impl LedgerNode {
             );
         }
         crate::cluster::joining_names(request)?;
-        let pending = self
-            .cluster()
+        let pending = cluster
             .nodes
             .values()
             .filter(|r| r.status == NodeStatus::Pending)

@@ -299,15 +299,11 @@ impl TokenValidator {
         };
         let jwk = {
             let keys = crate::read_lock(&issuer.keys);
-            match &header.kid {
-                Some(kid) => keys.find(kid).cloned(),
-                // Without a kid the key is ambiguous unless the issuer has only one.
-                None if keys.keys.len() == 1 => keys.keys.first().cloned(),
-                None if keys.keys.is_empty() => None,
-                None => return Err(TokenError::AmbiguousKey),
-            }
-        }
-        .ok_or(TokenError::UnknownKey)?;
+            key_for(header.kid.as_deref(), &keys.keys, |k| {
+                k.common.key_id.as_deref()
+            })?
+            .clone()
+        };
         // The algorithm comes from the issuer's key, never from the token.
         let alg = algorithm_of(&jwk)?;
         if header.alg != alg {
@@ -321,6 +317,24 @@ impl TokenValidator {
     }
 }
 
+/// The key a token's `kid` names among an issuer's `keys`; without a `kid`, the issuer's only
+/// key (with several, which one is ambiguous).
+fn key_for<'a, K>(
+    kid: Option<&str>,
+    keys: &'a [K],
+    kid_of: impl Fn(&'a K) -> Option<&'a str>,
+) -> Result<&'a K, TokenError> {
+    match (kid, keys) {
+        (Some(kid), _) => keys
+            .iter()
+            .find(|k| kid_of(k) == Some(kid))
+            .ok_or(TokenError::UnknownKey),
+        (None, [only]) => Ok(only),
+        (None, []) => Err(TokenError::UnknownKey),
+        (None, _) => Err(TokenError::AmbiguousKey),
+    }
+}
+
 /// Checks a token against an issuer the members recorded: the key its `kid` names (without a
 /// `kid`, the issuer's only key), with the one algorithm that key allows (RS256 for RSA, ES256
 /// or ES384 by curve).
@@ -331,14 +345,7 @@ fn validate_recorded(
     recorded: &LedgerIssuer,
 ) -> Result<ValidToken, TokenError> {
     use vellum_core::jwk::TokenKey;
-    let spki = match &header.kid {
-        Some(kid) => recorded.keys.iter().find(|(k, _)| k == kid),
-        None if recorded.keys.len() == 1 => recorded.keys.first(),
-        None if recorded.keys.is_empty() => None,
-        None => return Err(TokenError::AmbiguousKey),
-    }
-    .map(|(_, spki)| spki)
-    .ok_or(TokenError::UnknownKey)?;
+    let (_, spki) = key_for(header.kid.as_deref(), &recorded.keys, |(k, _)| Some(k))?;
     let (alg, key) = match vellum_core::jwk::token_key_of_spki(spki)
         .map_err(|e| TokenError::IssuerKey(e.to_string()))?
     {
