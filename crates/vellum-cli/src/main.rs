@@ -249,8 +249,9 @@ fn secret_from_shares(
     Ok(vellum_node::recovery::recover(&shares, &info)?)
 }
 
-/// A ledger secret file: plain hex, or `ledger_secret.sealed` of a sealed data directory,
-/// unsealed with the key the options name.
+/// The latest secret of a ledger secret file: plain hex (or a node's `ledger_secret`, which adds
+/// a line per rekey), or `ledger_secret.sealed` of a sealed data directory, unsealed with the
+/// key the options name.
 fn read_secret(
     path: &PathBuf,
     (key_file, passphrase_file, pkcs11): (
@@ -275,14 +276,14 @@ fn read_secret(
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         )
     };
-    let mut key = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut key).with_context(|| {
+    // A rekeyed node's file lists every secret: the latest opens the ledger's rekey history.
+    let secrets = vellum_core::entry::LedgerSecrets::from_text(&text).with_context(|| {
         format!(
-            "{}: the ledger secret must be 64 hex characters",
+            "{}: the ledger secret must be 64 hex characters (a node's file: a line `SEQNO HEX` per rekey after them)",
             path.display()
         )
     })?;
-    Ok(LedgerSecret::from_bytes(key))
+    Ok(secrets.latest().clone())
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -64,6 +64,21 @@ impl PublicKey {
         Err(CryptoError::UnsupportedKey)
     }
 
+    /// From an uncompressed or compressed SEC1 point on P-384.
+    pub fn p384_from_sec1(bytes: &[u8]) -> Result<PublicKey, CryptoError> {
+        p384::ecdsa::VerifyingKey::from_sec1_bytes(bytes)
+            .map(PublicKey::P384)
+            .map_err(|_| CryptoError::UnsupportedKey)
+    }
+
+    /// The uncompressed SEC1 point (`04 || x || y`).
+    pub fn sec1(&self) -> Vec<u8> {
+        match self {
+            PublicKey::P256(k) => k.to_encoded_point(false).as_bytes().to_vec(),
+            PublicKey::P384(k) => k.to_encoded_point(false).as_bytes().to_vec(),
+        }
+    }
+
     /// The DER SubjectPublicKeyInfo.
     pub fn spki_der(&self) -> Vec<u8> {
         let doc = match self {
@@ -267,6 +282,22 @@ impl SigningKey {
             .sign_prehash(&digest.0)
             .map_err(|_| CryptoError::BadSignature)?;
         Ok(s.to_der().as_bytes().to_vec())
+    }
+
+    /// The ECDH shared secret of this key and `peer` (a P-384 key): the x coordinate, 48 bytes.
+    /// What seals a ledger secret to a node at a rekey (the node's key is its only
+    /// long-lived secret that the other nodes know the public half of).
+    pub fn diffie_hellman(
+        &self,
+        peer: &PublicKey,
+    ) -> Result<zeroize::Zeroizing<[u8; 48]>, CryptoError> {
+        let PublicKey::P384(vk) = peer else {
+            return Err(CryptoError::UnsupportedKey);
+        };
+        let shared = p384::ecdh::diffie_hellman(self.0.as_nonzero_scalar(), vk.as_affine());
+        let mut out = zeroize::Zeroizing::new([0u8; 48]);
+        out.copy_from_slice(shared.raw_secret_bytes());
+        Ok(out)
     }
 
     /// ES384 signature over `message` (SHA-384), raw `r || s` (96 bytes), as COSE needs.

@@ -768,6 +768,82 @@ impl LedgerSecrets {
     }
 }
 
+/// Why a ledger secrets text could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretsTextError {
+    /// A line is not `HEX` (the first) or `FROM HEX`.
+    #[error(
+        "line {0}: expected 64 hex characters, after the seqno it applies from but on the first line"
+    )]
+    Line(usize),
+    /// No secret at all.
+    #[error("no ledger secret")]
+    Empty,
+    /// The seqnos do not increase.
+    #[error(transparent)]
+    Order(#[from] SecretOrder),
+}
+
+impl LedgerSecrets {
+    /// The secrets as text, one per line, oldest first: the first as 64 hex characters, each
+    /// later one as `FROM HEX` (the seqno it applies from, a space, its hex). A ledger never
+    /// rekeyed is one line of hex: the `ledger_secret` file as it always was.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for (i, (from, s)) in self.iter().enumerate() {
+            if i > 0 {
+                out.push_str(&from.to_string());
+                out.push(' ');
+            }
+            out.push_str(&hex::encode(s.as_bytes()));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Reads [`LedgerSecrets::to_text`]; blank lines are ignored.
+    pub fn from_text(text: &str) -> Result<LedgerSecrets, SecretsTextError> {
+        let mut list = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (from, hex_part) = match line.split_once(' ') {
+                Some((f, h)) if !list.is_empty() => (
+                    f.parse::<u64>()
+                        .map_err(|_| SecretsTextError::Line(i + 1))?,
+                    h.trim(),
+                ),
+                None if list.is_empty() => (0, line),
+                _ => return Err(SecretsTextError::Line(i + 1)),
+            };
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(hex_part, &mut key).map_err(|_| SecretsTextError::Line(i + 1))?;
+            list.push((from, LedgerSecret::from_bytes(key)));
+        }
+        if list.is_empty() {
+            return Err(SecretsTextError::Empty);
+        }
+        Ok(LedgerSecrets::from_list(list)?)
+    }
+
+    /// The seqno the latest secret applies from (0 for the first).
+    pub fn latest_from(&self) -> u64 {
+        self.list[self.list.len() - 1].0
+    }
+
+    /// How many secrets (1 + the rekeys).
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Never: a ledger has at least its first secret.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 impl From<LedgerSecret> for LedgerSecrets {
     fn from(first: LedgerSecret) -> LedgerSecrets {
         LedgerSecrets::new(first)
@@ -1089,6 +1165,38 @@ mod tests {
         let at = short.len() - records.len() + 8 + 8; // first record's value size
         short[at..at + 8].copy_from_slice(&7u64.to_le_bytes());
         assert!(decode_public_domain(&short).is_err());
+    }
+
+    #[test]
+    fn secrets_text_round_trips_and_reads_the_old_one_line_file() {
+        let one = LedgerSecrets::new(LedgerSecret::from_bytes([7; 32]));
+        assert_eq!(one.to_text(), format!("{}\n", "07".repeat(32)));
+        let mut three = one.clone();
+        three.push(11, LedgerSecret::from_bytes([8; 32])).unwrap();
+        three.push(40, LedgerSecret::from_bytes([9; 32])).unwrap();
+        let back = LedgerSecrets::from_text(&three.to_text()).unwrap();
+        let pairs = |s: &LedgerSecrets| {
+            s.iter()
+                .map(|(f, k)| (f, *k.as_bytes()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(&back), pairs(&three));
+        assert_eq!(back.latest_from(), 40);
+        // The one-line file of a ledger never rekeyed, with or without a newline.
+        let old = LedgerSecrets::from_text(&"07".repeat(32)).unwrap();
+        assert_eq!(pairs(&old), pairs(&one));
+        // Malformed: nothing, a seqno on the first line, a bare later line, short hex,
+        // seqnos out of order.
+        let h = "07".repeat(32);
+        for bad in [
+            String::new(),
+            format!("5 {h}"),
+            format!("{h}\n{h}"),
+            format!("{h}\n9 0707"),
+            format!("{h}\n9 {h}\n9 {h}"),
+        ] {
+            assert!(LedgerSecrets::from_text(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -283,6 +283,11 @@ pub const TREE: Table<Singleton, Raw> = Table::new("public:ccf.internal.tree");
 /// applied from. Whoever holds the latest secret walks the chain back to the first.
 pub const HISTORICAL_LEDGER_SECRET: Table<Singleton, Json<EncryptedLedgerSecretInfo>> =
     Table::new("public:ccf.internal.historical_encrypted_ledger_secret");
+/// At each rekey (Vellum's, where CCF has `encrypted_ledger_secrets`): the new ledger secret
+/// sealed to each trusted node's key, by node id. A node takes its copy when it appends the
+/// rekey transaction and seals what follows under it.
+pub const LEDGER_SECRET_FOR_NODES: Table<Id, Json<SecretForNode>> =
+    Table::new("public:vellum.internal.ledger_secret_for_nodes");
 /// Recovery shares (CCF's): the latest ledger secret wrapped by a key that is split among the
 /// recovery members, each share encrypted to its member.
 pub const RECOVERY_SHARES: Table<Singleton, Json<RecoverySharesInfo>> =
@@ -575,6 +580,15 @@ pub fn ledger_secrets_from_chain(
     list.push((0, current));
     list.reverse();
     crate::entry::LedgerSecrets::from_list(list).map_err(|_| bad())
+}
+
+/// The record of [`LEDGER_SECRET_FOR_NODES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretForNode {
+    /// The new secret sealed to the node's P-384 key (base64; ECIES: the ephemeral public
+    /// point (97 bytes, uncompressed) || AES-256-GCM ciphertext || tag, the AES key from
+    /// HKDF-SHA256 over the ECDH secret).
+    pub encrypted_secret: String,
 }
 
 /// A past ledger secret in [`EncryptedLedgerSecretInfo`].

@@ -707,6 +707,26 @@ impl Engine {
             .map_err(|e| EngineError::Secret(e.to_string()))
     }
 
+    /// Replaces the ledger secrets with `secrets` (a rekey brought one in, or one a lost
+    /// rekey had brought in is forgotten). Refused if it would change the secret of any
+    /// transaction already written.
+    pub fn replace_secrets(&mut self, secrets: LedgerSecrets) -> Result<(), EngineError> {
+        let last = self.last_seqno();
+        let written = |s: &LedgerSecrets| {
+            s.iter()
+                .filter(|(from, _)| *from <= last)
+                .map(|(from, k)| (from, *k.as_bytes()))
+                .collect::<Vec<_>>()
+        };
+        if written(&secrets) != written(&self.keys.secrets) {
+            return Err(EngineError::Secret(
+                "the new ledger secrets would change those of transactions already written".into(),
+            ));
+        }
+        self.keys.secrets = secrets;
+        Ok(())
+    }
+
     /// The entry bytes at `seqno`.
     pub fn read(&self, seqno: u64) -> Result<Vec<u8>, EngineError> {
         Ok(self.files.read(seqno)?)

@@ -280,8 +280,10 @@ pub struct JoinResponse {
     pub service_cert_pem: String,
     /// The service key (PKCS#8 PEM).
     pub service_key_pem: String,
-    /// The ledger secret (hex).
-    pub ledger_secret_hex: String,
+    /// The ledger secrets, as the `ledger_secret` file holds them
+    /// ([`vellum_core::entry::LedgerSecrets::to_text`]).
+    #[serde(alias = "ledger_secret_hex")]
+    pub ledger_secrets: String,
     /// The ledger's chunk size (every node must close chunks at the same seqnos).
     pub chunk_size: u64,
     /// The transaction that admitted it.

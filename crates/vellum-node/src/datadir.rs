@@ -7,7 +7,9 @@
 //!   service_key.pem   0600  the service key (endorses nodes, signs COSE roots)
 //!   node_cert.pem           this node's certificate, endorsed by the service key
 //!   node_key.pem      0600  this node's key (signs Merkle roots)
-//!   ledger_secret     0600  the ledger secret (hex): seals entries, derives commit evidence
+//!   ledger_secret     0600  the ledger secrets: seal entries, derive commit evidence; one
+//!                           line of hex, and after each rekey a line `FROM HEX` (the seqno
+//!                           the new secret applies from: see `crate::rekey`)
 //!   seal.json               (a sealed directory) how its secrets are sealed; the three files
 //!                           above are then `NAME.sealed` instead (see `crate::seal`)
 //!   genesis.json            the genesis write set, until the ledger holds it
@@ -27,7 +29,7 @@ use std::time::SystemTime;
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use vellum_core::crypto::{Certificate, SigningKey, node_id_of};
-use vellum_core::entry::{EntryBuilder, LedgerSecret};
+use vellum_core::entry::{EntryBuilder, LedgerSecrets};
 use vellum_ledger::engine::NodeKeys;
 use vellum_ledger::genesis::{DEFAULT_CONSTITUTION, Genesis};
 use vellum_ledger::identity::Identity;
@@ -130,6 +132,8 @@ pub struct DataDir {
     /// The certificates (DER) of the trusted nodes when this node was admitted, if it joined a
     /// service (`peers.pem`).
     pub join_peers: Vec<Vec<u8>>,
+    /// The directory's key-encryption key, if it is sealed.
+    pub sealer: Option<std::sync::Arc<Sealer>>,
 }
 
 /// Where a joining node keeps its certificate and key until it is admitted.
@@ -183,11 +187,8 @@ fn write_secret_file(
     Ok(crate::seal::write_secret_file(root, name, bytes, sealer)?)
 }
 
-fn read_secret(p: &Path, text: &str) -> Result<[u8; 32], DataDirError> {
-    let mut key = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut key)
-        .map_err(|_| DataDirError::malformed(p, Malformed::NotHexSecret))?;
-    Ok(key)
+fn read_secrets(p: &Path, text: &str) -> Result<LedgerSecrets, DataDirError> {
+    LedgerSecrets::from_text(text).map_err(|_| DataDirError::malformed(p, Malformed::NotHexSecret))
 }
 
 impl DataDir {
@@ -223,7 +224,7 @@ impl DataDir {
         };
         let node: NodeFile = read_json(&root.join("node.json"))?;
         let secret_path = root.join("ledger_secret");
-        let key = read_secret(
+        let secrets = read_secrets(
             &secret_path,
             &secret_text(root, "ledger_secret", sealer.as_ref())?,
         )?;
@@ -238,7 +239,7 @@ impl DataDir {
             node_cert_pem: read_string(&root.join("node_cert.pem"))?,
             service_key: Some(service_key),
             service_cert_pem: read_string(&root.join("service_cert.pem"))?,
-            secrets: LedgerSecret::from_bytes(key).into(),
+            secrets,
             cose_issuer: "vellum.local".into(),
             cose_subject: "ledger.signature".into(),
         };
@@ -269,7 +270,13 @@ impl DataDir {
             node_key_pem,
             service_key_pem,
             chunk_size: node.chunk_size,
+            sealer: sealer.map(std::sync::Arc::new),
         })
+    }
+
+    /// Where this node keeps its ledger secrets.
+    pub fn secrets_file(&self) -> crate::rekey::SecretsFile {
+        crate::rekey::SecretsFile::new(self.root.clone(), self.sealer.clone())
     }
 
     /// Whether `root` holds a provisioned node.
@@ -311,9 +318,9 @@ impl DataDir {
     ) -> Result<(), DataDirError> {
         private_dirs(root)?;
         let sealer = Sealer::open_or_create(root, seal)?;
-        read_secret(
-            Path::new("the ledger secret received"),
-            &joined.ledger_secret_hex,
+        read_secrets(
+            Path::new("the ledger secrets received"),
+            &joined.ledger_secrets,
         )?;
         let cert = Certificate::from_pem(&joined.node_cert_pem)
             .map_err(DataDirError::crypto("the node certificate received"))?;
@@ -323,7 +330,7 @@ impl DataDir {
         let secrets: [(&str, &str); 3] = [
             ("service_key.pem", &joined.service_key_pem),
             ("node_key.pem", node_key_pem),
-            ("ledger_secret", &joined.ledger_secret_hex),
+            ("ledger_secret", &joined.ledger_secrets),
         ];
         for (name, text) in secrets {
             write_secret_file(root, name, text.as_bytes(), sealer.as_ref())?;

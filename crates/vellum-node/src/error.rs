@@ -154,8 +154,8 @@ pub enum Malformed {
     /// Not the JSON the node writes.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
-    /// Not 64 hexadecimal characters (a ledger secret).
-    #[error("not 64 hex characters")]
+    /// Not ledger secrets: 64 hexadecimal characters, then a line `FROM HEX` per rekey.
+    #[error("not ledger secrets (64 hex characters, then a line `SEQNO HEX` per rekey)")]
     NotHexSecret,
     /// Not PEM certificates.
     #[error("not PEM certificates: {0}")]

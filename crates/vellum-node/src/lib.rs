@@ -40,6 +40,7 @@ pub mod node;
 pub mod ops;
 mod raft;
 pub mod recovery;
+pub mod rekey;
 pub mod scripts;
 pub mod seal;
 pub mod server;

@@ -356,7 +356,7 @@ async fn several_roles_custom_roles_and_access_by_action() {
         assert_eq!(r.status(), want);
     }
     let ledger = srv.node.ledger_dir();
-    let secret = srv.node.ledger_secret().clone();
+    let secret = srv.node.ledger_secret();
     let _dir = srv.stop().await;
     // The role and user changes are transactions: the ledger verifies with them.
     common::audit(&ledger, &secret);
@@ -384,7 +384,7 @@ async fn python_sdk_2_suite_then_the_ledger_verifies() {
     let passes = common::run_sdk_suite(&srv, py, "sdk2_suite.py").await;
     assert!(passes > 60, "only {passes} checks ran");
     let ledger = srv.node.ledger_dir();
-    let secret = srv.node.ledger_secret().clone();
+    let secret = srv.node.ledger_secret();
     let _dir = srv.stop().await;
     let n = common::audit(&ledger, &secret);
     assert!(n > 50, "audited {n}");
@@ -506,7 +506,7 @@ async fn user_defined_functions_are_stored_as_transactions() {
         assert_eq!(r.status(), want);
     }
     let ledger = srv.node.ledger_dir();
-    let secret = srv.node.ledger_secret().clone();
+    let secret = srv.node.ledger_secret();
     let _dir = srv.stop().await;
     common::audit(&ledger, &secret);
 }

@@ -32,7 +32,7 @@ async fn python_sdk_suite_then_the_ledger_verifies() {
     let passes = common::run_sdk_suite(&srv, py, "sdk_suite.py").await;
     assert!(passes > 80, "only {passes} checks ran");
     let ledger = srv.node.ledger_dir();
-    let secret = srv.node.ledger_secret().clone();
+    let secret = srv.node.ledger_secret();
     let _dir = srv.stop().await;
     let n = common::audit(&ledger, &secret);
     assert!(n > 50, "audited {n}");
@@ -703,7 +703,7 @@ async fn fuzzed_requests_get_2xx_or_ccf_4xx() {
     println!("fuzzed {n} requests: {stats:?}");
     assert!(stats.keys().any(|s| *s >= 400) && stats.contains_key(&200));
     let ledger = srv.node.ledger_dir();
-    let secret = srv.node.ledger_secret().clone();
+    let secret = srv.node.ledger_secret();
     let _dir = srv.stop().await;
     common::audit(&ledger, &secret);
 }
@@ -1262,7 +1262,7 @@ async fn tags_are_written_queried_over_pages_and_refused_when_bad() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(srv.node.last_txid(), before);
     let ledger = srv.node.ledger_dir();
-    let secret = srv.node.ledger_secret().clone();
+    let secret = srv.node.ledger_secret();
     let _dir = srv.stop().await;
     common::audit(&ledger, &secret);
     if common::python().is_some() {

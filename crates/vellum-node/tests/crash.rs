@@ -179,7 +179,7 @@ async fn node_killed_mid_writes_keeps_every_durable_write() {
             TxStatus::Committed
         );
         let ledger = node.ledger_dir();
-        let secret = node.ledger_secret().clone();
+        let secret = node.ledger_secret();
         node.shutdown().await.unwrap();
         let audited = common::audit(&ledger, &secret);
         println!(
@@ -263,7 +263,7 @@ async fn no_id_names_two_writes_after_a_kill() {
             last.view
         );
         let ledger = node.ledger_dir();
-        let secret = node.ledger_secret().clone();
+        let secret = node.ledger_secret();
         node.shutdown().await.unwrap();
         common::audit(&ledger, &secret);
     }

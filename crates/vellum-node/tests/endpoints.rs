@@ -400,7 +400,7 @@ async fn microsofts_sample_bundles_deploy_and_serve() {
     )
     .await;
     assert_eq!((s, v), (200, json!("2")));
-    let secret = srv.node.ledger_secret().clone();
+    let secret = srv.node.ledger_secret();
     let _dir = srv.stop().await;
     common::audit(&ledger, &secret);
 }
@@ -492,7 +492,7 @@ async fn the_banking_sample_passes_its_own_test_script() {
     assert_eq!(stdout.matches("[Pass]").count(), 17, "{stdout}");
     println!("{stdout}");
     let ledger = srv.node.ledger_dir();
-    let secret = srv.node.ledger_secret().clone();
+    let secret = srv.node.ledger_secret();
     let _dir = srv.stop().await;
     common::audit(&ledger, &secret);
 }

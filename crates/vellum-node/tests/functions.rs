@@ -341,7 +341,7 @@ async fn functions_run_write_and_are_bounded() {
         returned(&admin, &e, "counter", json!({"arguments": ["shared"]})).await,
         "25"
     );
-    let secret = srv.node.ledger_secret().clone();
+    let secret = srv.node.ledger_secret();
     let _dir = srv.stop().await;
     common::audit(&ledger, &secret);
 }
@@ -481,7 +481,7 @@ async fn hooks_run_in_the_write_and_a_failing_one_refuses_it() {
     assert_eq!(post(hooked).await.unwrap().status(), 403);
 
     let ledger = srv.node.ledger_dir();
-    let secret = srv.node.ledger_secret().clone();
+    let secret = srv.node.ledger_secret();
     let _dir = srv.stop().await;
     common::audit(&ledger, &secret);
 }

@@ -52,7 +52,7 @@ async fn write_commit_read_receipt_restart() {
     let bogus = vellum_core::TxId::new(last.view + 5, last.seqno);
     assert_ne!(node.status(bogus), TxStatus::Committed);
     let ledger = node.ledger_dir();
-    let secret = node.ledger_secret().clone();
+    let secret = node.ledger_secret();
     node.shutdown().await.unwrap();
 
     // Restart: everything is still there; writes resume in a later view.

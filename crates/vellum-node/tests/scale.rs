@@ -100,7 +100,7 @@ async fn hundred_thousand_entries_verify_and_read_back() {
         }
     }
     let ledger = node.ledger_dir();
-    let secret = node.ledger_secret().clone();
+    let secret = node.ledger_secret();
     Arc::try_unwrap(node).unwrap().shutdown().await.unwrap();
     let audited = common::audit(&ledger, &secret);
     assert!(audited >= total, "audited {audited}");

@@ -306,7 +306,7 @@ impl LedgerNode {
             node_cert_pem,
             service_cert_pem: self.data.keys.service_cert_pem.clone(),
             service_key_pem: self.data.service_key_pem.clone(),
-            ledger_secret_hex: hex::encode(self.data.keys.secrets.first().as_bytes()),
+            ledger_secrets: self.ledger.engine().keys().secrets.to_text(),
             chunk_size: self.chunk_size,
             admitted_at: admitted_at.to_string(),
             trusted_node_certs: self.trusted_node_certs(),

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use vellum_core::crypto::Certificate;
-use vellum_core::entry::EntryBuilder;
+use vellum_core::entry::{EntryBuilder, LedgerSecret};
 use vellum_core::gov::Envelope;
 use vellum_core::tables::{self, Failure, MemberAck, ProposalInfo, ProposalState};
 use vellum_js::{Call, Entries, MapAccess, Modules, Outcome, Store, StoreError, Writes};
@@ -42,6 +42,8 @@ struct GovView {
     /// The latest signature record as the ledger holds it (CCF's constitution reads
     /// `public:ccf.internal.signatures`), read once for the request.
     signature: Option<Vec<u8>>,
+    /// The new ledger secret of a rekey an accepted proposal applied.
+    rekey: Option<LedgerSecret>,
 }
 
 impl GovView {
@@ -118,14 +120,15 @@ struct GovStore {
     functions_exist: bool,
 }
 
-/// The service's powers a constitution's `apply` uses: endorsing a node it trusts.
+/// The service's powers a constitution's `apply` uses: endorsing a node it trusts, rekeying.
 struct GovHost {
     service_cert_pem: String,
     service_key_pem: String,
+    /// The seqno the ledger secret in use applies from (1: the genesis secret).
+    latest_secret_seqno: u64,
+    /// The new secret, once `ccf.node.triggerLedgerRekey()` was called.
+    rekey: std::sync::Mutex<Option<LedgerSecret>>,
 }
-
-/// The seqno of the ledger secret in use: the genesis secret, until the ledger is rekeyed.
-const LEDGER_SECRET_SEQNO: u64 = 1;
 
 impl GovHost {
     /// CCF's `ccf.network` calls, as [`Store::host`] takes them.
@@ -133,7 +136,7 @@ impl GovHost {
         let args: Vec<serde_json::Value> =
             serde_json::from_str(args).map_err(|e| format!("{name}: arguments: {e}"))?;
         match name {
-            "network.getLatestLedgerSecretSeqno" => Ok(LEDGER_SECRET_SEQNO.to_string()),
+            "network.getLatestLedgerSecretSeqno" => Ok(self.latest_secret_seqno.to_string()),
             "network.generateEndorsedCertificate" => {
                 let csr = args.first().and_then(|v| v.as_str()).unwrap_or_default();
                 let from = args.get(1).and_then(|v| v.as_str()).unwrap_or_default();
@@ -160,9 +163,14 @@ impl GovHost {
             // Shares are issued anew whenever recovery members or the threshold change (see
             // `refresh_recovery_shares`): nothing more to do.
             "node.triggerRecoverySharesRefresh" => Ok("null".into()),
-            "node.triggerLedgerRekey" => Err(format!(
-                "ccf.{name} is not available in this version of Vellum"
-            )),
+            // The new secret; its records are written with the proposal's transaction (see
+            // `crate::rekey`). Called twice, the proposal still rekeys once.
+            "node.triggerLedgerRekey" => {
+                let mut k = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut k);
+                crate::lock(&self.rekey).get_or_insert(LedgerSecret::from_bytes(k));
+                Ok("null".into())
+            }
             _ => Err(format!("ccf.{name} is not available here")),
         }
     }
@@ -426,7 +434,7 @@ impl LedgerNode {
         args: &[String],
         view: &GovView,
         writable: bool,
-    ) -> Result<Outcome, NodeError> {
+    ) -> Result<(Outcome, Option<LedgerSecret>), NodeError> {
         let mut modules = Modules::new();
         modules.insert("constitution.js".into(), constitution.to_owned());
         modules.insert("vellum_gov.js".into(), CALLER.to_owned());
@@ -439,18 +447,23 @@ impl LedgerNode {
             Arc::new(GovHost {
                 service_cert_pem: self.data.keys.service_cert_pem.clone(),
                 service_key_pem: self.data.service_key_pem.clone(),
+                latest_secret_seqno: self.ledger.engine().keys().secrets.latest_from().max(1),
+                rekey: std::sync::Mutex::new(None),
             })
         });
         let store = Arc::new(GovStore {
             view: view.clone(),
             writable,
-            host,
+            host: host.clone(),
             functions_exist: self.state.with_functions(|f| !f.is_empty()),
         });
-        self.scripts
+        let outcome = self
+            .scripts
             .run(&call, store)
             .await
-            .map_err(|e| Refusal::Sandbox(e.to_string()).into())
+            .map_err(|e| NodeError::from(Refusal::Sandbox(e.to_string())))?;
+        let rekey = host.and_then(|h| crate::lock(&h.rekey).take());
+        Ok((outcome, rekey))
     }
 
     /// CCF's resolution of a proposal: its ballots, then `resolve`, and `apply` if accepted.
@@ -501,7 +514,7 @@ impl LedgerNode {
             serde_json::Value::from(votes_json).to_string(),
             proposal_id.to_owned(),
         ];
-        let outcome = self
+        let (outcome, _) = self
             .constitution_call(constitution, "resolve", &args, view, false)
             .await?;
         info.state = match outcome {
@@ -542,11 +555,12 @@ impl LedgerNode {
         view.put_info(proposal_id, info);
         if info.state == ProposalState::Accepted {
             let args = [proposal.to_owned(), proposal_id.to_owned()];
-            match self
+            let (outcome, rekey) = self
                 .constitution_call(constitution, "apply", &args, view, true)
-                .await?
-            {
+                .await?;
+            match outcome {
                 Outcome::Succeeded { writes, .. } => {
+                    view.rekey = view.rekey.take().or(rekey);
                     for (map, keys) in writes {
                         for (k, v) in keys {
                             match v {
@@ -582,6 +596,7 @@ impl LedgerNode {
                 layers: self.scripts.layers(applied),
                 own: Writes::new(),
                 signature: None,
+                rekey: None,
             };
             if let Err(refused) = self.authenticate(req, &before) {
                 return Ok(Performed {
@@ -641,6 +656,7 @@ impl LedgerNode {
             layers: self.scripts.layers(applied),
             own: Writes::new(),
             signature: self.last_signature_record(),
+            rekey: None,
         };
         let answer = match self.authenticate(req, &view) {
             Err(refused) => refused,
@@ -658,30 +674,65 @@ impl LedgerNode {
         if !ok || view.own.is_empty() {
             return Ok(answer);
         }
-        self.refresh_recovery_shares(&mut view);
+        let rekey = view.rekey.take();
+        if let Some(next) = &rekey {
+            self.rekey_writes(&mut view, next)?;
+        }
+        self.refresh_recovery_shares(&mut view, rekey.as_ref());
         let ws = EntryBuilder {
             maps: map_writes(&view.own),
             ..EntryBuilder::default()
         };
-        let txid = self.record(ws, view.own, turn).await?;
+        // After a rekey, the next request must see the new secret (recovery shares wrap the
+        // latest): the turn is held until this node has appended the rekey.
+        let txid = self
+            .record_holding(ws, view.own, turn, rekey.is_some())
+            .await?;
         Ok(Performed {
             txid: Some(txid),
             ..answer
         })
     }
 
+    /// Writes a rekey to `next` into the request's transaction: the secret it replaces, sealed
+    /// under `next`, and `next` sealed to each trusted node (see [`crate::rekey`]).
+    fn rekey_writes(&self, view: &mut GovView, next: &LedgerSecret) -> Result<(), NodeError> {
+        let nodes: Vec<(String, String)> = view
+            .rows(tables::NODES_INFO.name())
+            .into_iter()
+            .filter_map(|(id, info)| {
+                let info = tables::NODES_INFO.decode_value(&info).ok()?;
+                (info.status == tables::NodeStatus::Trusted).then_some(())?;
+                let cert = view.get(tables::NODES_ENDORSED_CERTIFICATES.name(), &id)?;
+                Some((String::from_utf8(id).ok()?, String::from_utf8(cert).ok()?))
+            })
+            .collect();
+        let current = self.ledger.engine().keys().secrets.clone();
+        let ws = crate::rekey::rekey_writes(&current, next, &nodes)
+            .map_err(|e| Refusal::Sandbox(format!("rekey: {e}")))?;
+        for m in &ws.maps {
+            for (k, v) in &m.writes {
+                view.put(&m.name, k, v.clone());
+            }
+        }
+        tracing::info!(nodes = nodes.len(), "rekeying the ledger");
+        Ok(())
+    }
+
     /// Issues recovery shares anew, in the request's transaction, when it changed the recovery
     /// members (the `Active` members with an encryption key) or the service configuration
-    /// (its recovery threshold). Shares that cannot be issued (a threshold above the number of
-    /// recovery members) leave the last ones in place, with a warning.
-    fn refresh_recovery_shares(&self, view: &mut GovView) {
-        let touched = [
-            tables::MEMBERS_INFO.name(),
-            tables::MEMBERS_ENCRYPTION_PUBLIC_KEYS.name(),
-            tables::SERVICE_CONFIG.name(),
-        ]
-        .iter()
-        .any(|t| view.own.contains_key(*t));
+    /// (its recovery threshold), or rekeyed the ledger to `rekey` (shares wrap the latest
+    /// secret). Shares that cannot be issued (a threshold above the number of recovery
+    /// members) leave the last ones in place, with a warning.
+    fn refresh_recovery_shares(&self, view: &mut GovView, rekey: Option<&LedgerSecret>) {
+        let touched = rekey.is_some()
+            || [
+                tables::MEMBERS_INFO.name(),
+                tables::MEMBERS_ENCRYPTION_PUBLIC_KEYS.name(),
+                tables::SERVICE_CONFIG.name(),
+            ]
+            .iter()
+            .any(|t| view.own.contains_key(*t));
         if !touched {
             return;
         }
@@ -716,13 +767,22 @@ impl LedgerNode {
                 .eq(members.iter().map(|(id, _)| id))
         });
         if members.is_empty()
-            || (same_members && !view.own.contains_key(tables::SERVICE_CONFIG.name()))
+            || (same_members
+                && rekey.is_none()
+                && !view.own.contains_key(tables::SERVICE_CONFIG.name()))
         {
             return;
         }
         let threshold = usize::try_from(config.recovery_threshold).unwrap_or(usize::MAX);
-        match crate::recovery::issue(self.data.keys.secrets.latest(), &members, threshold) {
-            Ok(info) => {
+        let secrets = self.ledger.engine().keys().secrets.clone();
+        let latest = rekey.unwrap_or(secrets.latest());
+        match crate::recovery::issue(latest, &members, threshold) {
+            Ok(mut info) => {
+                // Where the secret before the latest was recorded: the latest rekey.
+                info.previous_secret_stored_version = match rekey {
+                    Some(_) => None,
+                    None => secrets.latest_from().checked_sub(1).filter(|s| *s > 0),
+                };
                 let (k, v) = tables::RECOVERY_SHARES.entry(&(), &info);
                 view.put(tables::RECOVERY_SHARES.name(), &k, v);
                 tracing::info!(members = members.len(), threshold, "issued recovery shares");
@@ -1034,6 +1094,7 @@ impl LedgerNode {
                 false,
             )
             .await?
+            .0
         {
             Outcome::Failed { message } => {
                 let (reason, trace) = reason(&message);

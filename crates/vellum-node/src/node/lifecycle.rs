@@ -76,6 +76,11 @@ impl LedgerNode {
             signing.clone(),
             data.vote_path(),
             data.genesis.clone(),
+            crate::rekey::Rekeying {
+                node_id: data.node_id.clone(),
+                node_key: data.keys.node_key.clone(),
+                file: data.secrets_file(),
+            },
         )
         .map_err(DataDirError::open("the Raft log"))?;
         let peers = PeerClient::new(
@@ -227,9 +232,14 @@ impl LedgerNode {
         self.data.ledger_dir()
     }
 
-    /// The ledger secret.
-    pub fn ledger_secret(&self) -> &vellum_core::entry::LedgerSecret {
-        self.data.keys.secrets.latest()
+    /// The latest ledger secret (the one the ledger is sealed under from now on).
+    pub fn ledger_secret(&self) -> vellum_core::entry::LedgerSecret {
+        self.ledger.engine().keys().secrets.latest().clone()
+    }
+
+    /// Every ledger secret, with the seqno each applies from.
+    pub fn ledger_secrets(&self) -> vellum_core::entry::LedgerSecrets {
+        self.ledger.engine().keys().secrets.clone()
     }
 
     /// Whether this node is the primary.

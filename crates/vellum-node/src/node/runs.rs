@@ -364,6 +364,18 @@ impl LedgerNode {
         writes: Writes,
         turn: tokio::sync::MutexGuard<'_, ()>,
     ) -> Result<TxId, NodeError> {
+        self.record_holding(ws, writes, turn, false).await
+    }
+
+    /// [`LedgerNode::record`], holding the turn until the write is appended here if `hold`
+    /// (a rekey: the next run must see the new secret).
+    pub(super) async fn record_holding(
+        &self,
+        ws: EntryBuilder,
+        writes: Writes,
+        turn: tokio::sync::MutexGuard<'_, ()>,
+        hold: bool,
+    ) -> Result<TxId, NodeError> {
         let pending = (!writes.is_empty()).then(|| self.scripts.propose(Arc::new(writes)));
         let proposal = match self.propose(Arc::new(ws), false).await {
             Ok(p) => p,
@@ -374,8 +386,9 @@ impl LedgerNode {
                 return Err(e);
             }
         };
-        drop(turn);
+        let held = hold.then_some(turn);
         let r = self.settle(proposal).await;
+        drop(held);
         if let Some(id) = pending {
             match &r {
                 Ok(txid) => self.scripts.assigned(id, txid.seqno),

@@ -35,6 +35,7 @@ use super::types::{
     membership_write_set, txid_of,
 };
 use crate::lock;
+use crate::rekey::Rekeying;
 use crate::signing::SignaturePolicy;
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -55,16 +56,19 @@ pub struct LogStore {
     ledger: Arc<Ledger>,
     signing: Arc<SignaturePolicy>,
     own: Arc<Own>,
+    rekeying: Arc<Rekeying>,
 }
 
 impl LogStore {
     /// A log store over `ledger`, reporting appends to `signing`, with its vote in
-    /// `vote_path` and, for a new service, the `genesis` write set.
+    /// `vote_path`, for a new service the `genesis` write set, and following rekeys with
+    /// `rekeying`.
     pub(crate) fn new(
         ledger: Arc<Ledger>,
         signing: Arc<SignaturePolicy>,
         vote_path: PathBuf,
         genesis: Option<EntryBuilder>,
+        rekeying: Rekeying,
     ) -> io::Result<LogStore> {
         let vote = match std::fs::read(&vote_path) {
             Ok(b) => Some(
@@ -82,6 +86,7 @@ impl LogStore {
                 vote_path,
                 genesis: Mutex::new(genesis),
             }),
+            rekeying: Arc::new(rekeying),
         })
     }
 }
@@ -131,6 +136,18 @@ impl LogStore {
             }
         };
         engine.append(txid, &ws).map_err(other)?;
+        // A rekey: what follows is sealed under its secret (made durable first).
+        if kind == TxKind::Write
+            && let Some(secrets) = self
+                .rekeying
+                .appended(txid.seqno, &ws, &engine.keys().secrets)
+                .map_err(|e| {
+                    tracing::error!(%txid, error = %e, "cannot follow a rekey");
+                    other(e)
+                })?
+        {
+            engine.replace_secrets(secrets).map_err(other)?;
+        }
         self.ledger.appended(txid.seqno, kind == TxKind::Signature);
         self.signing.appended(self.ledger.unsigned());
         if let Some(t) = ticket {
@@ -218,7 +235,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             last_kept_seqno = keep,
             "dropping a conflicting uncommitted suffix"
         );
-        self.ledger.truncate(keep)
+        self.ledger.truncate(keep)?;
+        // A truncated rekey's secret is forgotten by the engine: on disk too.
+        let secrets = self.ledger.engine().keys().secrets.clone();
+        self.rekeying.file.save(&secrets).map_err(other)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
@@ -251,12 +271,18 @@ mod tests {
     }
 
     fn store_with(dir: &std::path::Path, keys: NodeKeys, interval: u64) -> LogStore {
+        let rekeying = Rekeying {
+            node_id: "node".into(),
+            node_key: keys.node_key.clone(),
+            file: crate::rekey::SecretsFile::new(dir.to_path_buf(), None),
+        };
         let (engine, _) = Engine::open_dir(&dir.join("ledger"), 1 << 20, keys).unwrap();
         LogStore::new(
             Arc::new(Ledger::new(engine).unwrap()),
             Arc::new(SignaturePolicy::new(interval, None)),
             dir.join("vote.json"),
             None,
+            rekeying,
         )
         .unwrap()
     }

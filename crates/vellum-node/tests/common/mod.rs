@@ -110,5 +110,32 @@ pub fn ccf_full(ledger: &Path) -> Option<u64> {
     stdout.split_whitespace().find_map(|w| w.parse().ok())
 }
 
+/// CCF's `verify_ledger_secrets_chain` over a ledger directory, when Python with `ccf` is
+/// available; returns how many rekey records (previous secrets) it walked.
+pub fn ccf_secrets_chain(ledger: &Path) -> Option<usize> {
+    let Some(py) = python() else {
+        assert!(
+            !interop_required(),
+            "VELLUM_REQUIRE_INTEROP=1 but no Python found"
+        );
+        eprintln!("skipping verify_ledger_secrets_chain: no Python with ccf");
+        return None;
+    };
+    let code = "import sys, ccf.verify_ledger_secrets_chain as v\n\
+                sys.exit(0 if v.run([sys.argv[1]]) else 1)";
+    let out = Command::new(py)
+        .args(["-c", code])
+        .arg(ledger)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verify_ledger_secrets_chain failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout.matches("previous_ledger_secret").count())
+}
+
 #[allow(unused_imports)]
 pub use vellum_node::testing::{ISSUER, TestServer};

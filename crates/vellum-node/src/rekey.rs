@@ -1,0 +1,320 @@
+//! Rekeying a running service: the `trigger_ledger_rekey` proposal switches the ledger to a new
+//! secret from the transaction after the one that applies it.
+//!
+//! The rekey transaction (a governance transaction, built on the primary) carries:
+//! - CCF's `historical_encrypted_ledger_secret` record: the secret it replaces, sealed under the
+//!   new one, so that whoever holds the latest secret (or a quorum of recovery shares, which
+//!   wrap the latest) can walk back to the first;
+//! - [`tables::LEDGER_SECRET_FOR_NODES`]: the new secret sealed to each trusted node's key
+//!   ([`seal_for_node`]). A retired node is not among them: its copy of the old secrets opens
+//!   nothing written after the rekey.
+//!
+//! Every node (the primary too) takes its copy when its log store *appends* that transaction
+//! ([`Rekeying::appended`]): the entries after it are sealed by each node itself, and all
+//! nodes must seal them alike (the Merkle tree covers the ciphertext). The secrets list is made
+//! durable in the data directory ([`SecretsFile`]) before anything is sealed under the new
+//! secret: a ledger opened without a secret its entries need would take them for a torn tail.
+//!
+//! The ECIES construction (P-384 ECDH with an ephemeral key, HKDF-SHA256, AES-256-GCM) is
+//! written here from RustCrypto primitives: no maintained crate offers ECIES over P-384 with
+//! the keys we already have, and the construction is short.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use rand_core::OsRng;
+use vellum_core::crypto::{Certificate, PublicKey, SigningKey};
+use vellum_core::entry::{EntryBuilder, LedgerSecret, LedgerSecrets};
+use vellum_core::tables::{self, EncryptedLedgerSecretInfo, PreviousLedgerSecretInfo};
+use zeroize::Zeroizing;
+
+use crate::seal::Sealer;
+
+/// The HKDF info of the key that seals a secret to a node.
+const HKDF_INFO: &[u8] = b"vellum ledger secret for a node";
+/// Length of an uncompressed P-384 point.
+const POINT_LEN: usize = 97;
+
+/// Why a rekey could not be made or taken.
+#[derive(Debug, thiserror::Error)]
+pub enum RekeyError {
+    /// A node's certificate does not hold a P-384 key.
+    #[error("node {0}: its certificate does not hold a P-384 key")]
+    NodeKey(String),
+    /// This node's copy does not open with its key (not for it, or damaged).
+    #[error("the rekey's ledger secret for this node does not open with its key")]
+    Open,
+    /// The rekey transaction holds no copy for this node, and it had no other.
+    #[error(
+        "the rekey at seqno {0} holds no copy of the new ledger secret for this node (it was not trusted when the rekey was made)"
+    )]
+    NotForUs(u64),
+    /// The historical record does not open under the new secret to the one it replaces.
+    #[error("the rekey at seqno {0} records a previous secret that is not this ledger's")]
+    History(u64),
+    /// The secrets list could not be made durable.
+    #[error("saving the ledger secrets: {0}")]
+    Save(String),
+}
+
+fn node_key_for(
+    node_id: &str,
+    shared: &[u8; 48],
+) -> Result<Zeroizing<[u8; 32]>, hkdf::InvalidLength> {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(node_id.as_bytes()), shared);
+    let mut key = Zeroizing::new([0u8; 32]);
+    hk.expand(HKDF_INFO, key.as_mut())?;
+    Ok(key)
+}
+
+/// `secret` sealed to node `node_id`'s public key (base64): the ephemeral public point, then
+/// AES-256-GCM (nonce zero: each key seals one message) with the node id as associated data.
+pub fn seal_for_node(
+    node_id: &str,
+    node_key: &PublicKey,
+    secret: &LedgerSecret,
+) -> Result<String, RekeyError> {
+    let eph = SigningKey::generate(&mut OsRng);
+    let shared = eph
+        .diffie_hellman(node_key)
+        .map_err(|_| RekeyError::NodeKey(node_id.to_owned()))?;
+    let key = node_key_for(node_id, &shared).map_err(|_| RekeyError::Open)?;
+    let cipher = Aes256Gcm::new_from_slice(key.as_ref()).map_err(|_| RekeyError::Open)?;
+    let ct = cipher
+        .encrypt(
+            &Nonce::default(),
+            Payload {
+                msg: secret.as_bytes(),
+                aad: node_id.as_bytes(),
+            },
+        )
+        .map_err(|_| RekeyError::Open)?;
+    let mut out = eph.public_key().sec1();
+    out.extend(ct);
+    Ok(base64::engine::general_purpose::STANDARD.encode(out))
+}
+
+/// Opens a secret [`seal_for_node`] sealed to this node (`node_id`, `key`).
+pub fn open_for_node(
+    node_id: &str,
+    key: &SigningKey,
+    sealed_b64: &str,
+) -> Result<LedgerSecret, RekeyError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(sealed_b64)
+        .map_err(|_| RekeyError::Open)?;
+    if bytes.len() != POINT_LEN + 32 + 16 {
+        return Err(RekeyError::Open);
+    }
+    let (point, ct) = bytes.split_at(POINT_LEN);
+    let eph = PublicKey::p384_from_sec1(point).map_err(|_| RekeyError::Open)?;
+    let shared = key.diffie_hellman(&eph).map_err(|_| RekeyError::Open)?;
+    let aes = node_key_for(node_id, &shared).map_err(|_| RekeyError::Open)?;
+    let cipher = Aes256Gcm::new_from_slice(aes.as_ref()).map_err(|_| RekeyError::Open)?;
+    let plain = Zeroizing::new(
+        cipher
+            .decrypt(
+                &Nonce::default(),
+                Payload {
+                    msg: ct,
+                    aad: node_id.as_bytes(),
+                },
+            )
+            .map_err(|_| RekeyError::Open)?,
+    );
+    let k: [u8; 32] = plain.as_slice().try_into().map_err(|_| RekeyError::Open)?;
+    Ok(LedgerSecret::from_bytes(k))
+}
+
+/// The writes of a rekey from `current` (the ledger's secrets now) to `next`, for `nodes`
+/// (node id, certificate PEM): the historical record and each node's copy.
+pub fn rekey_writes(
+    current: &LedgerSecrets,
+    next: &LedgerSecret,
+    nodes: &[(String, String)],
+) -> Result<EntryBuilder, RekeyError> {
+    let mut nonce = [0u8; 12];
+    rand_core::RngCore::fill_bytes(&mut OsRng, &mut nonce);
+    let from = current.latest_from();
+    let record = EncryptedLedgerSecretInfo {
+        previous_ledger_secret: Some(PreviousLedgerSecretInfo {
+            encrypted_data: base64::engine::general_purpose::STANDARD
+                .encode(current.latest().seal_under(next, nonce)),
+            // The first secret applies from the service's first transaction.
+            version: from.max(1),
+            previous_secret_stored_version: from.checked_sub(1).filter(|s| *s > 0),
+        }),
+        next_version: None,
+    };
+    let mut copies = Vec::with_capacity(nodes.len());
+    for (id, pem) in nodes {
+        let key = Certificate::from_pem(pem)
+            .and_then(|c| c.public_key())
+            .map_err(|_| RekeyError::NodeKey(id.clone()))?;
+        let rec = tables::SecretForNode {
+            encrypted_secret: seal_for_node(id, &key, next)?,
+        };
+        copies.push((id.clone(), rec));
+    }
+    Ok(EntryBuilder::default()
+        .map(tables::HISTORICAL_LEDGER_SECRET.write(&(), &record))
+        .map(tables::LEDGER_SECRET_FOR_NODES.writes(copies.iter().map(|(id, r)| (id.as_str(), r)))))
+}
+
+/// Where a node keeps its ledger secrets: `ledger_secret` in its data directory (sealed if the
+/// directory is), as [`LedgerSecrets::to_text`].
+#[derive(Clone)]
+pub struct SecretsFile {
+    root: PathBuf,
+    sealer: Option<Arc<Sealer>>,
+}
+
+/// The name of the secrets file.
+pub const SECRETS_FILE: &str = "ledger_secret";
+
+impl SecretsFile {
+    /// The secrets file of data directory `root`.
+    pub fn new(root: PathBuf, sealer: Option<Arc<Sealer>>) -> SecretsFile {
+        SecretsFile { root, sealer }
+    }
+
+    /// Replaces the file durably with `secrets`.
+    pub fn save(&self, secrets: &LedgerSecrets) -> Result<(), RekeyError> {
+        let text = Zeroizing::new(secrets.to_text());
+        crate::seal::write_secret_file(
+            &self.root,
+            SECRETS_FILE,
+            text.as_bytes(),
+            self.sealer.as_deref(),
+        )
+        .map_err(|e| RekeyError::Save(e.to_string()))
+    }
+}
+
+impl std::fmt::Debug for SecretsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretsFile({})", self.root.display())
+    }
+}
+
+/// What a node's log store needs to follow rekeys: its own id and key, and where its secrets
+/// are kept.
+#[derive(Clone, Debug)]
+pub struct Rekeying {
+    /// This node's CCF node id.
+    pub node_id: String,
+    /// This node's key.
+    pub node_key: SigningKey,
+    /// Its secrets file.
+    pub file: SecretsFile,
+}
+
+impl Rekeying {
+    /// Called for each transaction the log store appends at `seqno` (already written under the
+    /// secret of `seqno`), with the node's `current` secrets: a rekey brings in its secret for
+    /// `seqno + 1` on; any other transaction drops a secret held for `seqno + 1` on, which a
+    /// rekey lost with an uncommitted suffix had brought in (a crash between saving the list
+    /// and keeping the rekey, or a list received when joining). Returns the new list, already
+    /// durable, if it changed.
+    pub fn appended(
+        &self,
+        seqno: u64,
+        ws: &EntryBuilder,
+        current: &LedgerSecrets,
+    ) -> Result<Option<LedgerSecrets>, RekeyError> {
+        let held = (current.latest_from() == seqno + 1).then(|| current.latest());
+        let Some(copies) = tables::LEDGER_SECRET_FOR_NODES.find(&ws.maps) else {
+            if held.is_none() {
+                return Ok(None);
+            }
+            let mut updated = current.clone();
+            updated.truncate(seqno);
+            self.file.save(&updated)?;
+            tracing::warn!(
+                seqno,
+                "forgot a ledger secret whose rekey is not in the ledger"
+            );
+            return Ok(Some(updated));
+        };
+        let mine = copies
+            .writes
+            .iter()
+            .find(|(k, _)| k.as_slice() == self.node_id.as_bytes())
+            .and_then(|(_, v)| tables::LEDGER_SECRET_FOR_NODES.decode_value(v).ok());
+        let next = match (mine, held) {
+            (Some(rec), _) => open_for_node(&self.node_id, &self.node_key, &rec.encrypted_secret)?,
+            // A node that joined after the rekey was made received its secret then.
+            (None, Some(h)) => h.clone(),
+            (None, None) => return Err(RekeyError::NotForUs(seqno)),
+        };
+        // The previous secret, sealed under the new one, must be the one this ledger used.
+        let history = tables::HISTORICAL_LEDGER_SECRET
+            .find(&ws.maps)
+            .and_then(|m| m.writes.first())
+            .and_then(|(_, v)| tables::HISTORICAL_LEDGER_SECRET.decode_value(v).ok())
+            .and_then(|r| r.previous_ledger_secret)
+            .and_then(|p| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(p.encrypted_data)
+                    .ok()
+            })
+            .and_then(|sealed| next.open_sealed(&sealed).ok());
+        if history.is_none_or(|h| h.as_bytes() != current.at(seqno).as_bytes()) {
+            return Err(RekeyError::History(seqno));
+        }
+        if held.is_some_and(|h| h.as_bytes() == next.as_bytes()) {
+            return Ok(None);
+        }
+        // A secret held for what follows, other than this rekey's, came with a rekey lost
+        // with an uncommitted suffix: nothing was written under it yet.
+        let mut updated = current.clone();
+        updated.truncate(seqno);
+        updated
+            .push(seqno + 1, next)
+            .map_err(|e| RekeyError::Save(e.to_string()))?;
+        self.file.save(&updated)?;
+        tracing::info!(
+            seqno,
+            secrets = updated.len(),
+            "rekeyed: a new ledger secret from the next transaction"
+        );
+        Ok(Some(updated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_secret_sealed_to_a_node_opens_with_its_key_only() {
+        let node = SigningKey::generate(&mut OsRng);
+        let other = SigningKey::generate(&mut OsRng);
+        let s = LedgerSecret::from_bytes([5; 32]);
+        let sealed = seal_for_node("n1", &node.public_key(), &s).unwrap();
+        assert_eq!(
+            open_for_node("n1", &node, &sealed).unwrap().as_bytes(),
+            s.as_bytes()
+        );
+        assert!(open_for_node("n1", &other, &sealed).is_err());
+        // Bound to the node id.
+        assert!(open_for_node("n2", &node, &sealed).is_err());
+        // Any flipped byte fails.
+        let mut raw = base64::engine::general_purpose::STANDARD
+            .decode(&sealed)
+            .unwrap();
+        for i in [0, 50, POINT_LEN, raw.len() - 1] {
+            raw[i] ^= 1;
+            let b = base64::engine::general_purpose::STANDARD.encode(&raw);
+            assert!(open_for_node("n1", &node, &b).is_err(), "byte {i}");
+            raw[i] ^= 1;
+        }
+        // Two seals of one secret differ (fresh ephemeral keys).
+        assert_ne!(sealed, seal_for_node("n1", &node.public_key(), &s).unwrap());
+    }
+}
