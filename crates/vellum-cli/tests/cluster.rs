@@ -3,13 +3,14 @@
 //! suite against a backup, SIGKILL of the primary under load, a node that catches up after
 //! missing 50,000 writes (5,000 without VELLUM_HEAVY=1), the collection limit across
 //! nodes, and governance (members' signed requests through backups, across a change of
-//! primary). The partition test lives in `partition.rs` (network namespaces).
+//! primary, a node retired, two rekeys under writes, a node joined by vote between them). The partition test lives in `partition.rs` (network namespaces).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -1055,6 +1056,23 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         assert!(Instant::now() < deadline, "still voting: {voters:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The members rekey the ledger (through a backup) while writes go on through the other:
+    // every write lands. The retired node is left out of the rekey.
+    let writer = {
+        let clients = vec![c.admin(backups[1])];
+        tokio::spawn(async move { harness::append_many(&clients, 300, 4).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rekey = serde_json::json!({"actions": [{"name": "trigger_ledger_rekey", "args": {}}]});
+    let (_, (s, v)) = pass_by_both(&http, &b0, &b1, &m0, &m1, rekey.clone()).await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Accepted")),
+        "{v}"
+    );
+    let during = writer.await.unwrap();
+    assert_eq!(during.len(), 300);
+
     // The members switch to joins by vote. A node joins through a backup with no token (the
     // CLI's --join-service-cert), waits Pending, and is trusted by two votes of two: it
     // receives its certificate and becomes a voter.
@@ -1124,12 +1142,82 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
         assert!(Instant::now() < deadline, "not yet a voter: {voters:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A second rekey: the node that joined after the first (it received the secrets when
+    // admitted) takes its copy of the new one like the others. Every write made during the
+    // first rekey reads back as written from that node.
+    let (_, (s, v)) = pass_by_both(&http, &b0, &b1, &m0, &m1, rekey).await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Accepted")),
+        "{v}"
+    );
+    let joined = c.nodes.len() - 1;
+    let last = harness::append_durably(&c.admin(joined), "after the second rekey").await;
+    let reader = c.admin(joined);
+    for (i, txid) in during.iter().enumerate().step_by(10) {
+        let e = reader
+            .get_ledger_entry(Some(GetLedgerEntryOptions {
+                transaction_id: Some(txid.clone()),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        assert!(e.contents.starts_with("bulk "), "{i} at {txid}: {e:?}");
+    }
+    let _ = last;
 
     let dirs = c.stop_all();
     harness::assert_identical_chunks(&dirs[..]);
     // Every proposal, ballot and outcome verifies with CCF's own verifier (the last chunk is
     // not closed yet: it is checked too).
     harness::verify_full_including_uncommitted(&dirs[backups[0]]);
+    // The three serving nodes hold the same three secrets; the retired one only the first,
+    // which does not open the rekey history (nothing written after the rekey).
+    let secrets = |i: usize| std::fs::read_to_string(dirs[i].join("ledger_secret")).unwrap();
+    assert_eq!(secrets(backups[0]).lines().count(), 3);
+    assert_eq!(secrets(backups[0]), secrets(backups[1]));
+    assert_eq!(secrets(backups[0]), secrets(joined));
+    assert_eq!(secrets(primary).lines().count(), 1);
+    let audit = |secret_of: usize| {
+        Command::new(env!("CARGO_BIN_EXE_vellum"))
+            .arg("audit")
+            .arg(dirs[backups[0]].join("ledger"))
+            .arg("--ledger-secret")
+            .arg(dirs[secret_of].join("ledger_secret"))
+            .args(["--include-uncommitted", "--no-progress"])
+            .output()
+            .unwrap()
+    };
+    let out = audit(backups[0]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = audit(primary);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rekey history"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // CCF's own check of the rekey records.
+    if let Some(py) = harness::python() {
+        let code = "import sys, ccf.verify_ledger_secrets_chain as v\n\
+                    sys.exit(0 if v.run([sys.argv[1]], uncommitted=True) else 1)";
+        let out = Command::new(py)
+            .args(["-c", code])
+            .arg(dirs[backups[0]].join("ledger"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.matches("previous_ledger_secret").count() == 2,
+            "verify_ledger_secrets_chain:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// `m0` proposes `actions` through `b0`; `m0` votes through `b1`, then `m1` through `b0`: the

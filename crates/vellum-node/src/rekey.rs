@@ -231,7 +231,7 @@ impl Rekeying {
                 return Ok(None);
             }
             let mut updated = current.clone();
-            updated.truncate(seqno);
+            updated.truncate(seqno.saturating_sub(1));
             self.file.save(&updated)?;
             tracing::warn!(
                 seqno,
@@ -271,7 +271,7 @@ impl Rekeying {
         // A secret held for what follows, other than this rekey's, came with a rekey lost
         // with an uncommitted suffix: nothing was written under it yet.
         let mut updated = current.clone();
-        updated.truncate(seqno);
+        updated.truncate(seqno.saturating_sub(1));
         updated
             .push(seqno + 1, next)
             .map_err(|e| RekeyError::Save(e.to_string()))?;
@@ -316,5 +316,89 @@ mod tests {
         }
         // Two seals of one secret differ (fresh ephemeral keys).
         assert_ne!(sealed, seal_for_node("n1", &node.public_key(), &s).unwrap());
+    }
+
+    fn node_cert(key: &SigningKey) -> String {
+        let now = std::time::SystemTime::now();
+        let service = vellum_ledger::identity::Identity::service("s", now, 1).unwrap();
+        vellum_ledger::identity::endorse_node(
+            &service.cert_pem,
+            &service.key_pem(),
+            &key.public_key().spki_der(),
+            "n",
+            &["localhost"],
+            &[],
+            now,
+            1,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_node_follows_rekeys_and_forgets_one_the_ledger_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (me, other) = (
+            SigningKey::generate(&mut OsRng),
+            SigningKey::generate(&mut OsRng),
+        );
+        let r = Rekeying {
+            node_id: "me".into(),
+            node_key: me.clone(),
+            file: SecretsFile::new(dir.path().to_path_buf(), None),
+        };
+        let saved = || {
+            LedgerSecrets::from_text(
+                &std::fs::read_to_string(dir.path().join(SECRETS_FILE)).unwrap(),
+            )
+            .unwrap()
+        };
+        let current = LedgerSecrets::new(LedgerSecret::from_bytes([1; 32]));
+        let next = LedgerSecret::from_bytes([2; 32]);
+        let both = [
+            ("me".to_owned(), node_cert(&me)),
+            ("other".to_owned(), node_cert(&other)),
+        ];
+        let ws = rekey_writes(&current, &next, &both).unwrap();
+        // Any other transaction changes nothing.
+        assert!(
+            r.appended(4, &EntryBuilder::default(), &current)
+                .unwrap()
+                .is_none()
+        );
+        // The rekey at 5: the new secret from 6, saved.
+        let after = r.appended(5, &ws, &current).unwrap().unwrap();
+        assert_eq!(after.latest_from(), 6);
+        assert_eq!(after.latest().as_bytes(), next.as_bytes());
+        assert_eq!(saved().to_text(), after.to_text());
+        // Appending it again (a node that received the list when it joined) changes nothing.
+        assert!(r.appended(5, &ws, &after).unwrap().is_none());
+        // A different transaction at 5 (the rekey was lost with an uncommitted suffix): the
+        // secret it brought is forgotten, on disk too.
+        let forgot = r
+            .appended(5, &EntryBuilder::default(), &after)
+            .unwrap()
+            .unwrap();
+        assert_eq!(forgot.len(), 1);
+        assert_eq!(saved().len(), 1);
+        // Another rekey at 5 than the one this node held a secret from (it was lost with an
+        // uncommitted suffix, and a new primary rekeyed too): its secret replaces the other.
+        let other_next = LedgerSecret::from_bytes([3; 32]);
+        let ws2 = rekey_writes(&current, &other_next, &both).unwrap();
+        let replaced = r.appended(5, &ws2, &after).unwrap().unwrap();
+        assert_eq!(replaced.len(), 2);
+        assert_eq!(replaced.latest().as_bytes(), other_next.as_bytes());
+        // A rekey made without this node: refused (it could not seal what follows).
+        let without = rekey_writes(&current, &next, &both[1..]).unwrap();
+        assert!(matches!(
+            r.appended(5, &without, &current),
+            Err(RekeyError::NotForUs(5))
+        ));
+        // A rekey whose history is not this ledger's secret: refused.
+        let foreign = LedgerSecrets::new(LedgerSecret::from_bytes([9; 32]));
+        let ws = rekey_writes(&foreign, &next, &both).unwrap();
+        assert!(matches!(
+            r.appended(5, &ws, &current),
+            Err(RekeyError::History(5))
+        ));
     }
 }
