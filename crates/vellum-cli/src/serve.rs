@@ -93,6 +93,13 @@ pub struct ServeArgs {
     /// service as a token would.
     #[arg(long, value_name = "FILE", requires = "join")]
     pub join_service_cert: Option<PathBuf>,
+    /// Disaster recovery (first start only): start a new service from the ledger directory of
+    /// a service whose every node was lost. The node makes a new service identity
+    /// (DATA/service_cert.pem), waits for the recovery members' shares
+    /// (`POST /gov/recovery/members/{id}:recover`, `vellum gov recover-share`), restores the
+    /// ledger secrets and starts; the members then vote `transition_service_to_open`.
+    #[arg(long, value_name = "LEDGER_DIR", conflicts_with = "join")]
+    pub recover: Option<PathBuf>,
     /// A one-time join token (`vellum node token` on the service).
     #[arg(
         long,
@@ -172,6 +179,7 @@ impl ServeArgs {
             join,
             join_token,
             join_service_cert,
+            recover,
             advertise,
             max_connections,
             max_connections_per_address,
@@ -310,6 +318,12 @@ fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
             service_cert_pem,
         });
     }
+    if let Some(old) = &args.recover {
+        if !old.is_dir() {
+            anyhow::bail!("--recover {}: not a directory", old.display());
+        }
+        cfg.recover = Some(old.clone());
+    }
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(cfg)
 }
@@ -325,13 +339,13 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // A node that joins by vote may wait long for the members: a signal ends the wait (nothing
     // is provisioned until it is admitted; the next start asks again as the same node). Any
     // other start runs to its end, and the signal is then served as a shutdown.
-    let joining = cfg.join.is_some();
+    let joining = cfg.join.is_some() || cfg.recover.is_some();
     let mut shutdown = Box::pin(shutdown);
     let start = Service::start(cfg);
     let started = if joining {
         tokio::select! {
             s = start => s,
-            () = &mut shutdown => anyhow::bail!("stopped while joining the service"),
+            () = &mut shutdown => anyhow::bail!("stopped while joining or recovering the service"),
         }
     } else {
         start.await

@@ -1206,9 +1206,10 @@ async fn governance_across_three_nodes_survives_a_change_of_primary() {
     if let Some(py) = harness::python() {
         let code = "import sys, ccf.verify_ledger_secrets_chain as v\n\
                     sys.exit(0 if v.run([sys.argv[1]], uncommitted=True) else 1)";
+        let chunks = harness::chunks_only(&dirs[backups[0]]);
         let out = Command::new(py)
             .args(["-c", code])
-            .arg(dirs[backups[0]].join("ledger"))
+            .arg(chunks.path())
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1495,4 +1496,381 @@ async fn refusals_hold_after_a_change_of_primary(
         "{v}"
     );
     assert_eq!(get_constitution().await, current);
+}
+
+/// An RSA key for a recovery member: (private PKCS#8 PEM, public SPKI PEM).
+fn encryption_key() -> (String, String) {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let public = rcgen::PublicKeyData::subject_public_key_info(&kp);
+    (
+        kp.serialize_pem(),
+        pem::encode(&pem::Pem::new("PUBLIC KEY", public)),
+    )
+}
+
+/// Disaster recovery of a 3-node service rekeyed twice: every node is killed; a new node
+/// recovers the service from the primary's ledger with 2 of its 3 recovery members' shares
+/// (one is not enough; a wrong share is refused and its member named); the members open the
+/// recovered service; every entry reads back, receipts from before the disaster verify against
+/// the old certificate and, fetched again, against the new one; and `vellum audit` with the
+/// latest secret, CCF's `verify_ledger_secrets_chain` and `ccf.ledger` FULL accept the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
+    use vellum_core::gov::MsgType;
+    let mut c = Cluster::start(3, &[]).await;
+    let http = c.https_client(None);
+    let read = |f: &str| std::fs::read_to_string(c.nodes[0].data.join(f)).unwrap();
+    let m0 = Member::from_pem(&read("member0_cert.pem"), &read("member0_key.pem")).unwrap();
+    let e0 = c.nodes[0].endpoint.clone();
+    ack(&http, &e0, &m0).await;
+    // Three recovery members, each with an encryption key, added in one proposal.
+    let recovery: Vec<(Member, (String, String))> = (1..=3)
+        .map(|i| {
+            let id = vellum_ledger::identity::Identity::client(
+                &format!("recovery{i}"),
+                std::time::SystemTime::now(),
+                30,
+            )
+            .unwrap();
+            (
+                Member::from_pem(&id.cert_pem, &id.key_pem()).unwrap(),
+                encryption_key(),
+            )
+        })
+        .collect();
+    let actions: Vec<serde_json::Value> = recovery
+        .iter()
+        .map(|(m, k)| {
+            serde_json::json!({"name": "set_member", "args": {
+                "cert": m.cert_pem(), "encryption_pub_key": k.1}})
+        })
+        .collect();
+    let ballot = serde_json::json!({"ballot": "export function vote (p, id) { return true }"});
+    let propose_and_pass = |voters: Vec<Member>, actions: serde_json::Value| {
+        let (http, e0, ballot, m0) = (http.clone(), e0.clone(), ballot.clone(), m0.clone());
+        async move {
+            let (s, v) = gov_post(
+                &http,
+                &e0,
+                "/gov/members/proposals:create",
+                sign(
+                    &m0,
+                    MsgType::Proposal,
+                    None,
+                    &serde_json::json!({"actions": actions}),
+                ),
+            )
+            .await;
+            assert_eq!(s, 200, "{v}");
+            let pid = v["proposalId"].as_str().unwrap().to_owned();
+            let mut last = (0, serde_json::Value::Null);
+            for m in voters {
+                last = gov_post(
+                    &http,
+                    &e0,
+                    &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id()),
+                    sign(&m, MsgType::Ballot, Some(&pid), &ballot),
+                )
+                .await;
+            }
+            assert_eq!(last.1["proposalState"], "Accepted", "{}", last.1);
+        }
+    };
+    propose_and_pass(vec![m0.clone()], serde_json::json!(actions)).await;
+    for (m, _) in &recovery {
+        ack(&http, &e0, m).await;
+    }
+    let voters = vec![m0.clone(), recovery[0].0.clone(), recovery[1].0.clone()];
+    propose_and_pass(
+        voters.clone(),
+        serde_json::json!([{"name": "set_recovery_threshold", "args": {"recovery_threshold": 2}}]),
+    )
+    .await;
+
+    // Entries, with two rekeys among them; a receipt taken before the disaster.
+    let primary = c.primary().await;
+    let client = c.admin(primary);
+    let mut written = Vec::new();
+    let rekey = serde_json::json!([{"name": "trigger_ledger_rekey", "args": {}}]);
+    for round in 0..3 {
+        for i in 0..20 {
+            let contents = format!("round {round} entry {i}");
+            let r = client
+                .append_to_ledger(&contents, None::<AppendToLedgerOptions>)
+                .await
+                .unwrap();
+            written.push((r.transaction_id, contents));
+        }
+        if round < 2 {
+            propose_and_pass(voters.clone(), rekey.clone()).await;
+        }
+    }
+    let last = harness::append_durably(&client, "the last before the disaster").await;
+    written.push((last, "the last before the disaster".into()));
+    let early = written[0].0.clone();
+    let old_receipt = client.get_transaction_receipt(&early, None).await.unwrap();
+    let old_cert = c.service_cert();
+    old_receipt.verify(&old_cert).unwrap();
+
+    // Every node is lost.
+    for i in 0..3 {
+        c.kill(i);
+    }
+
+    // A new node recovers from the primary's ledger; it waits for the shares.
+    let (pending, endpoint) = c.recover_from(primary);
+    let new_http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let mut network = serde_json::Value::Null;
+    for _ in 0..300 {
+        if let Ok(r) = new_http
+            .get(format!("{endpoint}/node/network"))
+            .send()
+            .await
+        {
+            network = r.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        network["service_status"], "WaitingForRecoveryShares",
+        "{network}"
+    );
+    assert_eq!(network["recovery_threshold"], 2, "{network}");
+    let new_cert = network["service_certificate"].as_str().unwrap().to_owned();
+    assert_ne!(new_cert, old_cert);
+    let share_of = |i: usize| {
+        let (http, endpoint) = (new_http.clone(), endpoint.clone());
+        let (m, k) = recovery[i].clone();
+        async move {
+            let v: serde_json::Value = http
+                .get(format!(
+                    "{endpoint}/gov/recovery/encrypted-shares/{}?{GOV}",
+                    m.id()
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            vellum_node::recovery::decrypt_share(&k.0, v["encryptedShare"].as_str().unwrap())
+                .unwrap()
+                .to_vec()
+        }
+    };
+    let submit = |i: usize, share: Vec<u8>| {
+        let (http, endpoint) = (new_http.clone(), endpoint.clone());
+        let m = recovery[i].0.clone();
+        async move {
+            use base64::Engine as _;
+            let body = serde_json::json!({
+                "share": base64::engine::general_purpose::STANDARD.encode(share)
+            });
+            let r = http
+                .post(format!(
+                    "{endpoint}/gov/recovery/members/{}:recover?{GOV}",
+                    m.id()
+                ))
+                .header("content-type", "application/cose")
+                .body(sign(&m, MsgType::RecoveryShare, None, &body))
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    // The application API is closed meanwhile.
+    let (s, v) = {
+        let r = new_http
+            .get(format!(
+                "{endpoint}/app/transactions?api-version=2022-05-13"
+            ))
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("ServiceNotOpen")),
+        "{v}"
+    );
+    // One share is not enough.
+    let (s, v) = submit(0, share_of(0).await).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["message"], "1/2 recovery shares successfully submitted.",
+        "{v}"
+    );
+    // A wrong share is refused and its member named; another member may not submit it.
+    let mut wrong = share_of(1).await;
+    wrong[4] ^= 0x20;
+    let (s, v) = submit(1, wrong).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "InvalidRecoveryShare", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&recovery[1].0.id()),
+        "{v}"
+    );
+    // The second right share completes the recovery.
+    let (s, v) = submit(2, share_of(2).await).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("End of recovery"),
+        "{v}"
+    );
+    c.adopt(pending).await;
+    let recovered = c.nodes.len() - 1;
+    assert_eq!(c.nodes[recovered].endpoint, endpoint);
+    let saved_cert =
+        std::fs::read_to_string(c.nodes[recovered].data.join("service_cert.pem")).unwrap();
+    assert_eq!(saved_cert, new_cert);
+
+    // Closed until the members open it, naming the identity it replaced.
+    let (s, _) = {
+        let r = new_http
+            .get(format!(
+                "{endpoint}/app/transactions/{early}?api-version=2022-05-13"
+            ))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(s, 503);
+    let open = |prev: &str| {
+        serde_json::json!([{"name": "transition_service_to_open", "args": {
+            "previous_service_identity": prev, "next_service_identity": new_cert}}])
+    };
+    {
+        // A wrong previous identity: apply fails, nothing is recorded.
+        let (s, v) = gov_post(
+            &new_http,
+            &endpoint,
+            "/gov/members/proposals:create",
+            sign(
+                &m0,
+                MsgType::Proposal,
+                None,
+                &serde_json::json!({"actions": open(&new_cert)}),
+            ),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let pid = v["proposalId"].as_str().unwrap().to_owned();
+        let mut last = (0, serde_json::Value::Null);
+        for m in &voters {
+            last = gov_post(
+                &new_http,
+                &endpoint,
+                &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id()),
+                sign(m, MsgType::Ballot, Some(&pid), &ballot),
+            )
+            .await;
+        }
+        assert_eq!(last.0, 500, "{}", last.1);
+        assert!(
+            last.1["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("previous_service_identity"),
+            "{}",
+            last.1
+        );
+    }
+    let (s, v) = gov_post(
+        &new_http,
+        &endpoint,
+        "/gov/members/proposals:create",
+        sign(
+            &m0,
+            MsgType::Proposal,
+            None,
+            &serde_json::json!({"actions": open(&old_cert)}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let mut last = (0, serde_json::Value::Null);
+    for m in &voters {
+        last = gov_post(
+            &new_http,
+            &endpoint,
+            &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id()),
+            sign(m, MsgType::Ballot, Some(&pid), &ballot),
+        )
+        .await;
+    }
+    assert_eq!(last.1["proposalState"], "Accepted", "{}", last.1);
+
+    // Open: every entry reads back; the old receipt still verifies against the old
+    // certificate, and fetched again, against the new one; new writes land.
+    let admin = c.admin(recovered);
+    for (txid, contents) in &written {
+        let e = admin
+            .get_ledger_entry(Some(GetLedgerEntryOptions {
+                transaction_id: Some(txid.clone()),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        assert_eq!(&e.contents, contents, "{txid}");
+    }
+    old_receipt.verify(&old_cert).unwrap();
+    let again = admin.get_transaction_receipt(&early, None).await.unwrap();
+    again.verify(&new_cert).unwrap();
+    assert!(again.verify(&old_cert).is_err());
+    let after = harness::append_durably(&admin, "after the recovery").await;
+    admin
+        .get_transaction_receipt(&after, None)
+        .await
+        .unwrap()
+        .verify(&new_cert)
+        .unwrap();
+
+    let dirs = c.stop_all();
+    let data = &dirs[recovered];
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .arg("audit")
+        .arg(data.join("ledger"))
+        .arg("--ledger-secret")
+        .arg(data.join("ledger_secret"))
+        .args(["--include-uncommitted", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    harness::verify_full_including_uncommitted(data);
+    if let Some(py) = harness::python() {
+        let code = "import sys, ccf.verify_ledger_secrets_chain as v\n\
+                    sys.exit(0 if v.run([sys.argv[1]], uncommitted=True) else 1)";
+        let chunks = harness::chunks_only(data);
+        let out = Command::new(py)
+            .args(["-c", code])
+            .arg(chunks.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.matches("previous_ledger_secret").count() == 3,
+            "verify_ledger_secrets_chain:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

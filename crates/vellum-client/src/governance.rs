@@ -79,6 +79,11 @@ impl Member {
         self.cert.id()
     }
 
+    /// The member certificate (PEM).
+    pub fn cert_pem(&self) -> String {
+        self.cert.to_pem()
+    }
+
     /// A signed request of type `msg` carrying `body`.
     pub fn sign(&self, msg: MsgType, proposal_id: Option<&str>, body: &[u8]) -> Result<Vec<u8>> {
         let now = SystemTime::now()

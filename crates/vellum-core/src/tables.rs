@@ -288,6 +288,16 @@ pub const HISTORICAL_LEDGER_SECRET: Table<Singleton, Json<EncryptedLedgerSecretI
 /// rekey transaction and seals what follows under it.
 pub const LEDGER_SECRET_FOR_NODES: Table<Id, Json<SecretForNode>> =
     Table::new("public:vellum.internal.ledger_secret_for_nodes");
+/// Beside each issue of [`RECOVERY_SHARES`] (Vellum's): SHA-256 (hex) of each member's share,
+/// by member id, so that a recovering service names a wrong share when it is submitted.
+pub const RECOVERY_SHARE_DIGESTS: Table<
+    Singleton,
+    Json<std::collections::BTreeMap<String, String>>,
+> = Table::new("public:vellum.internal.recovery_share_digests");
+/// Previous service identities (Vellum's; written by a disaster recovery): each previous
+/// service certificate (PEM) by the last seqno it signed for.
+pub const PREVIOUS_SERVICE_IDENTITIES: Table<Id, Json<PreviousIdentity>> =
+    Table::new("public:vellum.internal.previous_service_identities");
 /// Recovery shares (CCF's): the latest ledger secret wrapped by a key that is split among the
 /// recovery members, each share encrypted to its member.
 pub const RECOVERY_SHARES: Table<Singleton, Json<RecoverySharesInfo>> =
@@ -580,6 +590,16 @@ pub fn ledger_secrets_from_chain(
     list.push((0, current));
     list.reverse();
     crate::entry::LedgerSecrets::from_list(list).map_err(|_| bad())
+}
+
+/// The record of [`PREVIOUS_SERVICE_IDENTITIES`], keyed by the previous identity's certificate
+/// fingerprint (hex SHA-256 of its SubjectPublicKeyInfo).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousIdentity {
+    /// The previous service certificate (PEM).
+    pub cert: String,
+    /// The last seqno of the ledger that identity's nodes signed.
+    pub until_seqno: u64,
 }
 
 /// The record of [`LEDGER_SECRET_FOR_NODES`].

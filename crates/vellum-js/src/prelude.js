@@ -140,7 +140,12 @@
     node: Object.freeze({
       triggerLedgerRekey: () => host("node.triggerLedgerRekey"),
       triggerRecoverySharesRefresh: () => host("node.triggerRecoverySharesRefresh"),
-      transitionServiceToOpen: () => host("node.transitionServiceToOpen"),
+      transitionServiceToOpen: (previous, next) =>
+        host(
+          "node.transitionServiceToOpen",
+          previous === undefined ? null : bufStr(previous),
+          next === undefined ? null : bufStr(next),
+        ),
     }),
     // CCF's JWT key store: the host turns a JWKS into CCF's records (kid -> the keys with that
     // id, each with its issuer); they are written here like any other write of the run.

@@ -368,6 +368,26 @@ const actions = new Map([
     },
   ],
   [
+    // Opens a service: as CCF, the next identity must be the service's own, and a recovered
+    // service names the identity it replaced.
+    "transition_service_to_open",
+    {
+      validate: (args) => {
+        checkType(args.next_service_identity, "string", "next_service_identity");
+        if (args.previous_service_identity !== undefined) {
+          checkType(args.previous_service_identity, "string", "previous_service_identity");
+        }
+      },
+      apply: (args) =>
+        ccf.node.transitionServiceToOpen(
+          args.previous_service_identity === undefined
+            ? undefined
+            : ccf.strToBuf(args.previous_service_identity),
+          ccf.strToBuf(args.next_service_identity),
+        ),
+    },
+  ],
+  [
     "trigger_ledger_rekey",
     {
       validate: (args) => {

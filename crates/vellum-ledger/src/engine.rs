@@ -46,6 +46,21 @@ pub struct NodeKeys {
     pub cose_issuer: String,
     /// CWT subject.
     pub cose_subject: String,
+    /// The service identities before a disaster recovery, oldest first: the signatures of the
+    /// ledger up to each one's `until_seqno` are its nodes'.
+    pub previous_services: Vec<PreviousService>,
+}
+
+/// A service identity a disaster recovery replaced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PreviousService {
+    /// Its certificate (PEM).
+    pub cert_pem: String,
+    /// The last seqno its nodes signed.
+    pub until_seqno: u64,
+    /// Its key endorsed by the current service key (PEM): what receipts of its era carry as
+    /// `serviceEndorsements`, so that they verify against the current service certificate.
+    pub endorsement_pem: String,
 }
 
 impl NodeKeys {
@@ -64,6 +79,7 @@ impl NodeKeys {
             secrets: LedgerSecrets::new(secret),
             cose_issuer: "vellum.local".into(),
             cose_subject: "ledger.signature".into(),
+            previous_services: Vec::new(),
         }
     }
 }
@@ -141,6 +157,8 @@ pub struct Engine {
     views: ViewRuns,
     signatures: Vec<u64>,
     service_key_public: Option<vellum_core::crypto::PublicKey>,
+    /// The keys of [`NodeKeys::previous_services`], in the same order.
+    previous_keys: Vec<Option<vellum_core::crypto::PublicKey>>,
     /// The last node certificate (PEM) found endorsed by the service key in
     /// [`Engine::check_signature`]: every signature of a primary names the same one, so its
     /// endorsement is checked once rather than at every signature.
@@ -200,6 +218,15 @@ impl Engine {
         let service_key_public = Certificate::from_pem(&keys.service_cert_pem)
             .and_then(|c| c.public_key())
             .ok();
+        let previous_keys = keys
+            .previous_services
+            .iter()
+            .map(|p| {
+                Certificate::from_pem(&p.cert_pem)
+                    .and_then(|c| c.public_key())
+                    .ok()
+            })
+            .collect();
         let checkpointed = views.len();
         Engine {
             files,
@@ -208,6 +235,7 @@ impl Engine {
             views,
             signatures,
             service_key_public,
+            previous_keys,
             endorsed: None,
             untrimmed: UNTRIMMED,
             checkpoint_every: CHECKPOINT_EVERY,
@@ -554,7 +582,8 @@ impl Engine {
             .as_deref()
             .ok_or_else(|| reject("no node certificate"))?;
         let cert = Certificate::from_pem(pem)?;
-        if let Some(service) = &self.service_key_public
+        let service_key = self.service_key_at(txid.seqno).0.cloned();
+        if let Some(service) = &service_key
             && self.endorsed.as_deref() != Some(pem)
         {
             cert.verify_issued_by(service)
@@ -571,7 +600,7 @@ impl Engine {
             RootSignatureError::NodeId => reject("node id does not match the certificate"),
             _ => reject("node signature does not verify"),
         })?;
-        if let (Some(bytes), Some(service)) = (&sig.cose, &self.service_key_public) {
+        if let (Some(bytes), Some(service)) = (&sig.cose, &service_key) {
             let named = verify_service_signature(&root, bytes, service, CoseRules::AsWritten)
                 .map_err(|e| reject(&format!("COSE: {e}")))?;
             if named != txid {
@@ -707,6 +736,26 @@ impl Engine {
             .map_err(|e| EngineError::Secret(e.to_string()))
     }
 
+    /// The service key whose nodes signed at `seqno` and, for a previous service identity,
+    /// its endorsement by the current one.
+    fn service_key_at(
+        &self,
+        seqno: u64,
+    ) -> (Option<&vellum_core::crypto::PublicKey>, Option<String>) {
+        match self
+            .keys
+            .previous_services
+            .iter()
+            .position(|p| seqno <= p.until_seqno)
+        {
+            Some(i) => (
+                self.previous_keys.get(i).and_then(Option::as_ref),
+                Some(self.keys.previous_services[i].endorsement_pem.clone()),
+            ),
+            None => (self.service_key_public.as_ref(), None),
+        }
+    }
+
     /// Replaces the ledger secrets with `secrets` (a rekey brought one in, or one a lost
     /// rekey had brought in is forgotten). Refused if it would change the secret of any
     /// transaction already written.
@@ -809,7 +858,7 @@ impl Engine {
                     },
                 })
                 .collect(),
-            service_endorsements: Some(Vec::new()),
+            service_endorsements: Some(self.service_key_at(s).1.into_iter().collect()),
             signature: Some(base64::engine::general_purpose::STANDARD.encode(record.sig_der()?)),
             leaf: None,
         };

@@ -51,6 +51,7 @@ fn keys(dir: &Path) -> NodeKeys {
         secrets: LedgerSecret::from_bytes(SECRET).into(),
         cose_issuer: "vellum.local".into(),
         cose_subject: "ledger.signature".into(),
+        previous_services: Vec::new(),
     }
 }
 

@@ -293,6 +293,10 @@ pub struct JoinResponse {
     /// those the ledger records as trusted).
     #[serde(default)]
     pub trusted_node_certs: Vec<String>,
+    /// The service identities a disaster recovery replaced (a node checks the signatures of
+    /// their eras against them).
+    #[serde(default)]
+    pub previous_services: Vec<vellum_ledger::engine::PreviousService>,
 }
 
 impl std::fmt::Debug for JoinResponse {

@@ -17,6 +17,8 @@
 //!                           complete provisioning
 //!   peers.pem               (a node that joined a service) the trusted nodes' certificates
 //!                           when it was admitted
+//!   previous_services.json  (a recovered service) the service identities it replaced, each
+//!                           endorsed by the current one (see `crate::disaster`)
 //!   ledger/                 CCF ledger chunks
 //!   index.redb              the entry index (derived; rebuilt from the ledger if lost)
 //!   raft/vote.json          Raft's vote
@@ -136,6 +138,9 @@ pub struct DataDir {
     pub sealer: Option<std::sync::Arc<Sealer>>,
 }
 
+/// The service identities a disaster recovery replaced (JSON), if any.
+pub(crate) const PREVIOUS_SERVICES: &str = "previous_services.json";
+
 /// Where a joining node keeps its certificate and key until it is admitted.
 const JOINING_CERT: &str = "joining_cert.pem";
 const JOINING_KEY: &str = "joining_key.pem";
@@ -242,6 +247,10 @@ impl DataDir {
             secrets,
             cose_issuer: "vellum.local".into(),
             cose_subject: "ledger.signature".into(),
+            previous_services: match root.join(PREVIOUS_SERVICES) {
+                p if p.exists() => read_json(&p)?,
+                _ => Vec::new(),
+            },
         };
         let genesis_path = root.join("genesis.json");
         let genesis = if genesis_path.exists() {
@@ -344,6 +353,12 @@ impl DataDir {
             &root.join("peers.pem"),
             joined.trusted_node_certs.concat().as_bytes(),
         )?;
+        if !joined.previous_services.is_empty() {
+            let p = root.join(PREVIOUS_SERVICES);
+            let bytes = serde_json::to_vec_pretty(&joined.previous_services)
+                .map_err(|e| DataDirError::malformed(&p, e))?;
+            write_file(&p, &bytes)?;
+        }
         let nf = NodeFile {
             raft_id: joined.raft_id,
             node_id: joined.node_id.clone(),
@@ -372,6 +387,118 @@ impl DataDir {
     }
 }
 
+/// A new service identity and a node identity it endorses, with the node's id and Raft id.
+fn new_identities(
+    b: &Bootstrap,
+    now: SystemTime,
+) -> Result<(Identity, Identity, String, u64), DataDirError> {
+    let service = Identity::service(&b.service_name, now, b.validity_days)
+        .map_err(DataDirError::crypto("the service identity"))?;
+    let mut dns: Vec<&str> = vec!["localhost"];
+    dns.extend(b.dns_names.iter().map(String::as_str));
+    let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
+    ips.extend(b.ips.iter().filter(|ip| !ip.is_loopback() || ip.is_ipv6()));
+    let node = service
+        .issue_node("Vellum Node", &dns, &ips, now, b.validity_days)
+        .map_err(DataDirError::crypto("the node identity"))?;
+    let node_cert = Certificate::from_pem(&node.cert_pem)
+        .map_err(DataDirError::crypto("the node certificate"))?;
+    let node_id = node_id_of(&node_cert);
+    // A node id is hex SHA-256, made just above.
+    let raft_id = crate::cluster::raft_id_of(&node_id).unwrap_or_default();
+    Ok((service, node, node_id, raft_id))
+}
+
+/// The new identities of a service being recovered into a data directory (see
+/// [`crate::disaster`]): made and kept there on the first start, so that a restart while the
+/// members submit their shares presents the same service certificate.
+#[derive(Debug, Clone)]
+pub(crate) struct RecoveryIdentity {
+    pub service_cert_pem: String,
+    pub service_key_pem: String,
+    pub node_cert_pem: String,
+    pub node_key_pem: String,
+    pub node_id: String,
+    pub raft_id: u64,
+}
+
+impl DataDir {
+    /// The identities a recovery into `root` uses (see [`RecoveryIdentity`]).
+    pub(crate) fn recovery_identity(
+        root: &Path,
+        b: &Bootstrap,
+        seal: Option<&SealKey>,
+    ) -> Result<(RecoveryIdentity, Option<std::sync::Arc<Sealer>>), DataDirError> {
+        private_dirs(root)?;
+        let sealer = Sealer::open_or_create(root, seal)?;
+        let have = ["service_key.pem", "node_key.pem"]
+            .iter()
+            .all(|n| crate::seal::secret_file_exists(root, n, sealer.as_ref()));
+        if !have {
+            let (service, node, _, _) = new_identities(b, SystemTime::now())?;
+            write_secret_file(
+                root,
+                "service_key.pem",
+                service.key_pem().as_bytes(),
+                sealer.as_ref(),
+            )?;
+            write_secret_file(
+                root,
+                "node_key.pem",
+                node.key_pem().as_bytes(),
+                sealer.as_ref(),
+            )?;
+            write_file(&root.join("node_cert.pem"), node.cert_pem.as_bytes())?;
+            write_file(&root.join("service_cert.pem"), service.cert_pem.as_bytes())?;
+        }
+        let node_cert_pem = read_string(&root.join("node_cert.pem"))?;
+        let cert =
+            Certificate::from_pem(&node_cert_pem).map_err(DataDirError::crypto("node_cert.pem"))?;
+        let node_id = node_id_of(&cert);
+        let id = RecoveryIdentity {
+            service_cert_pem: read_string(&root.join("service_cert.pem"))?,
+            service_key_pem: secret_text(root, "service_key.pem", sealer.as_ref())?,
+            node_key_pem: secret_text(root, "node_key.pem", sealer.as_ref())?,
+            raft_id: crate::cluster::raft_id_of(&node_id).unwrap_or_default(),
+            node_cert_pem,
+            node_id,
+        };
+        Ok((id, sealer.map(std::sync::Arc::new)))
+    }
+
+    /// Writes the ledger secrets of a recovered data directory.
+    pub(crate) fn finish_secrets(
+        root: &Path,
+        secrets: &LedgerSecrets,
+        sealer: Option<&Sealer>,
+    ) -> Result<(), DataDirError> {
+        let text = zeroize::Zeroizing::new(secrets.to_text());
+        write_secret_file(root, "ledger_secret", text.as_bytes(), sealer)
+    }
+
+    /// Completes a recovered data directory (its ledger in place): the ledger secrets, the
+    /// previous service identities, then `node.json`, last.
+    pub(crate) fn finish_recovered(
+        root: &Path,
+        id: &RecoveryIdentity,
+        secrets: &LedgerSecrets,
+        previous: &[vellum_ledger::engine::PreviousService],
+        sealer: Option<&Sealer>,
+    ) -> Result<(), DataDirError> {
+        DataDir::finish_secrets(root, secrets, sealer)?;
+        let p = root.join(PREVIOUS_SERVICES);
+        let bytes =
+            serde_json::to_vec_pretty(previous).map_err(|e| DataDirError::malformed(&p, e))?;
+        write_file(&p, &bytes)?;
+        NodeFile {
+            raft_id: id.raft_id,
+            node_id: id.node_id.clone(),
+            chunk_size: None,
+        }
+        .write(root)
+    }
+}
+
 fn provision(root: &Path, b: &Bootstrap, sealer: Option<&Sealer>) -> Result<(), DataDirError> {
     let now = SystemTime::now();
     let mut b = b.clone();
@@ -391,20 +518,7 @@ fn provision(root: &Path, b: &Bootstrap, sealer: Option<&Sealer>) -> Result<(), 
         });
     }
     let b = &b;
-    let service = Identity::service(&b.service_name, now, b.validity_days)
-        .map_err(DataDirError::crypto("the service identity"))?;
-    let mut dns: Vec<&str> = vec!["localhost"];
-    dns.extend(b.dns_names.iter().map(String::as_str));
-    let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
-    ips.extend(b.ips.iter().filter(|ip| !ip.is_loopback() || ip.is_ipv6()));
-    let node = service
-        .issue_node("Vellum Node", &dns, &ips, now, b.validity_days)
-        .map_err(DataDirError::crypto("the node identity"))?;
-    let node_cert = Certificate::from_pem(&node.cert_pem)
-        .map_err(DataDirError::crypto("the node certificate"))?;
-    let node_id = node_id_of(&node_cert);
-    // A node id is hex SHA-256, made just above.
-    let raft_id = crate::cluster::raft_id_of(&node_id).unwrap_or_default();
+    let (service, node, node_id, raft_id) = new_identities(b, now)?;
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
     // CCF's users tables are keyed by CCF user id (hex SHA-256 of the certificate); Vellum's

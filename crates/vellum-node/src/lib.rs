@@ -31,6 +31,7 @@
 pub mod cluster;
 pub mod config;
 mod datadir;
+pub mod disaster;
 pub mod endpoints;
 mod error;
 pub mod functions;

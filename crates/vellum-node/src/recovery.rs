@@ -21,6 +21,7 @@ use aws_lc_rs::rsa::{
 };
 use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
+use sha2::Digest as _;
 use vellum_core::entry::LedgerSecret;
 use vellum_core::tables::RecoverySharesInfo;
 use zeroize::Zeroizing;
@@ -53,13 +54,20 @@ fn pem_der(pem_text: &str) -> Result<Vec<u8>, RecoveryError> {
     Ok(p.into_contents())
 }
 
+/// SHA-256 (hex) of a decrypted share: what [`tables::RECOVERY_SHARE_DIGESTS`] records.
+///
+/// [`tables::RECOVERY_SHARE_DIGESTS`]: vellum_core::tables::RECOVERY_SHARE_DIGESTS
+pub fn share_digest(share: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(share))
+}
+
 /// Shares of `secret` for `members` (member id, public encryption key PEM), any `threshold`
-/// of which recover it.
+/// of which recover it; and each share's digest, by member id.
 pub fn issue(
     secret: &LedgerSecret,
     members: &[(String, String)],
     threshold: usize,
-) -> Result<RecoverySharesInfo, RecoveryError> {
+) -> Result<(RecoverySharesInfo, BTreeMap<String, String>), RecoveryError> {
     if members.is_empty() {
         return Err(fail("no recovery member: no share to issue"));
     }
@@ -82,8 +90,10 @@ pub fn issue(
     let dealer = blahaj::Sharks(threshold as u8);
     let shares = dealer.dealer_rng(wrapping_key.as_ref(), &mut OsRng);
     let mut encrypted_shares = BTreeMap::new();
+    let mut digests = BTreeMap::new();
     for ((id, key_pem), share) in members.iter().zip(shares) {
         let share = Zeroizing::new(Vec::from(&share));
+        digests.insert(id.clone(), share_digest(&share));
         let public = PublicEncryptingKey::from_der(&pem_der(key_pem)?)
             .map_err(|e| fail(format!("member {id}'s encryption key: {e}")))?;
         let oaep = OaepPublicEncryptingKey::new(public).map_err(|e| fail(e.to_string()))?;
@@ -93,11 +103,14 @@ pub fn issue(
             .map_err(|_| fail(format!("encrypting member {id}'s share")))?;
         encrypted_shares.insert(id.clone(), b64().encode(ct));
     }
-    Ok(RecoverySharesInfo {
-        wrapped_latest_ledger_secret: b64().encode(wrapped),
-        encrypted_shares,
-        previous_secret_stored_version: None,
-    })
+    Ok((
+        RecoverySharesInfo {
+            wrapped_latest_ledger_secret: b64().encode(wrapped),
+            encrypted_shares,
+            previous_secret_stored_version: None,
+        },
+        digests,
+    ))
 }
 
 /// A member's share, decrypted with its private encryption key (PKCS#8 PEM).
@@ -183,6 +196,12 @@ mod tests {
         )
     }
 
+    fn share_of(keys: &[(String, String)], info: &RecoverySharesInfo, i: usize) -> Vec<u8> {
+        decrypt_share(&keys[i].0, &info.encrypted_shares[&format!("m{i}")])
+            .unwrap()
+            .to_vec()
+    }
+
     #[test]
     fn two_of_three_shares_recover_the_secret_and_one_does_not() {
         let secret = LedgerSecret::from_bytes([9u8; 32]);
@@ -192,8 +211,9 @@ mod tests {
             .enumerate()
             .map(|(i, (_, public))| (format!("m{i}"), public.clone()))
             .collect();
-        let info = issue(&secret, &members, 2).unwrap();
+        let (info, digests) = issue(&secret, &members, 2).unwrap();
         assert_eq!(info.encrypted_shares.len(), 3);
+        assert_eq!(digests["m1"], share_digest(&share_of(&keys, &info, 1)));
         let share =
             |i: usize| decrypt_share(&keys[i].0, &info.encrypted_shares[&format!("m{i}")]).unwrap();
         let got = recover(&[share(0), share(2)], &info).unwrap();

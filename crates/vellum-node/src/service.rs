@@ -80,6 +80,9 @@ pub struct ServiceConfig {
     pub token_issuers: Vec<TokenIssuer>,
     /// Join a running service instead of founding one (ignored once provisioned).
     pub join: Option<JoinConfig>,
+    /// Recover a lost service from its ledger directory instead of founding one (ignored
+    /// once provisioned; see [`crate::disaster`]).
+    pub recover: Option<PathBuf>,
 }
 
 /// The default HTTPS address.
@@ -104,6 +107,7 @@ impl ServiceConfig {
             limits: Limits::default(),
             token_issuers: Vec::new(),
             join: None,
+            recover: None,
         }
     }
 
@@ -116,6 +120,12 @@ impl ServiceConfig {
             "ledger-id",
             "non-empty",
             "empty",
+        )?;
+        rule(
+            self.join.is_none() || self.recover.is_none(),
+            "recover",
+            "not with join",
+            "both",
         )?;
         if let Some(j) = &self.join {
             if let Some(t) = &j.token {
@@ -183,6 +193,9 @@ pub enum ServiceError {
     /// The node.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// Recovering a lost service failed.
+    #[error(transparent)]
+    Disaster(#[from] crate::disaster::DisasterError),
     /// Requests still held the node when it was to stop.
     #[error("requests still hold the node at shutdown")]
     Busy,
@@ -224,6 +237,7 @@ impl Service {
             limits,
             token_issuers,
             join,
+            recover,
         } = cfg;
         // Listen first: the address is recorded in the cluster before the node serves.
         let listener = tokio::net::TcpListener::bind(listen)
@@ -258,6 +272,22 @@ impl Service {
                 tracing::info!("the data directory already holds a node; joining is skipped");
             } else {
                 joined = Some(join_service(j, &node, &data_dir).await?);
+            }
+        }
+        if let Some(old) = &recover {
+            if DataDir::is_provisioned(&data_dir) {
+                tracing::info!("the data directory already holds a node; recovery is skipped");
+            } else {
+                crate::disaster::recover(
+                    old,
+                    &data_dir,
+                    &node.bootstrap,
+                    node.seal.as_ref(),
+                    &listener,
+                    &node.advertise,
+                    node.chunk_size,
+                )
+                .await?;
             }
         }
         let node = Arc::new(LedgerNode::open(node).await?);

@@ -1129,6 +1129,39 @@ pub fn secret_records(dir: &Path, include_uncommitted: bool) -> std::io::Result<
 
 fn scan_secret_records(chunks: &[(ChunkName, PathBuf)]) -> SecretRecords {
     let mut out = SecretRecords::default();
+    for_each_public_in(chunks, |txid, pd| {
+        if let Some(m) = tables::HISTORICAL_LEDGER_SECRET.find(&pd.maps)
+            && let Some((_, v)) = m.writes.first()
+            && let Ok(rec) = tables::HISTORICAL_LEDGER_SECRET.decode_value(v)
+        {
+            out.rekeys.push((txid.seqno, rec));
+        }
+        if let Some(m) = tables::RECOVERY_SHARES.find(&pd.maps)
+            && let Some((_, v)) = m.writes.first()
+            && let Ok(info) = tables::RECOVERY_SHARES.decode_value(v)
+        {
+            out.recovery_shares = Some(info);
+        }
+    });
+    out
+}
+
+/// Calls `f` with the transaction id and public domain of every entry of the ledger in `dir`
+/// that can be read (committed chunks only unless `include_uncommitted`), in ledger order,
+/// checking nothing: what disaster recovery reads before it has any secret.
+pub fn for_each_public(
+    dir: &Path,
+    include_uncommitted: bool,
+    f: impl FnMut(vellum_core::TxId, &entry::PublicDomain),
+) -> std::io::Result<()> {
+    for_each_public_in(&list_chunks(dir, !include_uncommitted)?, f);
+    Ok(())
+}
+
+fn for_each_public_in(
+    chunks: &[(ChunkName, PathBuf)],
+    mut f: impl FnMut(vellum_core::TxId, &entry::PublicDomain),
+) {
     for (name, path) in chunks {
         let Ok(bytes) = std::fs::read(path) else {
             continue;
@@ -1140,21 +1173,10 @@ fn scan_secret_records(chunks: &[(ChunkName, PathBuf)]) -> SecretRecords {
             let Ok(pd) = ce.entry.public_domain() else {
                 continue;
             };
-            if let Some(m) = tables::HISTORICAL_LEDGER_SECRET.find(&pd.maps)
-                && let Some((_, v)) = m.writes.first()
-                && let Ok(rec) = tables::HISTORICAL_LEDGER_SECRET.decode_value(v)
-            {
-                out.rekeys.push((ce.entry.iv.seqno, rec));
-            }
-            if let Some(m) = tables::RECOVERY_SHARES.find(&pd.maps)
-                && let Some((_, v)) = m.writes.first()
-                && let Ok(info) = tables::RECOVERY_SHARES.decode_value(v)
-            {
-                out.recovery_shares = Some(info);
-            }
+            let iv = &ce.entry.iv;
+            f(vellum_core::TxId::new(u64::from(iv.view), iv.seqno), &pd);
         }
     }
-    out
 }
 
 /// Audits chunk files given as `(name, path, bytes)` in seqno order (`path` only labels

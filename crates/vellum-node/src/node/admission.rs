@@ -310,6 +310,7 @@ impl LedgerNode {
             chunk_size: self.chunk_size,
             admitted_at: admitted_at.to_string(),
             trusted_node_certs: self.trusted_node_certs(),
+            previous_services: self.data.keys.previous_services.clone(),
         }
     }
 

@@ -44,6 +44,8 @@ struct GovView {
     signature: Option<Vec<u8>>,
     /// The new ledger secret of a rekey an accepted proposal applied.
     rekey: Option<LedgerSecret>,
+    /// An accepted proposal opened the service.
+    open: bool,
 }
 
 impl GovView {
@@ -128,6 +130,11 @@ struct GovHost {
     latest_secret_seqno: u64,
     /// The new secret, once `ccf.node.triggerLedgerRekey()` was called.
     rekey: std::sync::Mutex<Option<LedgerSecret>>,
+    /// The service's status and the identity a recovery replaced, if any.
+    status: Option<tables::ServiceStatus>,
+    previous_service_cert: Option<String>,
+    /// Set once `ccf.node.transitionServiceToOpen()` succeeded.
+    open: std::sync::atomic::AtomicBool,
 }
 
 impl GovHost {
@@ -163,6 +170,35 @@ impl GovHost {
             // Shares are issued anew whenever recovery members or the threshold change (see
             // `refresh_recovery_shares`): nothing more to do.
             "node.triggerRecoverySharesRefresh" => Ok("null".into()),
+            "node.transitionServiceToOpen" => {
+                let same = |a: &str, b: &str| a.trim() == b.trim();
+                let previous = args.first().and_then(|v| v.as_str());
+                let next = args.get(1).and_then(|v| v.as_str()).unwrap_or_default();
+                if !same(next, &self.service_cert_pem) {
+                    return Err("next_service_identity is not this service's certificate".into());
+                }
+                match (self.status, &self.previous_service_cert) {
+                    (Some(tables::ServiceStatus::Open), _) => {
+                        Err("the service is already open".into())
+                    }
+                    (Some(tables::ServiceStatus::WaitingForRecoveryShares), Some(prev)) => {
+                        match previous {
+                            Some(p) if same(p, prev) => {
+                                self.open.store(true, std::sync::atomic::Ordering::Relaxed);
+                                Ok("null".into())
+                            }
+                            _ => Err("previous_service_identity is not the identity this recovered service replaced".into()),
+                        }
+                    }
+                    (Some(tables::ServiceStatus::Recovering), _) => {
+                        Err("the service is still recovering its private ledger".into())
+                    }
+                    _ => {
+                        self.open.store(true, std::sync::atomic::Ordering::Relaxed);
+                        Ok("null".into())
+                    }
+                }
+            }
             // The new secret; its records are written with the proposal's transaction (see
             // `crate::rekey`). Called twice, the proposal still rekeys once.
             "node.triggerLedgerRekey" => {
@@ -434,7 +470,7 @@ impl LedgerNode {
         args: &[String],
         view: &GovView,
         writable: bool,
-    ) -> Result<(Outcome, Option<LedgerSecret>), NodeError> {
+    ) -> Result<(Outcome, Option<LedgerSecret>, bool), NodeError> {
         let mut modules = Modules::new();
         modules.insert("constitution.js".into(), constitution.to_owned());
         modules.insert("vellum_gov.js".into(), CALLER.to_owned());
@@ -449,6 +485,20 @@ impl LedgerNode {
                 service_key_pem: self.data.service_key_pem.clone(),
                 latest_secret_seqno: self.ledger.engine().keys().secrets.latest_from().max(1),
                 rekey: std::sync::Mutex::new(None),
+                status: view
+                    .get(
+                        tables::SERVICE_INFO.name(),
+                        &vellum_core::entry::SINGLETON_KEY,
+                    )
+                    .and_then(|v| tables::SERVICE_INFO.decode_value(&v).ok())
+                    .map(|i| i.status),
+                previous_service_cert: self
+                    .data
+                    .keys
+                    .previous_services
+                    .last()
+                    .map(|p| p.cert_pem.clone()),
+                open: std::sync::atomic::AtomicBool::new(false),
             })
         });
         let store = Arc::new(GovStore {
@@ -462,8 +512,9 @@ impl LedgerNode {
             .run(&call, store)
             .await
             .map_err(|e| NodeError::from(Refusal::Sandbox(e.to_string())))?;
-        let rekey = host.and_then(|h| crate::lock(&h.rekey).take());
-        Ok((outcome, rekey))
+        let rekey = host.as_ref().and_then(|h| crate::lock(&h.rekey).take());
+        let open = host.is_some_and(|h| h.open.load(std::sync::atomic::Ordering::Relaxed));
+        Ok((outcome, rekey, open))
     }
 
     /// CCF's resolution of a proposal: its ballots, then `resolve`, and `apply` if accepted.
@@ -514,7 +565,7 @@ impl LedgerNode {
             serde_json::Value::from(votes_json).to_string(),
             proposal_id.to_owned(),
         ];
-        let (outcome, _) = self
+        let (outcome, _, _) = self
             .constitution_call(constitution, "resolve", &args, view, false)
             .await?;
         info.state = match outcome {
@@ -555,12 +606,13 @@ impl LedgerNode {
         view.put_info(proposal_id, info);
         if info.state == ProposalState::Accepted {
             let args = [proposal.to_owned(), proposal_id.to_owned()];
-            let (outcome, rekey) = self
+            let (outcome, rekey, open) = self
                 .constitution_call(constitution, "apply", &args, view, true)
                 .await?;
             match outcome {
                 Outcome::Succeeded { writes, .. } => {
                     view.rekey = view.rekey.take().or(rekey);
+                    view.open |= open;
                     for (map, keys) in writes {
                         for (k, v) in keys {
                             match v {
@@ -597,6 +649,7 @@ impl LedgerNode {
                 own: Writes::new(),
                 signature: None,
                 rekey: None,
+                open: false,
             };
             if let Err(refused) = self.authenticate(req, &before) {
                 return Ok(Performed {
@@ -657,6 +710,7 @@ impl LedgerNode {
             own: Writes::new(),
             signature: self.last_signature_record(),
             rekey: None,
+            open: false,
         };
         let answer = match self.authenticate(req, &view) {
             Err(refused) => refused,
@@ -673,6 +727,16 @@ impl LedgerNode {
         let ok = matches!(&answer.result, Some(RunResult::Http(a)) if a.status < 300);
         if !ok || view.own.is_empty() {
             return Ok(answer);
+        }
+        if view.open {
+            let m = vellum_ledger::genesis::service_info(
+                &self.data.keys.service_cert_pem,
+                tables::ServiceStatus::Open,
+            );
+            for (k, v) in &m.writes {
+                view.put(&m.name, k, v.clone());
+            }
+            tracing::info!("the members opened the service");
         }
         let rekey = view.rekey.take();
         if let Some(next) = &rekey {
@@ -777,7 +841,7 @@ impl LedgerNode {
         let secrets = self.ledger.engine().keys().secrets.clone();
         let latest = rekey.unwrap_or(secrets.latest());
         match crate::recovery::issue(latest, &members, threshold) {
-            Ok(mut info) => {
+            Ok((mut info, digests)) => {
                 // Where the secret before the latest was recorded: the latest rekey.
                 info.previous_secret_stored_version = match rekey {
                     Some(_) => None,
@@ -785,6 +849,8 @@ impl LedgerNode {
                 };
                 let (k, v) = tables::RECOVERY_SHARES.entry(&(), &info);
                 view.put(tables::RECOVERY_SHARES.name(), &k, v);
+                let (k, v) = tables::RECOVERY_SHARE_DIGESTS.entry(&(), &digests);
+                view.put(tables::RECOVERY_SHARE_DIGESTS.name(), &k, v);
                 tracing::info!(members = members.len(), threshold, "issued recovery shares");
             }
             Err(e) => tracing::warn!(error = %e, "recovery shares not issued"),

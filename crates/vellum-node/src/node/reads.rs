@@ -32,6 +32,21 @@ impl LedgerNode {
         self.state.with_gov(f)
     }
 
+    /// The service's status, as the applied governance tables hold it.
+    pub fn service_status(&self) -> Option<vellum_core::tables::ServiceStatus> {
+        #[derive(serde::Deserialize)]
+        struct Status {
+            status: vellum_core::tables::ServiceStatus,
+        }
+        self.state.with_gov(|g| {
+            let v = g.get(
+                vellum_core::tables::SERVICE_INFO.name(),
+                &vellum_core::entry::SINGLETON_KEY,
+            )?;
+            serde_json::from_slice::<Status>(v).ok().map(|s| s.status)
+        })
+    }
+
     /// Reads the user-defined functions (id → code) without copying them.
     pub fn with_functions<T>(&self, f: impl FnOnce(&crate::functions::Functions) -> T) -> T {
         self.state.with_functions(f)

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use vellum_core::tables::ServiceStatus;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
@@ -40,6 +41,20 @@ pub(super) async fn context(State(st): St, req: Request, next: Next) -> Response
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             "the node is starting: it is catching up with the service",
+        )
+        .into_response();
+    }
+    // A recovered service serves its users once the members have opened it.
+    if req.uri().path().starts_with("/app/")
+        && matches!(
+            st.node.service_status(),
+            Some(ServiceStatus::Recovering | ServiceStatus::WaitingForRecoveryShares)
+        )
+    {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceNotOpen",
+            "the service was recovered and is not open yet: its members vote transition_service_to_open",
         )
         .into_response();
     }
