@@ -513,6 +513,18 @@ pub enum GovCommand {
         #[command(flatten)]
         member: MemberArgs,
     },
+    /// Disaster recovery: fetch this member's recovery share from a service being recovered
+    /// (`vellum serve --recover`), decrypt it with the member's encryption key and submit it,
+    /// signed. Prints how many shares the service has (it recovers at the threshold).
+    ///
+    /// Example: vellum --endpoint https://new-node:8443 --ca new-data/service_cert.pem gov recover-share --encryption-key member1_enc_key.pem
+    RecoverShare {
+        /// The member's private encryption key (PKCS#8 PEM).
+        #[arg(long, value_name = "PEM")]
+        encryption_key: PathBuf,
+        #[command(flatten)]
+        member: MemberArgs,
+    },
     /// List the service's nodes and their states (`Pending`: waiting for a
     /// `transition_node_to_trusted` vote).
     ///
@@ -664,6 +676,22 @@ async fn run_gov(conn: &Connection, cmd: &GovCommand) -> anyhow::Result<ExitCode
                 }
                 None => println!("{}", text.as_str()),
             }
+        }
+        GovCommand::RecoverShare {
+            encryption_key,
+            member,
+        } => {
+            let m = member.load()?;
+            let key = zeroize::Zeroizing::new(
+                std::fs::read_to_string(encryption_key)
+                    .with_context(|| format!("reading {}", encryption_key.display()))?,
+            );
+            let encrypted = gov.encrypted_share(&m.id()).await?;
+            let share = vellum_node::recovery::decrypt_share(&key, &encrypted)?;
+            let v = gov.submit_recovery_share(&m, &share).await?;
+            print(json, v.clone(), || {
+                v["message"].as_str().unwrap_or_default().to_owned()
+            });
         }
         GovCommand::Nodes => {
             let all = gov.nodes().await?;

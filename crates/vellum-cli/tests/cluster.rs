@@ -1524,6 +1524,7 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
     let e0 = c.nodes[0].endpoint.clone();
     ack(&http, &e0, &m0).await;
     // Three recovery members, each with an encryption key, added in one proposal.
+    let keys = tempfile::tempdir().unwrap();
     let recovery: Vec<(Member, (String, String))> = (1..=3)
         .map(|i| {
             let id = vellum_ledger::identity::Identity::client(
@@ -1532,10 +1533,13 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
                 30,
             )
             .unwrap();
-            (
-                Member::from_pem(&id.cert_pem, &id.key_pem()).unwrap(),
-                encryption_key(),
-            )
+            let enc = encryption_key();
+            // Each member's files, for the CLI.
+            let f = |n: &str| keys.path().join(format!("recovery{i}_{n}.pem"));
+            std::fs::write(f("cert"), &id.cert_pem).unwrap();
+            std::fs::write(f("key"), id.key_pem()).unwrap();
+            std::fs::write(f("enc"), &enc.0).unwrap();
+            (Member::from_pem(&id.cert_pem, &id.key_pem()).unwrap(), enc)
         })
         .collect();
     let actions: Vec<serde_json::Value> = recovery
@@ -1723,12 +1727,27 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
             .contains(&recovery[1].0.id()),
         "{v}"
     );
-    // The second right share completes the recovery.
-    let (s, v) = submit(2, share_of(2).await).await;
-    assert_eq!(s, 200, "{v}");
+    // The second right share completes the recovery: the third member submits it with the
+    // CLI, pinning the new service certificate.
+    let new_cert_path = keys.path().join("new_service_cert.pem");
+    std::fs::write(&new_cert_path, &new_cert).unwrap();
+    let f = |n: &str| keys.path().join(format!("recovery3_{n}.pem"));
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["--endpoint", &endpoint, "--ca"])
+        .arg(&new_cert_path)
+        .args(["gov", "recover-share", "--encryption-key"])
+        .arg(f("enc"))
+        .arg("--member-cert")
+        .arg(f("cert"))
+        .arg("--member-key")
+        .arg(f("key"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        v["message"].as_str().unwrap().contains("End of recovery"),
-        "{v}"
+        out.status.success() && stdout.contains("End of recovery"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     c.adopt(pending).await;
     let recovered = c.nodes.len() - 1;
@@ -1840,7 +1859,52 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
         .verify(&new_cert)
         .unwrap();
 
+    // A node joins the recovered service: it checks the signatures of the old era against the
+    // identity the recovery replaced, and serves the whole history.
+    c.join_with_token(recovered).await;
+    let joined = c.nodes.len() - 1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nodes = c.admin(recovered).list_nodes(None).await.unwrap();
+        let voters = nodes
+            .iter()
+            .filter(|n| n.role == "primary" || n.role == "backup")
+            .count();
+        if voters == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new node is no voter: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (txid, contents) = &written[5];
+    let mut seen = None;
+    for _ in 0..100 {
+        if let Ok(e) = c
+            .admin(joined)
+            .get_ledger_entry(Some(GetLedgerEntryOptions {
+                transaction_id: Some(txid.clone()),
+                ..Default::default()
+            }))
+            .await
+        {
+            seen = Some(e.contents);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.as_ref(), Some(contents));
+    c.admin(joined)
+        .get_transaction_receipt(&early, None)
+        .await
+        .unwrap()
+        .verify(&new_cert)
+        .unwrap();
+
     let dirs = c.stop_all();
+    harness::assert_identical_chunks(&[dirs[recovered].clone(), dirs[joined].clone()]);
     let data = &dirs[recovered];
     let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
         .arg("audit")

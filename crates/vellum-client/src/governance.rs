@@ -275,6 +275,22 @@ impl GovernanceClient {
         .await
     }
 
+    /// Submits `member`'s decrypted recovery share to a service being recovered (CCF's
+    /// `/gov/recovery/members/{memberId}:recover`); the service's answer (`{"message": "1/2
+    /// recovery shares successfully submitted."}`).
+    pub async fn submit_recovery_share(&self, member: &Member, share: &[u8]) -> Result<Value> {
+        use base64::Engine as _;
+        let body = serde_json::json!({
+            "share": base64::engine::general_purpose::STANDARD.encode(share)
+        })
+        .to_string();
+        self.post(
+            &format!("/gov/recovery/members/{}:recover", member.id()),
+            member.sign(MsgType::RecoveryShare, None, body.as_bytes())?,
+        )
+        .await
+    }
+
     /// Withdraws proposal `id`, which `member` made.
     pub async fn withdraw(&self, member: &Member, id: &str) -> Result<Value> {
         self.post(

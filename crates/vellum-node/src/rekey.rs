@@ -225,8 +225,25 @@ impl Rekeying {
         ws: &EntryBuilder,
         current: &LedgerSecrets,
     ) -> Result<Option<LedgerSecrets>, RekeyError> {
-        let held = (current.latest_from() == seqno + 1).then(|| current.latest());
-        let Some(copies) = tables::LEDGER_SECRET_FOR_NODES.find(&ws.maps) else {
+        // A node that joined holds the secrets of rekeys it has not appended yet.
+        let held = current
+            .iter()
+            .find(|(from, _)| *from == seqno + 1)
+            .map(|(_, s)| s.clone());
+        let copies = tables::LEDGER_SECRET_FOR_NODES.find(&ws.maps);
+        // The secret this rekey replaced, sealed under the new one (a disaster recovery's
+        // rekey has this record and no copies: the recovered node wrote it alone).
+        let previous = tables::HISTORICAL_LEDGER_SECRET
+            .find(&ws.maps)
+            .and_then(|m| m.writes.first())
+            .and_then(|(_, v)| tables::HISTORICAL_LEDGER_SECRET.decode_value(v).ok())
+            .and_then(|r| r.previous_ledger_secret)
+            .and_then(|p| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(p.encrypted_data)
+                    .ok()
+            });
+        if copies.is_none() && previous.is_none() {
             if held.is_none() {
                 return Ok(None);
             }
@@ -238,30 +255,21 @@ impl Rekeying {
                 "forgot a ledger secret whose rekey is not in the ledger"
             );
             return Ok(Some(updated));
-        };
-        let mine = copies
-            .writes
-            .iter()
-            .find(|(k, _)| k.as_slice() == self.node_id.as_bytes())
-            .and_then(|(_, v)| tables::LEDGER_SECRET_FOR_NODES.decode_value(v).ok());
-        let next = match (mine, held) {
+        }
+        let mine = copies.and_then(|m| {
+            m.writes
+                .iter()
+                .find(|(k, _)| k.as_slice() == self.node_id.as_bytes())
+                .and_then(|(_, v)| tables::LEDGER_SECRET_FOR_NODES.decode_value(v).ok())
+        });
+        let next = match (mine, &held) {
             (Some(rec), _) => open_for_node(&self.node_id, &self.node_key, &rec.encrypted_secret)?,
             // A node that joined after the rekey was made received its secret then.
             (None, Some(h)) => h.clone(),
             (None, None) => return Err(RekeyError::NotForUs(seqno)),
         };
         // The previous secret, sealed under the new one, must be the one this ledger used.
-        let history = tables::HISTORICAL_LEDGER_SECRET
-            .find(&ws.maps)
-            .and_then(|m| m.writes.first())
-            .and_then(|(_, v)| tables::HISTORICAL_LEDGER_SECRET.decode_value(v).ok())
-            .and_then(|r| r.previous_ledger_secret)
-            .and_then(|p| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(p.encrypted_data)
-                    .ok()
-            })
-            .and_then(|sealed| next.open_sealed(&sealed).ok());
+        let history = previous.and_then(|sealed| next.open_sealed(&sealed).ok());
         if history.is_none_or(|h| h.as_bytes() != current.at(seqno).as_bytes()) {
             return Err(RekeyError::History(seqno));
         }
@@ -370,8 +378,17 @@ mod tests {
         assert_eq!(after.latest_from(), 6);
         assert_eq!(after.latest().as_bytes(), next.as_bytes());
         assert_eq!(saved().to_text(), after.to_text());
-        // Appending it again (a node that received the list when it joined) changes nothing.
+        // Appending it again (a node that received the list when it joined) changes nothing,
+        // nor does it for a node that received later secrets too.
         assert!(r.appended(5, &ws, &after).unwrap().is_none());
+        let mut later = after.clone();
+        later.push(30, LedgerSecret::from_bytes([4; 32])).unwrap();
+        assert!(r.appended(5, &ws, &later).unwrap().is_none());
+        // A rekey without copies for nodes (a disaster recovery's) keeps what the node holds.
+        let mut dr = ws.clone();
+        dr.maps
+            .retain(|m| m.name != tables::LEDGER_SECRET_FOR_NODES.name());
+        assert!(r.appended(5, &dr, &later).unwrap().is_none());
         // A different transaction at 5 (the rekey was lost with an uncommitted suffix): the
         // secret it brought is forgotten, on disk too.
         let forgot = r

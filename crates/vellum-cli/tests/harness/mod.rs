@@ -297,6 +297,15 @@ impl Cluster {
         }
     }
 
+    /// Joins a new node through node `via` with a token it makes, and waits until it serves.
+    pub async fn join_with_token(&mut self, via: usize) {
+        let token = self.admin(via).create_join_token(None).await.unwrap().token;
+        let args = self.nodes[0].args.clone();
+        let join = Some((self.nodes[via].endpoint.clone(), token));
+        self.add_node(&args, join, Vec::new(), "127.0.0.1:0".into())
+            .await;
+    }
+
     /// Starts a node that recovers the service from node `from`'s ledger directory
     /// (`vellum serve --recover`), on a free port it returns with the node: it serves once the
     /// members have submitted enough recovery shares there ([`Cluster::adopt`] then adds it).
