@@ -14,6 +14,21 @@ pub const PASSPHRASE_ENV: &str = "VELLUM_SEAL_PASSPHRASE";
 /// The environment variable a PKCS#11 PIN may come from (when the URI gives none).
 pub const PIN_ENV: &str = "VELLUM_SEAL_PKCS11_PIN";
 
+/// A PKCS#11 URI with its PIN: from the URI (`pin-value`, `pin-source`), else the environment
+/// variable `pin_env`, else a prompt on a terminal.
+pub fn pkcs11_uri(text: &str, pin_env: &str) -> anyhow::Result<vellum_node::hsm::Pkcs11Uri> {
+    let mut uri: vellum_node::hsm::Pkcs11Uri = text.parse()?;
+    if uri.pin.is_none() {
+        if let Ok(pin) = std::env::var(pin_env) {
+            uri.pin = Some(Zeroizing::new(pin));
+        } else if std::io::stdin().is_terminal() {
+            let pin = rpassword::prompt_password(format!("PIN of token {}: ", uri.token))?;
+            uri.pin = Some(Zeroizing::new(pin));
+        }
+    }
+    Ok(uri)
+}
+
 /// The seal key the options name for `data_dir`, if any. On a terminal, a sealed directory with
 /// no key given asks for its passphrase.
 pub fn seal_key(
@@ -23,16 +38,7 @@ pub fn seal_key(
     data_dir: &Path,
 ) -> anyhow::Result<Option<SealKey>> {
     if let Some(uri) = pkcs11 {
-        let mut uri: vellum_node::hsm::Pkcs11Uri = uri.parse()?;
-        if uri.pin.is_none() {
-            if let Ok(pin) = std::env::var(PIN_ENV) {
-                uri.pin = Some(Zeroizing::new(pin));
-            } else if std::io::stdin().is_terminal() {
-                let pin = rpassword::prompt_password(format!("PIN of token {}: ", uri.token))?;
-                uri.pin = Some(Zeroizing::new(pin));
-            }
-        }
-        return Ok(Some(SealKey::Pkcs11(uri)));
+        return Ok(Some(SealKey::Pkcs11(pkcs11_uri(uri, PIN_ENV)?)));
     }
     if let Some(f) = key_file {
         return Ok(Some(SealKey::KeyFile(f.to_path_buf())));

@@ -93,6 +93,13 @@ pub struct ServeArgs {
     /// service as a token would.
     #[arg(long, value_name = "FILE", requires = "join")]
     pub join_service_cert: Option<PathBuf>,
+    /// Keep the service key in a PKCS#11 token, where it signs (the service's COSE signatures,
+    /// node certificates) and never leaves: a new service makes it there (a P-384 key pair by
+    /// the URI's `object` label); a service made so needs the URI at every start. The PIN from
+    /// the URI, else VELLUM_SERVICE_KEY_PKCS11_PIN, else a prompt. Such a service does not
+    /// hand its key to joining nodes: it runs as one node.
+    #[arg(long, value_name = "URI")]
+    pub service_key_pkcs11: Option<String>,
     /// Disaster recovery (first start only): start a new service from the ledger directory of
     /// a service whose every node was lost. The node makes a new service identity
     /// (DATA/service_cert.pem), waits for the recovery members' shares
@@ -186,6 +193,7 @@ impl ServeArgs {
             seal_key_file,
             seal_passphrase_file,
             seal_pkcs11,
+            service_key_pkcs11,
             handshake_timeout,
             header_timeout,
             body_timeout
@@ -227,6 +235,12 @@ fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
         args.seal_pkcs11.as_deref(),
         &data_dir,
     )?;
+    if let Some(uri) = &args.service_key_pkcs11 {
+        cfg.node.service_key_token = Some(crate::seal::pkcs11_uri(
+            uri,
+            "VELLUM_SERVICE_KEY_PKCS11_PIN",
+        )?);
+    }
     if let Some(l) = args.listen {
         cfg.listen = l;
     }

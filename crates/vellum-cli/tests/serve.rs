@@ -718,3 +718,124 @@ async fn a_pkcs11_token_seals_the_data_directory() {
     let (ok, text) = start(&other, &uri("1234"));
     assert!(!ok && text.contains("no key labelled"), "{text}");
 }
+
+/// The service key made and kept in a PKCS#11 token (beside the seal key, in the same token):
+/// the service certificate and the node's are signed there, and so is every COSE signature;
+/// receipts verify against the service certificate, and `vellum audit` checks the COSE
+/// signatures. No service key file exists; a start without the token's URI is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_key_can_stay_in_a_pkcs11_token_and_sign_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((conf, module)) = softhsm_token(&dir.path().join("hsm")) else {
+        return;
+    };
+    let data = dir.path().join("data");
+    let uri = |object: &str| {
+        format!("pkcs11:token=vellum;object={object}?module-path={module}&pin-value=1234")
+    };
+    let (seal_uri, key_uri) = (uri("vellum-seal"), uri("vellum-service"));
+    let serve = |with_key: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vellum"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(["--seal-pkcs11", &seal_uri])
+            .env("SOFTHSM2_CONF", &conf);
+        if with_key {
+            cmd.args(["--service-key-pkcs11", &key_uri]);
+        }
+        cmd
+    };
+    let mut child = serve(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (endpoint, _) = common::announcement(&mut child);
+    let c = client(&data);
+    let r = c
+        .post(format!(
+            "{endpoint}/app/transactions?api-version=2022-05-13"
+        ))
+        .json(&serde_json::json!({"contents": "signed by a token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let txid = r.headers()["x-ms-ccf-transaction-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut receipt = serde_json::Value::Null;
+    for _ in 0..100 {
+        let v: serde_json::Value = c
+            .get(format!(
+                "{endpoint}/app/transactions/{txid}/receipt?api-version=2022-05-13"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] == "Ready" {
+            receipt = v["receipt"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let service_cert = std::fs::read_to_string(data.join("service_cert.pem")).unwrap();
+    vellum_core::receipt::Receipt::from_json(&receipt)
+        .unwrap()
+        .verify(&service_cert, None)
+        .unwrap();
+    assert!(sigterm(&mut child).success());
+    for f in ["service_key.pem", "service_key.pem.sealed"] {
+        assert!(!data.join(f).exists(), "{f}");
+    }
+    assert!(data.join("service_key.pkcs11").exists());
+
+    // Every signature's COSE signature verifies against the service certificate.
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .arg("audit")
+        .arg(data.join("ledger"))
+        .arg("--ledger-secret")
+        .arg(data.join("ledger_secret.sealed"))
+        .args([
+            "--seal-pkcs11",
+            &seal_uri,
+            "--include-uncommitted",
+            "--no-progress",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the token's URI the node does not start; with it, it serves again.
+    let out = serve(false).stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("--service-key-pkcs11"),
+        "{text}"
+    );
+    let mut child = serve(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (endpoint, _) = common::announcement(&mut child);
+    let r = client(&data)
+        .post(format!(
+            "{endpoint}/app/transactions?api-version=2022-05-13"
+        ))
+        .json(&serde_json::json!({"contents": "after a restart"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(sigterm(&mut child).success());
+}

@@ -6,7 +6,7 @@
 
 use ciborium::value::{Integer, Value};
 
-use crate::crypto::{CryptoError, PublicKey, SigningKey};
+use crate::crypto::{CryptoError, PublicKey};
 use crate::hash::Hash;
 use crate::txid::TxId;
 
@@ -133,7 +133,7 @@ pub fn ledger_protected_header(alg: i64, kid: &str, txid: TxId, cwt: &CwtClaims)
 /// Signs the Merkle `root` (detached payload) with the service key: the COSE_Sign1 CCF stores in
 /// `public:ccf.internal.cose_signatures`.
 pub fn sign_root(
-    service_key: &SigningKey,
+    service_key: &dyn crate::crypto::CoseSigner,
     txid: TxId,
     root: &Hash,
     cwt: &CwtClaims,

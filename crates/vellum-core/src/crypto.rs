@@ -171,6 +171,25 @@ impl PublicKey {
     }
 }
 
+/// What signs a service's COSE signatures: a [`SigningKey`] in memory, or a key that never
+/// leaves a hardware token (`vellum_node::hsm`).
+pub trait CoseSigner: Send + Sync + std::fmt::Debug {
+    /// The public key.
+    fn public_key(&self) -> PublicKey;
+    /// ES384 over `message` (SHA-384), raw `r || s` (96 bytes).
+    fn sign_cose(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError>;
+}
+
+impl CoseSigner for SigningKey {
+    fn public_key(&self) -> PublicKey {
+        SigningKey::public_key(self)
+    }
+
+    fn sign_cose(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        SigningKey::sign_cose(self, message)
+    }
+}
+
 /// A P-384 signing key (node or service identity).
 #[derive(Clone)]
 pub struct SigningKey(p384::ecdsa::SigningKey, Fast);

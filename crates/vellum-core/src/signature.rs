@@ -23,7 +23,7 @@ pub struct Signer<'a> {
     /// The node's service-endorsed certificate (PEM).
     pub node_cert_pem: &'a str,
     /// The service key, for the COSE signature (CCF 6+ dual signing). `None`: node signature only.
-    pub service_key: Option<&'a SigningKey>,
+    pub service_key: Option<&'a dyn crate::crypto::CoseSigner>,
     /// CWT claims for the COSE header.
     pub cwt: CwtClaims,
 }

@@ -38,6 +38,9 @@ pub struct NodeKeys {
     pub node_cert_pem: String,
     /// The service key (COSE signatures); `None` to write node signatures only.
     pub service_key: Option<SigningKey>,
+    /// The service key when it is kept in a hardware token: it signs the COSE signatures
+    /// instead of `service_key` (which is then `None`).
+    pub service_signer: Option<std::sync::Arc<dyn vellum_core::crypto::CoseSigner>>,
     /// The service certificate (PEM).
     pub service_cert_pem: String,
     /// The ledger secrets (the one a transaction is sealed under is the one of its seqno).
@@ -80,6 +83,7 @@ impl NodeKeys {
             cose_issuer: "vellum.local".into(),
             cose_subject: "ledger.signature".into(),
             previous_services: Vec::new(),
+            service_signer: None,
         }
     }
 }
@@ -520,7 +524,14 @@ impl Engine {
         let signer = Signer {
             node_key: &self.keys.node_key,
             node_cert_pem: &self.keys.node_cert_pem,
-            service_key: self.keys.service_key.as_ref(),
+            service_key: match &self.keys.service_signer {
+                Some(s) => Some(s.as_ref()),
+                None => self
+                    .keys
+                    .service_key
+                    .as_ref()
+                    .map(|k| k as &dyn vellum_core::crypto::CoseSigner),
+            },
             cwt: CwtClaims {
                 iat,
                 issuer: self.keys.cose_issuer.clone(),

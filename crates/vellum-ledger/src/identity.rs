@@ -118,13 +118,7 @@ impl Identity {
     /// A self-signed service identity (the trust anchor clients pin).
     pub fn service(cn: &str, now: SystemTime, days: u64) -> Result<Identity, IdentityError> {
         let (key, signing_key) = new_key()?;
-        let mut p = params(cn, now, days);
-        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let p = service_params(cn, now, days);
         let cert = p.self_signed(&key)?;
         Identity::assemble(key, signing_key, p, &cert)
     }
@@ -164,6 +158,46 @@ impl Identity {
     }
 }
 
+fn service_params(cn: &str, now: SystemTime, days: u64) -> CertificateParams {
+    let mut p = params(cn, now, days);
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p
+}
+
+/// A self-signed service certificate (PEM) for a key held elsewhere (a hardware token): the
+/// profile of [`Identity::service`].
+pub fn service_cert_with(
+    key: &impl rcgen::SigningKey,
+    cn: &str,
+    now: SystemTime,
+    days: u64,
+) -> Result<String, IdentityError> {
+    Ok(service_params(cn, now, days).self_signed(key)?.pem())
+}
+
+/// [`endorse_node`] with a service key held elsewhere (a hardware token).
+#[allow(clippy::too_many_arguments)]
+pub fn endorse_node_with<S: rcgen::SigningKey>(
+    service_cert_pem: &str,
+    key: S,
+    node_spki_der: &[u8],
+    cn: &str,
+    dns: &[&str],
+    ips: &[IpAddr],
+    now: SystemTime,
+    days: u64,
+) -> Result<String, IdentityError> {
+    let issuer = Issuer::from_ca_cert_pem(service_cert_pem, key)?;
+    let public = rcgen::SubjectPublicKeyInfo::from_der(node_spki_der)?;
+    let p = node_params(cn, dns, ips, now, days)?;
+    Ok(p.signed_by(&public, &issuer)?.pem())
+}
+
 /// Endorses a node's public key with the service key: the certificate a joining node receives.
 /// `service_cert_pem` and `service_key_pem` are the stored service identity; `node_spki_der` is
 /// the node's public key (taken from the certificate it proved possession of in its TLS
@@ -180,10 +214,16 @@ pub fn endorse_node(
     days: u64,
 ) -> Result<String, IdentityError> {
     let key = KeyPair::from_pem(service_key_pem)?;
-    let issuer = Issuer::from_ca_cert_pem(service_cert_pem, key)?;
-    let public = rcgen::SubjectPublicKeyInfo::from_der(node_spki_der)?;
-    let p = node_params(cn, dns, ips, now, days)?;
-    Ok(p.signed_by(&public, &issuer)?.pem())
+    endorse_node_with(
+        service_cert_pem,
+        key,
+        node_spki_der,
+        cn,
+        dns,
+        ips,
+        now,
+        days,
+    )
 }
 
 fn csr_for(key: &KeyPair, cn: &str, dns: &[&str], ips: &[IpAddr]) -> Result<String, IdentityError> {
@@ -223,6 +263,18 @@ pub fn endorse_csr(
     valid_from: SystemTime,
     days: u64,
 ) -> Result<String, IdentityError> {
+    let key = KeyPair::from_pem(service_key_pem)?;
+    endorse_csr_with(service_cert_pem, key, csr_pem, valid_from, days)
+}
+
+/// [`endorse_csr`] with a service key held elsewhere (a hardware token).
+pub fn endorse_csr_with<S: rcgen::SigningKey>(
+    service_cert_pem: &str,
+    key: S,
+    csr_pem: &str,
+    valid_from: SystemTime,
+    days: u64,
+) -> Result<String, IdentityError> {
     let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
     let mut p = node_params("Vellum Node", &[], &[], valid_from, days)?;
     if csr.params.distinguished_name.iter().next().is_some() {
@@ -231,7 +283,6 @@ pub fn endorse_csr(
     p.subject_alt_names = csr.params.subject_alt_names.clone();
     p.not_before = valid_from.into();
     p.not_after = (valid_from + Duration::from_secs(days.saturating_mul(86_400))).into();
-    let key = KeyPair::from_pem(service_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(service_cert_pem, key)?;
     Ok(p.signed_by(&csr.public_key, &issuer)?.pem())
 }

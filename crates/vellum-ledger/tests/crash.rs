@@ -52,6 +52,7 @@ fn keys(dir: &Path) -> NodeKeys {
         cose_issuer: "vellum.local".into(),
         cose_subject: "ledger.signature".into(),
         previous_services: Vec::new(),
+        service_signer: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! What sealing costs at start: opening a sealed data directory's seal and unsealing its three
 //! secrets, with a key file (HKDF), a passphrase (Argon2id, 64 MiB, 3 passes) and, when
 //! SoftHSM2 is installed, a PKCS#11 token (loading the module, logging in, one AES-GCM
-//! decryption in the token).
+//! decryption in the token). And what the service key costs at each signature transaction:
+//! its ES384 signature in memory, and in a PKCS#11 token (`--service-key-pkcs11`).
 //!
 //! ```text
 //! cargo bench -p vellum-node --bench seal
@@ -58,6 +59,24 @@ fn bench(c: &mut Criterion) {
         });
     } else {
         eprintln!("SoftHSM2 is not installed: no PKCS#11 figure");
+    }
+    g.finish();
+
+    // What the service key costs at each signature transaction: its COSE signature (ES384
+    // over a ~200-byte Sig_structure), in memory (aws-lc-rs) and in a token.
+    let mut g = c.benchmark_group("service signature (ES384)");
+    let message = [0x5a; 200];
+    let key = vellum_core::crypto::SigningKey::generate(&mut rand_core::OsRng);
+    g.bench_function("in memory", |b| {
+        b.iter(|| std::hint::black_box(key.sign_cose(&message).unwrap()))
+    });
+    if let Ok(uri) = std::env::var("VELLUM_BENCH_PKCS11_URI") {
+        let mut uri: vellum_node::hsm::Pkcs11Uri = uri.parse().unwrap();
+        uri.object = "service".into();
+        let signer = vellum_node::hsm::TokenSigner::open_or_create(&uri).unwrap();
+        g.bench_function("PKCS#11 (SoftHSM2)", |b| {
+            b.iter(|| std::hint::black_box(signer.sign_es384(&message).unwrap()))
+        });
     }
     g.finish();
 }

@@ -136,7 +136,13 @@ pub struct DataDir {
     pub join_peers: Vec<Vec<u8>>,
     /// The directory's key-encryption key, if it is sealed.
     pub sealer: Option<std::sync::Arc<Sealer>>,
+    /// The service key, when it is kept in a PKCS#11 token (`service_key_pem` is then empty).
+    pub service_token: Option<std::sync::Arc<crate::hsm::TokenSigner>>,
 }
+
+/// Present when the service key is kept in a PKCS#11 token: the key's id (hex SHA-256 of its
+/// public key), checked against the token's at each start.
+pub(crate) const SERVICE_KEY_IN_TOKEN: &str = "service_key.pkcs11";
 
 /// The service identities a disaster recovery replaced (JSON), if any.
 pub(crate) const PREVIOUS_SERVICES: &str = "previous_services.json";
@@ -213,36 +219,74 @@ impl DataDir {
     }
 
     /// Opens `root`, provisioning a new service there first if it holds none. A sealed
-    /// directory needs `seal`, its key; a new one is sealed with it if given.
+    /// directory needs `seal`, its key; a new one is sealed with it if given. A service whose
+    /// key is in a PKCS#11 token needs `service_key_token`; a new service keeps its key there
+    /// if given.
     pub fn open_or_create(
         root: &Path,
         bootstrap: &Bootstrap,
         seal: Option<&SealKey>,
+        service_key_token: Option<&crate::hsm::Pkcs11Uri>,
     ) -> Result<DataDir, DataDirError> {
         private_dirs(root)?;
-        let sealer = if root.join("node.json").exists() {
+        let fresh = !root.join("node.json").exists();
+        let in_token = root.join(SERVICE_KEY_IN_TOKEN);
+        let token = match service_key_token {
+            Some(_) if !fresh && !in_token.exists() => {
+                return Err(DataDirError::ServiceKey(
+                    "this service's key is not in a token: drop --service-key-pkcs11".into(),
+                ));
+            }
+            Some(uri) => Some(std::sync::Arc::new(
+                crate::hsm::TokenSigner::open_or_create(uri)
+                    .map_err(|e| DataDirError::ServiceKey(e.to_string()))?,
+            )),
+            None if in_token.exists() => {
+                return Err(DataDirError::ServiceKey(
+                    "this service's key is in a PKCS#11 token: give --service-key-pkcs11".into(),
+                ));
+            }
+            None => None,
+        };
+        let sealer = if !fresh {
             Sealer::open(root, seal)?
         } else {
             let sealer = seal.map(|k| Sealer::create(root, k)).transpose()?;
-            provision(root, bootstrap, sealer.as_ref())?;
+            provision(root, bootstrap, sealer.as_ref(), token.as_deref())?;
             sealer
         };
+        if let Some(t) = &token {
+            let recorded = read_string(&in_token)?;
+            if recorded.trim() != t.public_key().id() {
+                return Err(DataDirError::ServiceKey(format!(
+                    "the token's key {} is not this service's ({})",
+                    t.public_key().id(),
+                    recorded.trim()
+                )));
+            }
+        }
         let node: NodeFile = read_json(&root.join("node.json"))?;
         let secret_path = root.join("ledger_secret");
         let secrets = read_secrets(
             &secret_path,
             &secret_text(root, "ledger_secret", sealer.as_ref())?,
         )?;
-        let service_key_pem = secret_text(root, "service_key.pem", sealer.as_ref())?;
-        let service_key = SigningKey::from_pkcs8_pem(&service_key_pem)
-            .map_err(DataDirError::crypto("service_key.pem"))?;
+        let (service_key_pem, service_key) = match &token {
+            Some(_) => (String::new(), None),
+            None => {
+                let pem = secret_text(root, "service_key.pem", sealer.as_ref())?;
+                let key = SigningKey::from_pkcs8_pem(&pem)
+                    .map_err(DataDirError::crypto("service_key.pem"))?;
+                (pem, Some(key))
+            }
+        };
         let node_key_pem = secret_text(root, "node_key.pem", sealer.as_ref())?;
         let node_key = SigningKey::from_pkcs8_pem(&node_key_pem)
             .map_err(DataDirError::crypto("node_key.pem"))?;
         let keys = NodeKeys {
             node_key,
             node_cert_pem: read_string(&root.join("node_cert.pem"))?,
-            service_key: Some(service_key),
+            service_key,
             service_cert_pem: read_string(&root.join("service_cert.pem"))?,
             secrets,
             cose_issuer: "vellum.local".into(),
@@ -251,6 +295,9 @@ impl DataDir {
                 p if p.exists() => read_json(&p)?,
                 _ => Vec::new(),
             },
+            service_signer: token
+                .clone()
+                .map(|t| t as std::sync::Arc<dyn vellum_core::crypto::CoseSigner>),
         };
         let genesis_path = root.join("genesis.json");
         let genesis = if genesis_path.exists() {
@@ -280,6 +327,7 @@ impl DataDir {
             service_key_pem,
             chunk_size: node.chunk_size,
             sealer: sealer.map(std::sync::Arc::new),
+            service_token: token,
         })
     }
 
@@ -387,26 +435,81 @@ impl DataDir {
     }
 }
 
-/// A new service identity and a node identity it endorses, with the node's id and Raft id.
+/// A new service identity and a node identity it endorses.
+struct NewIdentities {
+    service_cert_pem: String,
+    /// `None` when the service key is in a token.
+    service_key_pem: Option<String>,
+    node_cert_pem: String,
+    node_key_pem: String,
+    node_id: String,
+    raft_id: u64,
+}
+
+/// A new service identity (its key made here, or kept in `token`) and a node identity it
+/// endorses, with the node's id and Raft id.
 fn new_identities(
     b: &Bootstrap,
     now: SystemTime,
-) -> Result<(Identity, Identity, String, u64), DataDirError> {
-    let service = Identity::service(&b.service_name, now, b.validity_days)
-        .map_err(DataDirError::crypto("the service identity"))?;
+    token: Option<&crate::hsm::TokenSigner>,
+) -> Result<NewIdentities, DataDirError> {
     let mut dns: Vec<&str> = vec!["localhost"];
     dns.extend(b.dns_names.iter().map(String::as_str));
     let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
     ips.extend(b.ips.iter().filter(|ip| !ip.is_loopback() || ip.is_ipv6()));
-    let node = service
-        .issue_node("Vellum Node", &dns, &ips, now, b.validity_days)
-        .map_err(DataDirError::crypto("the node identity"))?;
-    let node_cert = Certificate::from_pem(&node.cert_pem)
+    let (service_cert_pem, service_key_pem, node_cert_pem, node_key_pem) = match token {
+        None => {
+            let service = Identity::service(&b.service_name, now, b.validity_days)
+                .map_err(DataDirError::crypto("the service identity"))?;
+            let node = service
+                .issue_node("Vellum Node", &dns, &ips, now, b.validity_days)
+                .map_err(DataDirError::crypto("the node identity"))?;
+            (
+                service.cert_pem.clone(),
+                Some(service.key_pem()),
+                node.cert_pem.clone(),
+                node.key_pem(),
+            )
+        }
+        Some(t) => {
+            let service_cert_pem = vellum_ledger::identity::service_cert_with(
+                t,
+                &b.service_name,
+                now,
+                b.validity_days,
+            )
+            .map_err(DataDirError::crypto("the service identity (in the token)"))?;
+            let key = Identity::client("Vellum Node", now, b.validity_days)
+                .map_err(DataDirError::crypto("the node identity"))?;
+            let node_cert_pem = vellum_ledger::identity::endorse_node_with(
+                &service_cert_pem,
+                t,
+                key.cert.spki_der(),
+                "Vellum Node",
+                &dns,
+                &ips,
+                now,
+                b.validity_days,
+            )
+            .map_err(DataDirError::crypto(
+                "the node certificate (signed in the token)",
+            ))?;
+            (service_cert_pem, None, node_cert_pem, key.key_pem())
+        }
+    };
+    let node_cert = Certificate::from_pem(&node_cert_pem)
         .map_err(DataDirError::crypto("the node certificate"))?;
     let node_id = node_id_of(&node_cert);
     // A node id is hex SHA-256, made just above.
     let raft_id = crate::cluster::raft_id_of(&node_id).unwrap_or_default();
-    Ok((service, node, node_id, raft_id))
+    Ok(NewIdentities {
+        service_cert_pem,
+        service_key_pem,
+        node_cert_pem,
+        node_key_pem,
+        node_id,
+        raft_id,
+    })
 }
 
 /// The new identities of a service being recovered into a data directory (see
@@ -435,21 +538,25 @@ impl DataDir {
             .iter()
             .all(|n| crate::seal::secret_file_exists(root, n, sealer.as_ref()));
         if !have {
-            let (service, node, _, _) = new_identities(b, SystemTime::now())?;
+            let ids = new_identities(b, SystemTime::now(), None)?;
+            let service_key_pem = ids.service_key_pem.unwrap_or_default();
             write_secret_file(
                 root,
                 "service_key.pem",
-                service.key_pem().as_bytes(),
+                service_key_pem.as_bytes(),
                 sealer.as_ref(),
             )?;
             write_secret_file(
                 root,
                 "node_key.pem",
-                node.key_pem().as_bytes(),
+                ids.node_key_pem.as_bytes(),
                 sealer.as_ref(),
             )?;
-            write_file(&root.join("node_cert.pem"), node.cert_pem.as_bytes())?;
-            write_file(&root.join("service_cert.pem"), service.cert_pem.as_bytes())?;
+            write_file(&root.join("node_cert.pem"), ids.node_cert_pem.as_bytes())?;
+            write_file(
+                &root.join("service_cert.pem"),
+                ids.service_cert_pem.as_bytes(),
+            )?;
         }
         let node_cert_pem = read_string(&root.join("node_cert.pem"))?;
         let cert =
@@ -499,7 +606,12 @@ impl DataDir {
     }
 }
 
-fn provision(root: &Path, b: &Bootstrap, sealer: Option<&Sealer>) -> Result<(), DataDirError> {
+fn provision(
+    root: &Path,
+    b: &Bootstrap,
+    sealer: Option<&Sealer>,
+    token: Option<&crate::hsm::TokenSigner>,
+) -> Result<(), DataDirError> {
     let now = SystemTime::now();
     let mut b = b.clone();
     if b.operator_and_admin {
@@ -518,7 +630,14 @@ fn provision(root: &Path, b: &Bootstrap, sealer: Option<&Sealer>) -> Result<(), 
         });
     }
     let b = &b;
-    let (service, node, node_id, raft_id) = new_identities(b, now)?;
+    let NewIdentities {
+        service_cert_pem,
+        service_key_pem,
+        node_cert_pem,
+        node_key_pem,
+        node_id,
+        raft_id,
+    } = new_identities(b, now, token)?;
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
     // CCF's users tables are keyed by CCF user id (hex SHA-256 of the certificate); Vellum's
@@ -534,8 +653,8 @@ fn provision(root: &Path, b: &Bootstrap, sealer: Option<&Sealer>) -> Result<(), 
         ccf_users.push((id, u.cert_pem.clone(), u.role));
     }
     let mut genesis = Genesis {
-        service_cert_pem: &service.cert_pem,
-        node: (&node_id, &node.cert_pem),
+        service_cert_pem: &service_cert_pem,
+        node: (&node_id, &node_cert_pem),
         members: b.members.clone(),
         users: ccf_users,
         constitution: &b.constitution,
@@ -551,15 +670,17 @@ fn provision(root: &Path, b: &Bootstrap, sealer: Option<&Sealer>) -> Result<(), 
             .maps
             .push(tables::USERS.writes(records.iter().map(|(id, r)| (*id, r))));
     }
-    write_secret_file(
-        root,
-        "service_key.pem",
-        service.key_pem().as_bytes(),
-        sealer,
-    )?;
-    write_file(&root.join("service_cert.pem"), service.cert_pem.as_bytes())?;
-    write_secret_file(root, "node_key.pem", node.key_pem().as_bytes(), sealer)?;
-    write_file(&root.join("node_cert.pem"), node.cert_pem.as_bytes())?;
+    match (&service_key_pem, token) {
+        (Some(pem), _) => write_secret_file(root, "service_key.pem", pem.as_bytes(), sealer)?,
+        (None, Some(t)) => write_file(
+            &root.join(SERVICE_KEY_IN_TOKEN),
+            t.public_key().id().as_bytes(),
+        )?,
+        (None, None) => {}
+    }
+    write_file(&root.join("service_cert.pem"), service_cert_pem.as_bytes())?;
+    write_secret_file(root, "node_key.pem", node_key_pem.as_bytes(), sealer)?;
+    write_file(&root.join("node_cert.pem"), node_cert_pem.as_bytes())?;
     write_secret_file(
         root,
         "ledger_secret",

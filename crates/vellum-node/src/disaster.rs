@@ -573,6 +573,7 @@ fn write_recovered(
         cose_issuer: "vellum.local".into(),
         cose_subject: "ledger.signature".into(),
         previous_services: previous.clone(),
+        service_signer: None,
     };
     let (mut engine, _) = Engine::open_dir(&ledger, chunk_size, keys).map_err(write_err)?;
     let last = state.last_signature;

@@ -130,6 +130,9 @@ pub enum DataDirError {
     /// The secrets could not be sealed or unsealed.
     #[error(transparent)]
     Seal(#[from] crate::seal::SealError),
+    /// The service key's PKCS#11 token.
+    #[error("the service key: {0}")]
+    ServiceKey(String),
     /// The identity a service sent a joining node does not fit it.
     #[error("the certificate received is not for this node's key")]
     NotOurCertificate,
@@ -349,6 +352,11 @@ pub enum Refusal {
     /// Too many nodes wait for a vote already.
     #[error("{0} nodes already wait to be trusted: the members must trust or remove one first")]
     TooManyPending(usize),
+    /// The service key is kept in this node's PKCS#11 token: it cannot be handed to a joiner.
+    #[error(
+        "the service key is kept in a PKCS#11 token: it cannot be given to a joining node (join nodes to services whose key is sealed instead)"
+    )]
+    ServiceKeyInToken,
     /// A joining node's certificate signing request is missing, unreadable, or not for the
     /// key it presented.
     #[error("the joining node's certificate signing request: {0}")]

@@ -120,12 +120,29 @@ struct Token {
     session: Session,
 }
 
-fn open(uri: &Pkcs11Uri) -> Result<Token, HsmError> {
-    let ctx = Pkcs11::new(&uri.module).map_err(err("loading the module"))?;
+/// The module's context, loaded and initialized once per process: the seal and the service
+/// key may use the same module (and token), and a module is initialized once and finalized
+/// when its last context is dropped, which here is never.
+fn context(module: &std::path::Path) -> Result<Pkcs11, HsmError> {
+    use cryptoki::error::{Error, RvError};
+    static LOADED: std::sync::Mutex<Vec<(PathBuf, Pkcs11)>> = std::sync::Mutex::new(Vec::new());
+    let mut loaded = crate::lock(&LOADED);
+    if let Some((_, ctx)) = loaded.iter().find(|(p, _)| p == module) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(module).map_err(err("loading the module"))?;
     match ctx.initialize(CInitializeArgs::OsThreads) {
-        Ok(()) | Err(cryptoki::error::Error::AlreadyInitialized) => {}
+        Ok(())
+        | Err(Error::AlreadyInitialized)
+        | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(HsmError(format!("initializing the module: {e}"))),
     }
+    loaded.push((module.to_path_buf(), ctx.clone()));
+    Ok(ctx)
+}
+
+fn open(uri: &Pkcs11Uri) -> Result<Token, HsmError> {
+    let ctx = context(&uri.module)?;
     let mut found = None;
     for slot in ctx.get_slots_with_token().map_err(err("listing slots"))? {
         let info = ctx.get_token_info(slot).map_err(err("reading a token"))?;
@@ -142,12 +159,16 @@ fn open(uri: &Pkcs11Uri) -> Result<Token, HsmError> {
         .pin
         .as_ref()
         .ok_or_else(|| HsmError("no PIN: give pin-source or pin-value in the URI".into()))?;
-    session
-        .login(
-            UserType::User,
-            Some(&AuthPin::from(pin.as_str().to_owned())),
-        )
-        .map_err(err("logging in to the token"))?;
+    // Logging in is per application and token: another session may have done it.
+    match session.login(
+        UserType::User,
+        Some(&AuthPin::from(pin.as_str().to_owned())),
+    ) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => return Err(HsmError(format!("logging in to the token: {e}"))),
+    }
     Ok(Token { _ctx: ctx, session })
 }
 
@@ -214,6 +235,151 @@ pub fn unwrap(uri: &Pkcs11Uri, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, Hsm
         .decrypt(&Mechanism::AesGcm(params), key, &wrapped[12..])
         .map(Zeroizing::new)
         .map_err(err("decrypting (another token or key?)"))
+}
+
+/// The DER of the secp384r1 curve's OID (CKA_EC_PARAMS).
+const P384_PARAMS: [u8; 7] = [0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22];
+
+/// A P-384 key pair kept in a token: the private key is created there (sensitive, not
+/// extractable) and signs there. The service key, when `vellum serve --service-key-pkcs11` puts
+/// it in a token: it signs the service's COSE signatures and endorses node certificates.
+pub struct TokenSigner {
+    token: std::sync::Mutex<Token>,
+    key: ObjectHandle,
+    public: vellum_core::crypto::PublicKey,
+    sec1: Vec<u8>,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenSigner({})", self.public.id())
+    }
+}
+
+impl TokenSigner {
+    /// The URI's key pair, created in the token if it has none by that label.
+    pub fn open_or_create(uri: &Pkcs11Uri) -> Result<TokenSigner, HsmError> {
+        use cryptoki::object::AttributeType;
+        let t = open(uri)?;
+        let label = uri.object.as_bytes().to_vec();
+        let find = |class| {
+            t.session
+                .find_objects(&[Attribute::Class(class), Attribute::Label(label.clone())])
+                .map(|v| v.first().copied())
+                .map_err(err("finding the key pair"))
+        };
+        let (public, private) = match (
+            find(ObjectClass::PUBLIC_KEY)?,
+            find(ObjectClass::PRIVATE_KEY)?,
+        ) {
+            (Some(p), Some(k)) => (p, k),
+            (None, None) => t
+                .session
+                .generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Verify(true),
+                        Attribute::EcParams(P384_PARAMS.to_vec()),
+                        Attribute::Label(label.clone()),
+                    ],
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Sign(true),
+                        Attribute::Label(label.clone()),
+                    ],
+                )
+                .map_err(err("creating the key pair"))?,
+            _ => {
+                return Err(HsmError(format!(
+                    "the token holds half a key pair labelled {:?}",
+                    uri.object
+                )));
+            }
+        };
+        let point = t
+            .session
+            .get_attributes(public, &[AttributeType::EcPoint])
+            .map_err(err("reading the public key"))?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::EcPoint(p) => Some(p),
+                _ => None,
+            })
+            .ok_or_else(|| HsmError("the public key has no EC point".into()))?;
+        // CKA_EC_POINT is the point as a DER OCTET STRING (some tokens give it bare).
+        let sec1 = match point.as_slice() {
+            [0x04, 0x61, rest @ ..] if rest.len() == 0x61 => rest.to_vec(),
+            bare => bare.to_vec(),
+        };
+        let public = vellum_core::crypto::PublicKey::p384_from_sec1(&sec1)
+            .map_err(|_| HsmError("the key pair is not on P-384".into()))?;
+        Ok(TokenSigner {
+            token: std::sync::Mutex::new(t),
+            key: private,
+            public,
+            sec1,
+        })
+    }
+
+    /// ES384 over `message`: SHA-384 here, ECDSA in the token; raw `r || s` (96 bytes).
+    pub fn sign_es384(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
+        use sha2::Digest as _;
+        let digest = sha2::Sha384::digest(message);
+        let t = crate::lock(&self.token);
+        let sig = t
+            .session
+            .sign(&Mechanism::Ecdsa, self.key, &digest)
+            .map_err(err("signing"))?;
+        if sig.len() != 96 {
+            return Err(HsmError(format!("a {}-byte P-384 signature", sig.len())));
+        }
+        Ok(sig)
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &vellum_core::crypto::PublicKey {
+        &self.public
+    }
+}
+
+impl vellum_core::crypto::CoseSigner for TokenSigner {
+    fn public_key(&self) -> vellum_core::crypto::PublicKey {
+        self.public.clone()
+    }
+
+    fn sign_cose(&self, message: &[u8]) -> Result<Vec<u8>, vellum_core::crypto::CryptoError> {
+        self.sign_es384(message).map_err(|e| {
+            tracing::error!(error = %e, "the token did not sign");
+            vellum_core::crypto::CryptoError::BadSignature
+        })
+    }
+}
+
+/// rcgen signs certificates with it (the service certificate, node certificates).
+impl rcgen::PublicKeyData for TokenSigner {
+    fn der_bytes(&self) -> &[u8] {
+        &self.sec1
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P384_SHA384
+    }
+}
+
+impl rcgen::SigningKey for TokenSigner {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let raw = self
+            .sign_es384(msg)
+            .map_err(|_| rcgen::Error::RemoteKeyError)
+            .and_then(|raw| {
+                p384::ecdsa::Signature::from_slice(&raw).map_err(|_| rcgen::Error::RemoteKeyError)
+            })?;
+        Ok(raw.to_der().as_bytes().to_vec())
+    }
 }
 
 #[cfg(test)]

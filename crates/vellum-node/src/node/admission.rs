@@ -140,6 +140,9 @@ impl LedgerNode {
         request: JoinRequest,
         cert_der: &[u8],
     ) -> Result<JoinOutcome, NodeError> {
+        if self.data.service_token.is_some() {
+            return Err(Refusal::ServiceKeyInToken.into());
+        }
         let deadline = tokio::time::Instant::now() + FORWARD_WAIT;
         loop {
             match self.primary() {

@@ -126,6 +126,8 @@ struct GovStore {
 struct GovHost {
     service_cert_pem: String,
     service_key_pem: String,
+    /// The service key, when a PKCS#11 token keeps it (then `service_key_pem` is empty).
+    service_token: Option<Arc<crate::hsm::TokenSigner>>,
     /// The seqno the ledger secret in use applies from (1: the genesis secret).
     latest_secret_seqno: u64,
     /// The new secret, once `ccf.node.triggerLedgerRekey()` was called.
@@ -154,13 +156,22 @@ impl GovHost {
                     .ok_or("the validity period must be a whole number of days, 1 to 36500")?;
                 let valid_from = parse_valid_from(from)
                     .ok_or_else(|| format!("valid_from {from:?} is not a date and time"))?;
-                let pem = vellum_ledger::identity::endorse_csr(
-                    &self.service_cert_pem,
-                    &self.service_key_pem,
-                    csr,
-                    valid_from,
-                    days as u64,
-                )
+                let pem = match &self.service_token {
+                    Some(t) => vellum_ledger::identity::endorse_csr_with(
+                        &self.service_cert_pem,
+                        t.as_ref(),
+                        csr,
+                        valid_from,
+                        days as u64,
+                    ),
+                    None => vellum_ledger::identity::endorse_csr(
+                        &self.service_cert_pem,
+                        &self.service_key_pem,
+                        csr,
+                        valid_from,
+                        days as u64,
+                    ),
+                }
                 .map_err(|e| {
                     format!("cannot endorse the node's certificate signing request: {e}")
                 })?;
@@ -483,6 +494,7 @@ impl LedgerNode {
             Arc::new(GovHost {
                 service_cert_pem: self.data.keys.service_cert_pem.clone(),
                 service_key_pem: self.data.service_key_pem.clone(),
+                service_token: self.data.service_token.clone(),
                 latest_secret_seqno: self.ledger.engine().keys().secrets.latest_from().max(1),
                 rekey: std::sync::Mutex::new(None),
                 status: view

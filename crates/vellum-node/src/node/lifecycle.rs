@@ -42,7 +42,12 @@ impl LedgerNode {
     /// [`LedgerNode::ready`] completes.
     pub async fn open(cfg: NodeConfig) -> Result<LedgerNode, NodeError> {
         cfg.validate()?;
-        let data = DataDir::open_or_create(&cfg.data_dir, &cfg.bootstrap, cfg.seal.as_ref())?;
+        let data = DataDir::open_or_create(
+            &cfg.data_dir,
+            &cfg.bootstrap,
+            cfg.seal.as_ref(),
+            cfg.service_key_token.as_ref(),
+        )?;
         let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
         let engine = open_ledger(&data, chunk_size)?;
         let fresh = engine.last_seqno() == 0;

@@ -54,6 +54,10 @@ pub struct NodeConfig {
     /// The key the data directory's secrets are sealed with ([`crate::seal`]): needed to open
     /// a sealed directory; a new one is sealed with it. `None`: secrets in the clear.
     pub seal: Option<crate::seal::SealKey>,
+    /// The PKCS#11 key the service key is kept in, where it signs ([`crate::hsm::TokenSigner`]):
+    /// a new service makes it there; a service made so needs it at every start. `None`: the
+    /// service key is a file (sealed or not).
+    pub service_key_token: Option<crate::hsm::Pkcs11Uri>,
 }
 
 /// The smallest ledger chunk size a node accepts.
@@ -100,6 +104,7 @@ impl NodeConfig {
             chunk_size: 4 << 20,
             bootstrap: Bootstrap::default(),
             seal: None,
+            service_key_token: None,
         }
     }
 }
