@@ -567,6 +567,26 @@ impl MemberArgs {
     }
 }
 
+/// The member and its recovery share, fetched from the service and decrypted with the
+/// member's encryption key (PKCS#8 PEM file).
+async fn own_share(
+    gov: &vellum_client::governance::GovernanceClient,
+    member: &MemberArgs,
+    encryption_key: &std::path::Path,
+) -> anyhow::Result<(
+    vellum_client::governance::Member,
+    zeroize::Zeroizing<Vec<u8>>,
+)> {
+    let m = member.load()?;
+    let key = zeroize::Zeroizing::new(
+        std::fs::read_to_string(encryption_key)
+            .with_context(|| format!("reading {}", encryption_key.display()))?,
+    );
+    let encrypted = gov.encrypted_share(&m.id()).await?;
+    let share = vellum_node::recovery::decrypt_share(&key, &encrypted)?;
+    Ok((m, share))
+}
+
 /// Runs a governance command: it needs the endpoint and the service certificate only.
 async fn run_gov(conn: &Connection, cmd: &GovCommand) -> anyhow::Result<ExitCode> {
     let json = conn.json;
@@ -651,13 +671,7 @@ async fn run_gov(conn: &Connection, cmd: &GovCommand) -> anyhow::Result<ExitCode
             out,
             member,
         } => {
-            let m = member.load()?;
-            let key = zeroize::Zeroizing::new(
-                std::fs::read_to_string(encryption_key)
-                    .with_context(|| format!("reading {}", encryption_key.display()))?,
-            );
-            let encrypted = gov.encrypted_share(&m.id()).await?;
-            let share = vellum_node::recovery::decrypt_share(&key, &encrypted)?;
+            let (m, share) = own_share(&gov, member, encryption_key).await?;
             use base64::Engine as _;
             let text = zeroize::Zeroizing::new(
                 base64::engine::general_purpose::STANDARD.encode(share.as_slice()),
@@ -681,13 +695,7 @@ async fn run_gov(conn: &Connection, cmd: &GovCommand) -> anyhow::Result<ExitCode
             encryption_key,
             member,
         } => {
-            let m = member.load()?;
-            let key = zeroize::Zeroizing::new(
-                std::fs::read_to_string(encryption_key)
-                    .with_context(|| format!("reading {}", encryption_key.display()))?,
-            );
-            let encrypted = gov.encrypted_share(&m.id()).await?;
-            let share = vellum_node::recovery::decrypt_share(&key, &encrypted)?;
+            let (m, share) = own_share(&gov, member, encryption_key).await?;
             let v = gov.submit_recovery_share(&m, &share).await?;
             print(json, v.clone(), || {
                 v["message"].as_str().unwrap_or_default().to_owned()

@@ -1851,6 +1851,40 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
     let again = admin.get_transaction_receipt(&early, None).await.unwrap();
     again.verify(&new_cert).unwrap();
     assert!(again.verify(&old_cert).is_err());
+    assert_eq!(
+        again.contents["serviceEndorsements"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{}",
+        again.contents
+    );
+    // The Azure SDK's verifier agrees: the new certificate accepts it, the old one does not.
+    if let Some(py) = harness::python() {
+        let receipt = keys.path().join("receipt.json");
+        std::fs::write(&receipt, again.contents.to_string()).unwrap();
+        let old_cert_path = keys.path().join("old_service_cert.pem");
+        std::fs::write(&old_cert_path, &old_cert).unwrap();
+        let code = "import json, sys\n\
+                    from azure.confidentialledger.receipt import verify_receipt\n\
+                    r = json.load(open(sys.argv[1]))\n\
+                    verify_receipt(r, open(sys.argv[2]).read())\n\
+                    try:\n    verify_receipt(r, open(sys.argv[3]).read())\n\
+                    except Exception:\n    print('old refused')\n";
+        let out = Command::new(py)
+            .args(["-c", code])
+            .arg(&receipt)
+            .arg(&new_cert_path)
+            .arg(&old_cert_path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("old refused"),
+            "azure verify_receipt: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let after = harness::append_durably(&admin, "after the recovery").await;
     admin
         .get_transaction_receipt(&after, None)

@@ -558,11 +558,17 @@ fn write_recovered(
         std::fs::remove_dir_all(&ledger).map_err(write_err)?;
     }
     vellum_ledger::files::create_private_dir(&ledger).map_err(write_err)?;
+    // The copies are made durable before anything says the directory is provisioned.
     for (_, path) in vellum_ledger::chunk::list_chunks(&state.dir, false).map_err(write_err)? {
         if let Some(name) = path.file_name() {
-            std::fs::copy(&path, ledger.join(name)).map_err(write_err)?;
+            let to = ledger.join(name);
+            std::fs::copy(&path, &to).map_err(write_err)?;
+            std::fs::File::open(&to)
+                .and_then(|f| f.sync_all())
+                .map_err(write_err)?;
         }
     }
+    vellum_ledger::files::sync_dir(&ledger).map_err(write_err)?;
     let previous = previous_services(state, id)?;
     let keys = NodeKeys {
         node_key: SigningKey::from_pkcs8_pem(&id.node_key_pem).map_err(write_err)?,

@@ -394,6 +394,11 @@ async fn hooks_run_in_the_write_and_a_failing_one_refuses_it() {
     assert_eq!((s, v["collectionId"].as_str()), (200, Some("nums")), "{v}");
     assert_eq!(read("writes:nums").await, "2");
     let after = srv.node.last_txid().unwrap();
+    // Entries are read from what is applied: wait for it (a loaded machine may lag).
+    srv.node
+        .wait_committed(after, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
     let written: Vec<_> = (before.seqno + 1..=after.seqno)
         .filter(|s| {
             srv.node
