@@ -1714,6 +1714,57 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
         v["message"], "1/2 recovery shares successfully submitted.",
         "{v}"
     );
+    // Refused: a body that is no signed request, a member submitting for another, a member
+    // with no share, a missing api-version.
+    let post_raw = |path: String, body: Vec<u8>| {
+        let (http, endpoint) = (new_http.clone(), endpoint.clone());
+        async move {
+            let r = http
+                .post(format!("{endpoint}{path}"))
+                .header("content-type", "application/cose")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let share_body = |m: &Member| {
+        use base64::Engine as _;
+        let body = serde_json::json!({"share": base64::engine::general_purpose::STANDARD.encode([1u8; 33])});
+        sign(m, MsgType::RecoveryShare, None, &body)
+    };
+    let path = |m: &Member| format!("/gov/recovery/members/{}:recover?{GOV}", m.id());
+    let refusals = [
+        (
+            path(&recovery[1].0),
+            b"not cose".to_vec(),
+            401,
+            "InvalidAuthenticationInfo",
+        ),
+        (
+            path(&recovery[1].0),
+            share_body(&recovery[0].0),
+            401,
+            "InvalidAuthenticationInfo",
+        ),
+        (path(&m0), share_body(&m0), 403, "NotRecoveryMember"),
+        (
+            format!("/gov/recovery/members/{}:recover", recovery[1].0.id()),
+            share_body(&recovery[1].0),
+            400,
+            "UnsupportedApiVersionValue",
+        ),
+    ];
+    for (path, body, status, code) in refusals {
+        let (s, v) = post_raw(path.clone(), body).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {v}"
+        );
+    }
     // A wrong share is refused and its member named; another member may not submit it.
     let mut wrong = share_of(1).await;
     wrong[4] ^= 0x20;
