@@ -50,6 +50,9 @@ use crate::datadir::{Bootstrap, DataDir, RecoveryIdentity};
 use crate::gov::GovTables;
 use crate::seal::SealKey;
 
+/// The most connections the recovery server holds at once (each is one request).
+const MAX_RECOVERY_CONNECTIONS: usize = 256;
+
 /// Why a recovery cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum DisasterError {
@@ -430,6 +433,7 @@ async fn collect_shares(
         addr = ?listener.local_addr().ok(),
         "waiting for the members' recovery shares"
     );
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_RECOVERY_CONNECTIONS));
     loop {
         tokio::select! {
             changed = finished.changed() => {
@@ -442,8 +446,15 @@ async fn collect_shares(
             }
             accepted = listener.accept() => {
                 let Ok((tcp, _)) = accepted else { continue };
+                // Anyone may connect while the service waits: a flood of connections is shed
+                // rather than allowed to take every file descriptor.
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    drop(tcp);
+                    continue;
+                };
                 let (tls, app) = (tls.clone(), app.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let Ok(Ok(stream)) = tokio::time::timeout(
                         std::time::Duration::from_secs(10),
                         tls.accept(tcp),
