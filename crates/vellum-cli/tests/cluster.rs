@@ -2023,3 +2023,153 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
         );
     }
 }
+
+/// The members rotate the service identity of a running 3-node service: every node takes the
+/// new identity (its certificate endorsed anew, the node channel carrying on), clients pin the
+/// new certificate, a receipt kept from before still verifies against the old one and, fetched
+/// again, against the new; a node restarted and a node joined afterwards serve under it; the
+/// ledger passes `vellum audit` and `ccf.ledger` FULL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_members_rotate_the_service_identity_of_a_running_cluster() {
+    use vellum_core::gov::MsgType;
+    let mut c = Cluster::start(3, &[]).await;
+    let http = c.https_client(None);
+    let read = |f: &str| std::fs::read_to_string(c.nodes[0].data.join(f)).unwrap();
+    let m0 = Member::from_pem(&read("member0_cert.pem"), &read("member0_key.pem")).unwrap();
+    let e0 = c.nodes[0].endpoint.clone();
+    ack(&http, &e0, &m0).await;
+    let old_cert = c.service_cert();
+    let primary = c.primary().await;
+    let first = harness::append_durably(&c.admin(primary), "before the rotation").await;
+    let old_receipt = c
+        .admin(primary)
+        .get_transaction_receipt(&first, None)
+        .await
+        .unwrap();
+    old_receipt.verify(&old_cert).unwrap();
+
+    // Writes go on while the members rotate.
+    let writer = {
+        let clients = vec![c.admin(primary)];
+        tokio::spawn(async move { harness::append_many(&clients, 100, 2).await })
+    };
+    let (s, v) = gov_post(
+        &http,
+        &e0,
+        "/gov/members/proposals:create",
+        sign(
+            &m0,
+            MsgType::Proposal,
+            None,
+            &serde_json::json!({"actions": [{"name": "rotate_service_identity", "args": {}}]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let ballot = serde_json::json!({"ballot": "export function vote (p, id) { return true }"});
+    let (s, v) = gov_post(
+        &http,
+        &e0,
+        &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m0.id()),
+        sign(&m0, MsgType::Ballot, Some(&pid), &ballot),
+    )
+    .await;
+    assert_eq!(
+        (s, v["proposalState"].as_str()),
+        (200, Some("Accepted")),
+        "{v}"
+    );
+    let during = writer.await;
+
+    // Every node serves under the new identity (a client that pins nothing sees it).
+    let open = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let mut new_cert = String::new();
+    for n in &c.nodes {
+        let mut seen = String::new();
+        for _ in 0..200 {
+            if let Ok(r) = open
+                .get(format!("{}/node/network", n.endpoint))
+                .send()
+                .await
+            {
+                let v: serde_json::Value = r.json().await.unwrap();
+                seen = v["service_certificate"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if seen != old_cert {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_ne!(seen, old_cert, "{} kept the old identity", n.endpoint);
+        if new_cert.is_empty() {
+            new_cert = seen.clone();
+        }
+        assert_eq!(seen, new_cert);
+        assert_eq!(
+            std::fs::read_to_string(n.data.join("service_cert.pem")).unwrap(),
+            new_cert
+        );
+    }
+    let during = during.unwrap();
+    assert_eq!(during.len(), 100);
+    // Clients pinning the new certificate reach every node; receipts verify against it, old
+    // ones through the endorsement of the identity replaced.
+    for i in 0..3 {
+        let t = harness::append_durably(&c.admin(i), &format!("after the rotation via {i}")).await;
+        c.admin(i)
+            .get_transaction_receipt(&t, None)
+            .await
+            .unwrap()
+            .verify(&new_cert)
+            .unwrap();
+    }
+    old_receipt.verify(&old_cert).unwrap();
+    let again = c
+        .admin(primary)
+        .get_transaction_receipt(&first, None)
+        .await
+        .unwrap();
+    again.verify(&new_cert).unwrap();
+    assert!(again.verify(&old_cert).is_err());
+
+    // A node restarted, and a node joined, serve under the new identity.
+    let backup = (0..3).find(|&i| i != primary).unwrap();
+    c.stop(backup);
+    c.restart(backup).await;
+    let t = harness::append_durably(&c.admin(backup), "after a restart").await;
+    assert!(!t.is_empty());
+    c.join_with_token(primary).await;
+    let joined = c.nodes.len() - 1;
+    c.wait_voters(4).await;
+    let r = c
+        .admin(joined)
+        .get_transaction_receipt(&first, None)
+        .await
+        .unwrap();
+    r.verify(&new_cert).unwrap();
+
+    let dirs = c.stop_all();
+    harness::assert_identical_chunks(&dirs[..]);
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .arg("audit")
+        .arg(dirs[primary].join("ledger"))
+        .arg("--ledger-secret")
+        .arg(dirs[primary].join("ledger_secret"))
+        .args(["--include-uncommitted", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    harness::verify_full_including_uncommitted(&dirs[primary]);
+}

@@ -298,6 +298,10 @@ pub const RECOVERY_SHARE_DIGESTS: Table<
 /// service certificate (PEM) by the last seqno it signed for.
 pub const PREVIOUS_SERVICE_IDENTITIES: Table<Id, Json<PreviousIdentity>> =
     Table::new("public:vellum.internal.previous_service_identities");
+/// At a service identity rotation (Vellum's): the new service key (PKCS#8 PEM) sealed to each
+/// trusted node's key, by node id, as [`LEDGER_SECRET_FOR_NODES`] carries a rekey's secret.
+pub const SERVICE_KEY_FOR_NODES: Table<Id, Json<SecretForNode>> =
+    Table::new("public:vellum.internal.service_key_for_nodes");
 /// Recovery shares (CCF's): the latest ledger secret wrapped by a key that is split among the
 /// recovery members, each share encrypted to its member.
 pub const RECOVERY_SHARES: Table<Singleton, Json<RecoverySharesInfo>> =
@@ -598,7 +602,8 @@ pub fn ledger_secrets_from_chain(
 pub struct PreviousIdentity {
     /// The previous service certificate (PEM).
     pub cert: String,
-    /// The last seqno of the ledger that identity's nodes signed.
+    /// The last seqno of the ledger that identity's nodes signed; 0 in a rotation's record:
+    /// that transaction's own seqno.
     pub until_seqno: u64,
 }
 

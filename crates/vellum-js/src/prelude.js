@@ -136,6 +136,7 @@
     // would store it (normalised JSON text), or an exception saying why it cannot be.
     vellum: Object.freeze({
       normaliseBundle: (bundle) => host("app.normalise", bundle),
+      rotateServiceIdentity: () => host("vellum.rotateServiceIdentity"),
     }),
     node: Object.freeze({
       triggerLedgerRekey: () => host("node.triggerLedgerRekey"),

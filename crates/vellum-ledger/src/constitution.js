@@ -388,6 +388,17 @@ const actions = new Map([
     },
   ],
   [
+    // Vellum's: a new service identity (the service key and certificate); every trusted node's
+    // certificate is endorsed anew, and the identity replaced stays endorsed by the new one.
+    "rotate_service_identity",
+    {
+      validate: (args) => {
+        if (Object.keys(args).length > 0) fail("rotate_service_identity takes no arguments");
+      },
+      apply: () => ccf.vellum.rotateServiceIdentity(),
+    },
+  ],
+  [
     "trigger_ledger_rekey",
     {
       validate: (args) => {

@@ -767,6 +767,36 @@ impl Engine {
         }
     }
 
+    /// Takes a new service identity (a rotation): the service key, its certificate, this node's
+    /// certificate endorsed by it, and the identities before it (the one replaced last, with
+    /// the last seqno it signed). Signatures after that seqno are checked against the new key.
+    pub fn replace_identity(
+        &mut self,
+        service_key: Option<SigningKey>,
+        service_cert_pem: String,
+        node_cert_pem: String,
+        previous_services: Vec<PreviousService>,
+    ) {
+        self.service_key_public = Certificate::from_pem(&service_cert_pem)
+            .and_then(|c| c.public_key())
+            .ok();
+        self.previous_keys = previous_services
+            .iter()
+            .map(|p| {
+                Certificate::from_pem(&p.cert_pem)
+                    .and_then(|c| c.public_key())
+                    .ok()
+            })
+            .collect();
+        if service_key.is_some() {
+            self.keys.service_key = service_key;
+        }
+        self.keys.service_cert_pem = service_cert_pem;
+        self.keys.node_cert_pem = node_cert_pem;
+        self.keys.previous_services = previous_services;
+        self.endorsed = None;
+    }
+
     /// Replaces the ledger secrets with `secrets` (a rekey brought one in, or one a lost
     /// rekey had brought in is forgotten). Refused if it would change the secret of any
     /// transaction already written.

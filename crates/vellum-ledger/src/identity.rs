@@ -198,6 +198,50 @@ pub fn endorse_node_with<S: rcgen::SigningKey>(
     Ok(p.signed_by(&public, &issuer)?.pem())
 }
 
+/// A node certificate endorsed anew by another service key (a rotation): the same subject,
+/// names and key, valid for `days` from `now`.
+pub fn reendorse(
+    node_cert_pem: &str,
+    service_cert_pem: &str,
+    service_key_pem: &str,
+    now: SystemTime,
+    days: u64,
+) -> Result<String, IdentityError> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let cert = Certificate::from_pem(node_cert_pem)?;
+    let (_, x) = X509Certificate::from_der(cert.der()).map_err(|e| {
+        IdentityError::Crypto(vellum_core::crypto::CryptoError::Certificate(e.to_string()))
+    })?;
+    let cn = x
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or("Vellum Node")
+        .to_owned();
+    let (mut dns, mut ips) = (Vec::new(), Vec::new());
+    if let Ok(Some(san)) = x.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => dns.push((*d).to_owned()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())),
+                    16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+    let p = node_params(&cn, &dns, &ips, now, days)?;
+    let spki = cert.spki_der().to_vec();
+    let public = rcgen::SubjectPublicKeyInfo::from_der(&spki)?;
+    let key = KeyPair::from_pem(service_key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(service_cert_pem, key)?;
+    Ok(p.signed_by(&public, &issuer)?.pem())
+}
+
 /// Endorses a node's public key with the service key: the certificate a joining node receives.
 /// `service_cert_pem` and `service_key_pem` are the stored service identity; `node_spki_der` is
 /// the node's public key (taken from the certificate it proved possession of in its TLS

@@ -139,7 +139,12 @@ impl PublicState {
             }
             if let Some(m) = tables::PREVIOUS_SERVICE_IDENTITIES.find(&pd.maps) {
                 for (k, v) in &m.writes {
-                    if let Ok(p) = tables::PREVIOUS_SERVICE_IDENTITIES.decode_value(v) {
+                    if let Ok(mut p) = tables::PREVIOUS_SERVICE_IDENTITIES.decode_value(v) {
+                        // A rotation records the identity it replaced as valid "up to this
+                        // transaction".
+                        if p.until_seqno == 0 {
+                            p.until_seqno = txid.seqno;
+                        }
                         previous.insert(String::from_utf8_lossy(k).into_owned(), p);
                     }
                 }

@@ -37,6 +37,7 @@ mod error;
 pub mod functions;
 pub mod gov;
 pub mod hsm;
+pub mod identity;
 pub mod node;
 pub mod ops;
 mod raft;

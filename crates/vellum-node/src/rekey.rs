@@ -29,6 +29,7 @@ use rand_core::OsRng;
 use vellum_core::crypto::{Certificate, PublicKey, SigningKey};
 use vellum_core::entry::{EntryBuilder, LedgerSecret, LedgerSecrets};
 use vellum_core::tables::{self, EncryptedLedgerSecretInfo, PreviousLedgerSecretInfo};
+use vellum_ledger::engine::Engine;
 use zeroize::Zeroizing;
 
 use crate::seal::Sealer;
@@ -58,6 +59,9 @@ pub enum RekeyError {
     /// The secrets list could not be made durable.
     #[error("saving the ledger secrets: {0}")]
     Save(String),
+    /// A service identity rotation could not be taken or undone.
+    #[error("the service identity rotation: {0}")]
+    Rotation(String),
 }
 
 fn node_key_for(
@@ -77,6 +81,15 @@ pub fn seal_for_node(
     node_key: &PublicKey,
     secret: &LedgerSecret,
 ) -> Result<String, RekeyError> {
+    seal_bytes_for_node(node_id, node_key, secret.as_bytes())
+}
+
+/// `plain` sealed to node `node_id`'s public key, as [`seal_for_node`] seals a secret.
+pub fn seal_bytes_for_node(
+    node_id: &str,
+    node_key: &PublicKey,
+    plain: &[u8],
+) -> Result<String, RekeyError> {
     let eph = SigningKey::generate(&mut OsRng);
     let shared = eph
         .diffie_hellman(node_key)
@@ -87,7 +100,7 @@ pub fn seal_for_node(
         .encrypt(
             &Nonce::default(),
             Payload {
-                msg: secret.as_bytes(),
+                msg: plain,
                 aad: node_id.as_bytes(),
             },
         )
@@ -97,16 +110,16 @@ pub fn seal_for_node(
     Ok(base64::engine::general_purpose::STANDARD.encode(out))
 }
 
-/// Opens a secret [`seal_for_node`] sealed to this node (`node_id`, `key`).
-pub fn open_for_node(
+/// Opens what [`seal_bytes_for_node`] sealed to this node (`node_id`, `key`).
+pub fn open_bytes_for_node(
     node_id: &str,
     key: &SigningKey,
     sealed_b64: &str,
-) -> Result<LedgerSecret, RekeyError> {
+) -> Result<Zeroizing<Vec<u8>>, RekeyError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(sealed_b64)
         .map_err(|_| RekeyError::Open)?;
-    if bytes.len() != POINT_LEN + 32 + 16 {
+    if bytes.len() < POINT_LEN + 16 {
         return Err(RekeyError::Open);
     }
     let (point, ct) = bytes.split_at(POINT_LEN);
@@ -114,17 +127,25 @@ pub fn open_for_node(
     let shared = key.diffie_hellman(&eph).map_err(|_| RekeyError::Open)?;
     let aes = node_key_for(node_id, &shared).map_err(|_| RekeyError::Open)?;
     let cipher = Aes256Gcm::new_from_slice(aes.as_ref()).map_err(|_| RekeyError::Open)?;
-    let plain = Zeroizing::new(
-        cipher
-            .decrypt(
-                &Nonce::default(),
-                Payload {
-                    msg: ct,
-                    aad: node_id.as_bytes(),
-                },
-            )
-            .map_err(|_| RekeyError::Open)?,
-    );
+    cipher
+        .decrypt(
+            &Nonce::default(),
+            Payload {
+                msg: ct,
+                aad: node_id.as_bytes(),
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| RekeyError::Open)
+}
+
+/// Opens a secret [`seal_for_node`] sealed to this node (`node_id`, `key`).
+pub fn open_for_node(
+    node_id: &str,
+    key: &SigningKey,
+    sealed_b64: &str,
+) -> Result<LedgerSecret, RekeyError> {
+    let plain = open_bytes_for_node(node_id, key, sealed_b64)?;
     let k: [u8; 32] = plain.as_slice().try_into().map_err(|_| RekeyError::Open)?;
     Ok(LedgerSecret::from_bytes(k))
 }
@@ -168,8 +189,8 @@ pub fn rekey_writes(
 /// directory is), as [`LedgerSecrets::to_text`].
 #[derive(Clone)]
 pub struct SecretsFile {
-    root: PathBuf,
-    sealer: Option<Arc<Sealer>>,
+    pub(crate) root: PathBuf,
+    pub(crate) sealer: Option<Arc<Sealer>>,
 }
 
 /// The name of the secrets file.
@@ -200,8 +221,8 @@ impl std::fmt::Debug for SecretsFile {
     }
 }
 
-/// What a node's log store needs to follow rekeys: its own id and key, and where its secrets
-/// are kept.
+/// What a node's log store needs to follow rekeys and rotations: its own id and key, where
+/// its secrets are kept, and the service identity it serves under.
 #[derive(Clone, Debug)]
 pub struct Rekeying {
     /// This node's CCF node id.
@@ -210,6 +231,8 @@ pub struct Rekeying {
     pub node_key: SigningKey,
     /// Its secrets file.
     pub file: SecretsFile,
+    /// The service identity now.
+    pub identity: Arc<crate::identity::LiveIdentity>,
 }
 
 impl Rekeying {
@@ -293,6 +316,292 @@ impl Rekeying {
     }
 }
 
+/// The identity a rotation replaced, kept (sealed if the directory is) until a later rotation:
+/// restored if the rotation transaction is truncated, or lost in a crash.
+const ROTATION_BACKUP: &str = "identity_before_rotation.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RotationBackup {
+    rotated_at: u64,
+    identity: crate::identity::ServiceIdentity,
+}
+
+fn rotate_err(e: impl std::fmt::Display) -> RekeyError {
+    RekeyError::Rotation(e.to_string())
+}
+
+/// Writes a service identity into the data directory `root`, each file durably.
+fn write_identity(
+    root: &std::path::Path,
+    sealer: Option<&Sealer>,
+    id: &crate::identity::ServiceIdentity,
+) -> Result<(), RekeyError> {
+    use vellum_ledger::files::write_durably;
+    if !id.service_key_pem.is_empty() {
+        crate::seal::write_secret_file(
+            root,
+            "service_key.pem",
+            id.service_key_pem.as_bytes(),
+            sealer,
+        )
+        .map_err(rotate_err)?;
+    }
+    write_durably(
+        &root.join("service_cert.pem"),
+        id.service_cert_pem.as_bytes(),
+    )
+    .map_err(rotate_err)?;
+    write_durably(&root.join("node_cert.pem"), id.node_cert_pem.as_bytes()).map_err(rotate_err)?;
+    let previous = serde_json::to_vec_pretty(&id.previous).map_err(rotate_err)?;
+    write_durably(&root.join(crate::datadir::PREVIOUS_SERVICES), &previous).map_err(rotate_err)
+}
+
+fn read_backup(
+    root: &std::path::Path,
+    sealer: Option<&Sealer>,
+) -> Result<Option<RotationBackup>, RekeyError> {
+    if !crate::seal::secret_file_exists(root, ROTATION_BACKUP, sealer) {
+        return Ok(None);
+    }
+    let bytes = crate::seal::read_secret_file(root, ROTATION_BACKUP, sealer).map_err(rotate_err)?;
+    serde_json::from_slice(&bytes).map(Some).map_err(rotate_err)
+}
+
+fn take_identity(
+    engine: &mut Engine,
+    id: &crate::identity::ServiceIdentity,
+) -> Result<(), RekeyError> {
+    let key = if id.service_key_pem.is_empty() {
+        None
+    } else {
+        Some(SigningKey::from_pkcs8_pem(&id.service_key_pem).map_err(rotate_err)?)
+    };
+    engine.replace_identity(
+        key,
+        id.service_cert_pem.clone(),
+        id.node_cert_pem.clone(),
+        id.previous.clone(),
+    );
+    Ok(())
+}
+
+/// The identity a node starts under: its data directory's, unless a rotation it took was lost
+/// with the end of its ledger (a crash before the rotation transaction was durable), in which
+/// case the one before is restored, in the files and in `engine`.
+pub fn startup_identity(
+    data: &crate::datadir::DataDir,
+    engine: &mut Engine,
+) -> Result<crate::identity::ServiceIdentity, crate::NodeError> {
+    let current = crate::identity::ServiceIdentity {
+        service_cert_pem: data.keys.service_cert_pem.clone(),
+        service_key_pem: data.service_key_pem.clone(),
+        node_cert_pem: data.keys.node_cert_pem.clone(),
+        previous: data.keys.previous_services.clone(),
+    };
+    let sealer = data.sealer.as_deref();
+    let restore = |e: RekeyError| crate::DataDirError::ServiceKey(e.to_string());
+    match read_backup(&data.root, sealer).map_err(restore)? {
+        Some(b) if b.rotated_at > engine.last_seqno() => {
+            write_identity(&data.root, sealer, &b.identity).map_err(restore)?;
+            take_identity(engine, &b.identity).map_err(restore)?;
+            let _ = std::fs::remove_file(crate::seal::sealed_path(&data.root, ROTATION_BACKUP));
+            let _ = std::fs::remove_file(data.root.join(ROTATION_BACKUP));
+            tracing::warn!(
+                rotated_at = b.rotated_at,
+                "restored the service identity a lost rotation had replaced"
+            );
+            Ok(b.identity)
+        }
+        _ => Ok(current),
+    }
+}
+
+impl Rekeying {
+    /// Called for each transaction the log store appends at `seqno`: a service identity
+    /// rotation (see `rotate_service_identity`) makes this node take the new identity (its
+    /// service key sealed to this node, its certificate endorsed by it), the one replaced kept
+    /// endorsed by the new key and valid for signatures up to `seqno`.
+    pub fn rotated(
+        &self,
+        seqno: u64,
+        ws: &EntryBuilder,
+        engine: &mut Engine,
+    ) -> Result<(), RekeyError> {
+        let Some(copies) = tables::SERVICE_KEY_FOR_NODES.find(&ws.maps) else {
+            return Ok(());
+        };
+        let Some(rec) = copies
+            .writes
+            .iter()
+            .find(|(k, _)| k.as_slice() == self.node_id.as_bytes())
+            .and_then(|(_, v)| tables::SERVICE_KEY_FOR_NODES.decode_value(v).ok())
+        else {
+            // A rotation made before this node joined: it received the identity since then.
+            return Ok(());
+        };
+        let current = self.identity.get();
+        let service_cert_pem = tables::SERVICE_INFO
+            .find(&ws.maps)
+            .and_then(|m| m.writes.first())
+            .and_then(|(_, v)| tables::SERVICE_INFO.decode_value(v).ok())
+            .map(|i| i.cert)
+            .ok_or_else(|| rotate_err("the rotation records no service certificate"))?;
+        if service_cert_pem == current.service_cert_pem {
+            return Ok(());
+        }
+        let node_cert_pem = tables::NODES_ENDORSED_CERTIFICATES
+            .find(&ws.maps)
+            .and_then(|m| {
+                m.writes
+                    .iter()
+                    .find(|(k, _)| k.as_slice() == self.node_id.as_bytes())
+            })
+            .and_then(|(_, v)| tables::NODES_ENDORSED_CERTIFICATES.decode_value(v).ok())
+            .ok_or_else(|| rotate_err("the rotation endorses no certificate for this node"))?;
+        let key_pem = Zeroizing::new(
+            String::from_utf8(
+                open_bytes_for_node(&self.node_id, &self.node_key, &rec.encrypted_secret)?.to_vec(),
+            )
+            .map_err(rotate_err)?,
+        );
+        // Every previous identity, and the one replaced now, endorsed by the new key.
+        let now = std::time::SystemTime::now();
+        let replaced = vellum_ledger::engine::PreviousService {
+            cert_pem: current.service_cert_pem.clone(),
+            until_seqno: seqno,
+            endorsement_pem: String::new(),
+        };
+        let mut previous = Vec::with_capacity(current.previous.len() + 1);
+        for p in current.previous.iter().chain(std::iter::once(&replaced)) {
+            let spki = Certificate::from_pem(&p.cert_pem).map_err(rotate_err)?;
+            let endorsement_pem = vellum_ledger::identity::endorse_node(
+                &service_cert_pem,
+                &key_pem,
+                spki.spki_der(),
+                "Vellum Service (previous identity)",
+                &[],
+                &[],
+                now,
+                3650,
+            )
+            .map_err(rotate_err)?;
+            previous.push(vellum_ledger::engine::PreviousService {
+                cert_pem: p.cert_pem.clone(),
+                until_seqno: p.until_seqno,
+                endorsement_pem,
+            });
+        }
+        let next = crate::identity::ServiceIdentity {
+            service_cert_pem,
+            service_key_pem: key_pem.to_string(),
+            node_cert_pem,
+            previous,
+        };
+        // The identity replaced is kept first: a truncation or a crash may need it back.
+        let backup = Zeroizing::new(
+            serde_json::to_vec(&RotationBackup {
+                rotated_at: seqno,
+                identity: (*current).clone(),
+            })
+            .map_err(rotate_err)?,
+        );
+        let sealer = self.file.sealer.as_deref();
+        crate::seal::write_secret_file(&self.file.root, ROTATION_BACKUP, &backup, sealer)
+            .map_err(rotate_err)?;
+        write_identity(&self.file.root, sealer, &next)?;
+        take_identity(engine, &next)?;
+        self.identity.set(next);
+        tracing::info!(seqno, "took the rotated service identity");
+        Ok(())
+    }
+
+    /// After the log was truncated to its first `keep` transactions: a rotation among those
+    /// dropped is undone.
+    pub fn truncated(&self, keep: u64, engine: &mut Engine) -> Result<(), RekeyError> {
+        let sealer = self.file.sealer.as_deref();
+        match read_backup(&self.file.root, sealer)? {
+            Some(b) if b.rotated_at > keep => {
+                write_identity(&self.file.root, sealer, &b.identity)?;
+                take_identity(engine, &b.identity)?;
+                self.identity.set(b.identity);
+                let _ = std::fs::remove_file(crate::seal::sealed_path(
+                    &self.file.root,
+                    ROTATION_BACKUP,
+                ));
+                let _ = std::fs::remove_file(self.file.root.join(ROTATION_BACKUP));
+                tracing::warn!(
+                    rotated_at = b.rotated_at,
+                    "undid a rotation lost with a truncated suffix"
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The writes of a rotation to `next` (a new service identity) for `nodes` (node id, endorsed
+/// certificate PEM): the service info (with `status`), each node's certificate endorsed anew by
+/// the new key, the new key sealed to each node, and the identity replaced (`until_seqno` 0:
+/// "up to this transaction", which each node reads as the seqno it appends it at).
+pub fn rotation_writes(
+    next: &vellum_ledger::identity::Identity,
+    previous_cert_pem: &str,
+    status: tables::ServiceStatus,
+    nodes: &[(String, String)],
+) -> Result<EntryBuilder, RekeyError> {
+    let now = std::time::SystemTime::now();
+    let mut certs = Vec::with_capacity(nodes.len());
+    let mut copies = Vec::with_capacity(nodes.len());
+    for (id, pem) in nodes {
+        let cert = Certificate::from_pem(pem).map_err(|_| RekeyError::NodeKey(id.clone()))?;
+        let key = cert
+            .public_key()
+            .map_err(|_| RekeyError::NodeKey(id.clone()))?;
+        let renewed =
+            vellum_ledger::identity::reendorse(pem, &next.cert_pem, &next.key_pem(), now, 3650)
+                .map_err(rotate_err)?;
+        certs.push((id.clone(), renewed));
+        copies.push((
+            id.clone(),
+            tables::SecretForNode {
+                encrypted_secret: seal_bytes_for_node(id, &key, next.key_pem().as_bytes())?,
+            },
+        ));
+    }
+    let previous = Certificate::from_pem(previous_cert_pem).map_err(rotate_err)?;
+    let record = tables::PreviousIdentity {
+        cert: previous_cert_pem.to_owned(),
+        until_seqno: 0,
+    };
+    Ok(EntryBuilder::default()
+        .map(vellum_ledger::genesis::service_info(&next.cert_pem, status))
+        .map(
+            tables::NODES_ENDORSED_CERTIFICATES
+                .writes(certs.iter().map(|(id, pem)| (id.as_str(), pem.as_str()))),
+        )
+        .map(tables::SERVICE_KEY_FOR_NODES.writes(copies.iter().map(|(id, r)| (id.as_str(), r))))
+        .map(tables::PREVIOUS_SERVICE_IDENTITIES.write(
+            &vellum_core::hash::Hash::digest(previous.spki_der()).to_hex(),
+            &record,
+        )))
+}
+
+/// A live identity from test keys.
+#[cfg(test)]
+pub(crate) fn tests_identity(
+    keys: &vellum_ledger::engine::NodeKeys,
+) -> Arc<crate::identity::LiveIdentity> {
+    Arc::new(crate::identity::LiveIdentity::new(
+        crate::identity::ServiceIdentity {
+            service_cert_pem: keys.service_cert_pem.clone(),
+            service_key_pem: String::new(),
+            node_cert_pem: keys.node_cert_pem.clone(),
+            previous: Vec::new(),
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -353,6 +662,14 @@ mod tests {
             node_id: "me".into(),
             node_key: me.clone(),
             file: SecretsFile::new(dir.path().to_path_buf(), None),
+            identity: Arc::new(crate::identity::LiveIdentity::new(
+                crate::identity::ServiceIdentity {
+                    service_cert_pem: String::new(),
+                    service_key_pem: String::new(),
+                    node_cert_pem: String::new(),
+                    previous: Vec::new(),
+                },
+            )),
         };
         let saved = || {
             LedgerSecrets::from_text(

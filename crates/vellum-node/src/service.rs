@@ -215,13 +215,6 @@ pub struct Service {
     refresh: Option<tokio::task::JoinHandle<()>>,
 }
 
-fn read(path: &Path) -> Result<String, ServiceError> {
-    std::fs::read_to_string(path).map_err(|source| ServiceError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 impl Service {
     /// Starts a service node: checks the configuration, binds the API address, loads the
     /// token issuers, joins the service if asked (first start), opens the node, serves the
@@ -291,11 +284,6 @@ impl Service {
             }
         }
         let node = Arc::new(LedgerNode::open(node).await?);
-        let chain = format!(
-            "{}{}",
-            read(&data_dir.join("node_cert.pem"))?,
-            read(&data_dir.join("service_cert.pem"))?
-        );
         let key = node.node_key_pem().to_owned();
         let server = Server::with_listener(
             listener,
@@ -305,7 +293,6 @@ impl Service {
                 limits,
                 tokens,
             },
-            &chain,
             &key,
         )?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

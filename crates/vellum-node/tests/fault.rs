@@ -118,7 +118,7 @@ async fn disk_full_stops_writes_not_reads() {
         node.receipt(*t)
             .unwrap()
             .receipt
-            .verify(node.service_cert_pem(), None)
+            .verify(&node.service_cert_pem(), None)
             .unwrap();
     }
     // Space freed, node restarted: writes go on in a new view.

@@ -50,16 +50,26 @@ impl LedgerNode {
         })
     }
 
-    /// Whether `der` is the certificate recorded for node `node_id` (or, on a node that has not
-    /// caught up yet, one of those it was told of when it was admitted).
+    /// Whether `der` is a certificate for the key of a node this service recorded as
+    /// `node_id` (or, on a node that has not caught up yet, of one of those it was told of when
+    /// it was admitted). The TLS handshake proved the peer holds the key the id names (the hex
+    /// SHA-256 of its public key); the certificate around the key may be older or newer than
+    /// the one recorded here: a service identity rotation endorses every node's key anew, and
+    /// the nodes take it one after another.
     pub fn is_node_certificate(&self, node_id: &str, der: &[u8]) -> bool {
-        let recorded = self.state.with_cluster(|c| {
-            c.certs
-                .get(node_id)
-                .and_then(|pem| vellum_core::crypto::Certificate::from_pem(pem).ok())
-                .is_some_and(|c| c.der() == der)
-        });
-        recorded || self.data.join_peers.iter().any(|p| p[..] == *der)
+        let recorded = self.state.with_cluster(|c| c.certs.contains_key(node_id));
+        recorded || self.told_of(der)
+    }
+
+    /// Whether `der` holds the key of one of the nodes this node was told of when admitted.
+    fn told_of(&self, der: &[u8]) -> bool {
+        let Ok(cert) = vellum_core::crypto::Certificate::from_der(der) else {
+            return false;
+        };
+        self.data.join_peers.iter().any(|p| {
+            vellum_core::crypto::Certificate::from_der(p)
+                .is_ok_and(|c| c.spki_der() == cert.spki_der())
+        })
     }
 
     /// Whether node `node_id`, presenting `der`, is a trusted node: recorded `Trusted`, or,
@@ -67,7 +77,7 @@ impl LedgerNode {
     pub fn is_trusted_node(&self, node_id: &str, der: &[u8]) -> bool {
         match self.node_status(node_id) {
             Some(NodeStatus::Trusted) => true,
-            None => self.data.join_peers.iter().any(|p| p[..] == *der),
+            None => self.told_of(der),
             Some(_) => false,
         }
     }
@@ -224,9 +234,10 @@ impl LedgerNode {
         let token = self.spendable_token(&request.token)?;
         let (dns, ips) = crate::cluster::joining_names(&request)?;
         let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
+        let id = self.identity.get();
         let node_cert_pem = vellum_ledger::identity::endorse_node(
-            &self.data.keys.service_cert_pem,
-            &self.data.service_key_pem,
+            &id.service_cert_pem,
+            &id.service_key_pem,
             cert.spki_der(),
             "Vellum Node",
             &dns_refs,
@@ -307,19 +318,19 @@ impl LedgerNode {
             node_id,
             raft_id,
             node_cert_pem,
-            service_cert_pem: self.data.keys.service_cert_pem.clone(),
-            service_key_pem: self.data.service_key_pem.clone(),
+            service_cert_pem: self.identity.get().service_cert_pem.clone(),
+            service_key_pem: self.identity.get().service_key_pem.clone(),
             ledger_secrets: self.ledger.engine().keys().secrets.to_text(),
             chunk_size: self.chunk_size,
             admitted_at: admitted_at.to_string(),
             trusted_node_certs: self.trusted_node_certs(),
-            previous_services: self.data.keys.previous_services.clone(),
+            previous_services: self.identity.get().previous.clone(),
         }
     }
 
     /// The service certificate, parsed.
     fn service_cert(&self) -> Result<vellum_core::crypto::Certificate, NodeError> {
-        vellum_core::crypto::Certificate::from_pem(&self.data.keys.service_cert_pem)
+        vellum_core::crypto::Certificate::from_pem(&self.identity.get().service_cert_pem)
             .map_err(|e| DataDirError::crypto("service_cert.pem")(e).into())
     }
 

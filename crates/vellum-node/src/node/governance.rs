@@ -46,6 +46,8 @@ struct GovView {
     rekey: Option<LedgerSecret>,
     /// An accepted proposal opened the service.
     open: bool,
+    /// An accepted proposal rotated the service identity.
+    rotate: bool,
 }
 
 impl GovView {
@@ -137,6 +139,8 @@ struct GovHost {
     previous_service_cert: Option<String>,
     /// Set once `ccf.node.transitionServiceToOpen()` succeeded.
     open: std::sync::atomic::AtomicBool,
+    /// Set once `ccf.vellum.rotateServiceIdentity()` was called.
+    rotate: std::sync::atomic::AtomicBool,
 }
 
 impl GovHost {
@@ -181,6 +185,18 @@ impl GovHost {
             // Shares are issued anew whenever recovery members or the threshold change (see
             // `refresh_recovery_shares`): nothing more to do.
             "node.triggerRecoverySharesRefresh" => Ok("null".into()),
+            // The new identity is made with the proposal's transaction (`rotation_writes`).
+            "vellum.rotateServiceIdentity" => {
+                if self.service_token.is_some() {
+                    return Err(
+                        "the service key is kept in a PKCS#11 token: it is not rotated by proposal"
+                            .into(),
+                    );
+                }
+                self.rotate
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok("null".into())
+            }
             "node.transitionServiceToOpen" => {
                 let same = |a: &str, b: &str| a.trim() == b.trim();
                 let previous = args.first().and_then(|v| v.as_str());
@@ -221,6 +237,19 @@ impl GovHost {
             _ => Err(format!("ccf.{name} is not available here")),
         }
     }
+}
+
+/// The trusted nodes, with their endorsed certificates (PEM), as `view` holds them.
+fn trusted_nodes(view: &GovView) -> Vec<(String, String)> {
+    view.rows(tables::NODES_INFO.name())
+        .into_iter()
+        .filter_map(|(id, info)| {
+            let info = tables::NODES_INFO.decode_value(&info).ok()?;
+            (info.status == tables::NodeStatus::Trusted).then_some(())?;
+            let cert = view.get(tables::NODES_ENDORSED_CERTIFICATES.name(), &id)?;
+            Some((String::from_utf8(id).ok()?, String::from_utf8(cert).ok()?))
+        })
+        .collect()
 }
 
 /// A bundle (`[bundle]`, JSON) as `/app/userDefinedEndpoints` would store it, under the same
@@ -481,7 +510,7 @@ impl LedgerNode {
         args: &[String],
         view: &GovView,
         writable: bool,
-    ) -> Result<(Outcome, Option<LedgerSecret>, bool), NodeError> {
+    ) -> Result<(Outcome, Option<LedgerSecret>, bool, bool), NodeError> {
         let mut modules = Modules::new();
         modules.insert("constitution.js".into(), constitution.to_owned());
         modules.insert("vellum_gov.js".into(), CALLER.to_owned());
@@ -492,8 +521,8 @@ impl LedgerNode {
         call.seed = self.ledger.last_seqno();
         let host = writable.then(|| {
             Arc::new(GovHost {
-                service_cert_pem: self.data.keys.service_cert_pem.clone(),
-                service_key_pem: self.data.service_key_pem.clone(),
+                service_cert_pem: self.identity.get().service_cert_pem.clone(),
+                service_key_pem: self.identity.get().service_key_pem.clone(),
                 service_token: self.data.service_token.clone(),
                 latest_secret_seqno: self.ledger.engine().keys().secrets.latest_from().max(1),
                 rekey: std::sync::Mutex::new(None),
@@ -505,12 +534,13 @@ impl LedgerNode {
                     .and_then(|v| tables::SERVICE_INFO.decode_value(&v).ok())
                     .map(|i| i.status),
                 previous_service_cert: self
-                    .data
-                    .keys
-                    .previous_services
+                    .identity
+                    .get()
+                    .previous
                     .last()
                     .map(|p| p.cert_pem.clone()),
                 open: std::sync::atomic::AtomicBool::new(false),
+                rotate: std::sync::atomic::AtomicBool::new(false),
             })
         });
         let store = Arc::new(GovStore {
@@ -525,8 +555,11 @@ impl LedgerNode {
             .await
             .map_err(|e| NodeError::from(Refusal::Sandbox(e.to_string())))?;
         let rekey = host.as_ref().and_then(|h| crate::lock(&h.rekey).take());
-        let open = host.is_some_and(|h| h.open.load(std::sync::atomic::Ordering::Relaxed));
-        Ok((outcome, rekey, open))
+        let open = host
+            .as_ref()
+            .is_some_and(|h| h.open.load(std::sync::atomic::Ordering::Relaxed));
+        let rotate = host.is_some_and(|h| h.rotate.load(std::sync::atomic::Ordering::Relaxed));
+        Ok((outcome, rekey, open, rotate))
     }
 
     /// CCF's resolution of a proposal: its ballots, then `resolve`, and `apply` if accepted.
@@ -577,7 +610,7 @@ impl LedgerNode {
             serde_json::Value::from(votes_json).to_string(),
             proposal_id.to_owned(),
         ];
-        let (outcome, _, _) = self
+        let (outcome, _, _, _) = self
             .constitution_call(constitution, "resolve", &args, view, false)
             .await?;
         info.state = match outcome {
@@ -618,13 +651,14 @@ impl LedgerNode {
         view.put_info(proposal_id, info);
         if info.state == ProposalState::Accepted {
             let args = [proposal.to_owned(), proposal_id.to_owned()];
-            let (outcome, rekey, open) = self
+            let (outcome, rekey, open, rotate) = self
                 .constitution_call(constitution, "apply", &args, view, true)
                 .await?;
             match outcome {
                 Outcome::Succeeded { writes, .. } => {
                     view.rekey = view.rekey.take().or(rekey);
                     view.open |= open;
+                    view.rotate |= rotate;
                     for (map, keys) in writes {
                         for (k, v) in keys {
                             match v {
@@ -662,6 +696,7 @@ impl LedgerNode {
                 signature: None,
                 rekey: None,
                 open: false,
+                rotate: false,
             };
             if let Err(refused) = self.authenticate(req, &before) {
                 return Ok(Performed {
@@ -723,6 +758,7 @@ impl LedgerNode {
             signature: self.last_signature_record(),
             rekey: None,
             open: false,
+            rotate: false,
         };
         let answer = match self.authenticate(req, &view) {
             Err(refused) => refused,
@@ -742,13 +778,17 @@ impl LedgerNode {
         }
         if view.open {
             let m = vellum_ledger::genesis::service_info(
-                &self.data.keys.service_cert_pem,
+                &self.identity.get().service_cert_pem,
                 tables::ServiceStatus::Open,
             );
             for (k, v) in &m.writes {
                 view.put(&m.name, k, v.clone());
             }
             tracing::info!("the members opened the service");
+        }
+        let rotate = std::mem::take(&mut view.rotate);
+        if rotate {
+            self.rotation_writes(&mut view)?;
         }
         let rekey = view.rekey.take();
         if let Some(next) = &rekey {
@@ -762,7 +802,7 @@ impl LedgerNode {
         // After a rekey, the next request must see the new secret (recovery shares wrap the
         // latest): the turn is held until this node has appended the rekey.
         let txid = self
-            .record_holding(ws, view.own, turn, rekey.is_some())
+            .record_holding(ws, view.own, turn, rekey.is_some() || rotate)
             .await?;
         Ok(Performed {
             txid: Some(txid),
@@ -770,19 +810,40 @@ impl LedgerNode {
         })
     }
 
+    /// Writes a service identity rotation into the request's transaction (see
+    /// [`crate::rekey::rotation_writes`]).
+    fn rotation_writes(&self, view: &mut GovView) -> Result<(), NodeError> {
+        let nodes = trusted_nodes(view);
+        let now = std::time::SystemTime::now();
+        let next = vellum_ledger::identity::Identity::service("Vellum Service", now, 3650)
+            .map_err(|e| Refusal::Sandbox(format!("rotation: {e}")))?;
+        let status = view
+            .get(
+                tables::SERVICE_INFO.name(),
+                &vellum_core::entry::SINGLETON_KEY,
+            )
+            .and_then(|v| tables::SERVICE_INFO.decode_value(&v).ok())
+            .map_or(tables::ServiceStatus::Open, |i| i.status);
+        let ws = crate::rekey::rotation_writes(
+            &next,
+            &self.identity.get().service_cert_pem,
+            status,
+            &nodes,
+        )
+        .map_err(|e| Refusal::Sandbox(format!("rotation: {e}")))?;
+        for m in &ws.maps {
+            for (k, v) in &m.writes {
+                view.put(&m.name, k, v.clone());
+            }
+        }
+        tracing::info!(nodes = nodes.len(), "rotating the service identity");
+        Ok(())
+    }
+
     /// Writes a rekey to `next` into the request's transaction: the secret it replaces, sealed
     /// under `next`, and `next` sealed to each trusted node (see [`crate::rekey`]).
     fn rekey_writes(&self, view: &mut GovView, next: &LedgerSecret) -> Result<(), NodeError> {
-        let nodes: Vec<(String, String)> = view
-            .rows(tables::NODES_INFO.name())
-            .into_iter()
-            .filter_map(|(id, info)| {
-                let info = tables::NODES_INFO.decode_value(&info).ok()?;
-                (info.status == tables::NodeStatus::Trusted).then_some(())?;
-                let cert = view.get(tables::NODES_ENDORSED_CERTIFICATES.name(), &id)?;
-                Some((String::from_utf8(id).ok()?, String::from_utf8(cert).ok()?))
-            })
-            .collect();
+        let nodes = trusted_nodes(view);
         let current = self.ledger.engine().keys().secrets.clone();
         let ws = crate::rekey::rekey_writes(&current, next, &nodes)
             .map_err(|e| Refusal::Sandbox(format!("rekey: {e}")))?;

@@ -49,7 +49,11 @@ impl LedgerNode {
             cfg.service_key_token.as_ref(),
         )?;
         let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
-        let engine = open_ledger(&data, chunk_size)?;
+        let mut engine = open_ledger(&data, chunk_size)?;
+        // A rotation this node took whose transaction did not survive a crash is undone.
+        let identity = Arc::new(crate::identity::LiveIdentity::new(
+            crate::rekey::startup_identity(&data, &mut engine)?,
+        ));
         let fresh = engine.last_seqno() == 0;
         // A new service starts with its genesis; a node that joined one waits for the ledger.
         let founding = fresh && data.genesis.is_some();
@@ -85,14 +89,11 @@ impl LedgerNode {
                 node_id: data.node_id.clone(),
                 node_key: data.keys.node_key.clone(),
                 file: data.secrets_file(),
+                identity: identity.clone(),
             },
         )
         .map_err(DataDirError::open("the Raft log"))?;
-        let peers = PeerClient::new(
-            &format!("{}{}", data.keys.node_cert_pem, data.keys.service_cert_pem),
-            &data.node_key_pem,
-            &data.keys.service_cert_pem,
-        )?;
+        let peers = PeerClient::new(identity.clone(), &data.node_key_pem)?;
         let raft = Raft::new(
             data.raft_id,
             Arc::new(raft_config()?),
@@ -130,6 +131,7 @@ impl LedgerNode {
             waiters,
             raft_id: data.raft_id,
             data,
+            identity,
             stop,
             signer,
             reconciler,
@@ -172,7 +174,7 @@ impl LedgerNode {
         if founding {
             // Genesis went in with the initial membership (status Opening); open the service.
             let ws = EntryBuilder::default().map(service_info(
-                &self.data.keys.service_cert_pem,
+                &self.identity.get().service_cert_pem,
                 vellum_core::tables::ServiceStatus::Open,
             ));
             let t = self.write_local(ws).await?;
@@ -193,9 +195,14 @@ impl LedgerNode {
         &self.raft
     }
 
-    /// The service certificate (PEM).
-    pub fn service_cert_pem(&self) -> &str {
-        &self.data.keys.service_cert_pem
+    /// The service certificate (PEM) now.
+    pub fn service_cert_pem(&self) -> String {
+        self.identity.get().service_cert_pem.clone()
+    }
+
+    /// The service identity now (a rotation replaces it while the node runs).
+    pub fn identity(&self) -> &Arc<crate::identity::LiveIdentity> {
+        &self.identity
     }
 
     /// This node's key (PKCS#8 PEM), as the data directory holds it (unsealed if sealed): its

@@ -170,6 +170,8 @@ pub struct LedgerNode {
     waiters: Arc<CommitWaiters>,
     raft_id: u64,
     data: DataDir,
+    /// The service identity now (a rotation replaces it).
+    identity: Arc<crate::identity::LiveIdentity>,
     stop: tokio::sync::watch::Sender<bool>,
     signer: tokio::task::JoinHandle<()>,
     reconciler: tokio::task::JoinHandle<()>,

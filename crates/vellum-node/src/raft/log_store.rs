@@ -148,6 +148,15 @@ impl LogStore {
         {
             engine.replace_secrets(secrets).map_err(other)?;
         }
+        // A rotation: this node serves under the new identity from here on.
+        if kind == TxKind::Write {
+            self.rekeying
+                .rotated(txid.seqno, &ws, engine)
+                .map_err(|e| {
+                    tracing::error!(%txid, error = %e, "cannot take a service identity rotation");
+                    other(e)
+                })?;
+        }
         self.ledger.appended(txid.seqno, kind == TxKind::Signature);
         self.signing.appended(self.ledger.unsigned());
         if let Some(t) = ticket {
@@ -236,8 +245,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             "dropping a conflicting uncommitted suffix"
         );
         self.ledger.truncate(keep)?;
+        let mut engine = self.ledger.engine();
+        // A truncated rotation is undone.
+        self.rekeying.truncated(keep, &mut engine).map_err(other)?;
         // A truncated rekey's secret is forgotten by the engine: on disk too.
-        let secrets = self.ledger.engine().keys().secrets.clone();
+        let secrets = engine.keys().secrets.clone();
         self.rekeying.file.save(&secrets).map_err(other)
     }
 
@@ -275,6 +287,7 @@ mod tests {
             node_id: "node".into(),
             node_key: keys.node_key.clone(),
             file: crate::rekey::SecretsFile::new(dir.to_path_buf(), None),
+            identity: crate::rekey::tests_identity(&keys),
         };
         let (engine, _) = Engine::open_dir(&dir.join("ledger"), 1 << 20, keys).unwrap();
         LogStore::new(

@@ -54,36 +54,72 @@ pub enum PeerError {
     Codec(String),
 }
 
-/// An HTTPS client for the node channel.
+/// An HTTPS client for the node channel: it presents this node's certificate and trusts the
+/// service's certificates (the current one and those it had before, so that a peer that has not
+/// yet taken a rotation still answers); rebuilt when the service identity changes.
 #[derive(Clone, Debug)]
 pub struct PeerClient {
-    http: reqwest::Client,
+    identity: std::sync::Arc<crate::identity::LiveIdentity>,
+    node_key_pem: std::sync::Arc<zeroize::Zeroizing<String>>,
+    http: std::sync::Arc<std::sync::Mutex<(u64, reqwest::Client)>>,
 }
 
 impl PeerClient {
-    /// A client presenting `node_chain_pem` (node certificate, then service certificate) with
-    /// `node_key_pem`, trusting only `service_cert_pem`.
+    /// A client presenting this node's certificate (from `identity`) with `node_key_pem`.
     pub fn new(
-        node_chain_pem: &str,
+        identity: std::sync::Arc<crate::identity::LiveIdentity>,
         node_key_pem: &str,
-        service_cert_pem: &str,
     ) -> Result<PeerClient, crate::server::tls::TlsError> {
+        let http = Self::build(&identity, node_key_pem)?;
+        Ok(PeerClient {
+            http: std::sync::Arc::new(std::sync::Mutex::new((identity.generation(), http))),
+            identity,
+            node_key_pem: std::sync::Arc::new(zeroize::Zeroizing::new(node_key_pem.to_owned())),
+        })
+    }
+
+    fn build(
+        identity: &crate::identity::LiveIdentity,
+        node_key_pem: &str,
+    ) -> Result<reqwest::Client, crate::server::tls::TlsError> {
         use crate::server::tls::TlsError;
         crate::server::tls::provider();
-        let identity =
-            reqwest::Identity::from_pem(format!("{node_chain_pem}{node_key_pem}").as_bytes())
-                .map_err(TlsError::Client)?;
-        let root = reqwest::Certificate::from_pem(service_cert_pem.as_bytes())
+        let id = identity.get();
+        let identity_pem = zeroize::Zeroizing::new(format!(
+            "{}{}{node_key_pem}",
+            id.node_cert_pem, id.service_cert_pem
+        ));
+        let client_identity =
+            reqwest::Identity::from_pem(identity_pem.as_bytes()).map_err(TlsError::Client)?;
+        let roots = identity
+            .all_service_certs()
+            .iter()
+            .map(|pem| reqwest::Certificate::from_pem(pem.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(TlsError::Client)?;
-        let http = reqwest::Client::builder()
-            .tls_certs_only([root])
-            .identity(identity)
+        reqwest::Client::builder()
+            .tls_certs_only(roots)
+            .identity(client_identity)
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()
-            .map_err(TlsError::Client)?;
-        Ok(PeerClient { http })
+            .map_err(TlsError::Client)
+    }
+
+    /// The HTTPS client for the identity now.
+    fn http(&self) -> reqwest::Client {
+        let generation = self.identity.generation();
+        let mut cached = crate::lock(&self.http);
+        if cached.0 != generation {
+            match Self::build(&self.identity, &self.node_key_pem) {
+                Ok(c) => *cached = (generation, c),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot take the new service identity on the node channel")
+                }
+            }
+        }
+        cached.1.clone()
     }
 
     /// POSTs `body` (postcard) to `https://{addr}{path}` and decodes the answer.
@@ -96,7 +132,7 @@ impl PeerClient {
     ) -> Result<Resp, PeerError> {
         let bytes = postcard::to_stdvec(body).map_err(|e| PeerError::Codec(e.to_string()))?;
         let resp = self
-            .http
+            .http()
             .post(format!("https://{addr}{path}"))
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .timeout(timeout)

@@ -75,17 +75,16 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port) for `node`, presenting `node_chain_pem` (node
-    /// certificate, then service certificate) with `node_key_pem`.
+    /// Binds `addr` (port 0 picks a free port) for `node`, presenting its certificate and the
+    /// service certificate (as its service identity has them now) with `node_key_pem`.
     pub async fn bind(
         node: Arc<LedgerNode>,
         cfg: ApiConfig,
         addr: SocketAddr,
-        node_chain_pem: &str,
         node_key_pem: &str,
     ) -> Result<Server, ServerError> {
         let listener = TcpListener::bind(addr).await?;
-        Server::with_listener(listener, node, cfg, node_chain_pem, node_key_pem)
+        Server::with_listener(listener, node, cfg, node_key_pem)
     }
 
     /// Serves on a listener bound earlier (a node that joins a cluster must know its address
@@ -94,10 +93,12 @@ impl Server {
         listener: TcpListener,
         node: Arc<LedgerNode>,
         cfg: ApiConfig,
-        node_chain_pem: &str,
         node_key_pem: &str,
     ) -> Result<Server, ServerError> {
-        let tls = TlsAcceptor::from(tls::server_config(node_chain_pem, node_key_pem)?);
+        let tls = TlsAcceptor::from(tls::server_config_live(
+            node.identity().clone(),
+            node_key_pem,
+        )?);
         let limits = cfg.limits.clone();
         let state = Arc::new(context::AppState::new(node.clone(), cfg));
         Ok(Server {

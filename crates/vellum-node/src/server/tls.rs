@@ -93,6 +93,83 @@ pub enum TlsError {
     Client(reqwest::Error),
 }
 
+/// The API's certificate, following the node's service identity: a rotation changes the chain
+/// (this node's certificate endorsed by the new key, then the new service certificate) while
+/// the node runs; the key stays the node's.
+pub struct LiveCert {
+    identity: Arc<crate::identity::LiveIdentity>,
+    key: Arc<dyn rustls::sign::SigningKey>,
+    cached: std::sync::Mutex<(u64, Option<Arc<rustls::sign::CertifiedKey>>)>,
+}
+
+impl std::fmt::Debug for LiveCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveCert")
+    }
+}
+
+impl LiveCert {
+    fn chain(&self) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let id = self.identity.get();
+        let pem = format!("{}{}", id.node_cert_pem, id.service_cert_pem);
+        let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        Some(Arc::new(rustls::sign::CertifiedKey::new(
+            chain,
+            self.key.clone(),
+        )))
+    }
+}
+
+impl rustls::server::ResolvesServerCert for LiveCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let generation = self.identity.generation();
+        let mut cached = crate::lock(&self.cached);
+        if cached.0 != generation || cached.1.is_none() {
+            *cached = (generation, self.chain());
+        }
+        cached.1.clone()
+    }
+}
+
+/// The server TLS configuration for a node serving under `identity` with its key `key_pem`:
+/// the chain follows the identity ([`LiveCert`]).
+pub fn server_config_live(
+    identity: Arc<crate::identity::LiveIdentity>,
+    key_pem: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(TlsError::Key)?;
+    let key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(TlsError::Config)?;
+    let live = LiveCert {
+        identity,
+        key,
+        cached: std::sync::Mutex::new((u64::MAX, None)),
+    };
+    if live.chain().is_none() {
+        return Err(TlsError::Config(rustls::Error::General(
+            "the node certificate chain is not PEM".into(),
+        )));
+    }
+    let verifier = Arc::new(AnyClientCertificate {
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(live));
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// The server TLS configuration: `chain_pem` (node certificate first, then the service
 /// certificate), `key_pem` the node's private key.
 pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, TlsError> {
