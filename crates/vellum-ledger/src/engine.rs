@@ -88,6 +88,21 @@ impl NodeKeys {
     }
 }
 
+/// The public keys of a service certificate and of the identities before it.
+fn service_keys(
+    service_cert_pem: &str,
+    previous: &[PreviousService],
+) -> (
+    Option<vellum_core::crypto::PublicKey>,
+    Vec<Option<vellum_core::crypto::PublicKey>>,
+) {
+    let key = |pem: &str| Certificate::from_pem(pem).and_then(|c| c.public_key()).ok();
+    (
+        key(service_cert_pem),
+        previous.iter().map(|p| key(&p.cert_pem)).collect(),
+    )
+}
+
 /// Why an engine operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -219,18 +234,8 @@ impl Engine {
         views: ViewRuns,
         signatures: Vec<u64>,
     ) -> Engine {
-        let service_key_public = Certificate::from_pem(&keys.service_cert_pem)
-            .and_then(|c| c.public_key())
-            .ok();
-        let previous_keys = keys
-            .previous_services
-            .iter()
-            .map(|p| {
-                Certificate::from_pem(&p.cert_pem)
-                    .and_then(|c| c.public_key())
-                    .ok()
-            })
-            .collect();
+        let (service_key_public, previous_keys) =
+            service_keys(&keys.service_cert_pem, &keys.previous_services);
         let checkpointed = views.len();
         Engine {
             files,
@@ -777,17 +782,8 @@ impl Engine {
         node_cert_pem: String,
         previous_services: Vec<PreviousService>,
     ) {
-        self.service_key_public = Certificate::from_pem(&service_cert_pem)
-            .and_then(|c| c.public_key())
-            .ok();
-        self.previous_keys = previous_services
-            .iter()
-            .map(|p| {
-                Certificate::from_pem(&p.cert_pem)
-                    .and_then(|c| c.public_key())
-                    .ok()
-            })
-            .collect();
+        (self.service_key_public, self.previous_keys) =
+            service_keys(&service_cert_pem, &previous_services);
         if service_key.is_some() {
             self.keys.service_key = service_key;
         }

@@ -338,6 +338,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_node_certificate_endorsed_anew_keeps_its_key_and_names_and_chains_to_the_new_service() {
+        let now = SystemTime::now();
+        let (old, new) = (
+            Identity::service("s", now, 1).unwrap(),
+            Identity::service("s", now, 1).unwrap(),
+        );
+        let node = old
+            .issue_node(
+                "Vellum Node",
+                &["localhost", "node.example"],
+                &[IpAddr::from([10, 0, 0, 7])],
+                now,
+                1,
+            )
+            .unwrap();
+        let pem = reendorse(&node.cert_pem, &new.cert_pem, &new.key_pem(), now, 30).unwrap();
+        let renewed = Certificate::from_pem(&pem).unwrap();
+        assert_eq!(renewed.spki_der(), node.cert.spki_der());
+        renewed
+            .verify_issued_by(&new.cert.public_key().unwrap())
+            .unwrap();
+        assert!(
+            renewed
+                .verify_issued_by(&old.cert.public_key().unwrap())
+                .is_err()
+        );
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, x) = X509Certificate::from_der(renewed.der()).unwrap();
+        let names = format!("{:?}", x.subject_alternative_name().unwrap().unwrap().value);
+        for want in ["localhost", "node.example", "[10, 0, 0, 7]"] {
+            assert!(names.contains(want), "{names}");
+        }
+    }
+
+    #[test]
     fn an_endorsed_node_certificate_carries_the_nodes_key_and_chains_to_the_service() {
         let now = SystemTime::now();
         let service = Identity::service("s", now, 1).unwrap();

@@ -158,14 +158,25 @@ pub fn server_config_live(
             "the node certificate chain is not PEM".into(),
         )));
     }
+    configured(provider, |b| Ok(b.with_cert_resolver(Arc::new(live))))
+}
+
+/// A server configuration of `provider`: any client certificate offered, HTTP/1.1, and the
+/// server's certificate as `cert` sets it.
+fn configured(
+    provider: Arc<CryptoProvider>,
+    cert: impl FnOnce(
+        rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>,
+    ) -> Result<ServerConfig, rustls::Error>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let verifier = Arc::new(AnyClientCertificate {
         algorithms: provider.signature_verification_algorithms,
     });
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(live));
+        .with_client_cert_verifier(verifier);
+    let mut cfg = cert(builder).map_err(TlsError::Config)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -178,15 +189,5 @@ pub fn server_config(chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>
         .collect::<Result<Vec<_>, _>>()
         .map_err(TlsError::Chain)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(TlsError::Key)?;
-    let verifier = Arc::new(AnyClientCertificate {
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(TlsError::Config)?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    configured(provider, |b| b.with_single_cert(chain, key))
 }
