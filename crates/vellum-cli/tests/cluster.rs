@@ -1988,9 +1988,51 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
         .verify(&new_cert)
         .unwrap();
 
+    // Two recovery members take their shares of the recovered service's secret (issued anew
+    // by the recovery) with the CLI.
+    for i in 0..2 {
+        let f = |n: &str| keys.path().join(format!("recovery{}_{n}.pem", i + 1));
+        let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+            .args(["--endpoint", &endpoint, "--ca"])
+            .arg(&new_cert_path)
+            .args(["gov", "share", "--encryption-key"])
+            .arg(f("enc"))
+            .arg("--member-cert")
+            .arg(f("cert"))
+            .arg("--member-key")
+            .arg(f("key"))
+            .arg("--out")
+            .arg(keys.path().join(format!("share{i}")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     let dirs = c.stop_all();
     harness::assert_identical_chunks(&[dirs[recovered].clone(), dirs[joined].clone()]);
     let data = &dirs[recovered];
+    // Those two shares alone, with the ledger, open every private entry (rekeyed twice and
+    // recovered once).
+    let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .arg("audit")
+        .arg(data.join("ledger"))
+        .arg("--recovery-share")
+        .arg(keys.path().join("share0"))
+        .arg("--recovery-share")
+        .arg(keys.path().join("share1"))
+        .args(["--include-uncommitted", "--no-progress"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_vellum"))
         .arg("audit")
         .arg(data.join("ledger"))
