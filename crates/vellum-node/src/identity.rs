@@ -2,7 +2,7 @@
 //! certificate (endorsed by that key) and the identities the service had before. A rotation
 //! (`rotate_service_identity`, see [`crate::rekey`]) replaces it while the node runs; the TLS
 //! server ([`crate::server::tls::LiveCert`]) and the node channel's client
-//! ([`crate::raft::network::PeerClient`]) follow it by its generation.
+//! (`raft::network::PeerClient`) follow it by its generation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
