@@ -1269,3 +1269,116 @@ async fn tags_are_written_queried_over_pages_and_refused_when_bad() {
         common::ccf_full(&ledger);
     }
 }
+
+/// CCF's built-in endpoints, with no credential, as CCF serves them: the commit point, a
+/// transaction's status, the node's state and version, and readiness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccfs_built_in_endpoints_answer_without_a_credential() {
+    let srv = TestServer::start(100).await;
+    let admin = srv.client(Some(&srv.admin_pem()));
+    let anyone = srv.client(None);
+    let e = &srv.endpoint;
+    let r = admin
+        .post(format!("{e}/app/transactions?{V}"))
+        .json(&json!({"contents": "built-ins"}))
+        .send()
+        .await
+        .unwrap();
+    let txid = txid_of(&r);
+    srv.node
+        .wait_committed(txid, Duration::from_secs(10))
+        .await
+        .unwrap();
+    for prefix in ["/node", "/app"] {
+        let (s, v) = body(
+            anyone
+                .get(format!("{e}{prefix}/commit"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let committed: vellum_core::TxId = v["transaction_id"].as_str().unwrap().parse().unwrap();
+        assert!(committed.seqno >= txid.seqno, "{v}");
+        let (s, v) = body(
+            anyone
+                .get(format!("{e}{prefix}/tx?transaction_id={txid}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (s, v["status"].as_str(), v["transaction_id"].as_str()),
+            (200, Some("Committed"), Some(txid.to_string().as_str())),
+            "{v}"
+        );
+        // CCF's rule: another view at a committed seqno is Invalid; a later seqno in a view
+        // to come is Unknown. A bad or missing id is a 400.
+        for (id, want) in [
+            (vellum_core::TxId::new(txid.view + 5, txid.seqno), "Invalid"),
+            (
+                vellum_core::TxId::new(txid.view + 5, txid.seqno + 1000),
+                "Unknown",
+            ),
+        ] {
+            let (_, v) = body(
+                anyone
+                    .get(format!("{e}{prefix}/tx?transaction_id={id}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(v["status"], want, "{id}: {v}");
+        }
+        for (q, code) in [
+            ("?transaction_id=2", "InvalidQueryParameterValue"),
+            ("?transaction_id=abc", "InvalidQueryParameterValue"),
+            ("", "MissingQueryParameter"),
+        ] {
+            let (s, v) = body(
+                anyone
+                    .get(format!("{e}{prefix}/tx{q}"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                (s, v["error"]["code"].as_str()),
+                (400, Some(code)),
+                "{q}: {v}"
+            );
+        }
+    }
+    let (s, v) = body(anyone.get(format!("{e}/node/state")).send().await.unwrap()).await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (200, Some("PartOfNetwork")),
+        "{v}"
+    );
+    assert_eq!(v["node_id"], srv.node.node_id());
+    assert!(
+        v["last_signed_seqno"].as_u64().unwrap() >= txid.seqno,
+        "{v}"
+    );
+    let (s, v) = body(
+        anyone
+            .get(format!("{e}/node/version"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        v["ccf_version"].as_str().unwrap().starts_with("vellum-"),
+        "{v}"
+    );
+    for path in ["/node/ready/app", "/node/ready/gov"] {
+        let r = anyone.get(format!("{e}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 204, "{path}");
+    }
+}

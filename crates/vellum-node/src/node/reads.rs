@@ -141,6 +141,18 @@ impl LedgerNode {
         self.commit.borrow().committed
     }
 
+    /// The seqno of the last signature transaction this node holds.
+    pub fn last_signed_seqno(&self) -> u64 {
+        self.ledger.last_signature()
+    }
+
+    /// The last committed transaction id (`None` before anything is).
+    pub fn committed_txid(&self) -> Option<TxId> {
+        let seqno = self.committed_seqno();
+        let view = self.ledger.engine().view_at(seqno)?;
+        Some(TxId::new(view, seqno))
+    }
+
     /// The last transaction id in the ledger.
     pub fn last_txid(&self) -> Option<TxId> {
         self.ledger.engine().last_txid()

@@ -51,6 +51,94 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/node/join", post(join))
         .route("/node/join-tokens", post(create_token))
         .route("/node/null", post(null))
+        // CCF's built-in endpoints (no credential needed, as in CCF).
+        .route("/node/commit", get(commit))
+        .route("/app/commit", get(commit))
+        .route("/node/tx", get(tx))
+        .route("/app/tx", get(tx))
+        .route("/node/state", get(state))
+        .route("/node/version", get(version))
+        .route("/node/ready/app", get(ready_app))
+        .route("/node/ready/gov", get(ready_gov))
+}
+
+/// CCF's `/node/commit` and `/app/commit`: the last committed transaction id.
+async fn commit(State(st): St) -> Response {
+    ok_json(json!({
+        "transaction_id": st.node.committed_txid().map(|t| t.to_string()),
+    }))
+}
+
+/// CCF's `/node/tx` and `/app/tx`: `?transaction_id=V.S` → `{"status", "transaction_id"}`, the
+/// status as this node knows it (CCF's rule).
+async fn tx(State(st): St, axum::extract::RawQuery(q): axum::extract::RawQuery) -> ApiResult {
+    let id = q
+        .as_deref()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "transaction_id")
+                .map(|(_, v)| v.into_owned())
+        })
+        .ok_or_else(|| {
+            ApiError::bad(
+                "MissingQueryParameter",
+                "the transaction_id query parameter is required",
+            )
+        })?;
+    let txid: vellum_core::TxId = id.parse().map_err(|_| {
+        ApiError::bad(
+            "InvalidQueryParameterValue",
+            format!("transaction_id {id:?} is not VIEW.SEQNO"),
+        )
+    })?;
+    Ok(ok_json(json!({
+        "status": st.node.status(txid),
+        "transaction_id": txid.to_string(),
+    })))
+}
+
+/// CCF's `/node/state`: this node's id, its state and what it has signed.
+async fn state(State(st): St) -> Response {
+    let last_signed = st.node.last_signed_seqno();
+    ok_json(json!({
+        "node_id": st.node.node_id(),
+        "state": if st.node.is_ready() { "PartOfNetwork" } else { "PartOfPublicNetwork" },
+        "last_signed_seqno": last_signed,
+        "startup_seqno": 0,
+    }))
+}
+
+/// CCF's `/node/version`: Vellum's version where CCF gives its own.
+async fn version() -> Response {
+    ok_json(json!({
+        "ccf_version": format!("vellum-{}", env!("CARGO_PKG_VERSION")),
+        "quickjs_version": "rquickjs",
+        "unsafe": false,
+    }))
+}
+
+fn ready(yes: bool, what: &str) -> Response {
+    if yes {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("the node is not ready for {what} yet"),
+        )
+        .into_response()
+    }
+}
+
+/// CCF's `/node/ready/app`: 204 once this node serves the application (the service open).
+async fn ready_app(State(st): St) -> Response {
+    let open = st.node.service_status() == Some(vellum_core::tables::ServiceStatus::Open);
+    ready(st.node.is_ready() && open, "the application")
+}
+
+/// CCF's `/node/ready/gov`: 204 once this node serves governance.
+async fn ready_gov(State(st): St) -> Response {
+    ready(st.node.is_ready(), "governance")
 }
 
 /// Reads the body and answers `{}`: the same accept loop, TLS, HTTP and router as every other
