@@ -1256,6 +1256,44 @@ async fn pass_by_both(
     (pid, last)
 }
 
+/// `proposer` proposes `actions` through `endpoint` (the proposal must be taken), then each
+/// of `voters` votes for it there: the answer to the last ballot.
+async fn propose_and_vote(
+    http: &reqwest::Client,
+    endpoint: &str,
+    proposer: &Member,
+    voters: &[Member],
+    actions: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use vellum_core::gov::MsgType;
+    let ballot = serde_json::json!({"ballot": "export function vote (p, id) { return true }"});
+    let (s, v) = gov_post(
+        http,
+        endpoint,
+        "/gov/members/proposals:create",
+        sign(
+            proposer,
+            MsgType::Proposal,
+            None,
+            &serde_json::json!({ "actions": actions }),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let pid = v["proposalId"].as_str().unwrap().to_owned();
+    let mut last = (0, serde_json::Value::Null);
+    for m in voters {
+        last = gov_post(
+            http,
+            endpoint,
+            &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id()),
+            sign(m, MsgType::Ballot, Some(&pid), &ballot),
+        )
+        .await;
+    }
+    last
+}
+
 /// Forged, foreign, replayed and stale envelopes, a ballot by a member that has not acked, a
 /// proposal withdrawn after a vote, a constitution that throws, and concurrent proposals, on
 /// a cluster whose primary changed, sent to its backups `b0` and `b1`. `m0` and `m1` are its
@@ -1549,34 +1587,10 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
                 "cert": m.cert_pem(), "encryption_pub_key": k.1}})
         })
         .collect();
-    let ballot = serde_json::json!({"ballot": "export function vote (p, id) { return true }"});
     let propose_and_pass = |voters: Vec<Member>, actions: serde_json::Value| {
-        let (http, e0, ballot, m0) = (http.clone(), e0.clone(), ballot.clone(), m0.clone());
+        let (http, e0, m0) = (http.clone(), e0.clone(), m0.clone());
         async move {
-            let (s, v) = gov_post(
-                &http,
-                &e0,
-                "/gov/members/proposals:create",
-                sign(
-                    &m0,
-                    MsgType::Proposal,
-                    None,
-                    &serde_json::json!({"actions": actions}),
-                ),
-            )
-            .await;
-            assert_eq!(s, 200, "{v}");
-            let pid = v["proposalId"].as_str().unwrap().to_owned();
-            let mut last = (0, serde_json::Value::Null);
-            for m in voters {
-                last = gov_post(
-                    &http,
-                    &e0,
-                    &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id()),
-                    sign(&m, MsgType::Ballot, Some(&pid), &ballot),
-                )
-                .await;
-            }
+            let last = propose_and_vote(&http, &e0, &m0, &voters, actions).await;
             assert_eq!(last.1["proposalState"], "Accepted", "{}", last.1);
         }
     };
@@ -1825,30 +1839,7 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
     };
     {
         // A wrong previous identity: apply fails, nothing is recorded.
-        let (s, v) = gov_post(
-            &new_http,
-            &endpoint,
-            "/gov/members/proposals:create",
-            sign(
-                &m0,
-                MsgType::Proposal,
-                None,
-                &serde_json::json!({"actions": open(&new_cert)}),
-            ),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        let pid = v["proposalId"].as_str().unwrap().to_owned();
-        let mut last = (0, serde_json::Value::Null);
-        for m in &voters {
-            last = gov_post(
-                &new_http,
-                &endpoint,
-                &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id()),
-                sign(m, MsgType::Ballot, Some(&pid), &ballot),
-            )
-            .await;
-        }
+        let last = propose_and_vote(&new_http, &endpoint, &m0, &voters, open(&new_cert)).await;
         assert_eq!(last.0, 500, "{}", last.1);
         assert!(
             last.1["error"]["message"]
@@ -1859,30 +1850,7 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
             last.1
         );
     }
-    let (s, v) = gov_post(
-        &new_http,
-        &endpoint,
-        "/gov/members/proposals:create",
-        sign(
-            &m0,
-            MsgType::Proposal,
-            None,
-            &serde_json::json!({"actions": open(&old_cert)}),
-        ),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let pid = v["proposalId"].as_str().unwrap().to_owned();
-    let mut last = (0, serde_json::Value::Null);
-    for m in &voters {
-        last = gov_post(
-            &new_http,
-            &endpoint,
-            &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m.id()),
-            sign(m, MsgType::Ballot, Some(&pid), &ballot),
-        )
-        .await;
-    }
+    let last = propose_and_vote(&new_http, &endpoint, &m0, &voters, open(&old_cert)).await;
     assert_eq!(last.1["proposalState"], "Accepted", "{}", last.1);
 
     // Open: every entry reads back; the old receipt still verifies against the old
@@ -2073,7 +2041,6 @@ async fn a_lost_service_is_recovered_by_two_of_three_members_shares() {
 /// ledger passes `vellum audit` and `ccf.ledger` FULL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_members_rotate_the_service_identity_of_a_running_cluster() {
-    use vellum_core::gov::MsgType;
     let mut c = Cluster::start(3, &[]).await;
     let http = c.https_client(None);
     let read = |f: &str| std::fs::read_to_string(c.nodes[0].data.join(f)).unwrap();
@@ -2095,26 +2062,12 @@ async fn the_members_rotate_the_service_identity_of_a_running_cluster() {
         let clients = vec![c.admin(primary)];
         tokio::spawn(async move { harness::append_many(&clients, 100, 2).await })
     };
-    let (s, v) = gov_post(
+    let (s, v) = propose_and_vote(
         &http,
         &e0,
-        "/gov/members/proposals:create",
-        sign(
-            &m0,
-            MsgType::Proposal,
-            None,
-            &serde_json::json!({"actions": [{"name": "rotate_service_identity", "args": {}}]}),
-        ),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let pid = v["proposalId"].as_str().unwrap().to_owned();
-    let ballot = serde_json::json!({"ballot": "export function vote (p, id) { return true }"});
-    let (s, v) = gov_post(
-        &http,
-        &e0,
-        &format!("/gov/members/proposals/{pid}/ballots/{}:submit", m0.id()),
-        sign(&m0, MsgType::Ballot, Some(&pid), &ballot),
+        &m0,
+        std::slice::from_ref(&m0),
+        serde_json::json!([{"name": "rotate_service_identity", "args": {}}]),
     )
     .await;
     assert_eq!(

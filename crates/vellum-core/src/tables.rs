@@ -243,6 +243,19 @@ impl<K: Codec, V: Codec> Table<K, V> {
     pub fn find<'m>(&self, maps: &'m [MapWrites]) -> Option<&'m MapWrites> {
         maps.iter().find(|m| m.name == self.name)
     }
+
+    /// The (first) value a write set writes to this table, read back: a singleton's value.
+    /// `None` if it writes none, or one that does not decode.
+    pub fn written(&self, maps: &[MapWrites]) -> Option<V::Owned> {
+        let (_, v) = self.find(maps)?.writes.first()?;
+        self.decode_value(v).ok()
+    }
+
+    /// The value a write set writes to this table at `key` (encoded), read back.
+    pub fn written_at(&self, maps: &[MapWrites], key: &[u8]) -> Option<V::Owned> {
+        let (_, v) = self.find(maps)?.writes.iter().find(|(k, _)| k == key)?;
+        self.decode_value(v).ok()
+    }
 }
 
 impl<K, V> From<Table<K, V>> for String {

@@ -234,12 +234,37 @@ pub fn reendorse(
         }
     }
     let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
-    let p = node_params(&cn, &dns, &ips, now, days)?;
-    let spki = cert.spki_der().to_vec();
-    let public = rcgen::SubjectPublicKeyInfo::from_der(&spki)?;
-    let key = KeyPair::from_pem(service_key_pem)?;
-    let issuer = Issuer::from_ca_cert_pem(service_cert_pem, key)?;
-    Ok(p.signed_by(&public, &issuer)?.pem())
+    endorse_node(
+        service_cert_pem,
+        service_key_pem,
+        cert.spki_der(),
+        &cn,
+        &dns,
+        &ips,
+        now,
+        days,
+    )
+}
+
+/// A previous service identity's key endorsed by the current service key (a disaster recovery
+/// or a rotation replaced it): what receipts of its era carry as `serviceEndorsements`.
+pub fn endorse_previous_identity(
+    service_cert_pem: &str,
+    service_key_pem: &str,
+    previous_cert_pem: &str,
+    now: SystemTime,
+) -> Result<String, IdentityError> {
+    let previous = Certificate::from_pem(previous_cert_pem)?;
+    endorse_node(
+        service_cert_pem,
+        service_key_pem,
+        previous.spki_der(),
+        "Vellum Service (previous identity)",
+        &[],
+        &[],
+        now,
+        3650,
+    )
 }
 
 /// Endorses a node's public key with the service key: the certificate a joining node receives.

@@ -140,6 +140,41 @@ pub struct DataDir {
     pub service_token: Option<std::sync::Arc<crate::hsm::TokenSigner>>,
 }
 
+/// Where a node keeps its ledger secrets: `ledger_secret` in its data directory (sealed if the
+/// directory is), as [`LedgerSecrets::to_text`].
+#[derive(Clone)]
+pub struct SecretsFile {
+    pub(crate) root: PathBuf,
+    pub(crate) sealer: Option<std::sync::Arc<Sealer>>,
+}
+
+/// The name of the secrets file.
+pub const SECRETS_FILE: &str = "ledger_secret";
+
+impl SecretsFile {
+    /// The secrets file of data directory `root`.
+    pub fn new(root: PathBuf, sealer: Option<std::sync::Arc<Sealer>>) -> SecretsFile {
+        SecretsFile { root, sealer }
+    }
+
+    /// Replaces the file durably with `secrets`.
+    pub fn save(&self, secrets: &LedgerSecrets) -> Result<(), crate::seal::SealError> {
+        let text = zeroize::Zeroizing::new(secrets.to_text());
+        crate::seal::write_secret_file(
+            &self.root,
+            SECRETS_FILE,
+            text.as_bytes(),
+            self.sealer.as_deref(),
+        )
+    }
+}
+
+impl std::fmt::Debug for SecretsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretsFile({})", self.root.display())
+    }
+}
+
 /// Present when the service key is kept in a PKCS#11 token: the key's id (hex SHA-256 of its
 /// public key), checked against the token's at each start.
 pub(crate) const SERVICE_KEY_IN_TOKEN: &str = "service_key.pkcs11";
@@ -266,10 +301,10 @@ impl DataDir {
             }
         }
         let node: NodeFile = read_json(&root.join("node.json"))?;
-        let secret_path = root.join("ledger_secret");
+        let secret_path = root.join(SECRETS_FILE);
         let secrets = read_secrets(
             &secret_path,
-            &secret_text(root, "ledger_secret", sealer.as_ref())?,
+            &secret_text(root, SECRETS_FILE, sealer.as_ref())?,
         )?;
         let (service_key_pem, service_key) = match &token {
             Some(_) => (String::new(), None),
@@ -332,8 +367,8 @@ impl DataDir {
     }
 
     /// Where this node keeps its ledger secrets.
-    pub fn secrets_file(&self) -> crate::rekey::SecretsFile {
-        crate::rekey::SecretsFile::new(self.root.clone(), self.sealer.clone())
+    pub fn secrets_file(&self) -> SecretsFile {
+        SecretsFile::new(self.root.clone(), self.sealer.clone())
     }
 
     /// Whether `root` holds a provisioned node.
@@ -387,7 +422,7 @@ impl DataDir {
         let secrets: [(&str, &str); 3] = [
             ("service_key.pem", &joined.service_key_pem),
             ("node_key.pem", node_key_pem),
-            ("ledger_secret", &joined.ledger_secrets),
+            (SECRETS_FILE, &joined.ledger_secrets),
         ];
         for (name, text) in secrets {
             write_secret_file(root, name, text.as_bytes(), sealer.as_ref())?;
@@ -580,7 +615,7 @@ impl DataDir {
         sealer: Option<&Sealer>,
     ) -> Result<(), DataDirError> {
         let text = zeroize::Zeroizing::new(secrets.to_text());
-        write_secret_file(root, "ledger_secret", text.as_bytes(), sealer)
+        write_secret_file(root, SECRETS_FILE, text.as_bytes(), sealer)
     }
 
     /// Completes a recovered data directory (its ledger in place): the ledger secrets, the
@@ -681,12 +716,7 @@ fn provision(
     write_file(&root.join("service_cert.pem"), service_cert_pem.as_bytes())?;
     write_secret_file(root, "node_key.pem", node_key_pem.as_bytes(), sealer)?;
     write_file(&root.join("node_cert.pem"), node_cert_pem.as_bytes())?;
-    write_secret_file(
-        root,
-        "ledger_secret",
-        hex::encode(secret).as_bytes(),
-        sealer,
-    )?;
+    write_secret_file(root, SECRETS_FILE, hex::encode(secret).as_bytes(), sealer)?;
     let genesis_path = root.join("genesis.json");
     let genesis_json =
         serde_json::to_vec(&genesis).map_err(|e| DataDirError::malformed(&genesis_path, e))?;

@@ -33,15 +33,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use rand_core::{OsRng, RngCore};
 use serde_json::json;
 use vellum_core::TxId;
 use vellum_core::crypto::{Certificate, SigningKey};
-use vellum_core::entry::{EntryBuilder, LedgerSecret, LedgerSecrets, SINGLETON_KEY};
+use vellum_core::entry::{EntryBuilder, LedgerSecrets, SINGLETON_KEY};
 use vellum_core::gov::{Envelope, MsgType};
 use vellum_core::tables::{
-    self, EncryptedLedgerSecretInfo, NodeInfo, NodeStatus, PreviousIdentity,
-    PreviousLedgerSecretInfo, RecoverySharesInfo, ServiceStatus,
+    self, EncryptedLedgerSecretInfo, NodeInfo, NodeStatus, PreviousIdentity, RecoverySharesInfo,
+    ServiceStatus,
 };
 use vellum_ledger::engine::{Engine, NodeKeys, PreviousService};
 use zeroize::Zeroizing;
@@ -125,16 +124,10 @@ impl PublicState {
             for m in &pd.maps {
                 gov.apply(m);
             }
-            if let Some(m) = tables::HISTORICAL_LEDGER_SECRET.find(&pd.maps)
-                && let Some((_, v)) = m.writes.first()
-                && let Ok(r) = tables::HISTORICAL_LEDGER_SECRET.decode_value(v)
-            {
+            if let Some(r) = tables::HISTORICAL_LEDGER_SECRET.written(&pd.maps) {
                 rekeys.push((txid.seqno, r));
             }
-            if let Some(m) = tables::RECOVERY_SHARE_DIGESTS.find(&pd.maps)
-                && let Some((_, v)) = m.writes.first()
-                && let Ok(d) = tables::RECOVERY_SHARE_DIGESTS.decode_value(v)
-            {
+            if let Some(d) = tables::RECOVERY_SHARE_DIGESTS.written(&pd.maps) {
                 digests = d;
             }
             if let Some(m) = tables::PREVIOUS_SERVICE_IDENTITIES.find(&pd.maps) {
@@ -313,15 +306,19 @@ fn ccf_error(status: u16, code: &str, message: &str) -> Response {
 
 /// CCF's api-version check: `None` if the query names a supported one, else the refusal.
 fn bad_api_version(q: Option<&str>) -> Option<Response> {
+    use crate::server::GOV_API_VERSIONS;
     let ok = q.is_some_and(|q| {
         form_urlencoded::parse(q.as_bytes())
-            .any(|(k, v)| k == "api-version" && (v == "2024-07-01" || v == "2023-06-01-preview"))
+            .any(|(k, v)| k == "api-version" && GOV_API_VERSIONS.contains(&v.as_ref()))
     });
     (!ok).then(|| {
         ccf_error(
             400,
             "UnsupportedApiVersionValue",
-            "The supported api-versions are: 2023-06-01-preview, 2024-07-01",
+            &format!(
+                "The supported api-versions are: {}",
+                GOV_API_VERSIONS.join(", ")
+            ),
         )
     })
 }
@@ -536,16 +533,11 @@ fn previous_services(
     let now = SystemTime::now();
     all.into_iter()
         .map(|p| {
-            let cert = Certificate::from_pem(&p.cert).map_err(write_err)?;
-            let endorsement = vellum_ledger::identity::endorse_node(
+            let endorsement = vellum_ledger::identity::endorse_previous_identity(
                 &id.service_cert_pem,
                 &id.service_key_pem,
-                cert.spki_der(),
-                "Vellum Service (previous identity)",
-                &[],
-                &[],
+                &p.cert,
                 now,
-                3650,
             )
             .map_err(write_err)?;
             Ok(PreviousService {
@@ -664,36 +656,15 @@ fn write_recovered(
         .map_err(write_err)?;
 
     // A fresh ledger secret from here on (CCF's recovery rekey), with shares for it.
-    let mut k = [0u8; 32];
-    OsRng.fill_bytes(&mut k);
-    let fresh = LedgerSecret::from_bytes(k);
-    let mut nonce = [0u8; 12];
-    OsRng.fill_bytes(&mut nonce);
-    let from = secrets.latest_from();
-    let history = EncryptedLedgerSecretInfo {
-        previous_ledger_secret: Some(PreviousLedgerSecretInfo {
-            encrypted_data: base64::engine::general_purpose::STANDARD
-                .encode(secrets.latest().seal_under(&fresh, nonce)),
-            version: from.max(1),
-            previous_secret_stored_version: from.checked_sub(1).filter(|s| *s > 0),
-        }),
-        next_version: Some(last.seqno + 3),
-    };
-    let members: Vec<(String, String)> = state
-        .gov
-        .rows(tables::MEMBERS_INFO.name())
-        .filter_map(|(mid, info)| {
-            let info: serde_json::Value = serde_json::from_slice(info).ok()?;
-            (info["status"] == "Active").then_some(())?;
-            let key = state
+    let fresh = crate::rekey::fresh_secret();
+    let history = crate::rekey::history_record(&secrets, &fresh, Some(last.seqno + 3));
+    let members =
+        crate::recovery::recovery_members(state.gov.rows(tables::MEMBERS_INFO.name()), |id| {
+            state
                 .gov
-                .get(tables::MEMBERS_ENCRYPTION_PUBLIC_KEYS.name(), mid)?;
-            Some((
-                String::from_utf8(mid.to_vec()).ok()?,
-                String::from_utf8(key.to_vec()).ok()?,
-            ))
-        })
-        .collect();
+                .get(tables::MEMBERS_ENCRYPTION_PUBLIC_KEYS.name(), id)
+                .map(<[u8]>::to_vec)
+        });
     let (shares, digests) =
         crate::recovery::issue(&fresh, &members, state.threshold).map_err(write_err)?;
     let ws = EntryBuilder::default()

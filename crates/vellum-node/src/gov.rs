@@ -155,6 +155,26 @@ impl GovTables {
             .collect()
     }
 
+    /// The service's status, as `public:ccf.gov.service.info` holds it.
+    pub fn service_status(&self) -> Option<tables::ServiceStatus> {
+        #[derive(Deserialize)]
+        struct Status {
+            status: tables::ServiceStatus,
+        }
+        let v = self.get(tables::SERVICE_INFO.name(), &SINGLETON_KEY)?;
+        serde_json::from_slice::<Status>(v).ok().map(|s| s.status)
+    }
+
+    /// Whether the service is being recovered (not open to its users yet).
+    pub fn recovering(&self) -> bool {
+        matches!(
+            self.service_status(),
+            Some(
+                tables::ServiceStatus::Recovering | tables::ServiceStatus::WaitingForRecoveryShares
+            )
+        )
+    }
+
     /// The recovery shares as last issued.
     pub fn recovery_shares(&self) -> Option<tables::RecoverySharesInfo> {
         let v = self.get(tables::RECOVERY_SHARES.name(), &SINGLETON_KEY)?;

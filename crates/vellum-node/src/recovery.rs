@@ -54,6 +54,26 @@ fn pem_der(pem_text: &str) -> Result<Vec<u8>, RecoveryError> {
     Ok(p.into_contents())
 }
 
+/// The recovery members among `members` (member id, its `members.info` record): the `Active`
+/// ones `key_of` gives an encryption key (PEM) for, as (member id, key).
+pub fn recovery_members<B: AsRef<[u8]>>(
+    members: impl IntoIterator<Item = (B, B)>,
+    key_of: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Vec<(String, String)> {
+    members
+        .into_iter()
+        .filter_map(|(id, info)| {
+            let info: serde_json::Value = serde_json::from_slice(info.as_ref()).ok()?;
+            (info["status"] == "Active").then_some(())?;
+            let key = key_of(id.as_ref())?;
+            Some((
+                String::from_utf8(id.as_ref().to_vec()).ok()?,
+                String::from_utf8(key).ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// SHA-256 (hex) of a decrypted share: what [`tables::RECOVERY_SHARE_DIGESTS`] records.
 ///
 /// [`tables::RECOVERY_SHARE_DIGESTS`]: vellum_core::tables::RECOVERY_SHARE_DIGESTS

@@ -12,14 +12,14 @@
 //! Every node (the primary too) takes its copy when its log store *appends* that transaction
 //! ([`Rekeying::appended`]): the entries after it are sealed by each node itself, and all
 //! nodes must seal them alike (the Merkle tree covers the ciphertext). The secrets list is made
-//! durable in the data directory ([`SecretsFile`]) before anything is sealed under the new
-//! secret: a ledger opened without a secret its entries need would take them for a torn tail.
+//! durable in the data directory (`datadir::SecretsFile`) before anything is sealed under the
+//! new secret: a ledger opened without a secret its entries need would take them for a torn
+//! tail.
 //!
 //! The ECIES construction (P-384 ECDH with an ephemeral key, HKDF-SHA256, AES-256-GCM) is
 //! written here from RustCrypto primitives: no maintained crate offers ECIES over P-384 with
 //! the keys we already have, and the construction is short.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -32,6 +32,7 @@ use vellum_core::tables::{self, EncryptedLedgerSecretInfo, PreviousLedgerSecretI
 use vellum_ledger::engine::Engine;
 use zeroize::Zeroizing;
 
+use crate::datadir::SecretsFile;
 use crate::seal::Sealer;
 
 /// The HKDF info of the key that seals a secret to a node.
@@ -150,17 +151,26 @@ pub fn open_for_node(
     Ok(LedgerSecret::from_bytes(k))
 }
 
-/// The writes of a rekey from `current` (the ledger's secrets now) to `next`, for `nodes`
-/// (node id, certificate PEM): the historical record and each node's copy.
-pub fn rekey_writes(
+/// A new random ledger secret.
+pub fn fresh_secret() -> LedgerSecret {
+    let mut k = Zeroizing::new([0u8; 32]);
+    rand_core::RngCore::fill_bytes(&mut OsRng, k.as_mut());
+    LedgerSecret::from_bytes(*k)
+}
+
+/// CCF's record of a rekey from `current` (the ledger's secrets now) to `next`: the latest
+/// secret sealed under `next`, the seqno it applied from and where the one before it was
+/// recorded; `next_version` where `next` applies from when not the next transaction (a
+/// disaster recovery's).
+pub fn history_record(
     current: &LedgerSecrets,
     next: &LedgerSecret,
-    nodes: &[(String, String)],
-) -> Result<EntryBuilder, RekeyError> {
+    next_version: Option<u64>,
+) -> EncryptedLedgerSecretInfo {
     let mut nonce = [0u8; 12];
     rand_core::RngCore::fill_bytes(&mut OsRng, &mut nonce);
     let from = current.latest_from();
-    let record = EncryptedLedgerSecretInfo {
+    EncryptedLedgerSecretInfo {
         previous_ledger_secret: Some(PreviousLedgerSecretInfo {
             encrypted_data: base64::engine::general_purpose::STANDARD
                 .encode(current.latest().seal_under(next, nonce)),
@@ -168,8 +178,18 @@ pub fn rekey_writes(
             version: from.max(1),
             previous_secret_stored_version: from.checked_sub(1).filter(|s| *s > 0),
         }),
-        next_version: None,
-    };
+        next_version,
+    }
+}
+
+/// The writes of a rekey from `current` (the ledger's secrets now) to `next`, for `nodes`
+/// (node id, certificate PEM): the historical record and each node's copy.
+pub fn rekey_writes(
+    current: &LedgerSecrets,
+    next: &LedgerSecret,
+    nodes: &[(String, String)],
+) -> Result<EntryBuilder, RekeyError> {
+    let record = history_record(current, next, None);
     let mut copies = Vec::with_capacity(nodes.len());
     for (id, pem) in nodes {
         let key = Certificate::from_pem(pem)
@@ -183,42 +203,6 @@ pub fn rekey_writes(
     Ok(EntryBuilder::default()
         .map(tables::HISTORICAL_LEDGER_SECRET.write(&(), &record))
         .map(tables::LEDGER_SECRET_FOR_NODES.writes(copies.iter().map(|(id, r)| (id.as_str(), r)))))
-}
-
-/// Where a node keeps its ledger secrets: `ledger_secret` in its data directory (sealed if the
-/// directory is), as [`LedgerSecrets::to_text`].
-#[derive(Clone)]
-pub struct SecretsFile {
-    pub(crate) root: PathBuf,
-    pub(crate) sealer: Option<Arc<Sealer>>,
-}
-
-/// The name of the secrets file.
-pub const SECRETS_FILE: &str = "ledger_secret";
-
-impl SecretsFile {
-    /// The secrets file of data directory `root`.
-    pub fn new(root: PathBuf, sealer: Option<Arc<Sealer>>) -> SecretsFile {
-        SecretsFile { root, sealer }
-    }
-
-    /// Replaces the file durably with `secrets`.
-    pub fn save(&self, secrets: &LedgerSecrets) -> Result<(), RekeyError> {
-        let text = Zeroizing::new(secrets.to_text());
-        crate::seal::write_secret_file(
-            &self.root,
-            SECRETS_FILE,
-            text.as_bytes(),
-            self.sealer.as_deref(),
-        )
-        .map_err(|e| RekeyError::Save(e.to_string()))
-    }
-}
-
-impl std::fmt::Debug for SecretsFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SecretsFile({})", self.root.display())
-    }
 }
 
 /// What a node's log store needs to follow rekeys and rotations: its own id and key, where
@@ -257,9 +241,7 @@ impl Rekeying {
         // The secret this rekey replaced, sealed under the new one (a disaster recovery's
         // rekey has this record and no copies: the recovered node wrote it alone).
         let previous = tables::HISTORICAL_LEDGER_SECRET
-            .find(&ws.maps)
-            .and_then(|m| m.writes.first())
-            .and_then(|(_, v)| tables::HISTORICAL_LEDGER_SECRET.decode_value(v).ok())
+            .written(&ws.maps)
             .and_then(|r| r.previous_ledger_secret)
             .and_then(|p| {
                 base64::engine::general_purpose::STANDARD
@@ -272,18 +254,17 @@ impl Rekeying {
             }
             let mut updated = current.clone();
             updated.truncate(seqno.saturating_sub(1));
-            self.file.save(&updated)?;
+            self.file
+                .save(&updated)
+                .map_err(|e| RekeyError::Save(e.to_string()))?;
             tracing::warn!(
                 seqno,
                 "forgot a ledger secret whose rekey is not in the ledger"
             );
             return Ok(Some(updated));
         }
-        let mine = copies.and_then(|m| {
-            m.writes
-                .iter()
-                .find(|(k, _)| k.as_slice() == self.node_id.as_bytes())
-                .and_then(|(_, v)| tables::LEDGER_SECRET_FOR_NODES.decode_value(v).ok())
+        let mine = copies.and_then(|_| {
+            tables::LEDGER_SECRET_FOR_NODES.written_at(&ws.maps, self.node_id.as_bytes())
         });
         let next = match (mine, &held) {
             (Some(rec), _) => open_for_node(&self.node_id, &self.node_key, &rec.encrypted_secret)?,
@@ -306,7 +287,9 @@ impl Rekeying {
         updated
             .push(seqno + 1, next)
             .map_err(|e| RekeyError::Save(e.to_string()))?;
-        self.file.save(&updated)?;
+        self.file
+            .save(&updated)
+            .map_err(|e| RekeyError::Save(e.to_string()))?;
         tracing::info!(
             seqno,
             secrets = updated.len(),
@@ -427,36 +410,21 @@ impl Rekeying {
         ws: &EntryBuilder,
         engine: &mut Engine,
     ) -> Result<(), RekeyError> {
-        let Some(copies) = tables::SERVICE_KEY_FOR_NODES.find(&ws.maps) else {
-            return Ok(());
-        };
-        let Some(rec) = copies
-            .writes
-            .iter()
-            .find(|(k, _)| k.as_slice() == self.node_id.as_bytes())
-            .and_then(|(_, v)| tables::SERVICE_KEY_FOR_NODES.decode_value(v).ok())
+        // Not a rotation, or one made before this node joined (it received the identity since).
+        let Some(rec) = tables::SERVICE_KEY_FOR_NODES.written_at(&ws.maps, self.node_id.as_bytes())
         else {
-            // A rotation made before this node joined: it received the identity since then.
             return Ok(());
         };
         let current = self.identity.get();
         let service_cert_pem = tables::SERVICE_INFO
-            .find(&ws.maps)
-            .and_then(|m| m.writes.first())
-            .and_then(|(_, v)| tables::SERVICE_INFO.decode_value(v).ok())
+            .written(&ws.maps)
             .map(|i| i.cert)
             .ok_or_else(|| rotate_err("the rotation records no service certificate"))?;
         if service_cert_pem == current.service_cert_pem {
             return Ok(());
         }
         let node_cert_pem = tables::NODES_ENDORSED_CERTIFICATES
-            .find(&ws.maps)
-            .and_then(|m| {
-                m.writes
-                    .iter()
-                    .find(|(k, _)| k.as_slice() == self.node_id.as_bytes())
-            })
-            .and_then(|(_, v)| tables::NODES_ENDORSED_CERTIFICATES.decode_value(v).ok())
+            .written_at(&ws.maps, self.node_id.as_bytes())
             .ok_or_else(|| rotate_err("the rotation endorses no certificate for this node"))?;
         let key_pem = Zeroizing::new(
             String::from_utf8(
@@ -473,16 +441,11 @@ impl Rekeying {
         };
         let mut previous = Vec::with_capacity(current.previous.len() + 1);
         for p in current.previous.iter().chain(std::iter::once(&replaced)) {
-            let spki = Certificate::from_pem(&p.cert_pem).map_err(rotate_err)?;
-            let endorsement_pem = vellum_ledger::identity::endorse_node(
+            let endorsement_pem = vellum_ledger::identity::endorse_previous_identity(
                 &service_cert_pem,
                 &key_pem,
-                spki.spki_der(),
-                "Vellum Service (previous identity)",
-                &[],
-                &[],
+                &p.cert_pem,
                 now,
-                3650,
             )
             .map_err(rotate_err)?;
             previous.push(vellum_ledger::engine::PreviousService {
@@ -673,7 +636,7 @@ mod tests {
         };
         let saved = || {
             LedgerSecrets::from_text(
-                &std::fs::read_to_string(dir.path().join(SECRETS_FILE)).unwrap(),
+                &std::fs::read_to_string(dir.path().join(crate::datadir::SECRETS_FILE)).unwrap(),
             )
             .unwrap()
         };

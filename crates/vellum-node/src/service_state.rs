@@ -22,6 +22,9 @@ pub(crate) struct ServiceState {
     functions: RwLock<Functions>,
     /// CCF's governance tables, whole.
     gov: RwLock<GovTables>,
+    /// Whether they say the service is being recovered: read by every application request,
+    /// so kept here rather than parsed from the tables each time.
+    recovering: std::sync::atomic::AtomicBool,
     /// The app's records, and the app they parse to (parsed once per change).
     app: RwLock<(AppRecords, std::sync::Arc<App>)>,
     cluster: RwLock<ClusterState>,
@@ -57,7 +60,10 @@ impl ServiceState {
             *write_lock(&s.functions) = serde_json::from_slice(b).map_err(other)?;
         }
         if let Some(b) = gov {
-            *write_lock(&s.gov) = GovTables::from_json(b).map_err(other)?;
+            let tables = GovTables::from_json(b).map_err(other)?;
+            s.recovering
+                .store(tables.recovering(), std::sync::atomic::Ordering::Release);
+            *write_lock(&s.gov) = tables;
         }
         if let Some(b) = app {
             let records: AppRecords = serde_json::from_slice(b).map_err(other)?;
@@ -104,7 +110,21 @@ impl ServiceState {
 
     /// Applies a committed write to the governance tables; true if `m` was one of them.
     pub(crate) fn apply_gov(&self, m: &MapWrites) -> bool {
-        crate::gov::follows(&m.name) && write_lock(&self.gov).apply(m)
+        if !crate::gov::follows(&m.name) {
+            return false;
+        }
+        let mut gov = write_lock(&self.gov);
+        let applied = gov.apply(m);
+        if m.name == vellum_core::tables::SERVICE_INFO.name() {
+            self.recovering
+                .store(gov.recovering(), std::sync::atomic::Ordering::Release);
+        }
+        applied
+    }
+
+    /// Whether the service is being recovered (not open to its users yet).
+    pub(crate) fn recovering(&self) -> bool {
+        self.recovering.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The governance tables as JSON, for the index.

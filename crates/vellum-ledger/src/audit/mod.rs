@@ -1130,16 +1130,10 @@ pub fn secret_records(dir: &Path, include_uncommitted: bool) -> std::io::Result<
 fn scan_secret_records(chunks: &[(ChunkName, PathBuf)]) -> SecretRecords {
     let mut out = SecretRecords::default();
     for_each_public_in(chunks, |txid, pd| {
-        if let Some(m) = tables::HISTORICAL_LEDGER_SECRET.find(&pd.maps)
-            && let Some((_, v)) = m.writes.first()
-            && let Ok(rec) = tables::HISTORICAL_LEDGER_SECRET.decode_value(v)
-        {
+        if let Some(rec) = tables::HISTORICAL_LEDGER_SECRET.written(&pd.maps) {
             out.rekeys.push((txid.seqno, rec));
         }
-        if let Some(m) = tables::RECOVERY_SHARES.find(&pd.maps)
-            && let Some((_, v)) = m.writes.first()
-            && let Ok(info) = tables::RECOVERY_SHARES.decode_value(v)
-        {
+        if let Some(info) = tables::RECOVERY_SHARES.written(&pd.maps) {
             out.recovery_shares = Some(info);
         }
     });

@@ -314,17 +314,19 @@ impl LedgerNode {
         node_cert_pem: String,
         admitted_at: TxId,
     ) -> JoinResponse {
+        // One identity: a rotation between reads could pair a certificate with another key.
+        let id = self.identity.get();
         JoinResponse {
             node_id,
             raft_id,
             node_cert_pem,
-            service_cert_pem: self.identity.get().service_cert_pem.clone(),
-            service_key_pem: self.identity.get().service_key_pem.clone(),
+            service_cert_pem: id.service_cert_pem.clone(),
+            service_key_pem: id.service_key_pem.clone(),
             ledger_secrets: self.ledger.engine().keys().secrets.to_text(),
             chunk_size: self.chunk_size,
             admitted_at: admitted_at.to_string(),
             trusted_node_certs: self.trusted_node_certs(),
-            previous_services: self.identity.get().previous.clone(),
+            previous_services: id.previous.clone(),
         }
     }
 

@@ -105,6 +105,14 @@ impl GovView {
         self.put(tables::PROPOSALS_INFO.name(), &k, v);
     }
 
+    fn service_status(&self) -> Option<tables::ServiceStatus> {
+        let v = self.get(
+            tables::SERVICE_INFO.name(),
+            &vellum_core::entry::SINGLETON_KEY,
+        )?;
+        tables::SERVICE_INFO.decode_value(&v).ok().map(|i| i.status)
+    }
+
     fn member_status(&self, member_id: &str) -> Option<String> {
         let v = self.get(tables::MEMBERS_INFO.name(), member_id.as_bytes())?;
         let info: serde_json::Value = serde_json::from_slice(&v).ok()?;
@@ -229,9 +237,7 @@ impl GovHost {
             // The new secret; its records are written with the proposal's transaction (see
             // `crate::rekey`). Called twice, the proposal still rekeys once.
             "node.triggerLedgerRekey" => {
-                let mut k = [0u8; 32];
-                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut k);
-                crate::lock(&self.rekey).get_or_insert(LedgerSecret::from_bytes(k));
+                crate::lock(&self.rekey).get_or_insert_with(crate::rekey::fresh_secret);
                 Ok("null".into())
             }
             _ => Err(format!("ccf.{name} is not available here")),
@@ -520,25 +526,15 @@ impl LedgerNode {
         call.options = gov_options();
         call.seed = self.ledger.last_seqno();
         let host = writable.then(|| {
+            let id = self.identity.get();
             Arc::new(GovHost {
-                service_cert_pem: self.identity.get().service_cert_pem.clone(),
-                service_key_pem: self.identity.get().service_key_pem.clone(),
+                service_cert_pem: id.service_cert_pem.clone(),
+                service_key_pem: id.service_key_pem.clone(),
                 service_token: self.data.service_token.clone(),
                 latest_secret_seqno: self.ledger.engine().keys().secrets.latest_from().max(1),
                 rekey: std::sync::Mutex::new(None),
-                status: view
-                    .get(
-                        tables::SERVICE_INFO.name(),
-                        &vellum_core::entry::SINGLETON_KEY,
-                    )
-                    .and_then(|v| tables::SERVICE_INFO.decode_value(&v).ok())
-                    .map(|i| i.status),
-                previous_service_cert: self
-                    .identity
-                    .get()
-                    .previous
-                    .last()
-                    .map(|p| p.cert_pem.clone()),
+                status: view.service_status(),
+                previous_service_cert: id.previous.last().map(|p| p.cert_pem.clone()),
                 open: std::sync::atomic::AtomicBool::new(false),
                 rotate: std::sync::atomic::AtomicBool::new(false),
             })
@@ -817,13 +813,7 @@ impl LedgerNode {
         let now = std::time::SystemTime::now();
         let next = vellum_ledger::identity::Identity::service("Vellum Service", now, 3650)
             .map_err(|e| Refusal::Sandbox(format!("rotation: {e}")))?;
-        let status = view
-            .get(
-                tables::SERVICE_INFO.name(),
-                &vellum_core::entry::SINGLETON_KEY,
-            )
-            .and_then(|v| tables::SERVICE_INFO.decode_value(&v).ok())
-            .map_or(tables::ServiceStatus::Open, |i| i.status);
+        let status = view.service_status().unwrap_or(tables::ServiceStatus::Open);
         let ws = crate::rekey::rotation_writes(
             &next,
             &self.identity.get().service_cert_pem,
@@ -873,18 +863,10 @@ impl LedgerNode {
         if !touched {
             return;
         }
-        let members: Vec<(String, String)> = view
-            .rows(tables::MEMBERS_INFO.name())
-            .into_iter()
-            .filter_map(|(id, info)| {
-                let info: serde_json::Value = serde_json::from_slice(&info).ok()?;
-                if info["status"] != "Active" {
-                    return None;
-                }
-                let key = view.get(tables::MEMBERS_ENCRYPTION_PUBLIC_KEYS.name(), &id)?;
-                Some((String::from_utf8(id).ok()?, String::from_utf8(key).ok()?))
-            })
-            .collect();
+        let members =
+            crate::recovery::recovery_members(view.rows(tables::MEMBERS_INFO.name()), |id| {
+                view.get(tables::MEMBERS_ENCRYPTION_PUBLIC_KEYS.name(), id)
+            });
         let config = view
             .get(
                 tables::SERVICE_CONFIG.name(),

@@ -34,17 +34,12 @@ impl LedgerNode {
 
     /// The service's status, as the applied governance tables hold it.
     pub fn service_status(&self) -> Option<vellum_core::tables::ServiceStatus> {
-        #[derive(serde::Deserialize)]
-        struct Status {
-            status: vellum_core::tables::ServiceStatus,
-        }
-        self.state.with_gov(|g| {
-            let v = g.get(
-                vellum_core::tables::SERVICE_INFO.name(),
-                &vellum_core::entry::SINGLETON_KEY,
-            )?;
-            serde_json::from_slice::<Status>(v).ok().map(|s| s.status)
-        })
+        self.state.with_gov(crate::gov::GovTables::service_status)
+    }
+
+    /// Whether the service is being recovered: its application API is not open yet.
+    pub fn is_recovering(&self) -> bool {
+        self.state.recovering()
     }
 
     /// Reads the user-defined functions (id → code) without copying them.

@@ -286,7 +286,7 @@ mod tests {
         let rekeying = Rekeying {
             node_id: "node".into(),
             node_key: keys.node_key.clone(),
-            file: crate::rekey::SecretsFile::new(dir.to_path_buf(), None),
+            file: crate::datadir::SecretsFile::new(dir.to_path_buf(), None),
             identity: crate::rekey::tests_identity(&keys),
         };
         let (engine, _) = Engine::open_dir(&dir.join("ledger"), 1 << 20, keys).unwrap();

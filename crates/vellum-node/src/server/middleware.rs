@@ -5,7 +5,6 @@
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use vellum_core::tables::ServiceStatus;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
@@ -45,12 +44,7 @@ pub(super) async fn context(State(st): St, req: Request, next: Next) -> Response
         .into_response();
     }
     // A recovered service serves its users once the members have opened it.
-    if req.uri().path().starts_with("/app/")
-        && matches!(
-            st.node.service_status(),
-            Some(ServiceStatus::Recovering | ServiceStatus::WaitingForRecoveryShares)
-        )
-    {
+    if st.node.is_recovering() && req.uri().path().starts_with("/app/") {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceNotOpen",

@@ -36,6 +36,7 @@ pub use context::{
     ApiConfig, DEFAULT_COLLECTION, Limits, NODE_BODY_LIMIT, PeerCertificate, STATE_HEADER,
     TXID_HEADER, WAIT_HEADER, WAIT_HEADER_LIMIT,
 };
+pub(crate) use gov::GOV_API_VERSIONS;
 
 use crate::LedgerNode;
 use limits::{Connections, Full, Throttle};

@@ -72,25 +72,14 @@ async fn commit(State(st): St) -> Response {
 /// CCF's `/node/tx` and `/app/tx`: `?transaction_id=V.S` → `{"status", "transaction_id"}`, the
 /// status as this node knows it (CCF's rule).
 async fn tx(State(st): St, axum::extract::RawQuery(q): axum::extract::RawQuery) -> ApiResult {
-    let id = q
-        .as_deref()
-        .and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "transaction_id")
-                .map(|(_, v)| v.into_owned())
-        })
+    let txid = super::query::Query::parse(q.as_deref())?
+        .txid("transaction_id")?
         .ok_or_else(|| {
             ApiError::bad(
                 "MissingQueryParameter",
                 "the transaction_id query parameter is required",
             )
         })?;
-    let txid: vellum_core::TxId = id.parse().map_err(|_| {
-        ApiError::bad(
-            "InvalidQueryParameterValue",
-            format!("transaction_id {id:?} is not VIEW.SEQNO"),
-        )
-    })?;
     Ok(ok_json(json!({
         "status": st.node.status(txid),
         "transaction_id": txid.to_string(),
