@@ -26,14 +26,23 @@ if [ ! -d "$JS/node_modules/@azure-rest/confidential-ledger" ]; then
   echo "==> installing the JS client for interop tests in $JS"
   (cd "$JS" && npm ci --no-audit --no-fund --ignore-scripts)
 fi
-# SoftHSM2, the PKCS#11 token the sealing tests keep a key in (Debian's softhsm2). Required
-# wherever it is installed or can be; elsewhere the PKCS#11 tests say they are skipped.
-if [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
-  echo "==> installing SoftHSM2 for the PKCS#11 tests"
+# Debian packages some tests run for real: SoftHSM2 (the PKCS#11 token the sealing tests keep
+# a key in) and Prometheus (which scrapes a node's /metrics). Required wherever they are
+# installed or can be; elsewhere those tests say they are skipped.
+WANT=""
+[ -e /usr/lib/softhsm/libsofthsm2.so ] || WANT="$WANT softhsm2"
+[ -x /usr/bin/prometheus ] || WANT="$WANT prometheus"
+if [ -n "$WANT" ]; then
+  echo "==> installing Debian packages for tests:$WANT"
   SUDO=""; if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
-  $SUDO apt-get install -y -qq softhsm2 >/dev/null 2>&1 \
-    || { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq softhsm2 >/dev/null 2>&1; } \
-    || echo "==> SoftHSM2 could not be installed: the PKCS#11 tests will be skipped"
+  # shellcheck disable=SC2086
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $WANT >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null 2>&1 \
+         && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $WANT >/dev/null 2>&1; } \
+    || echo "==> could not install$WANT: the tests that need them will be skipped"
+fi
+if [ -x /usr/bin/prometheus ]; then
+  export VELLUM_REQUIRE_PROMETHEUS=1
 fi
 if [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null; then
   export VELLUM_REQUIRE_SOFTHSM=1

@@ -421,7 +421,7 @@ async fn run_async(
     args: BenchArgs,
     endpoint: String,
 ) -> anyhow::Result<ExitCode> {
-    let client = conn.client()?;
+    let client = conn.client(false)?;
     let collection = args
         .existing
         .clone()

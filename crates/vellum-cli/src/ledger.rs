@@ -149,8 +149,9 @@ impl Connection {
         Ok((endpoint, ca))
     }
 
-    /// A client from the resolved settings.
-    pub fn client(&self) -> anyhow::Result<ConfidentialLedgerClient> {
+    /// A client from the resolved settings (`anonymous`: without a credential if none is
+    /// given, for what the service serves to anyone).
+    pub fn client(&self, anonymous: bool) -> anyhow::Result<ConfidentialLedgerClient> {
         let (endpoint, ca) = self.endpoint_and_ca()?;
         let c = self.resolved()?;
         let credential: LedgerCredential = match (c.cert, c.token) {
@@ -159,6 +160,7 @@ impl Connection {
                 let t: Arc<dyn TokenCredential> = Arc::new(StaticToken(token));
                 t.into()
             }
+            (None, None) if anonymous => LedgerCredential::Anonymous,
             (None, None) => anyhow::bail!(
                 "no credential: pass --cert (client certificate and key PEM) or --token"
             ),
@@ -345,6 +347,13 @@ pub enum NodeCommand {
     ///
     /// Example: vellum node list --json
     List,
+    /// The health of the node --endpoint reaches, at a glance: role and primary, term,
+    /// commit point and lag, last signature's age, replication lag of each backup (on the
+    /// primary), ledger size and free disk. Exits 0 if the node is ready and writable, 6 if
+    /// not.
+    ///
+    /// Example: vellum node status --endpoint https://10.0.0.2:8443 --json
+    Status,
     /// Remove a node: it is recorded Retired and leaves the Raft membership.
     ///
     /// Example: vellum node remove 3f1c...e9
@@ -951,7 +960,8 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
         }
         _ => {}
     }
-    let client = conn.client()?;
+    // A node's health is served to anyone.
+    let client = conn.client(matches!(cmd, LedgerCommand::Node(NodeCommand::Status)))?;
     match cmd {
         LedgerCommand::Append {
             contents,
@@ -1419,6 +1429,13 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
                         .join("\n")
                 });
             }
+            NodeCommand::Status => {
+                let h = client.node_health(None).await?;
+                print(json, serde_json::to_value(&h)?, || health_text(&h));
+                if !h.ready || h.write_error.is_some() {
+                    return Ok(ExitCode::from(exit::SERVICE));
+                }
+            }
             NodeCommand::Remove { node_id } => {
                 let txid = client.remove_node(&node_id, None).await?;
                 print(
@@ -1490,4 +1507,65 @@ async fn run_async(conn: &Connection, cmd: LedgerCommand) -> anyhow::Result<Exit
         LedgerCommand::Identity { .. } | LedgerCommand::Gov(_) => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `vellum node status` as text: one line a fact.
+fn health_text(h: &vellum_client::models::NodeHealth) -> String {
+    let mut lines = vec![
+        format!("node      {}", h.node_id),
+        format!(
+            "role      {}{}",
+            h.role,
+            match &h.primary {
+                Some(p) if *p != h.node_id => format!(" (primary {p})"),
+                _ => String::new(),
+            }
+        ),
+        format!("term      {}", h.term),
+        format!(
+            "commit    {} (last {}, {} behind)",
+            h.commit_seqno, h.last_seqno, h.commit_lag
+        ),
+        format!(
+            "signature {} ({})",
+            h.last_signed_seqno,
+            h.last_signature_age_seconds
+                .map_or("none since start".into(), |s| format!("{s:.1} s ago"))
+        ),
+    ];
+    for (peer, lag) in &h.replication_lag {
+        lines.push(format!("backup    {peer}: {lag} behind"));
+    }
+    lines.push(format!(
+        "ledger    {} in {} files{}",
+        bytes(h.ledger_bytes),
+        h.ledger_files,
+        h.disk_free_bytes
+            .map_or(String::new(), |f| format!(", {} free on disk", bytes(f)))
+    ));
+    lines.push(format!(
+        "state     {}",
+        match (&h.write_error, h.ready) {
+            (Some(e), _) => format!("refusing writes: {e}"),
+            (None, false) => "catching up (not ready)".into(),
+            (None, true) => "ready".into(),
+        }
+    ));
+    lines.join("\n")
+}
+
+/// A byte count for people.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

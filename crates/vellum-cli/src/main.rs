@@ -58,6 +58,17 @@ Exit codes: 0 ok, 1 verification failed, 2 usage or local error, 3 connection, \
 struct Cli {
     #[command(flatten)]
     conn: ledger::Connection,
+    /// How logs are written to standard error: `text` for people, `json` (one object a line:
+    /// timestamp, level, target, message and fields) for a log pipeline. The level is set by
+    /// VELLUM_LOG (e.g. `info`, `debug,openraft=warn`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "VELLUM_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -183,6 +194,15 @@ enum Command {
     },
 }
 
+/// How logs are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines (colours on a terminal).
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
 /// Exit codes.
 const EXIT_INVALID: u8 = 1;
 const EXIT_ERROR: u8 = 2;
@@ -194,15 +214,25 @@ fn main() -> ExitCode {
         Command::Serve(_) => "info,openraft=error",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VELLUM_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
         // Colour codes only for a terminal: a log file or journal gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Fields at the top level, with the span a request ran in (its id, method, path).
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -839,3 +839,70 @@ async fn the_service_key_can_stay_in_a_pkcs11_token_and_sign_there() {
     assert_eq!(r.status(), 200);
     assert!(sigterm(&mut child).success());
 }
+
+/// `--log-format json` writes one JSON object a line, and `vellum node status` shows the node's
+/// health without a credential (text and `--json`).
+#[test]
+fn json_logs_and_node_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let (endpoint, _) = common::announcement(&mut child);
+    let ca = data.join("service_cert.pem");
+    let status = |json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vellum"));
+        cmd.args(["node", "status", "--endpoint", &endpoint])
+            .arg("--ca")
+            .arg(&ca)
+            .env_remove("VELLUM_CERT")
+            .env_remove("VELLUM_TOKEN")
+            .env_remove("VELLUM_PROFILE")
+            .env("VELLUM_PROFILES", dir.path().join("no-profiles.toml"));
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    let out = status(false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("role      primary"), "{text}");
+    assert!(text.contains("state     ready"), "{text}");
+    let out = status(true);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["role"], "primary", "{v}");
+    assert!(v["commitSeqno"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["ledgerBytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(sigterm(&mut child).success());
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(lines.len() >= 2, "{logs}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        assert!(v["message"].is_string(), "{line}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("provisioned a new service")),
+        "{logs}"
+    );
+}

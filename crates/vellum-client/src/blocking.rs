@@ -343,6 +343,11 @@ impl ConfidentialLedgerClient {
         )
     }
 
+    /// See [`client::ConfidentialLedgerClient::node_health`].
+    pub fn node_health(&self, options: Option<MethodOptions>) -> Result<NodeHealth> {
+        self.rt.block_on(self.inner.node_health(options))
+    }
+
     /// See [`client::ConfidentialLedgerClient::list_nodes`].
     pub fn list_nodes(&self, options: Option<MethodOptions>) -> Result<Vec<ClusterNode>> {
         self.rt.block_on(self.inner.list_nodes(options))

@@ -279,6 +279,7 @@ impl ConfidentialLedgerClient {
         match credential.into() {
             LedgerCredential::Certificate(c) => b = b.identity(c.identity()?),
             LedgerCredential::Token(t) => token = Some((t, Mutex::new(None))),
+            LedgerCredential::Anonymous => {}
         }
         let http = b.build().map_err(|e| {
             Error::with_source(ErrorKind::InvalidArgument, "building the HTTPS client", e)
@@ -1305,6 +1306,15 @@ impl ConfidentialLedgerClient {
             .get_json("/node/network/nodes", &options.unwrap_or_default())
             .await?;
         serde_json::from_value(v["nodes"].clone()).map_err(data_err("nodes"))
+    }
+
+    /// The health of the node this client reaches (`GET /node/health`, a Vellum extension; no
+    /// credential needed): role, term, commit point and lag, last signature's age, disk.
+    pub async fn node_health(&self, options: Option<MethodOptions>) -> Result<NodeHealth> {
+        let v = self
+            .get_json("/node/health", &options.unwrap_or_default())
+            .await?;
+        serde_json::from_value(v).map_err(data_err("the node's health"))
     }
 
     /// Creates a one-time join token for a new node (a Vellum extension; Administrators and

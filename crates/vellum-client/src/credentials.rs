@@ -73,6 +73,10 @@ pub enum LedgerCredential {
     Certificate(ConfidentialLedgerCertificateCredential),
     /// Bearer tokens from an Azure SDK credential (`azure_identity`'s, or your own).
     Token(Arc<dyn TokenCredential>),
+    /// No credential: only what the service serves to anyone answers (its identity, CCF's
+    /// built-ins such as `/node/commit`, a node's health); everything else is refused with
+    /// an authentication error.
+    Anonymous,
 }
 
 impl From<ConfidentialLedgerCertificateCredential> for LedgerCredential {

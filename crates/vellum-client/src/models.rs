@@ -605,6 +605,47 @@ pub struct ClusterNode {
     pub address: Option<String>,
 }
 
+/// A node's health at a glance (`GET /node/health`, a Vellum extension).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHealth {
+    /// The node's id.
+    pub node_id: String,
+    /// `primary`, `backup`, `candidate`, `learner` or `stopped`.
+    pub role: String,
+    /// The primary's node id, as the node knows it.
+    #[serde(default)]
+    pub primary: Option<String>,
+    /// Raft's term (the view of new transactions).
+    pub term: u64,
+    /// The last seqno the node's ledger holds.
+    pub last_seqno: u64,
+    /// The commit point: every transaction up to it is Committed.
+    pub commit_seqno: u64,
+    /// Transactions the node holds beyond the commit point.
+    pub commit_lag: u64,
+    /// The last signature's seqno.
+    pub last_signed_seqno: u64,
+    /// Seconds since the node appended the last signature (`None`: none since it started).
+    #[serde(default)]
+    pub last_signature_age_seconds: Option<f64>,
+    /// On the primary: how many transactions each other node has yet to acknowledge.
+    #[serde(default)]
+    pub replication_lag: std::collections::BTreeMap<String, u64>,
+    /// Whether the node serves (it caught up with the service after its start).
+    pub ready: bool,
+    /// Why the node refuses writes, if it does.
+    #[serde(default)]
+    pub write_error: Option<String>,
+    /// The ledger directory's size in bytes.
+    pub ledger_bytes: u64,
+    /// Files in the ledger directory.
+    pub ledger_files: u64,
+    /// Free bytes on the data directory's file system.
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+}
+
 /// A one-time token that admits one node to a Vellum cluster (a Vellum extension).
 #[derive(Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub struct JoinToken {

@@ -38,6 +38,7 @@ pub mod functions;
 pub mod gov;
 pub mod hsm;
 pub mod identity;
+pub mod metrics;
 pub mod node;
 pub mod ops;
 mod raft;

@@ -243,6 +243,8 @@ pub(crate) struct Scripts {
     /// Functions' reuse keys ([`vellum_js::Call::reuse`]) by function id, with the code each
     /// names: the key holds the code's digest, computed once per code, not once per run.
     reuse_keys: Mutex<std::collections::HashMap<String, (String, String)>>,
+    /// Runs started (a metric).
+    pub(crate) runs: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -258,6 +260,7 @@ impl Scripts {
             turn: tokio::sync::Mutex::new(()),
             pending: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
+            runs: Default::default(),
             touching: Mutex::new(std::collections::HashSet::new()),
             reuse_keys: Mutex::new(std::collections::HashMap::new()),
         })
@@ -363,6 +366,7 @@ impl Scripts {
         call: &Call<'_>,
         store: Arc<dyn Store>,
     ) -> Result<Outcome, SandboxError> {
+        self.runs.inc();
         if let Some(outcome) = vellum_js::run_inline(call, store.clone()) {
             return Ok(outcome);
         }

@@ -61,8 +61,14 @@ impl LedgerNode {
             data.genesis_written()?;
         }
         let (index, commit) = open_index(&data, &engine)?;
-        let ledger =
-            Arc::new(Ledger::new(engine).map_err(DataDirError::open("the ledger flusher"))?);
+        let mut scripts = crate::scripts::Scripts::start()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .map_err(DataDirError::open("the JavaScript worker"))?;
+        let metrics = Arc::new(crate::metrics::NodeMetrics::new());
+        scripts.runs = metrics.js_runs.clone();
+        let ledger = Arc::new(
+            Ledger::new(engine, metrics).map_err(DataDirError::open("the ledger flusher"))?,
+        );
         let signing = Arc::new(SignaturePolicy::new(
             cfg.signature_interval,
             cfg.signature_delay,
@@ -139,9 +145,7 @@ impl LedgerNode {
             chunk_size,
             max_collections: cfg.max_collections,
             join_lock: tokio::sync::Mutex::new(()),
-            scripts: crate::scripts::Scripts::start()
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .map_err(DataDirError::open("the JavaScript worker"))?,
+            scripts,
             startup: Startup {
                 founding,
                 fresh,

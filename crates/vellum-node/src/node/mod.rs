@@ -7,11 +7,13 @@
 
 mod admission;
 mod governance;
+mod health;
 mod lifecycle;
 mod reads;
 mod runs;
 mod writes;
 
+pub use health::NodeHealth;
 pub use writes::Performed;
 
 use std::path::PathBuf;

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use openraft::storage::IOFlushed;
+use prometheus_client::metrics::histogram::Histogram;
 use vellum_ledger::engine::{Engine, EngineError};
 use vellum_ledger::store::StoreError;
 
@@ -60,7 +61,11 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    pub(crate) fn start(engine: Arc<Mutex<Engine>>) -> std::io::Result<Flusher> {
+    /// Starts the flusher thread; each sync's latency is observed in `sync_latency`.
+    pub(crate) fn start(
+        engine: Arc<Mutex<Engine>>,
+        sync_latency: Histogram,
+    ) -> std::io::Result<Flusher> {
         let queue = Arc::new((
             Mutex::new(Queue {
                 waiting: Vec::new(),
@@ -75,7 +80,7 @@ impl Flusher {
             .name("ledger-flush".into())
             .spawn({
                 let (queue, stats) = (queue.clone(), stats.clone());
-                move || run(&queue, &engine, &stats)
+                move || run(&queue, &engine, &stats, &sync_latency)
             })?;
         Ok(Flusher {
             queue,
@@ -145,9 +150,9 @@ fn next_batch((queue, wake): &WorkQueue) -> Option<Vec<IOFlushed<TypeConfig>>> {
     }
 }
 
-fn run(queue: &WorkQueue, engine: &Mutex<Engine>, stats: &FlushStats) {
+fn run(queue: &WorkQueue, engine: &Mutex<Engine>, stats: &FlushStats, latency: &Histogram) {
     while let Some(batch) = next_batch(queue) {
-        let result = sync_once(engine, stats);
+        let result = sync_once(engine, stats, latency);
         let n = batch.len() as u64;
         for cb in batch {
             cb.io_completed(result.clone().map_err(std::io::Error::other));
@@ -156,11 +161,18 @@ fn run(queue: &WorkQueue, engine: &Mutex<Engine>, stats: &FlushStats) {
     }
 }
 
-fn sync_once(engine: &Mutex<Engine>, stats: &FlushStats) -> Result<(), EngineError> {
+fn sync_once(
+    engine: &Mutex<Engine>,
+    stats: &FlushStats,
+    latency: &Histogram,
+) -> Result<(), EngineError> {
     let handle = lock(engine).begin_sync()?;
     if let Some(file) = handle {
         stats.syncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = file.sync_data() {
+        let started = Instant::now();
+        let synced = file.sync_data();
+        latency.observe(started.elapsed().as_secs_f64());
+        if let Err(e) = synced {
             let err = StoreError::Io {
                 path: "open ledger chunk".into(),
                 message: format!("fdatasync: {e}"),

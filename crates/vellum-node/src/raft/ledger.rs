@@ -17,6 +17,7 @@ use vellum_ledger::engine::Engine;
 use super::flusher::{FlushStats, Flusher};
 use super::types::{Entry, Payload, Stored, TypeConfig, log_id_of};
 use crate::lock;
+use crate::metrics::NodeMetrics;
 
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -32,20 +33,23 @@ pub(crate) struct Ledger {
     last_seqno: AtomicU64,
     /// Seqno of the last signature appended (mirror of the engine's).
     last_signature: AtomicU64,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Ledger {
-    /// Takes over an opened engine and starts its flusher.
-    pub(crate) fn new(engine: Engine) -> io::Result<Ledger> {
+    /// Takes over an opened engine and starts its flusher; appends, syncs and commits are
+    /// counted in `metrics`.
+    pub(crate) fn new(engine: Engine, metrics: Arc<NodeMetrics>) -> io::Result<Ledger> {
         let last_signature = engine.last_signature().unwrap_or(0);
         let last_seqno = engine.last_seqno();
         let engine = Arc::new(Mutex::new(engine));
         Ok(Ledger {
-            flusher: Flusher::start(engine.clone())?,
+            flusher: Flusher::start(engine.clone(), metrics.sync_latency.clone())?,
             engine,
             cache: Mutex::new(BTreeMap::new()),
             last_seqno: AtomicU64::new(last_seqno),
             last_signature: AtomicU64::new(last_signature),
+            metrics,
         })
     }
 
@@ -75,6 +79,12 @@ impl Ledger {
         if signature {
             self.last_signature.store(seqno, Ordering::Release);
         }
+        self.metrics.appended(seqno, signature);
+    }
+
+    /// The node's metrics.
+    pub(crate) fn metrics(&self) -> &Arc<NodeMetrics> {
+        &self.metrics
     }
 
     /// Keeps appended entries, by log index, until they are applied.
@@ -125,6 +135,7 @@ impl Ledger {
     pub(crate) fn truncate(&self, keep: u64) -> io::Result<()> {
         let mut engine = self.engine();
         engine.truncate(keep).map_err(other)?;
+        self.metrics.truncated(keep);
         self.last_seqno.store(keep, Ordering::Release);
         self.last_signature
             .store(engine.last_signature().unwrap_or(0), Ordering::Release);

@@ -291,7 +291,7 @@ mod tests {
         };
         let (engine, _) = Engine::open_dir(&dir.join("ledger"), 1 << 20, keys).unwrap();
         LogStore::new(
-            Arc::new(Ledger::new(engine).unwrap()),
+            Arc::new(Ledger::new(engine, Arc::new(crate::metrics::NodeMetrics::new())).unwrap()),
             Arc::new(SignaturePolicy::new(interval, None)),
             dir.join("vote.json"),
             None,

@@ -348,6 +348,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         if let Some(s) = last_sig {
             self.waiters.advance(s);
+            self.ledger.metrics().committed(s);
         }
         for (r, txid) in responders {
             r.send(Applied { txid });

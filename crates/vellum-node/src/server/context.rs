@@ -228,13 +228,20 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused");
         }
-        (
+        let mut resp = (
             self.status,
             axum::Json(json!({"error": {"code": self.code, "message": self.message}})),
         )
-            .into_response()
+            .into_response();
+        // For the metrics (the middleware counts refusals by code).
+        resp.extensions_mut().insert(ErrorCode(self.code));
+        resp
     }
 }
+
+/// The CCF error code a response carries, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ErrorCode(pub(super) &'static str);
 
 pub(super) type ApiResult = Result<Response, ApiError>;
 

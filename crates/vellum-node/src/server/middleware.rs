@@ -13,13 +13,49 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::context::{
-    ApiError, AppState, Caller, NODE_BODY_LIMIT, PeerCertificate, St, TXID_HEADER,
+    ApiError, AppState, Caller, ErrorCode, NODE_BODY_LIMIT, PeerCertificate, St, TXID_HEADER,
 };
 use super::peer::{is_node_channel, require_node};
 
 /// Identifies the caller, runs the handler inside a request span, and stamps every response
 /// with the node's latest transaction id.
 pub(super) async fn context(State(st): St, req: Request, next: Next) -> Response {
+    let kind = request_kind(req.method(), req.uri().path());
+    let resp = identified(&st, req, next).await;
+    let metrics = st.node.metrics();
+    let outcome = match resp.status() {
+        s if s.is_server_error() => "failed",
+        s if s.is_client_error() => "refused",
+        _ => "ok",
+    };
+    metrics.request(kind, outcome);
+    if outcome == "refused"
+        && let Some(code) = resp.extensions().get::<ErrorCode>()
+    {
+        metrics.refuse(code.0);
+    }
+    resp
+}
+
+/// A request's kind, for the metrics: reads and writes of the application, governance, the
+/// node's own routes.
+fn request_kind(method: &Method, path: &str) -> &'static str {
+    if path.starts_with("/app/") {
+        if method == Method::GET || method == Method::HEAD {
+            "read"
+        } else {
+            "write"
+        }
+    } else if path.starts_with("/gov/") {
+        "gov"
+    } else if path.starts_with("/node/") || path == "/metrics" {
+        "node"
+    } else {
+        "other"
+    }
+}
+
+async fn identified(st: &AppState, req: Request, next: Next) -> Response {
     let id = st.requests.fetch_add(1, Ordering::Relaxed);
     let caller = match req.headers().get(header::AUTHORIZATION) {
         Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
@@ -53,7 +89,7 @@ pub(super) async fn context(State(st): St, req: Request, next: Next) -> Response
         .into_response();
     }
     // The body, if any, is read here: after authentication, within the limits.
-    let mut resp = match admit_body(&st, &caller, req).await {
+    let mut resp = match admit_body(st, &caller, req).await {
         Ok(mut req) => {
             req.extensions_mut().insert(caller);
             // A DEBUG span: at INFO, recording its fields cost ~2% of the node's CPU under load.

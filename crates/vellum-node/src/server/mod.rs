@@ -124,6 +124,7 @@ impl Server {
         let connections =
             Connections::new(limits.max_connections, limits.max_connections_per_address);
         let node_addresses = limits::NodeAddresses::default();
+        let metrics = self.node.metrics();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -143,6 +144,10 @@ impl Server {
                     let slot = match connections.admit(peer.ip(), node) {
                         Ok(slot) => slot,
                         Err(full) => {
+                            metrics.refuse(match full {
+                                Full::All(_) => "ConnectionLimit",
+                                Full::Address(_) => "AddressConnectionLimit",
+                            });
                             match full {
                                 Full::All(n) => if let Some(more) = NODE_FULL.allow() {
                                     tracing::warn!(%peer, limit = n, suppressed = more, "connection limit reached: closing new connections");
@@ -161,8 +166,9 @@ impl Server {
                     let watcher = graceful.watcher();
                     let (handshake_timeout, header_timeout) =
                         (limits.handshake_timeout, limits.header_timeout);
+                    let open = OpenConnection::new(metrics);
                     tokio::spawn(async move {
-                        let _slot = slot;
+                        let _slot = (slot, open);
                         let stream = match tokio::time::timeout(handshake_timeout, tls.accept(tcp)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
@@ -211,6 +217,22 @@ impl Server {
         {
             tracing::warn!("some connections did not finish within 30 s");
         }
+    }
+}
+
+/// An open connection, counted in the node's metrics while it lives.
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn new(metrics: &crate::metrics::NodeMetrics) -> OpenConnection {
+        metrics.connections.inc();
+        OpenConnection(metrics.connections.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

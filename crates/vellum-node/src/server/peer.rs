@@ -8,6 +8,7 @@
 //! | `GET /node/network/nodes` | anyone (CCF serves it publicly too) |
 //! | `POST /node/join` | a joining node: any client certificate (its new key) and a join token |
 //! | `POST /node/join-tokens`, `DELETE /node/network/nodes/{id}` | Administrators and consortium members |
+//! | `GET /node/health`, `GET /metrics` | anyone, as CCF's built-ins (`/node/state`, `/node/commit`, ...): the node's health and its Prometheus metrics |
 //! | `POST /node/null` | anyone (a body, as everywhere, needs a credential): answers `{}` without touching the ledger (a benchmark baseline) |
 
 use std::sync::Arc;
@@ -60,6 +61,31 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/node/version", get(version))
         .route("/node/ready/app", get(ready_app))
         .route("/node/ready/gov", get(ready_gov))
+        // Vellum's own: the node's health, and its metrics for Prometheus.
+        .route("/node/health", get(health))
+        .route("/metrics", get(metrics))
+}
+
+/// The node's health at a glance (`vellum node status`).
+async fn health(State(st): St) -> Response {
+    axum::Json(st.node.health()).into_response()
+}
+
+/// Every metric, in the Prometheus text format (OpenMetrics 1.0, which Prometheus asks for).
+async fn metrics(State(st): St) -> Response {
+    let node = st.node.clone();
+    // Reading the ledger directory's size touches the file system: off the async threads.
+    match tokio::task::spawn_blocking(move || node.metrics_text()).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
 }
 
 /// CCF's `/node/commit` and `/app/commit`: the last committed transaction id.

@@ -1,0 +1,250 @@
+//! Operating a node: its metrics scraped by a real Prometheus, its health endpoint.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vellum_node::testing::TestServer;
+
+const V: &str = "api-version=2022-05-13";
+
+/// Debian's `prometheus`, if installed; required (not skipped) when
+/// `VELLUM_REQUIRE_PROMETHEUS=1`.
+fn prometheus() -> Option<PathBuf> {
+    let found = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var("VELLUM_REQUIRE_PROMETHEUS").as_deref() != Ok("1"),
+            "VELLUM_REQUIRE_PROMETHEUS=1 but prometheus is not installed"
+        );
+        eprintln!("skipped: prometheus is not installed (Debian package prometheus)");
+    }
+    found
+}
+
+/// A Prometheus server scraping `target` over HTTPS every 200 ms, trusting `ca`.
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_prometheus(bin: &Path, target: &str, ca: &str) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+    let config = [
+        "global:".to_owned(),
+        "  scrape_interval: 200ms".into(),
+        "  scrape_timeout: 200ms".into(),
+        "scrape_configs:".into(),
+        "  - job_name: vellum".into(),
+        "    scheme: https".into(),
+        "    metrics_path: /metrics".into(),
+        "    tls_config:".into(),
+        format!("      ca_file: {}", dir.path().join("ca.pem").display()),
+        "    static_configs:".into(),
+        format!("      - targets: ['{target}']"),
+    ]
+    .join("\n");
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let port = free_port();
+    let child = Command::new(bin)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    Prometheus {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+impl Prometheus {
+    /// The value of the instant query `q` (its first series), if Prometheus has one.
+    async fn query(&self, http: &reqwest::Client, q: &str) -> Option<f64> {
+        let v: Value = http
+            .get(format!(
+                "{}/api/v1/query?query={}",
+                self.url,
+                percent_encoding::utf8_percent_encode(q, percent_encoding::NON_ALPHANUMERIC)
+            ))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits until `q` has a value that `ok` accepts; returns it.
+    async fn wait_for(&self, http: &reqwest::Client, q: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = self.query(http, q).await
+                && ok(v)
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never had an accepted value for {q} (last: {:?}); log: {}",
+                self.query(http, q).await,
+                std::fs::read_to_string(self._dir.path().join("prometheus.log"))
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A real Prometheus scrapes `/metrics` over HTTPS (pinning the service certificate), and the
+/// metrics move as writes, reads and refusals happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_node_and_metrics_move_with_writes() {
+    let Some(bin) = prometheus() else { return };
+    let srv = TestServer::start(100).await;
+    let admin = srv.client(Some(&srv.admin_pem()));
+    let e = &srv.endpoint;
+    let prom = start_prometheus(&bin, &srv.addr.to_string(), &srv.service_cert());
+    let http = reqwest::Client::new();
+    prom.wait_for(&http, "up{job=\"vellum\"}", |v| v == 1.0)
+        .await;
+    let before = prom
+        .wait_for(&http, "vellum_ledger_transactions_total", |_| true)
+        .await;
+    let mut last = None;
+    for i in 0..50 {
+        let r = admin
+            .post(format!("{e}/app/transactions?{V}"))
+            .json(&json!({"contents": format!("metric {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        last = r
+            .headers()
+            .get("x-ms-ccf-transaction-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<vellum_core::TxId>().ok());
+    }
+    let last = last.unwrap();
+    srv.node
+        .wait_committed(last, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // A refusal by an unknown caller, counted by its code.
+    let r = srv
+        .client(None)
+        .get(format!("{e}/app/transactions/{last}?{V}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    prom.wait_for(&http, "vellum_ledger_transactions_total", |v| {
+        v >= before + 50.0
+    })
+    .await;
+    prom.wait_for(&http, "vellum_commit_seqno", |v| v >= last.seqno as f64)
+        .await;
+    prom.wait_for(
+        &http,
+        "sum(vellum_requests_total{kind=\"write\",outcome=\"ok\"})",
+        |v| v >= 50.0,
+    )
+    .await;
+    prom.wait_for(&http, "vellum_signature_transactions_total", |v| v >= 1.0)
+        .await;
+    prom.wait_for(&http, "vellum_commit_latency_seconds_count", |v| v >= 1.0)
+        .await;
+    prom.wait_for(&http, "vellum_ledger_sync_latency_seconds_count", |v| {
+        v >= 1.0
+    })
+    .await;
+    prom.wait_for(&http, "vellum_raft_state{state=\"Leader\"}", |v| v == 1.0)
+        .await;
+    prom.wait_for(&http, "vellum_ledger_size_bytes", |v| v > 0.0)
+        .await;
+    prom.wait_for(&http, "vellum_open_connections", |v| v >= 1.0)
+        .await;
+    prom.wait_for(
+        &http,
+        "vellum_refused_total{reason=\"InvalidAuthenticationInfo\"}",
+        |v| v >= 1.0,
+    )
+    .await;
+    srv.stop().await;
+}
+
+/// `/node/health` tells a node's role, commit point and disk without a credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_tells_role_commit_and_disk() {
+    let srv = TestServer::start(100).await;
+    let admin = srv.client(Some(&srv.admin_pem()));
+    let e = &srv.endpoint;
+    let r = admin
+        .post(format!("{e}/app/transactions?{V}"))
+        .json(&json!({"contents": "health"}))
+        .send()
+        .await
+        .unwrap();
+    let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    srv.node
+        .wait_committed(txid, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let v: Value = srv
+        .client(None)
+        .get(format!("{e}/node/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["role"], "primary", "{v}");
+    assert_eq!(v["nodeId"], srv.node.node_id(), "{v}");
+    assert_eq!(v["primary"], srv.node.node_id(), "{v}");
+    assert_eq!(v["ready"], true, "{v}");
+    assert!(v["commitSeqno"].as_u64().unwrap() >= txid.seqno, "{v}");
+    assert!(v["lastSignatureAgeSeconds"].as_f64().unwrap() >= 0.0, "{v}");
+    assert!(v["ledgerBytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["diskFreeBytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["writeError"].is_null(), "{v}");
+    srv.stop().await;
+}
