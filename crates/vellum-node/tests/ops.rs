@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -246,5 +248,114 @@ async fn health_tells_role_commit_and_disk() {
     assert!(v["ledgerBytes"].as_u64().unwrap() > 0, "{v}");
     assert!(v["diskFreeBytes"].as_u64().unwrap() > 0, "{v}");
     assert!(v["writeError"].is_null(), "{v}");
+    srv.stop().await;
+}
+
+/// CCF's built-in `/app/receipt?transaction_id=`: CCF's JSON receipt by default, a COSE receipt
+/// with `Accept: application/cose`; both verified by CCF's `ccf.receipt`, and a COSE receipt
+/// with one byte of its proof changed refused by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccfs_receipt_endpoint_serves_json_and_cose_receipts_ccf_verifies() {
+    let srv = TestServer::start(100).await;
+    let admin = srv.client(Some(&srv.admin_pem()));
+    let e = &srv.endpoint;
+    let r = admin
+        .post(format!("{e}/app/transactions?{V}"))
+        .json(&json!({"contents": "receipt me"}))
+        .send()
+        .await
+        .unwrap();
+    let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    srv.node
+        .wait_committed(txid, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let url = format!("{e}/app/receipt?transaction_id={txid}");
+    let r = admin.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let json: Value = r.json().await.unwrap();
+    assert!(
+        json["leaf_components"]["write_set_digest"].is_string(),
+        "{json}"
+    );
+    assert!(json["node_id"].is_string(), "{json}");
+    let r = admin
+        .get(&url)
+        .header("accept", "application/cose")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/cose");
+    let cose = r.bytes().await.unwrap().to_vec();
+    // Ours verifies it too, against the service key.
+    let cert = vellum_core::crypto::Certificate::from_pem(&srv.service_cert()).unwrap();
+    let (_, leaf) =
+        vellum_core::receipt::verify_cose_receipt(&cose, &cert.public_key().unwrap(), None)
+            .unwrap();
+    assert_eq!(
+        leaf.write_set_digest.to_hex(),
+        json["leaf_components"]["write_set_digest"]
+            .as_str()
+            .unwrap()
+    );
+    // Refusals: no id, a bad id, no credential, an unknown transaction.
+    for (q, status) in [
+        ("", 400),
+        ("?transaction_id=x.y", 400),
+        (
+            &format!("?transaction_id={}.{}", txid.view + 7, txid.seqno) as &str,
+            404,
+        ),
+    ] {
+        let r = admin
+            .get(format!("{e}/app/receipt{q}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{q}");
+    }
+    let r = srv.client(None).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    let Some(py) = common::python() else {
+        assert!(
+            !common::interop_required(),
+            "VELLUM_REQUIRE_INTEROP=1 but no Python"
+        );
+        eprintln!("skipping ccf.receipt verification: no Python with ccf");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.json"), json.to_string()).unwrap();
+    std::fs::write(dir.path().join("r.cose"), &cose).unwrap();
+    // One byte of the inclusion proof's write-set digest changed.
+    let mut tampered = cose.clone();
+    let ws = leaf.write_set_digest.0;
+    let at = tampered
+        .windows(32)
+        .position(|w| w == ws)
+        .expect("the write-set digest is in the receipt");
+    tampered[at] ^= 1;
+    std::fs::write(dir.path().join("t.cose"), &tampered).unwrap();
+    let out = Command::new(py)
+        .arg(common::repo().join("tests/interop/verify_ccf_receipts.py"))
+        .arg(srv.path("service_cert.pem"))
+        .arg(dir.path().join("r.json"))
+        .arg(dir.path().join("r.cose"))
+        .arg("--tampered")
+        .arg(dir.path().join("t.cose"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ALL PASSED"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     srv.stop().await;
 }

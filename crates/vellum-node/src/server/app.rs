@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -34,6 +35,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/app/transactions/{id}", get(get_entry))
         .route("/app/transactions/{id}/status", get(get_status))
         .route("/app/transactions/{id}/receipt", get(get_receipt))
+        .route("/app/receipt", get(ccf_receipt))
         .route("/app/collections", get(list_collections))
         .route("/app/collections/tags", get(list_tags))
         .route("/app/subLedgerIds", get(list_sub_ledger_ids))
@@ -290,6 +292,93 @@ async fn get_receipt(
         None => Ok(ok_json(
             json!({"receipt": null, "state": "Loading", "transactionId": ""}),
         )),
+    }
+}
+
+/// The media types that ask `/app/receipt` for a COSE receipt: CCF's, and RFC 9943's.
+const COSE_TYPES: [&str; 2] = ["application/cose", "application/scitt-receipt+cose"];
+
+/// CCF's built-in `GET /app/receipt?transaction_id=V.S`: the receipt of a committed
+/// transaction, as CCF's JSON (snake_case), or, when the `Accept` header asks for
+/// `application/cose`, as a COSE receipt (the signature's COSE_Sign1 carrying the inclusion
+/// proof; CCF's profile, verified by `ccf.receipt.verify_cose`). While the signature covering
+/// it is not applied here: 202 with `Retry-After`, as CCF's historical queries answer.
+async fn ccf_receipt(
+    State(st): St,
+    _: Authorized<Receipts>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let txid = Query::parse(raw.as_deref())?
+        .txid("transaction_id")?
+        .ok_or_else(|| {
+            ApiError::bad(
+                "MissingQueryParameter",
+                "the transaction_id query parameter is required",
+            )
+        })?;
+    let cose = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .any(|t| COSE_TYPES.iter().any(|c| t.eq_ignore_ascii_case(c)));
+    let loading = || {
+        (
+            StatusCode::ACCEPTED,
+            [(header::RETRY_AFTER, "1")],
+            axum::Json(json!({"error": {"code": "TransactionPendingOrUnknown", "message": format!("transaction {txid} is not committed on this node yet: retry")}})),
+        )
+            .into_response()
+    };
+    match settle(&st, txid).await {
+        TxStatus::Committed => {}
+        TxStatus::Pending => return Ok(loading()),
+        _ => return Err(unknown_txid(txid)),
+    }
+    let bundle = match st.node.receipt(txid) {
+        Ok(b) => b,
+        Err(crate::NodeError::ReceiptNotReady(_)) => return Ok(loading()),
+        Err(e) => return Err(read_failed(e)),
+    };
+    if !cose {
+        let v = serde_json::to_value(&bundle.receipt).map_err(ApiError::internal)?;
+        return Ok(ok_json(snake_keys(&v)));
+    }
+    let Some(bytes) = bundle.cose else {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "NotAcceptable",
+            format!(
+                "the signature covering {txid} has no COSE signature: only a JSON receipt exists"
+            ),
+        ));
+    };
+    Ok(([(header::CONTENT_TYPE, "application/cose")], bytes).into_response())
+}
+
+/// ACL's camelCase keys as CCF's snake_case (`leafComponents` → `leaf_components`).
+fn snake_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let mut s = String::with_capacity(k.len() + 4);
+                    for c in k.chars() {
+                        if c.is_ascii_uppercase() {
+                            s.push('_');
+                            s.push(c.to_ascii_lowercase());
+                        } else {
+                            s.push(c);
+                        }
+                    }
+                    (s, snake_keys(v))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(snake_keys).collect()),
+        other => other.clone(),
     }
 }
 
