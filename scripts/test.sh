@@ -27,11 +27,18 @@ if [ ! -d "$JS/node_modules/@azure-rest/confidential-ledger" ]; then
   (cd "$JS" && npm ci --no-audit --no-fund --ignore-scripts)
 fi
 # Debian packages some tests run for real: SoftHSM2 (the PKCS#11 token the sealing tests keep
-# a key in) and Prometheus (which scrapes a node's /metrics). Required wherever they are
-# installed or can be; elsewhere those tests say they are skipped.
+# a key in), Prometheus (which scrapes a node's /metrics), and podman with runc, debootstrap
+# and CNI's dnsname plugin (the container image and the 3-node compose file, as root).
+# Required wherever they are installed or can be; elsewhere those tests say they are skipped.
 WANT=""
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || WANT="$WANT softhsm2"
 [ -x /usr/bin/prometheus ] || WANT="$WANT prometheus"
+if [ "$(id -u)" = 0 ]; then
+  command -v podman >/dev/null || WANT="$WANT podman"
+  command -v runc >/dev/null || WANT="$WANT runc"
+  command -v debootstrap >/dev/null || WANT="$WANT debootstrap"
+  [ -e /usr/lib/cni/dnsname ] || WANT="$WANT golang-github-containernetworking-plugin-dnsname"
+fi
 if [ -n "$WANT" ]; then
   echo "==> installing Debian packages for tests:$WANT"
   SUDO=""; if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
@@ -75,4 +82,16 @@ echo "    entries through the engine and through the full node, verified by vell
 echo "    ccf.ledger FULL). The test profile optimises the ledger, node and crypto crates (see"
 echo "    Cargo.toml), so nothing is built a second time in release mode."
 VELLUM_HEAVY=1 cargo test --workspace --locked
+echo "==> the container image (packaging/Containerfile) and the 3-node compose file, with podman"
+if [ "$(id -u)" = 0 ] && command -v podman >/dev/null && command -v runc >/dev/null \
+   && command -v debootstrap >/dev/null; then
+  VENV_COMPOSE="${VELLUM_VENV_COMPOSE:-$PWD/.venv-compose}"
+  if [ ! -x "$VENV_COMPOSE/bin/podman-compose" ]; then
+    python3 -m venv "$VENV_COMPOSE"
+    "$VENV_COMPOSE/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements-compose.txt
+  fi
+  COMPOSE="$VENV_COMPOSE/bin/podman-compose" scripts/container_test.sh
+else
+  echo "==> skipped: podman, runc and debootstrap are needed, as root"
+fi
 echo "==> all tests passed"

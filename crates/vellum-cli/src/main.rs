@@ -124,6 +124,14 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages: vellum.1 and one page a subcommand (vellum-serve.1, ...).
+    ///
+    /// Example: vellum man --out /usr/local/share/man/man1 && man vellum-serve
+    Man {
+        /// The directory to write them to (created if absent).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
     /// Verify a ledger directory offline: replay the Merkle tree and check every signature.
     ///
     /// Works on ledgers written by Vellum and by Microsoft CCF. Exits 0 when the ledger is
@@ -252,6 +260,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `cmd`'s man page and one per subcommand, all levels (`vellum-node-status.1`), into
+/// `dir`; returns the file names.
+fn write_man_pages(cmd: &clap::Command, dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    fn walk(
+        cmd: clap::Command,
+        name: String,
+        dir: &std::path::Path,
+        out: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        let cmd = cmd.name(name.clone()).bin_name(name.replace('-', " "));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        let file = format!("{name}.1");
+        std::fs::write(dir.join(&file), page)
+            .with_context(|| format!("writing {}", dir.join(&file).display()))?;
+        out.push(file);
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            walk(sub.clone(), format!("{name}-{}", sub.get_name()), dir, out)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut out = Vec::new();
+    let mut cmd = cmd.clone();
+    cmd.build();
+    walk(cmd, "vellum".into(), dir, &mut out)?;
+    Ok(out)
+}
+
 /// The ledger secret, recovered from recovery members' decrypted shares (base64 files) and the
 /// last recovery shares record of the ledger in `dir` (the audit that follows checks the rest).
 fn secret_from_shares(
@@ -343,6 +383,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "vellum", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory;
+            let written = write_man_pages(&Cli::command(), &out)?;
+            if cli.conn.json {
+                outln!("{}", serde_json::json!({"pages": written}));
+            } else {
+                eprintln!("wrote {} man pages to {}", written.len(), out.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
