@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// joining nodes take the service's). Default 4 MiB.
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<u64>,
+    /// Write a snapshot of the state (CCF's format, in DATA/snapshots, the newest two kept)
+    /// every this many committed transactions. Default 0: none.
+    #[arg(long, value_name = "N")]
+    pub snapshot_interval: Option<u64>,
     /// The constitution a new service starts with (first start only): a JavaScript module
     /// exporting CCF's validate, resolve and apply (default: Vellum's, which passes a proposal
     /// on a majority of active members).
@@ -175,6 +179,7 @@ impl ServeArgs {
             signature_interval,
             signature_delay_ms,
             chunk_size,
+            snapshot_interval,
             constitution,
             max_entry_bytes,
             max_collections,
@@ -257,6 +262,9 @@ fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     }
     if let Some(n) = args.chunk_size {
         node.chunk_size = n;
+    }
+    if let Some(n) = args.snapshot_interval {
+        node.snapshot_interval = n;
     }
     if let Some(ms) = args.signature_delay_ms {
         let delay = Duration::try_from_secs_f64(ms / 1000.0)

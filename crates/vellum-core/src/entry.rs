@@ -278,13 +278,13 @@ pub struct RawEntry<'a> {
     pub ciphertext: &'a [u8],
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: u64, what: &'static str) -> Result<&'a [u8], EntryError> {
+    pub(crate) fn take(&mut self, n: u64, what: &'static str) -> Result<&'a [u8], EntryError> {
         let n = usize::try_from(n).map_err(|_| EntryError::WriteSet(what))?;
         let end = self.pos.checked_add(n).ok_or(EntryError::WriteSet(what))?;
         let s = self
@@ -294,21 +294,21 @@ impl<'a> Reader<'a> {
         self.pos = end;
         Ok(s)
     }
-    fn u64(&mut self, what: &'static str) -> Result<u64, EntryError> {
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, EntryError> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8, what)?);
         Ok(u64::from_le_bytes(b))
     }
-    fn i64(&mut self, what: &'static str) -> Result<i64, EntryError> {
+    pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, EntryError> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8, what)?);
         Ok(i64::from_le_bytes(b))
     }
-    fn blob(&mut self, what: &'static str) -> Result<&'a [u8], EntryError> {
+    pub(crate) fn blob(&mut self, what: &'static str) -> Result<&'a [u8], EntryError> {
         let n = self.u64(what)?;
         self.take(n, what)
     }
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 }
@@ -510,7 +510,7 @@ fn decode_snapshot_maps(r: &mut Reader<'_>) -> Result<Vec<MapWrites>, EntryError
     Ok(maps)
 }
 
-fn put_blob(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_blob(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u64).to_le_bytes());
     out.extend_from_slice(b);
 }
@@ -651,6 +651,38 @@ impl LedgerSecret {
             .try_into()
             .map_err(|_| EntryError::Authentication)?;
         Ok(LedgerSecret::from_bytes(key))
+    }
+
+    /// Seals `plaintext` in place under this secret with `iv` and `aad`; returns the tag.
+    pub(crate) fn seal_detached(
+        &self,
+        iv: [u8; IV_SIZE],
+        aad: &[u8],
+        plaintext: &mut [u8],
+    ) -> [u8; TAG_SIZE] {
+        match self
+            .cipher
+            .encrypt_in_place_detached(&Nonce::from(iv), aad, plaintext)
+        {
+            Ok(t) => t.into(),
+            // Only fails for plaintexts beyond 64 GiB.
+            Err(_) => unreachable!("AES-GCM plaintext within limits"),
+        }
+    }
+
+    /// Opens what [`LedgerSecret::seal_detached`] sealed.
+    pub(crate) fn open_detached(
+        &self,
+        iv: [u8; IV_SIZE],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_SIZE],
+    ) -> Result<Vec<u8>, EntryError> {
+        let mut buf = ciphertext.to_vec();
+        self.cipher
+            .decrypt_in_place_detached(&Nonce::from(iv), aad, &mut buf, &Tag::from(*tag))
+            .map_err(|_| EntryError::Authentication)?;
+        Ok(buf)
     }
 
     /// Checks the GCM tag and decrypts the private maps of `entry`.

@@ -59,6 +59,7 @@ pub mod jwk;
 pub mod merkle;
 pub mod receipt;
 pub mod signature;
+pub mod snapshot;
 pub mod status;
 pub mod tables;
 pub mod txid;

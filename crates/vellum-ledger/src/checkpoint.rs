@@ -102,6 +102,20 @@ impl ViewRuns {
         i.checked_sub(1).map(|i| self.runs[i].1)
     }
 
+    /// CCF's view history of transactions `1..=seqno`: entry `v - 1` is the first seqno of view
+    /// `v`, for every view up to `seqno`'s (a view without transactions gets the first seqno
+    /// of the next view that has some).
+    pub fn history(&self, seqno: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        for &(first, view) in self.runs.iter().filter(|(first, _)| *first <= seqno) {
+            let view = usize::try_from(view).unwrap_or(usize::MAX);
+            while out.len() < view {
+                out.push(first);
+            }
+        }
+        out
+    }
+
     /// The view of the last transaction.
     pub fn last(&self) -> Option<u64> {
         self.runs.last().map(|(_, v)| *v)
@@ -420,6 +434,11 @@ mod tests {
             v.push(view);
         }
         assert_eq!(v.len(), 6);
+        // CCF's view history: entry v-1 is view v's first seqno; views 1 and 4 have none
+        // (the next view's first seqno).
+        assert_eq!(v.history(6), vec![1, 1, 4, 6, 6]);
+        assert_eq!(v.history(5), vec![1, 1, 4]);
+        assert_eq!(v.history(0), Vec::<u64>::new());
         let got: Vec<_> = (0..=7).map(|s| v.get(s)).collect();
         assert_eq!(
             got,

@@ -479,6 +479,17 @@ impl Engine {
         Ok(self.tree.root()?)
     }
 
+    /// The Merkle root over leaves `0..=seqno` (leaf 0 is the zero leaf).
+    pub fn root_at(&self, seqno: u64) -> Result<Hash, EngineError> {
+        Ok(self.tree.root_at(seqno + 1)?)
+    }
+
+    /// CCF's view history up to `seqno`: entry `v - 1` is the first seqno of view `v` (a view
+    /// without transactions gets the next view's first seqno).
+    pub fn view_history(&self, seqno: u64) -> Vec<u64> {
+        self.views.history(seqno)
+    }
+
     /// The keys.
     pub fn keys(&self) -> &NodeKeys {
         &self.keys

@@ -213,6 +213,8 @@ pub struct Service {
     serving: tokio::task::JoinHandle<()>,
     /// Refreshes keys fetched from JWKS URLs.
     refresh: Option<tokio::task::JoinHandle<()>>,
+    /// Takes snapshots (it holds the node: stopped before the node is).
+    snapshots: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
@@ -308,11 +310,14 @@ impl Service {
             stop: Some(stop),
             serving,
             refresh,
+            snapshots: None,
         };
         if let Err(e) = service.node.ready().await {
             let _ = service.stop().await;
             return Err(e.into());
         }
+        let mut service = service;
+        service.snapshots = Some(tokio::spawn(service.node.clone().run_snapshots()));
         Ok(service)
     }
 
@@ -366,6 +371,10 @@ impl Service {
         }
         if let Some(r) = self.refresh.take() {
             r.abort();
+        }
+        if let Some(s) = self.snapshots.take() {
+            s.abort();
+            let _ = s.await;
         }
         let _ = (&mut self.serving).await;
         let node = Arc::try_unwrap(self.node).map_err(|_| ServiceError::Busy)?;

@@ -359,3 +359,142 @@ async fn ccfs_receipt_endpoint_serves_json_and_cose_receipts_ccf_verifies() {
     );
     srv.stop().await;
 }
+
+/// Snapshots every 40 committed transactions: written in CCF's format with their evidence
+/// committed, opened and verified by CCF's `ccf.ledger.Snapshot` (and a tampered copy refused),
+/// decoded by Vellum to the state at their seqno, only the newest two kept; the ledger with
+/// evidence transactions still audits (Vellum and CCF FULL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_written_in_ccfs_format_and_ccf_opens_them() {
+    let srv = TestServer::start_with(vellum_node::server::Limits::default(), |c| {
+        c.snapshot_interval = 40;
+    })
+    .await;
+    let admin = srv.client(Some(&srv.admin_pem()));
+    let e = &srv.endpoint;
+    let mut last = None;
+    for i in 0..200 {
+        let r = admin
+            .post(format!("{e}/app/transactions?{V}&collectionId=c{}", i % 3))
+            .json(&json!({"contents": format!("entry {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        last = Some(
+            r.headers()["x-ms-ccf-transaction-id"]
+                .to_str()
+                .unwrap()
+                .parse::<vellum_core::TxId>()
+                .unwrap(),
+        );
+        if i % 50 == 49 {
+            // Let the commit point (and the snapshotter) move between bursts.
+            srv.node
+                .wait_committed(last.unwrap(), Duration::from_secs(10))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    srv.node
+        .wait_committed(last.unwrap(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let dir = srv.dir.path().join("snapshots");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let files = loop {
+        let files = vellum_node::node::snapshots::committed(&dir);
+        if files.len() >= 2 {
+            break files;
+        }
+        assert!(Instant::now() < deadline, "snapshots: {files:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        files.len() <= vellum_node::node::snapshots::KEEP,
+        "{files:?}"
+    );
+    let (seqno, evidence, path) = files[0].clone();
+    assert!(evidence > seqno, "{files:?}");
+    let bytes = std::fs::read(&path).unwrap();
+    let secrets = srv.node.ledger_secrets();
+    let snap = vellum_core::snapshot::Snapshot::decode(&bytes, secrets.at(seqno)).unwrap();
+    assert_eq!(snap.txid.seqno, seqno);
+    // The state is the ledger's at the snapshot: each collection's entry is the one the node
+    // serves at the version the snapshot records.
+    let entries = &snap.state.maps["vellum.entries"];
+    assert_eq!(entries.len(), 3, "three collections");
+    for (key, (version, value)) in entries {
+        let rec: vellum_core::tables::EntryRecord = serde_json::from_slice(value).unwrap();
+        let at = srv
+            .node
+            .entry(vellum_core::TxId::new(snap.txid.view, *version))
+            .ok()
+            .flatten()
+            .or_else(|| {
+                (1..=snap.txid.view + 1).find_map(|v| {
+                    srv.node
+                        .entry(vellum_core::TxId::new(v, *version))
+                        .ok()
+                        .flatten()
+                })
+            })
+            .expect("the entry the snapshot names");
+        assert_eq!(at.contents, rec.contents);
+        assert_eq!(at.collection.as_bytes(), key.as_slice());
+        assert!(*version <= seqno);
+    }
+    assert!(snap.state.maps.contains_key("public:ccf.gov.service.info"));
+    // The evidence records the digest, and its receipt is what follows the entry.
+    let cert = vellum_core::crypto::Certificate::from_pem(&srv.service_cert()).unwrap();
+    let (_, leaf) = vellum_core::receipt::verify_cose_receipt(
+        &snap.receipt,
+        &cert.public_key().unwrap(),
+        Some(&snap.digest),
+    )
+    .unwrap();
+    assert!(
+        leaf.commit_evidence.contains(&format!(".{evidence}:")),
+        "{leaf:?}"
+    );
+
+    let Some(py) = common::python() else {
+        assert!(
+            !common::interop_required(),
+            "VELLUM_REQUIRE_INTEROP=1 but no Python"
+        );
+        eprintln!("skipping ccf.ledger.Snapshot: no Python with ccf");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tampered = tmp.path().join(path.file_name().unwrap());
+    let mut bad = bytes.clone();
+    let at = bad.len() / 3;
+    bad[at] ^= 1;
+    std::fs::write(&tampered, bad).unwrap();
+    let out = Command::new(py)
+        .arg(common::repo().join("tests/interop/open_snapshot.py"))
+        .arg(&path)
+        .arg("--tampered")
+        .arg(&tampered)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("ALL PASSED"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = srv.stop().await;
+    let ledger = dir.path().join("ledger");
+    let secret = vellum_core::entry::LedgerSecrets::from_text(
+        &std::fs::read_to_string(dir.path().join("ledger_secret")).unwrap(),
+    )
+    .unwrap()
+    .latest()
+    .clone();
+    common::audit(&ledger, &secret);
+    common::ccf_full(&ledger);
+}

@@ -77,12 +77,14 @@ impl LedgerNode {
         let index = Arc::new(LiveIndex::start(index)?);
         let (commit_tx, commit_rx) = tokio::sync::watch::channel(commit);
         let waiters = Arc::new(CommitWaiters::new(commit.committed));
+        let snapshots = Arc::new(super::snapshots::Snapshots::default());
         let sm = StateMachine::new(
             ledger.clone(),
             index.clone(),
             collections,
             commit_tx,
             waiters.clone(),
+            snapshots.clone(),
         )
         .map_err(DataDirError::open("the state machine"))?;
         let state = sm.state();
@@ -144,6 +146,8 @@ impl LedgerNode {
             peers,
             chunk_size,
             max_collections: cfg.max_collections,
+            snapshot_interval: cfg.snapshot_interval,
+            snapshots,
             join_lock: tokio::sync::Mutex::new(()),
             scripts,
             startup: Startup {

@@ -11,6 +11,7 @@ mod health;
 mod lifecycle;
 mod reads;
 mod runs;
+pub mod snapshots;
 mod writes;
 
 pub use health::NodeHealth;
@@ -48,6 +49,9 @@ pub struct NodeConfig {
     pub signature_delay: Option<Duration>,
     /// Ledger chunks are closed after the first signature past this size (bytes).
     pub chunk_size: u64,
+    /// A snapshot of the state (CCF's format, in `DATA/snapshots`) every this many committed
+    /// transactions; 0: none.
+    pub snapshot_interval: u64,
     /// The most collections the ledger may hold: the primary refuses a write that would
     /// start one more (writes forwarded by backups included).
     pub max_collections: usize,
@@ -104,6 +108,7 @@ impl NodeConfig {
             signature_delay: None,
             max_collections: DEFAULT_MAX_COLLECTIONS,
             chunk_size: 4 << 20,
+            snapshot_interval: 0,
             bootstrap: Bootstrap::default(),
             seal: None,
             service_key_token: None,
@@ -180,6 +185,10 @@ pub struct LedgerNode {
     peers: PeerClient,
     chunk_size: u64,
     max_collections: usize,
+    /// See [`NodeConfig::snapshot_interval`].
+    snapshot_interval: u64,
+    /// The snapshotter's memory (the state machine reports evidence to it).
+    snapshots: Arc<snapshots::Snapshots>,
     join_lock: tokio::sync::Mutex<()>,
     /// User-defined functions' runs (on the primary).
     scripts: crate::scripts::Scripts,

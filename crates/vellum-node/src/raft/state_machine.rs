@@ -175,6 +175,8 @@ pub struct StateMachine {
     pub(crate) commit: tokio::sync::watch::Sender<CommitState>,
     waiters: Arc<CommitWaiters>,
     membership: StoredMembership,
+    /// Told of snapshot evidence as it is applied.
+    snapshots: Arc<crate::node::snapshots::Snapshots>,
 }
 
 impl StateMachine {
@@ -185,6 +187,7 @@ impl StateMachine {
         collections: Vec<String>,
         commit: tokio::sync::watch::Sender<CommitState>,
         waiters: Arc<CommitWaiters>,
+        snapshots: Arc<crate::node::snapshots::Snapshots>,
     ) -> io::Result<StateMachine> {
         let membership = match index.blob(MEMBERSHIP_KEY).map_err(other)? {
             Some(b) => serde_json::from_slice(&b).map_err(other)?,
@@ -225,6 +228,7 @@ impl StateMachine {
             commit,
             waiters,
             membership,
+            snapshots,
         })
     }
 
@@ -294,6 +298,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 last_sig = Some(txid.seqno);
             }
             for m in &stored.ws.maps {
+                if m.name == vellum_core::snapshot::EVIDENCE_TABLE {
+                    self.snapshots.evidence_applied(txid.seqno, m);
+                }
                 users_changed |= self.state.apply_access(m);
                 cluster_changed |= self.state.apply_cluster(m);
                 functions_changed |= self.state.apply_functions(m);
