@@ -83,7 +83,7 @@ impl std::fmt::Debug for NodeMetrics {
     }
 }
 
-/// What a scrape reads off the node (see [`NodeMetrics::encode`]).
+/// What a scrape reads off the node (the values `NodeMetrics::encode` sets at each scrape).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Raft's state (`Leader`, `Follower`, `Candidate`, `Learner`, `Shutdown`).
