@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${VELLUM_VENV:-$PWD/.venv}"
-if ! "$VENV/bin/python" -c "import ccf.ledger, azure.confidentialledger.receipt, aiohttp" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import ccf.ledger, azure.confidentialledger.receipt, aiohttp, moto, azure.storage.blob" 2>/dev/null; then
   echo "==> setting up Python venv for interop tests in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --ignore-requires-python \
@@ -22,7 +22,7 @@ if ! "$VENV2/bin/python" -c "import azure.confidentialledger, aiohttp; assert az
   "$VENV2/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements-sdk2.txt
 fi
 JS="tests/interop/js"
-if [ ! -d "$JS/node_modules/@azure-rest/confidential-ledger" ]; then
+if [ ! -d "$JS/node_modules/@azure-rest/confidential-ledger" ] || [ ! -x "$JS/node_modules/.bin/azurite-blob" ]; then
   echo "==> installing the JS client for interop tests in $JS"
   (cd "$JS" && npm ci --no-audit --no-fund --ignore-scripts)
 fi

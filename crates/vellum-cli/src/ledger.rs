@@ -1543,6 +1543,18 @@ fn health_text(h: &vellum_client::models::NodeHealth) -> String {
         h.disk_free_bytes
             .map_or(String::new(), |f| format!(", {} free on disk", bytes(f)))
     ));
+    if let Some(s) = h.snapshot_seqno {
+        lines.push(format!("snapshot  {s}"));
+    }
+    if let Some(a) = &h.archive {
+        lines.push(format!(
+            "archive   {} chunks through {} ({} behind the commit point), {} snapshots",
+            a.chunks,
+            a.through_seqno,
+            h.commit_seqno.saturating_sub(a.through_seqno),
+            a.snapshots
+        ));
+    }
     lines.push(format!(
         "state     {}",
         match (&h.write_error, h.ready) {

@@ -140,8 +140,21 @@ enum Command {
     ///
     /// Example: vellum audit vellum-data/ledger --ledger-secret vellum-data/ledger_secret
     Audit {
-        /// The ledger directory (holding ledger_*.committed chunk files).
-        dir: PathBuf,
+        /// The ledger directory (holding ledger_*.committed chunk files); not with --archive.
+        #[arg(required_unless_present = "archive", conflicts_with = "archive")]
+        dir: Option<PathBuf>,
+        /// Audit the committed chunks of an archive instead (`vellum serve --archive`):
+        /// az://CONTAINER/PREFIX, s3://BUCKET/PREFIX or file:///DIR. They are downloaded to a
+        /// temporary directory first.
+        #[arg(long, value_name = "URL")]
+        archive: Option<String>,
+        /// An option of the archive store, KEY=VALUE (as `vellum serve --archive-option`).
+        #[arg(
+            long = "archive-option",
+            value_name = "KEY=VALUE",
+            requires = "archive"
+        )]
+        archive_options: Vec<String>,
         /// Print a JSON report instead of text.
         #[arg(long)]
         json: bool,
@@ -292,6 +305,48 @@ fn write_man_pages(cmd: &clap::Command, dir: &std::path::Path) -> anyhow::Result
     Ok(out)
 }
 
+/// Downloads the committed chunks of the archive at `url` into `dir`, with a progress bar on a
+/// terminal unless `quiet`.
+fn download_archive(
+    url: &str,
+    options: &[String],
+    dir: &std::path::Path,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let cfg = vellum_node::archive::ArchiveConfig::new(url, options)?;
+    let archive = vellum_node::archive::Archive::open(&cfg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let chunks = archive.list("ledger").await?;
+        if chunks.is_empty() {
+            anyhow::bail!("the archive at {url} holds no committed chunk");
+        }
+        let total: u64 = chunks.iter().map(|c| c.size).sum();
+        let bar = if quiet || !std::io::stderr().is_terminal() {
+            ProgressBar::hidden()
+        } else {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} downloading [{bar:30}] {bytes}/{total_bytes} ({eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b
+        };
+        archive
+            .download_ledger(dir, |c| bar.inc(c.size))
+            .await
+            .with_context(|| format!("downloading the archive at {url}"))?;
+        bar.finish_and_clear();
+        Ok(())
+    })
+}
+
 /// The ledger secret, recovered from recovery members' decrypted shares (base64 files) and the
 /// last recovery shares record of the ledger in `dir` (the audit that follows checks the rest).
 fn secret_from_shares(
@@ -401,6 +456,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit {
             dir,
+            archive,
+            archive_options,
             json,
             ledger_secret,
             seal_key_file,
@@ -416,6 +473,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seal_passphrase_file.as_deref(),
                 seal_pkcs11.as_deref(),
             );
+            // An archive is downloaded first (kept until the audit ends).
+            let (_downloaded, dir) = match (dir, archive) {
+                (Some(d), _) => (None, d),
+                (None, Some(url)) => {
+                    let tmp = tempfile::tempdir().context("making a temporary directory")?;
+                    let dir = tmp.path().join("ledger");
+                    download_archive(&url, &archive_options, &dir, json || no_progress)?;
+                    (Some(tmp), dir)
+                }
+                (None, None) => anyhow::bail!("a ledger directory or --archive is needed"),
+            };
             if !dir.is_dir() {
                 anyhow::bail!("{} is not a directory", dir.display());
             }

@@ -111,6 +111,17 @@ pub struct ServeArgs {
     /// ledger secrets and starts; the members then vote `transition_service_to_open`.
     #[arg(long, value_name = "LEDGER_DIR", conflicts_with = "join")]
     pub recover: Option<PathBuf>,
+    /// Copy committed ledger chunks and snapshots to this archive while the node is the
+    /// primary: az://CONTAINER/PREFIX (Azure Blob Storage), s3://BUCKET/PREFIX (S3 and
+    /// compatible stores) or file:///DIR. Credentials from the AZURE_* / AWS_* environment
+    /// variables or --archive-option. See docs/operations.md, "Archive".
+    #[arg(long, value_name = "URL")]
+    pub archive: Option<String>,
+    /// An option of the archive store, KEY=VALUE (object_store's keys: account_name,
+    /// access_key, use_emulator, endpoint, allow_http, region, ...). Repeatable.
+    #[arg(long = "archive-option", value_name = "KEY=VALUE")]
+    #[serde(default)]
+    pub archive_options: Vec<String>,
     /// A one-time join token (`vellum node token` on the service).
     #[arg(
         long,
@@ -199,6 +210,7 @@ impl ServeArgs {
             seal_passphrase_file,
             seal_pkcs11,
             service_key_pkcs11,
+            archive,
             handshake_timeout,
             header_timeout,
             body_timeout
@@ -211,6 +223,9 @@ impl ServeArgs {
         }
         if self.jwt_audiences.is_empty() {
             self.jwt_audiences = file.jwt_audiences;
+        }
+        if self.archive_options.is_empty() {
+            self.archive_options = file.archive_options;
         }
         Ok(self)
     }
@@ -345,6 +360,14 @@ fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
             anyhow::bail!("--recover {}: not a directory", old.display());
         }
         cfg.recover = Some(old.clone());
+    }
+    if let Some(url) = &args.archive {
+        cfg.archive = Some(vellum_node::archive::ArchiveConfig::new(
+            url.clone(),
+            &args.archive_options,
+        )?);
+    } else if !args.archive_options.is_empty() {
+        anyhow::bail!("--archive-option needs --archive");
     }
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(cfg)

@@ -644,6 +644,24 @@ pub struct NodeHealth {
     /// Free bytes on the data directory's file system.
     #[serde(default)]
     pub disk_free_bytes: Option<u64>,
+    /// The newest committed snapshot's seqno.
+    #[serde(default)]
+    pub snapshot_seqno: Option<u64>,
+    /// What the archive holds, as the node knows (`None`: no archive configured).
+    #[serde(default)]
+    pub archive: Option<ArchiveHealth>,
+}
+
+/// The archive's progress in [`NodeHealth`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveHealth {
+    /// Committed chunks archived.
+    pub chunks: u64,
+    /// The last seqno of the newest chunk archived.
+    pub through_seqno: u64,
+    /// Committed snapshots archived.
+    pub snapshots: u64,
 }
 
 /// A one-time token that admits one node to a Vellum cluster (a Vellum extension).

@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod archive;
 pub mod cluster;
 pub mod config;
 mod datadir;

@@ -71,6 +71,7 @@ pub struct NodeMetrics {
     last_signature_age: Gauge<f64, AtomicU64>,
     ledger_bytes: Gauge,
     ledger_files: Gauge,
+    archived_seqno: Gauge,
     /// Appended seqnos waiting for the commit point, with when they were appended.
     pending: Mutex<VecDeque<(u64, Instant)>>,
     /// When the last signature was appended on this node.
@@ -108,6 +109,8 @@ pub struct Snapshot {
     pub ledger_bytes: u64,
     /// Files in the ledger directory.
     pub ledger_files: u64,
+    /// The last seqno the archive holds (`None`: no archive).
+    pub archived_seqno: Option<u64>,
 }
 
 const RAFT_STATES: [&str; 5] = ["Leader", "Follower", "Candidate", "Learner", "Shutdown"];
@@ -232,6 +235,12 @@ impl NodeMetrics {
             "Files in the ledger directory",
             ledger_files.clone(),
         );
+        let archived_seqno = Gauge::default();
+        r.register(
+            "archived_seqno",
+            "The last seqno of the newest chunk in the archive (-1: no archive)",
+            archived_seqno.clone(),
+        );
         NodeMetrics {
             registry: r,
             transactions,
@@ -253,6 +262,7 @@ impl NodeMetrics {
             last_signature_age,
             ledger_bytes,
             ledger_files,
+            archived_seqno,
             pending: Mutex::new(VecDeque::new()),
             last_signature_at: Mutex::new(None),
         }
@@ -337,6 +347,7 @@ impl NodeMetrics {
             .set(s.last_signature_age.unwrap_or(-1.0));
         self.ledger_bytes.set(gauge(s.ledger_bytes));
         self.ledger_files.set(gauge(s.ledger_files));
+        self.archived_seqno.set(s.archived_seqno.map_or(-1, gauge));
         let mut out = String::with_capacity(8192);
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);

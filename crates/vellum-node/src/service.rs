@@ -83,6 +83,9 @@ pub struct ServiceConfig {
     /// Recover a lost service from its ledger directory instead of founding one (ignored
     /// once provisioned; see [`crate::disaster`]).
     pub recover: Option<PathBuf>,
+    /// Copy committed chunks and snapshots to this archive (while primary; see
+    /// [`crate::archive`]).
+    pub archive: Option<crate::archive::ArchiveConfig>,
 }
 
 /// The default HTTPS address.
@@ -108,6 +111,7 @@ impl ServiceConfig {
             token_issuers: Vec::new(),
             join: None,
             recover: None,
+            archive: None,
         }
     }
 
@@ -190,6 +194,9 @@ pub enum ServiceError {
     /// The API server could not be set up from the node's certificate and key.
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
+    /// The archive cannot be used.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     /// The node.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -215,6 +222,8 @@ pub struct Service {
     refresh: Option<tokio::task::JoinHandle<()>>,
     /// Takes snapshots (it holds the node: stopped before the node is).
     snapshots: Option<tokio::task::JoinHandle<()>>,
+    /// Copies to the archive (it holds the node too).
+    archiver: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
@@ -233,7 +242,13 @@ impl Service {
             token_issuers,
             join,
             recover,
+            archive,
         } = cfg;
+        // The archive's URL and options are checked before anything starts.
+        let archive = archive
+            .as_ref()
+            .map(crate::archive::Archive::open)
+            .transpose()?;
         // Listen first: the address is recorded in the cluster before the node serves.
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -311,6 +326,7 @@ impl Service {
             serving,
             refresh,
             snapshots: None,
+            archiver: None,
         };
         if let Err(e) = service.node.ready().await {
             let _ = service.stop().await;
@@ -318,6 +334,9 @@ impl Service {
         }
         let mut service = service;
         service.snapshots = Some(tokio::spawn(service.node.clone().run_snapshots()));
+        if let Some(a) = archive {
+            service.archiver = Some(tokio::spawn(run_archiver(a, service.node.clone())));
+        }
         Ok(service)
     }
 
@@ -372,9 +391,12 @@ impl Service {
         if let Some(r) = self.refresh.take() {
             r.abort();
         }
-        if let Some(s) = self.snapshots.take() {
-            s.abort();
-            let _ = s.await;
+        for task in [self.snapshots.take(), self.archiver.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+            let _ = task.await;
         }
         let _ = (&mut self.serving).await;
         let node = Arc::try_unwrap(self.node).map_err(|_| ServiceError::Busy)?;
@@ -440,4 +462,33 @@ async fn join_service(
     DataDir::provision_joined(data_dir, &joined, &key_pem, node.seal.as_ref())
         .map_err(|e| err(format!("provisioning {}: {e}", data_dir.display())))?;
     Ok((joined.node_id.to_string(), joined.admitted_at.to_string()))
+}
+
+/// How often the primary looks for committed files to archive.
+const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies committed chunks and snapshots to the archive while this node is the primary.
+async fn run_archiver(archive: crate::archive::Archive, node: Arc<LedgerNode>) {
+    static FAILED: crate::server::limits::Throttle =
+        crate::server::limits::Throttle::new(Duration::from_secs(60));
+    let mut archiver = crate::archive::Archiver::new(archive);
+    node.set_archive_progress(archiver.progress.clone());
+    let (ledger, snapshots) = (
+        node.ledger_dir(),
+        crate::node::snapshots::dir(node.data_root()),
+    );
+    loop {
+        if node.is_primary() {
+            match archiver.copy_new(&ledger, &snapshots).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "archived"),
+                Err(e) => {
+                    if let Some(more) = FAILED.allow() {
+                        tracing::warn!(error = %e, suppressed = more, "archiving failed; retrying");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(ARCHIVE_EVERY).await;
+    }
 }

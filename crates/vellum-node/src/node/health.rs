@@ -2,6 +2,8 @@
 //! the last signature, its disk. Read by `/node/health` (and `vellum node status`) and by the
 //! scrape of `/metrics`.
 
+use std::sync::atomic::Ordering;
+
 use openraft::async_runtime::WatchReceiver;
 use serde::Serialize;
 
@@ -42,6 +44,22 @@ pub struct NodeHealth {
     pub ledger_files: u64,
     /// Free bytes on the data directory's file system (`None`: unknown).
     pub disk_free_bytes: Option<u64>,
+    /// The newest committed snapshot's seqno (`None`: none).
+    pub snapshot_seqno: Option<u64>,
+    /// What the archive holds, as this node knows (`None`: no archive configured).
+    pub archive: Option<ArchiveHealth>,
+}
+
+/// The archive's progress in [`NodeHealth`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveHealth {
+    /// Committed chunks archived.
+    pub chunks: u64,
+    /// The last seqno of the newest chunk archived.
+    pub through_seqno: u64,
+    /// Committed snapshots archived.
+    pub snapshots: u64,
 }
 
 fn role(state: openraft::ServerState) -> &'static str {
@@ -93,6 +111,14 @@ impl LedgerNode {
             disk_free_bytes: rustix::fs::statvfs(&self.data.root)
                 .ok()
                 .map(|v| v.f_bavail.saturating_mul(v.f_frsize)),
+            snapshot_seqno: super::snapshots::committed(&super::snapshots::dir(&self.data.root))
+                .first()
+                .map(|(s, _, _)| *s),
+            archive: self.archive.get().map(|p| ArchiveHealth {
+                chunks: p.chunks.load(Ordering::Relaxed),
+                through_seqno: p.through.load(Ordering::Relaxed),
+                snapshots: p.snapshots.load(Ordering::Relaxed),
+            }),
         }
     }
 
@@ -171,6 +197,10 @@ impl LedgerNode {
             last_signature_age: self.metrics().last_signature_age(),
             ledger_bytes,
             ledger_files,
+            archived_seqno: self
+                .archive
+                .get()
+                .map(|p| p.through.load(Ordering::Relaxed)),
         }
     }
 }

@@ -148,6 +148,7 @@ impl LedgerNode {
             max_collections: cfg.max_collections,
             snapshot_interval: cfg.snapshot_interval,
             snapshots,
+            archive: std::sync::OnceLock::new(),
             join_lock: tokio::sync::Mutex::new(()),
             scripts,
             startup: Startup {
@@ -245,6 +246,16 @@ impl LedgerNode {
             s.requests.load(Ordering::Relaxed),
             s.syncs.load(Ordering::Relaxed),
         )
+    }
+
+    /// The data directory.
+    pub fn data_root(&self) -> &std::path::Path {
+        &self.data.root
+    }
+
+    /// Records where the archiver reports its progress (shown by the health and metrics).
+    pub fn set_archive_progress(&self, p: Arc<crate::archive::ArchiveProgress>) {
+        let _ = self.archive.set(p);
     }
 
     /// The ledger directory.

@@ -189,6 +189,8 @@ pub struct LedgerNode {
     snapshot_interval: u64,
     /// The snapshotter's memory (the state machine reports evidence to it).
     snapshots: Arc<snapshots::Snapshots>,
+    /// What the archiver copied, once one runs.
+    archive: std::sync::OnceLock<Arc<crate::archive::ArchiveProgress>>,
     join_lock: tokio::sync::Mutex<()>,
     /// User-defined functions' runs (on the primary).
     scripts: crate::scripts::Scripts,
