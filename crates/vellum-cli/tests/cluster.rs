@@ -63,6 +63,8 @@ async fn three_nodes_hold_identical_verified_ledgers_and_serve_the_sdk_from_a_ba
             "16384",
             "--page-size",
             harness::SDK_PAGE_SIZE,
+            "--snapshot-interval",
+            "100",
         ],
     )
     .await;
@@ -289,6 +291,38 @@ async fn three_nodes_hold_identical_verified_ledgers_and_serve_the_sdk_from_a_ba
         assert_eq!(got.modules, bundle.modules, "node {n}");
     }
     println!("endpoints across nodes at {:?}", t0.elapsed());
+    // Every node wrote the same snapshots, byte for byte (each builds its own from the
+    // evidence the primary wrote).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let newest = loop {
+        let newest: Vec<Option<(u64, u64, std::path::PathBuf)>> = c
+            .nodes
+            .iter()
+            .map(|n| {
+                vellum_node::node::snapshots::committed(&n.data.join("snapshots"))
+                    .into_iter()
+                    .next()
+            })
+            .collect();
+        let names: Vec<_> = newest
+            .iter()
+            .map(|n| n.as_ref().map(|(s, e, _)| (*s, *e)))
+            .collect();
+        if names[0].is_some() && names.iter().all(|n| *n == names[0]) {
+            break newest;
+        }
+        assert!(Instant::now() < deadline, "snapshots differ: {names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let bytes: Vec<Vec<u8>> = newest
+        .iter()
+        .map(|n| std::fs::read(&n.as_ref().unwrap().2).unwrap())
+        .collect();
+    assert!(
+        bytes.iter().all(|b| *b == bytes[0]),
+        "snapshot bytes differ"
+    );
+    println!("identical snapshots at {:?}", t0.elapsed());
     let dirs = c.stop_all();
     println!("stopped at {:?}", t0.elapsed());
     let committed = harness::assert_identical_chunks(&dirs);
