@@ -30,6 +30,28 @@ fn prometheus() -> Option<PathBuf> {
     found
 }
 
+/// Appends `contents` as the administrator; returns its transaction id once committed.
+async fn write_committed(srv: &TestServer, contents: &str) -> vellum_core::TxId {
+    let r = srv
+        .client(Some(&srv.admin_pem()))
+        .post(format!("{}/app/transactions?{V}", srv.endpoint))
+        .json(&json!({"contents": contents}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    srv.node
+        .wait_committed(txid, Duration::from_secs(10))
+        .await
+        .unwrap();
+    txid
+}
+
 /// A Prometheus server scraping `target` over HTTPS every 200 ms, trusting `ca`.
 struct Prometheus {
     child: Child,
@@ -213,23 +235,8 @@ async fn prometheus_scrapes_the_node_and_metrics_move_with_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_tells_role_commit_and_disk() {
     let srv = TestServer::start(100).await;
-    let admin = srv.client(Some(&srv.admin_pem()));
     let e = &srv.endpoint;
-    let r = admin
-        .post(format!("{e}/app/transactions?{V}"))
-        .json(&json!({"contents": "health"}))
-        .send()
-        .await
-        .unwrap();
-    let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    srv.node
-        .wait_committed(txid, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let txid = write_committed(&srv, "health").await;
     let v: Value = srv
         .client(None)
         .get(format!("{e}/node/health"))
@@ -259,21 +266,7 @@ async fn ccfs_receipt_endpoint_serves_json_and_cose_receipts_ccf_verifies() {
     let srv = TestServer::start(100).await;
     let admin = srv.client(Some(&srv.admin_pem()));
     let e = &srv.endpoint;
-    let r = admin
-        .post(format!("{e}/app/transactions?{V}"))
-        .json(&json!({"contents": "receipt me"}))
-        .send()
-        .await
-        .unwrap();
-    let txid: vellum_core::TxId = r.headers()["x-ms-ccf-transaction-id"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    srv.node
-        .wait_committed(txid, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let txid = write_committed(&srv, "receipt me").await;
     let url = format!("{e}/app/receipt?transaction_id={txid}");
     let r = admin.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -309,14 +309,7 @@ async fn ccf_receipt(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    let txid = Query::parse(raw.as_deref())?
-        .txid("transaction_id")?
-        .ok_or_else(|| {
-            ApiError::bad(
-                "MissingQueryParameter",
-                "the transaction_id query parameter is required",
-            )
-        })?;
+    let txid = Query::ccf_txid(raw.as_deref())?;
     let cose = headers
         .get_all(header::ACCEPT)
         .iter()

@@ -98,14 +98,7 @@ async fn commit(State(st): St) -> Response {
 /// CCF's `/node/tx` and `/app/tx`: `?transaction_id=V.S` → `{"status", "transaction_id"}`, the
 /// status as this node knows it (CCF's rule).
 async fn tx(State(st): St, axum::extract::RawQuery(q): axum::extract::RawQuery) -> ApiResult {
-    let txid = super::query::Query::parse(q.as_deref())?
-        .txid("transaction_id")?
-        .ok_or_else(|| {
-            ApiError::bad(
-                "MissingQueryParameter",
-                "the transaction_id query parameter is required",
-            )
-        })?;
+    let txid = super::query::Query::ccf_txid(q.as_deref())?;
     Ok(ok_json(json!({
         "status": st.node.status(txid),
         "transaction_id": txid.to_string(),

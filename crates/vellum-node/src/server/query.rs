@@ -120,6 +120,16 @@ impl Query {
         }
     }
 
+    /// CCF's `transaction_id` parameter of its built-ins: required, a `V.S` id.
+    pub(super) fn ccf_txid(raw: Option<&str>) -> Result<TxId, ApiError> {
+        Query::parse(raw)?.txid("transaction_id")?.ok_or_else(|| {
+            ApiError::bad(
+                "MissingQueryParameter",
+                "the transaction_id query parameter is required",
+            )
+        })
+    }
+
     pub(super) fn txid(&self, name: &str) -> Result<Option<TxId>, ApiError> {
         self.get(name)
             .map(|v| {
