@@ -411,6 +411,40 @@ async fn snapshots_are_written_in_ccfs_format_and_ccf_opens_them() {
     let (seqno, evidence, path) = files[0].clone();
     assert!(evidence > seqno, "{files:?}");
     let bytes = std::fs::read(&path).unwrap();
+    // Operators (and the service's nodes) fetch it over the API; nobody else does, and a name
+    // is only ever a committed snapshot's.
+    let r = admin
+        .get(format!("{e}/node/snapshot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+    assert_eq!(r.headers()["x-vellum-snapshot"], name.as_str());
+    assert_eq!(r.bytes().await.unwrap().to_vec(), bytes);
+    let r = admin
+        .get(format!("{e}/node/snapshot/{name}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), bytes);
+    for (who, path, status) in [
+        (srv.client(None), "/node/snapshot".to_owned(), 401),
+        (
+            admin.clone(),
+            "/node/snapshot/snapshot_1_2.committed".to_owned(),
+            404,
+        ),
+        (
+            admin.clone(),
+            "/node/snapshot/..%2Fledger_secret".to_owned(),
+            400,
+        ),
+        (admin.clone(), "/node/snapshot/snapshot_1_2".to_owned(), 400),
+    ] {
+        let r = who.get(format!("{e}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
     let secrets = srv.node.ledger_secrets();
     let snap = vellum_core::snapshot::Snapshot::decode(&bytes, secrets.at(seqno)).unwrap();
     assert_eq!(snap.txid.seqno, seqno);

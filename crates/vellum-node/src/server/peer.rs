@@ -8,6 +8,7 @@
 //! | `GET /node/network/nodes` | anyone (CCF serves it publicly too) |
 //! | `POST /node/join` | a joining node: any client certificate (its new key) and a join token |
 //! | `POST /node/join-tokens`, `DELETE /node/network/nodes/{id}` | Administrators and consortium members |
+//! | `GET /node/snapshot`, `GET /node/snapshot/{name}` | the service's nodes (node channel) and its operators (Administrators, members): the newest (or named) committed snapshot |
 //! | `GET /node/health`, `GET /metrics` | anyone, as CCF's built-ins (`/node/state`, `/node/commit`, ...): the node's health and its Prometheus metrics |
 //! | `POST /node/null` | anyone (a body, as everywhere, needs a credential): answers `{}` without touching the ledger (a benchmark baseline) |
 
@@ -63,7 +64,76 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/node/ready/gov", get(ready_gov))
         // Vellum's own: the node's health, and its metrics for Prometheus.
         .route("/node/health", get(health))
+        .route("/node/snapshot", get(latest_snapshot))
+        .route("/node/snapshot/{name}", get(named_snapshot))
         .route("/metrics", get(metrics))
+}
+
+/// `GET /node/snapshot`: the newest committed snapshot this node holds (its file name in
+/// `x-vellum-snapshot`), for the service's nodes and its operators (Administrators, members).
+async fn latest_snapshot(State(st): St, ctx: Ctx, ext: Extensions) -> ApiResult {
+    require_node_or_operator(&st, &ctx, &ext)?;
+    let newest =
+        crate::node::snapshots::committed(&crate::node::snapshots::dir(st.node.data_root()))
+            .into_iter()
+            .next();
+    let Some((seqno, evidence, _)) = newest else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "SnapshotNotFound",
+            "this node holds no committed snapshot (see --snapshot-interval)",
+        ));
+    };
+    snapshot_file(&st, seqno, evidence).await
+}
+
+/// `GET /node/snapshot/snapshot_S_E.committed`: that committed snapshot, if this node holds it.
+async fn named_snapshot(
+    State(st): St,
+    ctx: Ctx,
+    ext: Extensions,
+    Path(name): Path<String>,
+) -> ApiResult {
+    require_node_or_operator(&st, &ctx, &ext)?;
+    // The name is rebuilt from its numbers: nothing the caller sends reaches a path.
+    let (seqno, evidence) =
+        vellum_core::snapshot::parse_committed_name(&name).ok_or_else(|| {
+            ApiError::bad(
+                "InvalidSnapshotName",
+                format!(
+                    "{name:?} is not a committed snapshot name (snapshot_SEQNO_EVIDENCE.committed)"
+                ),
+            )
+        })?;
+    snapshot_file(&st, seqno, evidence).await
+}
+
+async fn snapshot_file(st: &AppState, seqno: u64, evidence: u64) -> ApiResult {
+    let name = vellum_core::snapshot::committed_name(seqno, evidence);
+    let path = crate::node::snapshots::dir(st.node.data_root()).join(&name);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok((
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (header::HeaderName::from_static("x-vellum-snapshot"), name),
+            ],
+            bytes,
+        )
+            .into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "SnapshotNotFound",
+            format!("this node does not hold {name} (it keeps the newest two)"),
+        )),
+        Err(e) => Err(ApiError::internal(format!("reading {name}: {e}"))),
+    }
+}
+
+fn require_node_or_operator(st: &AppState, ctx: &Ctx, ext: &Extensions) -> Result<(), ApiError> {
+    if require_node(st, ext).is_ok() {
+        return Ok(());
+    }
+    require_operator(st, ctx)
 }
 
 /// The node's health at a glance (`vellum node status`).
