@@ -479,9 +479,18 @@ async fn run_archiver(archive: crate::archive::Archive, node: Arc<LedgerNode>) {
     );
     loop {
         if node.is_primary() {
+            let started = std::time::Instant::now();
             match archiver.copy_new(&ledger, &snapshots).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(files = n, "archived"),
+                Ok(n) => tracing::info!(
+                    files = n,
+                    ms = started.elapsed().as_millis(),
+                    through = archiver
+                        .progress
+                        .through
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    "archived"
+                ),
                 Err(e) => {
                     if let Some(more) = FAILED.allow() {
                         tracing::warn!(error = %e, suppressed = more, "archiving failed; retrying");

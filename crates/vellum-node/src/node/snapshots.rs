@@ -131,7 +131,10 @@ impl LedgerNode {
                 .binary_search(&committed)
                 .is_ok()
         {
+            let started = std::time::Instant::now();
             let bytes = self.build_snapshot(committed).await?;
+            let built_ms = started.elapsed().as_millis();
+            let size = bytes.len();
             let digest = Hash::digest(&bytes);
             {
                 let mut i = lock(&self.snapshots.inner);
@@ -151,7 +154,7 @@ impl LedgerNode {
                 )],
             };
             let e = self.write_local(ws).await.map_err(|e| e.to_string())?;
-            tracing::info!(seqno = committed, evidence = %e, digest = %digest.to_hex(), "snapshot taken; its evidence is written");
+            tracing::info!(seqno = committed, evidence = %e, bytes = size, built_ms, digest = %digest.to_hex(), "snapshot taken; its evidence is written");
         }
         // Evidence applied: build what is not built, write what is committed.
         let pending: Vec<(u64, u64, Hash)> = lock(&self.snapshots.inner).evidence.clone();
