@@ -34,6 +34,8 @@ pub const KEEP: usize = 2;
 const BATCH: u64 = 256;
 /// How often the snapshotter looks at the commit point.
 const TICK: Duration = Duration::from_millis(100);
+/// How long it waits after a failure.
+const RETRY: Duration = Duration::from_secs(10);
 
 /// The snapshotter's memory: the state at the last snapshot, and the snapshots in flight.
 #[derive(Debug, Default)]
@@ -101,16 +103,23 @@ impl LedgerNode {
         if self.snapshot_interval == 0 {
             return;
         }
+        static FAILED: crate::server::limits::Throttle =
+            crate::server::limits::Throttle::new(Duration::from_secs(60));
         let mut stop = self.stop.subscribe();
         loop {
+            let mut wait = TICK;
             if let Err(e) = self.snapshot_round().await {
-                tracing::warn!(error = %e, "snapshot not taken");
-                // An I/O error or a state that cannot be rebuilt: start afresh next time.
+                if let Some(more) = FAILED.allow() {
+                    tracing::warn!(error = %e, suppressed = more, "snapshot not taken");
+                }
+                // An I/O error or a state that cannot be rebuilt: start afresh, a while later
+                // (a rebuild replays the ledger: never in a tight loop).
                 lock(&self.snapshots.inner).state = None;
+                wait = RETRY;
             }
             tokio::select! {
                 _ = stop.changed() => return,
-                () = tokio::time::sleep(TICK) => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -170,11 +179,17 @@ impl LedgerNode {
                 .map(|(_, bytes)| bytes.clone());
             let bytes = match have {
                 Some(b) => b,
-                None => {
-                    let b = self.build_snapshot(s).await?;
-                    lock(&self.snapshots.inner).built.push((s, b.clone()));
-                    b
-                }
+                None => match self.build_snapshot(s).await {
+                    Ok(b) => {
+                        lock(&self.snapshots.inner).built.push((s, b.clone()));
+                        b
+                    }
+                    Err(err) => {
+                        // This evidence is given up (the next interval takes another).
+                        lock(&self.snapshots.inner).evidence.retain(|x| x.0 != e);
+                        return Err(format!("the snapshot at {s}: {err}"));
+                    }
+                },
             };
             if Hash::digest(&bytes) != digest {
                 lock(&self.snapshots.inner).evidence.retain(|x| x.0 != e);
