@@ -16,6 +16,7 @@ use super::context::{
     ApiError, AppState, Caller, ErrorCode, NODE_BODY_LIMIT, PeerCertificate, St, TXID_HEADER,
 };
 use super::peer::{is_node_channel, require_node};
+use crate::metrics::{Outcome, RequestKind};
 
 /// Identifies the caller, runs the handler inside a request span, and stamps every response
 /// with the node's latest transaction id.
@@ -24,12 +25,12 @@ pub(super) async fn context(State(st): St, req: Request, next: Next) -> Response
     let resp = identified(&st, req, next).await;
     let metrics = st.node.metrics();
     let outcome = match resp.status() {
-        s if s.is_server_error() => "failed",
-        s if s.is_client_error() => "refused",
-        _ => "ok",
+        s if s.is_server_error() => Outcome::Failed,
+        s if s.is_client_error() => Outcome::Refused,
+        _ => Outcome::Ok,
     };
     metrics.request(kind, outcome);
-    if outcome == "refused"
+    if matches!(outcome, Outcome::Refused)
         && let Some(code) = resp.extensions().get::<ErrorCode>()
     {
         metrics.refuse(code.0);
@@ -39,19 +40,19 @@ pub(super) async fn context(State(st): St, req: Request, next: Next) -> Response
 
 /// A request's kind, for the metrics: reads and writes of the application, governance, the
 /// node's own routes.
-fn request_kind(method: &Method, path: &str) -> &'static str {
+fn request_kind(method: &Method, path: &str) -> RequestKind {
     if path.starts_with("/app/") {
         if method == Method::GET || method == Method::HEAD {
-            "read"
+            RequestKind::Read
         } else {
-            "write"
+            RequestKind::Write
         }
     } else if path.starts_with("/gov/") {
-        "gov"
+        RequestKind::Gov
     } else if path.starts_with("/node/") || path == "/metrics" {
-        "node"
+        RequestKind::Node
     } else {
-        "other"
+        RequestKind::Other
     }
 }
 
