@@ -339,7 +339,7 @@ fn download_archive(
             b
         };
         archive
-            .download_ledger(dir, |c| bar.inc(c.size))
+            .download_ledger(&chunks, dir, |c| bar.inc(c.size))
             .await
             .with_context(|| format!("downloading the archive at {url}"))?;
         bar.finish_and_clear();

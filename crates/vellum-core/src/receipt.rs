@@ -145,17 +145,41 @@ fn snake_to_camel(s: &str) -> String {
     out
 }
 
-/// Recursively converts snake_case object keys to camelCase (as the Azure SDK does).
-pub fn normalize_keys(v: &Value) -> Value {
+fn camel_to_snake(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `v` with every object key, at every depth, renamed by `rename`.
+fn map_keys(v: &Value, rename: fn(&str) -> String) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
-                .map(|(k, v)| (snake_to_camel(k), normalize_keys(v)))
+                .map(|(k, v)| (rename(k), map_keys(v, rename)))
                 .collect::<Map<String, Value>>(),
         ),
-        Value::Array(a) => Value::Array(a.iter().map(normalize_keys).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(|v| map_keys(v, rename)).collect()),
         other => other.clone(),
     }
+}
+
+/// Recursively converts snake_case object keys to camelCase (as the Azure SDK does).
+pub fn normalize_keys(v: &Value) -> Value {
+    map_keys(v, snake_to_camel)
+}
+
+/// Recursively converts ACL's camelCase object keys to CCF's snake_case (`leafComponents` →
+/// `leaf_components`): a receipt as CCF's `/app/receipt` answers it.
+pub fn ccf_keys(v: &Value) -> Value {
+    map_keys(v, camel_to_snake)
 }
 
 fn opt_str(m: &Map<String, Value>, key: &'static str) -> Result<Option<String>, ReceiptError> {

@@ -192,16 +192,16 @@ impl Archive {
             .to_vec())
     }
 
-    /// Downloads every committed chunk to `dir` (created), calling `progress` with the bytes
-    /// of each; returns how many.
+    /// Downloads `chunks` (from [`Archive::list`] of "ledger") to `dir` (created), calling
+    /// `progress` after each; returns how many.
     pub async fn download_ledger(
         &self,
+        chunks: &[Archived],
         dir: &Path,
         mut progress: impl FnMut(&Archived),
     ) -> Result<usize, ArchiveError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let chunks = self.list("ledger").await?;
-        for c in &chunks {
+        for c in chunks {
             let bytes = self.get("ledger", &c.name).await?;
             let path = dir.join(&c.name);
             tokio::fs::write(&path, bytes).await.map_err(io(&path))?;
@@ -343,7 +343,14 @@ mod tests {
         assert_eq!(a.copy_new(&ledger, &snaps).await.unwrap(), 1);
         assert_eq!(a.progress.through.load(Ordering::Relaxed), 20);
         let out = tmp.path().join("out");
-        assert_eq!(archive.download_ledger(&out, |_| {}).await.unwrap(), 2);
+        let chunks = archive.list("ledger").await.unwrap();
+        assert_eq!(
+            archive
+                .download_ledger(&chunks, &out, |_| {})
+                .await
+                .unwrap(),
+            2
+        );
         assert_eq!(
             std::fs::read(out.join("ledger_11-20.committed")).unwrap(),
             b"two"

@@ -337,7 +337,7 @@ async fn ccf_receipt(
     };
     if !cose {
         let v = serde_json::to_value(&bundle.receipt).map_err(ApiError::internal)?;
-        return Ok(ok_json(snake_keys(&v)));
+        return Ok(ok_json(vellum_core::receipt::ccf_keys(&v)));
     }
     let Some(bytes) = bundle.cose else {
         return Err(ApiError::new(
@@ -349,30 +349,6 @@ async fn ccf_receipt(
         ));
     };
     Ok(([(header::CONTENT_TYPE, "application/cose")], bytes).into_response())
-}
-
-/// ACL's camelCase keys as CCF's snake_case (`leafComponents` → `leaf_components`).
-fn snake_keys(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    let mut s = String::with_capacity(k.len() + 4);
-                    for c in k.chars() {
-                        if c.is_ascii_uppercase() {
-                            s.push('_');
-                            s.push(c.to_ascii_lowercase());
-                        } else {
-                            s.push(c);
-                        }
-                    }
-                    (s, snake_keys(v))
-                })
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(snake_keys).collect()),
-        other => other.clone(),
-    }
 }
 
 /// The receipt of the committed `txid` and, for an application entry with a claim, its
