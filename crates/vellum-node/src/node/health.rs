@@ -72,6 +72,14 @@ fn role(state: openraft::ServerState) -> &'static str {
     }
 }
 
+/// The node id of Raft id `id` among `names` (the Raft id itself if the ledger names none).
+fn name_of(names: &[(u64, String)], id: u64) -> String {
+    names
+        .iter()
+        .find(|(r, _)| *r == id)
+        .map_or_else(|| id.to_string(), |(_, n)| n.clone())
+}
+
 impl LedgerNode {
     /// The node's metrics.
     pub fn metrics(&self) -> &NodeMetrics {
@@ -81,13 +89,6 @@ impl LedgerNode {
     /// This node's health now.
     pub fn health(&self) -> NodeHealth {
         let s = self.snapshot();
-        let names = self.raft_names();
-        let name = |raft_id: u64| {
-            names
-                .iter()
-                .find(|(r, _)| *r == raft_id)
-                .map_or_else(|| raft_id.to_string(), |(_, n)| n.clone())
-        };
         let (state, leader) = {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
@@ -96,7 +97,7 @@ impl LedgerNode {
         NodeHealth {
             node_id: self.node_id().to_owned(),
             role: role(state),
-            primary: leader.map(name),
+            primary: leader.map(|id| name_of(&self.raft_names(), id)),
             term: s.term,
             last_seqno: s.last_seqno,
             commit_seqno: s.commit_seqno,
@@ -170,13 +171,7 @@ impl LedgerNode {
         };
         let replication_lag = replication
             .into_iter()
-            .map(|(id, lag)| {
-                let name = names
-                    .iter()
-                    .find(|(r, _)| *r == id)
-                    .map_or_else(|| id.to_string(), |(_, n)| n.clone());
-                (name, lag)
-            })
+            .map(|(id, lag)| (name_of(&names, id), lag))
             .collect();
         let (ledger_bytes, ledger_files) = dir_size(&self.data.ledger_dir());
         Snapshot {
