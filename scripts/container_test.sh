@@ -11,6 +11,8 @@
 #
 # Usage: scripts/container_test.sh   (needs podman, runc, debootstrap; root)
 set -euo pipefail
+# Stopped from outside (scripts/test.sh bounds the whole test): clean up as on any exit.
+trap 'exit 143' TERM INT
 cd "$(dirname "$0")/.."
 BINARY="${BINARY:-target/debug/vellum}"
 [ -x "$BINARY" ] || { echo "container test: $BINARY is not built"; exit 1; }
@@ -66,7 +68,7 @@ echo "==> container test: wrote and read back $TX"
   --ca /var/lib/vellum/service_cert.pem >/dev/null
 HEALTH=$("${PODMAN[@]}" image inspect localhost/vellum:test --format '{{.HealthCheck}}')
 case "$HEALTH" in *vellum*node*status*) ;; *) echo "unexpected HEALTHCHECK: $HEALTH"; exit 1;; esac
-"${PODMAN[@]}" stop -t 30 "$NAME" >/dev/null 2>&1
+timeout 120 "${PODMAN[@]}" stop -t 30 "$NAME" >/dev/null 2>&1
 CODE=$("${PODMAN[@]}" inspect "$NAME" --format '{{.State.ExitCode}}' 2>/dev/null)
 [ "$CODE" = 0 ] || { "${PODMAN[@]}" logs "$NAME" | tail -20; echo "exit code $CODE after podman stop"; exit 1; }
 echo "==> container test: passed (image $(du -h "$BINARY" | cut -f1) binary; stopped cleanly)"
@@ -77,10 +79,18 @@ echo "==> container test: passed (image $(du -h "$BINARY" | cut -f1) binary; sto
 if [ -n "${COMPOSE:-}" ]; then
   echo "==> container test: packaging/compose.yaml (3 nodes)"
   podman tag localhost/vellum:test localhost/vellum:latest
-  compose() { "$COMPOSE" --podman-args="--runtime runc --cgroup-manager cgroupfs" -f packaging/compose.yaml "$@"; }
-  compose_down() { compose down -v >/dev/null 2>&1 || true; }
-  trap 'compose_down; cleanup' EXIT
-  compose up -d >/dev/null 2>&1
+  COMPOSE_CMD=("$COMPOSE" --podman-args="--runtime runc --cgroup-manager cgroupfs" -f packaging/compose.yaml)
+  compose_down() { timeout 300 "${COMPOSE_CMD[@]}" down -v -t 20 >/dev/null 2>&1 || true; }
+  # On failure, what the containers said: a failing step is bounded and explains itself.
+  compose_report() {
+    podman ps -a --format '{{.Names}} {{.Status}}' 2>/dev/null || true
+    for c in vellum_node1_1 vellum_tokens_1 vellum_node2_1 vellum_node3_1; do
+      echo "--- $c"; podman logs "$c" 2>&1 | tail -15 || true
+    done
+  }
+  trap 'rc=$?; [ $rc = 0 ] || compose_report; compose_down; cleanup' EXIT
+  timeout 300 "${COMPOSE_CMD[@]}" up -d >"$WORK/compose.log" 2>&1 \
+    || { tail -20 "$WORK/compose.log"; echo "podman-compose up did not finish"; exit 1; }
   for _ in $(seq 150); do
     podman cp vellum_node1_1:/var/lib/vellum/admin.pem "$WORK/c_admin.pem" 2>/dev/null && break
     sleep 0.2
@@ -88,13 +98,13 @@ if [ -n "${COMPOSE:-}" ]; then
   podman cp vellum_node1_1:/var/lib/vellum/service_cert.pem "$WORK/c_ca.pem"
   export VELLUM_CA="$WORK/c_ca.pem" VELLUM_CERT="$WORK/c_admin.pem"
   for _ in $(seq 150); do
-    [ "$("$BINARY" node list --endpoint https://127.0.0.1:8441 2>/dev/null | grep -c -E 'Trusted\s+(primary|backup)')" = 3 ] && break
+    [ "$(timeout 10 "$BINARY" node list --endpoint https://127.0.0.1:8441 2>/dev/null | grep -c -E 'Trusted\s+(primary|backup)')" = 3 ] && break
     sleep 0.2
   done
-  "$BINARY" node list --endpoint https://127.0.0.1:8441
-  TX=$("$BINARY" append "through node2" --endpoint https://127.0.0.1:8442 --wait --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["transactionId"])')
+  timeout 30 "$BINARY" node list --endpoint https://127.0.0.1:8441
+  TX=$(timeout 60 "$BINARY" append "through node2" --endpoint https://127.0.0.1:8442 --wait --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["transactionId"])')
   for _ in $(seq 50); do
-    GOT=$("$BINARY" get "$TX" --endpoint https://127.0.0.1:8443 --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("contents",""))' 2>/dev/null || true)
+    GOT=$(timeout 10 "$BINARY" get "$TX" --endpoint https://127.0.0.1:8443 --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("contents",""))' 2>/dev/null || true)
     [ "$GOT" = "through node2" ] && break
     sleep 0.2
   done

@@ -90,7 +90,8 @@ if [ "$(id -u)" = 0 ] && command -v podman >/dev/null && command -v runc >/dev/n
     python3 -m venv "$VENV_COMPOSE"
     "$VENV_COMPOSE/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements-compose.txt
   fi
-  COMPOSE="$VENV_COMPOSE/bin/podman-compose" scripts/container_test.sh
+  # Bounded as a whole: every step inside is bounded too, this is the backstop.
+  COMPOSE="$VENV_COMPOSE/bin/podman-compose" timeout 1200 scripts/container_test.sh
 else
   echo "==> skipped: podman, runc and debootstrap are needed, as root"
 fi

@@ -188,6 +188,8 @@ pub struct Engine {
     checkpointed: u64,
     /// The checkpoint being written in the background.
     checkpointing: Option<std::thread::JoinHandle<()>>,
+    /// Seqno of the last checkpoint on disk (written durably, or opened from).
+    checkpoint_durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The seqno of the checkpoint the engine was opened from.
     opened_from: Option<u64>,
     /// Write the version fields as older CCF releases did (sample ledgers only).
@@ -250,6 +252,7 @@ impl Engine {
             checkpoint_every: CHECKPOINT_EVERY,
             checkpointed,
             checkpointing: None,
+            checkpoint_durable: Default::default(),
             opened_from: None,
             legacy_versions: false,
         }
@@ -295,10 +298,25 @@ impl Engine {
         chunk_size: u64,
         keys: NodeKeys,
     ) -> Result<(Engine, Recovery), EngineError> {
+        Engine::open_dir_archived(dir, chunk_size, keys, false)
+    }
+
+    /// [`Engine::open_dir`] for a node that keeps its older chunks in an archive: chunks the
+    /// checkpoint covers may be missing from the directory (dropped with
+    /// [`Engine::drop_chunk`]); reads of their entries fail with
+    /// [`StoreError::Absent`] until a fetched copy is attached ([`Engine::attach_chunk`]).
+    /// Without a usable checkpoint such a ledger cannot be opened (the chunks must be
+    /// fetched back first).
+    pub fn open_dir_archived(
+        dir: &std::path::Path,
+        chunk_size: u64,
+        keys: NodeKeys,
+        archived: bool,
+    ) -> Result<(Engine, Recovery), EngineError> {
         match Checkpoint::read(dir, keys.secrets.first()) {
             Ok(Some(cp)) => {
                 let seqno = cp.seqno;
-                match Engine::open_checkpoint(dir, chunk_size, keys.clone(), cp) {
+                match Engine::open_checkpoint(dir, chunk_size, keys.clone(), cp, archived) {
                     Ok(opened) => {
                         tracing::info!(seqno, "opened the ledger from its checkpoint");
                         return Ok(opened);
@@ -324,14 +342,20 @@ impl Engine {
         chunk_size: u64,
         keys: NodeKeys,
         cp: Checkpoint,
+        archived: bool,
     ) -> Result<(Engine, Recovery), EngineError> {
         let mismatch = |m: &str| EngineError::Store(StoreError::Stale(m.to_owned()));
         let tree = MerkleTree::from_snapshot(&cp.tree).map_err(|e| mismatch(&e.to_string()))?;
         if tree.size() != cp.seqno + 1 || cp.signatures.last() != Some(&cp.seqno) {
             return Err(mismatch("tree size or last signature"));
         }
-        let (files, rec) =
-            LedgerFiles::open_trusting(dir, chunk_size, Some(&keys.secrets), &cp.chunks)?;
+        let (files, rec) = LedgerFiles::open_trusting_archived(
+            dir,
+            chunk_size,
+            Some(&keys.secrets),
+            &cp.chunks,
+            archived,
+        )?;
         if files.committed_files_upto() < cp.seqno {
             return Err(mismatch("the covered chunks end early"));
         }
@@ -353,6 +377,9 @@ impl Engine {
             return Err(mismatch("signed root"));
         }
         engine.opened_from = Some(s);
+        engine
+            .checkpoint_durable
+            .store(s, std::sync::atomic::Ordering::Release);
         engine.replay()?;
         Ok((engine, rec))
     }
@@ -367,6 +394,8 @@ impl Engine {
         let bytes = cp.encode(self.keys.secrets.first());
         Checkpoint::write(self.files.dir(), &bytes)?;
         self.checkpointed = cp.seqno;
+        self.checkpoint_durable
+            .store(cp.seqno, std::sync::atomic::Ordering::Release);
         Ok(Some(cp.seqno))
     }
 
@@ -410,18 +439,22 @@ impl Engine {
         let secret = self.keys.secrets.first().clone();
         let seqno = cp.seqno;
         self.checkpointed = seqno;
+        let durable = self.checkpoint_durable.clone();
         let spawned = std::thread::Builder::new()
             .name("vellum-checkpoint".into())
             .spawn(move || {
                 let started = std::time::Instant::now();
                 let bytes = cp.encode(&secret);
                 match Checkpoint::write(&dir, &bytes) {
-                    Ok(()) => tracing::info!(
-                        seqno,
-                        bytes = bytes.len(),
-                        ms = started.elapsed().as_millis() as u64,
-                        "wrote a ledger checkpoint"
-                    ),
+                    Ok(()) => {
+                        durable.store(seqno, std::sync::atomic::Ordering::Release);
+                        tracing::info!(
+                            seqno,
+                            bytes = bytes.len(),
+                            ms = started.elapsed().as_millis() as u64,
+                            "wrote a ledger checkpoint"
+                        )
+                    }
                     Err(e) => tracing::warn!(error = %e, "could not write a ledger checkpoint"),
                 }
             });
@@ -436,6 +469,48 @@ impl Engine {
         if let Some(handle) = self.checkpointing.take() {
             let _ = handle.join();
         }
+    }
+
+    /// The seqno of the last checkpoint on disk, written by this engine or opened from (0:
+    /// none). The chunks it covers can be found again at a start without being read.
+    pub fn checkpoint_seqno(&self) -> u64 {
+        self.checkpoint_durable
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The committed chunks, oldest first, and whether each is on this node's disk.
+    pub fn committed_chunk_files(&self) -> Vec<crate::store::ChunkInfo> {
+        self.files.committed_chunk_files()
+    }
+
+    /// Removes the committed chunk `name` from this node's disk (a node that keeps it in an
+    /// archive, past its retention): only a chunk the last checkpoint on disk covers and that
+    /// ends before that checkpoint's seqno (a start checks the tree against the checkpoint's
+    /// last entry, which must stay). Reads of its entries then fail with
+    /// [`StoreError::Absent`] until [`Engine::attach_chunk`]. Returns the bytes freed.
+    pub fn drop_chunk(&mut self, name: &str) -> Result<u64, EngineError> {
+        let covered = self.checkpoint_seqno();
+        let end = self
+            .files
+            .committed_chunk_files()
+            .into_iter()
+            .find(|c| c.name == name)
+            .map(|c| c.end)
+            .ok_or_else(|| StoreError::Usage(format!("{name} is not a committed chunk")))?;
+        if end >= covered {
+            return Err(StoreError::Usage(format!(
+                "{name} is not covered by a checkpoint before its last entry ({covered})"
+            ))
+            .into());
+        }
+        Ok(self.files.drop_chunk(name)?)
+    }
+
+    /// Puts a fetched copy of the dropped chunk `name` back, once it matches what this node
+    /// recorded of it and its entries open under the ledger secrets
+    /// ([`LedgerFiles::attach_chunk`]).
+    pub fn attach_chunk(&mut self, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
+        Ok(self.files.attach_chunk(name, bytes, &self.keys.secrets)?)
     }
 
     /// The seqno of the checkpoint this engine was opened from (`None`: every entry was read).

@@ -73,6 +73,15 @@ pub enum StoreError {
     /// No entry at that seqno.
     #[error("no ledger entry at seqno {0}")]
     NotFound(u64),
+    /// The entry is in a committed chunk this node no longer keeps on disk (it is archived):
+    /// fetch the chunk and [`LedgerFiles::attach_chunk`] it.
+    #[error("ledger entry {seqno} is in {chunk}, which this node keeps in its archive only")]
+    Absent {
+        /// The chunk's file name.
+        chunk: String,
+        /// The entry asked for.
+        seqno: u64,
+    },
     /// The files do not match what [`LedgerFiles::open_trusting`] was told to trust.
     #[error("ledger files differ from the checkpoint: {0}")]
     Stale(String),
@@ -94,6 +103,19 @@ pub struct Recovery {
     pub dropped_from: Option<u64>,
     /// Bytes cut off the open chunk.
     pub dropped_bytes: u64,
+}
+
+/// A committed chunk, as [`LedgerFiles::committed_chunk_files`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// Its file name (`ledger_A-B.committed`).
+    pub name: String,
+    /// Its first seqno.
+    pub start: u64,
+    /// Its last seqno.
+    pub end: u64,
+    /// Whether the file is on this node's disk (not dropped after archiving).
+    pub on_disk: bool,
 }
 
 /// Where an entry is: 12 bytes per transaction (a ledger of ten million keeps 120 MB of
@@ -126,6 +148,24 @@ impl Loc {
 struct ChunkFile {
     name: ChunkName,
     path: PathBuf,
+    /// The file is not on this node's disk: a committed chunk kept in the archive only
+    /// ([`LedgerFiles::drop_chunk`]); reads of its entries fail with [`StoreError::Absent`]
+    /// until [`LedgerFiles::attach_chunk`] brings it back.
+    absent: bool,
+    /// What a checkpoint recorded of a chunk that was absent when the store opened: its
+    /// entries' locations are unknown (placeholders, length 0) until it is attached.
+    unlocated: Option<crate::checkpoint::CoveredChunk>,
+}
+
+impl ChunkFile {
+    fn local(name: ChunkName, path: PathBuf) -> ChunkFile {
+        ChunkFile {
+            name,
+            path,
+            absent: false,
+            unlocated: None,
+        }
+    }
 }
 
 /// The ledger directory of one node. Single writer; not thread-safe by itself (wrap it in the
@@ -178,6 +218,20 @@ impl LedgerFiles {
         secret: Option<&LedgerSecrets>,
         trusted: &[crate::checkpoint::CoveredChunk],
     ) -> Result<(LedgerFiles, Recovery), StoreError> {
+        LedgerFiles::open_trusting_archived(dir, chunk_size, secret, trusted, false)
+    }
+
+    /// [`LedgerFiles::open_trusting`], where trusted chunks missing from the directory may be
+    /// `archived` (dropped from this disk past the node's retention, [`LedgerFiles::drop_chunk`]):
+    /// they are then recorded as absent, their entries located once a fetched copy is
+    /// attached ([`LedgerFiles::attach_chunk`]).
+    pub fn open_trusting_archived(
+        dir: &Path,
+        chunk_size: u64,
+        secret: Option<&LedgerSecrets>,
+        trusted: &[crate::checkpoint::CoveredChunk],
+        archived: bool,
+    ) -> Result<(LedgerFiles, Recovery), StoreError> {
         crate::files::create_private_dir(dir).map_err(|e| io(dir, e))?;
         let mut store = LedgerFiles {
             dir: dir.to_path_buf(),
@@ -195,23 +249,30 @@ impl LedgerFiles {
             poisoned: None,
         };
         let mut recovery = Recovery::default();
-        let chunks = list_chunks(dir, false).map_err(|e| io(dir, e))?;
-        let n = chunks.len();
-        if trusted.len() > n {
-            return Err(StoreError::Stale(format!(
-                "{} chunks trusted, {n} present",
-                trusted.len()
-            )));
+        let mut present = list_chunks(dir, false)
+            .map_err(|e| io(dir, e))?
+            .into_iter()
+            .peekable();
+        for covered in trusted {
+            if let Some((name, path)) = present.next_if(|(n, _)| n.file_name() == covered.name) {
+                store.push_trusted(name, path, covered)?;
+            } else if archived && store.files.len() > 0 {
+                // The first chunk (genesis) is never dropped.
+                store.push_absent(covered)?;
+            } else {
+                return Err(StoreError::Stale(match present.peek() {
+                    Some((n, _)) => format!("found {}, expected {}", n.file_name(), covered.name),
+                    None => format!("{} is missing", covered.name),
+                }));
+            }
         }
-        for (i, (name, path)) in chunks.into_iter().enumerate() {
+        let rest: Vec<_> = present.collect();
+        let n = rest.len();
+        for (i, (name, path)) in rest.into_iter().enumerate() {
             let corrupt = |m: String| StoreError::Corrupt {
                 path: path.display().to_string(),
                 message: m,
             };
-            if let Some(covered) = trusted.get(i) {
-                store.push_trusted(name, path, covered)?;
-                continue;
-            }
             let expected = store.locs.len() as u64 + 1;
             if name.start != expected {
                 return Err(corrupt(format!(
@@ -241,10 +302,10 @@ impl LedgerFiles {
                     name.end = Some(store.locs.len() as u64);
                     let to = dir.join(name.file_name());
                     std::fs::rename(&path, &to).map_err(|e| io(&path, e))?;
-                    store.files.push(ChunkFile { name, path: to });
+                    store.files.push(ChunkFile::local(name, to));
                     store.dir_dirty = true;
                 } else {
-                    store.files.push(ChunkFile { name, path });
+                    store.files.push(ChunkFile::local(name, path));
                 }
                 if store.files.last().is_some_and(|f| f.name.committed) {
                     store.committed = store.locs.len() as u64;
@@ -302,11 +363,41 @@ impl LedgerFiles {
             f.seek(SeekFrom::Start(keep)).map_err(|e| io(&path, e))?;
             store.zeros_end = if zero_tail { bytes.len() as u64 } else { keep };
             store.open = Some((f, positions, keep));
-            store.files.push(ChunkFile { name, path });
+            store.files.push(ChunkFile::local(name, path));
         }
         recovery.last_seqno = store.locs.len() as u64;
         store.sync_dir_if_dirty()?;
         Ok((store, recovery))
+    }
+
+    /// Records a trusted committed chunk that is not on disk: its entries get placeholder
+    /// locations until it is attached.
+    fn push_absent(&mut self, covered: &crate::checkpoint::CoveredChunk) -> Result<(), StoreError> {
+        let stale = |m: String| StoreError::Stale(m);
+        let name = ChunkName::parse(&covered.name)
+            .ok_or_else(|| stale(format!("{} is not a chunk name", covered.name)))?;
+        let (Some(end), true) = (name.end, name.committed) else {
+            return Err(stale(format!("{} is not a committed chunk", covered.name)));
+        };
+        if name.start != self.locs.len() as u64 + 1 || end < name.start {
+            return Err(stale(format!(
+                "{} does not follow seqno {}",
+                covered.name,
+                self.locs.len()
+            )));
+        }
+        let fi = self.files.len();
+        let placeholder = Loc::new(fi, 0, 0)?;
+        self.locs.resize((end) as usize, placeholder);
+        self.files.push(ChunkFile {
+            path: self.dir.join(&covered.name),
+            name,
+            absent: true,
+            unlocated: Some(covered.clone()),
+        });
+        self.committed = end;
+        self.last_signature = end;
+        Ok(())
     }
 
     /// Locates the entries of a trusted committed chunk from its positions table.
@@ -364,7 +455,7 @@ impl LedgerFiles {
                 .ok_or_else(|| corrupt(format!("positions table entry {k} is out of order")))?;
             self.locs.push(Loc::new(fi, *at, len)?);
         }
-        self.files.push(ChunkFile { name, path });
+        self.files.push(ChunkFile::local(name, path));
         self.committed = end;
         // Every closed chunk ends on a signature.
         self.last_signature = end;
@@ -379,22 +470,153 @@ impl LedgerFiles {
         self.files
             .iter()
             .filter(|cf| cf.name.committed)
+            .filter_map(|cf| self.covered(cf))
+            .collect()
+    }
+
+    /// What a checkpoint records of the closed chunk `cf`.
+    fn covered(&self, cf: &ChunkFile) -> Option<crate::checkpoint::CoveredChunk> {
+        if let Some(covered) = &cf.unlocated {
+            return Some(covered.clone());
+        }
+        let end = cf.name.end?;
+        let locs = self.locs.get(cf.name.start as usize - 1..end as usize)?;
+        let last = locs.last()?;
+        let table_at = last.offset() + u64::from(last.len);
+        let mut table = Vec::with_capacity(4 * locs.len());
+        for l in locs {
+            table.extend_from_slice(&u32::try_from(l.offset()).ok()?.to_le_bytes());
+        }
+        Some(crate::checkpoint::CoveredChunk {
+            name: cf.name.file_name(),
+            len: table_at + 4 * locs.len() as u64,
+            table_digest: crate::checkpoint::table_digest(&table_at.to_le_bytes(), &table),
+        })
+    }
+
+    /// The committed chunks, oldest first, and whether each is on this node's disk.
+    pub fn committed_chunk_files(&self) -> Vec<ChunkInfo> {
+        self.files
+            .iter()
+            .filter(|cf| cf.name.committed)
             .filter_map(|cf| {
-                let end = cf.name.end?;
-                let locs = self.locs.get(cf.name.start as usize - 1..end as usize)?;
-                let last = locs.last()?;
-                let table_at = last.offset() + u64::from(last.len);
-                let mut table = Vec::with_capacity(4 * locs.len());
-                for l in locs {
-                    table.extend_from_slice(&u32::try_from(l.offset()).ok()?.to_le_bytes());
-                }
-                Some(crate::checkpoint::CoveredChunk {
+                Some(ChunkInfo {
                     name: cf.name.file_name(),
-                    len: table_at + 4 * locs.len() as u64,
-                    table_digest: crate::checkpoint::table_digest(&table_at.to_le_bytes(), &table),
+                    start: cf.name.start,
+                    end: cf.name.end?,
+                    on_disk: !cf.absent,
                 })
             })
             .collect()
+    }
+
+    fn chunk_index(&self, name: &str) -> Result<usize, StoreError> {
+        self.files
+            .iter()
+            .position(|cf| cf.name.committed && cf.name.file_name() == name)
+            .ok_or_else(|| StoreError::Usage(format!("{name} is not a committed chunk")))
+    }
+
+    /// Removes the committed chunk `name` from disk, keeping what locates its entries: reads
+    /// of them then fail with [`StoreError::Absent`] until a copy is attached again. For a
+    /// chunk kept in an archive, past a node's retention; the caller makes sure a checkpoint
+    /// covers it first (a start finds it from the checkpoint, [`Self::open_trusting_archived`]).
+    /// The first chunk (genesis) stays. Returns the bytes freed.
+    pub fn drop_chunk(&mut self, name: &str) -> Result<u64, StoreError> {
+        let fi = self.chunk_index(name)?;
+        if fi == 0 {
+            return Err(StoreError::Usage("the first chunk stays on disk".into()));
+        }
+        let cf = &mut self.files[fi];
+        if cf.absent {
+            return Ok(0);
+        }
+        let len = std::fs::metadata(&cf.path)
+            .map_err(|e| io(&cf.path, e))?
+            .len();
+        std::fs::remove_file(&cf.path).map_err(|e| io(&cf.path, e))?;
+        cf.absent = true;
+        crate::files::sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
+        Ok(len)
+    }
+
+    /// Puts a copy of the absent committed chunk `name` (fetched from an archive or a peer)
+    /// back on disk, once it matches what this node recorded of it (length, header and
+    /// positions table) and every entry in it has the seqno its position gives and opens
+    /// under the ledger secrets (its GCM tag covers both domains). A copy that does not is
+    /// refused with [`StoreError::Corrupt`] and nothing changes.
+    pub fn attach_chunk(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        secrets: &LedgerSecrets,
+    ) -> Result<(), StoreError> {
+        let fi = self.chunk_index(name)?;
+        let cf = &self.files[fi];
+        if !cf.absent {
+            return Ok(());
+        }
+        let corrupt = |m: String| StoreError::Corrupt {
+            path: format!("the fetched copy of {name}"),
+            message: m,
+        };
+        let expected = self
+            .covered(cf)
+            .ok_or_else(|| corrupt("no record of the chunk".into()))?;
+        let len = bytes.len() as u64;
+        if len != expected.len {
+            return Err(corrupt(format!("{len} bytes, expected {}", expected.len)));
+        }
+        let header = bytes
+            .get(..CHUNK_HEADER_SIZE)
+            .ok_or_else(|| corrupt("no header".into()))?;
+        let table_at = u64::from_le_bytes(header.try_into().map_err(|_| corrupt("header".into()))?);
+        chunk::check_table(table_at, len, Some(&cf.name)).map_err(|e| corrupt(e.to_string()))?;
+        let table = &bytes[table_at as usize..];
+        if crate::checkpoint::table_digest(header, table) != expected.table_digest {
+            return Err(corrupt("its header or positions table differs".into()));
+        }
+        let positions = chunk::positions(table);
+        let start = cf.name.start;
+        let mut locs = Vec::with_capacity(positions.len());
+        for (k, at) in positions.iter().enumerate() {
+            let next = positions.get(k + 1).copied().unwrap_or(table_at);
+            let seqno = start + k as u64;
+            let entry = usize::try_from(*at)
+                .ok()
+                .zip(usize::try_from(next).ok())
+                .and_then(|(a, b)| bytes.get(a..b))
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| corrupt(format!("entry {seqno} lies outside the chunk")))?;
+            let (raw, _) =
+                RawEntry::parse(entry).map_err(|e| corrupt(format!("entry {seqno}: {e}")))?;
+            if raw.iv.seqno != seqno || raw.bytes.len() != entry.len() {
+                return Err(corrupt(format!(
+                    "entry {seqno} is not where its position says"
+                )));
+            }
+            secrets
+                .open(&raw)
+                .map_err(|e| corrupt(format!("entry {seqno}: {e}")))?;
+            locs.push(Loc::new(fi, *at, entry.len() as u32)?);
+        }
+        let end = cf.name.end.unwrap_or(0);
+        if end + 1 != start + locs.len() as u64 {
+            return Err(corrupt(format!(
+                "{} entries, expected {}",
+                locs.len(),
+                end + 1 - start
+            )));
+        }
+        let path = cf.path.clone();
+        crate::files::write_durably(&path, bytes).map_err(|e| io(&path, e))?;
+        for (k, l) in locs.into_iter().enumerate() {
+            self.locs[start as usize - 1 + k] = l;
+        }
+        let cf = &mut self.files[fi];
+        cf.absent = false;
+        cf.unlocated = None;
+        Ok(())
     }
 
     fn push_loc(
@@ -540,7 +762,7 @@ impl LedgerFiles {
                 .map_err(|e| io(&path, e))?;
             f.write_all(&[0u8; CHUNK_HEADER_SIZE])
                 .map_err(|e| io(&path, e))?;
-            self.files.push(ChunkFile { name, path });
+            self.files.push(ChunkFile::local(name, path));
             self.open = Some((f, Vec::new(), CHUNK_HEADER_SIZE as u64));
             self.zeros_end = 0;
             self.prefill_failed = false;
@@ -614,7 +836,7 @@ impl LedgerFiles {
         name.end = Some(self.last_seqno());
         let to = self.dir.join(name.file_name());
         std::fs::rename(&path, &to).map_err(|e| io(&path, e))?;
-        self.files[fi] = ChunkFile { name, path: to };
+        self.files[fi] = ChunkFile::local(name, to);
         self.dir_dirty = true;
         self.unsynced = false;
         Ok(())
@@ -782,7 +1004,7 @@ impl LedgerFiles {
                 .filter(|l| l.file() == first_file)
                 .map(|l| l.offset() as u32)
                 .collect();
-            self.files.push(ChunkFile { name, path: to });
+            self.files.push(ChunkFile::local(name, to));
             self.open = Some((f, positions, end));
         } else {
             std::fs::remove_file(&cf.path).map_err(|e| io(&cf.path, e))?;
@@ -803,6 +1025,12 @@ impl LedgerFiles {
             return Ok(b.to_vec());
         }
         let cf = &self.files[l.file()];
+        if cf.absent {
+            return Err(StoreError::Absent {
+                chunk: cf.name.file_name(),
+                seqno,
+            });
+        }
         let f = File::open(&cf.path).map_err(|e| io(&cf.path, e))?;
         let mut buf = vec![0u8; l.len as usize];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, l.offset())
@@ -832,6 +1060,13 @@ impl LedgerFiles {
             let l = &self.locs[seqno as usize - 1];
             if loaded.as_ref().is_none_or(|(fi, _)| *fi != l.file()) {
                 let cf = &self.files[l.file()];
+                if cf.absent {
+                    return Err(StoreError::Absent {
+                        chunk: cf.name.file_name(),
+                        seqno,
+                    }
+                    .into());
+                }
                 let mut bytes = std::fs::read(&cf.path).map_err(|e| io(&cf.path, e))?;
                 if let (true, Some((_, _, size))) =
                     (l.file() + 1 == self.files.len(), self.open.as_ref())

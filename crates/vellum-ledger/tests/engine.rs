@@ -521,3 +521,106 @@ fn a_rekey_switches_the_secret_from_the_next_transaction() {
     let (raw, _) = RawEntry::parse(&bytes).unwrap();
     assert!(svc.secret.open(&raw).is_ok());
 }
+
+/// A node that keeps its older chunks in an archive drops them from disk: reads of their
+/// entries and receipts that need them then fail with `Absent` until a fetched copy is
+/// attached; only a copy that matches what the node recorded is taken (a tampered one, or
+/// another chunk's bytes, changes nothing); a restart finds the dropped chunks from the
+/// checkpoint, and a start without one (or not expecting an archive) refuses the gap.
+#[test]
+fn dropped_chunks_are_fetched_back_and_checked() {
+    use vellum_ledger::store::StoreError;
+    let svc = Service::new();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = svc.node_keys();
+    let (mut e, _) = Engine::open_dir(dir.path(), 2048, keys.clone()).unwrap();
+    e.set_untrimmed(16);
+    write(&mut e, 1..=300, 2, 0);
+    e.commit(300).unwrap();
+    let chunks = e.committed_chunk_files();
+    assert!(chunks.len() >= 4, "{chunks:?}");
+    assert!(chunks.iter().all(|c| c.on_disk));
+    let victim = chunks[1].clone();
+    let seqno = victim.start + 1;
+    let txid = TxId::new(2, seqno);
+    let entry = e.read(seqno).unwrap();
+    let expected = state(&e, 300);
+    // Not covered by a checkpoint yet: refused.
+    assert!(e.drop_chunk(&victim.name).is_err());
+    let at = e.write_checkpoint().unwrap().unwrap();
+    assert_eq!(e.checkpoint_seqno(), at);
+    // Neither the first chunk nor the checkpoint's last one.
+    assert!(e.drop_chunk(&chunks[0].name).is_err());
+    let last = chunks.iter().find(|c| c.end == at).unwrap();
+    assert!(e.drop_chunk(&last.name).is_err());
+    let bytes = std::fs::read(dir.path().join(&victim.name)).unwrap();
+    let other = std::fs::read(dir.path().join(&chunks[2].name)).unwrap();
+    assert_eq!(e.drop_chunk(&victim.name).unwrap(), bytes.len() as u64);
+    assert!(!dir.path().join(&victim.name).exists());
+    let absent = |r: Result<Vec<u8>, EngineError>| {
+        matches!(r, Err(EngineError::Store(StoreError::Absent { ref chunk, seqno: s }))
+            if *chunk == victim.name && s == seqno)
+    };
+    assert!(absent(e.read(seqno)));
+    assert!(matches!(
+        e.receipt(txid, 300),
+        Err(EngineError::Store(StoreError::Absent { .. }))
+    ));
+    // Wrong copies are refused and change nothing.
+    let mut tampered = bytes.clone();
+    tampered[40] ^= 1;
+    for wrong in [&tampered, &other, &bytes[..bytes.len() - 1].to_vec()] {
+        assert!(matches!(
+            e.attach_chunk(&victim.name, wrong),
+            Err(EngineError::Store(StoreError::Corrupt { .. }))
+        ));
+        assert!(absent(e.read(seqno)));
+    }
+    e.attach_chunk(&victim.name, &bytes).unwrap();
+    assert_eq!(e.read(seqno).unwrap(), entry);
+    assert_eq!(state(&e, 300), expected);
+
+    // Dropped again, then a restart: found from the checkpoint, absent until attached.
+    e.drop_chunk(&victim.name).unwrap();
+    drop(e);
+    assert!(
+        Engine::open_dir(dir.path(), 2048, keys.clone()).is_err(),
+        "a node without an archive refuses the gap"
+    );
+    let (mut e, _) = Engine::open_dir_archived(dir.path(), 2048, keys.clone(), true).unwrap();
+    assert_eq!(e.opened_from(), Some(at));
+    assert!(absent(e.read(seqno)));
+    let listed = e.committed_chunk_files();
+    assert!(listed.iter().any(|c| c.name == victim.name && !c.on_disk));
+    // A checkpoint taken now still covers the absent chunk as recorded.
+    write(&mut e, 301..=330, 2, 0);
+    e.commit(330).unwrap();
+    let at2 = e.write_checkpoint().unwrap().unwrap();
+    assert!(at2 > at);
+    assert!(matches!(
+        e.attach_chunk(&victim.name, &tampered),
+        Err(EngineError::Store(StoreError::Corrupt { .. }))
+    ));
+    e.attach_chunk(&victim.name, &bytes).unwrap();
+    assert_eq!(e.read(seqno).unwrap(), entry);
+    let r = e.receipt(txid, 330).unwrap();
+    r.receipt.verify(&svc.service.cert_pem, None).unwrap();
+    e.drop_chunk(&victim.name).unwrap();
+    drop(e);
+    let (mut e, _) = Engine::open_dir_archived(dir.path(), 2048, keys.clone(), true).unwrap();
+    assert_eq!(e.opened_from(), Some(at2));
+    assert!(absent(e.read(seqno)));
+    e.attach_chunk(&victim.name, &bytes).unwrap();
+    assert_eq!(e.receipt(txid, 330).unwrap().receipt, r.receipt);
+    drop(e);
+    // Without its checkpoint, a ledger with a gap is refused, not opened short.
+    e_drop_and_remove_checkpoint(dir.path(), keys, &victim.name);
+}
+
+fn e_drop_and_remove_checkpoint(dir: &std::path::Path, keys: NodeKeys, name: &str) {
+    let (mut e, _) = Engine::open_dir_archived(dir, 2048, keys.clone(), true).unwrap();
+    e.drop_chunk(name).unwrap();
+    drop(e);
+    Checkpoint::remove(dir).unwrap();
+    assert!(Engine::open_dir_archived(dir, 2048, keys, true).is_err());
+}
