@@ -122,6 +122,11 @@ pub struct ServeArgs {
     #[arg(long = "archive-option", value_name = "KEY=VALUE")]
     #[serde(default)]
     pub archive_options: Vec<String>,
+    /// Keep only the committed chunks of about the last N transactions on this node's disk
+    /// (needs --archive): older chunks are dropped once the archive holds them, and fetched
+    /// back (and checked) when a read needs them. Default: keep everything.
+    #[arg(long, value_name = "N")]
+    pub retain_transactions: Option<u64>,
     /// A one-time join token (`vellum node token` on the service).
     #[arg(
         long,
@@ -211,6 +216,7 @@ impl ServeArgs {
             seal_pkcs11,
             service_key_pkcs11,
             archive,
+            retain_transactions,
             handshake_timeout,
             header_timeout,
             body_timeout
@@ -281,6 +287,7 @@ fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
     if let Some(n) = args.snapshot_interval {
         node.snapshot_interval = n;
     }
+    node.retain_transactions = args.retain_transactions;
     if let Some(ms) = args.signature_delay_ms {
         let delay = Duration::try_from_secs_f64(ms / 1000.0)
             .ok()

@@ -1,7 +1,9 @@
 //! The archive as an operator runs it: `vellum serve --archive` copies committed chunks and
 //! snapshots to Azure Blob Storage (Azurite, Microsoft's emulator, from npm) and to an S3
 //! store (moto in server mode, from PyPI); `vellum node status` shows the progress; `vellum
-//! audit --archive` audits the archived ledger, which matches the node's own.
+//! audit --archive` audits the archived ledger, which matches the node's own. With
+//! `--retain-transactions`, archived chunks leave the node's disk and every entry, receipt and
+//! range is still served, before and after a restart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -277,6 +279,12 @@ async fn a_node_archives_to_azurite_and_the_archive_audits() {
         &[("AZURITE_BLOB_STORAGE_URL", &url)],
     )
     .await;
+    retention_round_trip(
+        "az://vellum/retained",
+        &["use_emulator=true"],
+        &[("AZURITE_BLOB_STORAGE_URL", &url)],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,4 +322,241 @@ async fn a_node_archives_to_an_s3_store_and_the_archive_audits() {
         &[],
     )
     .await;
+}
+
+/// Starts `vellum serve` with `args` on `data`; returns the child and its endpoint.
+fn serve(data: &Path, args: &[&str], env: &[(&str, &str)]) -> (Server, String) {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_vellum"));
+    serve
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        serve.env(k, v);
+    }
+    let mut child = serve.spawn().unwrap();
+    let (endpoint, _) = common::announcement(&mut child);
+    (Server(child), endpoint)
+}
+
+fn admin_client(data: &Path) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(data.join("service_cert.pem")).unwrap())
+        .unwrap();
+    let id = reqwest::Identity::from_pem(&std::fs::read(data.join("admin.pem")).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .identity(id)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// GETs `path` until its `state` is not `Loading`.
+async fn ready(c: &reqwest::Client, url: String) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c.get(&url).send().await.unwrap();
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{url}: {v}");
+        if v["state"] != "Loading" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{url} still loading");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The metric `name` in the node's /metrics.
+async fn metric(c: &reqwest::Client, endpoint: &str, name: &str) -> f64 {
+    let text = c
+        .get(format!("{endpoint}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// Retention: a node keeping the last 100 transactions on disk drops archived chunks, yet
+/// serves every entry and every receipt of its ledger (fetching chunks back from the archive
+/// and checking them), also after a crash and restart; the archive audits.
+async fn retention_round_trip(url: &str, options: &[&str], env: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "--chunk-size",
+        "4096",
+        "--retain-transactions",
+        "100",
+        "--archive",
+        url,
+    ];
+    for o in options {
+        args.extend(["--archive-option", o]);
+    }
+    let (server, endpoint) = serve(&data, &args, env);
+    let c = admin_client(&data);
+    let body = "r".repeat(300);
+    let mut written = Vec::new();
+    for i in 0..500 {
+        let contents = format!("{i} {body}");
+        let r = c
+            .post(format!(
+                "{endpoint}/app/transactions?api-version=2022-05-13"
+            ))
+            .json(&serde_json::json!({ "contents": contents }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let txid = r.headers()["x-ms-ccf-transaction-id"].to_str().unwrap();
+        written.push((txid.to_owned(), contents));
+    }
+    // Chunks past the retention leave the disk once archived.
+    let ledger = data.join("ledger");
+    let first_chunk = |ledger: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(ledger)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("ledger_") && n.ends_with(".committed"))
+            .collect();
+        names.sort_by_key(|n| vellum_node::archive::chunk_last_seqno(n));
+        names
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&c, &endpoint, "vellum_ledger_chunks_dropped_total").await < 5.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no chunks dropped: {:?}",
+            first_chunk(&ledger)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let local = first_chunk(&ledger);
+    assert!(
+        local[0].starts_with("ledger_1-"),
+        "genesis stays: {local:?}"
+    );
+    let committed_end = vellum_node::archive::chunk_last_seqno(local.last().unwrap()).unwrap();
+    assert!(
+        !local[1].starts_with("ledger_4-"),
+        "the oldest chunks after genesis were dropped: {local:?}"
+    );
+    assert!(committed_end > 400, "{local:?}");
+    let service_cert = std::fs::read_to_string(data.join("service_cert.pem")).unwrap();
+    let check_all = |c: reqwest::Client, endpoint: String, written: Vec<(String, String)>| {
+        let service_cert = service_cert.clone();
+        async move {
+            for (txid, contents) in &written {
+                let e = ready(
+                    &c,
+                    format!("{endpoint}/app/transactions/{txid}?api-version=2022-05-13"),
+                )
+                .await;
+                assert_eq!(e["entry"]["contents"], contents.as_str(), "{txid}");
+                let r = ready(
+                    &c,
+                    format!("{endpoint}/app/transactions/{txid}/receipt?api-version=2022-05-13"),
+                )
+                .await;
+                let receipt = vellum_core::receipt::Receipt::from_json(&r["receipt"]).unwrap();
+                receipt.verify(&service_cert, None).unwrap();
+                assert_eq!(
+                    receipt.txid().map(|t| t.to_string()).as_deref(),
+                    Some(txid.as_str())
+                );
+            }
+        }
+    };
+    // One old entry and its receipt before the restart.
+    check_all(c.clone(), endpoint.clone(), written[20..22].to_vec()).await;
+    assert!(metric(&c, &endpoint, "vellum_ledger_chunks_fetched_total").await >= 1.0);
+
+    // Killed and restarted: without the archive the node refuses to start rather than open
+    // short; with it, it finds its dropped chunks from its checkpoint and serves everything.
+    drop(server);
+    let mut alone = Command::new(env!("CARGO_BIN_EXE_vellum"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = alone.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = alone.kill();
+            panic!("a node missing chunks started without its archive");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(alone.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("ledger"), "{stderr}");
+    let (_server, endpoint) = serve(&data, &args, env);
+    let c = admin_client(&data);
+    check_all(c.clone(), endpoint.clone(), written.clone()).await;
+    assert!(metric(&c, &endpoint, "vellum_ledger_chunks_fetched_total").await >= 5.0);
+    // A page of a range over chunks that were dropped.
+    let page = ready(
+        &c,
+        format!(
+            "{endpoint}/app/transactions?api-version=2022-05-13&fromTransactionId={}&toTransactionId={}",
+            written[50].0, written[60].0
+        ),
+    )
+    .await;
+    let contents: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["contents"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = written[50..=60].iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(contents, expected);
+    // The archive holds the whole ledger, and audits.
+    let secret = data.join("ledger_secret");
+    let mut audit = vec!["audit", "--archive", url, "--json", "--ledger-secret"];
+    audit.push(secret.to_str().unwrap());
+    for o in options {
+        audit.extend(["--archive-option", o]);
+    }
+    let out = vellum(&audit, env);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["transactions"].as_u64().unwrap() >= committed_end);
+    // Retention without an archive is refused at start.
+    let out = vellum(
+        &[
+            "serve",
+            "--data-dir",
+            dir.path().join("other").to_str().unwrap(),
+            "--retain-transactions",
+            "10",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("retain-transactions"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

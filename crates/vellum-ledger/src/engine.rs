@@ -27,7 +27,7 @@ use vellum_core::signature::{
 use vellum_core::{Hash, TxId, tables};
 
 use crate::checkpoint::{CHECKPOINT_EVERY, Checkpoint, CheckpointError, ViewRuns};
-use crate::store::{LedgerFiles, Recovery, StoreError};
+use crate::store::{AbsentChunk, LedgerFiles, Recovery, StoreError, VerifiedChunk};
 
 /// The keys a node signs with.
 #[derive(Debug, Clone)]
@@ -511,6 +511,18 @@ impl Engine {
     /// ([`LedgerFiles::attach_chunk`]).
     pub fn attach_chunk(&mut self, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
         Ok(self.files.attach_chunk(name, bytes, &self.keys.secrets)?)
+    }
+
+    /// What a fetched copy of the committed chunk `name` must match, to check it without the
+    /// engine (`None`: the chunk is on disk). See [`crate::store::AbsentChunk::verify`] and
+    /// [`Engine::attach_verified`].
+    pub fn absent_chunk(&self, name: &str) -> Result<Option<AbsentChunk>, EngineError> {
+        Ok(self.files.absent_chunk(name, &self.keys.secrets)?)
+    }
+
+    /// Takes a checked copy of a dropped chunk back.
+    pub fn attach_verified(&mut self, chunk: VerifiedChunk) -> Result<(), EngineError> {
+        Ok(self.files.attach_verified(chunk)?)
     }
 
     /// The seqno of the checkpoint this engine was opened from (`None`: every entry was read).

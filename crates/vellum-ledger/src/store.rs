@@ -105,6 +105,100 @@ pub struct Recovery {
     pub dropped_bytes: u64,
 }
 
+/// A committed chunk this node dropped from its disk, and what a fetched copy must match
+/// ([`LedgerFiles::absent_chunk`]).
+#[derive(Debug, Clone)]
+pub struct AbsentChunk {
+    fi: usize,
+    name: ChunkName,
+    path: PathBuf,
+    expected: crate::checkpoint::CoveredChunk,
+    secrets: LedgerSecrets,
+}
+
+/// A copy of an absent chunk that [`AbsentChunk::verify`] checked and wrote back to disk.
+#[derive(Debug)]
+pub struct VerifiedChunk {
+    fi: usize,
+    name: ChunkName,
+    locs: Vec<Loc>,
+}
+
+impl AbsentChunk {
+    /// The chunk's file name.
+    pub fn name(&self) -> String {
+        self.name.file_name()
+    }
+
+    /// Checks a fetched copy against what the node recorded of the chunk (length, header and
+    /// positions table), and that every entry in it has the seqno its position gives and
+    /// opens under the ledger secrets (its GCM tag covers both domains); then writes it back
+    /// to disk durably. A copy that does not match is refused with [`StoreError::Corrupt`]
+    /// and nothing is written. Needs no lock on the store.
+    pub fn verify(self, bytes: &[u8]) -> Result<VerifiedChunk, StoreError> {
+        let label = self.name.file_name();
+        let corrupt = |m: String| StoreError::Corrupt {
+            path: format!("the fetched copy of {label}"),
+            message: m,
+        };
+        let len = bytes.len() as u64;
+        if len != self.expected.len {
+            return Err(corrupt(format!(
+                "{len} bytes, expected {}",
+                self.expected.len
+            )));
+        }
+        let header: [u8; CHUNK_HEADER_SIZE] = bytes
+            .get(..CHUNK_HEADER_SIZE)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| corrupt("no header".into()))?;
+        let table_at = u64::from_le_bytes(header);
+        chunk::check_table(table_at, len, Some(&self.name)).map_err(|e| corrupt(e.to_string()))?;
+        let table = &bytes[table_at as usize..];
+        if crate::checkpoint::table_digest(&header, table) != self.expected.table_digest {
+            return Err(corrupt("its header or positions table differs".into()));
+        }
+        let positions = chunk::positions(table);
+        let start = self.name.start;
+        let mut locs = Vec::with_capacity(positions.len());
+        for (k, at) in positions.iter().enumerate() {
+            let next = positions.get(k + 1).copied().unwrap_or(table_at);
+            let seqno = start + k as u64;
+            let entry = usize::try_from(*at)
+                .ok()
+                .zip(usize::try_from(next).ok())
+                .and_then(|(a, b)| bytes.get(a..b))
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| corrupt(format!("entry {seqno} lies outside the chunk")))?;
+            let (raw, _) =
+                RawEntry::parse(entry).map_err(|e| corrupt(format!("entry {seqno}: {e}")))?;
+            if raw.iv.seqno != seqno || raw.bytes.len() != entry.len() {
+                return Err(corrupt(format!(
+                    "entry {seqno} is not where its position says"
+                )));
+            }
+            self.secrets
+                .open(&raw)
+                .map_err(|e| corrupt(format!("entry {seqno}: {e}")))?;
+            locs.push(Loc::new(self.fi, *at, entry.len() as u32)?);
+        }
+        let end = self.name.end.unwrap_or(0);
+        if end + 1 != start + locs.len() as u64 {
+            return Err(corrupt(format!(
+                "{} entries, expected {}",
+                locs.len(),
+                (end + 1).saturating_sub(start)
+            )));
+        }
+        crate::files::write_durably(&self.path, bytes).map_err(|e| io(&self.path, e))?;
+        Ok(VerifiedChunk {
+            fi: self.fi,
+            name: self.name,
+            locs,
+        })
+    }
+}
+
 /// A committed chunk, as [`LedgerFiles::committed_chunk_files`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkInfo {
@@ -256,7 +350,7 @@ impl LedgerFiles {
         for covered in trusted {
             if let Some((name, path)) = present.next_if(|(n, _)| n.file_name() == covered.name) {
                 store.push_trusted(name, path, covered)?;
-            } else if archived && store.files.len() > 0 {
+            } else if archived && !store.files.is_empty() {
                 // The first chunk (genesis) is never dropped.
                 store.push_absent(covered)?;
             } else {
@@ -541,77 +635,55 @@ impl LedgerFiles {
     }
 
     /// Puts a copy of the absent committed chunk `name` (fetched from an archive or a peer)
-    /// back on disk, once it matches what this node recorded of it (length, header and
-    /// positions table) and every entry in it has the seqno its position gives and opens
-    /// under the ledger secrets (its GCM tag covers both domains). A copy that does not is
-    /// refused with [`StoreError::Corrupt`] and nothing changes.
+    /// back on disk: [`LedgerFiles::absent_chunk`], [`AbsentChunk::verify`] (which may run
+    /// without the store's lock) and [`LedgerFiles::attach_verified`] in one.
     pub fn attach_chunk(
         &mut self,
         name: &str,
         bytes: &[u8],
         secrets: &LedgerSecrets,
     ) -> Result<(), StoreError> {
+        match self.absent_chunk(name, secrets)? {
+            Some(absent) => self.attach_verified(absent.verify(bytes)?),
+            None => Ok(()),
+        }
+    }
+
+    /// What a fetched copy of the committed chunk `name` must match (`None`: it is on disk).
+    pub fn absent_chunk(
+        &self,
+        name: &str,
+        secrets: &LedgerSecrets,
+    ) -> Result<Option<AbsentChunk>, StoreError> {
         let fi = self.chunk_index(name)?;
         let cf = &self.files[fi];
         if !cf.absent {
-            return Ok(());
+            return Ok(None);
         }
-        let corrupt = |m: String| StoreError::Corrupt {
-            path: format!("the fetched copy of {name}"),
-            message: m,
-        };
-        let expected = self
-            .covered(cf)
-            .ok_or_else(|| corrupt("no record of the chunk".into()))?;
-        let len = bytes.len() as u64;
-        if len != expected.len {
-            return Err(corrupt(format!("{len} bytes, expected {}", expected.len)));
+        let expected = self.covered(cf).ok_or_else(|| StoreError::Corrupt {
+            path: cf.path.display().to_string(),
+            message: "no record of the chunk".into(),
+        })?;
+        Ok(Some(AbsentChunk {
+            fi,
+            name: cf.name.clone(),
+            path: cf.path.clone(),
+            expected,
+            secrets: secrets.clone(),
+        }))
+    }
+
+    /// Takes a verified copy's entries back: reads find them on disk again.
+    pub fn attach_verified(&mut self, chunk: VerifiedChunk) -> Result<(), StoreError> {
+        let VerifiedChunk { fi, name, locs } = chunk;
+        match self.files.get(fi) {
+            Some(cf) if cf.name == name && cf.absent => {}
+            Some(cf) if cf.name == name => return Ok(()),
+            _ => return Err(StoreError::Usage(format!("{} changed", name.file_name()))),
         }
-        let header = bytes
-            .get(..CHUNK_HEADER_SIZE)
-            .ok_or_else(|| corrupt("no header".into()))?;
-        let table_at = u64::from_le_bytes(header.try_into().map_err(|_| corrupt("header".into()))?);
-        chunk::check_table(table_at, len, Some(&cf.name)).map_err(|e| corrupt(e.to_string()))?;
-        let table = &bytes[table_at as usize..];
-        if crate::checkpoint::table_digest(header, table) != expected.table_digest {
-            return Err(corrupt("its header or positions table differs".into()));
-        }
-        let positions = chunk::positions(table);
-        let start = cf.name.start;
-        let mut locs = Vec::with_capacity(positions.len());
-        for (k, at) in positions.iter().enumerate() {
-            let next = positions.get(k + 1).copied().unwrap_or(table_at);
-            let seqno = start + k as u64;
-            let entry = usize::try_from(*at)
-                .ok()
-                .zip(usize::try_from(next).ok())
-                .and_then(|(a, b)| bytes.get(a..b))
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| corrupt(format!("entry {seqno} lies outside the chunk")))?;
-            let (raw, _) =
-                RawEntry::parse(entry).map_err(|e| corrupt(format!("entry {seqno}: {e}")))?;
-            if raw.iv.seqno != seqno || raw.bytes.len() != entry.len() {
-                return Err(corrupt(format!(
-                    "entry {seqno} is not where its position says"
-                )));
-            }
-            secrets
-                .open(&raw)
-                .map_err(|e| corrupt(format!("entry {seqno}: {e}")))?;
-            locs.push(Loc::new(fi, *at, entry.len() as u32)?);
-        }
-        let end = cf.name.end.unwrap_or(0);
-        if end + 1 != start + locs.len() as u64 {
-            return Err(corrupt(format!(
-                "{} entries, expected {}",
-                locs.len(),
-                end + 1 - start
-            )));
-        }
-        let path = cf.path.clone();
-        crate::files::write_durably(&path, bytes).map_err(|e| io(&path, e))?;
+        let start = name.start as usize - 1;
         for (k, l) in locs.into_iter().enumerate() {
-            self.locs[start as usize - 1 + k] = l;
+            self.locs[start + k] = l;
         }
         let cf = &mut self.files[fi];
         cf.absent = false;

@@ -192,6 +192,15 @@ impl Archive {
             .to_vec())
     }
 
+    /// The size of `kind/name` in the archive (`None`: it is not there).
+    pub async fn size(&self, kind: &str, name: &str) -> Result<Option<u64>, ArchiveError> {
+        match self.store.head(&self.path(kind, name)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Downloads `chunks` (from [`Archive::list`] of "ledger") to `dir` (created), calling
     /// `progress` after each; returns how many.
     pub async fn download_ledger(

@@ -69,6 +69,15 @@ pub enum NodeError {
     /// the ledger has.
     #[error("the ledger already has {0} collections, the limit")]
     TooManyCollections(u64),
+    /// A chunk this node dropped past its retention could not be fetched back from the
+    /// archive (or the copy fetched did not match what the node recorded).
+    #[error("{chunk} is kept in the archive only and could not be fetched back: {message}")]
+    Archive {
+        /// The chunk's file name.
+        chunk: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A request forwarded to the primary failed; it may or may not have been done.
     #[error("forwarding to the primary: {0}")]
     Forward(#[from] ForwardError),

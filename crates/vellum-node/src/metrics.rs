@@ -61,6 +61,9 @@ pub struct NodeMetrics {
     pub(crate) connections: Gauge,
     /// JavaScript runs (functions, hooks, endpoints).
     pub(crate) js_runs: Counter,
+    /// Chunks fetched back from the archive, and dropped from disk past the retention.
+    chunks_fetched: Counter,
+    chunks_dropped: Counter,
     // Read at scrape time.
     raft_state: Family<Static, Gauge>,
     raft_term: Gauge,
@@ -214,6 +217,18 @@ impl NodeMetrics {
             "JavaScript runs (functions, hooks, endpoints)",
             js_runs.clone(),
         );
+        let chunks_fetched = Counter::default();
+        r.register(
+            "ledger_chunks_fetched",
+            "Ledger chunks this node had dropped, fetched back from the archive for a read",
+            chunks_fetched.clone(),
+        );
+        let chunks_dropped = Counter::default();
+        r.register(
+            "ledger_chunks_dropped",
+            "Archived ledger chunks dropped from this node's disk past its retention",
+            chunks_dropped.clone(),
+        );
         let raft_state = Family::<Static, Gauge>::default();
         r.register(
             "raft_state",
@@ -294,6 +309,8 @@ impl NodeMetrics {
             refused,
             connections,
             js_runs,
+            chunks_fetched,
+            chunks_dropped,
             raft_state,
             raft_term,
             raft_last_log_index,
@@ -349,6 +366,16 @@ impl NodeMetrics {
             self.commit_latency
                 .observe(now.duration_since(t).as_secs_f64());
         }
+    }
+
+    /// A dropped chunk was fetched back from the archive.
+    pub(crate) fn chunk_fetched(&self) {
+        self.chunks_fetched.inc();
+    }
+
+    /// An archived chunk was dropped from disk.
+    pub(crate) fn chunk_dropped(&self) {
+        self.chunks_dropped.inc();
     }
 
     /// The ledger lost everything after `keep` (an uncommitted suffix): its samples go too.

@@ -126,6 +126,12 @@ impl ServiceConfig {
             "empty",
         )?;
         rule(
+            self.node.retain_transactions.is_none() || self.archive.is_some(),
+            "retain-transactions",
+            "an archive to keep older chunks in (--archive)",
+            self.node.retain_transactions.unwrap_or_default(),
+        )?;
+        rule(
             self.join.is_none() || self.recover.is_none(),
             "recover",
             "not with join",
@@ -224,6 +230,8 @@ pub struct Service {
     snapshots: Option<tokio::task::JoinHandle<()>>,
     /// Copies to the archive (it holds the node too).
     archiver: Option<tokio::task::JoinHandle<()>>,
+    /// Drops archived chunks past the retention ([`crate::node::retention`]).
+    retention: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
@@ -300,6 +308,8 @@ impl Service {
                 .await?;
             }
         }
+        node.archive = archive.clone();
+        let retain = node.retain_transactions;
         let node = Arc::new(LedgerNode::open(node).await?);
         let key = node.node_key_pem().to_owned();
         let server = Server::with_listener(
@@ -327,6 +337,7 @@ impl Service {
             refresh,
             snapshots: None,
             archiver: None,
+            retention: None,
         };
         if let Err(e) = service.node.ready().await {
             let _ = service.stop().await;
@@ -335,6 +346,11 @@ impl Service {
         let mut service = service;
         service.snapshots = Some(tokio::spawn(service.node.clone().run_snapshots()));
         if let Some(a) = archive {
+            if let Some(n) = retain {
+                service.retention = Some(tokio::spawn(
+                    service.node.clone().run_retention(a.clone(), n),
+                ));
+            }
             service.archiver = Some(tokio::spawn(run_archiver(a, service.node.clone())));
         }
         Ok(service)
@@ -391,9 +407,13 @@ impl Service {
         if let Some(r) = self.refresh.take() {
             r.abort();
         }
-        for task in [self.snapshots.take(), self.archiver.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.snapshots.take(),
+            self.archiver.take(),
+            self.retention.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
             let _ = task.await;

@@ -41,7 +41,7 @@ impl LedgerNode {
     /// then be served (a node catching up with a cluster receives the ledger through it) before
     /// [`LedgerNode::ready`] completes.
     pub async fn open(cfg: NodeConfig) -> Result<LedgerNode, NodeError> {
-        cfg.validate()?;
+        cfg.validate_with_archive()?;
         let data = DataDir::open_or_create(
             &cfg.data_dir,
             &cfg.bootstrap,
@@ -49,7 +49,10 @@ impl LedgerNode {
             cfg.service_key_token.as_ref(),
         )?;
         let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
-        let mut engine = open_ledger(&data, chunk_size)?;
+        let mut engine = open_ledger(&data, chunk_size, cfg.archive.is_some())?;
+        if let Some(retain) = cfg.retain_transactions {
+            engine.set_checkpoint_every(super::retention::checkpoint_every(retain));
+        }
         // A rotation this node took whose transaction did not survive a crash is undone.
         let identity = Arc::new(crate::identity::LiveIdentity::new(
             crate::rekey::startup_identity(&data, &mut engine)?,
@@ -69,6 +72,9 @@ impl LedgerNode {
         let ledger = Arc::new(
             Ledger::new(engine, metrics).map_err(DataDirError::open("the ledger flusher"))?,
         );
+        if let Some(a) = &cfg.archive {
+            ledger.set_archive(a.clone());
+        }
         let signing = Arc::new(SignaturePolicy::new(
             cfg.signature_interval,
             cfg.signature_delay,
@@ -349,9 +355,10 @@ impl LedgerNode {
 }
 
 /// Opens (recovering, after an unclean stop) the ledger in `data`.
-fn open_ledger(data: &DataDir, chunk_size: u64) -> Result<Engine, NodeError> {
+fn open_ledger(data: &DataDir, chunk_size: u64, archived: bool) -> Result<Engine, NodeError> {
     let started = std::time::Instant::now();
-    let (engine, recovery) = Engine::open_dir(&data.ledger_dir(), chunk_size, data.keys.clone())?;
+    let (engine, recovery) =
+        Engine::open_dir_archived(&data.ledger_dir(), chunk_size, data.keys.clone(), archived)?;
     tracing::info!(
         last_seqno = engine.last_seqno(),
         checkpoint = ?engine.opened_from(),

@@ -10,6 +10,7 @@ mod governance;
 mod health;
 mod lifecycle;
 mod reads;
+pub mod retention;
 mod runs;
 pub mod snapshots;
 mod writes;
@@ -64,6 +65,13 @@ pub struct NodeConfig {
     /// a new service makes it there; a service made so needs it at every start. `None`: the
     /// service key is a file (sealed or not).
     pub service_key_token: Option<crate::hsm::Pkcs11Uri>,
+    /// The archive the ledger is copied to ([`crate::archive`]): chunks this node dropped
+    /// from its disk are fetched back from it, and a ledger with dropped chunks opens only
+    /// with it.
+    pub archive: Option<crate::archive::Archive>,
+    /// Keep only the chunks of about the last this many committed transactions on disk; older
+    /// ones are dropped once archived ([`retention`]). Needs `archive`. `None`: keep all.
+    pub retain_transactions: Option<u64>,
 }
 
 /// The smallest ledger chunk size a node accepts.
@@ -87,6 +95,23 @@ impl NodeConfig {
             "at least 4096 bytes",
             self.chunk_size,
         )?;
+        if let Some(n) = self.retain_transactions {
+            rule(n >= 1, "retain-transactions", "at least 1", n)?;
+        }
+        Ok(())
+    }
+
+    /// [`NodeConfig::validate`], and that what needs an archive has one.
+    pub fn validate_with_archive(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        if let Some(n) = self.retain_transactions {
+            rule(
+                self.archive.is_some(),
+                "retain-transactions",
+                "an archive to keep older chunks in (--archive)",
+                n,
+            )?;
+        }
         if let Some(d) = self.signature_delay {
             rule(
                 SIGNATURE_DELAYS.contains(&d),
@@ -112,6 +137,8 @@ impl NodeConfig {
             bootstrap: Bootstrap::default(),
             seal: None,
             service_key_token: None,
+            archive: None,
+            retain_transactions: None,
         }
     }
 }

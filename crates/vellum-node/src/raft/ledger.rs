@@ -34,6 +34,24 @@ pub(crate) struct Ledger {
     /// Seqno of the last signature appended (mirror of the engine's).
     last_signature: AtomicU64,
     metrics: Arc<NodeMetrics>,
+    /// Where the chunks this node dropped from its disk come back from ([`crate::node::retention`]).
+    archive: std::sync::OnceLock<crate::archive::Archive>,
+    /// One fetch at a time: readers of the same chunk wait for it instead of fetching again.
+    fetching: tokio::sync::Mutex<()>,
+    /// When each chunk was last fetched back: the retention keeps it a while (a reader of
+    /// old entries usually reads on).
+    fetched: Mutex<BTreeMap<String, std::time::Instant>>,
+}
+
+/// The committed chunk a failed read needed, when this node dropped it from its disk.
+pub(crate) fn absent_chunk(e: &vellum_ledger::engine::EngineError) -> Option<&str> {
+    match e {
+        vellum_ledger::engine::EngineError::Store(vellum_ledger::store::StoreError::Absent {
+            chunk,
+            ..
+        }) => Some(chunk),
+        _ => None,
+    }
 }
 
 impl Ledger {
@@ -50,12 +68,59 @@ impl Ledger {
             last_seqno: AtomicU64::new(last_seqno),
             last_signature: AtomicU64::new(last_signature),
             metrics,
+            archive: std::sync::OnceLock::new(),
+            fetching: tokio::sync::Mutex::new(()),
+            fetched: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Fetches dropped chunks from `archive` from now on.
+    pub(crate) fn set_archive(&self, archive: crate::archive::Archive) {
+        let _ = self.archive.set(archive);
+    }
+
+    /// Brings the committed chunk `name` back from the archive after this node dropped it:
+    /// the copy is checked against what the node recorded of it and written to disk without
+    /// the engine's lock, which is held only to take its entries' locations back.
+    pub(crate) async fn fetch_chunk(&self, name: &str) -> io::Result<()> {
+        let Some(archive) = self.archive.get() else {
+            return Err(other(format!(
+                "{name} is not on this node's disk and no archive is configured"
+            )));
+        };
+        let _one = self.fetching.lock().await;
+        let Some(absent) = self.engine().absent_chunk(name).map_err(other)? else {
+            return Ok(()); // attached while this waited
+        };
+        let started = std::time::Instant::now();
+        let bytes = archive.get("ledger", name).await.map_err(other)?;
+        let size = bytes.len();
+        let verified = tokio::task::spawn_blocking(move || absent.verify(&bytes))
+            .await
+            .map_err(other)?
+            .map_err(other)?;
+        self.engine().attach_verified(verified).map_err(other)?;
+        lock(&self.fetched).insert(name.to_owned(), std::time::Instant::now());
+        self.metrics.chunk_fetched();
+        tracing::info!(
+            chunk = name,
+            bytes = size,
+            ms = started.elapsed().as_millis() as u64,
+            "fetched a chunk back from the archive"
+        );
+        Ok(())
     }
 
     /// The engine, locked.
     pub(crate) fn engine(&self) -> MutexGuard<'_, Engine> {
         lock(&self.engine)
+    }
+
+    /// Whether the chunk `name` was fetched back within `within` (forgetting older fetches).
+    pub(crate) fn fetched_within(&self, name: &str, within: std::time::Duration) -> bool {
+        let mut f = lock(&self.fetched);
+        f.retain(|_, at| at.elapsed() < within);
+        f.contains_key(name)
     }
 
     /// The last seqno appended.
@@ -128,6 +193,15 @@ impl Ledger {
             Bound::Unbounded => last,
         };
         (start..end).map(|i| self.stored(i)).collect()
+    }
+
+    /// The first chunk this node dropped from its disk that holds a log index in `range`.
+    pub(crate) fn absent_in(&self, range: impl RangeBounds<u64>) -> Option<String> {
+        let chunks = self.engine().committed_chunk_files();
+        chunks
+            .into_iter()
+            .find(|c| !c.on_disk && (c.start - 1..c.end).any(|i| range.contains(&i)))
+            .map(|c| c.name)
     }
 
     /// Drops everything after the first `keep` transactions (a conflicting uncommitted

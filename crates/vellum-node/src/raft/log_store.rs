@@ -178,7 +178,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        self.ledger.read_range(range)
+        // A follower far behind may need chunks this node dropped past its retention: fetch
+        // them back from the archive and read again.
+        let mut fetched = 0;
+        loop {
+            match self.ledger.read_range(range.clone()) {
+                Ok(entries) => return Ok(entries),
+                Err(e) if fetched < 16 => match self.ledger.absent_in(range.clone()) {
+                    Some(chunk) => {
+                        self.ledger.fetch_chunk(&chunk).await?;
+                        fetched += 1;
+                    }
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

@@ -165,7 +165,7 @@ async fn post_entry(
             // Committed here; the signature covering it may still be on its way to this node.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
             loop {
-                if let Some((receipt, claims)) = receipt_parts(&st, txid)? {
+                if let Some((receipt, claims)) = receipt_parts(&st, txid).await? {
                     body["receipt"] = receipt;
                     if let Some(c) = claims {
                         body["applicationClaims"] = c;
@@ -241,7 +241,12 @@ async fn get_entry(
         TxStatus::Pending => return Ok(ok_json(json!({"state": "Loading"}))),
         _ => return Err(unknown_txid(txid)),
     }
-    match st.node.entry(txid).map_err(read_failed)? {
+    match st
+        .node
+        .fetching(|| st.node.entry(txid))
+        .await
+        .map_err(read_failed)?
+    {
         Some(e) if e.collection == collection => Ok(ok_json(
             json!({"entry": entry_json(&e, q.legacy()), "state": "Ready"}),
         )),
@@ -280,7 +285,7 @@ async fn get_receipt(
         }
         _ => return Err(unknown_txid(txid)),
     }
-    match receipt_parts(&st, txid)? {
+    match receipt_parts(&st, txid).await? {
         Some((receipt, claims)) => {
             let mut body =
                 json!({"receipt": receipt, "state": "Ready", "transactionId": txid.to_string()});
@@ -330,7 +335,7 @@ async fn ccf_receipt(
         TxStatus::Pending => return Ok(loading()),
         _ => return Err(unknown_txid(txid)),
     }
-    let bundle = match st.node.receipt(txid) {
+    let bundle = match st.node.fetching(|| st.node.receipt(txid)).await {
         Ok(b) => b,
         Err(crate::NodeError::ReceiptNotReady(_)) => return Ok(loading()),
         Err(e) => return Err(read_failed(e)),
@@ -354,8 +359,11 @@ async fn ccf_receipt(
 /// The receipt of the committed `txid` and, for an application entry with a claim, its
 /// `applicationClaims` (the claim's digest is the receipt's claims digest); `None` while the
 /// signature covering it is not yet applied on this node.
-fn receipt_parts(st: &AppState, txid: TxId) -> Result<Option<(Value, Option<Value>)>, ApiError> {
-    let (bundle, claim) = match st.node.receipt_with_claim(txid) {
+async fn receipt_parts(
+    st: &AppState,
+    txid: TxId,
+) -> Result<Option<(Value, Option<Value>)>, ApiError> {
+    let (bundle, claim) = match st.node.fetching(|| st.node.receipt_with_claim(txid)).await {
         Ok(b) => b,
         Err(crate::NodeError::ReceiptNotReady(_)) => return Ok(None),
         Err(e) => return Err(read_failed(e)),
@@ -371,7 +379,12 @@ fn receipt_parts(st: &AppState, txid: TxId) -> Result<Option<(Value, Option<Valu
 async fn current_entry(State(st): St, _: Authorized<Read>, RawQuery(raw): RawQuery) -> ApiResult {
     let q = Query::parse(raw.as_deref())?;
     let collection = q.collection(&st.cfg.limits)?;
-    let Some(mut e) = st.node.latest(&collection).map_err(read_failed)? else {
+    let Some(mut e) = st
+        .node
+        .fetching(|| st.node.latest(&collection))
+        .await
+        .map_err(read_failed)?
+    else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
@@ -397,11 +410,14 @@ async fn list_entries(State(st): St, _: Authorized<Read>, RawQuery(raw): RawQuer
         .map_or(committed, |t| t.seqno.min(committed));
     let tag = q.tag()?;
     let page = st.cfg.limits.page_size.max(1);
-    let mut entries = match &tag {
-        None => st.node.range(&collection, from, to, page + 1),
-        Some(tag) => st.node.range_tagged(&collection, tag, from, to, page + 1),
-    }
-    .map_err(read_failed)?;
+    let mut entries = st
+        .node
+        .fetching(|| match &tag {
+            None => st.node.range(&collection, from, to, page + 1),
+            Some(tag) => st.node.range_tagged(&collection, tag, from, to, page + 1),
+        })
+        .await
+        .map_err(read_failed)?;
     let next = (entries.len() > page).then(|| entries.remove(page));
     let legacy = q.legacy();
     let mut body = json!({

@@ -314,6 +314,18 @@ pub(super) fn read_failed(e: crate::NodeError) -> ApiError {
                      `vellum audit` on this node's ledger"
             ),
         ),
+        crate::NodeError::Archive { chunk, message } => {
+            tracing::warn!(%chunk, %message, "a read needed a chunk the archive did not give back");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ArchiveUnavailable",
+                format!(
+                    "the transaction is in {chunk}, which this node keeps in its archive only, \
+                     and it could not be fetched back ({message}); try again, or read it from \
+                     another node"
+                ),
+            )
+        }
         other => ApiError::internal(other),
     }
 }
