@@ -61,7 +61,7 @@ impl LedgerNode {
     }
 
     /// Drops archived chunks past `retain` committed transactions from disk, every
-    /// [`TICK`], until the node stops.
+    /// two seconds, until the node stops.
     pub async fn run_retention(self: Arc<Self>, archive: Archive, retain: u64) {
         static FAILED: crate::server::limits::Throttle =
             crate::server::limits::Throttle::new(Duration::from_secs(60));

@@ -251,6 +251,21 @@ impl LedgerNode {
             Some(s) if s.seqno <= seqno => s,
             _ => self.state_from_files(seqno)?,
         };
+        // Chunks dropped past the retention that the replay reads come back first.
+        let absent: Vec<String> = self
+            .ledger
+            .engine()
+            .committed_chunk_files()
+            .into_iter()
+            .filter(|c| !c.on_disk && c.end > start.seqno && c.start <= seqno)
+            .map(|c| c.name)
+            .collect();
+        for name in absent {
+            self.ledger
+                .fetch_chunk(&name)
+                .await
+                .map_err(|e| format!("fetching {name} back: {e}"))?;
+        }
         let ledger = self.ledger.clone();
         let (state, bytes) = tokio::task::spawn_blocking(move || replay(&ledger, start, seqno))
             .await
