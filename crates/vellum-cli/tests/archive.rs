@@ -451,6 +451,38 @@ async fn retention_round_trip(url: &str, options: &[&str], env: &[(&str, &str)])
         "the oldest chunks after genesis were dropped: {local:?}"
     );
     assert!(committed_end > 400, "{local:?}");
+    // Operators (and the other nodes) fetch the committed chunks a node holds on disk.
+    let on_disk = local.last().unwrap(); // within the retention: it stays
+    let r = c
+        .get(format!("{endpoint}/node/ledger/chunk/{on_disk}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.bytes().await.unwrap().to_vec(),
+        std::fs::read(ledger.join(on_disk)).unwrap()
+    );
+    let anonymous = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(
+            &std::fs::read(data.join("service_cert.pem")).unwrap(),
+        )
+        .unwrap()])
+        .build()
+        .unwrap();
+    for (who, name, status) in [
+        (&c, "ledger_4-7.committed", 404),
+        (&c, "ledger_4-7", 400),
+        (&c, "..%2Fledger_secret", 400),
+        (&anonymous, on_disk.as_str(), 401),
+    ] {
+        let r = who
+            .get(format!("{endpoint}/node/ledger/chunk/{name}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{name}");
+    }
     let service_cert = std::fs::read_to_string(data.join("service_cert.pem")).unwrap();
     let check_all = |c: reqwest::Client, endpoint: String, written: Vec<(String, String)>| {
         let service_cert = service_cert.clone();

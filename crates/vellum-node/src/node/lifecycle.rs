@@ -117,6 +117,22 @@ impl LedgerNode {
         )
         .await
         .map_err(|e| RaftFailure::new(RaftStep::Start, e))?;
+        ledger.set_peers(crate::raft::ledger::PeerChunks {
+            client: peers.clone(),
+            addresses: Box::new({
+                let (raft, me) = (raft.clone(), data.raft_id);
+                move || {
+                    let m = raft.metrics();
+                    let m = m.borrow_watched();
+                    m.membership_config
+                        .membership()
+                        .nodes()
+                        .filter(|(id, _)| **id != me)
+                        .map(|(_, n)| n.addr.clone())
+                        .collect()
+                }
+            }),
+        });
         let voters = join_or_found(&raft, founding, data.raft_id, &cfg.advertise).await?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let signer = tokio::task::spawn_blocking({

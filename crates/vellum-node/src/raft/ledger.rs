@@ -41,7 +41,21 @@ pub(crate) struct Ledger {
     /// When each chunk was last fetched back: the retention keeps it a while (a reader of
     /// old entries usually reads on).
     fetched: Mutex<BTreeMap<String, std::time::Instant>>,
+    /// The other nodes, asked for a dropped chunk when the archive cannot give it.
+    peers: std::sync::OnceLock<PeerChunks>,
 }
+
+/// The other nodes of the service as a source of committed chunks
+/// (`GET /node/ledger/chunk/{name}` on the node channel).
+pub(crate) struct PeerChunks {
+    /// The node channel's client.
+    pub(crate) client: crate::raft::network::PeerClient,
+    /// The other nodes' node-to-node addresses now.
+    pub(crate) addresses: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+}
+
+/// How long a peer has to send a chunk.
+const PEER_CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The committed chunk a failed read needed, when this node dropped it from its disk.
 pub(crate) fn absent_chunk(e: &vellum_ledger::engine::EngineError) -> Option<&str> {
@@ -71,6 +85,7 @@ impl Ledger {
             archive: std::sync::OnceLock::new(),
             fetching: tokio::sync::Mutex::new(()),
             fetched: Mutex::new(BTreeMap::new()),
+            peers: std::sync::OnceLock::new(),
         })
     }
 
@@ -79,36 +94,83 @@ impl Ledger {
         let _ = self.archive.set(archive);
     }
 
-    /// Brings the committed chunk `name` back from the archive after this node dropped it:
-    /// the copy is checked against what the node recorded of it and written to disk without
-    /// the engine's lock, which is held only to take its entries' locations back.
+    /// Asks the other nodes for dropped chunks the archive cannot give.
+    pub(crate) fn set_peers(&self, peers: PeerChunks) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Brings the committed chunk `name` back after this node dropped it, from the archive or
+    /// else from another node: a copy is checked against what this node recorded of the chunk
+    /// (a copy that does not match is refused, and the next source asked) and written to disk
+    /// without the engine's lock, which is held only to take its entries' locations back.
     pub(crate) async fn fetch_chunk(&self, name: &str) -> io::Result<()> {
-        let Some(archive) = self.archive.get() else {
-            return Err(other(format!(
-                "{name} is not on this node's disk and no archive is configured"
-            )));
-        };
         let _one = self.fetching.lock().await;
         let Some(absent) = self.engine().absent_chunk(name).map_err(other)? else {
             return Ok(()); // attached while this waited
         };
         let started = std::time::Instant::now();
-        let bytes = archive.get("ledger", name).await.map_err(other)?;
-        let size = bytes.len();
-        let verified = tokio::task::spawn_blocking(move || absent.verify(&bytes))
-            .await
-            .map_err(other)?
-            .map_err(other)?;
-        self.engine().attach_verified(verified).map_err(other)?;
-        lock(&self.fetched).insert(name.to_owned(), std::time::Instant::now());
-        self.metrics.chunk_fetched();
-        tracing::info!(
-            chunk = name,
-            bytes = size,
-            ms = started.elapsed().as_millis() as u64,
-            "fetched a chunk back from the archive"
-        );
-        Ok(())
+        let mut failures = Vec::new();
+        let mut sources: Vec<Option<String>> = Vec::new();
+        if self.archive.get().is_some() {
+            sources.push(None);
+        }
+        if let Some(p) = self.peers.get() {
+            sources.extend((p.addresses)().into_iter().map(Some));
+        }
+        for source in sources {
+            let fetched = match (&source, self.archive.get(), self.peers.get()) {
+                (None, Some(archive), _) => archive.get("ledger", name).await.map_err(other),
+                (Some(addr), _, Some(p)) => p
+                    .client
+                    .get_bytes(
+                        addr,
+                        &format!("/node/ledger/chunk/{name}"),
+                        PEER_CHUNK_TIMEOUT,
+                    )
+                    .await
+                    .map_err(other),
+                _ => continue,
+            };
+            let from = source.as_deref().unwrap_or("the archive").to_owned();
+            let bytes = match fetched {
+                Ok(b) => b,
+                Err(e) => {
+                    failures.push(format!("{from}: {e}"));
+                    continue;
+                }
+            };
+            let size = bytes.len();
+            let check = absent.clone();
+            let verified = tokio::task::spawn_blocking(move || check.verify(&bytes))
+                .await
+                .map_err(other)?;
+            match verified {
+                Ok(v) => {
+                    self.engine().attach_verified(v).map_err(other)?;
+                    lock(&self.fetched).insert(name.to_owned(), std::time::Instant::now());
+                    self.metrics.chunk_fetched();
+                    tracing::info!(
+                        chunk = name,
+                        from = %from,
+                        bytes = size,
+                        ms = started.elapsed().as_millis() as u64,
+                        "fetched a dropped chunk back"
+                    );
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(chunk = name, from = %from, error = %e, "a fetched copy of a chunk was refused");
+                    failures.push(format!("{from}: {e}"));
+                }
+            }
+        }
+        if failures.is_empty() {
+            failures.push("no archive is configured and no other node is known".into());
+        }
+        Err(other(format!(
+            "{name} is not on this node's disk; {}",
+            failures.join("; ")
+        )))
     }
 
     /// The engine, locked.

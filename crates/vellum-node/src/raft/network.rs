@@ -162,6 +162,43 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    /// GETs `https://{addr}{path}` and returns the body of a success.
+    pub async fn get_bytes(
+        &self,
+        addr: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
+        let resp = self
+            .http()
+            .get(format!("https://{addr}{path}"))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    PeerError::Connect(addr.to_owned(), error_chain(&e))
+                } else {
+                    PeerError::Call(addr.to_owned(), error_chain(&e))
+                }
+            })?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| PeerError::Call(addr.to_owned(), error_chain(&e)))?;
+        if !status.is_success() {
+            return Err(PeerError::Status(
+                addr.to_owned(),
+                status.as_u16(),
+                String::from_utf8_lossy(&body).chars().take(300).collect(),
+            ));
+        }
+        Ok(body.to_vec())
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();

@@ -9,6 +9,7 @@
 //! | `POST /node/join` | a joining node: any client certificate (its new key) and a join token |
 //! | `POST /node/join-tokens`, `DELETE /node/network/nodes/{id}` | Administrators and consortium members |
 //! | `GET /node/snapshot`, `GET /node/snapshot/{name}` | the service's nodes (node channel) and its operators (Administrators, members): the newest (or named) committed snapshot |
+//! | `GET /node/ledger/chunk/{name}` | the service's nodes and its operators: a committed ledger chunk this node holds on disk (a node fetches back a chunk it dropped past its retention from the archive, or else from another node) |
 //! | `GET /node/health`, `GET /metrics` | anyone, as CCF's built-ins (`/node/state`, `/node/commit`, ...): the node's health and its Prometheus metrics |
 //! | `POST /node/null` | anyone (a body, as everywhere, needs a credential): answers `{}` without touching the ledger (a benchmark baseline) |
 
@@ -66,6 +67,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/node/health", get(health))
         .route("/node/snapshot", get(latest_snapshot))
         .route("/node/snapshot/{name}", get(named_snapshot))
+        .route("/node/ledger/chunk/{name}", get(ledger_chunk))
         .route("/metrics", get(metrics))
 }
 
@@ -124,6 +126,40 @@ async fn snapshot_file(st: &AppState, seqno: u64, evidence: u64) -> ApiResult {
             StatusCode::NOT_FOUND,
             "SnapshotNotFound",
             format!("this node does not hold {name} (it keeps the newest two)"),
+        )),
+        Err(e) => Err(ApiError::internal(format!("reading {name}: {e}"))),
+    }
+}
+
+/// `GET /node/ledger/chunk/ledger_A-B.committed`: that committed chunk, if this node holds it
+/// on disk. Any copy is checked by whoever takes it (its positions table against their
+/// checkpoint, every entry's GCM tag), so a node serves what it has as it is.
+async fn ledger_chunk(
+    State(st): St,
+    ctx: Ctx,
+    ext: Extensions,
+    Path(name): Path<String>,
+) -> ApiResult {
+    require_node_or_operator(&st, &ctx, &ext)?;
+    // The name is rebuilt from its numbers: nothing the caller sends reaches a path.
+    let name = vellum_ledger::chunk::ChunkName::parse(&name)
+        .filter(|n| n.committed && n.end.is_some())
+        .map(|n| n.file_name())
+        .ok_or_else(|| {
+            ApiError::bad(
+                "InvalidChunkName",
+                format!("{name:?} is not a committed chunk name (ledger_FIRST-LAST.committed)"),
+            )
+        })?;
+    let path = st.node.ledger_dir().join(&name);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ChunkNotFound",
+            format!("this node does not hold {name} on its disk"),
         )),
         Err(e) => Err(ApiError::internal(format!("reading {name}: {e}"))),
     }
