@@ -3,7 +3,7 @@
 //! suite against a backup, SIGKILL of the primary under load, a node that catches up after
 //! missing 50,000 writes (5,000 without VELLUM_HEAVY=1), the collection limit across
 //! nodes, and governance (members' signed requests through backups, across a change of
-//! primary, a node retired, two rekeys under writes, a node joined by vote between them). The partition test lives in `partition.rs` (network namespaces).
+//! primary, a node retired, two rekeys under writes, a node joined by vote between them), and a node that dropped chunks past its retention taking them back from another node. The partition test lives in `partition.rs` (network namespaces).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -2201,4 +2201,93 @@ async fn the_members_rotate_the_service_identity_of_a_running_cluster() {
         String::from_utf8_lossy(&out.stderr)
     );
     harness::verify_full_including_uncommitted(&dirs[primary]);
+}
+
+/// Retention across nodes: a backup that keeps only the last 50 transactions drops archived
+/// chunks; when the archive cannot give a chunk back (here: emptied), the backup takes it from
+/// the node that still holds it (`GET /node/ledger/chunk/{name}` on the node channel), checks
+/// it, and serves every entry and receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_chunk_comes_back_from_another_node_when_the_archive_cannot_give_it() {
+    let archive = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", archive.path().display());
+    let c = Cluster::start_placed(2, &["--chunk-size", "4096", "--archive", &url], |i| {
+        // Only node 1 keeps a retention: `sh -c` adds the flag after the harness's arguments.
+        let prefix = if i == 1 {
+            ["sh", "-c", r#"exec "$0" "$@" --retain-transactions 50"#]
+                .map(String::from)
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        (prefix, "127.0.0.1:0".into())
+    })
+    .await;
+    c.wait_voters(2).await;
+    let ids = harness::append_many(&[c.admin(0)], 300, 8).await;
+    c.admin(1)
+        .wait_until_durable(ids.last().unwrap(), None)
+        .await
+        .unwrap();
+    let http = c.https_client(None); // /metrics needs no credential
+    let metric = |name: &'static str| {
+        let (http, endpoint) = (http.clone(), c.nodes[1].endpoint.clone());
+        async move {
+            let text = http
+                .get(format!("{endpoint}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric("vellum_ledger_chunks_dropped_total").await < 3.0 {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 dropped nothing:\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The archive loses everything; node 0 (no retention) still holds every chunk.
+    for e in std::fs::read_dir(archive.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    let cert = c.service_cert();
+    for txid in &ids {
+        let e = c
+            .admin(1)
+            .get_ledger_entry(Some(GetLedgerEntryOptions {
+                transaction_id: Some(txid.clone()),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_or_else(|e| panic!("{txid}: {e}\n{}", c.logs()));
+        assert!(!e.contents.is_empty());
+        let r = c
+            .admin(1)
+            .get_transaction_receipt(txid, None)
+            .await
+            .unwrap();
+        r.verify(&cert).unwrap();
+    }
+    assert!(metric("vellum_ledger_chunks_fetched_total").await >= 3.0);
+    let logs = std::fs::read_to_string(&c.nodes[1].log).unwrap();
+    let from_node0 = format!("127.0.0.1:{}", c.nodes[0].port);
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("fetched a dropped chunk back") && l.contains(&from_node0)),
+        "{logs}"
+    );
 }
