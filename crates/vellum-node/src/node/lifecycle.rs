@@ -49,7 +49,32 @@ impl LedgerNode {
             cfg.service_key_token.as_ref(),
         )?;
         let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
-        let mut engine = open_ledger(&data, chunk_size, cfg.archive.is_some())?;
+        let mut engine = match (
+            open_ledger(&data, chunk_size, cfg.archive.is_some()),
+            &cfg.archive,
+        ) {
+            (Ok(engine), _) => engine,
+            // Chunks dropped past a retention, and no checkpoint to find them from: bring them
+            // back from the archive and read the ledger whole (every entry checked again).
+            (Err(e), Some(archive)) => {
+                tracing::warn!(error = %e, "the ledger does not open as it is; fetching the chunks it lacks from the archive");
+                let restored = super::retention::restore_missing(archive, &data.ledger_dir())
+                    .await
+                    .map_err(|m| NodeError::Archive {
+                        chunk: "the ledger's missing chunks".into(),
+                        message: m,
+                    })?;
+                if restored == 0 {
+                    return Err(e);
+                }
+                tracing::info!(
+                    chunks = restored,
+                    "fetched the ledger's missing chunks from the archive"
+                );
+                open_ledger(&data, chunk_size, true)?
+            }
+            (Err(e), None) => return Err(e),
+        };
         if let Some(retain) = cfg.retain_transactions {
             engine.set_checkpoint_every(super::retention::checkpoint_every(retain));
         }

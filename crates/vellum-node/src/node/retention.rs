@@ -31,6 +31,56 @@ pub const KEEP_FETCHED: Duration = Duration::from_secs(300);
 /// How many dropped chunks one read may fetch back (a page of a range spans a few at most).
 const MAX_FETCHES: usize = 16;
 
+/// Downloads the archived committed chunks that `ledger_dir` lacks after genesis's chunk and
+/// before the newest chunk it holds (what a retention dropped), for a start that cannot find
+/// them from a checkpoint; returns how many. The start then reads and checks every entry, as
+/// without a checkpoint.
+pub(crate) async fn restore_missing(
+    archive: &Archive,
+    ledger_dir: &std::path::Path,
+) -> Result<usize, String> {
+    let local = vellum_ledger::chunk::list_chunks(ledger_dir, false)
+        .map_err(|e| format!("{}: {e}", ledger_dir.display()))?;
+    let Some(genesis_end) = local
+        .iter()
+        .find(|(n, _)| n.start == 1)
+        .and_then(|(n, _)| n.end)
+    else {
+        return Ok(0);
+    };
+    let newest = local.iter().map(|(n, _)| n.start).max().unwrap_or(0);
+    let overlaps_local = |start: u64, end: u64| {
+        local
+            .iter()
+            .any(|(n, _)| n.start <= end && n.end.is_none_or(|e| e >= start))
+    };
+    let mut restored = 0;
+    for a in archive.list("ledger").await.map_err(|e| e.to_string())? {
+        let Some(name) = vellum_ledger::chunk::ChunkName::parse(&a.name) else {
+            continue;
+        };
+        let Some(end) = name.end else { continue };
+        if !name.committed
+            || name.start <= genesis_end
+            || end >= newest
+            || overlaps_local(name.start, end)
+        {
+            continue;
+        }
+        let bytes = archive
+            .get("ledger", &a.name)
+            .await
+            .map_err(|e| format!("{}: {e}", a.name))?;
+        let path = ledger_dir.join(name.file_name());
+        tokio::task::spawn_blocking(move || vellum_ledger::files::write_durably(&path, &bytes))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: {e}", a.name))?;
+        restored += 1;
+    }
+    Ok(restored)
+}
+
 /// The background checkpoint interval for a retention of `retain` transactions.
 pub(crate) fn checkpoint_every(retain: u64) -> u64 {
     (retain / 2).clamp(1, vellum_ledger::checkpoint::CHECKPOINT_EVERY)
