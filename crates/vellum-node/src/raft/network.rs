@@ -131,38 +131,16 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
         let bytes = postcard::to_stdvec(body).map_err(|e| PeerError::Codec(e.to_string()))?;
-        let resp = self
+        let request = self
             .http()
             .post(format!("https://{addr}{path}"))
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .timeout(timeout)
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    PeerError::Connect(addr.to_owned(), error_chain(&e))
-                } else {
-                    PeerError::Call(addr.to_owned(), error_chain(&e))
-                }
-            })?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| PeerError::Call(addr.to_owned(), error_chain(&e)))?;
-        if !status.is_success() {
-            return Err(PeerError::Status(
-                addr.to_owned(),
-                status.as_u16(),
-                String::from_utf8_lossy(&body).chars().take(300).collect(),
-            ));
-        }
+            .body(bytes);
+        let body = send(addr, request).await?;
         postcard::from_bytes(&body).map_err(|e| PeerError::Codec(e.to_string()))
     }
-}
 
-impl PeerClient {
     /// GETs `https://{addr}{path}` and returns the body of a success.
     pub async fn get_bytes(
         &self,
@@ -170,33 +148,39 @@ impl PeerClient {
         path: &str,
         timeout: Duration,
     ) -> Result<Vec<u8>, PeerError> {
-        let resp = self
+        let request = self
             .http()
             .get(format!("https://{addr}{path}"))
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    PeerError::Connect(addr.to_owned(), error_chain(&e))
-                } else {
-                    PeerError::Call(addr.to_owned(), error_chain(&e))
-                }
-            })?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| PeerError::Call(addr.to_owned(), error_chain(&e)))?;
-        if !status.is_success() {
-            return Err(PeerError::Status(
-                addr.to_owned(),
-                status.as_u16(),
-                String::from_utf8_lossy(&body).chars().take(300).collect(),
-            ));
-        }
-        Ok(body.to_vec())
+            .timeout(timeout);
+        Ok(send(addr, request).await?.to_vec())
     }
+}
+
+/// Sends `request` to `addr`; the body of a success, or why not.
+async fn send(
+    addr: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<axum::body::Bytes, PeerError> {
+    let resp = request.send().await.map_err(|e| {
+        if e.is_connect() {
+            PeerError::Connect(addr.to_owned(), error_chain(&e))
+        } else {
+            PeerError::Call(addr.to_owned(), error_chain(&e))
+        }
+    })?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| PeerError::Call(addr.to_owned(), error_chain(&e)))?;
+    if !status.is_success() {
+        return Err(PeerError::Status(
+            addr.to_owned(),
+            status.as_u16(),
+            String::from_utf8_lossy(&body).chars().take(300).collect(),
+        ));
+    }
+    Ok(body)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
