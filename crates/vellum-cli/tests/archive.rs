@@ -100,28 +100,8 @@ async fn archive_round_trip(url: &str, options: &[&str], env: &[(&str, &str)]) {
     for o in options {
         extra.extend(["--archive-option", o]);
     }
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_vellum"));
-    serve
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(&extra)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        serve.env(k, v);
-    }
-    let mut child = serve.spawn().unwrap();
-    let (endpoint, _) = common::announcement(&mut child);
-    let _serve = Server(child);
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(data.join("service_cert.pem")).unwrap())
-        .unwrap();
-    let id = reqwest::Identity::from_pem(&std::fs::read(data.join("admin.pem")).unwrap()).unwrap();
-    let c = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .identity(id)
-        .build()
-        .unwrap();
+    let (_serve, endpoint) = serve(&data, &extra, env);
+    let c = admin_client(&data);
     let body = "x".repeat(400);
     for i in 0..300 {
         let r = c

@@ -94,9 +94,13 @@ impl LedgerNode {
         mut read: impl FnMut() -> Result<T, NodeError>,
     ) -> Result<T, NodeError> {
         for _ in 0..MAX_FETCHES {
-            match read() {
-                Err(NodeError::Engine(e)) if absent_chunk(&e).is_some() => {
-                    let chunk = absent_chunk(&e).unwrap_or_default().to_owned();
+            let r = read();
+            let chunk = match &r {
+                Err(NodeError::Engine(e)) => absent_chunk(e).map(str::to_owned),
+                _ => None,
+            };
+            match chunk {
+                Some(chunk) => {
                     if let Err(f) = self.ledger.fetch_chunk(&chunk).await {
                         return Err(NodeError::Archive {
                             chunk,
@@ -104,7 +108,7 @@ impl LedgerNode {
                         });
                     }
                 }
-                r => return r,
+                None => return r,
             }
         }
         read()

@@ -113,19 +113,36 @@ async fn named_snapshot(
 async fn snapshot_file(st: &AppState, seqno: u64, evidence: u64) -> ApiResult {
     let name = vellum_core::snapshot::committed_name(seqno, evidence);
     let path = crate::node::snapshots::dir(st.node.data_root()).join(&name);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => Ok((
-            [
-                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-                (header::HeaderName::from_static("x-vellum-snapshot"), name),
-            ],
-            bytes,
-        )
-            .into_response()),
+    let bytes = read_held(
+        &path,
+        &name,
+        "SnapshotNotFound",
+        " (it keeps the newest two)",
+    )
+    .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::HeaderName::from_static("x-vellum-snapshot"), name),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// The bytes of a file this node holds (a snapshot, a chunk); `404 {code}` when it does not.
+async fn read_held(
+    path: &std::path::Path,
+    name: &str,
+    code: &'static str,
+    why: &str,
+) -> Result<Vec<u8>, ApiError> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "SnapshotNotFound",
-            format!("this node does not hold {name} (it keeps the newest two)"),
+            code,
+            format!("this node does not hold {name}{why}"),
         )),
         Err(e) => Err(ApiError::internal(format!("reading {name}: {e}"))),
     }
@@ -152,17 +169,8 @@ async fn ledger_chunk(
             )
         })?;
     let path = st.node.ledger_dir().join(&name);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => {
-            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ChunkNotFound",
-            format!("this node does not hold {name} on its disk"),
-        )),
-        Err(e) => Err(ApiError::internal(format!("reading {name}: {e}"))),
-    }
+    let bytes = read_held(&path, &name, "ChunkNotFound", " on its disk").await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 fn require_node_or_operator(st: &AppState, ctx: &Ctx, ext: &Extensions) -> Result<(), ApiError> {
