@@ -62,6 +62,10 @@ const TAGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("tags");
 /// The current state of application maps: (map, key) → value.
 const APP_KV: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("app_kv");
 const LAST: &str = "last_seqno";
+/// An index seeded from a snapshot ([`Index::seed`]) lacks the rows of the transactions before
+/// it until [`Index::backfill`] adds them: `GAP_FROM..=GAP_TO` (both absent: no gap).
+const GAP_FROM: &str = "gap_from";
+const GAP_TO: &str = "gap_to";
 const TABLE_NAMES: [&str; 8] = [
     "txs",
     "by_collection",
@@ -104,6 +108,17 @@ pub enum IndexError {
     /// Reading the ledger for a rebuild failed.
     #[error("rebuilding the index: {0}")]
     Ledger(#[from] StoreError),
+    /// The rows a query needs are not indexed yet: the node started from a snapshot and is
+    /// still indexing the transactions before it ([`Index::backfill`]).
+    #[error(
+        "this node started from a snapshot and is still indexing transactions {from} to {to}; try again shortly"
+    )]
+    Loading {
+        /// The first seqno not indexed yet.
+        from: u64,
+        /// The last.
+        to: u64,
+    },
     /// An entry could not be decoded during a rebuild.
     #[error("rebuilding the index: entry {seqno}: {message}")]
     Entry {
@@ -116,6 +131,46 @@ pub enum IndexError {
 
 fn st(e: impl std::fmt::Display) -> IndexError {
     IndexError::Store(e.to_string())
+}
+
+/// Writes the rows a transaction adds to the tables of ids, collections and tags (not a
+/// collection's latest entry, nor application maps: what a backfill of older transactions must
+/// leave as the newer ones set them).
+fn insert_rows(
+    tx: &IndexedTx,
+    t: &mut redb::Table<'_, u64, (u64, &'static str)>,
+    bc: &mut redb::Table<'_, (&'static str, u64), ()>,
+    by_tag: &mut redb::Table<'_, (&'static str, &'static str, u64), ()>,
+    tags: &mut redb::Table<'_, (&'static str, &'static str), ()>,
+) -> Result<(), IndexError> {
+    let c = tx.collection.as_deref().unwrap_or("");
+    t.insert(tx.seqno, (tx.view, c)).map_err(st)?;
+    if let Some(c) = &tx.collection {
+        bc.insert((c.as_str(), tx.seqno), ()).map_err(st)?;
+        for tag in &tx.tags {
+            by_tag
+                .insert((c.as_str(), tag.as_str(), tx.seqno), ())
+                .map_err(st)?;
+            tags.insert((c.as_str(), tag.as_str()), ()).map_err(st)?;
+        }
+    }
+    Ok(())
+}
+
+/// The gap a read transaction sees ([`Index::gap`]).
+fn read_gap(r: &redb::ReadTransaction) -> Result<Option<(u64, u64)>, IndexError> {
+    let meta = r.open_table(META).map_err(st)?;
+    let from = meta.get(GAP_FROM).map_err(st)?.map(|v| v.value());
+    let to = meta.get(GAP_TO).map_err(st)?.map(|v| v.value());
+    Ok(from.zip(to).filter(|(f, t)| f <= t))
+}
+
+/// `Err(Loading)` if `from..=to` overlaps the gap.
+fn outside_gap(r: &redb::ReadTransaction, from: u64, to: u64) -> Result<(), IndexError> {
+    match read_gap(r)? {
+        Some((gf, gt)) if from <= gt && to >= gf => Err(IndexError::Loading { from: gf, to: gt }),
+        _ => Ok(()),
+    }
 }
 
 /// One transaction as the index sees it.
@@ -289,17 +344,9 @@ impl Index {
                         got: tx.seqno,
                     });
                 }
-                let c = tx.collection.as_deref().unwrap_or("");
-                t.insert(tx.seqno, (tx.view, c)).map_err(st)?;
+                insert_rows(tx, &mut t, &mut bc, &mut by_tag, &mut tags)?;
                 if let Some(c) = &tx.collection {
-                    bc.insert((c.as_str(), tx.seqno), ()).map_err(st)?;
                     last_of.insert(c.as_str(), tx.seqno);
-                    for tag in &tx.tags {
-                        by_tag
-                            .insert((c.as_str(), tag.as_str(), tx.seqno), ())
-                            .map_err(st)?;
-                        tags.insert((c.as_str(), tag.as_str()), ()).map_err(st)?;
-                    }
                 }
                 for kw in &tx.kv {
                     let key = (kw.map.as_str(), kw.key.as_slice());
@@ -334,6 +381,7 @@ impl Index {
     /// per transaction: `tags` is empty; read the entry for them).
     pub fn get(&self, seqno: u64) -> Result<Option<IndexedTx>, IndexError> {
         let r = self.db.begin_read().map_err(st)?;
+        outside_gap(&r, seqno, seqno)?;
         let t = r.open_table(TXS).map_err(st)?;
         Ok(t.get(seqno).map_err(st)?.map(|v| {
             let (view, c) = v.value();
@@ -392,6 +440,7 @@ impl Index {
         if from > to {
             return Ok(out);
         }
+        outside_gap(&r, from, to)?;
         for item in t.range((collection, from)..=(collection, to)).map_err(st)? {
             let (k, _) = item.map_err(st)?;
             out.push(k.value().1);
@@ -418,6 +467,7 @@ impl Index {
         if from > to {
             return Ok(out);
         }
+        outside_gap(&r, from, to)?;
         for item in t
             .range((collection, tag, from)..=(collection, tag, to))
             .map_err(st)?
@@ -434,6 +484,7 @@ impl Index {
     /// The distinct tags of `collection`'s entries, sorted.
     pub fn tags(&self, collection: &str) -> Result<Vec<String>, IndexError> {
         let r = self.db.begin_read().map_err(st)?;
+        outside_gap(&r, 1, u64::MAX)?;
         let t = r.open_table(TAGS).map_err(st)?;
         let mut out = Vec::new();
         for item in t.range((collection, "")..).map_err(st)? {
@@ -457,6 +508,106 @@ impl Index {
             out.push(k.value().to_owned());
         }
         Ok(out)
+    }
+
+    /// Seeds an empty index at transaction `at` (in view `view`, not an entry: a snapshot is
+    /// taken at a signature), from a snapshot of the state there: each collection's latest
+    /// entry, the application maps, the named blobs. The rows of transactions `1..at` are
+    /// missing (queries over them answer [`IndexError::Loading`]) until [`Index::backfill`]
+    /// adds them; transactions after `at` are applied as usual.
+    pub fn seed(
+        &self,
+        at: u64,
+        view: u64,
+        latest: &[(String, u64)],
+        kv: &[KvWrite],
+        blobs: &[(&str, &[u8])],
+    ) -> Result<(), IndexError> {
+        let last = self.last_seqno()?;
+        if last != 0 || at == 0 {
+            return Err(IndexError::Order {
+                expected: last + 1,
+                got: at,
+            });
+        }
+        let w = self.db.begin_write().map_err(st)?;
+        {
+            let mut b = w.open_table(BLOBS).map_err(st)?;
+            for (k, v) in blobs {
+                b.insert(*k, *v).map_err(st)?;
+            }
+            let mut t = w.open_table(TXS).map_err(st)?;
+            t.insert(at, (view, "")).map_err(st)?;
+            let mut l = w.open_table(LATEST).map_err(st)?;
+            for (c, seqno) in latest {
+                l.insert(c.as_str(), *seqno).map_err(st)?;
+            }
+            let mut app_kv = w.open_table(APP_KV).map_err(st)?;
+            for kw in kv {
+                if let Some(v) = &kw.value {
+                    app_kv
+                        .insert((kw.map.as_str(), kw.key.as_slice()), v.as_slice())
+                        .map_err(st)?;
+                }
+            }
+            let mut meta = w.open_table(META).map_err(st)?;
+            meta.insert(LAST, at).map_err(st)?;
+            if at > 1 {
+                meta.insert(GAP_FROM, 1).map_err(st)?;
+                meta.insert(GAP_TO, at - 1).map_err(st)?;
+            }
+        }
+        w.commit().map_err(st)?;
+        Ok(())
+    }
+
+    /// The transactions whose rows a seeded index still lacks (`None`: none).
+    pub fn gap(&self) -> Result<Option<(u64, u64)>, IndexError> {
+        let r = self.db.begin_read().map_err(st)?;
+        read_gap(&r)
+    }
+
+    /// Adds the rows of transactions in the gap, contiguous from its start (durably: the gap
+    /// shrinks only with them).
+    pub fn backfill(&self, txs: &[IndexedTx]) -> Result<(), IndexError> {
+        let Some(first) = txs.first() else {
+            return Ok(());
+        };
+        let w = self.db.begin_write().map_err(st)?;
+        {
+            let mut meta = w.open_table(META).map_err(st)?;
+            let from = meta.get(GAP_FROM).map_err(st)?.map(|v| v.value());
+            let to = meta.get(GAP_TO).map_err(st)?.map(|v| v.value());
+            let (Some(from), Some(to)) = (from, to) else {
+                return Err(IndexError::Order {
+                    expected: 0,
+                    got: first.seqno,
+                });
+            };
+            let mut t = w.open_table(TXS).map_err(st)?;
+            let mut bc = w.open_table(BY_COLLECTION).map_err(st)?;
+            let mut by_tag = w.open_table(BY_TAG).map_err(st)?;
+            let mut tags = w.open_table(TAGS).map_err(st)?;
+            let mut next = from;
+            for tx in txs {
+                if tx.seqno != next || tx.seqno > to {
+                    return Err(IndexError::Order {
+                        expected: next,
+                        got: tx.seqno,
+                    });
+                }
+                insert_rows(tx, &mut t, &mut bc, &mut by_tag, &mut tags)?;
+                next += 1;
+            }
+            if next > to {
+                meta.remove(GAP_FROM).map_err(st)?;
+                meta.remove(GAP_TO).map_err(st)?;
+            } else {
+                meta.insert(GAP_FROM, next).map_err(st)?;
+            }
+        }
+        w.commit().map_err(st)?;
+        Ok(())
     }
 
     /// Empties the index (its owner re-applies from seqno 1).

@@ -356,6 +356,17 @@ impl LiveIndex {
         Ok(all.into_iter().collect())
     }
 
+    /// The transactions whose rows a seeded index still lacks ([`Index::gap`]).
+    pub fn gap(&self) -> Result<Option<(u64, u64)>, IndexError> {
+        self.inner.index.gap()
+    }
+
+    /// Adds rows of transactions in the gap ([`Index::backfill`]); newer transactions keep
+    /// being applied meanwhile.
+    pub fn backfill(&self, txs: &[IndexedTx]) -> Result<(), IndexError> {
+        self.inner.index.backfill(txs)
+    }
+
     /// A blob set by [`LiveIndex::apply`] (or before, in the index).
     pub fn blob(&self, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
         if let Some(b) = lock(&self.inner.staged).blobs.get(key) {

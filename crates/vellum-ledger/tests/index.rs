@@ -106,3 +106,89 @@ fn index_reads_reopen_and_rebuild() {
     assert_eq!(index.rebuild(&files, &secret, N).unwrap(), N);
     check(&index);
 }
+
+/// An index seeded at a snapshot answers what the snapshot gives (latest entries, blobs) at
+/// once, refuses queries over the transactions before it with `Loading` rather than answer
+/// them wrongly, applies newer transactions as usual, and once backfilled answers exactly as an
+/// index built from the first transaction.
+#[test]
+fn a_seeded_index_loads_the_past_then_answers_like_a_full_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = Index::open(&dir.path().join("full.redb")).unwrap();
+    let seeded = Index::open(&dir.path().join("seeded.redb")).unwrap();
+    let tx = |s: u64| IndexedTx {
+        seqno: s,
+        view: 2,
+        collection: collection(s),
+        tags: if s % 3 == 0 { vec!["t".into()] } else { Vec::new() },
+        kv: Vec::new(),
+    };
+    let (at, last) = (1_000u64, 1_500u64);
+    let all: Vec<IndexedTx> = (1..=last).map(tx).collect();
+    full.apply(&all).unwrap();
+    // The snapshot at `at` (a signature: every 10th transaction is not an entry).
+    let latest: Vec<(String, u64)> = (0..7u64)
+        .map(|c| {
+            let name = format!("c{c}");
+            let s = (1..=at)
+                .rev()
+                .find(|s| collection(*s).as_deref() == Some(name.as_str()))
+                .unwrap();
+            (name, s)
+        })
+        .collect();
+    seeded
+        .seed(at, 2, &latest, &[], &[("blob", b"state at 1000")])
+        .unwrap();
+    assert!(matches!(
+        seeded.seed(at, 2, &latest, &[], &[]),
+        Err(IndexError::Order { .. })
+    ));
+    assert_eq!(seeded.last_seqno().unwrap(), at);
+    assert_eq!(seeded.gap().unwrap(), Some((1, at - 1)));
+    assert_eq!(seeded.blob("blob").unwrap().unwrap(), b"state at 1000");
+    assert_eq!(seeded.latest("c3").unwrap(), full_latest_at(&full, "c3", at));
+    assert_eq!(seeded.collections().unwrap(), full.collections().unwrap());
+    let loading = |r: Result<Vec<u64>, IndexError>| {
+        matches!(r, Err(IndexError::Loading { from: 1, to }) if to == at - 1)
+    };
+    assert!(loading(seeded.range("c1", 1, last, 100)));
+    assert!(loading(seeded.range("c1", at - 1, at - 1, 100)));
+    assert!(loading(seeded.range_tagged("c1", "t", 5, 10, 100)));
+    assert!(matches!(seeded.tags("c1"), Err(IndexError::Loading { .. })));
+    assert!(matches!(seeded.get(7), Err(IndexError::Loading { .. })));
+    assert_eq!(seeded.get(at).unwrap().unwrap().view, 2);
+    // Newer transactions apply as usual and are queryable at once.
+    seeded.apply(&all[at as usize..]).unwrap();
+    assert_eq!(seeded.last_seqno().unwrap(), last);
+    assert_eq!(
+        seeded.range("c1", at, last, usize::MAX).unwrap(),
+        full.range("c1", at, last, usize::MAX).unwrap()
+    );
+    // A backfill must start where the gap does, and stays within it.
+    assert!(matches!(
+        seeded.backfill(&all[1..10]),
+        Err(IndexError::Order { expected: 1, .. })
+    ));
+    for batch in all[..(at - 1) as usize].chunks(97) {
+        seeded.backfill(batch).unwrap();
+    }
+    assert_eq!(seeded.gap().unwrap(), None);
+    assert!(seeded.backfill(&all[..1]).is_err());
+    for c in 0..7u64 {
+        let name = format!("c{c}");
+        assert_eq!(
+            seeded.range(&name, 1, last, usize::MAX).unwrap(),
+            full.range(&name, 1, last, usize::MAX).unwrap()
+        );
+        assert_eq!(seeded.latest(&name).unwrap(), full.latest(&name).unwrap());
+        assert_eq!(seeded.tags(&name).unwrap(), full.tags(&name).unwrap());
+    }
+    for s in [1, 10, 999, 1000, 1001, last] {
+        assert_eq!(seeded.get(s).unwrap(), full.get(s).unwrap());
+    }
+}
+
+fn full_latest_at(full: &Index, c: &str, at: u64) -> Option<u64> {
+    full.range(c, 1, at, usize::MAX).unwrap().last().copied()
+}
