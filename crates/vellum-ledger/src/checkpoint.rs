@@ -116,6 +116,22 @@ impl ViewRuns {
         out
     }
 
+    /// The last transaction of each view run that ends or continues within `from..=to`,
+    /// clipped to it, ascending: `(seqno, view)`. (What openraft reads at start as the last log
+    /// id of each leader, answered without reading the ledger.)
+    pub fn last_of_each_run(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        let to = to.min(self.len);
+        let mut out = Vec::new();
+        for (i, &(first, view)) in self.runs.iter().enumerate() {
+            let end = self.runs.get(i + 1).map_or(self.len, |(next, _)| next - 1);
+            if end < from || first > to {
+                continue;
+            }
+            out.push((end.min(to), view));
+        }
+        out
+    }
+
     /// The view of the last transaction.
     pub fn last(&self) -> Option<u64> {
         self.runs.last().map(|(_, v)| *v)
@@ -389,6 +405,23 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_of_each_run_is_what_openraft_finds_by_bisection() {
+        let mut v = ViewRuns::default();
+        for view in [2, 2, 2, 3, 5, 5, 5, 5, 7] {
+            v.push(view);
+        }
+        // Runs: 1..=3 view 2, 4 view 3, 5..=8 view 5, 9 view 7.
+        assert_eq!(
+            v.last_of_each_run(1, 9),
+            vec![(3, 2), (4, 3), (8, 5), (9, 7)]
+        );
+        assert_eq!(v.last_of_each_run(2, 6), vec![(3, 2), (4, 3), (6, 5)]);
+        assert_eq!(v.last_of_each_run(5, 7), vec![(7, 5)]);
+        assert_eq!(v.last_of_each_run(9, 20), vec![(9, 7)]);
+        assert!(v.last_of_each_run(10, 20).is_empty());
+    }
     use proptest::prelude::*;
     use vellum_core::Hash;
 

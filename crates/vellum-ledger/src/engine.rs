@@ -577,6 +577,19 @@ impl Engine {
         self.views.history(seqno)
     }
 
+    /// The last transaction of each view within `from..=to`, ascending: `(seqno, view)`
+    /// ([`crate::checkpoint::ViewRuns::last_of_each_run`]).
+    pub fn last_of_each_view(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        self.views.last_of_each_run(from, to)
+    }
+
+    /// A checkpoint of the committed chunks as they stand (what [`Engine::write_checkpoint`]
+    /// would write, encoded with [`Checkpoint::encode`] under the first ledger secret), for a
+    /// node that joins from a snapshot; `None` while no chunk is committed.
+    pub fn checkpoint_now(&self) -> Result<Option<Checkpoint>, EngineError> {
+        self.checkpoint()
+    }
+
     /// The keys.
     pub fn keys(&self) -> &NodeKeys {
         &self.keys

@@ -196,6 +196,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
     }
 
+    /// The last log id of each leader (view) in `range`, from the engine's view runs: what
+    /// openraft would otherwise find by reading entries across the whole log at start, which
+    /// for a node holding only part of its ledger (retention, a start from a snapshot) means
+    /// fetching chunks before it can serve.
+    async fn get_key_log_ids(
+        &mut self,
+        range: std::ops::RangeInclusive<LogId>,
+    ) -> Result<Vec<LogId>, io::Error> {
+        let (first, last) = (range.start().index + 1, range.end().index + 1);
+        let runs = self.ledger.engine().last_of_each_view(first, last);
+        runs.into_iter()
+            .map(|(seqno, view)| {
+                super::types::log_id_of(vellum_core::TxId::new(view, seqno))
+                    .ok_or_else(|| other(format!("transaction {view}.{seqno} has no log id")))
+            })
+            .collect()
+    }
+
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
         Ok(*lock(&self.own.vote))
     }
@@ -347,6 +365,42 @@ mod tests {
     /// What a primary's log reader returns for `range` (what replication sends).
     async fn replicate(s: &mut LogStore, range: std::ops::Range<u64>) -> Vec<Entry> {
         s.try_get_log_entries(range).await.unwrap()
+    }
+
+    /// The key log ids openraft loads at start come from the view runs, and are exactly the last
+    /// entry of each view found by reading every entry.
+    #[tokio::test]
+    async fn key_log_ids_are_the_last_entry_of_each_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), keys());
+        let mut seqno = 0;
+        for (view, n) in [(2u64, 5u64), (3, 1), (5, 7), (8, 3)] {
+            let entries = (0..n)
+                .map(|_| {
+                    seqno += 1;
+                    write(TxId::new(view, seqno), "x")
+                })
+                .collect();
+            append(&mut s, entries).await.unwrap();
+        }
+        let all = replicate(&mut s, 0..seqno).await;
+        let brute = |from: u64, to: u64| -> Vec<LogId> {
+            let mut out: Vec<LogId> = Vec::new();
+            for e in &all[from as usize..=to as usize] {
+                match out.last_mut() {
+                    Some(l) if l.leader_id == e.log_id.leader_id => *l = e.log_id,
+                    _ => out.push(e.log_id),
+                }
+            }
+            out
+        };
+        for (from, to) in [(0, seqno - 1), (3, 9), (5, 5), (6, 12), (12, 15)] {
+            let got = s
+                .get_key_log_ids(all[from as usize].log_id..=all[to as usize].log_id)
+                .await
+                .unwrap();
+            assert_eq!(got, brute(from, to), "{from}..={to}");
+        }
     }
 
     #[tokio::test]
