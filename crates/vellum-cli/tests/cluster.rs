@@ -2291,3 +2291,146 @@ async fn a_dropped_chunk_comes_back_from_another_node_when_the_archive_cannot_gi
         "{logs}"
     );
 }
+
+/// A node joining a service starts from its snapshot (issue 26): it fetches the primary's
+/// checkpoint, the newest snapshot at or below it and only the chunks after the snapshot (and
+/// genesis's), serves the oldest entry and its receipt at once by fetching chunks from the
+/// other node, answers ranges over the past `IndexLoading` until it has indexed them in the
+/// background and then exactly as the primary does, takes writes, and starts again after a
+/// stop with what it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_from_a_snapshot_and_serves_the_whole_history() {
+    use futures_util::TryStreamExt;
+    let mut c = Cluster::start(1, &["--chunk-size", "8192", "--snapshot-interval", "300"]).await;
+    let mut ids = harness::append_many(&[c.admin(0)], 900, 8).await;
+    let audit = |i: usize| AppendToLedgerOptions {
+        sub_ledger_id: Some("audit".into()),
+        wait_for_commit: i == 39,
+        ..Default::default()
+    };
+    let mut audit_ids = Vec::new();
+    for i in 0..40 {
+        let r = c
+            .admin(0)
+            .append_to_ledger(&format!("audit {i}"), Some(audit(i)))
+            .await
+            .unwrap();
+        audit_ids.push(r.transaction_id);
+    }
+    // Wait for a committed snapshot past the first writes.
+    let snapshots = c.nodes[0].data.join("snapshots");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&snapshots)
+        .map(|d| d.count())
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no snapshot:\n{}", c.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ids.extend(harness::append_many(&[c.admin(0)], 200, 8).await);
+
+    c.join_with_token(0).await;
+    c.wait_voters(2).await;
+    let log = std::fs::read_to_string(&c.nodes[1].log).unwrap();
+    assert!(
+        log.contains("starting from the service's snapshot")
+            && log.contains("seeded the index from the snapshot"),
+        "{log}"
+    );
+    let chunk_files = |i: usize| {
+        std::fs::read_dir(c.nodes[i].data.join("ledger"))
+            .unwrap()
+            .filter(|e| {
+                let n = e.as_ref().unwrap().file_name();
+                n.to_string_lossy().ends_with(".committed")
+            })
+            .count()
+    };
+    let (held, all) = (chunk_files(1), chunk_files(0));
+    println!("the joining node received {held} of {all} committed chunks");
+    assert!(held < all / 2, "{held} of {all}");
+
+    // The oldest entry and its receipt, at once; and a write through the new node.
+    let cert = c.service_cert();
+    let joined = c.admin(1);
+    for txid in [&ids[0], &ids[1], &audit_ids[0]] {
+        joined
+            .get_transaction_receipt(txid, None)
+            .await
+            .unwrap_or_else(|e| panic!("{txid}: {e}\n{}", c.logs()))
+            .verify(&cert)
+            .unwrap();
+    }
+    let first = joined
+        .get_ledger_entry(Some(GetLedgerEntryOptions {
+            transaction_id: Some(ids[0].clone()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(first.contents.starts_with("bulk "), "{}", first.contents);
+    let latest = joined
+        .get_ledger_entry(Some(GetLedgerEntryOptions {
+            sub_ledger_id: Some("audit".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(latest.contents, "audit 39");
+    let mut subs = joined.list_sub_ledgers(None).await.unwrap();
+    subs.sort();
+    assert!(subs.contains(&"audit".to_owned()), "{subs:?}");
+    let written = harness::append_durably(&joined, "through the new node").await;
+
+    // Ranges over the past: the same as the primary's once indexed (IndexLoading until then).
+    let last_audit = audit_ids[39].clone();
+    let range = |client: ConfidentialLedgerClient| {
+        let to = last_audit.clone();
+        async move {
+            client
+                .get_ledger_entries(Some(vellum_client::GetLedgerEntriesOptions {
+                    sub_ledger_id: Some("audit".into()),
+                    to_transaction_id: Some(to),
+                    ..Default::default()
+                }))
+                .map_ok(|e| (e.transaction_id, e.contents))
+                .try_collect::<Vec<_>>()
+                .await
+        }
+    };
+    let expected = range(c.admin(0)).await.unwrap();
+    assert_eq!(expected.len(), 40);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match range(c.admin(1)).await {
+            Ok(got) => {
+                assert_eq!(got, expected);
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    e.to_string().contains("IndexLoading") && Instant::now() < deadline,
+                    "{e}\n{}",
+                    c.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    // It starts again from what it has (its ledger still lacks chunks it never read).
+    c.stop(1);
+    c.restart(1).await;
+    let again = c.admin(1);
+    again
+        .get_transaction_receipt(&ids[ids.len() / 2], None)
+        .await
+        .unwrap()
+        .verify(&cert)
+        .unwrap();
+    again.wait_until_durable(&written, None).await.unwrap();
+    assert_eq!(range(again.clone()).await.unwrap(), expected);
+    let dirs = c.stop_all();
+    harness::assert_identical_chunks(&dirs);
+}

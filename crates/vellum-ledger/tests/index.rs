@@ -120,7 +120,11 @@ fn a_seeded_index_loads_the_past_then_answers_like_a_full_one() {
         seqno: s,
         view: 2,
         collection: collection(s),
-        tags: if s % 3 == 0 { vec!["t".into()] } else { Vec::new() },
+        tags: if s.is_multiple_of(3) {
+            vec!["t".into()]
+        } else {
+            Vec::new()
+        },
         kv: Vec::new(),
     };
     let (at, last) = (1_000u64, 1_500u64);
@@ -147,11 +151,12 @@ fn a_seeded_index_loads_the_past_then_answers_like_a_full_one() {
     assert_eq!(seeded.last_seqno().unwrap(), at);
     assert_eq!(seeded.gap().unwrap(), Some((1, at - 1)));
     assert_eq!(seeded.blob("blob").unwrap().unwrap(), b"state at 1000");
-    assert_eq!(seeded.latest("c3").unwrap(), full_latest_at(&full, "c3", at));
+    assert_eq!(
+        seeded.latest("c3").unwrap(),
+        full_latest_at(&full, "c3", at)
+    );
     assert_eq!(seeded.collections().unwrap(), full.collections().unwrap());
-    let loading = |r: Result<Vec<u64>, IndexError>| {
-        matches!(r, Err(IndexError::Loading { from: 1, to }) if to == at - 1)
-    };
+    let loading = |r: Result<Vec<u64>, IndexError>| matches!(r, Err(IndexError::Loading { from: 1, to }) if to == at - 1);
     assert!(loading(seeded.range("c1", 1, last, 100)));
     assert!(loading(seeded.range("c1", at - 1, at - 1, 100)));
     assert!(loading(seeded.range_tagged("c1", "t", 5, 10, 100)));

@@ -232,6 +232,9 @@ pub struct Service {
     archiver: Option<tokio::task::JoinHandle<()>>,
     /// Drops archived chunks past the retention ([`crate::node::retention`]).
     retention: Option<tokio::task::JoinHandle<()>>,
+    /// Indexes the transactions before the snapshot this node started from
+    /// ([`crate::node::from_snapshot`]).
+    backfill: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
@@ -338,6 +341,7 @@ impl Service {
             snapshots: None,
             archiver: None,
             retention: None,
+            backfill: None,
         };
         if let Err(e) = service.node.ready().await {
             let _ = service.stop().await;
@@ -345,6 +349,7 @@ impl Service {
         }
         let mut service = service;
         service.snapshots = Some(tokio::spawn(service.node.clone().run_snapshots()));
+        service.backfill = Some(tokio::spawn(service.node.clone().run_backfill()));
         if let Some(a) = archive {
             if let Some(n) = retain {
                 service.retention = Some(tokio::spawn(
@@ -411,6 +416,7 @@ impl Service {
             self.snapshots.take(),
             self.archiver.take(),
             self.retention.take(),
+            self.backfill.take(),
         ]
         .into_iter()
         .flatten()
@@ -481,7 +487,60 @@ async fn join_service(
             .map_err(|e| err(e.to_string()))?;
     DataDir::provision_joined(data_dir, &joined, &key_pem, node.seal.as_ref())
         .map_err(|e| err(format!("provisioning {}: {e}", data_dir.display())))?;
+    start_from_snapshot(j, &joined, &key_pem, data_dir).await;
     Ok((joined.node_id.to_string(), joined.admitted_at.to_string()))
+}
+
+/// Fetches what a node just admitted needs to start from the service's snapshot
+/// ([`crate::node::from_snapshot`]); without one, or if that fails, the node receives the
+/// whole ledger through Raft as before.
+async fn start_from_snapshot(
+    j: &JoinConfig,
+    joined: &crate::cluster::JoinResponse,
+    key_pem: &str,
+    data_dir: &Path,
+) {
+    let started = std::time::Instant::now();
+    let secrets = match vellum_core::entry::LedgerSecrets::from_text(&joined.ledger_secrets) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "the ledger secrets received do not parse; receiving the whole ledger through Raft");
+            return;
+        }
+    };
+    let identity = format!("{}{key_pem}", joined.node_cert_pem);
+    let fetched = crate::node::from_snapshot::fetch_start(
+        &j.url,
+        &identity,
+        &joined.service_cert_pem,
+        data_dir,
+        &secrets,
+    )
+    .await;
+    match fetched {
+        Ok(Some(f)) => tracing::info!(
+            snapshot = f.snapshot,
+            checkpoint = f.checkpoint,
+            chunks = f.chunks,
+            bytes = f.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "starting from the service's snapshot"
+        ),
+        Ok(None) => tracing::info!(
+            "the service has no snapshot to start from; this node receives the whole ledger through Raft"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not start from the service's snapshot; receiving the whole ledger through Raft");
+            // Nothing half-fetched may stay: the ledger starts empty.
+            for dir in [
+                data_dir.join("ledger"),
+                crate::node::snapshots::dir(data_dir),
+            ] {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            let _ = std::fs::remove_file(data_dir.join(crate::node::from_snapshot::MARKER));
+        }
+    }
 }
 
 /// How often the primary looks for committed files to archive.

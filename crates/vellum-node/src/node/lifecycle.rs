@@ -49,10 +49,11 @@ impl LedgerNode {
             cfg.service_key_token.as_ref(),
         )?;
         let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
-        let mut engine = match (
-            open_ledger(&data, chunk_size, cfg.archive.is_some()),
-            &cfg.archive,
-        ) {
+        // A node that started from a snapshot lacks older chunks by design, as one whose
+        // retention dropped them does: both open with them absent.
+        let from_snapshot = super::from_snapshot::started_from_snapshot(&data.root);
+        let archived = cfg.archive.is_some() || from_snapshot;
+        let mut engine = match (open_ledger(&data, chunk_size, archived), &cfg.archive) {
             (Ok(engine), _) => engine,
             // Chunks dropped past a retention, and no checkpoint to find them from: bring them
             // back from the archive and read the ledger whole (every entry checked again).
@@ -88,7 +89,7 @@ impl LedgerNode {
         if !fresh {
             data.genesis_written()?;
         }
-        let (index, commit) = open_index(&data, &engine)?;
+        let (index, commit, seeded) = open_index(&data, &engine, from_snapshot)?;
         let mut scripts = crate::scripts::Scripts::start()
             .map_err(|e| std::io::Error::other(e.to_string()))
             .map_err(DataDirError::open("the JavaScript worker"))?;
@@ -200,7 +201,8 @@ impl LedgerNode {
             scripts,
             startup: Startup {
                 founding,
-                fresh,
+                // A node seeded from a snapshot has yet to hear from the service, as a new one.
+                fresh: fresh || seeded,
                 voters,
             },
             ready: std::sync::atomic::AtomicBool::new(false),
@@ -412,9 +414,14 @@ fn open_ledger(data: &DataDir, chunk_size: u64, archived: bool) -> Result<Engine
     Ok(engine)
 }
 
-/// Opens the index (rebuilt from Raft if it does not match the ledger) and the commit state it
-/// records: what was applied, and the last signature among it.
-fn open_index(data: &DataDir, engine: &Engine) -> Result<(Index, CommitState), NodeError> {
+/// Opens the index (rebuilt from Raft if it does not match the ledger; seeded from the newest
+/// snapshot if the node started from one) and the commit state it records: what was applied,
+/// and the last signature among it; and whether it was seeded now.
+fn open_index(
+    data: &DataDir,
+    engine: &Engine,
+    from_snapshot: bool,
+) -> Result<(Index, CommitState, bool), NodeError> {
     let index = Index::open(&data.index_path())?;
     let indexed = index.last_seqno()?;
     if indexed > engine.last_seqno()
@@ -426,6 +433,10 @@ fn open_index(data: &DataDir, engine: &Engine) -> Result<(Index, CommitState), N
         );
         index.rebuild_empty()?;
     }
+    let mut seeded = false;
+    if from_snapshot && index.last_seqno()? == 0 && engine.last_seqno() > 0 {
+        seeded = seed_from_snapshot(data, engine, &index)?;
+    }
     let applied = index.last_seqno()?;
     let committed = engine
         .signatures()
@@ -434,7 +445,41 @@ fn open_index(data: &DataDir, engine: &Engine) -> Result<(Index, CommitState), N
         .find(|s| **s <= applied)
         .copied()
         .unwrap_or(0);
-    Ok((index, CommitState { committed, applied }))
+    Ok((index, CommitState { committed, applied }, seeded))
+}
+
+/// Seeds the empty index of a node that started from a snapshot from the newest snapshot file
+/// its ledger reaches (Raft applies what follows); false if there is none.
+fn seed_from_snapshot(data: &DataDir, engine: &Engine, index: &Index) -> Result<bool, NodeError> {
+    let dir = super::snapshots::dir(&data.root);
+    let Some((s, _, path)) = super::snapshots::committed(&dir)
+        .into_iter()
+        .find(|(s, _, _)| *s <= engine.last_seqno())
+    else {
+        return Ok(false);
+    };
+    let seed_err = DataDirError::open("the index, seeded from a snapshot");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => return Err(seed_err(e).into()),
+    };
+    let snap = match vellum_core::snapshot::Snapshot::decode(&bytes, engine.keys().secrets.at(s)) {
+        Ok(snap) => snap,
+        Err(e) => {
+            return Err(seed_err(std::io::Error::other(format!("{}: {e}", path.display()))).into());
+        }
+    };
+    if let Err(e) =
+        crate::raft::state_machine::seed_index(index, &snap, |seqno| engine.view_at(seqno))
+    {
+        return Err(seed_err(e).into());
+    }
+    tracing::info!(
+        seqno = s,
+        ledger_to = engine.last_seqno(),
+        "seeded the index from the snapshot this node started from; older transactions are indexed in the background"
+    );
+    Ok(true)
 }
 
 /// Raft's settings.

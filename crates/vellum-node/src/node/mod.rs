@@ -6,6 +6,7 @@
 //! nodes, joining, retiring, the membership reconciler) and `reads`.
 
 mod admission;
+pub(crate) mod from_snapshot;
 mod governance;
 mod health;
 mod lifecycle;

@@ -188,9 +188,14 @@ impl LedgerNode {
     /// The application entry at `txid`, once Raft-committed (`None`: no application entry
     /// there, or not applied yet).
     pub fn entry(&self, txid: TxId) -> Result<Option<LedgerEntry>, NodeError> {
-        match self.index.get(txid.seqno)? {
-            Some(t) if t.view == txid.view && t.collection.is_some() => {}
-            _ => return Ok(None),
+        match self.index.get(txid.seqno) {
+            Ok(Some(t)) if t.view == txid.view && t.collection.is_some() => {}
+            // Before the snapshot this node started from, and not indexed yet: applied (the
+            // snapshot is), so the ledger alone answers.
+            Err(vellum_ledger::index::IndexError::Loading { .. })
+                if self.ledger.engine().view_at(txid.seqno) == Some(txid.view) => {}
+            Ok(_) => return Ok(None),
+            Err(e) => return Err(e.into()),
         }
         let (_, ws) = self.ledger.engine().write_set(txid.seqno)?;
         Ok(entry_of(txid, &ws))

@@ -166,6 +166,91 @@ impl CommitWaiters {
     }
 }
 
+/// Seeds an empty index at the snapshot `snap` a node starts from
+/// ([`crate::node::from_snapshot`]): the state the state machine would have recorded had it
+/// applied every transaction up to the snapshot's seqno. `view_at` gives the view of a seqno
+/// (the ledger's, opened from a checkpoint at or after the snapshot).
+pub(crate) fn seed_index(
+    index: &vellum_ledger::index::Index,
+    snap: &vellum_core::snapshot::Snapshot,
+    view_at: impl Fn(u64) -> Option<u64>,
+) -> io::Result<()> {
+    use vellum_core::entry::MapWrites;
+    use vellum_ledger::index::{ENTRIES_TABLE, KvWrite, is_app_map};
+    let at = snap.txid.seqno;
+    let maps: Vec<MapWrites> = snap
+        .state
+        .maps
+        .iter()
+        .map(|(name, records)| {
+            let writes = records
+                .iter()
+                .map(|(k, (_, v))| (k.clone(), v.clone()))
+                .collect();
+            MapWrites::with_writes(name.clone(), writes)
+        })
+        .collect();
+    let state = ServiceState::default();
+    for m in &maps {
+        state.apply_access(m);
+        state.apply_cluster(m);
+        state.apply_functions(m);
+        state.apply_gov(m);
+        state.apply_app(m);
+    }
+    let (version, record) = snap
+        .state
+        .maps
+        .get(super::types::RAFT_TABLE)
+        .and_then(|r| r.get(super::types::MEMBERSHIP_RECORD_KEY))
+        .ok_or_else(|| {
+            other(format!(
+                "the snapshot at {at} records no membership (it was taken by an older Vellum)"
+            ))
+        })?;
+    let membership_view =
+        view_at(*version).ok_or_else(|| other(format!("no view known for seqno {version}")))?;
+    let membership = StoredMembership::new(
+        log_id_of(vellum_core::TxId::new(membership_view, *version)),
+        super::types::snapshot_membership(record).map_err(other)?,
+    );
+    let latest: Vec<(String, u64)> = snap
+        .state
+        .maps
+        .get(ENTRIES_TABLE)
+        .map(|r| {
+            r.iter()
+                .map(|(k, (v, _))| (String::from_utf8_lossy(k).into_owned(), *v))
+                .collect()
+        })
+        .unwrap_or_default();
+    let kv: Vec<KvWrite> = maps
+        .iter()
+        .filter(|m| is_app_map(&m.name))
+        .flat_map(|m| {
+            m.writes.iter().map(|(k, v)| KvWrite {
+                map: m.name.clone(),
+                key: k.clone(),
+                value: Some(v.clone()),
+            })
+        })
+        .collect();
+    let blobs: Vec<(&str, Vec<u8>)> = vec![
+        (
+            MEMBERSHIP_KEY,
+            serde_json::to_vec(&membership).map_err(other)?,
+        ),
+        (ACCESS_KEY, state.access_json()?),
+        (FUNCTIONS_KEY, state.functions_json()?),
+        (GOV_KEY, state.gov_json()?),
+        (APP_KEY, state.app_json()?),
+        (CLUSTER_KEY, state.cluster_json()?),
+    ];
+    let blobs: Vec<(&str, &[u8])> = blobs.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+    let view = view_at(at).ok_or_else(|| other(format!("no view known for seqno {at}")))?;
+    index.seed(at, view, &latest, &kv, &blobs).map_err(other)
+}
+
 /// openraft's state machine over the index; it owns the service state (users, cluster,
 /// collections) that committed writes change.
 pub struct StateMachine {

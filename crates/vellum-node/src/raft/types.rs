@@ -81,6 +81,10 @@ pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<Typ
 /// The public table that records Raft's own entries (blank and membership).
 pub const RAFT_TABLE: &str = tables::RAFT.name();
 const RAFT_KEY: &[u8] = b"entry";
+/// A membership entry also writes its record under this key, which blank entries leave alone:
+/// a snapshot's state (the last write of each key) then holds the last membership, which a
+/// node starting from the snapshot needs, not only the last Raft record.
+pub(crate) const MEMBERSHIP_RECORD_KEY: &[u8] = b"membership";
 
 /// The transaction id of a log id.
 pub fn txid_of(log_id: &LogId) -> TxId {
@@ -243,11 +247,24 @@ pub fn membership_write_set(
     membership: &Membership,
 ) -> EntryBuilder {
     let mut ws = prefix.cloned().unwrap_or_default();
-    ws.maps.push(raft_map(&RaftRecord {
+    let mut map = raft_map(&RaftRecord {
         kind: "membership".into(),
         membership: Some(membership.clone()),
-    }));
+    });
+    let record = map.writes[0].1.clone();
+    map.writes.push((MEMBERSHIP_RECORD_KEY.to_vec(), record));
+    ws.maps.push(map);
     ws
+}
+
+/// The membership a snapshot's `public:vellum.raft` records (written under
+/// [`MEMBERSHIP_RECORD_KEY`]), if it holds one.
+pub(crate) fn snapshot_membership(value: &[u8]) -> Result<Membership, RecordError> {
+    let r: RaftRecord = serde_json::from_slice(value).map_err(|e| RecordError(e.to_string()))?;
+    match (r.kind.as_str(), r.membership) {
+        ("membership", Some(m)) => Ok(m),
+        (k, _) => Err(RecordError(format!("unexpected record type {k:?}"))),
+    }
 }
 
 /// The payload of a Raft entry.

@@ -314,6 +314,13 @@ pub(super) fn read_failed(e: crate::NodeError) -> ApiError {
                      `vellum audit` on this node's ledger"
             ),
         ),
+        crate::NodeError::Index(e @ vellum_ledger::index::IndexError::Loading { .. }) => {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "IndexLoading",
+                format!("{e}, or ask another node"),
+            )
+        }
         crate::NodeError::Archive { chunk, message } => {
             tracing::warn!(%chunk, %message, "a read needed a chunk the archive did not give back");
             ApiError::new(

@@ -8,7 +8,8 @@
 //! | `GET /node/network/nodes` | anyone (CCF serves it publicly too) |
 //! | `POST /node/join` | a joining node: any client certificate (its new key) and a join token |
 //! | `POST /node/join-tokens`, `DELETE /node/network/nodes/{id}` | Administrators and consortium members |
-//! | `GET /node/snapshot`, `GET /node/snapshot/{name}` | the service's nodes (node channel) and its operators (Administrators, members): the newest (or named) committed snapshot |
+//! | `GET /node/snapshot[?upto=SEQNO]`, `GET /node/snapshot/{name}` | the service's nodes (node channel) and its operators (Administrators, members): the newest (or named, or newest at or below SEQNO) committed snapshot |
+//! | `GET /node/ledger/checkpoint` | the service's nodes and its operators: a checkpoint of the committed chunks as they stand (a node joining from a snapshot opens its ledger from it) |
 //! | `GET /node/ledger/chunk/{name}` | the service's nodes and its operators: a committed ledger chunk this node holds on disk (a node fetches back a chunk it dropped past its retention from the archive, or else from another node) |
 //! | `GET /node/health`, `GET /metrics` | anyone, as CCF's built-ins (`/node/state`, `/node/commit`, ...): the node's health and its Prometheus metrics |
 //! | `POST /node/null` | anyone (a body, as everywhere, needs a credential): answers `{}` without touching the ledger (a benchmark baseline) |
@@ -68,22 +69,43 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/node/snapshot", get(latest_snapshot))
         .route("/node/snapshot/{name}", get(named_snapshot))
         .route("/node/ledger/chunk/{name}", get(ledger_chunk))
+        .route("/node/ledger/checkpoint", get(ledger_checkpoint))
         .route("/metrics", get(metrics))
 }
 
 /// `GET /node/snapshot`: the newest committed snapshot this node holds (its file name in
-/// `x-vellum-snapshot`), for the service's nodes and its operators (Administrators, members).
-async fn latest_snapshot(State(st): St, ctx: Ctx, ext: Extensions) -> ApiResult {
+/// `x-vellum-snapshot`), for the service's nodes and its operators (Administrators, members);
+/// with `?upto=SEQNO`, the newest taken at or below SEQNO.
+async fn latest_snapshot(
+    State(st): St,
+    ctx: Ctx,
+    ext: Extensions,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> ApiResult {
     require_node_or_operator(&st, &ctx, &ext)?;
+    let query = super::query::Query::parse(q.as_deref())?;
+    let upto = match query.get("upto") {
+        None => u64::MAX,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::bad(
+                "InvalidQueryParameterValue",
+                format!("upto must be a seqno, not {v:?}"),
+            )
+        })?,
+    };
     let newest =
         crate::node::snapshots::committed(&crate::node::snapshots::dir(st.node.data_root()))
             .into_iter()
-            .next();
+            .find(|(s, _, _)| *s <= upto);
     let Some((seqno, evidence, _)) = newest else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "SnapshotNotFound",
-            "this node holds no committed snapshot (see --snapshot-interval)",
+            if upto == u64::MAX {
+                "this node holds no committed snapshot (see --snapshot-interval)".to_owned()
+            } else {
+                format!("this node holds no committed snapshot at or below seqno {upto}")
+            },
         ));
     };
     snapshot_file(&st, seqno, evidence).await
@@ -171,6 +193,36 @@ async fn ledger_chunk(
     let path = st.node.ledger_dir().join(&name);
     let bytes = read_held(&path, &name, "ChunkNotFound", " on its disk").await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `GET /node/ledger/checkpoint`: a checkpoint of the committed chunks as they stand
+/// ([`vellum_ledger::checkpoint`]; its seqno in `x-vellum-checkpoint-seqno`). Its MAC is keyed
+/// by the ledger secret, which only the service's nodes hold.
+async fn ledger_checkpoint(State(st): St, ctx: Ctx, ext: Extensions) -> ApiResult {
+    require_node_or_operator(&st, &ctx, &ext)?;
+    let Some((seqno, bytes)) = st
+        .node
+        .checkpoint_now()
+        .await
+        .map_err(super::context::read_failed)?
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "CheckpointNotFound",
+            "no ledger chunk is committed yet",
+        ));
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (
+                header::HeaderName::from_static("x-vellum-checkpoint-seqno"),
+                seqno.to_string(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 fn require_node_or_operator(st: &AppState, ctx: &Ctx, ext: &Extensions) -> Result<(), ApiError> {
