@@ -533,7 +533,7 @@ async fn start_from_snapshot(
             tracing::warn!(error = %e, "could not start from the service's snapshot; receiving the whole ledger through Raft");
             // Nothing half-fetched may stay: the ledger starts empty.
             for dir in [
-                data_dir.join("ledger"),
+                data_dir.join(crate::node::from_snapshot::FETCHING),
                 crate::node::snapshots::dir(data_dir),
             ] {
                 let _ = std::fs::remove_dir_all(dir);

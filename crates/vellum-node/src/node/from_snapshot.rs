@@ -41,6 +41,9 @@ use crate::raft::ledger::absent_chunk;
 /// ledger then lacks chunks by design (it opens as an archiving node's does).
 pub(crate) const MARKER: &str = "started_from_snapshot";
 
+/// Where a joining node puts what it fetches until it has it all.
+pub(crate) const FETCHING: &str = "ledger.fetching";
+
 /// How long the joining node waits for the node it joined through to recognise its
 /// certificate (the admission must be applied there).
 const RECOGNISED_WITHIN: Duration = Duration::from_secs(30);
@@ -265,7 +268,10 @@ pub(crate) async fn fetch_start(
         })
         .cloned()
         .collect();
-    let ledger = root.join("ledger");
+    // Everything goes to a directory of its own, renamed into place once complete: a crash
+    // half-way leaves no ledger with holes, only a directory the next start removes.
+    let ledger = root.join(FETCHING);
+    let _ = std::fs::remove_dir_all(&ledger);
     vellum_ledger::files::create_private_dir(&ledger).map_err(|e| e.to_string())?;
     let mut bytes = (cp_bytes.len() + snap_bytes.len()) as u64;
     for c in &wanted {
@@ -291,11 +297,17 @@ pub(crate) async fn fetch_start(
     vellum_ledger::files::create_private_dir(&snapshots).map_err(|e| e.to_string())?;
     vellum_ledger::files::write_durably(&snapshots.join(&snap_name), &snap_bytes)
         .map_err(|e| format!("{snap_name}: {e}"))?;
-    // The marker before the checkpoint: a ledger with a checkpoint and absent chunks is only
+    Checkpoint::write(&ledger, &cp_bytes).map_err(|e| e.to_string())?;
+    // The marker before the ledger: a ledger with a checkpoint and absent chunks is only
     // opened as one that lacks them by design.
     vellum_ledger::files::write_durably(&root.join(MARKER), s.to_string().as_bytes())
         .map_err(|e| format!("{MARKER}: {e}"))?;
-    Checkpoint::write(&ledger, &cp_bytes).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir(root.join("ledger")); // empty, if there at all
+    std::fs::rename(&ledger, root.join("ledger")).map_err(|e| format!("{FETCHING}: {e}"))?;
+    // The last step that can fail is the rename: past it the ledger is in place.
+    if let Err(e) = std::fs::File::open(root).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %root.display(), error = %e, "syncing the data directory");
+    }
     Ok(Some(Fetched {
         snapshot: s,
         checkpoint: cp.seqno,

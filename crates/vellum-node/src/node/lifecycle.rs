@@ -51,6 +51,8 @@ impl LedgerNode {
         let chunk_size = data.chunk_size.unwrap_or(cfg.chunk_size);
         // A node that started from a snapshot lacks older chunks by design, as one whose
         // retention dropped them does: both open with them absent.
+        // What a join fetched before a crash stopped it: the ledger starts empty instead.
+        let _ = std::fs::remove_dir_all(data.root.join(super::from_snapshot::FETCHING));
         let from_snapshot = super::from_snapshot::started_from_snapshot(&data.root);
         let archived = cfg.archive.is_some() || from_snapshot;
         let mut engine = match (open_ledger(&data, chunk_size, archived), &cfg.archive) {
