@@ -259,10 +259,21 @@ impl Ledger {
 
     /// The first chunk this node dropped from its disk that holds a log index in `range`.
     pub(crate) fn absent_in(&self, range: impl RangeBounds<u64>) -> Option<String> {
+        let first = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let last = match range.end_bound() {
+            Bound::Included(e) => *e,
+            Bound::Excluded(e) => e.checked_sub(1)?,
+            Bound::Unbounded => u64::MAX,
+        };
+        // Chunk `start..=end` holds log indexes `start - 1..=end - 1`.
         let chunks = self.engine().committed_chunk_files();
         chunks
             .into_iter()
-            .find(|c| !c.on_disk && (c.start - 1..c.end).any(|i| range.contains(&i)))
+            .find(|c| !c.on_disk && c.start - 1 <= last && c.end - 1 >= first)
             .map(|c| c.name)
     }
 
