@@ -1546,6 +1546,11 @@ fn health_text(h: &vellum_client::models::NodeHealth) -> String {
     if let Some(s) = h.snapshot_seqno {
         lines.push(format!("snapshot  {s}"));
     }
+    if let Some([from, to]) = h.indexing {
+        lines.push(format!(
+            "index     started from a snapshot: indexing transactions {from} to {to} (ranges over them answer IndexLoading)"
+        ));
+    }
     if let Some(a) = &h.archive {
         lines.push(format!(
             "archive   {} chunks through {} ({} behind the commit point), {} snapshots",

@@ -2404,6 +2404,12 @@ async fn a_node_joins_from_a_snapshot_and_serves_the_whole_history() {
     };
     let expected = range(c.admin(0)).await.unwrap();
     assert_eq!(expected.len(), 40);
+    if let Some([from, to]) = c.admin(1).node_health(None).await.unwrap().indexing {
+        assert!(
+            from >= 1 && to < ids.len() as u64 + 100,
+            "indexing {from}..{to}"
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match range(c.admin(1)).await {
@@ -2422,7 +2428,9 @@ async fn a_node_joins_from_a_snapshot_and_serves_the_whole_history() {
         }
     }
 
-    // It starts again from what it has (its ledger still lacks chunks it never read).
+    assert_eq!(c.admin(1).node_health(None).await.unwrap().indexing, None);
+
+    // It starts again from what it has.
     c.stop(1);
     c.restart(1).await;
     let again = c.admin(1);

@@ -650,6 +650,10 @@ pub struct NodeHealth {
     /// What the archive holds, as the node knows (`None`: no archive configured).
     #[serde(default)]
     pub archive: Option<ArchiveHealth>,
+    /// On a node that started from a snapshot: the transactions before it it has yet to
+    /// index, `[first, last]` (range queries over them answer `IndexLoading` until then).
+    #[serde(default)]
+    pub indexing: Option<[u64; 2]>,
 }
 
 /// The archive's progress in [`NodeHealth`].

@@ -48,6 +48,10 @@ pub struct NodeHealth {
     pub snapshot_seqno: Option<u64>,
     /// What the archive holds, as this node knows (`None`: no archive configured).
     pub archive: Option<ArchiveHealth>,
+    /// A node that started from a snapshot: the transactions before it that it has yet to
+    /// index, `[first, last]` (range queries over them answer `IndexLoading` until then);
+    /// `None` once done, and on every other node.
+    pub indexing: Option<[u64; 2]>,
 }
 
 /// The archive's progress in [`NodeHealth`].
@@ -120,6 +124,7 @@ impl LedgerNode {
                 through_seqno: p.through.load(Ordering::Relaxed),
                 snapshots: p.snapshots.load(Ordering::Relaxed),
             }),
+            indexing: self.index.gap().ok().flatten().map(|(a, b)| [a, b]),
         }
     }
 

@@ -273,7 +273,7 @@ impl Ledger {
         let chunks = self.engine().committed_chunk_files();
         chunks
             .into_iter()
-            .find(|c| !c.on_disk && c.start - 1 <= last && c.end - 1 >= first)
+            .find(|c| !c.on_disk && c.start - 1 <= last && c.end > first)
             .map(|c| c.name)
     }
 
