@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${VELLUM_VENV:-$PWD/.venv}"
-if ! "$VENV/bin/python" -c "import ccf.ledger, azure.confidentialledger.receipt, aiohttp, moto, azure.storage.blob" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import ccf.ledger, azure.confidentialledger.receipt, aiohttp, moto, azure.storage.blob, selenium" 2>/dev/null; then
   echo "==> setting up Python venv for interop tests in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --ignore-requires-python \
@@ -27,12 +27,15 @@ if [ ! -d "$JS/node_modules/@azure-rest/confidential-ledger" ] || [ ! -x "$JS/no
   (cd "$JS" && npm ci --no-audit --no-fund --ignore-scripts)
 fi
 # Debian packages some tests run for real: SoftHSM2 (the PKCS#11 token the sealing tests keep
-# a key in), Prometheus (which scrapes a node's /metrics), and podman with runc, debootstrap
-# and CNI's dnsname plugin (the container image and the 3-node compose file, as root).
+# a key in), Prometheus (which scrapes a node's /metrics), Chromium and its WebDriver (the
+# explorer, driven in a headless browser), and podman with runc, debootstrap and CNI's dnsname
+# plugin (the container image and the 3-node compose file, as root).
 # Required wherever they are installed or can be; elsewhere those tests say they are skipped.
 WANT=""
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || WANT="$WANT softhsm2"
 [ -x /usr/bin/prometheus ] || WANT="$WANT prometheus"
+[ -x /usr/bin/chromium ] || WANT="$WANT chromium"
+[ -x /usr/bin/chromedriver ] || WANT="$WANT chromium-driver"
 if [ "$(id -u)" = 0 ]; then
   command -v podman >/dev/null || WANT="$WANT podman"
   command -v runc >/dev/null || WANT="$WANT runc"
@@ -53,6 +56,9 @@ if [ -x /usr/bin/prometheus ]; then
 fi
 if [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null; then
   export VELLUM_REQUIRE_SOFTHSM=1
+fi
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+  export VELLUM_REQUIRE_BROWSER=1
 fi
 export VELLUM_PYTHON="$VENV/bin/python"
 export VELLUM_PYTHON_SDK2="$VENV2/bin/python"

@@ -130,7 +130,11 @@ fn tampers(c: &Case) -> Vec<Case> {
             let len = pem_der(pem).len();
             let mut t = r.clone();
             t[&se_key][i] = json!(flip_pem(pem, len / 2));
-            push(format!("serviceEndorsements[{i}]"), t, c.service_cert.clone());
+            push(
+                format!("serviceEndorsements[{i}]"),
+                t,
+                c.service_cert.clone(),
+            );
         }
     }
     let len = pem_der(&c.service_cert).len();
@@ -228,7 +232,10 @@ process.stdout.write(JSON.stringify(out));
             assert!(rust && js, "{} does not verify: {v}", c.name);
         }
         if js != rust {
-            disagreements.push(format!("{}: Vellum {rust}, explorer {js} ({})", c.name, v["error"]));
+            disagreements.push(format!(
+                "{}: Vellum {rust}, explorer {js} ({})",
+                c.name, v["error"]
+            ));
         }
         if !js {
             // A failure names the step that failed.

@@ -9,6 +9,7 @@ mod app;
 pub mod auth;
 mod context;
 mod endpoints;
+mod explorer;
 mod functions;
 mod gov;
 pub mod limits;
@@ -245,6 +246,7 @@ fn router(st: Arc<context::AppState>) -> axum::Router {
         .merge(gov::routes())
         .merge(endpoints::routes())
         .merge(peer::routes())
+        .merge(explorer::routes())
         .fallback(endpoints::dispatch)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         // Bodies are read (and limited) by the middleware, after authentication.

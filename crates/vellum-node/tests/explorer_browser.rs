@@ -1,0 +1,160 @@
+//! The explorer in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`) driven through WebDriver by `tests/interop/explorer_browser.py`
+//! (Selenium), against a real node over HTTPS with data: an Administrator and a Reader signed in
+//! with bearer tokens, entries in a collection with a tag, a committed receipt. Screenshots go
+//! to `target/explorer-screenshots/` (test artifacts; `docs/explorer.md` shows four).
+//!
+//! Skipped, with a message, where Chromium or Selenium is missing, unless
+//! `VELLUM_REQUIRE_BROWSER=1` (scripts/test.sh sets it where it installed them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: panics are failures
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{TestServer, python, repo};
+use serde_json::{Value, json};
+
+const V26: &str = "api-version=2026-07-31-preview";
+
+fn required() -> bool {
+    std::env::var("VELLUM_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
+}
+
+async fn committed(c: &reqwest::Client, e: &str, id: &str) {
+    for _ in 0..200 {
+        let v: Value = c
+            .get(format!("{e}/app/transactions/{id}/status?{V26}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] == "Committed" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{id} did not commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explorer_in_headless_chromium() {
+    let chromium =
+        Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists();
+    let py = python().filter(|py| {
+        Command::new(py)
+            .args(["-c", "import selenium"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(py) = py.filter(|_| chromium) else {
+        assert!(
+            !required(),
+            "VELLUM_REQUIRE_BROWSER=1 but Chromium, chromium-driver or Selenium is missing"
+        );
+        eprintln!(
+            "SKIPPED: the explorer's browser test needs chromium, chromium-driver and selenium"
+        );
+        return;
+    };
+    let srv = TestServer::start(3).await;
+    let e = srv.endpoint.clone();
+    let admin = srv.client(Some(&srv.admin_pem()));
+    for (oid, role) in [
+        ("explorer-admin", "Administrator"),
+        ("explorer-reader", "Reader"),
+    ] {
+        let r = admin
+            .patch(format!(
+                "{e}/app/ledgerUsers/{oid}?api-version=2024-12-09-preview"
+            ))
+            .header("content-type", "application/merge-patch+json")
+            .body(json!({ "assignedRoles": [role] }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{oid}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let (mut ids, mut tagged) = (Vec::new(), Vec::new());
+    for i in 0..10 {
+        let tag = if i % 3 == 0 { "&tags=login" } else { "" };
+        let r = admin
+            .post(format!(
+                "{e}/app/transactions?{V26}&collectionId=audit{tag}"
+            ))
+            .json(&json!({ "contents": format!("audit event {i}") }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let id = r.headers()["x-ms-ccf-transaction-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if !tag.is_empty() {
+            tagged.push(id.clone());
+        }
+        ids.push(id);
+    }
+    let txid = ids[3].clone();
+    committed(&admin, &e, ids.last().unwrap()).await;
+    let receipt: Value = loop {
+        let v: Value = admin
+            .get(format!("{e}/app/transactions/{txid}/receipt?{V26}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] == "Ready" {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let receipt_file = srv.path("receipt.json");
+    std::fs::write(&receipt_file, receipt.to_string()).unwrap();
+    let fingerprint = vellum_core::crypto::Certificate::from_pem(&srv.service_cert())
+        .unwrap()
+        .acl_fingerprint();
+    let reader =
+        vellum_ledger::identity::Identity::client("Reader", std::time::SystemTime::now(), 1)
+            .unwrap();
+    let _ = reader; // the Reader signs in with a token; its id is the token's object id
+    let shots = repo().join("target/explorer-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut cmd = Command::new(py);
+    cmd.arg(repo().join("tests/interop/explorer_browser.py"))
+        .env("VELLUM_ENDPOINT", &e)
+        .env("VELLUM_ADMIN_TOKEN", srv.token("explorer-admin"))
+        .env("VELLUM_READER_TOKEN", srv.token("explorer-reader"))
+        .env("VELLUM_READER_ID", "explorer-reader")
+        .env("VELLUM_FINGERPRINT", &fingerprint)
+        .env("VELLUM_TXID", &txid)
+        .env("VELLUM_COLLECTION", "audit")
+        .env("VELLUM_TAG", "login")
+        .env("VELLUM_TAGGED", tagged.join(","))
+        .env("VELLUM_RECEIPT", &receipt_file)
+        .env("VELLUM_SERVICE_CERT", srv.path("service_cert.pem"))
+        .env("VELLUM_SCREENSHOTS", &shots);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ALL PASSED"),
+        "the explorer's browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    srv.stop().await;
+}
