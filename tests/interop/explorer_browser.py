@@ -166,6 +166,12 @@ try:
     users = wait_text("#users", os.environ["VELLUM_READER_ID"])
     check(os.environ["VELLUM_READER_ID"] in users, "the users page lists the Reader")
 
+    # Functions and endpoints.
+    go("#/code")
+    fns = wait_text("#functions", "greet")
+    check("greet" in fns, "the functions page lists the stored function")
+    check("No endpoint is deployed" in wait_text("#main", "endpoint"), "the functions page says no endpoint is deployed")
+
     ok, urls = same_origin_only()
     check(ok, f"no request left the node's origin ({len(urls)} resources)")
 

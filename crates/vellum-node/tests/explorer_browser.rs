@@ -84,6 +84,15 @@ async fn the_explorer_in_headless_chromium() {
             r.text().await.unwrap()
         );
     }
+    let r = admin
+        .put(format!(
+            "{e}/app/userDefinedFunctions/greet?api-version=2024-12-09-preview"
+        ))
+        .json(&json!({ "code": "export function main() { return \"hello\"; }" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let (mut ids, mut tagged) = (Vec::new(), Vec::new());
     for i in 0..10 {
         let tag = if i % 3 == 0 { "&tags=login" } else { "" };
@@ -126,10 +135,6 @@ async fn the_explorer_in_headless_chromium() {
     let fingerprint = vellum_core::crypto::Certificate::from_pem(&srv.service_cert())
         .unwrap()
         .acl_fingerprint();
-    let reader =
-        vellum_ledger::identity::Identity::client("Reader", std::time::SystemTime::now(), 1)
-            .unwrap();
-    let _ = reader; // the Reader signs in with a token; its id is the token's object id
     let shots = repo().join("target/explorer-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let mut cmd = Command::new(py);

@@ -308,6 +308,42 @@ function verifyPage() {
     out);
 }
 
+async function codePage() {
+  const parts = [];
+  const fns = h("div", {}, "Loading…");
+  const eps = h("div", {}, "Loading…");
+  parts.push(h("h3", {}, "User-defined functions"), fns, h("h3", {}, "User-defined endpoints"), eps);
+  show("Functions and endpoints", ...parts);
+  try {
+    const list = [];
+    let body = await api("/app/userDefinedFunctions", { "api-version": API });
+    list.push(...body.functions);
+    while (body.nextLink) {
+      body = await readyUrl(body.nextLink);
+      list.push(...body.functions);
+    }
+    fns.replaceChildren(list.length ? h("table", { id: "functions" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Function"), h("th", {}, "Code"))),
+      h("tbody", {}, list.map((f) => h("tr", {}, h("td", { class: "mono" }, f.id),
+        h("td", {}, h("details", {}, h("summary", {}, `${f.code.length} characters`), h("pre", {}, f.code)))))))
+      : h("p", {}, "No function is stored."));
+  } catch (e) {
+    fns.replaceChildren(failure(e));
+  }
+  try {
+    const bundle = await api("/app/userDefinedEndpoints", { "api-version": API });
+    const rows = Object.entries(bundle.metadata?.endpoints ?? {}).flatMap(([path, methods]) =>
+      Object.entries(methods).map(([method, m]) => h("tr", {}, h("td", { class: "mono" }, method.toUpperCase()),
+        h("td", { class: "mono" }, `/app${path}`), h("td", {}, m.mode ?? ""),
+        h("td", { class: "wide-only" }, (m.authn_policies ?? []).join(", ")))));
+    eps.replaceChildren(rows.length ? h("table", { id: "endpoints" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Method"), h("th", {}, "Path"), h("th", {}, "Mode"), h("th", { class: "wide-only" }, "Authentication"))),
+      h("tbody", {}, rows)) : h("p", {}, "No endpoint is deployed."));
+  } catch (e) {
+    eps.replaceChildren(failure(e));
+  }
+}
+
 async function usersPage() {
   const body = await api("/app/ledgerUsers", { "api-version": API });
   const users = body.ledgerUsers ?? body.users ?? [];
@@ -362,6 +398,7 @@ async function route() {
     else if (path.startsWith("/tx/")) await txPage(decodeURIComponent(path.slice(4)), q);
     else if (path === "/verify") verifyPage();
     else if (path === "/users") await usersPage();
+    else if (path === "/code") await codePage();
     else if (path === "/sign-in") signInPage();
     else show("Not found", h("p", {}, "No such page. "), h("a", { href: "#/" }, "The service"));
   } catch (e) {
