@@ -239,6 +239,17 @@ try:
     go(f"#/tx/{txid}?collection={coll}")
     check(wait_text("#verdict", "Receipt") == "Receipt verified", "a Reader verifies a receipt too")
 
+    # Sign-in through the OpenID Connect provider (the test's stand-in issues an
+    # Administrator's token): the Users page comes back.
+    if os.environ.get("VELLUM_OIDC") == "1":
+        go("#/sign-in")
+        wait.until(EC.element_to_be_clickable((By.ID, "oidc-button"))).click()
+        status = wait_text("#sign-in-status", "identity provider")
+        check(status == "Signed in through the identity provider.", f"the OpenID Connect sign-in completes: {status}")
+        wait.until(lambda _: d.find_element(By.ID, "nav-users").is_displayed())
+        check(True, "signed in through the provider as an Administrator, the Users page is offered")
+        check("access_token" not in d.current_url, "the token does not stay in the address bar")
+
     # A phone's width.
     d.set_window_size(390, 844)
     go(f"#/tx/{txid}?collection={coll}")

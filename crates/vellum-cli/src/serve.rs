@@ -127,6 +127,18 @@ pub struct ServeArgs {
     /// back (and checked) when a read needs them. Default: keep everything.
     #[arg(long, value_name = "N")]
     pub retain_transactions: Option<u64>,
+    /// Offer a sign-in to the explorer (/explorer) through this OpenID Connect provider's
+    /// authorization endpoint (the implicit flow: the browser comes back with an access token,
+    /// which must come from a trusted --jwt-issuer). Needs --explorer-client-id.
+    #[arg(long, value_name = "URL", requires = "explorer_client_id")]
+    pub explorer_login_url: Option<String>,
+    /// The explorer's client id at the --explorer-login-url provider.
+    #[arg(long, value_name = "ID", requires = "explorer_login_url")]
+    pub explorer_client_id: Option<String>,
+    /// The scope the explorer asks the provider for (default: `openid` and ACL's audience,
+    /// `https://confidential-ledger.azure.com/.default`).
+    #[arg(long, value_name = "SCOPE")]
+    pub explorer_login_scope: Option<String>,
     /// A one-time join token (`vellum node token` on the service).
     #[arg(
         long,
@@ -217,6 +229,9 @@ impl ServeArgs {
             service_key_pkcs11,
             archive,
             retain_transactions,
+            explorer_login_url,
+            explorer_client_id,
+            explorer_login_scope,
             handshake_timeout,
             header_timeout,
             body_timeout
@@ -375,6 +390,22 @@ fn service_config(args: &ServeArgs) -> anyhow::Result<ServiceConfig> {
         )?);
     } else if !args.archive_options.is_empty() {
         anyhow::bail!("--archive-option needs --archive");
+    }
+    match (&args.explorer_login_url, &args.explorer_client_id) {
+        (Some(url), Some(id)) => {
+            cfg.explorer_login = Some(vellum_node::server::ExplorerLogin {
+                authorize_url: url.clone(),
+                client_id: id.clone(),
+                scope: args
+                    .explorer_login_scope
+                    .clone()
+                    .unwrap_or_else(|| vellum_node::server::DEFAULT_LOGIN_SCOPE.to_owned()),
+            });
+        }
+        (None, None) if args.explorer_login_scope.is_none() => {}
+        _ => anyhow::bail!(
+            "--explorer-login-url and --explorer-client-id go together (and --explorer-login-scope needs them)"
+        ),
     }
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(cfg)

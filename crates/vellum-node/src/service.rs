@@ -86,6 +86,8 @@ pub struct ServiceConfig {
     /// Copy committed chunks and snapshots to this archive (while primary; see
     /// [`crate::archive`]).
     pub archive: Option<crate::archive::ArchiveConfig>,
+    /// The explorer's sign-in through an OpenID Connect provider, if offered.
+    pub explorer_login: Option<crate::server::ExplorerLogin>,
 }
 
 /// The default HTTPS address.
@@ -112,6 +114,7 @@ impl ServiceConfig {
             join: None,
             recover: None,
             archive: None,
+            explorer_login: None,
         }
     }
 
@@ -137,6 +140,9 @@ impl ServiceConfig {
             "not with join",
             "both",
         )?;
+        if let Some(l) = &self.explorer_login {
+            l.validate()?;
+        }
         if let Some(j) = &self.join {
             if let Some(t) = &j.token {
                 rule(!t.trim().is_empty(), "join-token", "non-empty", "empty")?;
@@ -254,6 +260,7 @@ impl Service {
             join,
             recover,
             archive,
+            explorer_login,
         } = cfg;
         // The archive's URL and options are checked before anything starts.
         let archive = archive
@@ -322,6 +329,7 @@ impl Service {
                 ledger_id: ledger_id.clone(),
                 limits,
                 tokens,
+                explorer_login,
             },
             &key,
         )?;

@@ -39,6 +39,18 @@ impl TestServer {
         limits: crate::server::Limits,
         configure: impl FnOnce(&mut crate::NodeConfig),
     ) -> TestServer {
+        TestServer::start_in(tempfile::tempdir().unwrap(), limits, |c| {
+            configure(&mut c.node)
+        })
+        .await
+    }
+
+    /// As [`TestServer::start`], with these limits and the service's configuration as
+    /// `configure` leaves it.
+    pub async fn start_service(
+        limits: crate::server::Limits,
+        configure: impl FnOnce(&mut crate::service::ServiceConfig),
+    ) -> TestServer {
         TestServer::start_in(tempfile::tempdir().unwrap(), limits, configure).await
     }
 
@@ -55,7 +67,7 @@ impl TestServer {
     async fn start_in(
         dir: tempfile::TempDir,
         limits: crate::server::Limits,
-        configure: impl FnOnce(&mut crate::NodeConfig),
+        configure: impl FnOnce(&mut crate::service::ServiceConfig),
     ) -> TestServer {
         use crate::service::{Service, ServiceConfig, TokenIssuer, TokenKeys};
         let page_size = limits.page_size;
@@ -72,7 +84,7 @@ impl TestServer {
             audiences: vec![],
             keys: TokenKeys::File(jwks_path),
         });
-        configure(&mut cfg.node);
+        configure(&mut cfg);
         let service = Service::start(cfg).await.unwrap();
         let addr = service.local_addr();
         TestServer {

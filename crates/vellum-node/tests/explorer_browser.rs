@@ -62,7 +62,52 @@ async fn the_explorer_in_headless_chromium() {
         );
         return;
     };
-    let srv = TestServer::start(3).await;
+    // A stand-in OpenID Connect provider: its authorization endpoint sends the browser back
+    // to the explorer with an Administrator's access token (implicit flow).
+    let idp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authorize_url = format!("http://{}/authorize", idp.local_addr().unwrap());
+    let issued = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let srv = TestServer::start_service(
+        vellum_node::server::Limits {
+            page_size: 3,
+            ..Default::default()
+        },
+        |c| {
+            c.explorer_login = Some(vellum_node::server::ExplorerLogin {
+                authorize_url: authorize_url.clone(),
+                client_id: "vellum-explorer".into(),
+                scope: vellum_node::server::DEFAULT_LOGIN_SCOPE.into(),
+            });
+        },
+    )
+    .await;
+    *issued.lock().unwrap() = Some(srv.token("explorer-admin"));
+    let app = axum::Router::new().route(
+        "/authorize",
+        axum::routing::get({
+            let issued = issued.clone();
+            move |axum::extract::RawQuery(raw): axum::extract::RawQuery| async move {
+                let q: std::collections::HashMap<String, String> =
+                    reqwest::Url::parse(&format!("http://idp/?{}", raw.unwrap_or_default()))
+                        .unwrap()
+                        .query_pairs()
+                        .into_owned()
+                        .collect();
+                let ok = q.get("response_type").map(String::as_str) == Some("token")
+                    && q.get("client_id").map(String::as_str) == Some("vellum-explorer");
+                let to = q.get("redirect_uri").cloned().unwrap_or_default();
+                let state = q.get("state").cloned().unwrap_or_default();
+                let token = issued.lock().unwrap().clone().unwrap_or_default();
+                let location = if ok {
+                    format!("{to}#access_token={token}&token_type=Bearer&state={state}")
+                } else {
+                    format!("{to}#error=invalid_request&state={state}")
+                };
+                axum::response::Redirect::to(&location)
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(idp, app).await });
     let e = srv.endpoint.clone();
     let admin = srv.client(Some(&srv.admin_pem()));
     for (oid, role) in [
@@ -150,7 +195,8 @@ async fn the_explorer_in_headless_chromium() {
         .env("VELLUM_TAGGED", tagged.join(","))
         .env("VELLUM_RECEIPT", &receipt_file)
         .env("VELLUM_SERVICE_CERT", srv.path("service_cert.pem"))
-        .env("VELLUM_SCREENSHOTS", &shots);
+        .env("VELLUM_SCREENSHOTS", &shots)
+        .env("VELLUM_OIDC", "1");
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();

@@ -144,6 +144,8 @@ pub struct ApiConfig {
     pub limits: Limits,
     /// Bearer-token issuers.
     pub tokens: TokenValidator,
+    /// The explorer's sign-in through an OpenID Connect provider, if offered.
+    pub explorer_login: Option<super::ExplorerLogin>,
 }
 
 pub(crate) struct AppState {

@@ -28,11 +28,65 @@ const STYLE: &str = include_str!("explorer/style.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
     img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// Sign-in to the explorer through an OpenID Connect provider (the OAuth 2.0 implicit flow):
+/// the page sends the browser to `authorize_url` with `response_type=token`, this `client_id`
+/// and `scope`, a random `state`, and `redirect_uri` = the explorer; the provider sends it back
+/// with an access token, which the page then uses as a bearer token. The token must come from
+/// an issuer the ledger trusts (`--jwt-issuer`), for an audience it accepts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExplorerLogin {
+    /// The provider's authorization endpoint (`https://`, or `http://` on a loopback host).
+    pub authorize_url: String,
+    /// The explorer's client id at the provider.
+    pub client_id: String,
+    /// The scope asked for.
+    pub scope: String,
+}
+
+/// The scope asked for by default: ACL's audience, as Azure's tools ask for it.
+pub const DEFAULT_LOGIN_SCOPE: &str = "openid https://confidential-ledger.azure.com/.default";
+
+impl ExplorerLogin {
+    /// Checks the URL and client id.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        let loopback_http = self
+            .authorize_url
+            .strip_prefix("http://")
+            .is_some_and(|rest| {
+                let host = rest.split(['/', '?']).next().unwrap_or("");
+                let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+                host == "localhost" || host == "127.0.0.1" || host == "[::1]"
+            });
+        crate::config::rule(
+            self.authorize_url.starts_with("https://") || loopback_http,
+            "explorer-login-url",
+            "an https:// URL (http:// only on a loopback host)",
+            &self.authorize_url,
+        )?;
+        crate::config::rule(
+            !self.client_id.trim().is_empty(),
+            "explorer-client-id",
+            "non-empty",
+            "empty",
+        )
+    }
+}
+
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/explorer", get(index))
         .route("/explorer/", get(index))
+        .route("/explorer/config.json", get(config))
         .route("/explorer/{file}", get(asset))
+}
+
+/// What the page needs to know of the server: whether it offers an OpenID Connect sign-in.
+async fn config(axum::extract::State(st): axum::extract::State<Arc<AppState>>) -> Response {
+    let mut r = axum::Json(serde_json::json!({ "login": st.cfg.explorer_login })).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 fn respond(content_type: &'static str, body: &'static str) -> Response {

@@ -10,6 +10,7 @@ pub mod auth;
 mod context;
 mod endpoints;
 mod explorer;
+pub use explorer::{DEFAULT_LOGIN_SCOPE, ExplorerLogin};
 mod functions;
 mod gov;
 pub mod limits;

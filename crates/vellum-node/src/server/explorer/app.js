@@ -353,10 +353,43 @@ async function usersPage() {
       h("td", {}, (u.assignedRoles ?? [u.assignedRole]).filter(Boolean).join(", ")))))));
 }
 
-function signInPage() {
+function randomHex() {
+  return bytesToHex(crypto.getRandomValues(new Uint8Array(16)));
+}
+
+// Back from the OpenID Connect provider: `#access_token=...&state=...` (implicit flow).
+function takeLoginResponse() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  if (!p.has("access_token") && !p.has("error")) return null;
+  const expected = sessionStorage.getItem("vellum-oidc-state");
+  sessionStorage.removeItem("vellum-oidc-state");
+  history.replaceState(null, "", `${location.pathname}#/sign-in`);
+  if (p.has("error")) return `The provider refused the sign-in: ${p.get("error_description") ?? p.get("error")}`;
+  if (!expected || p.get("state") !== expected) return "The sign-in response does not answer this page's request: ignored.";
+  sessionStorage.setItem("vellum-token", p.get("access_token"));
+  return "Signed in through the identity provider.";
+}
+
+function signInPage(message) {
   const input = h("textarea", { id: "token-input", "aria-label": "Bearer token" });
-  const status = h("p", { id: "sign-in-status" }, token() ? "A token is in use for this tab." : "No token: the browser's client certificate, if it has one, is used.");
-  show("Sign in",
+  const provider = h("div", {});
+  api("/explorer/config.json").then((cfg) => {
+    if (!cfg.login) return;
+    provider.replaceChildren(h("p", {}, h("button", { type: "button", id: "oidc-button", onclick: () => {
+      const state = randomHex();
+      sessionStorage.setItem("vellum-oidc-state", state);
+      const url = new URL(cfg.login.authorizeUrl);
+      url.searchParams.set("response_type", "token");
+      url.searchParams.set("client_id", cfg.login.clientId);
+      url.searchParams.set("redirect_uri", `${location.origin}/explorer`);
+      url.searchParams.set("scope", cfg.login.scope);
+      url.searchParams.set("state", state);
+      url.searchParams.set("nonce", randomHex());
+      location.assign(url);
+    } }, "Sign in with the identity provider")));
+  }).catch(() => {});
+  const status = h("p", { id: "sign-in-status" }, message ?? (token() ? "A token is in use for this tab." : "No token: the browser's client certificate, if it has one, is used."));
+  show("Sign in", provider,
     h("p", {}, "With a client certificate, the browser presents it when it connects: nothing to do here. " +
       "With a bearer token from the ledger's OpenID issuer, paste it below; it is kept for this tab only."),
     h("form", { onsubmit: async (ev) => {
@@ -410,5 +443,7 @@ window.addEventListener("hashchange", () => {
   navigated = true;
   route();
 });
+const loggedIn = takeLoginResponse();
 refreshNav();
-route();
+if (loggedIn) signInPage(loggedIn);
+else route();
