@@ -1,10 +1,11 @@
 // Receipt verification in the browser (and in Node.js, for the tests): the same checks as
 // `vellum receipt --verify` (vellum_core::receipt), step by step.
 //
-// SHA-256/384/512 come from WebCrypto. ECDSA does not: CCF signs the Merkle root *as the
-// digest* (no hash over it), and WebCrypto's ECDSA always hashes what it verifies, so the
-// verification equation is computed here over P-256 and P-384 with BigInt (public data only:
-// nothing secret goes through it, so constant time does not matter).
+// SHA-256/384/512 and the certificates' ECDSA signatures are checked with WebCrypto. The
+// signature over the Merkle root is not: CCF signs the root *as the digest* (no hash over it),
+// and WebCrypto's ECDSA always hashes what it verifies, so that verification equation is
+// computed here over P-256 and P-384 with BigInt (public data only: nothing secret goes
+// through it, so constant time does not matter).
 
 const subtle = globalThis.crypto.subtle;
 
@@ -241,9 +242,32 @@ export function ecdsaVerifyPrehash(key, hash, sigDer) {
   return affineX(c, X) % n === r;
 }
 
-async function verifyIssuedBy(cert, issuerKey) {
-  const h = await digest(cert.hash, cert.tbs);
-  return ecdsaVerifyPrehash(issuerKey, h, cert.signature);
+// ECDSA's DER signature as WebCrypto takes it: r and s, each padded to the curve's size.
+function rawSignature(sigDer, curve) {
+  const size = CURVES[curve].bits / 8;
+  const seq = tlv(sigDer, 0);
+  if (seq.tag !== 0x30 || seq.end !== sigDer.length) throw new Error("not an ECDSA signature");
+  const ints = children(sigDer, seq);
+  if (ints.length !== 2 || ints.some((i) => i.tag !== 2)) throw new Error("not an ECDSA signature");
+  const out = new Uint8Array(2 * size);
+  ints.forEach((i, k) => {
+    let v = sigDer.subarray(i.start, i.end);
+    while (v.length > size && v[0] === 0) v = v.subarray(1);
+    if (v.length > size) throw new Error("ECDSA integer too long");
+    out.set(v, (k + 1) * size - v.length);
+  });
+  return out;
+}
+
+// A certificate's signature by its issuer's key, with WebCrypto (which hashes the
+// to-be-signed bytes itself, as certificate signatures want).
+async function verifyIssuedBy(cert, issuer) {
+  try {
+    const key = await subtle.importKey("spki", issuer.spki, { name: "ECDSA", namedCurve: issuer.key.curve }, false, ["verify"]);
+    return await subtle.verify({ name: "ECDSA", hash: cert.hash }, key, rawSignature(cert.signature, issuer.key.curve), cert.tbs);
+  } catch {
+    return false;
+  }
 }
 
 // ---- the receipt ----
@@ -336,7 +360,7 @@ export async function verifyReceipt(receiptOrResponse, serviceCertPem) {
   } catch (e) {
     return fail("endorsement", `the service certificate: ${e.message}`);
   }
-  if (!(await verifyIssuedBy(service, service.key))) {
+  if (!(await verifyIssuedBy(service, service))) {
     return fail("endorsement", "the service certificate is not self-signed (damaged?)");
   }
   const chain = [];
@@ -350,7 +374,7 @@ export async function verifyReceipt(receiptOrResponse, serviceCertPem) {
   chain.push(service);
   let current = node;
   for (const [i, issuer] of chain.entries()) {
-    if (!(await verifyIssuedBy(current, issuer.key))) {
+    if (!(await verifyIssuedBy(current, issuer))) {
       return fail(
         "endorsement",
         i === chain.length - 1
