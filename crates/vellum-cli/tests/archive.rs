@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -352,16 +353,8 @@ async fn ready(c: &reqwest::Client, url: String) -> serde_json::Value {
 
 /// The metric `name` in the node's /metrics.
 async fn metric(c: &reqwest::Client, endpoint: &str, name: &str) -> f64 {
-    let text = c
-        .get(format!("{endpoint}/metrics"))
-        .send()
+    harness::metric(c, endpoint, name)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 

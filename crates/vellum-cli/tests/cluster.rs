@@ -2232,19 +2232,7 @@ async fn a_dropped_chunk_comes_back_from_another_node_when_the_archive_cannot_gi
     let http = c.https_client(None); // /metrics needs no credential
     let metric = |name: &'static str| {
         let (http, endpoint) = (http.clone(), c.nodes[1].endpoint.clone());
-        async move {
-            let text = http
-                .get(format!("{endpoint}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        }
+        async move { harness::metric(&http, &endpoint, name).await.unwrap_or(0.0) }
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric("vellum_ledger_chunks_dropped_total").await < 3.0 {

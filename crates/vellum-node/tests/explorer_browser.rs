@@ -24,24 +24,6 @@ fn required() -> bool {
     std::env::var("VELLUM_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
 }
 
-async fn committed(c: &reqwest::Client, e: &str, id: &str) {
-    for _ in 0..200 {
-        let v: Value = c
-            .get(format!("{e}/app/transactions/{id}/status?{V26}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["state"] == "Committed" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{id} did not commit");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_explorer_in_headless_chromium() {
     let chromium =
@@ -160,7 +142,13 @@ async fn the_explorer_in_headless_chromium() {
         ids.push(id);
     }
     let txid = ids[3].clone();
-    committed(&admin, &e, ids.last().unwrap()).await;
+    let last: vellum_core::TxId = ids.last().unwrap().parse().unwrap();
+    let status = srv
+        .node
+        .wait_committed(last, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status, vellum_core::status::TxStatus::Committed, "{last}");
     let receipt: Value = loop {
         let v: Value = admin
             .get(format!("{e}/app/transactions/{txid}/receipt?{V26}"))

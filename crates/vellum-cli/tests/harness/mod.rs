@@ -800,3 +800,17 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// The value of the metric `name` in `/metrics` of the node at `endpoint` (`None`: not there).
+pub async fn metric(http: &reqwest::Client, endpoint: &str, name: &str) -> Option<f64> {
+    let text = http
+        .get(format!("{endpoint}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
